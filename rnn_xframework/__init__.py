@@ -1,0 +1,48 @@
+"""rnn_xframework: one recurrent-network program on TensorFlow/Keras or PyTorch.
+
+Importing this package imports neither framework; each backend loads its framework the first
+time it is asked for.
+"""
+
+from __future__ import annotations
+
+from rnn_xframework import layers
+from rnn_xframework.compile import compile
+from rnn_xframework.config import get_backend, set_backend, use_backend
+from rnn_xframework.errors import (
+    BackendUnavailableError,
+    DTypeMismatchError,
+    FrameworkMismatchError,
+    InputShapeError,
+    RNNXError,
+    StateStructureError,
+    UnknownBackendError,
+    UnsupportedConfigError,
+    WeightsError,
+)
+from rnn_xframework.protocol import Cell
+from rnn_xframework.transfer import convert, load_weights, save_weights, transfer_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "Cell",
+    "DTypeMismatchError",
+    "FrameworkMismatchError",
+    "InputShapeError",
+    "RNNXError",
+    "StateStructureError",
+    "UnknownBackendError",
+    "UnsupportedConfigError",
+    "WeightsError",
+    "compile",
+    "convert",
+    "get_backend",
+    "layers",
+    "load_weights",
+    "save_weights",
+    "set_backend",
+    "transfer_weights",
+    "use_backend",
+]

@@ -1,0 +1,209 @@
+"""TensorFlow backend: cells are Keras 3 layers (``SimpleRNNCell`` subclasses Keras's own).
+
+They work in eager mode, inside ``tf.function`` and inside Keras models. Our layers never
+autocast: an input of another dtype than the layer's is an error, not a silent cast. NumPy
+arrays are accepted as inputs, as Keras layers accept them.
+
+Keras 3 chooses its backend once per process (``KERAS_BACKEND``); this module refuses to load
+when Keras runs on anything but TensorFlow, rather than changing a global setting.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rnn_xframework import backends, layouts, loops, protocol
+from rnn_xframework.errors import BackendUnavailableError
+
+
+def _keras_backend_problem() -> str | None:
+    if "keras" in sys.modules:
+        name = sys.modules["keras"].backend.backend()
+    else:
+        name = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if name == "tensorflow":
+        return None
+    return (
+        f"the 'tensorflow' backend needs Keras running on TensorFlow, but Keras "
+        f"{'was loaded' if 'keras' in sys.modules else 'is configured'} with KERAS_BACKEND={name!r}; "
+        "Keras picks its backend once per process: start a new process with KERAS_BACKEND=tensorflow "
+        "(or unset it), or use backend='torch'"
+    )
+
+
+_problem = _keras_backend_problem()
+if _problem:
+    raise BackendUnavailableError(_problem)
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def _to_tensor(x: Any) -> Any:
+    return tf.convert_to_tensor(x) if isinstance(x, np.ndarray) else x
+
+
+def _device_scope(device: Any) -> Any:
+    return tf.device(device) if device is not None else _NullScope()
+
+
+class _NullScope:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class SimpleRNNCell(keras.layers.SimpleRNNCell):
+    """Keras's ``SimpleRNNCell`` with the library's checks and list-state convention.
+
+    ``h = activation(x @ kernel + bias + h_prev @ recurrent_kernel)``; weights ``kernel``
+    ``(input_dim, units)``, ``recurrent_kernel`` ``(units, units)``, ``bias`` ``(units,)``.
+    Extra keyword arguments go to Keras (initializers, ``name``, ``dropout``, ...).
+    """
+
+    backend = "tensorflow"
+    cell_kind = "SimpleRNNCell"
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = "tanh",
+        use_bias: bool = True,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(units, activation=activation, use_bias=use_bias, dtype=protocol.dtype_name(dtype), **kwargs)
+        self.device = device
+        self.state_sizes = [units]
+
+    @property
+    def input_dim(self) -> int | None:
+        return int(self.kernel.shape[0]) if self.built else None
+
+    @property
+    def dtype_name(self) -> str:
+        return protocol.dtype_name(self.compute_dtype)
+
+    def portable_config(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+        }
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        with _device_scope(self.device):
+            super().build(input_shape)
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Canonical layout, which is Keras's: ``[kernel, recurrent_kernel, bias]``."""
+        if not self.built:
+            return []
+        return [keras.ops.convert_to_numpy(v) for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Checks count and every shape before assigning anything."""
+        dim = self.input_dim if self.built else layouts.input_dim_of(self.cell_kind, weights)
+        arrays = layouts.check(self.cell_kind, weights, dim, self.units, self.use_bias)
+        if not self.built:
+            self.build((None, dim))
+        variables = [v for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
+        for variable, value in zip(variables, arrays, strict=True):
+            variable.assign(value.astype(self.dtype_name))
+
+    def __call__(self, inputs: Any, states: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        inputs = _to_tensor(inputs)
+        if isinstance(states, (list, tuple)):
+            states = [_to_tensor(s) for s in states]
+        states = protocol.check_step(self, OPS, inputs, _to_tensor(states))
+        with _device_scope(self.device):
+            return super().__call__(inputs, states, training=training, **kwargs)
+
+
+class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
+    """One step through every cell; state ``[[h0], [h1], ...]``, never unwrapped."""
+
+    backend = "tensorflow"
+
+    def __init__(self, cells: Sequence[Any], **kwargs: Any) -> None:
+        kwargs.setdefault("autocast", False)
+        keras.layers.Layer.__init__(self, **kwargs)
+        self.cells = list(cells)
+        self._ops = OPS
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        self.build_cells(input_shape)
+
+    def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
+        return self.step(inputs, states, training)
+
+
+class RNN(loops.RNNMixin, keras.layers.Layer):
+    """Loop over ``[batch, time, features]`` in Python (unrolled when traced by ``tf.function``)."""
+
+    backend = "tensorflow"
+
+    def __init__(
+        self, cell: Any, *, return_sequences: bool, return_state: bool, go_backwards: bool, order: str, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("autocast", False)
+        keras.layers.Layer.__init__(self, **kwargs)
+        self.cell = cell
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+        self.go_backwards = go_backwards
+        self.order = order
+        self._ops = OPS
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        self.cell.build_cells(input_shape)
+
+    def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None) -> Any:
+        return self.run(inputs, initial_state, training)
+
+
+class TensorFlowBackend(backends.Backend, name="tensorflow"):
+    cells = {"SimpleRNNCell": SimpleRNNCell}
+    stack_class = StackedRNNCells
+    rnn_class = RNN
+
+    def is_native(self, x: Any) -> bool:
+        return isinstance(x, (tf.Tensor, tf.Variable, keras.KerasTensor))
+
+    def shape(self, x: Any) -> tuple[int | None, ...]:
+        return tuple(x.shape)
+
+    def dtype_name(self, x: Any) -> str:
+        return (
+            protocol.dtype_name(x.dtype) if x.dtype in ("float32", "float64", tf.float32, tf.float64) else str(x.dtype)
+        )
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return keras.ops.convert_to_numpy(x)
+
+    def batch_size(self, x: Any) -> Any:
+        static = x.shape[0]
+        return static if static is not None else tf.shape(x)[0]
+
+    def from_numpy(self, a: Any, device: Any = None) -> Any:
+        with _device_scope(device):
+            return tf.identity(tf.convert_to_tensor(np.array(a)))
+
+    def unstack(self, x: Any) -> list[Any]:
+        return tf.unstack(x, axis=1)
+
+    def stack(self, xs: list[Any]) -> Any:
+        return tf.stack(xs, axis=1)
+
+
+OPS = backends.get("tensorflow")

@@ -1,0 +1,192 @@
+"""Keras-named entry points: ``SimpleRNNCell``, ``StackedRNNCells``, ``RNN``.
+
+Each name is called like the Keras class and returns the chosen backend's native object: a
+``torch.nn.Module`` for ``backend="torch"``, a Keras layer for ``backend="tensorflow"`` (alias
+``"tf"``), a plain Python object for ``backend="numpy"``. ``isinstance(obj, layers.SimpleRNNCell)``
+holds for all three.
+
+Example::
+
+    from rnn_xframework import layers
+    cell = layers.SimpleRNNCell(64, backend="torch")
+    h0 = cell.get_initial_state(batch_size=4)      # [zeros(4, 64)]
+    out, h1 = cell(xt, h0)                         # h1 is a list
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from rnn_xframework import backends, config, loops
+from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
+
+
+def make_cell(kind: str, *, backend: str | None = None, **kwargs: Any) -> Any:
+    """Build a cell of type ``kind`` (a Keras cell name) on ``backend`` (default: current)."""
+    be = backends.get(config.resolve(backend))
+    try:
+        cls = be.cells[kind]
+    except KeyError:
+        raise UnsupportedConfigError(f"backend {be.name!r} has no {kind}; it has {sorted(be.cells)}") from None
+    return cls(**kwargs)
+
+
+class _Factory(type):
+    """Calling the class builds the backend's native object; ``isinstance`` checks its kind."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._make(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return cls._is(obj)  # type: ignore[attr-defined]
+
+
+def _cell_factory(kind: str, doc: str) -> type:
+    def _make(cls: type, units: int, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
+        if args:
+            names = ["activation", "use_bias"]
+            if len(args) > len(names):
+                raise TypeError(f"{kind}() takes at most {len(names) + 1} positional arguments")
+            kwargs.update(zip(names, args, strict=True))
+        return make_cell(kind, backend=backend, units=units, **kwargs)
+
+    def _is(cls: type, obj: Any) -> bool:
+        return getattr(obj, "cell_kind", None) == kind and isinstance(getattr(obj, "backend", None), str)
+
+    def signature(
+        units: int,
+        activation: str | None = "tanh",
+        use_bias: bool = True,
+        *,
+        backend: str | None = None,
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> Any: ...
+
+    return _Factory(
+        kind,
+        (),
+        {
+            "__doc__": doc,
+            "__module__": __name__,
+            "__signature__": inspect.signature(signature),
+            "_make": classmethod(_make),
+            "_is": classmethod(_is),
+        },
+    )
+
+
+SimpleRNNCell = _cell_factory(
+    "SimpleRNNCell",
+    """A fully-connected recurrent cell (Keras ``SimpleRNNCell``, PyTorch ``nn.RNNCell``).
+
+    .. math:: h_t = \\mathrm{activation}(x_t W + b + h_{t-1} U)
+
+    with ``W = kernel`` ``(input_dim, units)``, ``U = recurrent_kernel`` ``(units, units)``,
+    ``b = bias`` ``(units,)``.
+
+    Args:
+        units: size of the output and of the state.
+        activation: ``"tanh"`` (default) or ``"relu"`` on every backend; others on TF/NumPy.
+        use_bias: whether the cell has ``bias``.
+        backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
+            :func:`rnn_xframework.get_backend`.
+        dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.
+        device: torch device (``"cpu"``, ``"cuda"``, ...); for TensorFlow a device string
+            such as ``"/CPU:0"``.
+        **kwargs: passed to the backend's class (e.g. Keras's ``name``, initializers; torch's
+            ``train_recurrent_bias``).
+
+    Shape:
+        inputs ``[batch, input_dim]``, states ``[h]`` with ``h`` ``[batch, units]``;
+        returns ``(output [batch, units], [h_new])``.
+
+    Example::
+
+        cell = SimpleRNNCell(64, backend="torch")
+        out, state = cell(torch.randn(4, 100), cell.get_initial_state(4))
+    """,
+)
+
+
+def _backend_of_cells(cells: Any, backend: str | None) -> str:
+    first = cells[0] if isinstance(cells, (list, tuple)) and cells else cells
+    found = getattr(first, "backend", None)
+    if not isinstance(found, str):
+        raise FrameworkMismatchError(
+            f"expected cells made by rnn_xframework.layers, got {type(first).__module__}.{type(first).__name__}"
+        )
+    if backend is not None and backends.canonical_name(backend) != found:
+        raise FrameworkMismatchError(
+            f"backend={backend!r} was asked for but the cells run on {found!r}; "
+            f"use xf.convert(cell, backend={backend!r}) first"
+        )
+    return found
+
+
+class StackedRNNCells(metaclass=_Factory):
+    """Several cells run as one: each time step goes through every layer in order.
+
+    ``StackedRNNCells([cell0, cell1])`` returns the cells' backend's native stack, itself a
+    :class:`~rnn_xframework.Cell`. Its state is a list of per-layer lists (``[[h0], [h1]]``),
+    never unwrapped, even for one layer; ``get_weights()`` concatenates the cells' lists.
+
+    Shape: inputs ``[batch, input_dim]``; returns ``(output [batch, units of last cell],
+    [[h0_new], [h1_new], ...])``.
+    """
+
+    @classmethod
+    def _make(cls, cells: Any, *, backend: str | None = None) -> Any:
+        name = _backend_of_cells(cells, backend)
+        cells = loops.check_cells(cells, name)
+        return backends.get(name).stack_class(cells)
+
+    @classmethod
+    def _is(cls, obj: Any) -> bool:
+        return hasattr(obj, "cells") and hasattr(obj, "step") and isinstance(getattr(obj, "backend", None), str)
+
+
+class RNN(metaclass=_Factory):
+    """Run a cell, a list of cells or a stack over a whole sequence (Keras ``RNN``).
+
+    Args:
+        cell: one cell, a list of cells (stacked), or a ``StackedRNNCells``.
+        return_sequences: return every step's output ``[batch, time, units]`` instead of the
+            last one ``[batch, units]``.
+        return_state: also return the final states, one list per layer: ``(y, [[h0], [h1]])``.
+        go_backwards: process the sequence in reverse (outputs come in processing order, as in
+            Keras).
+        order: ``"timestep"`` (each step through every layer) or ``"layer"`` (each layer over
+            all steps, then the next). Same numbers either way.
+
+    Call: ``rnn(x, initial_state=None, training=None)`` with ``x`` ``[batch, time, features]``
+    and ``initial_state`` one list per layer (zeros by default).
+    """
+
+    @classmethod
+    def _make(
+        cls,
+        cell: Any,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        order: str = "timestep",
+        *,
+        backend: str | None = None,
+    ) -> Any:
+        loops.check_order(order)
+        stack = cell if StackedRNNCells._is(cell) else StackedRNNCells(cell, backend=backend)
+        _backend_of_cells(stack, backend)
+        return backends.get(stack.backend).rnn_class(
+            stack,
+            return_sequences=bool(return_sequences),
+            return_state=bool(return_state),
+            go_backwards=bool(go_backwards),
+            order=order,
+        )
+
+    @classmethod
+    def _is(cls, obj: Any) -> bool:
+        return hasattr(obj, "order") and hasattr(obj, "run") and isinstance(getattr(obj, "backend", None), str)

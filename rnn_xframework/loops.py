@@ -1,0 +1,183 @@
+"""The two orderings of a stacked recurrent network, written once for every backend.
+
+``order="timestep"`` is the tutorial's first loop: each time step goes through every layer
+before the next step. ``order="layer"`` is its second: layer 1 runs over every step and its
+output sequence (``middle_sequences``) feeds layer 2, and so on. Both give the same numbers.
+
+:class:`StackMixin` and :class:`RNNMixin` hold the framework-free logic of
+``StackedRNNCells`` and ``RNN``; each backend mixes them into its native base class
+(``torch.nn.Module``, a Keras ``Layer``, or ``object`` for NumPy) and supplies ``_ops``, its
+:class:`~rnn_xframework.backends.Backend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rnn_xframework import protocol
+from rnn_xframework.errors import (
+    FrameworkMismatchError,
+    InputShapeError,
+    StateStructureError,
+    UnsupportedConfigError,
+)
+
+ORDERS = ("timestep", "layer")
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise UnsupportedConfigError(f"order must be one of {ORDERS}, got {order!r}")
+    return order
+
+
+def check_cells(cells: Any, backend: str) -> list[Any]:
+    """A non-empty list of cells of one backend (a single cell is wrapped in a list)."""
+    cells = list(cells) if isinstance(cells, (list, tuple)) else [cells]
+    if not cells:
+        raise StateStructureError("expected at least one cell, got an empty list")
+    for i, cell in enumerate(cells):
+        if getattr(cell, "backend", None) != backend or getattr(cell, "cell_kind", None) is None:
+            raise FrameworkMismatchError(
+                f"cells[{i}]: expected a {backend} cell made by rnn_xframework.layers, got "
+                f"{type(cell).__module__}.{type(cell).__name__} "
+                f"(backend {getattr(cell, 'backend', None)!r}); use xf.convert(cell, backend={backend!r})"
+            )
+    return cells
+
+
+class StackMixin:
+    """Framework-free part of ``StackedRNNCells``: one time step through every layer.
+
+    Shapes: ``inputs`` ``[batch, input_dim]``; states ``[[s, ...] per layer]``; output
+    ``[batch, units of the last cell]``.
+    """
+
+    backend: str
+    cells: Sequence[Any]
+    _ops: Any
+
+    @property
+    def units(self) -> int:
+        return self.cells[-1].units
+
+    @property
+    def state_size(self) -> list[Any]:
+        return [cell.state_size for cell in self.cells]
+
+    @property
+    def input_dim(self) -> int | None:
+        return self.cells[0].input_dim
+
+    @property
+    def dtype_name(self) -> str:
+        return self.cells[0].dtype_name
+
+    def build_cells(self, input_shape: Sequence[int | None]) -> None:
+        """Build each unbuilt cell, chaining sizes: layer ``i+1`` takes layer ``i``'s units."""
+        dim = input_shape[-1]
+        for cell in self.cells:
+            if cell.input_dim is None:
+                cell.build((None, dim))
+            elif dim is not None and cell.input_dim != dim:
+                raise InputShapeError(f"{protocol.cell_name(cell)} was built for {cell.input_dim} features, got {dim}")
+            dim = cell.units
+
+    def get_initial_state(self, batch_size: Any) -> list[list[Any]]:
+        """Zeros: one list per layer, e.g. ``[[h0], [h1]]``, each ``[batch_size, units]``."""
+        return [cell.get_initial_state(batch_size) for cell in self.cells]
+
+    def step(self, inputs: Any, states: Any, training: bool | None = None) -> tuple[Any, list[list[Any]]]:
+        states = protocol.as_stack_states(self, states)
+        new_states = []
+        out = inputs
+        for cell, state in zip(self.cells, states, strict=True):
+            out, state = cell(out, state, training=training)
+            new_states.append(state)
+        return out, new_states
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every cell's canonical weights, concatenated in layer order."""
+        return [w for cell in self.cells for w in cell.get_weights()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Inverse of :meth:`get_weights`; all-or-nothing."""
+        from rnn_xframework.transfer import set_cells_weights, split_weights
+
+        set_cells_weights(list(self.cells), split_weights(list(self.cells), weights))
+
+
+class RNNMixin:
+    """Framework-free part of ``RNN``: loop a stack over ``[batch, time, features]``.
+
+    Returns the last output ``[batch, units]``, or every output ``[batch, time, units]`` with
+    ``return_sequences=True``; with ``return_state=True`` a pair ``(output, states)`` where
+    ``states`` is one list per layer.
+    """
+
+    backend: str
+    cell: Any
+    return_sequences: bool
+    return_state: bool
+    go_backwards: bool
+    order: str
+    _ops: Any
+
+    @property
+    def cells(self) -> Sequence[Any]:
+        return self.cell.cells
+
+    @property
+    def units(self) -> int:
+        return self.cell.units
+
+    def get_initial_state(self, batch_size: Any) -> list[list[Any]]:
+        return self.cell.get_initial_state(batch_size)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.cell.get_weights()
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        self.cell.set_weights(weights)
+
+    def run(self, inputs: Any, initial_state: Any = None, training: bool | None = None) -> Any:
+        ops = self._ops
+        protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, self.cell.input_dim), self.cell.dtype_name)
+        if self.cell.input_dim is None:
+            self.cell.build_cells(ops.shape(inputs)[1:])
+        if initial_state is None:
+            initial_state = self.cell.get_initial_state(ops.batch_size(inputs))
+        states = protocol.as_stack_states(self.cell, initial_state)
+        steps = ops.unstack(inputs)
+        if not steps:
+            raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
+        if self.go_backwards:
+            steps = steps[::-1]
+        if self.order == "timestep":
+            outputs = []
+            for xt in steps:
+                out, states = self.cell.step(xt, states, training=training)
+                outputs.append(out)
+        else:
+            outputs, states = run_layer_major(self.cell.cells, steps, states, training)
+        y = ops.stack(outputs) if self.return_sequences else outputs[-1]
+        return (y, states) if self.return_state else y
+
+
+def run_layer_major(
+    cells: Sequence[Any], steps: list[Any], states: list[Any], training: bool | None
+) -> tuple[list[Any], list[Any]]:
+    """Layer 1 over every step, keep its outputs, then layer 2 over those, and so on."""
+    sequence = steps
+    final_states = []
+    for cell, state in zip(cells, states, strict=True):
+        outputs = []
+        for xt in sequence:
+            out, state = cell(xt, state, training=training)
+            outputs.append(out)
+        sequence = outputs
+        final_states.append(state)
+    return sequence, final_states

@@ -1,0 +1,151 @@
+"""The ``Cell`` protocol and the one state convention every backend follows.
+
+A cell maps one time step: ``output, new_states = cell(inputs, states, training=None)`` with
+``inputs`` of shape ``[batch, input_dim]`` and ``states`` a **list** of ``[batch, units]``
+tensors (``[h]`` for ``SimpleRNNCell``). ``new_states`` is always a list, on every backend. A bare
+tensor is accepted as the state of a single-state cell only. A stack's state is a list of
+per-layer lists and is never unwrapped, even for one layer.
+
+The checks here run before any framework op, so a bad call raises a typed error naming what was
+expected and what was given, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rnn_xframework.errors import (
+    DTypeMismatchError,
+    FrameworkMismatchError,
+    InputShapeError,
+    StateStructureError,
+)
+
+if TYPE_CHECKING:
+    from rnn_xframework.backends import Backend
+
+DTYPES = ("float32", "float64")
+
+
+@runtime_checkable
+class Cell(Protocol):
+    """One recurrent step, the duck type Keras documents for ``keras.layers.RNN`` cells.
+
+    Attributes:
+        backend: ``"torch"``, ``"tensorflow"`` or ``"numpy"``.
+        units: size of the output.
+        state_size: Keras's value: an int for single-state cells, a list otherwise.
+    """
+
+    backend: str
+    units: int
+
+    @property
+    def state_size(self) -> Any: ...
+
+    def __call__(self, inputs: Any, states: Any, training: bool | None = None) -> tuple[Any, list[Any]]: ...
+
+    def build(self, input_shape: Sequence[int | None]) -> None: ...
+
+    def get_initial_state(self, batch_size: int) -> list[Any]: ...
+
+    def get_weights(self) -> list[np.ndarray]: ...
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None: ...
+
+
+def dtype_name(dtype: Any) -> str:
+    """Normalize ``"float32"``, ``np.float64``, ``torch.float32``, ``tf.float64`` to a name."""
+    if dtype is None:
+        return "float32"
+    name = getattr(dtype, "name", None) if not isinstance(dtype, str) else dtype
+    if name is None:  # torch.dtype has no .name
+        name = str(dtype).rsplit(".", 1)[-1]
+    if isinstance(dtype, type) and issubclass(dtype, np.generic):
+        name = np.dtype(dtype).name
+    if name not in DTYPES:
+        raise DTypeMismatchError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return name
+
+
+def framework_of(x: Any) -> str:
+    """Top-level package of an object's type, without importing anything."""
+    return type(x).__module__.split(".", 1)[0]
+
+
+def check_tensor(ops: Backend, x: Any, what: str, shape: Sequence[int | None], dtype: str) -> None:
+    """Raise unless ``x`` is a native tensor of ``ops`` with this rank, sizes and dtype.
+
+    ``None`` in ``shape`` matches any size; unknown sizes of ``x`` (tracing) match anything.
+    """
+    if not ops.is_native(x):
+        raise FrameworkMismatchError(
+            f"{what}: expected a {ops.name} tensor, got {type(x).__module__}.{type(x).__name__} "
+            f"({framework_of(x)}); convert it first, or build the cell with backend={framework_of(x)!r}"
+        )
+    got = ops.shape(x)
+    if len(got) != len(shape) or any(
+        e is not None and g is not None and e != g for e, g in zip(shape, got, strict=True)
+    ):
+        want = "(" + ", ".join("?" if e is None else str(e) for e in shape) + ")"
+        raise InputShapeError(f"{what}: expected shape {want}, got {tuple(got)}")
+    got_dtype = ops.dtype_name(x)
+    if got_dtype != dtype:
+        raise DTypeMismatchError(
+            f"{what}: expected dtype {dtype} (the cell's dtype), got {got_dtype}; cast the tensor or "
+            f"build the cell with dtype={got_dtype!r}"
+        )
+
+
+def check_step(cell: Any, ops: Backend, inputs: Any, states: Any) -> list[Any]:
+    """Validate one step's arguments for ``cell``; return the states as a list.
+
+    ``cell`` must expose ``units``, ``input_dim`` (``None`` before build), ``dtype_name`` and
+    ``state_sizes`` (one int per state tensor).
+    """
+    check_tensor(ops, inputs, f"{cell_name(cell)} inputs", (None, cell.input_dim), cell.dtype_name)
+    batch = ops.shape(inputs)[0]
+    states = as_state_list(cell, ops, states)
+    for i, (state, size) in enumerate(zip(states, cell.state_sizes, strict=True)):
+        check_tensor(ops, state, f"{cell_name(cell)} states[{i}]", (batch, size), cell.dtype_name)
+    return states
+
+
+def as_state_list(cell: Any, ops: Backend, states: Any) -> list[Any]:
+    """A list or tuple of ``len(cell.state_sizes)`` tensors; a bare tensor for one-state cells."""
+    n = len(cell.state_sizes)
+    if isinstance(states, (list, tuple)):
+        states = list(states)
+    elif ops.is_native(states) and n == 1:
+        states = [states]
+    else:
+        kind = "a bare tensor" if ops.is_native(states) else type(states).__name__
+        raise StateStructureError(
+            f"{cell_name(cell)} states: expected a list of {n} tensors "
+            f"{cell.state_sizes and [f'[batch, {s}]' for s in cell.state_sizes]}, got {kind}"
+        )
+    if len(states) != n:
+        raise StateStructureError(
+            f"{cell_name(cell)} states: expected a list of {n} tensor(s), got a list of {len(states)}; "
+            "use cell.get_initial_state(batch_size) for the right structure"
+        )
+    return states
+
+
+def as_stack_states(stack: Any, states: Any) -> list[Any]:
+    """A stack's state: a list with one entry per layer (each entry checked by its cell)."""
+    n = len(stack.cells)
+    if not isinstance(states, (list, tuple)) or len(states) != n:
+        got = f"a list of {len(states)}" if isinstance(states, (list, tuple)) else type(states).__name__
+        raise StateStructureError(
+            f"stack states: expected a list of {n} per-layer lists (e.g. [[h0], [h1]]), got {got}; "
+            "use stack.get_initial_state(batch_size) for the right structure"
+        )
+    return list(states)
+
+
+def cell_name(cell: Any) -> str:
+    return f"{getattr(cell, 'cell_kind', type(cell).__name__)}[{cell.backend}]"

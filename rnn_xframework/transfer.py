@@ -1,0 +1,227 @@
+"""Moving weights between objects and to disk, always in the canonical (Keras) layout.
+
+``transfer_weights(src, dst)`` copies between any two backends; ``convert(obj, backend)`` makes
+a new object of the same structure on another backend; ``save_weights`` / ``load_weights``
+write and read framework-neutral ``.npz`` files (never pickled) that record each weight's name
+and shape and are checked on load. Every write is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rnn_xframework import layouts
+from rnn_xframework.errors import FrameworkMismatchError, WeightsError
+
+FORMAT = "rnn_xframework.weights"
+FORMAT_VERSION = 1
+_META = "__meta__"
+
+
+# --- structure ---------------------------------------------------------------------------
+def structure_of(obj: Any) -> str:
+    """``"rnn"``, ``"stack"`` or ``"cell"`` for objects made by this library."""
+    if hasattr(obj, "order") and hasattr(obj, "cell") and hasattr(obj, "return_sequences"):
+        return "rnn"
+    if hasattr(obj, "cells") and hasattr(obj, "step"):
+        return "stack"
+    if getattr(obj, "cell_kind", None) is not None and hasattr(obj, "backend"):
+        return "cell"
+    raise FrameworkMismatchError(
+        f"expected a cell, StackedRNNCells or RNN made by rnn_xframework.layers, got "
+        f"{type(obj).__module__}.{type(obj).__name__}"
+    )
+
+
+def cells_of(obj: Any) -> list[Any]:
+    """The cells of a cell (itself), a stack, or an RNN, in layer order."""
+    return [obj] if structure_of(obj) == "cell" else list(obj.cells)
+
+
+def _signature(cells: Sequence[Any]) -> list[str]:
+    return [f"{c.cell_kind}(units={c.units}, use_bias={c.use_bias})" for c in cells]
+
+
+def weight_count(cell: Any) -> int:
+    return len(layouts.get(cell.cell_kind).names(cell.use_bias))
+
+
+# --- all-or-nothing writes -------------------------------------------------------------------
+def validate_cells_weights(
+    cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str
+) -> list[list[np.ndarray]]:
+    """Check every cell's canonical list (count, shapes, chained input sizes) before any write."""
+    if len(weight_lists) != len(cells):
+        raise WeightsError(f"{where}: expected weights for {len(cells)} cell(s), got {len(weight_lists)}")
+    checked = []
+    dim = None
+    for i, (cell, weights) in enumerate(zip(cells, weight_lists, strict=True)):
+        if cell.input_dim is not None:
+            dim = cell.input_dim
+        elif dim is None:
+            dim = layouts.input_dim_of(cell.cell_kind, weights)
+        checked.append(layouts.check(cell.cell_kind, weights, dim, cell.units, cell.use_bias, f"{where} (cell {i})"))
+        dim = cell.units
+    return checked
+
+
+def set_cells_weights(cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str = "set_weights") -> None:
+    """Set several cells' weights; on any failure every built cell gets its old weights back."""
+    checked = validate_cells_weights(cells, weight_lists, where)
+    backups = [cell.get_weights() if cell.input_dim is not None else None for cell in cells]
+    try:
+        for cell, weights in zip(cells, checked, strict=True):
+            cell.set_weights(weights)
+    except BaseException:
+        for cell, old in zip(cells, backups, strict=True):
+            if old is not None:
+                cell.set_weights(old)
+        raise
+
+
+def split_weights(cells: Sequence[Any], flat: Sequence[Any]) -> list[list[Any]]:
+    """A flat canonical list (as ``stack.get_weights()`` returns) -> one list per cell."""
+    if isinstance(flat, (str, bytes)) or not isinstance(flat, Sequence):
+        raise WeightsError(f"set_weights: expected a list of arrays, got {type(flat).__name__}")
+    counts = [weight_count(cell) for cell in cells]
+    if len(flat) != sum(counts):
+        raise WeightsError(
+            f"set_weights: the stack {_signature(cells)} has {sum(counts)} weights "
+            f"({' + '.join(map(str, counts))} per cell), got {len(flat)}"
+        )
+    out, start = [], 0
+    for n in counts:
+        out.append(list(flat[start : start + n]))
+        start += n
+    return out
+
+
+# --- between objects -------------------------------------------------------------------------
+def transfer_weights(src: Any, dst: Any) -> Any:
+    """Copy ``src``'s weights into ``dst`` (any backends; cells, stacks or RNNs of one shape).
+
+    Raises :class:`WeightsError` if the structures differ; ``dst`` is unchanged then.
+    Returns ``dst``.
+    """
+    src_cells, dst_cells = cells_of(src), cells_of(dst)
+    if _signature(src_cells) != _signature(dst_cells):
+        raise WeightsError(
+            f"transfer_weights: structures differ: source {_signature(src_cells)}, destination {_signature(dst_cells)}"
+        )
+    if any(c.input_dim is None for c in src_cells):
+        raise WeightsError("transfer_weights: the source is not built yet; call build() or call it once first")
+    set_cells_weights(dst_cells, [c.get_weights() for c in src_cells], where="transfer_weights")
+    return dst
+
+
+def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) -> Any:
+    """A new object of the same structure and weights on ``backend``.
+
+    ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU).
+    """
+    from rnn_xframework import layers
+
+    kind = structure_of(obj)
+    src_cells = cells_of(obj)
+    dtype = dtype if dtype is not None else src_cells[0].dtype_name
+    cells = [
+        layers.make_cell(c.cell_kind, backend=backend, dtype=dtype, device=device, **c.portable_config())
+        for c in src_cells
+    ]
+    if kind == "cell":
+        new: Any = cells[0]
+    elif kind == "stack":
+        new = layers.StackedRNNCells(cells)
+    else:
+        new = layers.RNN(
+            cells,
+            return_sequences=obj.return_sequences,
+            return_state=obj.return_state,
+            go_backwards=obj.go_backwards,
+            order=obj.order,
+        )
+    if all(c.input_dim is not None for c in src_cells):
+        transfer_weights(obj, new)
+    return new
+
+
+# --- files -----------------------------------------------------------------------------------
+def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
+    """Write canonical weights to ``path`` (``.npz`` appended if missing); return the path.
+
+    The file holds arrays named ``cells.{i}.{kernel|recurrent_kernel|bias}`` and a JSON record
+    of the structure, names and shapes. Written to a temporary file and renamed, so a failure
+    never leaves a half-written file.
+    """
+    cells = cells_of(obj)
+    if any(c.input_dim is None for c in cells):
+        raise WeightsError("save_weights: the object is not built yet; call build() or call it once first")
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    arrays: dict[str, np.ndarray] = {}
+    record = []
+    for i, cell in enumerate(cells):
+        names = layouts.get(cell.cell_kind).names(cell.use_bias)
+        weights = cell.get_weights()
+        for name, w in zip(names, weights, strict=True):
+            arrays[f"cells.{i}.{name}"] = w
+        record.append(
+            {
+                "kind": cell.cell_kind,
+                "units": cell.units,
+                "use_bias": cell.use_bias,
+                "names": names,
+                "shapes": [list(w.shape) for w in weights],
+                "dtype": cell.dtype_name,
+            }
+        )
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "structure": structure_of(obj), "cells": record}
+    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".rnn_xframework-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def load_weights(obj: Any, path: str | os.PathLike[str]) -> Any:
+    """Load a file written by :func:`save_weights` into ``obj`` (checked, all-or-nothing)."""
+    cells = cells_of(obj)
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            meta = json.loads(bytes(f[_META]).decode())
+            files = {k: f[k] for k in f.files if k != _META}
+    except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise WeightsError(f"load_weights: {os.fspath(path)!r} is not an rnn_xframework weight file ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"load_weights: {os.fspath(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    record = meta["cells"]
+    saved = [f"{r['kind']}(units={r['units']}, use_bias={r['use_bias']})" for r in record]
+    if saved != _signature(cells):
+        raise WeightsError(f"load_weights: the file holds {saved}, the object is {_signature(cells)}")
+    weight_lists = []
+    for i, r in enumerate(record):
+        ws = []
+        for name, shape in zip(r["names"], r["shapes"], strict=True):
+            key = f"cells.{i}.{name}"
+            if key not in files or list(files[key].shape) != shape:
+                got = None if key not in files else list(files[key].shape)
+                raise WeightsError(f"load_weights: {key} recorded with shape {shape}, found {got}")
+            ws.append(files[key])
+        weight_lists.append(ws)
+    set_cells_weights(cells, weight_lists, where="load_weights")
+    return obj

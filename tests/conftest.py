@@ -1,0 +1,58 @@
+"""Shared fixtures: a ``backend`` fixture over every backend (clean skips when a framework is
+missing), the CUDA marker, and framework set-up for two frameworks in one process."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# As Keras's own conftest does: import torch before TensorFlow when both are present.
+if importlib.util.find_spec("torch") is not None:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # correctness tests compare in true fp32
+    torch.backends.cudnn.allow_tf32 = False
+
+BACKENDS = ["numpy", "torch", "tensorflow"]
+FRAMEWORK = {"numpy": None, "torch": "torch", "tensorflow": "tensorflow"}
+# Stated tolerances (max abs difference), per dtype; never tuned per test.
+TOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+def require(name: str) -> None:
+    framework = FRAMEWORK[name]
+    if framework is not None:
+        pytest.importorskip(framework, reason=f"backend {name!r} needs {framework}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    require(request.param)
+    return request.param
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_cuda = False
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords and not has_cuda:
+            item.add_marker(skip)

@@ -1,0 +1,44 @@
+"""Test helpers: random non-zero problems and conversions to and from native tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rnn_xframework import backends, layers
+
+
+def native(backend: str, a: Any, device: Any = None) -> Any:
+    return backends.get(backend).from_numpy(a, device)
+
+
+def numpy(backend: str, x: Any) -> np.ndarray:
+    return backends.get(backend).to_numpy(x)
+
+
+def random_weights(rng: np.random.Generator, dims: list[int], units: int, dtype: str) -> list[np.ndarray]:
+    """Canonical weights for a stack whose layers take ``dims[i]`` features: non-zero, bounded."""
+    weights = []
+    for dim in dims:
+        weights += [
+            rng.uniform(-1, 1, (dim, units)) * np.sqrt(3.0 / dim),
+            rng.uniform(-1, 1, (units, units)) * np.sqrt(1.5 / units),
+            rng.uniform(-0.5, 0.5, (units,)),
+        ]
+    return [w.astype(dtype) for w in weights]
+
+
+def random_states(
+    rng: np.random.Generator, n_layers: int, batch: int, units: int, dtype: str
+) -> list[list[np.ndarray]]:
+    return [[rng.uniform(-1, 1, (batch, units)).astype(dtype)] for _ in range(n_layers)]
+
+
+def make_rnn(backend: str, n_layers: int, units: int, dtype: str, **kw: Any) -> Any:
+    cells = [layers.SimpleRNNCell(units, backend=backend, dtype=dtype) for _ in range(n_layers)]
+    return layers.RNN(cells, **kw)
+
+
+def max_err(a: Any, b: Any) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))

@@ -1,0 +1,80 @@
+"""One cell on every backend against the NumPy reference."""
+
+import numpy as np
+import pytest
+from conftest import TOL
+from helpers import max_err, native, numpy, random_weights
+
+import rnn_xframework as xf
+from rnn_xframework import layers
+
+
+def test_tutorial_cell_api(backend):
+    cell = layers.SimpleRNNCell(64, backend=backend)
+    cell.build(input_shape=(None, 100))
+    assert len(cell.trainable_variables) == 3
+    h0 = cell.get_initial_state(batch_size=4)
+    assert isinstance(h0, list) and len(h0) == 1 and numpy(backend, h0[0]).shape == (4, 64)
+    assert not numpy(backend, h0[0]).any()
+    xt = native(backend, np.random.default_rng(0).normal(size=(4, 100)).astype("float32"))
+    out, h1 = cell(xt, h0, training=False)
+    assert isinstance(h1, list) and len(h1) == 1
+    assert numpy(backend, out).shape == (4, 64)
+    np.testing.assert_array_equal(numpy(backend, out), numpy(backend, h1[0]))
+    assert isinstance(cell, xf.Cell)
+    assert isinstance(cell, layers.SimpleRNNCell)
+    assert cell.backend == backend
+
+
+def test_first_call_builds(backend):
+    cell = layers.SimpleRNNCell(8, backend=backend)
+    assert cell.input_dim is None
+    out, _ = cell(native(backend, np.ones((2, 5), "float32")), cell.get_initial_state(2))
+    assert cell.input_dim == 5 and numpy(backend, out).shape == (2, 8)
+
+
+@pytest.mark.parametrize("activation,use_bias", [("tanh", True), ("relu", True), ("tanh", False)])
+def test_step_matches_reference(backend, dtype, rng, activation, use_bias):
+    weights = random_weights(rng, [7], 5, dtype)
+    if not use_bias:
+        weights = weights[:2]
+    x = rng.normal(size=(3, 7)).astype(dtype)
+    h = rng.uniform(-1, 1, (3, 5)).astype(dtype)
+    z = x @ weights[0] + h @ weights[1] + (weights[2] if use_bias else 0)
+    expected = np.tanh(z) if activation == "tanh" else np.maximum(z, 0)
+    cell = layers.SimpleRNNCell(5, activation, use_bias, backend=backend, dtype=dtype)
+    cell.set_weights(weights)
+    out, (h1,) = cell(native(backend, x), [native(backend, h)])
+    assert max_err(numpy(backend, out), expected) <= TOL[dtype]
+    assert max_err(numpy(backend, h1), expected) <= TOL[dtype]
+    for got, want in zip(cell.get_weights(), weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype] / 10)
+
+
+def test_state_as_tuple_or_bare_tensor(backend):
+    cell = layers.SimpleRNNCell(4, backend=backend)
+    x = native(backend, np.ones((2, 3), "float32"))
+    h = cell.get_initial_state(2)[0]
+    a, sa = cell(x, [h])
+    b, sb = cell(x, (h,))
+    c, sc = cell(x, h)
+    assert isinstance(sa, list) and isinstance(sb, list) and isinstance(sc, list)
+    np.testing.assert_array_equal(numpy(backend, a), numpy(backend, b))
+    np.testing.assert_array_equal(numpy(backend, a), numpy(backend, c))
+
+
+def test_float64_cell_keeps_float64(backend):
+    cell = layers.SimpleRNNCell(4, backend=backend, dtype="float64")
+    out, _ = cell(native(backend, np.ones((2, 3))), cell.get_initial_state(2))
+    assert numpy(backend, out).dtype == np.float64
+    assert all(w.dtype == np.float64 for w in cell.get_weights())
+
+
+def test_keras_default_initialization(backend):
+    cell = layers.SimpleRNNCell(16, backend=backend)
+    cell.build((None, 32))
+    kernel, recurrent, bias = cell.get_weights()
+    limit = np.sqrt(6 / (32 + 16))
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > limit / 2
+    np.testing.assert_allclose(recurrent.T @ recurrent, np.eye(16), atol=1e-5)
+    assert not bias.any()
