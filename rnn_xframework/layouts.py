@@ -1,18 +1,12 @@
 """Canonical weight layouts and the conversions to PyTorch's, in plain NumPy.
 
 The canonical layout is Keras's, for every backend and every weight file:
-
-==================  ==================  =============================================
-canonical (Keras)   shape               PyTorch ``nn.RNNCell``
-==================  ==================  =============================================
-``kernel``          ``(in, G*units)``   ``weight_ih`` ``(G*units, in)``, transposed
-``recurrent_kernel````(units, G*units)````weight_hh`` ``(G*units, units)``, transposed
-``bias``            ``(G*units,)``      ``bias_ih + bias_hh`` (to PyTorch: all of it in
-                                        ``bias_ih``, ``bias_hh`` set to zeros)
-==================  ==================  =============================================
-
-``G`` is the number of gates: 1 for ``SimpleRNNCell``. Gate blocks keep their order unless a
-layout says otherwise. ``docs/weights.md`` has the full table.
+``[kernel (in, G*units), recurrent_kernel (units, G*units), bias (G*units,)]``, where ``G`` is
+the number of gate blocks (1 for ``SimpleRNNCell``). PyTorch stores the transposes,
+``weight_ih (G*units, in)`` and ``weight_hh (G*units, units)``, and two biases: PyTorch ->
+canonical sums ``bias_ih + bias_hh``; canonical -> PyTorch puts the bias in ``bias_ih`` and zeros
+``bias_hh``. Gate blocks keep their order unless a layout says otherwise. ``docs/weights.md``
+has the full table.
 """
 
 from __future__ import annotations
