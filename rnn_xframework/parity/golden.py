@@ -153,7 +153,7 @@ def check_golden(
 ) -> Report:
     """Forward and gradients of every installed backend / ordering / device against the files."""
     paths = golden_files(directory)
-    p = plan(Config(backends=backend_names, devices=devices, orderings=orderings, dtypes=dtypes, cells=[]))
+    p = plan(Config(backends=backend_names, devices=devices, orderings=orderings, dtypes=dtypes))
     report = Report(f"rnn_xframework golden check ({os.fspath(directory)})", versions=versions(p.backends))
     report.references.append("versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()))
     with strict_numerics(p.backends, p.devices) as settings:
