@@ -243,48 +243,39 @@ def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
     source = build(problem, fwd_ref)
     expected = forward_arrays(source, problem, fwd_ref, "cpu")
     args = (problem.x, problem.states, problem.loss_weights)
+    opts: list[Optimizer] = []
     if grad_ref is not None:
         ref_grads = backends.get(grad_ref).loss_and_grads(build(problem, grad_ref, source=source), *args)
         opts = optimizers(ref_grads)
         ref_updates = {o.name: train(problem, grad_ref, "timestep", "cpu", o, source)[0] for o in opts}
-    no_grads: set[str] = set()
+    skipped: set[tuple[str, str]] = set()  # (backend, check) that said "not supported" once
     for name, ordering, device in variants(p, kind):
         is_ref = ordering == "timestep" and device == "cpu"
         if "forward" in p.checks and not (is_ref and name == fwd_ref):
             got = forward_arrays(build(problem, name, ordering, device, source), problem, name, device)
-            report.results.append(
-                judge(
-                    new_result("forward", kind, name, ordering, device, dtype, fwd_ref),
-                    got,
-                    expected,
-                    forward_names(problem),
-                )
-            )
-        if grad_ref is None or (is_ref and name == grad_ref) or name in no_grads:
+            r = new_result("forward", kind, name, ordering, device, dtype, fwd_ref)
+            report.results.append(judge(r, got, expected, forward_names(problem)))
+        if grad_ref is None or (is_ref and name == grad_ref):
             continue
-        try:
-            model = build(problem, name, ordering, device, source)
-            grads = backends.get(name).loss_and_grads(model, *args, None if device == "cpu" else device)
-        except UnsupportedConfigError as e:
-            no_grads.add(name)
-            for check in [c for c in ("backward", "training") if c in p.checks]:
-                report.results.append(
-                    Result(check, kind, name, "all", "all", dtype, grad_ref, status=SKIP, note=str(e))
-                )
-            continue
-        if "backward" in p.checks:
-            want = gradient_arrays(ref_grads)
-            report.results.append(
-                judge(
-                    new_result("backward", kind, name, ordering, device, dtype, grad_ref),
-                    gradient_arrays(grads),
-                    want,
-                    gradient_names(problem),
-                )
-            )
-        if "training" in p.checks:
-            for opt in opts:
-                updates, note = train(problem, name, ordering, device, opt, source)
-                names = [f"update of weights[{k}]" for k in range(len(updates))]
-                r = new_result(f"train:{opt.name}", kind, name, ordering, device, dtype, grad_ref)
-                report.results.append(judge(r, updates, ref_updates[opt.name], names, note))
+        dev = None if device == "cpu" else device
+        wanted = ["backward"] if "backward" in p.checks else []
+        wanted += [f"train:{o.name}" for o in opts] if "training" in p.checks else []
+        for check in wanted:
+            if (name, check) in skipped:
+                continue
+            r = new_result(check, kind, name, ordering, device, dtype, grad_ref)
+            try:
+                if check == "backward":
+                    model = build(problem, name, ordering, device, source)
+                    got = gradient_arrays(backends.get(name).loss_and_grads(model, *args, dev))
+                    report.results.append(judge(r, got, gradient_arrays(ref_grads), gradient_names(problem)))
+                else:
+                    opt = next(o for o in opts if check == f"train:{o.name}")
+                    updates, note = train(problem, name, ordering, device, opt, source)
+                    names = [f"update of weights[{k}]" for k in range(len(updates))]
+                    report.results.append(judge(r, updates, ref_updates[opt.name], names, note))
+            except UnsupportedConfigError as e:
+                skipped.add((name, check))
+                r.ordering = r.device = "all"
+                r.status, r.note = SKIP, str(e)
+                report.results.append(r)
