@@ -85,6 +85,18 @@ def test_a_trainable_bias_hh_fails_training(monkeypatch):
     assert all(r.max_rel > 0.5 for r in rows)
 
 
+def test_without_tensorflow_torch_on_the_cpu_is_the_gradient_reference(monkeypatch):
+    """A GPU box with torch but no TensorFlow: backward and training compare with torch on the CPU."""
+    require("torch")
+    installed = backends.installed()
+    monkeypatch.setattr(backends, "installed", lambda: [b for b in installed if b != "tensorflow"])
+    report = small_run(backends=["torch"], dtypes=["float64"])
+    assert report.passed, parity.format_plain(report)
+    assert "backward and training vs torch (timestep, cpu)" in report.references[1]
+    grads = {(r.ordering, r.reference) for r in report.results if r.check == "backward"}
+    assert grads == {("layer", "torch"), ("torchscript", "torch")}  # the reference is not compared with itself
+
+
 def test_torch_gradients_with_a_trainable_bias_hh_are_refused(rng):
     require("torch")
     problem = parity.random_problem("SimpleRNNCell", SMALL, "float64")
@@ -222,3 +234,16 @@ def test_golden_dir_is_shipped_with_the_package():
     ]
     assert sum(p.stat().st_size for p in GOLDEN_DIR.iterdir()) < 2 * 1024 * 1024
     shutil.disk_usage(GOLDEN_DIR)  # a real directory, not a zip member
+
+
+def test_parity_testing_and_cli_import_no_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rnn_xframework.parity, rnn_xframework.testing, rnn_xframework.cli\n"
+        "rnn_xframework.cli.build_parser()\n"
+        "print(' '.join(m for m in ('torch', 'tensorflow', 'keras', 'rich') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
