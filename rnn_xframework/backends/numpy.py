@@ -181,5 +181,5 @@ class NumpyBackend(Backend, name="numpy"):
         raise UnsupportedConfigError(NO_GRADIENTS)
 
 
-NO_GRADIENTS = "numpy has no gradients: the numpy backend is the forward reference only"
+NO_GRADIENTS = "numpy has no gradients (the forward reference only)"
 OPS = backends.get("numpy")
