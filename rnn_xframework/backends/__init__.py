@@ -10,7 +10,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 from rnn_xframework.errors import (
     BackendUnavailableError,
@@ -32,6 +35,38 @@ _INSTALL = {
 
 _REGISTRY: dict[str, Backend] = {}
 _LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimizer, described in Keras's terms so that every backend can build the same one.
+
+    ``name`` is ``"sgd"`` (plain, no momentum: ``w -= learning_rate * g``) or ``"adam"`` with
+    Keras's update (``epsilon`` added to the *uncorrected* ``sqrt(v)``, see docs/parity.md).
+    Backends translate these to their own optimizer so that the first step is identical.
+    """
+
+    name: str
+    learning_rate: float
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+class Gradients(NamedTuple):
+    """Gradients of a scalar loss, as NumPy arrays in the canonical layout.
+
+    Attributes:
+        loss: the loss value.
+        inputs: ``[batch, time, features]``.
+        states: one list per layer, shaped like the initial states.
+        weights: the canonical (Keras) weight list of ``model.get_weights()``, same shapes.
+    """
+
+    loss: float
+    inputs: Any
+    states: list[list[Any]]
+    weights: list[Any]
 
 
 class Backend:
@@ -84,6 +119,47 @@ class Backend:
     def stack(self, xs: list[Any]) -> Any:
         """Inverse of :meth:`unstack`: list of ``[batch, ...]`` -> ``[batch, time, ...]``."""
         raise NotImplementedError
+
+    # --- gradients and training (used by rnn_xframework.parity) ----------------------------
+    def devices(self) -> list[str]:
+        """Devices this backend can run on here, in torch's spelling (``"cpu"``, ``"cuda"``)."""
+        return ["cpu"]
+
+    @contextmanager
+    def strict_numerics(self) -> Iterator[list[str]]:
+        """Turn off reduced-precision shortcuts (TF32) for a parity run and restore them after.
+
+        Yields a list of ``"setting: old -> new"`` lines saying what was changed (empty here).
+        """
+        yield []
+
+    def loss_and_grads(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Gradients:
+        """Gradients of ``L = sum(y * loss_weights[0]) + sum_l sum_i sum(s_li * loss_weights[1][l][i])``.
+
+        Args:
+            model: an ``RNN`` of this backend (or its compiled form) with ``return_sequences``
+                and ``return_state``.
+            x: NumPy ``[batch, time, features]``; states: NumPy, one list per layer.
+            loss_weights: ``(w_y [batch, time, units], [[w_s [batch, size], ...] per layer])``.
+            device: where to put ``x`` and ``states`` (``None``: the default device).
+
+        Weight gradients are with respect to the canonical weights; raises
+        :class:`~rnn_xframework.errors.UnsupportedConfigError` where the backend has no gradients.
+        """
+        raise NotImplementedError
+
+    def train_step(
+        self, model: Any, x: Any, states: Any, loss_weights: Any, optimizer: Optimizer, device: Any = None
+    ) -> float:
+        """One step of a fresh ``optimizer`` on the loss of :meth:`loss_and_grads`; returns the loss.
+
+        Only trainable parameters move; afterwards ``model.get_weights()`` holds the new weights.
+        """
+        raise NotImplementedError
+
+    def frozen_parameters(self, model: Any) -> dict[str, Any]:
+        """Native parameters that exist but are not trained (NumPy copies, by name); none here."""
+        return {}
 
 
 def canonical_name(name: str) -> str:

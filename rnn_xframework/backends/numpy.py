@@ -171,5 +171,15 @@ class NumpyBackend(Backend, name="numpy"):
     def stack(self, xs: list[Any]) -> Any:
         return np.stack(xs, axis=1)
 
+    # --- gradients and training: none (the forward reference only) ---------------------------
+    def loss_and_grads(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Any:
+        raise UnsupportedConfigError(NO_GRADIENTS)
 
+    def train_step(
+        self, model: Any, x: Any, states: Any, loss_weights: Any, optimizer: Any, device: Any = None
+    ) -> float:
+        raise UnsupportedConfigError(NO_GRADIENTS)
+
+
+NO_GRADIENTS = "numpy has no gradients (the forward reference only)"
 OPS = backends.get("numpy")

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import backends, layouts, loops, protocol
-from rnn_xframework.errors import BackendUnavailableError
+from rnn_xframework import backends, layouts, loops, protocol, transfer
+from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
 
 def _keras_backend_problem() -> str | None:
@@ -204,6 +204,56 @@ class TensorFlowBackend(backends.Backend, name="tensorflow"):
 
     def stack(self, xs: list[Any]) -> Any:
         return tf.stack(xs, axis=1)
+
+    # --- gradients and training (rnn_xframework.parity) --------------------------------------
+    def _loss_and_tape(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tuple[Any, ...]:
+        with _device_scope(device):
+            xt = tf.convert_to_tensor(x)
+            st = [[tf.convert_to_tensor(s) for s in layer] for layer in states]
+            w_y, w_states = loss_weights
+            with tf.GradientTape() as tape:
+                tape.watch([xt, *[s for layer in st for s in layer]])
+                y, final = model(xt, st)
+                loss = tf.reduce_sum(y * w_y)
+                for layer, weights in zip(final, w_states, strict=True):
+                    for s, w in zip(layer, weights, strict=True):
+                        loss = loss + tf.reduce_sum(s * w)
+        return loss, tape, xt, st
+
+    def loss_and_grads(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Any:
+        """``tf.GradientTape``; Keras variables are the canonical weights, in ``get_weights()`` order."""
+        variables = _canonical_variables(model)
+        loss, tape, xt, st = self._loss_and_tape(model, x, states, loss_weights, device)
+        flat_states = [s for layer in st for s in layer]
+        grads = iter(tape.gradient(loss, [xt, *flat_states, *variables]))
+        grad_x = self.to_numpy(next(grads))
+        grad_states = [[self.to_numpy(next(grads)) for _ in layer] for layer in st]
+        return backends.Gradients(float(loss), grad_x, grad_states, [self.to_numpy(g) for g in grads])
+
+    def train_step(
+        self, model: Any, x: Any, states: Any, loss_weights: Any, optimizer: Any, device: Any = None
+    ) -> float:
+        """One step of ``keras.optimizers.SGD`` / ``keras.optimizers.Adam`` with these hyper-parameters."""
+        if optimizer.name == "sgd":
+            opt = keras.optimizers.SGD(learning_rate=optimizer.learning_rate, momentum=0.0)
+        elif optimizer.name == "adam":
+            opt = keras.optimizers.Adam(
+                learning_rate=optimizer.learning_rate,
+                beta_1=optimizer.beta_1,
+                beta_2=optimizer.beta_2,
+                epsilon=optimizer.epsilon,
+            )
+        else:
+            raise UnsupportedConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer.name!r}")
+        variables = _canonical_variables(model)
+        loss, tape, _, _ = self._loss_and_tape(model, x, states, loss_weights, device)
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return float(loss)
+
+
+def _canonical_variables(model: Any) -> list[Any]:
+    """Every cell's trainable variables in layer order: the canonical list, as Keras orders it."""
+    return [v for cell in transfer.cells_of(model) for v in cell.trainable_weights]
 
 
 OPS = backends.get("tensorflow")

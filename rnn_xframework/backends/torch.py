@@ -12,14 +12,16 @@ orthogonal recurrent kernel, zero bias).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from rnn_xframework import backends, layouts, loops, protocol
+from rnn_xframework import backends, layouts, loops, protocol, transfer
 from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -202,6 +204,92 @@ class TorchBackend(backends.Backend, name="torch"):
 
     def stack(self, xs: list[Any]) -> Any:
         return torch.stack(xs, 1)
+
+    # --- gradients and training (rnn_xframework.parity) --------------------------------------
+    def devices(self) -> list[str]:
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+    @contextmanager
+    def strict_numerics(self) -> Iterator[list[str]]:
+        """TF32 off for CUDA matmuls and cuDNN (true float32), restored on exit."""
+        flags = [
+            ("torch.backends.cuda.matmul.allow_tf32", torch.backends.cuda.matmul),
+            ("torch.backends.cudnn.allow_tf32", torch.backends.cudnn),
+        ]
+        old = [owner.allow_tf32 for _, owner in flags]
+        for _, owner in flags:
+            owner.allow_tf32 = False
+        try:
+            yield [f"{name}: {was} -> False (restored after)" for (name, _), was in zip(flags, old, strict=True)]
+        finally:
+            for (_, owner), was in zip(flags, old, strict=True):
+                owner.allow_tf32 = was
+
+    def _loss(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tuple[Any, Any, Any]:
+        xt = self.from_numpy(x, device).requires_grad_()
+        st = [[self.from_numpy(s, device).requires_grad_() for s in layer] for layer in states]
+        y, final = model(xt, st)
+        w_y, w_states = loss_weights
+        loss = (y * self.from_numpy(w_y, device)).sum()
+        for layer, weights in zip(final, w_states, strict=True):
+            for s, w in zip(layer, weights, strict=True):
+                loss = loss + (s * self.from_numpy(w, device)).sum()
+        return loss, xt, st
+
+    def loss_and_grads(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Any:
+        """``torch.autograd``; weight gradients mapped to the canonical layout by the cell's layout.
+
+        Each trainable torch parameter is one canonical weight rearranged (``weight_ih`` is
+        ``kernel.T``, ``bias_ih`` is ``bias``), so the canonical gradient is the same rearrangement
+        of the parameter gradients; the frozen ``bias_hh`` counts as zero. Cells built with
+        ``train_recurrent_bias=True`` have two trainable biases for one canonical bias and are refused.
+        """
+        cells = transfer.cells_of(model)
+        if any(getattr(c, "train_recurrent_bias", False) for c in cells):
+            raise UnsupportedConfigError(
+                "canonical gradients need bias_hh frozen (train_recurrent_bias=False): with both biases "
+                "trainable, one canonical bias has two torch parameters"
+            )
+        named = [(i, name, p) for i, c in enumerate(cells) for name, p in c.cell.named_parameters()]
+        trainable = [p for _, _, p in named if p.requires_grad]
+        loss, xt, st = self._loss(model, x, states, loss_weights, device)
+        flat_states = [s for layer in st for s in layer]
+        grads = iter(torch.autograd.grad(loss, [xt, *flat_states, *trainable], allow_unused=True))
+        grad_x = self.to_numpy(next(grads))
+        grad_states = [[self.to_numpy(next(grads)) for _ in layer] for layer in st]
+        per_cell: list[dict[str, np.ndarray]] = [{} for _ in cells]
+        for i, name, p in named:
+            g = next(grads) if p.requires_grad else None
+            per_cell[i][name] = self.to_numpy(g) if g is not None else np.zeros(tuple(p.shape), self.dtype_name(p))
+        weights = [w for c, g in zip(cells, per_cell, strict=True) for w in layouts.get(c.cell_kind).from_torch(g)]
+        return backends.Gradients(float(loss.detach()), grad_x, grad_states, weights)
+
+    def train_step(
+        self, model: Any, x: Any, states: Any, loss_weights: Any, optimizer: Any, device: Any = None
+    ) -> float:
+        """One step of ``torch.optim.SGD`` / ``torch.optim.Adam`` set up as Keras's.
+
+        Keras's Adam adds ``epsilon`` to ``sqrt(v)``, torch's to ``sqrt(v / (1 - beta_2**t))``;
+        for the first step they agree exactly with ``eps_torch = epsilon / sqrt(1 - beta_2)``.
+        """
+        params = [p for p in model.parameters() if p.requires_grad]
+        if optimizer.name == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=optimizer.learning_rate, momentum=0.0)
+        elif optimizer.name == "adam":
+            eps = optimizer.epsilon / math.sqrt(1.0 - optimizer.beta_2)
+            betas = (optimizer.beta_1, optimizer.beta_2)
+            opt = torch.optim.Adam(params, lr=optimizer.learning_rate, betas=betas, eps=eps)
+        else:
+            raise UnsupportedConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer.name!r}")
+        opt.zero_grad(set_to_none=True)
+        loss, _, _ = self._loss(model, x, states, loss_weights, device)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def frozen_parameters(self, model: Any) -> dict[str, np.ndarray]:
+        """``bias_hh`` of each cell (unless ``train_recurrent_bias=True``), by parameter name."""
+        return {name: self.to_numpy(p) for name, p in model.named_parameters() if not p.requires_grad}
 
 
 OPS = backends.get("torch")

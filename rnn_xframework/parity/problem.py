@@ -1,0 +1,126 @@
+"""One parity problem: random inputs, weights, initial states and loss weights, and the models
+that run it on any backend, ordering and device.
+
+Everything here is framework-free; models are built through :mod:`rnn_xframework.layers` and
+receive the problem's weights through :func:`rnn_xframework.transfer_weights`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from rnn_xframework import backends, layers, layouts, loops, transfer
+from rnn_xframework.compile import METHODS
+from rnn_xframework.compile import compile as compile_rnn
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The tutorial's workload by default: batch 4, 80 steps, 100 features, 64 units, 2 layers."""
+
+    batch: int = 4
+    steps: int = 80
+    features: int = 100
+    units: int = 64
+    layers: int = 2
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"sizes: {f.name} must be a positive integer, got {value!r}")
+
+    def describe(self) -> str:
+        s = self
+        return f"batch {s.batch}, {s.steps} steps, {s.features} features, {s.units} units, {s.layers} layers"
+
+
+@dataclass
+class Problem:
+    """Arrays of one comparison, all NumPy, all of ``dtype``.
+
+    Attributes:
+        kind: the cell type (``"SimpleRNNCell"``).
+        x: inputs ``[batch, steps, features]``.
+        weights: canonical weights of the whole stack, layer after layer.
+        states: initial states, one list per layer of ``[batch, state_size]`` arrays.
+        loss_weights: ``(w_y [batch, steps, units], [[w_s [batch, state_size], ...] per layer])``;
+            the loss is ``sum(y * w_y) + sum(final_state * w_s)``.
+    """
+
+    kind: str
+    dtype: str
+    sizes: Sizes
+    x: np.ndarray
+    weights: list[np.ndarray]
+    states: list[list[np.ndarray]]
+    loss_weights: tuple[np.ndarray, list[list[np.ndarray]]]
+
+
+def cell_kinds(backend_names: list[str]) -> list[str]:
+    """Cell types with a weight layout that at least one of these backends implements."""
+    return [k for k in layouts.LAYOUTS if any(k in backends.get(b).cells for b in backend_names)]
+
+
+def orderings_for(backend: str) -> list[str]:
+    """``timestep`` and ``layer`` everywhere, plus each compile method of this backend."""
+    return [*loops.ORDERS, *(m for m, (needs, _, _) in METHODS.items() if needs == backend)]
+
+
+def random_weights(rng: np.random.Generator, kind: str, sizes: Sizes, dtype: str) -> list[np.ndarray]:
+    """Non-zero canonical weights from the layout's shapes: kernels ``U(-1,1)*sqrt(3/fan_in)``,
+    recurrent kernels ``U(-1,1)*sqrt(1.5/units)`` (a stable recurrence), biases ``U(-0.5,0.5)``."""
+    layout, weights, dim = layouts.get(kind), [], sizes.features
+    for _ in range(sizes.layers):
+        for name, shape in layout.shapes(dim, sizes.units, use_bias=True):
+            if name == "kernel":
+                w = rng.uniform(-1, 1, shape) * np.sqrt(3.0 / dim)
+            elif name == "recurrent_kernel":
+                w = rng.uniform(-1, 1, shape) * np.sqrt(1.5 / sizes.units)
+            else:
+                w = rng.uniform(-0.5, 0.5, shape)
+            weights.append(w.astype(dtype))
+        dim = sizes.units
+    return weights
+
+
+def random_problem(kind: str, sizes: Sizes, dtype: str, seed: int = 0) -> Problem:
+    """A problem whose states follow ``cell.state_sizes`` of a reference cell of ``kind``."""
+    rng = np.random.default_rng(seed)
+    owner = next(b for b in backends.installed() if kind in backends.get(b).cells)
+    state_sizes = layers.make_cell(kind, backend=owner, units=sizes.units).state_sizes
+    x = rng.normal(size=(sizes.batch, sizes.steps, sizes.features)).astype(dtype)
+    weights = random_weights(rng, kind, sizes, dtype)
+
+    def per_layer() -> list[list[np.ndarray]]:
+        return [[rng.uniform(-1, 1, (sizes.batch, n)).astype(dtype) for n in state_sizes] for _ in range(sizes.layers)]
+
+    states = per_layer()
+    loss_weights = (rng.uniform(-1, 1, (sizes.batch, sizes.steps, sizes.units)).astype(dtype), per_layer())
+    return Problem(kind, dtype, sizes, x, weights, states, loss_weights)
+
+
+def build(problem: Problem, backend: str, ordering: str = "timestep", device: str = "cpu", source: Any = None) -> Any:
+    """An ``RNN`` (``return_sequences`` and ``return_state``) of ``problem.kind`` on ``backend``.
+
+    It holds the problem's weights: moved from ``source`` (another model of the problem) with
+    :func:`~rnn_xframework.transfer_weights`, or set directly when there is none. It is compiled
+    when ``ordering`` names a compile method (``"torchscript"``).
+    """
+    sizes = problem.sizes
+    kw = {} if device == "cpu" else {"device": device}
+    cells = [
+        layers.make_cell(problem.kind, backend=backend, units=sizes.units, dtype=problem.dtype, **kw)
+        for _ in range(sizes.layers)
+    ]
+    order = ordering if ordering in loops.ORDERS else "timestep"
+    rnn = layers.RNN(cells, return_sequences=True, return_state=True, order=order)
+    rnn.build((None, None, sizes.features))
+    if source is not None:
+        transfer.transfer_weights(source, rnn)
+    else:
+        rnn.set_weights(problem.weights)
+    return rnn if ordering in loops.ORDERS else compile_rnn(rnn, ordering)

@@ -1,0 +1,20 @@
+"""Registers the ``cuda`` marker and skips CUDA tests where torch sees no GPU (for users running
+``pytest --pyargs rnn_xframework.testing`` outside this repository)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA device seen by torch (skipped without one)")
+
+
+def cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
