@@ -45,11 +45,11 @@ def cells_of(obj: Any) -> list[Any]:
 
 
 def _signature(cells: Sequence[Any]) -> list[str]:
-    return [f"{c.cell_kind}(units={c.units}, use_bias={c.use_bias})" for c in cells]
+    return [f"{layouts.name_of(c)}(units={c.units}, use_bias={c.use_bias})" for c in cells]
 
 
 def weight_count(cell: Any) -> int:
-    return len(layouts.get(cell.cell_kind).names(cell.use_bias))
+    return len(layouts.of(cell).names(cell.use_bias))
 
 
 # --- all-or-nothing writes -------------------------------------------------------------------
@@ -66,7 +66,9 @@ def validate_cells_weights(
             dim = cell.input_dim
         elif dim is None:
             dim = layouts.input_dim_of(cell.cell_kind, weights)
-        checked.append(layouts.check(cell.cell_kind, weights, dim, cell.units, cell.use_bias, f"{where} (cell {i})"))
+        checked.append(
+            layouts.check(layouts.name_of(cell), weights, dim, cell.units, cell.use_bias, f"{where} (cell {i})")
+        )
         dim = cell.units
     return checked
 
@@ -168,13 +170,13 @@ def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
     arrays: dict[str, np.ndarray] = {}
     record = []
     for i, cell in enumerate(cells):
-        names = layouts.get(cell.cell_kind).names(cell.use_bias)
+        names = layouts.of(cell).names(cell.use_bias)
         weights = cell.get_weights()
         for name, w in zip(names, weights, strict=True):
             arrays[f"cells.{i}.{name}"] = w
         record.append(
             {
-                "kind": cell.cell_kind,
+                "kind": layouts.name_of(cell),
                 "units": cell.units,
                 "use_bias": cell.use_bias,
                 "names": names,
