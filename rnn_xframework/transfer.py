@@ -153,6 +153,38 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
     return new
 
 
+# --- PyTorch's fused modules ----------------------------------------------------------------
+def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
+    """``rnn`` (an ``RNN`` of one cell type, any backend) as a ``batch_first`` ``torch.nn.RNN`` /
+    ``LSTM`` / ``GRU`` with the same weights and outputs (cuDNN on a GPU).
+
+    Raises :class:`UnsupportedConfigError` for what a fused module cannot express (see
+    :mod:`rnn_xframework.backends.torch_fused`).
+    """
+    from rnn_xframework import backends
+
+    if structure_of(rnn) != "rnn":
+        raise FrameworkMismatchError(
+            f"to_torch_fused: expected an RNN made by rnn_xframework.layers, got {structure_of(rnn)}"
+        )
+    backends.get("torch")
+    from rnn_xframework.backends import torch_fused
+
+    return torch_fused.to_fused(rnn, device=device)
+
+
+def from_torch_fused(module: Any, backend: str | None = None, **rnn_kwargs: Any) -> Any:
+    """An ``RNN`` of cells on ``backend`` (default: current) with a fused ``torch.nn.RNN`` /
+    ``LSTM`` / ``GRU``'s weights; ``rnn_kwargs`` go to :func:`rnn_xframework.layers.RNN`
+    (``return_sequences`` defaults to ``True``, like the fused module)."""
+    from rnn_xframework import backends, config
+
+    backends.get("torch")
+    from rnn_xframework.backends import torch_fused
+
+    return torch_fused.from_fused(module, config.resolve(backend), **rnn_kwargs)
+
+
 # --- files -----------------------------------------------------------------------------------
 def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
     """Write canonical weights to ``path`` (``.npz`` appended if missing); return the path.
