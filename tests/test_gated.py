@@ -111,7 +111,9 @@ def test_chapter_sequence_matches_pytorch_fused(dtype, rng, kind):
     import torch
 
     x, weights, states = chapter_problem(rng, kind, dtype)
-    fused = getattr(torch.nn, kind[:-4])(100, 64, num_layers=2, batch_first=True, dtype=getattr(torch, dtype))
+    fused = {"LSTMCell": torch.nn.LSTM, "GRUCell": torch.nn.GRU}[kind](
+        100, 64, num_layers=2, batch_first=True, dtype=getattr(torch, dtype)
+    )
     layout = layouts.get(kind)
     with torch.no_grad():
         for i in range(2):

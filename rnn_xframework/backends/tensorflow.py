@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import backends, layouts, loops, protocol
-from rnn_xframework.dropout import check_masks
+from rnn_xframework.dropout import check_masks, check_rate
 from rnn_xframework.errors import BackendUnavailableError
 
 
@@ -75,6 +75,8 @@ class _KerasCell:
     n_states = 1
 
     def _setup(self, device: Any) -> None:
+        check_rate("dropout", self.dropout)  # Keras clamps to [0, 1]; 1 would drop everything
+        check_rate("recurrent_dropout", self.recurrent_dropout)
         self.device = device
         self.state_sizes = [self.units] * self.n_states
 
@@ -293,6 +295,7 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
         self.go_backwards = go_backwards
         self.order = order
         self._ops = OPS
+        self.supports_masking = True  # the library's RNN reads ``mask=`` as Keras's does
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.cell.build_cells(input_shape)
