@@ -21,7 +21,14 @@ from rnn_xframework.errors import (
     WeightsError,
 )
 from rnn_xframework.protocol import Cell
-from rnn_xframework.transfer import convert, load_weights, save_weights, transfer_weights
+from rnn_xframework.transfer import (
+    convert,
+    from_torch_fused,
+    load_weights,
+    save_weights,
+    to_torch_fused,
+    transfer_weights,
+)
 
 __version__ = "0.1.0"
 
@@ -39,11 +46,13 @@ __all__ = [
     "backends",
     "compile",
     "convert",
+    "from_torch_fused",
     "get_backend",
     "layers",
     "load_weights",
     "save_weights",
     "set_backend",
+    "to_torch_fused",
     "transfer_weights",
     "use_backend",
 ]

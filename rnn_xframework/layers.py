@@ -1,4 +1,5 @@
-"""Keras-named entry points: ``SimpleRNNCell``, ``StackedRNNCells``, ``RNN``.
+"""Keras-named entry points: ``SimpleRNNCell``, ``LSTMCell``, ``GRUCell``, ``StackedRNNCells``,
+``RNN``, and the one-layer sequence layers ``SimpleRNN``, ``LSTM``, ``GRU``.
 
 Each name is called like the Keras class and returns the chosen backend's native object: a
 ``torch.nn.Module`` for ``backend="torch"``, a Keras layer for ``backend="tensorflow"`` (alias
@@ -42,13 +43,13 @@ class _Factory(type):
         return cls._is(obj)  # type: ignore[attr-defined]
 
 
-def _cell_factory(kind: str, doc: str) -> type:
+def _cell_factory(kind: str, doc: str, positional: tuple[str, ...] = ("activation", "use_bias")) -> type:
     def _make(cls: type, units: int, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
         if args:
-            names = ["activation", "use_bias"]
+            names = list(positional)
             if len(args) > len(names):
                 raise TypeError(f"{kind}() takes at most {len(names) + 1} positional arguments")
-            kwargs.update(zip(names, args, strict=True))
+            kwargs.update(zip(names, args, strict=False))
         return make_cell(kind, backend=backend, units=units, **kwargs)
 
     def _is(cls: type, obj: Any) -> bool:
@@ -65,13 +66,25 @@ def _cell_factory(kind: str, doc: str) -> type:
         **kwargs: Any,
     ) -> Any: ...
 
+    def gated_signature(
+        units: int,
+        activation: str | None = "tanh",
+        recurrent_activation: str | None = "sigmoid",
+        use_bias: bool = True,
+        *,
+        backend: str | None = None,
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> Any: ...
+
     return _Factory(
         kind,
         (),
         {
             "__doc__": doc,
             "__module__": __name__,
-            "__signature__": inspect.signature(signature),
+            "__signature__": inspect.signature(signature if len(positional) == 2 else gated_signature),
             "_make": classmethod(_make),
             "_is": classmethod(_is),
         },
@@ -108,6 +121,86 @@ SimpleRNNCell = _cell_factory(
         cell = SimpleRNNCell(64, backend="torch")
         out, state = cell(torch.randn(4, 100), cell.get_initial_state(4))
     """,
+)
+
+
+_COMMON_ARGS = """
+        use_bias: whether the cell has ``bias``.
+        dropout: fraction of the inputs to drop (Keras semantics: one inverted mask per
+            sequence, only with ``training=True``; see :mod:`rnn_xframework.dropout`).
+        recurrent_dropout: fraction of the recurrent state to drop, likewise.
+        backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
+            :func:`rnn_xframework.get_backend`.
+        dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.
+        device: torch device (``"cpu"``, ``"cuda"``, ...); for TensorFlow a device string.
+        **kwargs: passed to the backend's class (Keras's initializers and ``name``; torch's
+            ``train_recurrent_bias`` and ``seed``; NumPy's ``seed``)."""
+
+LSTMCell = _cell_factory(
+    "LSTMCell",
+    """A long short-term memory cell (Keras ``LSTMCell``, PyTorch ``nn.LSTMCell``).
+
+    .. math::
+
+        i &= \\sigma(x W_i + h U_i + b_i), \\quad f = \\sigma(x W_f + h U_f + b_f),
+        \\quad o = \\sigma(x W_o + h U_o + b_o) \\\\
+        c' &= f \\odot c + i \\odot \\tanh(x W_c + h U_c + b_c), \\quad h' = o \\odot \\tanh(c')
+
+    with ``W = kernel`` ``(input_dim, 4*units)``, ``U = recurrent_kernel`` ``(units, 4*units)``,
+    ``b = bias`` ``(4*units,)``, gate blocks in the order ``i, f, c, o`` (PyTorch's too).
+
+    Args:
+        units: size of the output and of each state.
+        activation: ``"tanh"`` (default; the only one on torch); others on TF/NumPy.
+        recurrent_activation: ``"sigmoid"`` (default; the only one on torch).
+        unit_forget_bias: start the forget-gate bias at one (default ``True``, as Keras).
+"""
+    + _COMMON_ARGS
+    + """
+
+    Shape:
+        inputs ``[batch, input_dim]``, states ``[h, c]``, each ``[batch, units]`` (a bare tensor
+        is an error); returns ``(h_new [batch, units], [h_new, c_new])``.
+
+    Example::
+
+        cell = LSTMCell(64, backend="torch")
+        out, (h, c) = cell(torch.randn(4, 100), cell.get_initial_state(4))
+    """,
+    ("activation", "recurrent_activation", "use_bias"),
+)
+
+GRUCell = _cell_factory(
+    "GRUCell",
+    """A gated recurrent unit (Keras ``GRUCell``, PyTorch ``nn.GRUCell``).
+
+    .. math::
+
+        z &= \\sigma(x W_z + b_z + h U_z + b'_z), \\quad r = \\sigma(x W_r + b_r + h U_r + b'_r) \\\\
+        \\tilde h &= \\tanh(x W_h + b_h + r \\odot (h U_h + b'_h)), \\quad h' = z \\odot h + (1 - z) \\odot \\tilde h
+
+    with ``W = kernel`` ``(input_dim, 3*units)``, ``U = recurrent_kernel`` ``(units, 3*units)``,
+    gate blocks ``z, r, h`` (PyTorch stores ``r, z, n``; conversions reorder them), and
+    ``bias`` ``(2, 3*units)``: input row ``b``, recurrent row ``b'``.
+
+    Args:
+        units: size of the output and of the state.
+        activation, recurrent_activation: ``"tanh"`` and ``"sigmoid"`` (the only ones on torch).
+        reset_after: ``True`` (default, PyTorch's form). ``False`` applies the reset gate before
+            the recurrent matmul, ``(r * h) U_h``, with a ``(3*units,)`` bias: TF/NumPy only.
+"""
+    + _COMMON_ARGS
+    + """
+
+    Shape:
+        inputs ``[batch, input_dim]``, states ``[h]``; returns ``(h_new, [h_new])``.
+
+    Example::
+
+        cell = GRUCell(64, backend="tensorflow")
+        out, (h,) = cell(x, cell.get_initial_state(4))
+    """,
+    ("activation", "recurrent_activation", "use_bias"),
 )
 
 
@@ -190,3 +283,64 @@ class RNN(metaclass=_Factory):
     @classmethod
     def _is(cls, obj: Any) -> bool:
         return hasattr(obj, "order") and hasattr(obj, "run") and isinstance(getattr(obj, "backend", None), str)
+
+
+def _layer_factory(name: str, cell: type) -> type:
+    """A one-layer sequence layer: ``RNN(<cell>(units, ...), ...)`` under Keras's name."""
+
+    def _make(
+        cls: type,
+        units: int,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        *,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        backend: str | None = None,
+        dtype: Any = None,
+        device: Any = None,
+        **cell_kwargs: Any,
+    ) -> Any:
+        c = cell(
+            units,
+            backend=backend,
+            dtype=dtype,
+            device=device,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            **cell_kwargs,
+        )
+        return RNN(c, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards)
+
+    def _is(cls: type, obj: Any) -> bool:
+        cells = getattr(obj, "cells", None) if RNN._is(obj) else None
+        return bool(cells) and len(cells) == 1 and isinstance(cells[0], cell)
+
+    doc = f"""A whole-sequence ``{name}`` layer (Keras ``keras.layers.{name}``): ``RNN`` over one
+    ``{cell.__name__}``.
+
+    Args:
+        units: size of the output and state.
+        return_sequences: return ``[batch, time, units]`` instead of the last output.
+        return_state: also return the final state, as every ``RNN`` does: one list per layer,
+            here ``[[h]]`` (``[[h, c]]`` for LSTM), not Keras's flat ``output, h, c``.
+        go_backwards: process the sequence in reverse.
+        dropout, recurrent_dropout: Keras dropout (see ``{cell.__name__}``).
+        backend, dtype, device: as for the cell.
+        **cell_kwargs: any other argument of ``{cell.__name__}`` (``activation``, ...).
+
+    Call: ``layer(x, initial_state=None, training=None, mask=None)``; ``x`` ``[batch, time,
+    features]``; ``mask`` ``[batch, time]`` (true for real steps): a masked step keeps the
+    state and repeats the previous output (zeros before the first real step), as in Keras.
+    Layers stack like ``keras.Sequential``: ``y = l2(l1(x))`` with ``return_sequences=True`` on
+    ``l1``.
+    """
+    return _Factory(
+        name, (), {"__doc__": doc, "__module__": __name__, "_make": classmethod(_make), "_is": classmethod(_is)}
+    )
+
+
+SimpleRNN = _layer_factory("SimpleRNN", SimpleRNNCell)
+LSTM = _layer_factory("LSTM", LSTMCell)
+GRU = _layer_factory("GRU", GRUCell)

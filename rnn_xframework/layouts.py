@@ -2,23 +2,33 @@
 
 The canonical layout is Keras's, for every backend and every weight file:
 ``[kernel (in, G*units), recurrent_kernel (units, G*units), bias (G*units,)]``, where ``G`` is
-the number of gate blocks (1 for ``SimpleRNNCell``). PyTorch stores the transposes,
-``weight_ih (G*units, in)`` and ``weight_hh (G*units, units)``, and two biases: PyTorch ->
-canonical sums ``bias_ih + bias_hh``; canonical -> PyTorch puts the bias in ``bias_ih`` and zeros
-``bias_hh``. Gate blocks keep their order unless a layout says otherwise. ``docs/weights.md``
-has the full table.
+the number of gate blocks: 1 for ``SimpleRNNCell``, 4 for ``LSTMCell`` (order i, f, c, o on both
+sides), 3 for ``GRUCell`` (Keras z, r, h; PyTorch r, z, n: the blocks are reordered). PyTorch
+stores the transposes, ``weight_ih (G*units, in)`` and ``weight_hh (G*units, units)``, and two
+biases: PyTorch -> canonical sums ``bias_ih + bias_hh``; canonical -> PyTorch puts the bias in
+``bias_ih`` and zeros ``bias_hh``. Keras's GRU bias (``reset_after=True``) is ``(2, 3*units)``:
+row 0 -> ``bias_ih``, row 1 -> ``bias_hh``; ``GRUCell(reset_after=False)`` has a ``(3*units,)``
+bias and no PyTorch equivalent. ``docs/weights.md`` has the full table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from rnn_xframework.errors import WeightsError
+from rnn_xframework.errors import UnsupportedConfigError, WeightsError
 
 TORCH_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _blocks(a: np.ndarray, order: Sequence[int], axis: int) -> np.ndarray:
+    """Reorder the equal gate blocks of ``a`` along ``axis``: block ``j`` of the result is
+    block ``order[j]`` of ``a``."""
+    parts = np.split(a, len(order), axis=axis)
+    return np.concatenate([parts[i] for i in order], axis=axis)
 
 
 @dataclass(frozen=True)
@@ -26,14 +36,26 @@ class Layout:
     """How one cell type stores its weights.
 
     Attributes:
-        kind: the Keras cell name, e.g. ``"SimpleRNNCell"``.
+        name: the layout's name: the Keras cell name (``"LSTMCell"``), plus the option that
+            changes the shapes if any (``"GRUCell(reset_after=False)"``).
         gates: gate blocks stacked along the last canonical axis (``G`` above).
-        n_states: number of state tensors (``[h]`` -> 1).
+        n_states: number of state tensors (``[h]`` -> 1, ``[h, c]`` -> 2).
+        bias_rows: 1 for a ``(G*units,)`` bias, 2 for Keras GRU's ``(2, G*units)`` (input
+            row, recurrent row).
+        torch_order: canonical gate block of each PyTorch gate block (``None``: same order).
+        torch_problem: why PyTorch cannot hold this layout (``None``: it can).
     """
 
-    kind: str
+    name: str
     gates: int = 1
     n_states: int = 1
+    bias_rows: int = 1
+    torch_order: tuple[int, ...] | None = None
+    torch_problem: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("(", 1)[0]
 
     def names(self, use_bias: bool) -> list[str]:
         return ["kernel", "recurrent_kernel", "bias"] if use_bias else ["kernel", "recurrent_kernel"]
@@ -41,24 +63,53 @@ class Layout:
     def shapes(self, input_dim: int, units: int, use_bias: bool) -> list[tuple[str, tuple[int, ...]]]:
         """Canonical ``(name, shape)`` pairs for a cell of these sizes."""
         g = self.gates * units
-        shapes = [("kernel", (input_dim, g)), ("recurrent_kernel", (units, g))]
+        shapes: list[tuple[str, tuple[int, ...]]] = [("kernel", (input_dim, g)), ("recurrent_kernel", (units, g))]
         if use_bias:
-            shapes.append(("bias", (g,)))
+            shapes.append(("bias", (g,) if self.bias_rows == 1 else (self.bias_rows, g)))
         return shapes
 
+    def _to_torch_order(self, a: np.ndarray, axis: int) -> np.ndarray:
+        return a if self.torch_order is None else _blocks(a, self.torch_order, axis)
+
+    def _from_torch_order(self, a: np.ndarray, axis: int) -> np.ndarray:
+        if self.torch_order is None:
+            return a
+        inverse = [self.torch_order.index(i) for i in range(len(self.torch_order))]
+        return _blocks(a, inverse, axis)
+
     def to_torch(self, weights: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Canonical list -> ``{"weight_ih", "weight_hh"[, "bias_ih", "bias_hh"]}``."""
-        out = {"weight_ih": np.ascontiguousarray(weights[0].T), "weight_hh": np.ascontiguousarray(weights[1].T)}
+        """Canonical list -> ``{"weight_ih", "weight_hh"[, "bias_ih", "bias_hh"]}``.
+
+        Raises :class:`UnsupportedConfigError` for layouts PyTorch has no equivalent of.
+        """
+        if self.torch_problem is not None:
+            raise UnsupportedConfigError(f"{self.name} has no PyTorch equivalent: {self.torch_problem}")
+        out = {
+            "weight_ih": np.ascontiguousarray(self._to_torch_order(np.asarray(weights[0]), 1).T),
+            "weight_hh": np.ascontiguousarray(self._to_torch_order(np.asarray(weights[1]), 1).T),
+        }
         if len(weights) > 2:
-            out["bias_ih"] = np.array(weights[2])
-            out["bias_hh"] = np.zeros_like(weights[2])
+            bias = np.asarray(weights[2])
+            if self.bias_rows == 2:
+                out["bias_ih"] = np.array(self._to_torch_order(bias[0], 0))
+                out["bias_hh"] = np.array(self._to_torch_order(bias[1], 0))
+            else:
+                out["bias_ih"] = np.array(self._to_torch_order(bias, 0))
+                out["bias_hh"] = np.zeros_like(bias)
         return out
 
     def from_torch(self, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """PyTorch parameters -> canonical list (biases summed)."""
-        out = [np.ascontiguousarray(params["weight_ih"].T), np.ascontiguousarray(params["weight_hh"].T)]
+        """PyTorch parameters -> canonical list (biases summed, or stacked for GRU)."""
+        if self.torch_problem is not None:
+            raise UnsupportedConfigError(f"{self.name} has no PyTorch equivalent: {self.torch_problem}")
+        out = [
+            np.ascontiguousarray(self._from_torch_order(np.asarray(params["weight_ih"]).T, 1)),
+            np.ascontiguousarray(self._from_torch_order(np.asarray(params["weight_hh"]).T, 1)),
+        ]
         if "bias_ih" in params:
-            out.append(params["bias_ih"] + params["bias_hh"])
+            b_ih = self._from_torch_order(np.asarray(params["bias_ih"]), 0)
+            b_hh = self._from_torch_order(np.asarray(params["bias_hh"]), 0)
+            out.append(np.stack([b_ih, b_hh]) if self.bias_rows == 2 else b_ih + b_hh)
         return out
 
 
@@ -66,18 +117,40 @@ LAYOUTS: dict[str, Layout] = {}
 
 
 def register(layout: Layout) -> Layout:
-    LAYOUTS[layout.kind] = layout
+    LAYOUTS[layout.name] = layout
     return layout
 
 
 register(Layout("SimpleRNNCell"))
+register(Layout("LSTMCell", gates=4, n_states=2))
+register(Layout("GRUCell", gates=3, bias_rows=2, torch_order=(1, 0, 2)))
+register(
+    Layout(
+        "GRUCell(reset_after=False)",
+        gates=3,
+        torch_order=(1, 0, 2),
+        torch_problem="PyTorch's GRU applies the reset gate after the recurrent matmul (Keras's "
+        "reset_after=True); use reset_after=True, or keep this cell on 'tensorflow' or 'numpy'",
+    )
+)
 
 
 def get(kind: str) -> Layout:
+    """The layout registered under ``kind`` (a cell name or a layout name)."""
     try:
         return LAYOUTS[kind]
     except KeyError:
         raise WeightsError(f"no weight layout for cell type {kind!r}; known: {sorted(LAYOUTS)}") from None
+
+
+def name_of(cell: Any) -> str:
+    """The layout name of a cell: its ``layout_name`` if it has one, else its ``cell_kind``."""
+    return getattr(cell, "layout_name", None) or cell.cell_kind
+
+
+def of(cell: Any) -> Layout:
+    """The layout of a cell made by this library (GRU's depends on ``reset_after``)."""
+    return get(name_of(cell))
 
 
 def input_dim_of(kind: str, weights: Sequence[np.ndarray]) -> int:

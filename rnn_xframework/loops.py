@@ -143,7 +143,16 @@ class RNNMixin:
     def set_weights(self, weights: Sequence[Any]) -> None:
         self.cell.set_weights(weights)
 
-    def run(self, inputs: Any, initial_state: Any = None, training: bool | None = None) -> Any:
+    def run(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
+        """Loop over ``inputs``; dropout masks are drawn once for the call and reset after it."""
+        try:
+            return self._run(inputs, initial_state, training, mask)
+        finally:
+            for cell in self.cells:
+                for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
+                    getattr(cell, reset, lambda: None)()
+
+    def _run(self, inputs: Any, initial_state: Any, training: bool | None, mask: Any) -> Any:
         ops = self._ops
         protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, self.cell.input_dim), self.cell.dtype_name)
         if self.cell.input_dim is None:
@@ -154,29 +163,66 @@ class RNNMixin:
         steps = ops.unstack(inputs)
         if not steps:
             raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
+        masks = step_masks(ops, mask, inputs, self.cell.dtype_name)
         if self.go_backwards:
             steps = steps[::-1]
+            masks = masks[::-1]
         if self.order == "timestep":
-            outputs = []
-            for xt in steps:
-                out, states = self.cell.step(xt, states, training=training)
+            outputs: list[Any] = []
+            for t, xt in enumerate(steps):
+                out, new = self.cell.step(xt, states, training=training)
+                if masks[t] is not None:
+                    prev = outputs[-1] if outputs else out * 0
+                    out = hold(masks[t], out, prev)
+                    new = [
+                        [hold(masks[t], n, o) for n, o in zip(nl, ol, strict=True)]
+                        for nl, ol in zip(new, states, strict=True)
+                    ]
                 outputs.append(out)
+                states = new
         else:
-            outputs, states = run_layer_major(self.cell.cells, steps, states, training)
+            outputs, states = run_layer_major(self.cell.cells, steps, states, training, masks)
         y = ops.stack(outputs) if self.return_sequences else outputs[-1]
         return (y, states) if self.return_state else y
 
 
+def step_masks(ops: Any, mask: Any, inputs: Any, dtype: str) -> list[Any]:
+    """Keras's ``mask`` (``[batch, time]``, true = real step) as one ``[batch, 1]`` 0/1 tensor
+    of the cell's dtype per step, or ``[None] * time`` without a mask. Eager only."""
+    steps = ops.shape(inputs)[1]
+    if mask is None:
+        return [None] * steps
+    m = np.asarray(ops.to_numpy(mask) if ops.is_native(mask) else mask)
+    if m.shape != tuple(ops.shape(inputs)[:2]):
+        raise InputShapeError(f"RNN mask: expected shape {tuple(ops.shape(inputs)[:2])} (batch, time), got {m.shape}")
+    m = m.astype(bool).astype(dtype)
+    return [ops.from_numpy(m[:, t, None], getattr(inputs, "device", None)) for t in range(steps)]
+
+
+def hold(m: Any, new: Any, old: Any) -> Any:
+    """``new`` where ``m`` is 1, ``old`` where it is 0 (exact: ``1*a + 0*b == a``)."""
+    return m * new + (1 - m) * old
+
+
 def run_layer_major(
-    cells: Sequence[Any], steps: list[Any], states: list[Any], training: bool | None
+    cells: Sequence[Any], steps: list[Any], states: list[Any], training: bool | None, masks: list[Any] | None = None
 ) -> tuple[list[Any], list[Any]]:
-    """Layer 1 over every step, keep its outputs, then layer 2 over those, and so on."""
+    """Layer 1 over every step, keep its outputs, then layer 2 over those, and so on.
+
+    With ``masks``, a masked step keeps the layer's state and repeats its previous output
+    (zeros before the first real step), as Keras does.
+    """
+    masks = masks or [None] * len(steps)
     sequence = steps
     final_states = []
     for cell, state in zip(cells, states, strict=True):
-        outputs = []
-        for xt in sequence:
-            out, state = cell(xt, state, training=training)
+        outputs: list[Any] = []
+        for xt, m in zip(sequence, masks, strict=True):
+            out, new = cell(xt, state, training=training)
+            if m is not None:
+                out = hold(m, out, outputs[-1] if outputs else out * 0)
+                new = [hold(m, n, o) for n, o in zip(new, state, strict=True)]
+            state = new
             outputs.append(out)
         sequence = outputs
         final_states.append(state)

@@ -45,11 +45,11 @@ def cells_of(obj: Any) -> list[Any]:
 
 
 def _signature(cells: Sequence[Any]) -> list[str]:
-    return [f"{c.cell_kind}(units={c.units}, use_bias={c.use_bias})" for c in cells]
+    return [f"{layouts.name_of(c)}(units={c.units}, use_bias={c.use_bias})" for c in cells]
 
 
 def weight_count(cell: Any) -> int:
-    return len(layouts.get(cell.cell_kind).names(cell.use_bias))
+    return len(layouts.of(cell).names(cell.use_bias))
 
 
 # --- all-or-nothing writes -------------------------------------------------------------------
@@ -66,7 +66,9 @@ def validate_cells_weights(
             dim = cell.input_dim
         elif dim is None:
             dim = layouts.input_dim_of(cell.cell_kind, weights)
-        checked.append(layouts.check(cell.cell_kind, weights, dim, cell.units, cell.use_bias, f"{where} (cell {i})"))
+        checked.append(
+            layouts.check(layouts.name_of(cell), weights, dim, cell.units, cell.use_bias, f"{where} (cell {i})")
+        )
         dim = cell.units
     return checked
 
@@ -151,6 +153,38 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
     return new
 
 
+# --- PyTorch's fused modules ----------------------------------------------------------------
+def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
+    """``rnn`` (an ``RNN`` of one cell type, any backend) as a ``batch_first`` ``torch.nn.RNN`` /
+    ``LSTM`` / ``GRU`` with the same weights and outputs (cuDNN on a GPU).
+
+    Raises :class:`UnsupportedConfigError` for what a fused module cannot express (see
+    :mod:`rnn_xframework.backends.torch_fused`).
+    """
+    from rnn_xframework import backends
+
+    if structure_of(rnn) != "rnn":
+        raise FrameworkMismatchError(
+            f"to_torch_fused: expected an RNN made by rnn_xframework.layers, got {structure_of(rnn)}"
+        )
+    backends.get("torch")
+    from rnn_xframework.backends import torch_fused
+
+    return torch_fused.to_fused(rnn, device=device)
+
+
+def from_torch_fused(module: Any, backend: str | None = None, **rnn_kwargs: Any) -> Any:
+    """An ``RNN`` of cells on ``backend`` (default: current) with a fused ``torch.nn.RNN`` /
+    ``LSTM`` / ``GRU``'s weights; ``rnn_kwargs`` go to :func:`rnn_xframework.layers.RNN`
+    (``return_sequences`` defaults to ``True``, like the fused module)."""
+    from rnn_xframework import backends, config
+
+    backends.get("torch")
+    from rnn_xframework.backends import torch_fused
+
+    return torch_fused.from_fused(module, config.resolve(backend), **rnn_kwargs)
+
+
 # --- files -----------------------------------------------------------------------------------
 def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
     """Write canonical weights to ``path`` (``.npz`` appended if missing); return the path.
@@ -168,13 +202,13 @@ def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
     arrays: dict[str, np.ndarray] = {}
     record = []
     for i, cell in enumerate(cells):
-        names = layouts.get(cell.cell_kind).names(cell.use_bias)
+        names = layouts.of(cell).names(cell.use_bias)
         weights = cell.get_weights()
         for name, w in zip(names, weights, strict=True):
             arrays[f"cells.{i}.{name}"] = w
         record.append(
             {
-                "kind": cell.cell_kind,
+                "kind": layouts.name_of(cell),
                 "units": cell.units,
                 "use_bias": cell.use_bias,
                 "names": names,

@@ -42,3 +42,38 @@ def make_rnn(backend: str, n_layers: int, units: int, dtype: str, **kw: Any) -> 
 
 def max_err(a: Any, b: Any) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+GATES = {"SimpleRNNCell": 1, "LSTMCell": 4, "GRUCell": 3}
+N_STATES = {"SimpleRNNCell": 1, "LSTMCell": 2, "GRUCell": 1}
+KINDS = list(GATES)
+
+
+def random_cell_weights(
+    rng: np.random.Generator, kind: str, dims: list[int], units: int, dtype: str, reset_after: bool = True
+) -> list[np.ndarray]:
+    """Canonical weights of any cell type for a stack whose layers take ``dims[i]`` features."""
+    g = GATES[kind] * units
+    two_rows = kind == "GRUCell" and reset_after
+    weights = []
+    for dim in dims:
+        weights += [
+            rng.uniform(-1, 1, (dim, g)) * np.sqrt(3.0 / dim),
+            rng.uniform(-1, 1, (units, g)) * np.sqrt(1.5 / units),
+            rng.uniform(-0.5, 0.5, (2, g) if two_rows else (g,)),
+        ]
+    return [w.astype(dtype) for w in weights]
+
+
+def random_cell_states(
+    rng: np.random.Generator, kind: str, n_layers: int, batch: int, units: int, dtype: str
+) -> list[list[np.ndarray]]:
+    return [[rng.uniform(-1, 1, (batch, units)).astype(dtype) for _ in range(N_STATES[kind])] for _ in range(n_layers)]
+
+
+def make_cells(backend: str, kind: str, n_layers: int, units: int, dtype: str, **cell_kw: Any) -> list[Any]:
+    return [getattr(layers, kind)(units, backend=backend, dtype=dtype, **cell_kw) for _ in range(n_layers)]
+
+
+def to_native_states(backend: str, states: list[list[np.ndarray]]) -> list[list[Any]]:
+    return [[native(backend, s) for s in layer] for layer in states]

@@ -1,3 +1,5 @@
+"""The examples run (quick mode) in a subprocess, as a user would run them."""
+
 import os
 import subprocess
 import sys
@@ -6,19 +8,36 @@ from pathlib import Path
 import pytest
 from conftest import require
 
-ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
 
 @pytest.mark.parametrize("backend", ["torch", "tensorflow", "numpy"])
-def test_tutorial_example_runs(backend):
+def test_tutorial_example(backend):
     if backend != "numpy":
         require(backend)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "tutorial.py"), "--backend", backend],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "one step: (4, 64) (4, 64)" in out.stdout
-    assert "orderings agree: max abs difference 0.0" in out.stdout
-    assert "layers.RNN matches the loops: True" in out.stdout
+    out = run(str(EXAMPLES / "tutorial.py"), "--backend", backend)
+    assert "one step: (4, 64) (4, 64)" in out
+    assert "orderings agree: max abs difference 0.0" in out
+    assert "layers.RNN matches the loops: True" in out
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_lstm_gru_example(backend):
+    require(backend)
+    out = run(str(EXAMPLES / "lstm_gru.py"), "--backend", backend, "--quick")
+    assert "LSTMCell: last output (2, 4), h (2, 4), c (2, 4)" in out
+    assert out.count("Sequential-style") == 2
+
+
+def test_sentiment_example_trains():
+    require("torch")
+    pytest.importorskip("rich")
+    out = run(str(EXAMPLES / "sentiment_torch.py"), "--quick")
+    assert "test accuracy" in out and "chance 0.5" in out

@@ -82,7 +82,23 @@ def test_failing_run_exits_1(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(transfer, "transfer_weights", perturbed)
     path = tmp_path / "r.json"
-    assert cli.main(["parity", "--backends", "torch", "--checks", "forward", *SMALL, "--json", str(path)]) == 1
+    assert (
+        cli.main(
+            [
+                "parity",
+                "--backends",
+                "torch",
+                "--cells",
+                "SimpleRNNCell",
+                "--checks",
+                "forward",
+                *SMALL,
+                "--json",
+                str(path),
+            ]
+        )
+        == 1
+    )
     assert "FAIL" in capsys.readouterr().out
     data = json.loads(path.read_text())
     assert not data["passed"] and data["counts"]["FAIL"] == len(data["results"]) == 6

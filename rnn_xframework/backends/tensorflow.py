@@ -1,4 +1,5 @@
-"""TensorFlow backend: cells are Keras 3 layers (``SimpleRNNCell`` subclasses Keras's own).
+"""TensorFlow backend: cells are Keras 3 layers (``SimpleRNNCell``, ``LSTMCell``, ``GRUCell`` subclass
+Keras's own).
 
 They work in eager mode, inside ``tf.function`` and inside Keras models. Our layers never
 autocast: an input of another dtype than the layer's is an error, not a silent cast. NumPy
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import backends, layouts, loops, protocol, transfer
+from rnn_xframework.dropout import check_masks, check_rate
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
 
@@ -60,7 +62,100 @@ class _NullScope:
         return None
 
 
-class SimpleRNNCell(keras.layers.SimpleRNNCell):
+class _KerasCell:
+    """What the three Keras-cell subclasses share: the library's checks, list states, device
+    scope, canonical weights (Keras's own layout) and explicit dropout masks.
+
+    Mixed in before the Keras cell class; each subclass calls :meth:`_setup` after Keras's
+    ``__init__``.
+    """
+
+    backend = "tensorflow"
+    cell_kind: str
+    n_states = 1
+
+    def _setup(self, device: Any) -> None:
+        check_rate("dropout", self.dropout)  # Keras clamps to [0, 1]; 1 would drop everything
+        check_rate("recurrent_dropout", self.recurrent_dropout)
+        self.device = device
+        self.state_sizes = [self.units] * self.n_states
+
+    @property
+    def input_dim(self) -> int | None:
+        return int(self.kernel.shape[0]) if self.built else None
+
+    @property
+    def dtype_name(self) -> str:
+        return protocol.dtype_name(self.compute_dtype)
+
+    @property
+    def n_dropout_masks(self) -> int:
+        """Masks per kind: Keras's ``dropout_mask_count`` (one per gate), else 1."""
+        return getattr(self, "dropout_mask_count", None) or 1
+
+    def portable_config(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+        }
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        with _device_scope(self.device):
+            super().build(input_shape)  # type: ignore[misc]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Canonical layout, which is Keras's: ``[kernel, recurrent_kernel, bias]``."""
+        if not self.built:
+            return []
+        return [keras.ops.convert_to_numpy(v) for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Checks count and every shape before assigning anything."""
+        dim = self.input_dim if self.built else layouts.input_dim_of(self.cell_kind, weights)
+        arrays = layouts.check(layouts.name_of(self), weights, dim, self.units, self.use_bias)
+        if not self.built:
+            self.build((None, dim))
+        variables = [v for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
+        for variable, value in zip(variables, arrays, strict=True):
+            variable.assign(value.astype(self.dtype_name))
+
+    def get_dropout_masks(self) -> tuple[list[Any] | None, list[Any] | None]:
+        """``(input masks, recurrent masks)`` Keras has cached, each a list or ``None``."""
+        masks = (getattr(self, "_dropout_mask", None), getattr(self, "_recurrent_dropout_mask", None))
+        return tuple(None if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in masks)
+
+    def set_dropout_masks(self, inputs: Sequence[Any] | None = None, recurrent: Sequence[Any] | None = None) -> None:
+        """Make Keras use these masks (already scaled) until its next reset; see
+        :mod:`rnn_xframework.dropout`."""
+        for what, masks, rate in (("inputs", inputs, self.dropout), ("recurrent", recurrent, self.recurrent_dropout)):
+            if masks is not None:
+                check_masks(self, what, masks, rate)
+
+        def native(masks: Sequence[Any]) -> Any:
+            tensors = [
+                tf.convert_to_tensor(np.asarray(m, self.dtype_name)) if not OPS.is_native(m) else m for m in masks
+            ]
+            return tensors if getattr(self, "dropout_mask_count", None) else tensors[0]
+
+        if inputs is not None:
+            self._dropout_mask = native(inputs)
+        if recurrent is not None:
+            self._recurrent_dropout_mask = native(recurrent)
+
+    def __call__(self, inputs: Any, states: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        inputs = _to_tensor(inputs)
+        if isinstance(states, (list, tuple)):
+            states = [_to_tensor(s) for s in states]
+        states = protocol.check_step(self, OPS, inputs, _to_tensor(states))
+        with _device_scope(self.device):
+            out, new = super().__call__(inputs, states, training=training, **kwargs)  # type: ignore[misc]
+        return out, list(new) if isinstance(new, (list, tuple)) else [new]
+
+
+class SimpleRNNCell(_KerasCell, keras.layers.SimpleRNNCell):
     """Keras's ``SimpleRNNCell`` with the library's checks and list-state convention.
 
     ``h = activation(x @ kernel + bias + h_prev @ recurrent_kernel)``; weights ``kernel``
@@ -68,7 +163,6 @@ class SimpleRNNCell(keras.layers.SimpleRNNCell):
     Extra keyword arguments go to Keras (initializers, ``name``, ``dropout``, ...).
     """
 
-    backend = "tensorflow"
     cell_kind = "SimpleRNNCell"
 
     def __init__(
@@ -83,51 +177,88 @@ class SimpleRNNCell(keras.layers.SimpleRNNCell):
     ) -> None:
         kwargs.setdefault("autocast", False)
         super().__init__(units, activation=activation, use_bias=use_bias, dtype=protocol.dtype_name(dtype), **kwargs)
-        self.device = device
-        self.state_sizes = [units]
+        self._setup(device)
 
-    @property
-    def input_dim(self) -> int | None:
-        return int(self.kernel.shape[0]) if self.built else None
 
-    @property
-    def dtype_name(self) -> str:
-        return protocol.dtype_name(self.compute_dtype)
+class LSTMCell(_KerasCell, keras.layers.LSTMCell):
+    """Keras's ``LSTMCell`` with the library's checks; states ``[h, c]`` (a bare tensor is an
+    error). Weights ``kernel`` ``(input_dim, 4*units)``, ``recurrent_kernel``
+    ``(units, 4*units)``, ``bias`` ``(4*units,)``, gates ``i, f, c, o``.
+    """
+
+    cell_kind = "LSTMCell"
+    n_states = 2
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = "tanh",
+        recurrent_activation: str | None = "sigmoid",
+        use_bias: bool = True,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            dtype=protocol.dtype_name(dtype),
+            **kwargs,
+        )
+        self._setup(device)
 
     def portable_config(self) -> dict[str, Any]:
         return {
-            "units": self.units,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
+            **super().portable_config(),
+            "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
+            "unit_forget_bias": self.unit_forget_bias,
         }
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        with _device_scope(self.device):
-            super().build(input_shape)
 
-    def get_weights(self) -> list[np.ndarray]:
-        """Canonical layout, which is Keras's: ``[kernel, recurrent_kernel, bias]``."""
-        if not self.built:
-            return []
-        return [keras.ops.convert_to_numpy(v) for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
+class GRUCell(_KerasCell, keras.layers.GRUCell):
+    """Keras's ``GRUCell`` with the library's checks; state ``[h]``. Weights ``kernel``
+    ``(input_dim, 3*units)``, ``recurrent_kernel`` ``(units, 3*units)``, ``bias`` ``(2, 3*units)``
+    (``reset_after=True``, default) or ``(3*units,)``; gates ``z, r, h``.
+    """
 
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Checks count and every shape before assigning anything."""
-        dim = self.input_dim if self.built else layouts.input_dim_of(self.cell_kind, weights)
-        arrays = layouts.check(self.cell_kind, weights, dim, self.units, self.use_bias)
-        if not self.built:
-            self.build((None, dim))
-        variables = [v for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
-        for variable, value in zip(variables, arrays, strict=True):
-            variable.assign(value.astype(self.dtype_name))
+    cell_kind = "GRUCell"
 
-    def __call__(self, inputs: Any, states: Any, training: bool | None = None, **kwargs: Any) -> Any:
-        inputs = _to_tensor(inputs)
-        if isinstance(states, (list, tuple)):
-            states = [_to_tensor(s) for s in states]
-        states = protocol.check_step(self, OPS, inputs, _to_tensor(states))
-        with _device_scope(self.device):
-            return super().__call__(inputs, states, training=training, **kwargs)
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = "tanh",
+        recurrent_activation: str | None = "sigmoid",
+        use_bias: bool = True,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            dtype=protocol.dtype_name(dtype),
+            **kwargs,
+        )
+        self._setup(device)
+
+    @property
+    def layout_name(self) -> str:
+        return "GRUCell" if self.reset_after else "GRUCell(reset_after=False)"
+
+    def portable_config(self) -> dict[str, Any]:
+        return {
+            **super().portable_config(),
+            "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
+            "reset_after": self.reset_after,
+        }
 
 
 class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
@@ -164,16 +295,17 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
         self.go_backwards = go_backwards
         self.order = order
         self._ops = OPS
+        self.supports_masking = True  # the library's RNN reads ``mask=`` as Keras's does
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.cell.build_cells(input_shape)
 
-    def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None) -> Any:
-        return self.run(inputs, initial_state, training)
+    def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
+        return self.run(inputs, initial_state, training, mask)
 
 
 class TensorFlowBackend(backends.Backend, name="tensorflow"):
-    cells = {"SimpleRNNCell": SimpleRNNCell}
+    cells = {"SimpleRNNCell": SimpleRNNCell, "LSTMCell": LSTMCell, "GRUCell": GRUCell}
     stack_class = StackedRNNCells
     rnn_class = RNN
 

@@ -1,13 +1,20 @@
-"""PyTorch backend: cells are ``torch.nn.Module``\\ s wrapping the fused ``torch.nn.RNNCell``.
+"""PyTorch backend: cells are ``torch.nn.Module``\\ s wrapping ``torch.nn.RNNCell`` / ``LSTMCell`` /
+``GRUCell``.
 
 Every object here is a real module, so ``.to(device)``, ``.parameters()``, ``state_dict()``
 and optimizers work as usual. Weights are created at ``build(input_shape)`` or on the first call
 (build before you create an optimizer), initialized like Keras's (glorot-uniform kernel,
-orthogonal recurrent kernel, zero bias).
+orthogonal recurrent kernel, zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
 
-``nn.RNNCell`` has two biases; Keras has one. By default ``bias_hh`` stays at zero and is frozen
-(``requires_grad=False``), so the cell trains exactly like the Keras cell with the same weights;
-``train_recurrent_bias=True`` trains it as PyTorch does (canonical ``bias`` is then the sum).
+``nn.RNNCell`` and ``nn.LSTMCell`` have two biases; Keras has one. By default ``bias_hh`` stays at
+zero and is frozen (``requires_grad=False``), so the cell trains exactly like the Keras cell with
+the same weights; ``train_recurrent_bias=True`` trains it as PyTorch does (canonical ``bias`` is
+then the sum). ``nn.GRUCell``'s two biases are Keras's two bias rows (``reset_after=True``): both
+are set and both train.
+
+Dropout follows Keras (see :mod:`rnn_xframework.dropout`), not ``torch.nn.Dropout``: one mask per
+sequence, and only with ``training=True``. ``training=None`` means inference, as in Keras, whatever
+``module.train()`` / ``module.eval()`` say.
 """
 
 from __future__ import annotations
@@ -20,23 +27,39 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from rnn_xframework import backends, layouts, loops, protocol, transfer
+from rnn_xframework.dropout import DropoutMixin, check_rate
 from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class SimpleRNNCell(nn.Module):
-    """``h = activation(x W_ih^T + b_ih + h_prev W_hh^T + b_hh)``: ``torch.nn.RNNCell`` inside.
+def _require(what: str, value: Any, allowed: tuple[Any, ...], module: str) -> None:
+    if value not in allowed:
+        raise UnsupportedConfigError(
+            f"torch.nn.{module} supports {what} {' or '.join(repr(a) for a in allowed)}, got {value!r}; "
+            "use backend='tensorflow' or 'numpy' for other configurations"
+        )
+
+
+class _TorchCell(DropoutMixin, nn.Module):
+    """What the three torch cells share: the lazily built native cell, Keras initialization,
+    canonical weights, Keras dropout masks. Subclasses set ``cell_kind``, ``gates``,
+    ``n_states``, ``native`` (the ``torch.nn`` class) and write :meth:`step`.
 
     Attributes (after build):
-        cell: the ``torch.nn.RNNCell``; ``cell.weight_ih`` ``(units, input_dim)``,
-            ``cell.weight_hh`` ``(units, units)``, ``cell.bias_ih`` / ``cell.bias_hh`` ``(units,)``.
+        cell: the native cell; ``cell.weight_ih`` ``(G*units, input_dim)``, ``cell.weight_hh``
+            ``(G*units, units)``, ``cell.bias_ih`` / ``cell.bias_hh`` ``(G*units,)``, gate blocks
+            in PyTorch's order.
     """
 
     backend = "torch"
-    cell_kind = "SimpleRNNCell"
+    cell_kind: str
+    gates = 1
+    n_states = 1
+    native: type[nn.Module]
 
     def __init__(
         self,
@@ -44,31 +67,33 @@ class SimpleRNNCell(nn.Module):
         activation: str | None = "tanh",
         use_bias: bool = True,
         *,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         dtype: Any = None,
         device: Any = None,
+        seed: int | None = None,
         train_recurrent_bias: bool = False,
     ) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         if not isinstance(units, int) or units <= 0:
             raise ValueError(f"units must be a positive integer, got {units!r}")
-        if activation not in ("tanh", "relu"):
-            raise UnsupportedConfigError(
-                f"torch.nn.RNNCell supports activation 'tanh' or 'relu', got {activation!r}; "
-                "use backend='tensorflow' or 'numpy' for other activations"
-            )
         self.units = units
         self.activation = activation
         self.use_bias = bool(use_bias)
+        self.dropout = check_rate("dropout", dropout)
+        self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
+        self.seed = seed
         self.train_recurrent_bias = bool(train_recurrent_bias)
-        self.state_sizes = [units]
+        self.state_sizes = [units] * self.n_states
         self._dtype = DTYPES[protocol.dtype_name(dtype)]
         self._device = None if device is None else torch.device(device)
-        self.cell: nn.RNNCell | None = None
+        self._generator: torch.Generator | None = None
+        self.cell: Any = None
 
     # --- Keras-style attributes --------------------------------------------------------------
     @property
-    def state_size(self) -> int:
-        return self.units
+    def state_size(self) -> Any:
+        return self.units if self.n_states == 1 else list(self.state_sizes)
 
     @property
     def input_dim(self) -> int | None:
@@ -87,62 +112,238 @@ class SimpleRNNCell(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def portable_config(self) -> dict[str, Any]:
-        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+        return {
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+        }
+
+    def make_native(self, dim: int) -> nn.Module:
+        return self.native(dim, self.units, bias=self.use_bias, device=self._device, dtype=self._dtype)
+
+    def initial_bias(self) -> np.ndarray:
+        """Keras's default canonical bias (zeros; LSTM overrides it)."""
+        shape = layouts.of(self).shapes(1, self.units, True)[2][1]
+        return np.zeros(shape, self.dtype_name)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         dim = input_shape[-1]
         if self.cell is not None:
             if dim != self.cell.input_size:
-                raise InputShapeError(f"SimpleRNNCell[torch] is built for {self.cell.input_size} features, got {dim}")
+                raise InputShapeError(
+                    f"{protocol.cell_name(self)} is built for {self.cell.input_size} features, got {dim}"
+                )
             return
-        cell = nn.RNNCell(
-            int(dim),
-            self.units,
-            bias=self.use_bias,
-            nonlinearity=self.activation,
-            device=self._device,
-            dtype=self._dtype,
-        )
+        cell = self.make_native(int(dim))  # type: ignore[arg-type]
         with torch.no_grad():
             nn.init.xavier_uniform_(cell.weight_ih)
             nn.init.orthogonal_(cell.weight_hh)
             if self.use_bias:
-                cell.bias_ih.zero_()
-                cell.bias_hh.zero_()
-                cell.bias_hh.requires_grad_(self.train_recurrent_bias)
+                g = self.gates * self.units
+                zeros = [np.zeros((1, g)), np.zeros((1, g))]
+                bias = layouts.of(self).to_torch([*zeros, self.initial_bias()])
+                cell.bias_ih.copy_(torch.from_numpy(bias["bias_ih"]))
+                cell.bias_hh.copy_(torch.from_numpy(bias["bias_hh"]))
+                if layouts.of(self).bias_rows == 1:  # one Keras bias: the second stays at zero
+                    cell.bias_hh.requires_grad_(self.train_recurrent_bias)
         self.cell = cell
 
     def get_initial_state(self, batch_size: int) -> list[torch.Tensor]:
-        """``[zeros(batch_size, units)]`` on the cell's device and dtype."""
-        return [torch.zeros(batch_size, self.units, dtype=DTYPES[self.dtype_name], device=self.device)]
+        """``n_states`` tensors ``zeros(batch_size, units)`` on the cell's device and dtype."""
+        return [
+            torch.zeros(batch_size, self.units, dtype=DTYPES[self.dtype_name], device=self.device)
+            for _ in range(self.n_states)
+        ]
 
     def get_weights(self) -> list[np.ndarray]:
-        """Canonical (Keras) layout: ``[kernel (in, units), recurrent_kernel, bias]``."""
+        """Canonical (Keras) layout: ``[kernel (in, G*units), recurrent_kernel, bias]``."""
         if self.cell is None:
             return []
         params = {n: p.detach().cpu().numpy() for n, p in self.cell.named_parameters()}
-        return layouts.get(self.cell_kind).from_torch(params)
+        return layouts.of(self).from_torch(params)
 
     def set_weights(self, weights: Sequence[Any]) -> None:
-        """Set from the canonical layout (bias into ``bias_ih``, ``bias_hh`` zeroed); checked first."""
+        """Set from the canonical layout (see :mod:`rnn_xframework.layouts`); checked first."""
         dim = self.input_dim if self.input_dim is not None else layouts.input_dim_of(self.cell_kind, weights)
-        arrays = layouts.check(self.cell_kind, weights, dim, self.units, self.use_bias)
+        arrays = layouts.check(layouts.name_of(self), weights, dim, self.units, self.use_bias)
         self.build((None, dim))
-        assert self.cell is not None
-        values = layouts.get(self.cell_kind).to_torch(arrays)
+        values = layouts.of(self).to_torch(arrays)
         params = dict(self.cell.named_parameters())
         with torch.no_grad():
             for name, value in values.items():
                 params[name].copy_(torch.from_numpy(np.asarray(value)))
 
+    # --- dropout -----------------------------------------------------------------------------
+    def _new_mask(self, like: torch.Tensor, rate: float) -> torch.Tensor:
+        if self.seed is not None and (self._generator is None or self._generator.device != like.device):
+            self._generator = torch.Generator(device=like.device).manual_seed(self.seed)
+        keep = torch.empty_like(like).bernoulli_(1.0 - rate, generator=self._generator)
+        return keep / (1.0 - rate)
+
+    def _as_mask(self, m: Any) -> torch.Tensor:
+        if not isinstance(m, torch.Tensor):
+            m = torch.from_numpy(np.asarray(m))
+        return m.to(device=self.device, dtype=DTYPES[self.dtype_name])
+
+    def linear_gates(self, xs: list[torch.Tensor], weight: torch.Tensor, bias: Any) -> list[torch.Tensor]:
+        """``[xs[g] @ W_g^T + b_g]`` per canonical gate ``g`` (PyTorch's blocks reordered)."""
+        order = layouts.of(self).torch_order or tuple(range(self.gates))
+        ws = weight.chunk(self.gates)
+        bs = bias.chunk(self.gates) if bias is not None else [None] * self.gates
+        return [F.linear(xs[g], ws[order.index(g)], bs[order.index(g)]) for g in range(self.gates)]
+
+    def gate_sums(self, x: torch.Tensor, h: torch.Tensor, training: bool | None) -> tuple[list, list]:
+        """Per canonical gate: ``(x*m_g) W_ih_g^T + b_ih_g`` and ``(h*m'_g) W_hh_g^T + b_hh_g``."""
+        xs = self.masked(x, self.get_dropout_mask(x), training)
+        hs = self.masked(h, self.get_recurrent_dropout_mask(h), training)
+        c = self.cell
+        return self.linear_gates(xs, c.weight_ih, c.bias_ih), self.linear_gates(hs, c.weight_hh, c.bias_hh)
+
+    def per_gate_masks(self, training: bool | None) -> bool:
+        """Whether this step needs the per-gate path (Keras's ``implementation=1``)."""
+        return bool(training) and self.gates > 1 and self.recurrent_dropout > 0
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
+        raise NotImplementedError
+
     def forward(
         self, inputs: torch.Tensor, states: Any, training: bool | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``inputs`` ``[batch, input_dim]``, ``states`` ``[h]`` -> ``(h_new, [h_new])``."""
+        """``inputs`` ``[batch, input_dim]``, ``states`` a list of ``[batch, units]``."""
         if self.cell is None and isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
             self.build(inputs.shape)
-        (h,) = protocol.check_step(self, OPS, inputs, states)
-        h = self.cell(inputs, h)  # type: ignore[misc]
+        states = protocol.check_step(self, OPS, inputs, states)
+        return self.step(inputs, states, training)
+
+
+class SimpleRNNCell(_TorchCell):
+    """``h = activation(x W_ih^T + b_ih + h_prev W_hh^T + b_hh)``: ``torch.nn.RNNCell`` inside."""
+
+    cell_kind = "SimpleRNNCell"
+    native = nn.RNNCell
+
+    def __init__(self, units: int, activation: str | None = "tanh", use_bias: bool = True, **kwargs: Any) -> None:
+        if activation not in ("tanh", "relu"):
+            raise UnsupportedConfigError(
+                f"torch.nn.RNNCell supports activation 'tanh' or 'relu', got {activation!r}; "
+                "use backend='tensorflow' or 'numpy' for other activations"
+            )
+        super().__init__(units, activation, use_bias, **kwargs)
+
+    def make_native(self, dim: int) -> nn.Module:
+        return nn.RNNCell(
+            dim, self.units, bias=self.use_bias, nonlinearity=self.activation, device=self._device, dtype=self._dtype
+        )
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
+        (h,) = states
+        (x,) = self.masked(x, self.get_dropout_mask(x), training)
+        (hm,) = self.masked(h, self.get_recurrent_dropout_mask(h), training)
+        h = self.cell(x, hm)
+        return h, [h]
+
+
+class LSTMCell(_TorchCell):
+    """Keras's LSTM step with ``torch.nn.LSTMCell`` inside; gates ``i, f, g(c), o`` on both sides.
+
+    States ``[h, c]``. Only ``activation="tanh"``, ``recurrent_activation="sigmoid"`` exist in
+    PyTorch. With recurrent dropout the step runs gate by gate on the same parameters (each
+    gate has its own masks, as in Keras).
+    """
+
+    cell_kind = "LSTMCell"
+    gates = 4
+    n_states = 2
+    native = nn.LSTMCell
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = "tanh",
+        recurrent_activation: str | None = "sigmoid",
+        use_bias: bool = True,
+        *,
+        unit_forget_bias: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        _require("activation", activation, ("tanh",), "LSTMCell")
+        _require("recurrent_activation", recurrent_activation, ("sigmoid",), "LSTMCell")
+        super().__init__(units, activation, use_bias, **kwargs)
+        self.recurrent_activation = recurrent_activation
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+    def portable_config(self) -> dict[str, Any]:
+        return {
+            **super().portable_config(),
+            "recurrent_activation": self.recurrent_activation,
+            "unit_forget_bias": self.unit_forget_bias,
+        }
+
+    def initial_bias(self) -> np.ndarray:
+        bias = np.zeros(4 * self.units, self.dtype_name)
+        if self.unit_forget_bias:
+            bias[self.units : 2 * self.units] = 1
+        return bias
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
+        h, c = states
+        if not self.per_gate_masks(training):
+            (x,) = self.masked(x, self.get_dropout_mask(x), training)[:1]
+            h, c = self.cell(x, (h, c))
+            return h, [h, c]
+        zx, zh = self.gate_sums(x, h, training)
+        i, f, g, o = (a + b for a, b in zip(zx, zh, strict=True))
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, [h, c]
+
+
+class GRUCell(_TorchCell):
+    """Keras's GRU step (``reset_after=True``) with ``torch.nn.GRUCell`` inside.
+
+    Keras gates ``z, r, h`` are PyTorch's ``z, r, n`` stored as ``r, z, n``; Keras's bias rows
+    (input, recurrent) are ``bias_ih`` and ``bias_hh``, both trained. ``reset_after=False`` has
+    no PyTorch form and raises :class:`UnsupportedConfigError`.
+    """
+
+    cell_kind = "GRUCell"
+    gates = 3
+    native = nn.GRUCell
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = "tanh",
+        recurrent_activation: str | None = "sigmoid",
+        use_bias: bool = True,
+        *,
+        reset_after: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        _require("activation", activation, ("tanh",), "GRUCell")
+        _require("recurrent_activation", recurrent_activation, ("sigmoid",), "GRUCell")
+        if not reset_after:
+            raise UnsupportedConfigError(layouts.get("GRUCell(reset_after=False)").torch_problem)
+        super().__init__(units, activation, use_bias, **kwargs)
+        self.recurrent_activation = recurrent_activation
+        self.reset_after = True
+
+    def portable_config(self) -> dict[str, Any]:
+        return {**super().portable_config(), "recurrent_activation": self.recurrent_activation, "reset_after": True}
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
+        (h,) = states
+        if not self.per_gate_masks(training):
+            (x,) = self.masked(x, self.get_dropout_mask(x), training)[:1]
+            h = self.cell(x, h)
+            return h, [h]
+        zx, zh = self.gate_sums(x, h, training)
+        z = torch.sigmoid(zx[0] + zh[0])
+        r = torch.sigmoid(zx[1] + zh[1])
+        hh = torch.tanh(zx[2] + r * zh[2])
+        h = z * h + (1 - z) * hh
         return h, [h]
 
 
@@ -178,12 +379,14 @@ class RNN(loops.RNNMixin, nn.Module):
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.cell.build_cells(input_shape)
 
-    def forward(self, inputs: torch.Tensor, initial_state: Any = None, training: bool | None = None) -> Any:
-        return self.run(inputs, initial_state, training)
+    def forward(
+        self, inputs: torch.Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None
+    ) -> Any:
+        return self.run(inputs, initial_state, training, mask)
 
 
 class TorchBackend(backends.Backend, name="torch"):
-    cells = {"SimpleRNNCell": SimpleRNNCell}
+    cells = {"SimpleRNNCell": SimpleRNNCell, "LSTMCell": LSTMCell, "GRUCell": GRUCell}
     stack_class = StackedRNNCells
     rnn_class = RNN
 

@@ -1,8 +1,8 @@
 """``xf.compile(rnn, "torchscript")``: the whole time loop of a torch stack in TorchScript.
 
 The only module that touches ``torch.jit``. The scripted loop holds the stack's own
-``nn.RNNCell`` modules, so it shares their parameters: training or ``set_weights`` on either
-object shows in the other.
+``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` modules (any mix), so it shares their
+parameters: training or ``set_weights`` on either object shows in the other.
 """
 
 from __future__ import annotations
@@ -29,8 +29,32 @@ class SimpleRNNStep(nn.Module):
         return h, [h]
 
 
+class LSTMStep(nn.Module):
+    """Adapter ``(x, [h, c]) -> (h, [h, c])`` around ``nn.LSTMCell``."""
+
+    def __init__(self, cell: nn.LSTMCell) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        h, c = self.cell(x, (state[0], state[1]))
+        return h, [h, c]
+
+
+class GRUStep(nn.Module):
+    """Adapter ``(x, [h]) -> (h, [h])`` around ``nn.GRUCell``."""
+
+    def __init__(self, cell: nn.GRUCell) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        h = self.cell(x, state[0])
+        return h, [h]
+
+
 # cell_kind -> adapter around the cell's native module (``cell.cell``)
-STEPS: dict[str, type[nn.Module]] = {"SimpleRNNCell": SimpleRNNStep}
+STEPS: dict[str, type[nn.Module]] = {"SimpleRNNCell": SimpleRNNStep, "LSTMCell": LSTMStep, "GRUCell": GRUStep}
 
 
 class ScriptedLoop(nn.Module):
@@ -114,8 +138,14 @@ class CompiledRNN(nn.Module):
     def set_weights(self, weights: Any) -> None:
         self.source.set_weights(weights)
 
-    def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None) -> Any:
+    def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
+        if mask is not None:
+            raise UnsupportedConfigError("compile: the TorchScript loop takes no mask; call the uncompiled RNN")
+        if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in source.cells):
+            raise UnsupportedConfigError(
+                "compile: the TorchScript loop has no dropout; train with the uncompiled RNN (same parameters)"
+            )
         ops = source._ops
         stack = source.cell
         protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)

@@ -1,0 +1,125 @@
+"""Keras's dropout semantics for recurrent cells, framework-free (NumPy and PyTorch cells).
+
+As in ``keras.layers.DropoutRNNCell``: a cell draws its masks the first time a step needs them
+and reuses them at every following step, until :meth:`DropoutMixin.reset_dropout_mask` (the
+``RNN`` containers reset after each call, as Keras's ``RNN`` does). Masks are inverted: their
+entries are ``0`` or ``1 / (1 - rate)``, so nothing is rescaled at inference. They apply only
+when the cell is called with ``training=True``; ``training=None`` and ``False`` mean inference.
+
+The number of masks per kind is Keras's: one, except for gated cells (LSTM: 4, GRU: 3) with
+``recurrent_dropout > 0``, where each gate gets its own input mask and its own recurrent mask
+(Keras switches those cells to ``implementation=1``).
+
+Masks can be set by hand (to reproduce another backend's draw exactly) with
+``cell.set_dropout_masks(inputs=[...], recurrent=[...])`` and read with
+``cell.get_dropout_masks()``; TensorFlow cells have the same two methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rnn_xframework.errors import UnsupportedConfigError
+
+
+def check_rate(name: str, rate: float) -> float:
+    """A dropout rate in ``[0, 1)``; raises ``ValueError`` otherwise."""
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {rate}")
+    return rate
+
+
+def mask_count(gates: int, recurrent_dropout: float) -> int:
+    """Keras's number of masks per kind: ``gates`` with recurrent dropout, else one."""
+    return gates if gates > 1 and recurrent_dropout > 0 else 1
+
+
+class DropoutMixin:
+    """Mask caching for a cell; the backend supplies ``_new_mask(like, rate)``.
+
+    Attributes used: ``dropout``, ``recurrent_dropout`` (rates), ``gates``.
+    """
+
+    dropout: float
+    recurrent_dropout: float
+    gates: int = 1
+    _dropout_mask: list[Any] | None = None
+    _recurrent_dropout_mask: list[Any] | None = None
+
+    def _new_mask(self, like: Any, rate: float) -> Any:
+        raise NotImplementedError
+
+    @property
+    def n_dropout_masks(self) -> int:
+        """Masks per kind (inputs, recurrent): 1, or one per gate with recurrent dropout."""
+        return mask_count(self.gates, self.recurrent_dropout)
+
+    def get_dropout_mask(self, inputs: Any) -> list[Any] | None:
+        """The cached input masks (drawn now if needed): a list of ``[batch, input_dim]``."""
+        if self._dropout_mask is None and self.dropout > 0:
+            self._dropout_mask = [self._new_mask(inputs, self.dropout) for _ in range(self.n_dropout_masks)]
+        return self._dropout_mask
+
+    def get_recurrent_dropout_mask(self, h: Any) -> list[Any] | None:
+        """The cached recurrent masks (drawn now if needed): a list of ``[batch, units]``."""
+        if self._recurrent_dropout_mask is None and self.recurrent_dropout > 0:
+            self._recurrent_dropout_mask = [
+                self._new_mask(h, self.recurrent_dropout) for _ in range(self.n_dropout_masks)
+            ]
+        return self._recurrent_dropout_mask
+
+    def reset_dropout_mask(self) -> None:
+        """Forget the input masks; the next training step draws new ones."""
+        self._dropout_mask = None
+
+    def reset_recurrent_dropout_mask(self) -> None:
+        """Forget the recurrent masks; the next training step draws new ones."""
+        self._recurrent_dropout_mask = None
+
+    def get_dropout_masks(self) -> tuple[list[Any] | None, list[Any] | None]:
+        """``(input masks, recurrent masks)`` now cached, each a list or ``None``."""
+        return (
+            None if self._dropout_mask is None else list(self._dropout_mask),
+            None if self._recurrent_dropout_mask is None else list(self._recurrent_dropout_mask),
+        )
+
+    def set_dropout_masks(self, inputs: Sequence[Any] | None = None, recurrent: Sequence[Any] | None = None) -> None:
+        """Use these masks (already scaled: ``0`` or ``1/(1-rate)``) until the next reset.
+
+        Each is a list of :attr:`n_dropout_masks` native tensors (or arrays the backend accepts)
+        of shape ``[batch, input_dim]`` / ``[batch, units]``; ``None`` leaves that kind alone.
+        """
+        for what, masks, rate in (("inputs", inputs, self.dropout), ("recurrent", recurrent, self.recurrent_dropout)):
+            if masks is None:
+                continue
+            check_masks(self, what, masks, rate)
+        if inputs is not None:
+            self._dropout_mask = [self._as_mask(m) for m in inputs]
+        if recurrent is not None:
+            self._recurrent_dropout_mask = [self._as_mask(m) for m in recurrent]
+
+    def _as_mask(self, m: Any) -> Any:
+        return m
+
+    def masked(self, x: Any, masks: list[Any] | None, training: bool | None) -> list[Any]:
+        """``x`` as seen by each gate: ``[x * m_g]``, or ``[x] * gates`` without dropout."""
+        if not training or masks is None:
+            return [x] * self.gates
+        if len(masks) == 1:
+            return [x * masks[0]] * self.gates
+        return [x * m for m in masks]
+
+
+def check_masks(cell: Any, what: str, masks: Any, rate: float) -> None:
+    """Raise unless ``masks`` is a list of the cell's mask count and its rate is not zero."""
+    n = cell.n_dropout_masks
+    if rate <= 0:
+        rate_name = "dropout" if what == "inputs" else "recurrent_dropout"
+        raise UnsupportedConfigError(f"set_dropout_masks: {what} masks given but the cell's {rate_name} is 0")
+    if not isinstance(masks, (list, tuple)) or len(masks) != n:
+        got = f"a list of {len(masks)}" if isinstance(masks, (list, tuple)) else type(masks).__name__
+        raise UnsupportedConfigError(
+            f"set_dropout_masks: expected a list of {n} {what} mask(s) for this cell, got {got}"
+        )
