@@ -208,12 +208,36 @@ class _TorchCell(DropoutMixin, nn.Module):
     def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
         raise NotImplementedError
 
+    def fused(self, c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
+        """The ATen kernel that ``c.forward`` (``c`` the native ``torch.nn.*Cell``) calls, on
+        already-checked arguments."""
+        raise NotImplementedError
+
+    def _fits(self, c: Any, inputs: Any, states: Any) -> bool:
+        """The common case, checked in a few comparisons: a list of native tensors of the cell's
+        dtype and sizes. Anything else takes the full check, which raises the typed error."""
+        if type(states) is not list or len(states) != self.n_states or type(inputs) is not torch.Tensor:
+            return False
+        weight = c.weight_ih
+        dtype = weight.dtype
+        if inputs.dtype != dtype or inputs.dim() != 2 or inputs.shape[1] != weight.shape[1]:
+            return False
+        shape = (inputs.shape[0], self.units)
+        for s in states:
+            if type(s) is not torch.Tensor or s.dtype != dtype or s.shape != shape:
+                return False
+        return True
+
     def forward(
         self, inputs: torch.Tensor, states: Any, training: bool | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``inputs`` ``[batch, input_dim]``, ``states`` a list of ``[batch, units]``."""
-        if self.cell is None and isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
-            self.build(inputs.shape)
+        c = self._modules.get("cell")
+        if c is None:
+            if isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
+                self.build(inputs.shape)
+        elif not (training and (self.dropout or self.recurrent_dropout)) and self._fits(c, inputs, states):
+            return self.fused(c, inputs, states)  # the eager fast path: nearly free over nn.*Cell
         states = protocol.check_step(self, OPS, inputs, states)
         return self.step(inputs, states, training)
 
@@ -236,6 +260,11 @@ class SimpleRNNCell(_TorchCell):
         return nn.RNNCell(
             dim, self.units, bias=self.use_bias, nonlinearity=self.activation, device=self._device, dtype=self._dtype
         )
+
+    def fused(self, c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
+        kernel = torch.rnn_tanh_cell if self.activation == "tanh" else torch.rnn_relu_cell
+        h = kernel(x, states[0], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
+        return h, [h]
 
     def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
         (h,) = states
@@ -287,6 +316,10 @@ class LSTMCell(_TorchCell):
             bias[self.units : 2 * self.units] = 1
         return bias
 
+    def fused(self, c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
+        h, cs = torch.lstm_cell(x, states, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
+        return h, [h, cs]
+
     def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
         h, c = states
         if not self.per_gate_masks(training):
@@ -332,6 +365,10 @@ class GRUCell(_TorchCell):
 
     def portable_config(self) -> dict[str, Any]:
         return {**super().portable_config(), "recurrent_activation": self.recurrent_activation, "reset_after": True}
+
+    def fused(self, c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
+        h = torch.gru_cell(x, states[0], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
+        return h, [h]
 
     def step(self, x: torch.Tensor, states: list[torch.Tensor], training: bool | None) -> tuple[Any, list[Any]]:
         (h,) = states
