@@ -1,0 +1,315 @@
+"""Orchestrator: plan the worker subprocesses, run them with a progress bar, merge JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from benchmarks.contention import ContentionProbe
+from benchmarks.registry import GEMM_METHODS, METHODS, Framework
+from benchmarks.timing import Budget
+from benchmarks.worker import PROGRESS_TAG
+from benchmarks.workloads import Workload, parse_workload
+
+ProgressFn = Callable[[str, str], None]
+"""``on_progress(method, status)`` with status ``start`` or ``done``."""
+
+ROOT = Path(__file__).resolve().parent.parent
+"""Directory that contains the ``benchmarks`` package (workers run from here)."""
+
+FOREIGN_WARN = 0.10
+"""Warn when other processes used more than this share of the CPUs during a job."""
+
+FRAMEWORK_ORDER: tuple[Framework, ...] = ("torch", "tensorflow", "numpy")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One worker subprocess."""
+
+    framework: Framework
+    methods: list[str]
+    budget: Budget
+    workload: Workload | None = None
+    grad: bool = False
+    gemm_n: int = 0
+
+    def label(self) -> str:
+        """Short text for the progress bar."""
+        if self.workload is None:
+            return f"GEMM n={self.gemm_n} {self.framework}"
+        mode = "fwd+bwd" if self.grad else "fwd"
+        return f"{self.workload.name} {mode} {self.framework}"
+
+
+@dataclass
+class Plan:
+    """Everything the orchestrator will run."""
+
+    workloads: list[Workload]
+    device: str
+    baseline: str
+    plugins: list[str]
+    jobs: list[Job] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def default_budget(workload: Workload, quick: bool, scale: float) -> Budget:
+    """Per-measurement budget: long calls (W3: 0.1-2 s) get fewer repeats."""
+    if quick:
+        return Budget(
+            budget_s=0.3 * scale, min_repeats=3, max_repeats=10, warmup_s=0.05
+        )
+    gflop = workload.forward_flops() / 1e9
+    if gflop < 0.1:
+        return Budget(budget_s=1.0 * scale, min_repeats=7, max_repeats=50)
+    if gflop < 5:
+        return Budget(budget_s=1.5 * scale, min_repeats=5, max_repeats=30)
+    return Budget(budget_s=3.0 * scale, min_repeats=5, max_repeats=10)
+
+
+def _select(names: list[str], device: str, notes: list[str]) -> list[str]:
+    """Validate method names; drop (with a note) those that cannot use ``device``."""
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise SystemExit(f"error: unknown method(s) {unknown}; see --list")
+    kept = []
+    for name in names:
+        if device in METHODS[name].devices:
+            kept.append(name)
+        else:
+            notes.append(f"skipped {name!r}: no {device} support")
+    return kept
+
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    """Turn the command line into worker jobs (framework-grouped, per workload)."""
+    names = [w for w in args.workloads.split(",") if w.strip()]
+    try:
+        workloads = (
+            [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    plan = Plan(workloads, args.device, args.baseline, list(args.plugin))
+    split = [n.strip() for n in args.methods.split(",") if n.strip()]
+    methods = _select(split or list(METHODS), args.device, plan.notes)
+    grad_methods: list[str] = []
+    if args.grad:
+        wanted = [n.strip() for n in args.grad_methods.split(",") if n.strip()]
+        if wanted:
+            bad = [n for n in wanted if n in METHODS and not METHODS[n].supports_grad]
+            if bad:
+                raise SystemExit(f"error: {bad} do not support --grad")
+        grad_methods = _select(
+            wanted or [n for n in methods if METHODS[n].supports_grad],
+            args.device,
+            plan.notes,
+        )
+    for workload in workloads:
+        budget = default_budget(workload, args.quick, args.budget_scale)
+        for grad, chosen in ((False, methods), (True, grad_methods)):
+            for fw in FRAMEWORK_ORDER:
+                mine = [n for n in chosen if METHODS[n].framework == fw]
+                if mine:
+                    plan.jobs.append(Job(fw, mine, budget, workload, grad))
+    gemm_n = 1024 if args.quick and args.gemm == 2048 else args.gemm
+    if gemm_n > 0:
+        gemm_budget = Budget(
+            budget_s=1.0 * args.budget_scale, min_repeats=5, max_repeats=20
+        )
+        for fw in FRAMEWORK_ORDER:
+            mine = [n for n, g in GEMM_METHODS.items() if g.framework == fw]
+            mine = [n for n in mine if args.device in GEMM_METHODS[n].devices]
+            if mine:
+                plan.jobs.append(Job(fw, mine, gemm_budget, gemm_n=gemm_n))
+    return plan
+
+
+def worker_command(job: Job, plan: Plan, json_path: str) -> list[str]:
+    """The ``python -m benchmarks.harness --worker ...`` command line for ``job``."""
+    cmd = [sys.executable, "-m", "benchmarks.harness", "--worker", job.framework]
+    cmd += [
+        "--methods",
+        ",".join(job.methods),
+        "--device",
+        plan.device,
+        "--json",
+        json_path,
+    ]
+    if job.workload is not None:
+        w = job.workload
+        spec = (
+            w.name
+            if w.name in ("W1", "W2", "W3")
+            else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
+        )
+        cmd += ["--workload", spec]
+    else:
+        cmd += ["--gemm", str(job.gemm_n)]
+    if job.grad:
+        cmd.append("--grad")
+    b = job.budget
+    cmd += ["--budget-s", str(b.budget_s), "--min-repeats", str(b.min_repeats)]
+    cmd += ["--max-repeats", str(b.max_repeats), "--warmup-s", str(b.warmup_s)]
+    for plugin in plan.plugins:
+        cmd += ["--plugin", plugin]
+    return cmd
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TF's own C++ logging: the only thing silenced
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), env.get("PYTHONPATH", "")])
+    )
+    return env
+
+
+def run_worker(job: Job, plan: Plan, on_progress: ProgressFn) -> dict[str, object]:
+    """Run one worker; ``on_progress(method, status)`` is called per progress line."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        proc = subprocess.Popen(
+            worker_command(job, plan, str(out)),
+            cwd=ROOT,
+            env=_worker_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        log: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(PROGRESS_TAG):
+                event = json.loads(line[len(PROGRESS_TAG) :])
+                on_progress(event["method"], event["status"])
+            else:
+                log.append(line)
+        code = proc.wait()
+        if out.exists():
+            doc: dict[str, object] = json.loads(out.read_text())
+        else:
+            tail = "".join(log[-30:])
+            doc = {
+                "crash": f"worker exited with {code} and no JSON; output tail:\n{tail}"
+            }
+    doc["returncode"] = code
+    return doc
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
+    """Run every job under a rich progress bar and merge the worker documents."""
+    results: list[dict[str, object]] = []
+    gemm: list[dict[str, object]] = []
+    failures: list[dict[str, object]] = []
+    versions: dict[str, dict[str, object]] = {}
+    command = "python -m benchmarks.harness " + " ".join(argv)
+    date = dt.datetime.now().isoformat(timespec="seconds")
+    host = {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    doc: dict[str, object] = {
+        "device": plan.device,
+        "command": command,
+        "date": date,
+        "host": host,
+        "workloads": [w.to_dict() for w in plan.workloads],
+        "results": results,
+        "gemm": gemm,
+        "versions": versions,
+        "notes": plan.notes,
+        "failures": failures,
+    }
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(
+            "starting", total=sum(len(j.methods) for j in plan.jobs)
+        )
+        for job in plan.jobs:
+            label = job.label()
+            progress.update(task, description=f"{label}: starting worker")
+
+            def on_progress(method: str, status: str, label: str = label) -> None:
+                if status == "start":
+                    progress.update(task, description=f"{label}: {method}")
+                else:
+                    progress.advance(task)
+
+            probe = ContentionProbe.start()
+            wdoc = run_worker(job, plan, on_progress)
+            foreign = probe.foreign_fraction()
+            if "fatal" in wdoc:
+                doc["fatal"] = wdoc["fatal"]
+                return doc
+            if "crash" in wdoc:
+                failures.append({"job": label, "error": wdoc["crash"]})
+                progress.advance(task, len(job.methods))
+                continue
+            versions[job.framework] = wdoc["versions"]  # type: ignore[assignment]
+            target = results if job.workload is not None else gemm
+            records: list[dict[str, object]] = wdoc["results"]  # type: ignore[assignment]
+            for record in records:
+                record["foreign_cpu"] = foreign
+            target.extend(records)
+            if foreign is not None and foreign > FOREIGN_WARN:
+                plan.notes.append(
+                    f"{label}: other processes used {foreign:.0%} of the CPUs "
+                    "meanwhile; these timings are suspect"
+                )
+        progress.update(task, description="done")
+    doc["header"] = header_lines(date, host, versions, command)
+    return doc
+
+
+def header_lines(
+    date: str,
+    host: dict[str, object],
+    versions: dict[str, dict[str, object]],
+    command: str,
+) -> list[str]:
+    """Text lines printed above the tables."""
+    lines = [
+        f"rnn_xframework peers benchmark, {date}",
+        f"host: {host['cpu']}, {host['cpu_count']} CPUs, {host['platform']}",
+    ]
+    for fw, info in versions.items():
+        skip = ("python", "cpu_count")
+        detail = ", ".join(f"{k}={v}" for k, v in info.items() if k not in skip)
+        lines.append(f"{fw} worker: {detail}")
+    lines.append(f"command: {command}")
+    return lines

@@ -1,0 +1,81 @@
+"""Registers the framework peers of the two-layer SimpleRNN and the GEMM peak.
+
+Importing this module imports no framework: every ``setup`` function imports
+torch / TensorFlow / NumPy when called, inside a worker subprocess.
+The library's own methods are added the same way, one line each, from another
+module passed to the harness with ``--plugin``.
+"""
+
+from __future__ import annotations
+
+from benchmarks import numpy_peers, tf_peers, torch_peers
+from benchmarks.registry import register, register_gemm
+
+BASELINE = "torch nn.RNN"
+"""Default baseline for the speedup column."""
+
+# --- torch -----------------------------------------------------------------
+register(BASELINE, "torch", torch_peers.setup_nn_rnn, devices=("cpu", "cuda"))
+register(
+    "torch RNNCell loop", "torch", torch_peers.setup_cell_loop, devices=("cpu", "cuda")
+)
+
+# --- TensorFlow / Keras 3 ----------------------------------------------------
+TF_DEVICES = ("cpu", "cuda")
+register(
+    "keras SimpleRNN eager",
+    "tensorflow",
+    tf_peers.setup_stack_eager,
+    devices=TF_DEVICES,
+)
+register(
+    "keras SimpleRNN tf.function",
+    "tensorflow",
+    tf_peers.setup_stack_function,
+    devices=TF_DEVICES,
+)
+register(
+    "keras SimpleRNN xla", "tensorflow", tf_peers.setup_stack_xla, devices=TF_DEVICES
+)
+register(
+    "keras cell loop tf.function",
+    "tensorflow",
+    tf_peers.setup_cell_loop_function,
+    devices=TF_DEVICES,
+)
+register(
+    "tutorial eager loop",
+    "tensorflow",
+    tf_peers.setup_tutorial_eager,
+    devices=TF_DEVICES,
+)
+register(
+    "keras cell loop eager",
+    "tensorflow",
+    tf_peers.setup_cell_loop_eager,
+    devices=TF_DEVICES,
+)
+
+# --- NumPy -------------------------------------------------------------------
+register(
+    "numpy reference loop",
+    "numpy",
+    numpy_peers.setup_reference_loop,
+    supports_grad=False,
+)
+
+# --- GEMM peak ---------------------------------------------------------------
+register_gemm(
+    "torch mm (MKL default)",
+    "torch",
+    torch_peers.setup_gemm_mm,
+    devices=("cpu", "cuda"),
+)
+register_gemm("torch oneDNN (mkldnn linear)", "torch", torch_peers.setup_gemm_mkldnn)
+register_gemm(
+    "tf matmul tf.function",
+    "tensorflow",
+    tf_peers.setup_gemm_matmul,
+    devices=TF_DEVICES,
+)
+register_gemm("numpy matmul", "numpy", numpy_peers.setup_gemm_matmul)

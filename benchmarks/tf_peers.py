@@ -1,0 +1,210 @@
+"""TensorFlow / Keras 3 peers: ``SimpleRNN`` stacks and ``SimpleRNNCell`` loops.
+
+The Keras stack is ``Sequential([SimpleRNN(u, return_sequences=True),
+SimpleRNN(u)])``: as in the Keras tutorial the second layer returns only its
+last output, while the torch peers and the cell loops return the whole
+sequence of the second layer; all of them compute every step of both layers.
+With ``grad=True`` a call is forward + ``tape.gradient(sum(outputs), [x,
+*weights])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from benchmarks.frameworks import check_device, quiet_tensorflow, sync_fn
+from benchmarks.registry import Runner
+from benchmarks.timing import time_first_call
+from benchmarks.workloads import Workload
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+Mode = Literal["eager", "function", "xla"]
+Forward = Callable[["tf.Tensor"], "tf.Tensor"]
+
+
+def _device_name(device: str) -> str:
+    check_device("tensorflow", device)
+    return "/GPU:0" if device == "cuda" else "/CPU:0"
+
+
+def _input(w: Workload) -> tf.Tensor:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    return tf.random.normal([w.batch, w.steps, w.features])
+
+
+def _compile(
+    forward: Forward,
+    weights: list[object],
+    x: tf.Tensor,
+    grad: bool,
+    mode: Mode,
+    device: str,
+) -> tuple[Runner, float]:
+    """Wrap ``forward`` for fwd or fwd+bwd, eager or ``tf.function`` (+XLA); time call 1."""
+    import tensorflow as tf
+
+    fn: Forward
+    if grad:
+
+        def fn(x: tf.Tensor) -> object:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(forward(x))
+            return tape.gradient(loss, [x, *weights])
+    else:
+        fn = forward
+    if mode != "eager":
+        fn = tf.function(fn, jit_compile=(mode == "xla"))
+
+    if device == "cpu":
+
+        def run() -> object:
+            return fn(x)
+    else:
+        name = _device_name(device)
+
+        def run() -> object:
+            with tf.device(name):
+                return fn(x)
+
+    return run, time_first_call(run, sync_fn("tensorflow", device))
+
+
+def _keras_stack(
+    w: Workload, grad: bool, device: str, mode: Mode
+) -> tuple[Runner, float]:
+    quiet_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    with tf.device(_device_name(device)):
+        x = _input(w)
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(w.steps, w.features)),
+                keras.layers.SimpleRNN(w.units, return_sequences=True),
+                keras.layers.SimpleRNN(w.units),
+            ]
+        )
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        return model(x)
+
+    return _compile(forward, list(model.trainable_variables), x, grad, mode, device)
+
+
+def setup_stack_eager(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """Keras ``SimpleRNN`` x2 called eagerly."""
+    return _keras_stack(w, grad, device, "eager")
+
+
+def setup_stack_function(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """Keras ``SimpleRNN`` x2 inside ``tf.function``."""
+    return _keras_stack(w, grad, device, "function")
+
+
+def setup_stack_xla(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """Keras ``SimpleRNN`` x2 inside ``tf.function(jit_compile=True)`` (XLA)."""
+    return _keras_stack(w, grad, device, "xla")
+
+
+def _built_cells(w: Workload) -> tuple[object, object]:
+    """Two ``keras.layers.SimpleRNNCell``, built eagerly (so tf.function creates no variables)."""
+    import keras
+    import tensorflow as tf
+
+    cell0 = keras.layers.SimpleRNNCell(w.units)
+    cell1 = keras.layers.SimpleRNNCell(w.units)
+    zeros = tf.zeros([w.batch, w.units])
+    out0, _ = cell0(tf.zeros([w.batch, w.features]), [zeros])
+    cell1(out0, [zeros])
+    return cell0, cell1
+
+
+def _cell_loop(
+    w: Workload, grad: bool, device: str, mode: Mode
+) -> tuple[Runner, float]:
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    with tf.device(_device_name(device)):
+        x = _input(w)
+        cell0, cell1 = _built_cells(w)
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        h0 = [tf.zeros([w.batch, w.units])]
+        h1 = [tf.zeros([w.batch, w.units])]
+        outs = []
+        for xt in tf.unstack(x, axis=1):
+            out0, h0 = cell0(xt, h0)
+            out1, h1 = cell1(out0, h1)
+            outs.append(out1)
+        return tf.stack(outs, axis=1)
+
+    weights = [*cell0.trainable_variables, *cell1.trainable_variables]
+    return _compile(forward, weights, x, grad, mode, device)
+
+
+def setup_cell_loop_function(
+    w: Workload, grad: bool, device: str
+) -> tuple[Runner, float]:
+    """Raw ``SimpleRNNCell`` loop in ``tf.function`` (unrolled over ``steps`` at trace)."""
+    return _cell_loop(w, grad, device, "function")
+
+
+def setup_cell_loop_eager(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """The same raw ``SimpleRNNCell`` loop, run eagerly."""
+    return _cell_loop(w, grad, device, "eager")
+
+
+def setup_tutorial_eager(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """The tutorial's eager loop, written out as in the tutorial.
+
+    Two ``keras.layers.SimpleRNNCell``; ``for xt in tf.unstack(x, axis=1)``;
+    states kept in lists, ``out0, h0 = cell0(xt, h0); out1, h1 = cell1(out0, h1)``.
+    It computes the same thing as ``setup_cell_loop_eager``; the two rows are a
+    consistency check on the noise of the eager path.
+    """
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    with tf.device(_device_name(device)):
+        x = _input(w)
+        cell0, cell1 = _built_cells(w)
+    b, u = w.batch, w.units
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        h0 = [tf.zeros([b, u])]
+        h1 = [tf.zeros([b, u])]
+        outputs = []
+        for xt in tf.unstack(x, axis=1):
+            out0, h0 = cell0(xt, h0)
+            out1, h1 = cell1(out0, h1)
+            outputs.append(out1)
+        return tf.stack(outputs, axis=1)
+
+    weights = [*cell0.trainable_variables, *cell1.trainable_variables]
+    return _compile(forward, weights, x, grad, "eager", device)
+
+
+def setup_gemm_matmul(n: int, device: str) -> tuple[Runner, float]:
+    """``tf.linalg.matmul`` of fp32 ``n x n`` inside ``tf.function``."""
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    with tf.device(_device_name(device)):
+        tf.random.set_seed(0)
+        a = tf.random.normal([n, n])
+        b = tf.random.normal([n, n])
+    fn = tf.function(tf.linalg.matmul)
+
+    def run() -> object:
+        return fn(a, b)
+
+    return run, time_first_call(run, sync_fn("tensorflow", device))

@@ -1,0 +1,126 @@
+"""PyTorch peers: ``nn.RNN(num_layers=2)`` and a raw ``nn.RNNCell`` loop.
+
+Forward calls run under ``torch.no_grad()``. With ``grad=True`` a call is
+forward + ``torch.autograd.grad(sum(outputs), [x, *weights])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from benchmarks.frameworks import check_device, sync_fn
+from benchmarks.registry import Runner
+from benchmarks.timing import time_first_call
+from benchmarks.workloads import Workload
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _input(w: Workload, grad: bool, device: str) -> torch.Tensor:
+    import torch
+
+    check_device("torch", device)
+    torch.manual_seed(0)
+    x = torch.randn(w.batch, w.steps, w.features, device=device)
+    return x.requires_grad_(grad)
+
+
+def _finish(
+    forward: Callable[[], torch.Tensor],
+    x: torch.Tensor,
+    params: list[torch.Tensor],
+    grad: bool,
+    device: str,
+) -> tuple[Runner, float]:
+    """Wrap ``forward`` (returns the output sequence) for fwd or fwd+bwd; time call 1."""
+    import torch
+
+    if grad:
+        inputs = [x, *params]
+
+        def run() -> object:
+            out = forward()
+            return torch.autograd.grad(out.sum(), inputs)
+    else:
+
+        def run() -> object:
+            with torch.no_grad():
+                return forward()
+
+    return run, time_first_call(run, sync_fn("torch", device))
+
+
+def setup_nn_rnn(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """``torch.nn.RNN(features, units, num_layers=2, batch_first=True)``."""
+    import torch
+
+    x = _input(w, grad, device)
+    rnn = torch.nn.RNN(w.features, w.units, num_layers=2, batch_first=True).to(device)
+
+    def forward() -> torch.Tensor:
+        return rnn(x)[0]
+
+    return _finish(forward, x, list(rnn.parameters()), grad, device)
+
+
+def setup_cell_loop(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """Python loop over time; each step goes through both ``nn.RNNCell`` layers."""
+    import torch
+
+    x = _input(w, grad, device)
+    cell0 = torch.nn.RNNCell(w.features, w.units).to(device)
+    cell1 = torch.nn.RNNCell(w.units, w.units).to(device)
+
+    def forward() -> torch.Tensor:
+        h0 = x.new_zeros(w.batch, w.units)
+        h1 = x.new_zeros(w.batch, w.units)
+        outs = []
+        for xt in x.unbind(1):
+            h0 = cell0(xt, h0)
+            h1 = cell1(h0, h1)
+            outs.append(h1)
+        return torch.stack(outs, 1)
+
+    params = [*cell0.parameters(), *cell1.parameters()]
+    return _finish(forward, x, params, grad, device)
+
+
+def setup_gemm_mm(n: int, device: str) -> tuple[Runner, float]:
+    """``torch.mm`` on fp32 ``n x n`` (MKL on CPU by default)."""
+    import torch
+
+    check_device("torch", device)
+    torch.manual_seed(0)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+
+    def run() -> object:
+        return torch.mm(a, b, out=c)
+
+    return run, time_first_call(run, sync_fn("torch", device))
+
+
+def setup_gemm_mkldnn(n: int, device: str) -> tuple[Runner, float]:
+    """oneDNN matmul: ``torch.utils.mkldnn.to_mkldnn(nn.Linear)`` on an MKLDNN tensor."""
+    import torch
+    import torch.utils.mkldnn
+
+    check_device("torch", device)
+    if device != "cpu":
+        raise ValueError("oneDNN (mkldnn) GEMM is a CPU-only path")
+    if not torch.backends.mkldnn.is_available():
+        raise RuntimeError("torch was built without oneDNN (mkldnn)")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(n, n, bias=False).eval()
+    with torch.no_grad():
+        linear = torch.utils.mkldnn.to_mkldnn(linear)
+    a = torch.randn(n, n).to_mkldnn()
+
+    def run() -> object:
+        with torch.no_grad():
+            return linear(a)
+
+    return run, time_first_call(run)
