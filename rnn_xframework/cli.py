@@ -3,6 +3,7 @@
     rnn-xframework parity [flags]                  the matrix (forward, backward, training)
     rnn-xframework parity golden --write DIR       record golden vectors with TensorFlow
     rnn-xframework parity golden --check DIR       check installed backends against them
+    rnn-xframework bench [flags]                   benchmarks (rnn-xframework bench --help)
 
 Exit status: 0 all passed, 1 a comparison failed, 2 bad flags (one line on stderr).
 docs/parity.md describes every flag.
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     golden = p.add_subparsers(dest="parity_command", parser_class=_Parser).add_parser(
         "golden", parents=[_common(SIZES)], help="write or check golden vectors", prog=f"{PROG} parity golden"
     )
+    sub.add_parser("bench", add_help=False, help="time the library's methods against the frameworks' own")
     mode = golden.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", metavar="DIR", help="record vectors with TensorFlow into DIR")
     mode.add_argument("--check", metavar="DIR", help="check the selected backends and devices against DIR")
@@ -80,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from rnn_xframework.bench.harness import main as bench
+
+        return bench(argv[1:])
     from rnn_xframework import parity
 
     args = build_parser().parse_args(argv)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from benchmarks.registry import Runner
+from rnn_xframework.bench.registry import Runner
 
 SyncFn = Callable[[], None]
 
@@ -77,9 +77,7 @@ def measure(runner: Runner, budget: Budget, sync: SyncFn = _no_sync) -> Measurem
     warm_start = time.perf_counter()
     warmup_calls = 0
     estimate = math.inf
-    while warmup_calls == 0 or (
-        time.perf_counter() - warm_start < budget.warmup_s and warmup_calls < 20
-    ):
+    while warmup_calls == 0 or (time.perf_counter() - warm_start < budget.warmup_s and warmup_calls < 20):
         # The fastest warm-up call is the estimate: one slow call (noise) must
         # not shrink the batch size.
         estimate = min(estimate, _timed_batch(runner, 1, sync))

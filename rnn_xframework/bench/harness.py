@@ -2,15 +2,15 @@
 
 Orchestrator (default)::
 
-    python -m benchmarks.harness                       # W1-W3, all peers, forward
-    python -m benchmarks.harness --grad --grad-methods "torch nn.RNN,keras SimpleRNN xla"
-    python -m benchmarks.harness --quick                # W1 only, few repeats (< ~60 s)
-    python -m benchmarks.harness --json out.json --table out.txt [--plot out.png]
-    python -m benchmarks.harness --plugin mypkg.bench_methods   # extra registered methods
+    rnn-xframework bench                       # W1-W3, all peers, forward
+    rnn-xframework bench --grad --grad-methods "torch nn.RNN,keras SimpleRNN xla"
+    rnn-xframework bench --quick                # W1 only, few repeats (< ~60 s)
+    rnn-xframework bench --json out.json --table out.txt [--plot out.png]
+    rnn-xframework bench --plugin mypkg.bench_methods   # extra registered methods
 
 Worker (started by the orchestrator, one framework per process)::
 
-    python -m benchmarks.harness --worker torch --workload W1 \\
+    rnn-xframework bench --worker torch --workload W1 \\
         --methods "torch nn.RNN,torch RNNCell loop" --json -
 
 This module imports no framework; workers import them lazily.
@@ -23,32 +23,31 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.orchestrate import Plan, build_plan, run_plan
-from benchmarks.prefault import prefault
-from benchmarks.report import (
+from rnn_xframework.bench.orchestrate import Plan, build_plan, run_plan
+from rnn_xframework.bench.prefault import prefault
+from rnn_xframework.bench.report import (
     render_all,
     render_text,
     require_matplotlib,
     write_json,
     write_plot,
 )
-from benchmarks.timing import Budget
-from benchmarks.worker import (
+from rnn_xframework.bench.timing import Budget
+from rnn_xframework.bench.worker import (
     EXIT_DEVICE_UNAVAILABLE,
     WorkerJob,
     load_plugins,
     run_job,
     write_doc,
 )
-from benchmarks.workloads import parse_workload
+from rnn_xframework.bench.workloads import parse_workload
 
 
 def build_parser() -> argparse.ArgumentParser:
     """All options of the orchestrator and of the worker mode."""
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.harness",
-        description="Time framework peers of a two-layer SimpleRNN, one subprocess "
-        "per framework.",
+        prog="rnn-xframework bench",
+        description="Time framework peers of a two-layer SimpleRNN, one subprocess per framework.",
     )
     p.add_argument(
         "--workloads",
@@ -71,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="methods to time with --grad (default: all that support it)",
     )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument(
-        "--baseline", default="torch nn.RNN", help="method for the speedup column"
-    )
+    p.add_argument("--baseline", default="torch nn.RNN", help="method for the speedup column")
     p.add_argument(
         "--gemm",
         type=int,
@@ -92,15 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sanity run: W1 only, short budgets, GEMM n=1024",
     )
-    p.add_argument(
-        "--json", default="", metavar="PATH", help="write results JSON ('-' = stdout)"
-    )
-    p.add_argument(
-        "--table", default="", metavar="PATH", help="write the printed tables as text"
-    )
-    p.add_argument(
-        "--plot", default="", metavar="PNG", help="GFLOP/s bar chart (needs matplotlib)"
-    )
+    p.add_argument("--json", default="", metavar="PATH", help="write results JSON ('-' = stdout)")
+    p.add_argument("--table", default="", metavar="PATH", help="write the printed tables as text")
+    p.add_argument("--plot", default="", metavar="PNG", help="GFLOP/s bar chart (needs matplotlib)")
     p.add_argument(
         "--plugin",
         action="append",
@@ -114,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="GIB",
         help="touch GIB GiB of memory once before running (fresh VMs fault pages in "
-        "lazily; see benchmarks/prefault.py)",
+        "lazily; see rnn_xframework/bench/prefault.py)",
     )
     p.add_argument(
         "--from-json",
@@ -122,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="re-render a saved results JSON instead of running (--table/--plot apply)",
     )
-    p.add_argument(
-        "--list", action="store_true", help="list registered methods and exit"
-    )
+    p.add_argument("--list", action="store_true", help="list registered methods and exit")
     worker = p.add_argument_group("worker mode (used by the orchestrator)")
     worker.add_argument("--worker", choices=("torch", "tensorflow", "numpy"))
     worker.add_argument("--workload", default="", help="one workload for the worker")
@@ -158,19 +147,17 @@ def worker_main(args: argparse.Namespace) -> int:
 
 def list_methods() -> None:
     """Print the registries."""
-    from benchmarks.registry import GEMM_METHODS, METHODS
+    from rnn_xframework.bench.registry import GEMM_METHODS, METHODS
 
     for m in METHODS.values():
         grad = "grad" if m.supports_grad else "fwd only"
         print(f"{m.name:32s} {m.framework:11s} {grad:9s} devices={','.join(m.devices)}")
     for g in GEMM_METHODS.values():
-        print(
-            f"{g.name:32s} {g.framework:11s} {'gemm':9s} devices={','.join(g.devices)}"
-        )
+        print(f"{g.name:32s} {g.framework:11s} {'gemm':9s} devices={','.join(g.devices)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m benchmarks.harness``."""
+    """Entry point of ``rnn-xframework bench``."""
     args = build_parser().parse_args(argv)
     load_plugins(args.plugin)
     if args.worker:
@@ -187,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         plan: Plan = build_plan(args)
         if args.prefault_gb > 0:
             seconds = prefault(args.prefault_gb)
-            plan.notes.append(
-                f"pre-faulted {args.prefault_gb:g} GiB in {seconds:.1f} s"
-            )
+            plan.notes.append(f"pre-faulted {args.prefault_gb:g} GiB in {seconds:.1f} s")
         doc = run_plan(plan, argv if argv is not None else sys.argv[1:])
         if "fatal" in doc:
             print(f"error: {doc['fatal']}", file=sys.stderr)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from benchmarks.frameworks import check_device, quiet_tensorflow, sync_fn
-from benchmarks.registry import Runner
-from benchmarks.timing import time_first_call
-from benchmarks.workloads import Workload
+from rnn_xframework.bench.frameworks import check_device, quiet_tensorflow, sync_fn
+from rnn_xframework.bench.registry import Runner
+from rnn_xframework.bench.timing import time_first_call
+from rnn_xframework.bench.workloads import Workload
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -76,9 +76,7 @@ def _compile(
     return run, time_first_call(run, sync_fn("tensorflow", device))
 
 
-def _keras_stack(
-    w: Workload, grad: bool, device: str, mode: Mode
-) -> tuple[Runner, float]:
+def _keras_stack(w: Workload, grad: bool, device: str, mode: Mode) -> tuple[Runner, float]:
     quiet_tensorflow()
     import keras
     import tensorflow as tf
@@ -127,9 +125,7 @@ def _built_cells(w: Workload) -> tuple[object, object]:
     return cell0, cell1
 
 
-def _cell_loop(
-    w: Workload, grad: bool, device: str, mode: Mode
-) -> tuple[Runner, float]:
+def _cell_loop(w: Workload, grad: bool, device: str, mode: Mode) -> tuple[Runner, float]:
     quiet_tensorflow()
     import tensorflow as tf
 
@@ -151,9 +147,7 @@ def _cell_loop(
     return _compile(forward, weights, x, grad, mode, device)
 
 
-def setup_cell_loop_function(
-    w: Workload, grad: bool, device: str
-) -> tuple[Runner, float]:
+def setup_cell_loop_function(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
     """Raw ``SimpleRNNCell`` loop in ``tf.function`` (unrolled over ``steps`` at trace)."""
     return _cell_loop(w, grad, device, "function")
 

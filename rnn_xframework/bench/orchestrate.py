@@ -22,17 +22,18 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from benchmarks.contention import ContentionProbe
-from benchmarks.registry import GEMM_METHODS, METHODS, Framework
-from benchmarks.timing import Budget
-from benchmarks.worker import PROGRESS_TAG
-from benchmarks.workloads import Workload, parse_workload
+from rnn_xframework.bench.contention import ContentionProbe
+from rnn_xframework.bench.registry import GEMM_METHODS, METHODS, Framework
+from rnn_xframework.bench.timing import Budget
+from rnn_xframework.bench.worker import PROGRESS_TAG
+from rnn_xframework.bench.workloads import Workload, parse_workload
 
 ProgressFn = Callable[[str, str], None]
 """``on_progress(method, status)`` with status ``start`` or ``done``."""
 
-ROOT = Path(__file__).resolve().parent.parent
-"""Directory that contains the ``benchmarks`` package (workers run from here)."""
+ROOT = Path(__file__).resolve().parents[2]
+"""Directory that contains the ``rnn_xframework`` package (put on the workers' ``PYTHONPATH``, so
+a source checkout benchmarks its own code)."""
 
 FOREIGN_WARN = 0.10
 """Warn when other processes used more than this share of the CPUs during a job."""
@@ -74,9 +75,7 @@ class Plan:
 def default_budget(workload: Workload, quick: bool, scale: float) -> Budget:
     """Per-measurement budget: long calls (W3: 0.1-2 s) get fewer repeats."""
     if quick:
-        return Budget(
-            budget_s=0.3 * scale, min_repeats=3, max_repeats=10, warmup_s=0.05
-        )
+        return Budget(budget_s=0.3 * scale, min_repeats=3, max_repeats=10, warmup_s=0.05)
     gflop = workload.forward_flops() / 1e9
     if gflop < 0.1:
         return Budget(budget_s=1.0 * scale, min_repeats=7, max_repeats=50)
@@ -103,9 +102,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     """Turn the command line into worker jobs (framework-grouped, per workload)."""
     names = [w for w in args.workloads.split(",") if w.strip()]
     try:
-        workloads = (
-            [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
-        )
+        workloads = [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
     plan = Plan(workloads, args.device, args.baseline, list(args.plugin))
@@ -132,9 +129,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
                     plan.jobs.append(Job(fw, mine, budget, workload, grad))
     gemm_n = 1024 if args.quick and args.gemm == 2048 else args.gemm
     if gemm_n > 0:
-        gemm_budget = Budget(
-            budget_s=1.0 * args.budget_scale, min_repeats=5, max_repeats=20
-        )
+        gemm_budget = Budget(budget_s=1.0 * args.budget_scale, min_repeats=5, max_repeats=20)
         for fw in FRAMEWORK_ORDER:
             mine = [n for n, g in GEMM_METHODS.items() if g.framework == fw]
             mine = [n for n in mine if args.device in GEMM_METHODS[n].devices]
@@ -144,8 +139,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
 
 
 def worker_command(job: Job, plan: Plan, json_path: str) -> list[str]:
-    """The ``python -m benchmarks.harness --worker ...`` command line for ``job``."""
-    cmd = [sys.executable, "-m", "benchmarks.harness", "--worker", job.framework]
+    """The ``rnn-xframework bench --worker ...`` command line for ``job``."""
+    cmd = [sys.executable, "-m", "rnn_xframework.bench.harness", "--worker", job.framework]
     cmd += [
         "--methods",
         ",".join(job.methods),
@@ -156,11 +151,7 @@ def worker_command(job: Job, plan: Plan, json_path: str) -> list[str]:
     ]
     if job.workload is not None:
         w = job.workload
-        spec = (
-            w.name
-            if w.name in ("W1", "W2", "W3")
-            else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
-        )
+        spec = w.name if w.name in ("W1", "W2", "W3") else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
         cmd += ["--workload", spec]
     else:
         cmd += ["--gemm", str(job.gemm_n)]
@@ -177,9 +168,7 @@ def worker_command(job: Job, plan: Plan, json_path: str) -> list[str]:
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TF's own C++ logging: the only thing silenced
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), env.get("PYTHONPATH", "")])
-    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     return env
 
 
@@ -189,7 +178,6 @@ def run_worker(job: Job, plan: Plan, on_progress: ProgressFn) -> dict[str, objec
         out = Path(tmp) / "result.json"
         proc = subprocess.Popen(
             worker_command(job, plan, str(out)),
-            cwd=ROOT,
             env=_worker_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -208,9 +196,7 @@ def run_worker(job: Job, plan: Plan, on_progress: ProgressFn) -> dict[str, objec
             doc: dict[str, object] = json.loads(out.read_text())
         else:
             tail = "".join(log[-30:])
-            doc = {
-                "crash": f"worker exited with {code} and no JSON; output tail:\n{tail}"
-            }
+            doc = {"crash": f"worker exited with {code} and no JSON; output tail:\n{tail}"}
     doc["returncode"] = code
     return doc
 
@@ -231,7 +217,7 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
     gemm: list[dict[str, object]] = []
     failures: list[dict[str, object]] = []
     versions: dict[str, dict[str, object]] = {}
-    command = "python -m benchmarks.harness " + " ".join(argv)
+    command = "rnn-xframework bench " + " ".join(argv)
     date = dt.datetime.now().isoformat(timespec="seconds")
     host = {
         "cpu": _cpu_model(),
@@ -257,9 +243,7 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(
-            "starting", total=sum(len(j.methods) for j in plan.jobs)
-        )
+        task = progress.add_task("starting", total=sum(len(j.methods) for j in plan.jobs))
         for job in plan.jobs:
             label = job.label()
             progress.update(task, description=f"{label}: starting worker")
@@ -288,8 +272,7 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
             target.extend(records)
             if foreign is not None and foreign > FOREIGN_WARN:
                 plan.notes.append(
-                    f"{label}: other processes used {foreign:.0%} of the CPUs "
-                    "meanwhile; these timings are suspect"
+                    f"{label}: other processes used {foreign:.0%} of the CPUs meanwhile; these timings are suspect"
                 )
         progress.update(task, description="done")
     doc["header"] = header_lines(date, host, versions, command)

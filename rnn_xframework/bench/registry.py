@@ -4,7 +4,7 @@ A *method* turns a workload into a zero-argument callable that runs one
 forward (or forward + backward) pass. Registering one takes one line, from any
 module that the harness is told to import with ``--plugin MODULE``::
 
-    from benchmarks.registry import register
+    from rnn_xframework.bench.registry import register
     register("xf torch torchscript", "torch", my_setup)
 
 ``my_setup(workload, grad, device)`` must import its framework lazily (inside
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from benchmarks.workloads import Workload
+from rnn_xframework.bench.workloads import Workload
 
 Framework = Literal["torch", "tensorflow", "numpy"]
 FRAMEWORKS: tuple[Framework, ...] = ("torch", "tensorflow", "numpy")
@@ -75,9 +75,7 @@ def _check_new(name: str, framework: str, registry: dict[str, object]) -> None:
     if name in registry:
         raise ValueError(f"method {name!r} is already registered")
     if framework not in FRAMEWORKS:
-        raise ValueError(
-            f"unknown framework {framework!r}; expected one of {FRAMEWORKS}"
-        )
+        raise ValueError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
 
 
 def register(

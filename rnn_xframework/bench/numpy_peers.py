@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from benchmarks.frameworks import check_device
-from benchmarks.registry import Runner
-from benchmarks.timing import time_first_call
-from benchmarks.workloads import Workload
+from rnn_xframework.bench.frameworks import check_device
+from rnn_xframework.bench.registry import Runner
+from rnn_xframework.bench.timing import time_first_call
+from rnn_xframework.bench.workloads import Workload
 
 
 def setup_reference_loop(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:

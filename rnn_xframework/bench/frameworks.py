@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import platform
 
-from benchmarks.registry import DeviceUnavailableError, Framework
-from benchmarks.timing import SyncFn, _no_sync
+from rnn_xframework.bench.registry import DeviceUnavailableError, Framework
+from rnn_xframework.bench.timing import SyncFn, _no_sync
 
 
 def quiet_tensorflow() -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from benchmarks.frameworks import check_device, sync_fn
-from benchmarks.registry import Runner
-from benchmarks.timing import time_first_call
-from benchmarks.workloads import Workload
+from rnn_xframework.bench.frameworks import check_device, sync_fn
+from rnn_xframework.bench.registry import Runner
+from rnn_xframework.bench.timing import time_first_call
+from rnn_xframework.bench.workloads import Workload
 
 if TYPE_CHECKING:
     import torch

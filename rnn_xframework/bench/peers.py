@@ -8,17 +8,15 @@ module passed to the harness with ``--plugin``.
 
 from __future__ import annotations
 
-from benchmarks import numpy_peers, tf_peers, torch_peers
-from benchmarks.registry import register, register_gemm
+from rnn_xframework.bench import numpy_peers, tf_peers, torch_peers
+from rnn_xframework.bench.registry import register, register_gemm
 
 BASELINE = "torch nn.RNN"
 """Default baseline for the speedup column."""
 
 # --- torch -----------------------------------------------------------------
 register(BASELINE, "torch", torch_peers.setup_nn_rnn, devices=("cpu", "cuda"))
-register(
-    "torch RNNCell loop", "torch", torch_peers.setup_cell_loop, devices=("cpu", "cuda")
-)
+register("torch RNNCell loop", "torch", torch_peers.setup_cell_loop, devices=("cpu", "cuda"))
 
 # --- TensorFlow / Keras 3 ----------------------------------------------------
 TF_DEVICES = ("cpu", "cuda")
@@ -34,9 +32,7 @@ register(
     tf_peers.setup_stack_function,
     devices=TF_DEVICES,
 )
-register(
-    "keras SimpleRNN xla", "tensorflow", tf_peers.setup_stack_xla, devices=TF_DEVICES
-)
+register("keras SimpleRNN xla", "tensorflow", tf_peers.setup_stack_xla, devices=TF_DEVICES)
 register(
     "keras cell loop tf.function",
     "tensorflow",

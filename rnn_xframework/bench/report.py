@@ -17,9 +17,7 @@ Record = dict[str, object]
 
 def row_label(record: Record) -> str:
     """Table row name: the method, with ``[fwd+bwd]`` for gradient runs."""
-    return (
-        f"{record['method']} [fwd+bwd]" if record.get("grad") else str(record["method"])
-    )
+    return f"{record['method']} [fwd+bwd]" if record.get("grad") else str(record["method"])
 
 
 def num(record: Record, key: str) -> float:
@@ -49,9 +47,7 @@ def _index(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
     return {(row_label(r), str(r["workload"])): r for r in records}
 
 
-def results_table(
-    records: list[Record], workloads: list[str], baseline: str, title: str
-) -> Table:
+def results_table(records: list[Record], workloads: list[str], baseline: str, title: str) -> Table:
     """Rows = methods, columns per workload: median ms, IQR ms, GFLOP/s, speedup."""
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("method", no_wrap=True)
@@ -75,9 +71,7 @@ def results_table(
             else:
                 base = cells.get((base_label, name))
                 ok = base is not None and "error" not in base
-                speedup = (
-                    f"{num(base, 'median_s') / num(rec, 'median_s'):.2f}" if ok else "-"
-                )
+                speedup = f"{num(base, 'median_s') / num(rec, 'median_s'):.2f}" if ok else "-"
                 iqr = num(rec, "q3_s") - num(rec, "q1_s")
                 gflops = f"{num(rec, 'gflops'):.1f}"
                 row += [_ms(num(rec, "median_s")), _ms(iqr), gflops, speedup]
@@ -169,9 +163,7 @@ def render_all(
     for rec in [*records, *gemm]:
         if "error" in rec:
             where = rec.get("workload", f"n={rec.get('n')}")
-            console.print(
-                f"error: {row_label(rec)} @ {where}: {rec['error']}", highlight=False
-            )
+            console.print(f"error: {row_label(rec)} @ {where}: {rec['error']}", highlight=False)
 
 
 def render_text(doc: dict[str, object], workloads: list[str], baseline: str) -> str:

@@ -1,6 +1,6 @@
 """Worker side: measure some methods of *one* framework in this process.
 
-The orchestrator (:mod:`benchmarks.harness`) starts one worker subprocess per
+The orchestrator (:mod:`rnn_xframework.bench.harness`) starts one worker subprocess per
 (framework, workload, fwd|grad) and one per framework for the GEMM peak, so TF
 and torch never share a timing process. Progress goes to stderr as lines
 starting with :data:`PROGRESS_TAG`; the result is one JSON document.
@@ -17,16 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.frameworks import check_device, quiet_tensorflow, sync_fn, versions
-from benchmarks.registry import (
+from rnn_xframework.bench.frameworks import check_device, quiet_tensorflow, sync_fn, versions
+from rnn_xframework.bench.registry import (
     GEMM_METHODS,
     METHODS,
     DeviceUnavailableError,
     Framework,
     Runner,
 )
-from benchmarks.timing import Budget, measure
-from benchmarks.workloads import Workload, gemm_flops
+from rnn_xframework.bench.timing import Budget, measure
+from rnn_xframework.bench.workloads import Workload, gemm_flops
 
 PROGRESS_TAG = "@@bench-progress "
 EXIT_DEVICE_UNAVAILABLE = 3
@@ -49,21 +49,17 @@ class WorkerJob:
 
 def load_plugins(modules: list[str]) -> None:
     """Import the built-in peers and any ``--plugin`` modules (they register methods)."""
-    importlib.import_module("benchmarks.peers")
+    importlib.import_module("rnn_xframework.bench.peers")
     for module in modules:
         importlib.import_module(module)
 
 
 def _progress(method: str, status: str) -> None:
-    print(
-        PROGRESS_TAG + json.dumps({"method": method, "status": status}), file=sys.stderr
-    )
+    print(PROGRESS_TAG + json.dumps({"method": method, "status": status}), file=sys.stderr)
     sys.stderr.flush()
 
 
-def _setup_thunk(
-    job: WorkerJob, name: str
-) -> tuple[Framework, Setup, int, dict[str, object]]:
+def _setup_thunk(job: WorkerJob, name: str) -> tuple[Framework, Setup, int, dict[str, object]]:
     """Resolve ``name`` to (framework, setup thunk, FLOPs per call, record fields)."""
     workload, device = job.workload, job.device
     if workload is not None:
@@ -101,7 +97,7 @@ def _measure_one(job: WorkerJob, name: str) -> dict[str, object]:
         record["compile_s"] = compile_s
         record.update(result.to_dict())
         record["gflops"] = flops / result.median_s / 1e9
-    except Exception as exc:  # noqa: BLE001 - reported per method, the run goes on
+    except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc()
     _progress(name, "done")
