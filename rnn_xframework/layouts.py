@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import einops
 import numpy as np
 
 from rnn_xframework.errors import UnsupportedConfigError, WeightsError
@@ -25,10 +26,12 @@ TORCH_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def _blocks(a: np.ndarray, order: Sequence[int], axis: int) -> np.ndarray:
-    """Reorder the equal gate blocks of ``a`` along ``axis``: block ``j`` of the result is
-    block ``order[j]`` of ``a``."""
-    parts = np.split(a, len(order), axis=axis)
-    return np.concatenate([parts[i] for i in order], axis=axis)
+    """Reorder the equal gate blocks of ``a`` along ``axis`` (0 for a bias, 1 for a kernel):
+    block ``j`` of the result is block ``order[j]`` of ``a``."""
+    pattern = "(g u) -> g u" if axis == 0 else "i (g u) -> i g u"
+    gates = einops.rearrange(a, pattern, g=len(order))
+    picked = gates[list(order)] if axis == 0 else gates[:, list(order)]
+    return einops.rearrange(picked, "g u -> (g u)" if axis == 0 else "i g u -> i (g u)")
 
 
 @dataclass(frozen=True)
