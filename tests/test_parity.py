@@ -257,3 +257,16 @@ def test_parity_testing_and_cli_import_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_cell_type_at_the_chapter_sizes(dtype):
+    """Forward, gradients and both optimizer steps of SimpleRNN, LSTM and GRU stacks at the
+    chapter's sizes (batch 4, 80 steps, 100 features, 64 units, 2 layers), torch vs TensorFlow."""
+    require("torch")
+    require("tensorflow")
+    report = parity.run(parity.Config(backends=["torch", "tensorflow"], dtypes=[dtype], orderings=["timestep"]))
+    assert report.passed, parity.format_plain(report)
+    checked = {(r.cell, r.check) for r in report.results if r.backend == "torch" and r.status == PASS}
+    for cell in ("SimpleRNNCell", "LSTMCell", "GRUCell"):
+        assert {(cell, c) for c in ("forward", "backward", "train:sgd", "train:adam")} <= checked
