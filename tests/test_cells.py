@@ -98,3 +98,15 @@ def test_torch_fast_path_is_the_checked_path(kind, rng):
     assert torch.equal(grad_fast, grad_slow)
     out_tuple, _ = cell(x, tuple(states))  # a tuple takes the checked path: same numbers
     assert torch.equal(out_tuple, fast_out)
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNNCell", "LSTMCell", "GRUCell"])
+def test_keras_weight_names_on_every_backend(backend, kind, rng):
+    """``cell.kernel``, ``cell.recurrent_kernel``, ``cell.bias`` exist on every backend, in
+    Keras's layout (torch: differentiable read-only views of the parameters)."""
+    cell = layers.make_cell(kind, units=3, backend=backend, dtype="float64")
+    cell.build((None, 2))
+    weights = [w + rng.normal(size=w.shape) for w in cell.get_weights()]
+    cell.set_weights(weights)
+    for name, want in zip(("kernel", "recurrent_kernel", "bias"), weights, strict=True):
+        np.testing.assert_allclose(numpy(backend, getattr(cell, name)), want, rtol=0, atol=1e-15)

@@ -91,6 +91,21 @@ class _NumpyCell(DropoutMixin):
     def trainable_variables(self) -> list[np.ndarray]:
         return list(self.weights)
 
+    @property
+    def kernel(self) -> np.ndarray:
+        """``(input_dim, G*units)``."""
+        return self.weights[0]
+
+    @property
+    def recurrent_kernel(self) -> np.ndarray:
+        """``(units, G*units)``."""
+        return self.weights[1]
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """``(G*units,)`` (GRU: ``(2, 3*units)``), or ``None`` without bias."""
+        return self.weights[2] if self.use_bias else None
+
     def portable_config(self) -> dict[str, Any]:
         return {
             "units": self.units,

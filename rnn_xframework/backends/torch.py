@@ -111,6 +111,36 @@ class _TorchCell(DropoutMixin, nn.Module):
     def trainable_variables(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    # Keras's weight names, read-only, in the canonical layout and differentiable (views where
+    # the layouts agree); write them with set_weights().
+    def _canonical(self, w: torch.Tensor) -> torch.Tensor:
+        """A ``(G*units, ...)`` PyTorch parameter as canonical ``(..., G*units)``, gates reordered."""
+        order = layouts.of(self).torch_order
+        if order is not None:
+            blocks = w.chunk(self.gates)
+            w = torch.cat([blocks[order.index(g)] for g in range(self.gates)])
+        return w.T if w.dim() == 2 else w
+
+    @property
+    def kernel(self) -> torch.Tensor:
+        """``(input_dim, G*units)``: ``cell.weight_ih`` in Keras's layout."""
+        return self._canonical(self.cell.weight_ih)
+
+    @property
+    def recurrent_kernel(self) -> torch.Tensor:
+        """``(units, G*units)``: ``cell.weight_hh`` in Keras's layout."""
+        return self._canonical(self.cell.weight_hh)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """``(G*units,)`` = ``bias_ih + bias_hh``, or GRU's ``(2, 3*units)`` rows; ``None`` without bias."""
+        if not self.use_bias:
+            return None
+        c = self.cell
+        if layouts.of(self).bias_rows == 2:
+            return torch.stack([self._canonical(c.bias_ih), self._canonical(c.bias_hh)])
+        return self._canonical(c.bias_ih + c.bias_hh)
+
     def portable_config(self) -> dict[str, Any]:
         return {
             "units": self.units,
