@@ -168,9 +168,13 @@ class RNNMixin:
             steps = steps[::-1]
             masks = masks[::-1]
         if self.order == "timestep":
+            cells = list(self.cell.cells)  # the stack's structure was checked once, above
             outputs: list[Any] = []
             for t, xt in enumerate(steps):
-                out, new = self.cell.step(xt, states, training=training)
+                out, new = xt, []
+                for cell, state in zip(cells, states, strict=True):
+                    out, state = cell(out, state, training=training)
+                    new.append(state)
                 if masks[t] is not None:
                     prev = outputs[-1] if outputs else out * 0
                     out = hold(masks[t], out, prev)
