@@ -180,7 +180,39 @@ class SimpleRNNCell(_KerasCell, keras.layers.SimpleRNNCell):
         self._setup(device)
 
 
-class LSTMCell(_KerasCell, keras.layers.LSTMCell):
+class _GatedKerasCell(_KerasCell):
+    """LSTM and GRU: Keras's gated cells take a ``recurrent_activation`` too."""
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = "tanh",
+        recurrent_activation: str | None = "sigmoid",
+        use_bias: bool = True,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(  # type: ignore[call-arg]
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            dtype=protocol.dtype_name(dtype),
+            **kwargs,
+        )
+        self._setup(device)
+
+    def portable_config(self) -> dict[str, Any]:
+        return {
+            **super().portable_config(),
+            "recurrent_activation": keras.activations.serialize(self.recurrent_activation),  # type: ignore[attr-defined]
+        }
+
+
+class LSTMCell(_GatedKerasCell, keras.layers.LSTMCell):
     """Keras's ``LSTMCell`` with the library's checks; states ``[h, c]`` (a bare tensor is an
     error). Weights ``kernel`` ``(input_dim, 4*units)``, ``recurrent_kernel``
     ``(units, 4*units)``, ``bias`` ``(4*units,)``, gates ``i, f, c, o``.
@@ -189,37 +221,11 @@ class LSTMCell(_KerasCell, keras.layers.LSTMCell):
     cell_kind = "LSTMCell"
     n_states = 2
 
-    def __init__(
-        self,
-        units: int,
-        activation: str | None = "tanh",
-        recurrent_activation: str | None = "sigmoid",
-        use_bias: bool = True,
-        *,
-        dtype: Any = None,
-        device: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("autocast", False)
-        super().__init__(
-            units,
-            activation=activation,
-            recurrent_activation=recurrent_activation,
-            use_bias=use_bias,
-            dtype=protocol.dtype_name(dtype),
-            **kwargs,
-        )
-        self._setup(device)
-
     def portable_config(self) -> dict[str, Any]:
-        return {
-            **super().portable_config(),
-            "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
-            "unit_forget_bias": self.unit_forget_bias,
-        }
+        return {**super().portable_config(), "unit_forget_bias": self.unit_forget_bias}
 
 
-class GRUCell(_KerasCell, keras.layers.GRUCell):
+class GRUCell(_GatedKerasCell, keras.layers.GRUCell):
     """Keras's ``GRUCell`` with the library's checks; state ``[h]``. Weights ``kernel``
     ``(input_dim, 3*units)``, ``recurrent_kernel`` ``(units, 3*units)``, ``bias`` ``(2, 3*units)``
     (``reset_after=True``, default) or ``(3*units,)``; gates ``z, r, h``.
@@ -227,38 +233,12 @@ class GRUCell(_KerasCell, keras.layers.GRUCell):
 
     cell_kind = "GRUCell"
 
-    def __init__(
-        self,
-        units: int,
-        activation: str | None = "tanh",
-        recurrent_activation: str | None = "sigmoid",
-        use_bias: bool = True,
-        *,
-        dtype: Any = None,
-        device: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("autocast", False)
-        super().__init__(
-            units,
-            activation=activation,
-            recurrent_activation=recurrent_activation,
-            use_bias=use_bias,
-            dtype=protocol.dtype_name(dtype),
-            **kwargs,
-        )
-        self._setup(device)
-
     @property
     def layout_name(self) -> str:
         return "GRUCell" if self.reset_after else "GRUCell(reset_after=False)"
 
     def portable_config(self) -> dict[str, Any]:
-        return {
-            **super().portable_config(),
-            "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
-            "reset_after": self.reset_after,
-        }
+        return {**super().portable_config(), "reset_after": self.reset_after}
 
 
 class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
