@@ -156,6 +156,15 @@ def of(cell: Any) -> Layout:
     return get(name_of(cell))
 
 
+def initial_bias(cell: Any) -> np.ndarray:
+    """Keras's default canonical bias for ``cell``: zeros, and for an LSTM with
+    ``unit_forget_bias`` (Keras's default) ones in the forget gate's block."""
+    bias = np.zeros(of(cell).shapes(1, cell.units, True)[2][1], cell.dtype_name)
+    if getattr(cell, "unit_forget_bias", False):
+        bias[cell.units : 2 * cell.units] = 1  # gates i, f, c, o
+    return bias
+
+
 def input_dim_of(kind: str, weights: Sequence[np.ndarray]) -> int:
     """The input size a canonical weight list implies (rows of ``kernel``)."""
     if len(weights) == 0 or np.ndim(weights[0]) != 2:

@@ -57,6 +57,19 @@ class Cell(Protocol):
     def set_weights(self, weights: Sequence[np.ndarray]) -> None: ...
 
 
+class PortableConfig:
+    """``portable_config()``: the framework-neutral arguments that rebuild a cell on another
+    backend (what ``xf.convert`` passes to ``layers.make_cell``), read from ``config_keys``."""
+
+    config_keys: tuple[str, ...] = ("units", "activation", "use_bias", "dropout", "recurrent_dropout")
+
+    def portable_config(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.config_keys}
+
+
+GATED_KEYS = (*PortableConfig.config_keys, "recurrent_activation")
+
+
 def dtype_name(dtype: Any) -> str:
     """Normalize ``"float32"``, ``np.float64``, ``torch.float32``, ``tf.float64`` to a name."""
     if dtype is None:

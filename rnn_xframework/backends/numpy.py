@@ -44,7 +44,7 @@ def activation_fn(name: str | None) -> Any:
     return ACTIVATIONS[name]
 
 
-class _NumpyCell(DropoutMixin):
+class _NumpyCell(protocol.PortableConfig, DropoutMixin):
     """What the three NumPy cells share: sizes, Keras initialization, weights, dropout masks.
 
     Subclasses set ``cell_kind``, ``gates``, ``n_states`` and write :meth:`step`.
@@ -106,19 +106,6 @@ class _NumpyCell(DropoutMixin):
         """``(G*units,)`` (GRU: ``(2, 3*units)``), or ``None`` without bias."""
         return self.weights[2] if self.use_bias else None
 
-    def portable_config(self) -> dict[str, Any]:
-        return {
-            "units": self.units,
-            "activation": self.activation,
-            "use_bias": self.use_bias,
-            "dropout": self.dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-        }
-
-    def initial_bias(self) -> np.ndarray:
-        """Keras's default bias: zeros (LSTM overrides it)."""
-        return np.zeros(self.gates * self.units, self.dtype_name)
-
     def build(self, input_shape: Sequence[int | None]) -> None:
         dim = int(input_shape[-1])  # type: ignore[arg-type]
         g = self.gates * self.units
@@ -127,7 +114,7 @@ class _NumpyCell(DropoutMixin):
             orthogonal(self._rng, (self.units, g), self.dtype_name),
         ]
         if self.use_bias:
-            self.weights.append(self.initial_bias())
+            self.weights.append(layouts.initial_bias(self))
         self.input_dim = dim
 
     def get_initial_state(self, batch_size: int) -> list[np.ndarray]:
@@ -198,6 +185,7 @@ class LSTMCell(_NumpyCell):
     """
 
     cell_kind = "LSTMCell"
+    config_keys = (*protocol.GATED_KEYS, "unit_forget_bias")
     gates = 4
     n_states = 2
 
@@ -215,19 +203,6 @@ class LSTMCell(_NumpyCell):
         activation_fn(recurrent_activation)
         self.recurrent_activation = recurrent_activation
         self.unit_forget_bias = bool(unit_forget_bias)
-
-    def portable_config(self) -> dict[str, Any]:
-        return {
-            **super().portable_config(),
-            "recurrent_activation": self.recurrent_activation,
-            "unit_forget_bias": self.unit_forget_bias,
-        }
-
-    def initial_bias(self) -> np.ndarray:
-        bias = np.zeros(4 * self.units, self.dtype_name)
-        if self.unit_forget_bias:
-            bias[self.units : 2 * self.units] = 1
-        return bias
 
     def step(self, x: np.ndarray, states: list[np.ndarray], training: bool | None) -> tuple[Any, list[Any]]:
         h, c = states
@@ -253,6 +228,7 @@ class GRUCell(_NumpyCell):
     """
 
     cell_kind = "GRUCell"
+    config_keys = (*protocol.GATED_KEYS, "reset_after")
     gates = 3
 
     def __init__(
@@ -270,16 +246,6 @@ class GRUCell(_NumpyCell):
         self.recurrent_activation = recurrent_activation
         self.reset_after = bool(reset_after)
         self.layout_name = "GRUCell" if self.reset_after else "GRUCell(reset_after=False)"
-
-    def portable_config(self) -> dict[str, Any]:
-        return {
-            **super().portable_config(),
-            "recurrent_activation": self.recurrent_activation,
-            "reset_after": self.reset_after,
-        }
-
-    def initial_bias(self) -> np.ndarray:
-        return np.zeros((2, 3 * self.units) if self.reset_after else 3 * self.units, self.dtype_name)
 
     def step(self, x: np.ndarray, states: list[np.ndarray], training: bool | None) -> tuple[Any, list[Any]]:
         (h,) = states

@@ -44,7 +44,7 @@ def _require(what: str, value: Any, allowed: tuple[Any, ...], module: str) -> No
         )
 
 
-class _TorchCell(DropoutMixin, nn.Module):
+class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
     """What the three torch cells share: the lazily built native cell, Keras initialization,
     canonical weights, Keras dropout masks. Subclasses set ``cell_kind``, ``gates``,
     ``n_states``, ``native`` (the ``torch.nn`` class) and write :meth:`step`.
@@ -141,22 +141,8 @@ class _TorchCell(DropoutMixin, nn.Module):
             return torch.stack([self._canonical(c.bias_ih), self._canonical(c.bias_hh)])
         return self._canonical(c.bias_ih + c.bias_hh)
 
-    def portable_config(self) -> dict[str, Any]:
-        return {
-            "units": self.units,
-            "activation": self.activation,
-            "use_bias": self.use_bias,
-            "dropout": self.dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-        }
-
     def make_native(self, dim: int) -> nn.Module:
         return self.native(dim, self.units, bias=self.use_bias, device=self._device, dtype=self._dtype)
-
-    def initial_bias(self) -> np.ndarray:
-        """Keras's default canonical bias (zeros; LSTM overrides it)."""
-        shape = layouts.of(self).shapes(1, self.units, True)[2][1]
-        return np.zeros(shape, self.dtype_name)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         dim = input_shape[-1]
@@ -173,7 +159,7 @@ class _TorchCell(DropoutMixin, nn.Module):
             if self.use_bias:
                 g = self.gates * self.units
                 zeros = [np.zeros((1, g)), np.zeros((1, g))]
-                bias = layouts.of(self).to_torch([*zeros, self.initial_bias()])
+                bias = layouts.of(self).to_torch([*zeros, layouts.initial_bias(self)])
                 cell.bias_ih.copy_(torch.from_numpy(bias["bias_ih"]))
                 cell.bias_hh.copy_(torch.from_numpy(bias["bias_hh"]))
                 if layouts.of(self).bias_rows == 1:  # one Keras bias: the second stays at zero
@@ -313,6 +299,7 @@ class LSTMCell(_TorchCell):
     """
 
     cell_kind = "LSTMCell"
+    config_keys = (*protocol.GATED_KEYS, "unit_forget_bias")
     gates = 4
     n_states = 2
     native = nn.LSTMCell
@@ -332,19 +319,6 @@ class LSTMCell(_TorchCell):
         super().__init__(units, activation, use_bias, **kwargs)
         self.recurrent_activation = recurrent_activation
         self.unit_forget_bias = bool(unit_forget_bias)
-
-    def portable_config(self) -> dict[str, Any]:
-        return {
-            **super().portable_config(),
-            "recurrent_activation": self.recurrent_activation,
-            "unit_forget_bias": self.unit_forget_bias,
-        }
-
-    def initial_bias(self) -> np.ndarray:
-        bias = np.zeros(4 * self.units, self.dtype_name)
-        if self.unit_forget_bias:
-            bias[self.units : 2 * self.units] = 1
-        return bias
 
     def fused(self, c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
         h, cs = torch.lstm_cell(x, states, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
@@ -372,6 +346,7 @@ class GRUCell(_TorchCell):
     """
 
     cell_kind = "GRUCell"
+    config_keys = (*protocol.GATED_KEYS, "reset_after")
     gates = 3
     native = nn.GRUCell
 
@@ -392,9 +367,6 @@ class GRUCell(_TorchCell):
         super().__init__(units, activation, use_bias, **kwargs)
         self.recurrent_activation = recurrent_activation
         self.reset_after = True
-
-    def portable_config(self) -> dict[str, Any]:
-        return {**super().portable_config(), "recurrent_activation": self.recurrent_activation, "reset_after": True}
 
     def fused(self, c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
         h = torch.gru_cell(x, states[0], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
