@@ -145,3 +145,26 @@ def test_tf_gru_reset_before(rng, method):
     rnn.set_weights(random_cell_weights(rng, "GRUCell", [FEATURES, UNITS], UNITS, "float64", reset_after=False))
     x, states = inputs("tensorflow", "GRUCell", "float64", rng)
     assert_same("tensorflow", xf.compile(rnn, method)(x, states), rnn(x, states), "float64")
+
+
+@pytest.mark.parametrize("method", ["tf.function", "xla"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_tf_layer_major_graph(rng, monkeypatch, method, kind):
+    """Large batches run the TF graph layer by layer (small ones time step by time step): the
+    same outputs and gradients."""
+    require("tensorflow")
+    from rnn_xframework.backends import tf_function
+
+    monkeypatch.setattr(tf_function, "TIMESTEP_MAJOR_MAX", 0)
+    rnn = built("tensorflow", kind, "float64", rng, return_sequences=True, return_state=True)
+    fast = xf.compile(rnn, method)
+    x = rng.normal(size=(BATCH, STEPS, FEATURES))
+    states = random_cell_states(rng, kind, 2, BATCH, UNITS, "float64")
+    loss_weights = (
+        rng.uniform(-1, 1, (BATCH, STEPS, UNITS)),
+        random_cell_states(rng, kind, 2, BATCH, UNITS, "float64"),
+    )
+    ops = backends.get("tensorflow")
+    got, want = ops.loss_and_grads(fast, x, states, loss_weights), ops.loss_and_grads(rnn, x, states, loss_weights)
+    for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
+        assert max_err(g, w) <= TOL["float64"]
