@@ -168,3 +168,16 @@ def test_tf_layer_major_graph(rng, monkeypatch, method, kind):
     got, want = ops.loss_and_grads(fast, x, states, loss_weights), ops.loss_and_grads(rnn, x, states, loss_weights)
     for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
         assert max_err(g, w) <= TOL["float64"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_torch_no_grad_path_matches(rng, dtype, kind):
+    """Without autograd the torch loop writes each step in place (SimpleRNN): same outputs."""
+    torch = pytest.importorskip("torch")
+    rnn = built("torch", kind, dtype, rng, return_sequences=True, return_state=True)
+    fast = xf.compile(rnn, "torchscript")
+    x, states = inputs("torch", kind, dtype, rng)
+    with torch.no_grad():
+        got, want = fast(x, states), rnn(x, states)
+    assert_same("torch", got, want, dtype)
+    assert_same("torch", fast(x, states), want, dtype)  # and the autograd path after it

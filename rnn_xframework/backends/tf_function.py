@@ -176,7 +176,9 @@ class CompiledRNN:
         self.source = rnn
         self.method = "xla" if jit_compile else "tf.function"
         self.jit_compile = jit_compile
-        self._graph = tf.function(self._loop, jit_compile=jit_compile, autograph=False)
+        # One graph per call either way: the eager work per call is one function call.
+        self._graph = tf.function(self._run_xla if jit_compile else self._run, jit_compile=jit_compile, autograph=False)
+        self._forward = tf.function(self._loop, jit_compile=True, autograph=False)
         self._backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
 
     def __getattr__(self, name: str) -> Any:
@@ -206,7 +208,7 @@ class CompiledRNN:
         seq = tf.transpose(x, [1, 0, 2])
         layers = list(zip(self.source.cells, weights, strict=True))
         small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.source.cells) <= TIMESTEP_MAJOR_MAX
-        run = timestep_major if small and len(layers) > 1 else layer_major
+        run = timestep_major if (small or not self.jit_compile) and len(layers) > 1 else layer_major
         seq, new_states = run(layers, seq, states, unroll=not self.jit_compile)
         y = tf.transpose(seq, [1, 0, 2]) if self.source.return_sequences else seq[-1]
         return y, new_states
@@ -233,7 +235,18 @@ class CompiledRNN:
         grads = tape.gradient([y, *tf.nest.flatten(new)], sources, output_gradients=upstream)
         return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)]
 
-    def _run_xla(self, x: tf.Tensor, states: list[list[tf.Tensor]]) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+    def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
+        """``states``, or zeros ``[batch, size]`` for each state of each cell when ``None``."""
+        if states is not None:
+            return [list(s) for s in states]
+        batch = tf.shape(x)[0]
+        return [[tf.zeros([batch, n], x.dtype) for n in c.state_sizes] for c in self.source.cells]
+
+    def _run(self, x: tf.Tensor, states: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+        """The plain ``tf.function`` graph, reading the cells' variables."""
+        return self._loop(x, self._initial(x, states), [weights_of(c) for c in self.source.cells])
+
+    def _run_xla(self, x: tf.Tensor, states: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
         """The XLA while loop, its gradient a second XLA function (the forward recomputed).
 
         TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
@@ -242,7 +255,7 @@ class CompiledRNN:
         XLA training step does. The weights enter as tensors read from the variables, so
         gradients reach the variables through those reads.
         """
-        structure = [list(s) for s in states]
+        structure = self._initial(x, states)
         flat_states, flat_weights = tf.nest.flatten(structure), self._flat_weights()
         n_states = len(flat_states)
 
@@ -250,7 +263,7 @@ class CompiledRNN:
         def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
             frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
             states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
-            y, new = self._graph(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
+            y, new = self._forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
             outputs = [y, *tf.nest.flatten(new)]
 
             def grad(*upstream: Any) -> list[tf.Tensor]:
@@ -277,9 +290,16 @@ class CompiledRNN:
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         if inputs.shape[1] == 0:
             raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
-        batch = ops.batch_size(inputs)
-        if initial_state is None:
-            initial_state = stack.get_initial_state(batch)
+        states = self._check_states(inputs, initial_state) if initial_state is not None else None
+        device = stack.cells[0].device
+        with tf.device(device) if device is not None else contextlib.nullcontext():
+            y, new_states = self._graph(inputs, states)  # zeros made in the graph when None
+        new_states = [list(s) for s in new_states]
+        return (y, new_states) if source.return_state else y
+
+    def _check_states(self, inputs: tf.Tensor, initial_state: Any) -> list[list[tf.Tensor]]:
+        """The caller's states as native tensors, checked like the uncompiled RNN checks them."""
+        ops, stack = self.source._ops, self.source.cell
         states = []
         for cell, state in zip(stack.cells, protocol.as_stack_states(stack, initial_state), strict=True):
             if isinstance(state, (list, tuple)):
@@ -290,14 +310,7 @@ class CompiledRNN:
                     ops, s, f"{protocol.cell_name(cell)} states[{i}]", (inputs.shape[0], size), stack.dtype_name
                 )
             states.append(state)
-        device = stack.cells[0].device
-        with tf.device(device) if device is not None else contextlib.nullcontext():
-            if self.jit_compile:
-                y, states = self._run_xla(inputs, states)
-            else:
-                y, states = self._graph(inputs, states, [weights_of(c) for c in source.cells])
-        states = [list(s) for s in states]
-        return (y, states) if source.return_state else y
+        return states
 
 
 def compile_function(rnn: Any) -> CompiledRNN:

@@ -57,7 +57,13 @@ class SimpleRNNLayer(nn.Module):
         xp = _project(seq, c.weight_ih, bias)
         u = c.weight_hh.t().contiguous()
         h = state[0]
-        outs: list[Tensor] = []
+        if not torch.is_grad_enabled():
+            # Inference: each step overwrites its slice of xp, which becomes the output.
+            for t in range(xp.shape[0]):
+                z = xp[t].addmm_(h, u)
+                h = z.relu_() if self.relu else z.tanh_()
+            return xp, [h]
+        outs: list[Tensor] = []  # autograd: in-place writes to one buffer would break the saved steps
         for t in range(xp.shape[0]):
             z = torch.addmm(xp[t], h, u)
             h = torch.relu(z) if self.relu else torch.tanh(z)
