@@ -128,9 +128,19 @@ def test_methods_for_the_wrong_backend_raise(rng):
         xf.compile(built("torch", "SimpleRNNCell", "float32", rng), "jax")
 
 
-@pytest.mark.parametrize(("backend", "expected"), [("torch", "torchscript"), ("tensorflow", "xla")])
-def test_auto_picks_the_measured_method(rng, backend, expected):
-    rnn = built(backend, "SimpleRNNCell", "float32", rng)
+@pytest.mark.parametrize(
+    ("backend", "units", "expected"),
+    [
+        ("torch", UNITS, "torchscript"),
+        ("torch", 256, "torchscript"),
+        ("tensorflow", UNITS, "xla"),
+        ("tensorflow", 256, "tf.function"),
+    ],
+)
+def test_auto_picks_the_measured_method(backend, units, expected):
+    require(backend)
+    rnn = layers.RNN(make_cells(backend, "SimpleRNNCell", 2, units, "float32"))
+    rnn.build((None, None, FEATURES))
     assert auto_method(rnn) == expected
     assert xf.compile(rnn, "auto").method == expected
 

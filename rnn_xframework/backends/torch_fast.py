@@ -1,7 +1,7 @@
 """The fast torch loop behind ``xf.compile``: layer-major, input projections precomputed.
 
 Each layer first projects its whole input sequence in one matrix product,
-``xp = x[time*batch, in] @ W_ih^T + b`` (a large, efficient GEMM), then runs only the
+``xp = x[batch*time, in] @ W_ih^T + b`` (a large, efficient GEMM), then runs only the
 recurrent product per step, ``addmm(xp[t], h, W_hh^T)``, followed by the cell's gates. The
 recurrent kernel is transposed to a contiguous ``(units, G*units)`` copy once per call (MKL is
 up to 2x faster on it than on a transposed view at small sizes); the copy is part of the
@@ -30,25 +30,32 @@ from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 
 def _project(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``seq [time, batch, in] @ weight^T (+ bias)`` -> ``[time, batch, G*units]`` in one GEMM."""
-    t, b = seq.shape[0], seq.shape[1]
-    flat = seq.reshape(t * b, seq.shape[2])
+    """``seq [batch, time, in] @ weight^T (+ bias)`` -> ``[batch, time, G*units]`` in one GEMM.
+
+    Batch-major throughout: the reshape is a view (no copy of the input), and step ``t`` reads
+    ``xp[:, t]``, a strided ``[batch, G*units]`` matrix that BLAS takes as it is."""
+    b, t = seq.shape[0], seq.shape[1]
+    flat = seq.reshape(b * t, seq.shape[2])
     out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
-    return out.view(t, b, weight.shape[0])
+    return out.view(b, t, weight.shape[0])
 
 
 class SimpleRNNLayer(nn.Module):
     """``h_t = act(xp_t + h_{t-1} W_hh^T)`` with ``xp = x W_ih^T + b_ih + b_hh``; ``act`` tanh or relu.
 
-    ``forward(seq [time, batch, in], state [h]) -> (out [time, batch, units], [h_T])``.
+    ``forward(seq [batch, time, in], state [h]) -> (out [batch, time, units], [h_T])``. With
+    ``inplace`` (TorchScript) and autograd off, each step overwrites its slice of the projection,
+    which becomes the output; ``torch.compile`` gets the out-of-place form, which it can fuse
+    (functionalizing the in-place form would copy the buffer every step).
     """
 
-    __constants__ = ["relu"]
+    __constants__ = ["relu", "inplace"]
 
-    def __init__(self, cell: nn.RNNCell, relu: bool) -> None:
+    def __init__(self, cell: nn.RNNCell, relu: bool, inplace: bool) -> None:
         super().__init__()
         self.cell = cell
         self.relu = relu
+        self.inplace = inplace
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
@@ -57,18 +64,17 @@ class SimpleRNNLayer(nn.Module):
         xp = _project(seq, c.weight_ih, bias)
         u = c.weight_hh.t().contiguous()
         h = state[0]
-        if not torch.is_grad_enabled():
-            # Inference: each step overwrites its slice of xp, which becomes the output.
-            for t in range(xp.shape[0]):
-                z = xp[t].addmm_(h, u)
+        if self.inplace and not torch.is_grad_enabled():
+            for t in range(xp.shape[1]):
+                z = xp[:, t].addmm_(h, u)
                 h = z.relu_() if self.relu else z.tanh_()
             return xp, [h]
         outs: list[Tensor] = []  # autograd: in-place writes to one buffer would break the saved steps
-        for t in range(xp.shape[0]):
-            z = torch.addmm(xp[t], h, u)
+        for t in range(xp.shape[1]):
+            z = torch.addmm(xp[:, t], h, u)
             h = torch.relu(z) if self.relu else torch.tanh(z)
             outs.append(h)
-        return torch.stack(outs, 0), [h]
+        return torch.stack(outs, 1), [h]
 
 
 class LSTMLayer(nn.Module):
@@ -86,12 +92,12 @@ class LSTMLayer(nn.Module):
         u = c.weight_hh.t().contiguous()
         h, cs = state[0], state[1]
         outs: list[Tensor] = []
-        for t in range(xp.shape[0]):
-            i, f, g, o = torch.addmm(xp[t], h, u).chunk(4, 1)
+        for t in range(xp.shape[1]):
+            i, f, g, o = torch.addmm(xp[:, t], h, u).chunk(4, 1)
             cs = torch.sigmoid(f) * cs + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(cs)
             outs.append(h)
-        return torch.stack(outs, 0), [h, cs]
+        return torch.stack(outs, 1), [h, cs]
 
 
 class GRULayer(nn.Module):
@@ -108,23 +114,23 @@ class GRULayer(nn.Module):
         bias_hh = c.bias_hh
         h = state[0]
         outs: list[Tensor] = []
-        for t in range(xp.shape[0]):
+        for t in range(xp.shape[1]):
             hu = torch.mm(h, u) if bias_hh is None else torch.addmm(bias_hh, h, u)
-            xr, xz, xn = xp[t].chunk(3, 1)
+            xr, xz, xn = xp[:, t].chunk(3, 1)
             hr, hz, hn = hu.chunk(3, 1)
             r = torch.sigmoid(xr + hr)
             z = torch.sigmoid(xz + hz)
             n = torch.tanh(xn + r * hn)
             h = (1 - z) * n + z * h
             outs.append(h)
-        return torch.stack(outs, 0), [h]
+        return torch.stack(outs, 1), [h]
 
 
-def layer_for(cell: Any) -> nn.Module:
+def layer_for(cell: Any, inplace: bool) -> nn.Module:
     """The fast layer around a built torch cell of this library (shares its parameters)."""
     kind = cell.cell_kind
     if kind == "SimpleRNNCell":
-        return SimpleRNNLayer(cell.cell, cell.activation == "relu")
+        return SimpleRNNLayer(cell.cell, cell.activation == "relu", inplace)
     if kind == "LSTMCell":
         return LSTMLayer(cell.cell)
     if kind == "GRUCell":
@@ -148,26 +154,25 @@ class FastLoop(nn.Module):
         self.go_backwards = go_backwards
 
     def forward(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
-        if self.go_backwards:
-            x = x.flip(1)
-        seq = x.transpose(0, 1)
+        seq = x.flip(1) if self.go_backwards else x
         new_states: list[list[Tensor]] = []
         i = 0
         for layer in self.layers:
             seq, state = layer(seq, states[i])
             new_states.append(state)
             i += 1
-        y = seq.transpose(0, 1) if self.return_sequences else seq[-1]
+        y = seq if self.return_sequences else seq[:, -1]
         return y, new_states
 
 
-def fast_loop(rnn: Any) -> FastLoop:
-    """A :class:`FastLoop` over a built torch ``RNN``'s cells (sharing their parameters)."""
+def fast_loop(rnn: Any, inplace: bool) -> FastLoop:
+    """A :class:`FastLoop` over a built torch ``RNN``'s cells (sharing their parameters);
+    ``inplace``: SimpleRNN layers write their steps in place when autograd is off."""
     if any(c.input_dim is None for c in rnn.cells):
         raise UnsupportedConfigError(
             "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
         )
-    return FastLoop([layer_for(c) for c in rnn.cells], rnn.return_sequences, rnn.go_backwards)
+    return FastLoop([layer_for(c, inplace) for c in rnn.cells], rnn.return_sequences, rnn.go_backwards)
 
 
 Loop = Callable[[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]
@@ -236,8 +241,9 @@ def auto_method(rnn: Any) -> str:
     """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``.
 
     Measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is the
-    fastest or within noise of ``"inductor"`` at every measured size, and compiles in well under a
-    second for any shape, where inductor takes seconds to tens of seconds per shape. On CUDA no
-    measurement exists yet; the same choice applies.
+    fastest torch path at every measured size, forward (its inference steps run in place), and
+    compiles in well under a second for any shape, where inductor takes tens of seconds per
+    shape. With backward inductor can be faster at small sizes; pick it by name there. On CUDA
+    no measurement exists yet; the same choice applies.
     """
     return "torchscript"

@@ -19,5 +19,5 @@ from rnn_xframework.backends import torch_fast
 
 def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the compiled fast loop."""
-    loop = torch.compile(torch_fast.fast_loop(rnn), fullgraph=True, dynamic=False)
+    loop = torch.compile(torch_fast.fast_loop(rnn, inplace=False), fullgraph=True, dynamic=False)
     return torch_fast.CompiledRNN(rnn, loop, "inductor")

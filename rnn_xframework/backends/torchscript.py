@@ -26,4 +26,4 @@ def script(module: torch.nn.Module) -> Any:
 
 def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the scripted fast loop."""
-    return torch_fast.CompiledRNN(rnn, script(torch_fast.fast_loop(rnn)), "torchscript")
+    return torch_fast.CompiledRNN(rnn, script(torch_fast.fast_loop(rnn, inplace=True)), "torchscript")
