@@ -70,8 +70,8 @@ class SimpleRNNLayer(nn.Module):
                 h = z.relu_() if self.relu else z.tanh_()
             return xp, [h]
         outs: list[Tensor] = []  # autograd: in-place writes to one buffer would break the saved steps
-        for t in range(xp.shape[1]):
-            z = torch.addmm(xp[:, t], h, u)
+        for xt in xp.unbind(1):  # one UnbindBackward (a stack), not a full-size zero buffer per step
+            z = torch.addmm(xt, h, u)
             h = torch.relu(z) if self.relu else torch.tanh(z)
             outs.append(h)
         return torch.stack(outs, 1), [h]
@@ -92,8 +92,8 @@ class LSTMLayer(nn.Module):
         u = c.weight_hh.t().contiguous()
         h, cs = state[0], state[1]
         outs: list[Tensor] = []
-        for t in range(xp.shape[1]):
-            i, f, g, o = torch.addmm(xp[:, t], h, u).chunk(4, 1)
+        for xt in xp.unbind(1):
+            i, f, g, o = torch.addmm(xt, h, u).chunk(4, 1)
             cs = torch.sigmoid(f) * cs + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(cs)
             outs.append(h)
@@ -114,9 +114,9 @@ class GRULayer(nn.Module):
         bias_hh = c.bias_hh
         h = state[0]
         outs: list[Tensor] = []
-        for t in range(xp.shape[1]):
+        for xt in xp.unbind(1):
             hu = torch.mm(h, u) if bias_hh is None else torch.addmm(bias_hh, h, u)
-            xr, xz, xn = xp[:, t].chunk(3, 1)
+            xr, xz, xn = xt.chunk(3, 1)
             hr, hz, hn = hu.chunk(3, 1)
             r = torch.sigmoid(xr + hr)
             z = torch.sigmoid(xz + hz)
