@@ -115,12 +115,21 @@ def run_steps(n: int, step: Step, state: Any, unroll: bool) -> tuple[tf.Tensor, 
 Layers = list[tuple[Any, Weights]]
 
 
+def steps_of(xp: tf.Tensor, unroll: bool) -> Any:
+    """``xp [time, ...]`` indexed by step: a list from one ``unstack`` when unrolled (its gradient is
+    one ``stack``; a slice per step would make a full-size zero gradient per step), else ``xp``
+    itself, which the while loop indexes with a tensor."""
+    return tf.unstack(xp, num=xp.shape[0]) if unroll else xp
+
+
 def layer_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
     """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product."""
     steps = seq.shape[0]
     new_states = []
     for (cell, w), state in zip(layers, states, strict=True):
-        xp = tf.reshape(project(cell, w, tf.reshape(seq, [-1, seq.shape[2]])), [steps, -1, w.kernel.shape[1]])
+        xp = steps_of(
+            tf.reshape(project(cell, w, tf.reshape(seq, [-1, seq.shape[2]])), [steps, -1, w.kernel.shape[1]]), unroll
+        )
 
         def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: tf.Tensor = xp) -> Any:
             return STEPS[cell.cell_kind](cell, w, xp[t], s)
@@ -138,6 +147,7 @@ def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bo
     """
     first, w0 = layers[0]
     xp = tf.reshape(project(first, w0, tf.reshape(seq, [-1, seq.shape[2]])), [seq.shape[0], -1, w0.kernel.shape[1]])
+    xp = steps_of(xp, unroll)
 
     def step(t: Any, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
         out, new = STEPS[first.cell_kind](first, w0, xp[t], states[0])
