@@ -2,7 +2,8 @@
 
 Importing this module imports no framework: every ``setup`` function imports
 torch / TensorFlow / NumPy when called, inside a worker subprocess.
-The library's own methods are added the same way, one line each, from another
+The library's own methods are registered the same way, one line each, in
+:mod:`rnn_xframework.bench.xf_methods` (imported at the end); more can come from a
 module passed to the harness with ``--plugin``.
 """
 
@@ -75,3 +76,6 @@ register_gemm(
     devices=TF_DEVICES,
 )
 register_gemm("numpy matmul", "numpy", numpy_peers.setup_gemm_matmul)
+
+# --- the library's own methods (rnn_xframework.bench.xf_methods) --------------
+from rnn_xframework.bench import xf_methods  # noqa: E402, F401  (registers on import)

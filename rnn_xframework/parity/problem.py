@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import backends, layers, layouts, loops, transfer
-from rnn_xframework.compile import METHODS
+from rnn_xframework.compile import METHODS, SLOW_TO_COMPILE
 from rnn_xframework.compile import compile as compile_rnn
 
 
@@ -66,8 +66,10 @@ def cell_kinds(backend_names: list[str]) -> list[str]:
 
 
 def orderings_for(backend: str) -> list[str]:
-    """``timestep`` and ``layer`` everywhere, plus each compile method of this backend."""
-    return [*loops.ORDERS, *(m for m, (needs, _, _) in METHODS.items() if needs == backend)]
+    """``timestep`` and ``layer`` everywhere, plus each compile method of this backend that
+    compiles in about a second (not :data:`~rnn_xframework.compile.SLOW_TO_COMPILE`)."""
+    methods = (m for m, (needs, _, _) in METHODS.items() if needs == backend and m not in SLOW_TO_COMPILE)
+    return [*loops.ORDERS, *methods]
 
 
 def random_weights(rng: np.random.Generator, kind: str, sizes: Sizes, dtype: str) -> list[np.ndarray]:

@@ -1,0 +1,349 @@
+"""``xf.compile(rnn, "tf.function")`` and ``xf.compile(rnn, "xla")``: a TensorFlow stack as one
+graph, layer by layer with precomputed input projections.
+
+The only module that calls ``tf.function`` for ``xf.compile``. Each layer projects its whole
+input sequence in one product, ``xp = x[time*batch, in] @ kernel + bias``, then the traced loop
+(unrolled over the static number of steps) runs only the recurrent product per step and the
+cell's gates with the cell's own activations. ``"xla"`` adds ``jit_compile=True``.
+
+Every step computes what the Keras cell computes, with the bias sums grouped differently:
+results agree within float rounding. Both orderings give the same numbers, so this graph serves
+both. The graph reads the cells' variables, so ``set_weights`` and optimizer steps on the
+source show here, and ``tf.GradientTape`` differentiates through it. A new input shape traces
+(and for XLA compiles) once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from rnn_xframework import protocol
+from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
+
+
+class Weights(NamedTuple):
+    """One cell's weights as the graph reads them: its variables, or tensors of their values."""
+
+    kernel: Any
+    recurrent_kernel: Any
+    bias: Any  # None without use_bias
+
+
+def weights_of(cell: Any) -> Weights:
+    return Weights(cell.kernel, cell.recurrent_kernel, cell.bias)
+
+
+def project(cell: Any, w: Weights, x: tf.Tensor) -> tf.Tensor:
+    """``x [n, in] @ kernel + input bias`` -> ``[n, G*units]`` (GRU ``reset_after``: bias row 0)."""
+    xp = tf.matmul(x, w.kernel)
+    if w.bias is None:
+        return xp
+    return xp + (w.bias[0] if getattr(cell, "reset_after", False) else w.bias)
+
+
+def simple_rnn_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """Keras ``SimpleRNNCell`` on a projected input: ``h = activation(xp + h_prev @ recurrent_kernel)``."""
+    h = cell.activation(xp + tf.matmul(state[0], w.recurrent_kernel))
+    return h, [h]
+
+
+def lstm_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """Keras ``LSTMCell`` (gates ``i, f, c, o``) on a projected input; states ``[h, c]``."""
+    h, c = state
+    act, rec = cell.activation, cell.recurrent_activation
+    i, f, g, o = tf.split(xp + tf.matmul(h, w.recurrent_kernel), 4, axis=1)
+    c = rec(f) * c + rec(i) * act(g)
+    h = rec(o) * act(c)
+    return h, [h, c]
+
+
+def gru_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """Keras ``GRUCell`` (gates ``z, r, h``), ``reset_after`` either way; state ``[h]``."""
+    h = state[0]
+    act, rec, u, rk = cell.activation, cell.recurrent_activation, cell.units, w.recurrent_kernel
+    xz, xr, xh = tf.split(xp, 3, axis=1)
+    if cell.reset_after:
+        inner = tf.matmul(h, rk)
+        if w.bias is not None:
+            inner = inner + w.bias[1]
+        hz, hr, hh = tf.split(inner, 3, axis=1)
+        z, r = rec(xz + hz), rec(xr + hr)
+        candidate = act(xh + r * hh)
+    else:
+        hz, hr = tf.split(tf.matmul(h, rk[:, : 2 * u]), 2, axis=1)
+        z, r = rec(xz + hz), rec(xr + hr)
+        candidate = act(xh + tf.matmul(r * h, rk[:, 2 * u :]))
+    h = z * h + (1 - z) * candidate
+    return h, [h]
+
+
+STEPS = {"SimpleRNNCell": simple_rnn_step, "LSTMCell": lstm_step, "GRUCell": gru_step}
+
+Step = Callable[[Any, Any], tuple[tf.Tensor, Any]]
+
+
+def run_steps(n: int, step: Step, state: Any, unroll: bool) -> tuple[tf.Tensor, Any]:
+    """``state`` through ``step(t, state) -> (out [batch, units], state)`` for ``t < n``.
+
+    Unrolled in the graph (plain ``tf.function`` runs that fastest) or as one ``tf.while_loop``
+    (XLA compiles it in a fraction of the time, and it runs faster). Returns the outputs
+    ``[n, batch, units]`` and the final state.
+    """
+    if unroll:
+        outs = []
+        for t in range(n):
+            out, state = step(t, state)
+            outs.append(out)
+        return tf.stack(outs, 0), state
+    out0, state = step(0, state)
+    outs = tf.TensorArray(out0.dtype, size=n, element_shape=out0.shape).write(0, out0)
+
+    def body(t: tf.Tensor, state: Any, outs: tf.TensorArray) -> tuple[Any, ...]:
+        out, state = step(t, state)
+        return t + 1, state, outs.write(t, out)
+
+    # maximum_iterations: XLA needs fixed list sizes for the gradient's stacks
+    _, state, outs = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(1), state, outs), maximum_iterations=n - 1)
+    return outs.stack(), state
+
+
+Layers = list[tuple[Any, Weights]]
+
+
+def steps_of(xp: tf.Tensor, unroll: bool) -> Any:
+    """``xp [time, ...]`` indexed by step: a list from one ``unstack`` when unrolled (its gradient is
+    one ``stack``; a slice per step would make a full-size zero gradient per step), else ``xp``
+    itself, which the while loop indexes with a tensor."""
+    return tf.unstack(xp, num=xp.shape[0]) if unroll else xp
+
+
+def layer_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
+    """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product."""
+    steps = seq.shape[0]
+    new_states = []
+    for (cell, w), state in zip(layers, states, strict=True):
+        xp = steps_of(
+            tf.reshape(project(cell, w, tf.reshape(seq, [-1, seq.shape[2]])), [steps, -1, w.kernel.shape[1]]), unroll
+        )
+
+        def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: tf.Tensor = xp) -> Any:
+            return STEPS[cell.cell_kind](cell, w, xp[t], s)
+
+        seq, state = run_steps(steps, step, state, unroll)
+        new_states.append(state)
+    return seq, new_states
+
+
+def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
+    """One loop over time through every layer; only the first layer's projection is precomputed.
+
+    Half the loop iterations of :func:`layer_major` for two layers: faster where per-step
+    overhead, not matrix products, dominates (small batch and units).
+    """
+    first, w0 = layers[0]
+    xp = tf.reshape(project(first, w0, tf.reshape(seq, [-1, seq.shape[2]])), [seq.shape[0], -1, w0.kernel.shape[1]])
+    xp = steps_of(xp, unroll)
+
+    def step(t: Any, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+        out, new = STEPS[first.cell_kind](first, w0, xp[t], states[0])
+        new_states = [new]
+        for (cell, w), state in zip(layers[1:], states[1:], strict=True):
+            out, new = STEPS[cell.cell_kind](cell, w, project(cell, w, out), state)
+            new_states.append(new)
+        return out, new_states
+
+    return run_steps(seq.shape[0], step, states, unroll)
+
+
+TIMESTEP_MAJOR_MAX = 4096
+"""``batch * units`` up to which :func:`timestep_major` is used (measured: W1 (4 x 64) runs
+about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
+
+
+class CompiledRNN:
+    """A TensorFlow ``RNN`` run as one ``tf.function`` graph; called and answering like the
+    source: ``y = fast(x, initial_state=None, training=None)``.
+
+    Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`): the graph
+    has neither, and it never silently takes the slow path.
+    """
+
+    backend = "tensorflow"
+
+    def __init__(self, rnn: Any, jit_compile: bool) -> None:
+        if any(c.input_dim is None for c in rnn.cells):
+            raise UnsupportedConfigError(
+                "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
+            )
+        for cell in rnn.cells:
+            if cell.cell_kind not in STEPS:
+                raise UnsupportedConfigError(f"compile: no TensorFlow graph for {cell.cell_kind}")
+        self.source = rnn
+        self.method = "xla" if jit_compile else "tf.function"
+        self.jit_compile = jit_compile
+        # One graph per call either way: the eager work per call is one function call.
+        self._graph = tf.function(self._run_xla if jit_compile else self._run, jit_compile=jit_compile, autograph=False)
+        self._forward = tf.function(self._loop, jit_compile=True, autograph=False)
+        self._backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units"):
+            return getattr(self.__dict__["source"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def trainable_variables(self) -> list[Any]:
+        return list(self.source.trainable_variables)
+
+    def get_initial_state(self, batch_size: Any) -> list[list[Any]]:
+        return self.source.get_initial_state(batch_size)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.source.get_weights()
+
+    def set_weights(self, weights: Any) -> None:
+        self.source.set_weights(weights)
+
+    def _loop(
+        self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
+    ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+        """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell."""
+        if self.source.go_backwards:
+            x = tf.reverse(x, [1])
+        seq = tf.transpose(x, [1, 0, 2])
+        layers = list(zip(self.source.cells, weights, strict=True))
+        small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.source.cells) <= TIMESTEP_MAJOR_MAX
+        run = timestep_major if (small or not self.jit_compile) and len(layers) > 1 else layer_major
+        seq, new_states = run(layers, seq, states, unroll=not self.jit_compile)
+        y = tf.transpose(seq, [1, 0, 2]) if self.source.return_sequences else seq[-1]
+        return y, new_states
+
+    def _flat_weights(self) -> list[tf.Tensor]:
+        """The current values of every cell's weights (no bias without ``use_bias``)."""
+        return [tf.convert_to_tensor(v) for cell in self.source.cells for v in weights_of(cell) if v is not None]
+
+    def _pack_weights(self, flat: list[tf.Tensor]) -> list[Weights]:
+        values = iter(flat)
+        return [Weights(*(None if v is None else next(values) for v in weights_of(c))) for c in self.source.cells]
+
+    def _loop_gradients(
+        self, x: tf.Tensor, flat: list[tf.Tensor], weights: list[tf.Tensor], upstream: list[Any]
+    ) -> Any:
+        """Forward and backward of :meth:`_loop` in one XLA function: gradients of
+        ``sum(y * dy) + sum(s * ds)`` (``upstream = [dy, *ds]``) w.r.t. ``x``, the flat states
+        and the flat weights."""
+        structure = [list(c.state_sizes) for c in self.source.cells]
+        sources = [x, *flat, *weights]
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            y, new = self._loop(x, tf.nest.pack_sequence_as(structure, flat), self._pack_weights(weights))
+        grads = tape.gradient([y, *tf.nest.flatten(new)], sources, output_gradients=upstream)
+        return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)]
+
+    def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
+        """``states``, or zeros ``[batch, size]`` for each state of each cell when ``None``."""
+        if states is not None:
+            return [list(s) for s in states]
+        batch = tf.shape(x)[0]
+        return [[tf.zeros([batch, n], x.dtype) for n in c.state_sizes] for c in self.source.cells]
+
+    def _run(self, x: tf.Tensor, states: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+        """The plain ``tf.function`` graph, reading the cells' variables."""
+        return self._loop(x, self._initial(x, states), [weights_of(c) for c in self.source.cells])
+
+    def _run_xla(self, x: tf.Tensor, states: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+        """The XLA while loop, its gradient a second XLA function (the forward recomputed).
+
+        TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
+        compiled function ("TensorList crossing the XLA/TF boundary"), so the gradient is a
+        ``tf.custom_gradient`` that runs forward and backward in one XLA function, as Keras's
+        XLA training step does. The weights enter as tensors read from the variables, so
+        gradients reach the variables through those reads.
+        """
+        structure = self._initial(x, states)
+        flat_states, flat_weights = tf.nest.flatten(structure), self._flat_weights()
+        n_states = len(flat_states)
+
+        @tf.custom_gradient
+        def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
+            frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
+            states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
+            y, new = self._forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
+            outputs = [y, *tf.nest.flatten(new)]
+
+            def grad(*upstream: Any) -> list[tf.Tensor]:
+                upstream_ = [tf.zeros_like(o) if d is None else d for d, o in zip(upstream, outputs, strict=True)]
+                return self._backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
+
+            return tuple(outputs), grad
+
+        y, *flat_new = run(x, *flat_states, *flat_weights)
+        return y, tf.nest.pack_sequence_as(structure, flat_new)
+
+    def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
+        source = self.source
+        if mask is not None:
+            raise UnsupportedConfigError(f"compile: the {self.method} graph takes no mask; call the uncompiled RNN")
+        if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in source.cells):
+            raise UnsupportedConfigError(
+                f"compile: the {self.method} graph has no dropout; train with the uncompiled RNN (same variables)"
+            )
+        ops, stack = source._ops, source.cell
+        inputs = tf.convert_to_tensor(inputs) if isinstance(inputs, np.ndarray) else inputs
+        protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
+        if inputs.shape[1] is None:
+            raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
+        if inputs.shape[1] == 0:
+            raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
+        states = self._check_states(inputs, initial_state) if initial_state is not None else None
+        device = stack.cells[0].device
+        with tf.device(device) if device is not None else contextlib.nullcontext():
+            y, new_states = self._graph(inputs, states)  # zeros made in the graph when None
+        new_states = [list(s) for s in new_states]
+        return (y, new_states) if source.return_state else y
+
+    def _check_states(self, inputs: tf.Tensor, initial_state: Any) -> list[list[tf.Tensor]]:
+        """The caller's states as native tensors, checked like the uncompiled RNN checks them."""
+        ops, stack = self.source._ops, self.source.cell
+        states = []
+        for cell, state in zip(stack.cells, protocol.as_stack_states(stack, initial_state), strict=True):
+            if isinstance(state, (list, tuple)):
+                state = [tf.convert_to_tensor(s) if isinstance(s, np.ndarray) else s for s in state]
+            state = protocol.as_state_list(cell, ops, state)
+            for i, (s, size) in enumerate(zip(state, cell.state_sizes, strict=True)):
+                protocol.check_tensor(
+                    ops, s, f"{protocol.cell_name(cell)} states[{i}]", (inputs.shape[0], size), stack.dtype_name
+                )
+            states.append(state)
+        return states
+
+
+def compile_function(rnn: Any) -> CompiledRNN:
+    """``xf.compile(rnn, "tf.function")``: the graph without XLA."""
+    return CompiledRNN(rnn, jit_compile=False)
+
+
+def compile_xla(rnn: Any) -> CompiledRNN:
+    """``xf.compile(rnn, "xla")``: the graph compiled by XLA (``jit_compile=True``)."""
+    return CompiledRNN(rnn, jit_compile=True)
+
+
+XLA_MAX_UNITS = 128
+"""``"auto"`` picks XLA up to this many units per layer, ``tf.function`` above."""
+
+
+def auto_method(rnn: Any) -> str:
+    """``xf.compile(rnn, "auto")`` on TensorFlow: ``"xla"`` for small layers, else ``"tf.function"``.
+
+    Measured on a 2-core AVX-512 CPU, two SimpleRNN layers (docs/performance.md): at 64 units
+    (W1) XLA's while loop is about 1.8x faster than the unrolled graph; at 256 and 512 units (W2,
+    W3) the unrolled ``tf.function`` graph is 15-30% faster than XLA: TensorFlow runs its
+    matrix products through oneDNN and overlaps layer ``l`` at step ``t + 1`` with layer
+    ``l + 1`` at step ``t`` on the two cores, which XLA's sequential loop does not.
+    """
+    return "xla" if max(c.units for c in rnn.cells) <= XLA_MAX_UNITS else "tf.function"

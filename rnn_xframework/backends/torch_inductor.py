@@ -1,0 +1,23 @@
+"""``xf.compile(rnn, "inductor")``: the fast loop of :mod:`~rnn_xframework.backends.torch_fast`
+through ``torch.compile`` (TorchDynamo + Inductor).
+
+The only module that touches ``torch.compile``. The loop is traced with ``fullgraph=True``
+(a graph break raises instead of silently running slower) and ``dynamic=False``: each new
+input shape (batch, time) compiles once, which takes seconds to tens of seconds on a small CPU
+because the time loop is unrolled. Autograd works (AOTAutograd compiles the backward on the
+first backward call). The result shares the source's parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rnn_xframework.backends import torch_fast
+
+
+def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the compiled fast loop."""
+    loop = torch.compile(torch_fast.fast_loop(rnn, inplace=False), fullgraph=True, dynamic=False)
+    return torch_fast.CompiledRNN(rnn, loop, "inductor")

@@ -1,0 +1,71 @@
+"""The library's own methods, registered one line each next to the framework peers.
+
+Each builds ``layers.RNN([SimpleRNNCell(units), SimpleRNNCell(units)], return_sequences=True)``
+on its backend (Keras-style initialization) and runs it uncompiled (``eager``) or through
+``xf.compile(rnn, method)``. The compile (tracing, scripting, XLA, Inductor) happens in the
+first call, which the harness reports as ``compile_s``. Frameworks are imported lazily, inside
+the worker subprocess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnn_xframework.bench import tf_peers, torch_peers
+from rnn_xframework.bench.frameworks import quiet_tensorflow
+from rnn_xframework.bench.registry import Runner, register
+from rnn_xframework.bench.workloads import LAYERS, Workload
+
+
+def _rnn(backend: str, w: Workload, device: str) -> Any:
+    from rnn_xframework import layers
+
+    kw = {"device": device} if backend == "torch" else {}
+    cells = [layers.SimpleRNNCell(w.units, backend=backend, **kw) for _ in range(LAYERS)]
+    rnn = layers.RNN(cells, return_sequences=True)
+    rnn.build((None, None, w.features))
+    return rnn
+
+
+def _compiled(rnn: Any, method: str) -> Any:
+    import rnn_xframework as xf
+
+    return rnn if method == "eager" else xf.compile(rnn, method)
+
+
+def _torch(method: str) -> Any:
+    def setup(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+        x = torch_peers._input(w, grad, device)
+        rnn = _rnn("torch", w, device)
+        fast = _compiled(rnn, method)
+        params = [p for p in rnn.parameters() if p.requires_grad]
+        return torch_peers._finish(lambda: fast(x), x, params, grad, device)
+
+    setup.__doc__ = f"``xf.compile(rnn, {method!r})`` on torch" if method != "eager" else "uncompiled torch RNN"
+    return setup
+
+
+def _tf(method: str) -> Any:
+    def setup(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+        quiet_tensorflow()
+        import tensorflow as tf
+
+        with tf.device(tf_peers._device_name(device)):
+            x = tf_peers._input(w)
+            rnn = _rnn("tensorflow", w, device)
+        fast = _compiled(rnn, method)
+        return tf_peers._compile(fast, list(rnn.trainable_variables), x, grad, "eager", device)
+
+    setup.__doc__ = f"``xf.compile(rnn, {method!r})`` on TensorFlow" if method != "eager" else "uncompiled TF RNN"
+    return setup
+
+
+DEVICES = ("cpu", "cuda")
+register("xf torch eager", "torch", _torch("eager"), devices=DEVICES)
+register("xf torch torchscript", "torch", _torch("torchscript"), devices=DEVICES)
+register("xf torch inductor", "torch", _torch("inductor"), devices=DEVICES)
+register("xf torch auto", "torch", _torch("auto"), devices=DEVICES)
+register("xf tf eager", "tensorflow", _tf("eager"), devices=DEVICES)
+register("xf tf tf.function", "tensorflow", _tf("tf.function"), devices=DEVICES)
+register("xf tf xla", "tensorflow", _tf("xla"), devices=DEVICES)
+register("xf tf auto", "tensorflow", _tf("auto"), devices=DEVICES)
