@@ -45,3 +45,25 @@ def test_inductor_matches_and_trains(dtype):
     grads_ref = torch.autograd.grad(y_ref.sum() + states_ref[-1][0].sum(), params)
     for g, g_ref in zip(grads, grads_ref, strict=True):
         assert max_err(g, g_ref) <= TOL[dtype]
+
+
+@pytest.mark.slow
+def test_no_torchscript_deprecation_warning_reaches_users():
+    """torch 2.13's inductor imports a module built with the deprecated torch.jit.script_method;
+    in a fresh process with every warning an error, compiling and calling must still work."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, rnn_xframework as xf\n"
+        "from rnn_xframework import layers\n"
+        "rnn = layers.RNN([layers.SimpleRNNCell(4, backend='torch')])\n"
+        "rnn.build((None, None, 3))\n"
+        "for method in ('torchscript', 'inductor'):\n"
+        "    xf.compile(rnn, method)(torch.ones(2, 5, 3)).sum().backward()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True, text=True, timeout=600
+    )
+    assert out.stdout.strip() == "ok", out.stderr[-3000:]

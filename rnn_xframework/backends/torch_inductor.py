@@ -10,6 +10,8 @@ first backward call). The result shares the source's parameters.
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from typing import Any
 
 import torch
@@ -17,7 +19,19 @@ import torch
 from rnn_xframework.backends import torch_fast
 
 
+def _import_quietly() -> None:
+    """Inductor imports ``torch.utils.mkldnn`` on its first compile, whose class bodies use the
+    deprecated ``torch.jit.script_method`` (torch 2.13): import it here without that warning, so
+    it does not reach users of this call. Nothing else is filtered."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.script_method.*deprecated", category=DeprecationWarning
+        )
+        importlib.import_module("torch.fx.experimental.optimization")
+
+
 def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the compiled fast loop."""
+    _import_quietly()
     loop = torch.compile(torch_fast.fast_loop(rnn, inplace=False), fullgraph=True, dynamic=False)
     return torch_fast.CompiledRNN(rnn, loop, "inductor")
