@@ -12,6 +12,7 @@ docs/parity.md describes every flag.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
+        if importlib.util.find_spec("rich") is None:
+            print(f"{PROG} bench: error: needs rich: pip install 'rnn_xframework[rich]'", file=sys.stderr)
+            return 2
         from rnn_xframework.bench.harness import main as bench
 
         return bench(argv[1:])

@@ -23,8 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-from rnn_xframework.bench.orchestrate import Plan, build_plan, run_plan
+from rnn_xframework.bench.orchestrate import build_plan, run_plan
 from rnn_xframework.bench.prefault import prefault
+from rnn_xframework.bench.registry import PlanError
 from rnn_xframework.bench.report import (
     render_all,
     render_text,
@@ -165,13 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         list_methods()
         return 0
-    if args.plot:
-        require_matplotlib()
+    try:
+        if args.plot:
+            require_matplotlib()
+        plan = None if args.from_json else build_plan(args)
+    except PlanError as e:
+        print(f"rnn-xframework bench: error: {e}", file=sys.stderr)
+        return 2
     if args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
         workloads = [str(w["name"]) for w in doc["workloads"]]
     else:
-        plan: Plan = build_plan(args)
+        assert plan is not None
         if args.prefault_gb > 0:
             seconds = prefault(args.prefault_gb)
             plan.notes.append(f"pre-faulted {args.prefault_gb:g} GiB in {seconds:.1f} s")

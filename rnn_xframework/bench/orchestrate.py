@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from rnn_xframework.bench.contention import ContentionProbe
-from rnn_xframework.bench.registry import GEMM_METHODS, METHODS, Framework
+from rnn_xframework.bench.registry import GEMM_METHODS, METHODS, Framework, PlanError
 from rnn_xframework.bench.timing import Budget
 from rnn_xframework.bench.worker import PROGRESS_TAG
 from rnn_xframework.bench.workloads import Workload, parse_workload
@@ -88,7 +88,7 @@ def _select(names: list[str], device: str, notes: list[str]) -> list[str]:
     """Validate method names; drop (with a note) those that cannot use ``device``."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
-        raise SystemExit(f"error: unknown method(s) {unknown}; see --list")
+        raise PlanError(f"unknown method(s) {unknown}; see --list")
     kept = []
     for name in names:
         if device in METHODS[name].devices:
@@ -104,7 +104,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     try:
         workloads = [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from exc
+        raise PlanError(str(exc)) from exc
     plan = Plan(workloads, args.device, args.baseline, list(args.plugin))
     split = [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = _select(split or list(METHODS), args.device, plan.notes)
@@ -114,7 +114,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         if wanted:
             bad = [n for n in wanted if n in METHODS and not METHODS[n].supports_grad]
             if bad:
-                raise SystemExit(f"error: {bad} do not support --grad")
+                raise PlanError(f"{bad} do not support --grad")
         grad_methods = _select(
             wanted or [n for n in methods if METHODS[n].supports_grad],
             args.device,

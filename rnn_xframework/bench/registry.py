@@ -78,6 +78,10 @@ def _check_new(name: str, framework: str, registry: dict[str, object]) -> None:
         raise ValueError(f"unknown framework {framework!r}; expected one of {FRAMEWORKS}")
 
 
+class PlanError(ValueError):
+    """A bad flag: reported as one line, exit status 2, before anything runs."""
+
+
 def register(
     name: str,
     framework: Framework,

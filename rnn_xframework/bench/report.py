@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rnn_xframework.bench.registry import PlanError
+
 Record = dict[str, object]
 
 
@@ -182,9 +184,8 @@ def write_json(doc: dict[str, object], path: Path) -> None:
 def require_matplotlib() -> None:
     """Fail early, with a clear message, if ``--plot`` cannot work."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise SystemExit(
-            "error: --plot needs matplotlib, which is not installed in this "
-            "environment; install it yourself or drop --plot"
+        raise PlanError(
+            "--plot needs matplotlib, which is not installed in this environment; install it yourself or drop --plot"
         )
 
 

@@ -11,7 +11,7 @@ With ``grad=True`` a call is forward + ``tape.gradient(sum(outputs), [x,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rnn_xframework.bench.frameworks import check_device, quiet_tensorflow, sync_fn
 from rnn_xframework.bench.registry import Runner
@@ -112,26 +112,31 @@ def setup_stack_xla(w: Workload, grad: bool, device: str) -> tuple[Runner, float
     return _keras_stack(w, grad, device, "xla")
 
 
-def _built_cells(w: Workload) -> tuple[object, object]:
-    """Two ``keras.layers.SimpleRNNCell``, built eagerly (so tf.function creates no variables)."""
+def _built_cells(w: Workload, make: Callable[[int], Any] | None = None) -> tuple[Any, Any]:
+    """Two ``keras.layers.SimpleRNNCell`` (or ``make(units)``), built eagerly (so tf.function
+    creates no variables)."""
     import keras
     import tensorflow as tf
 
-    cell0 = keras.layers.SimpleRNNCell(w.units)
-    cell1 = keras.layers.SimpleRNNCell(w.units)
+    make = make or keras.layers.SimpleRNNCell
+    cell0 = make(w.units)
+    cell1 = make(w.units)
     zeros = tf.zeros([w.batch, w.units])
     out0, _ = cell0(tf.zeros([w.batch, w.features]), [zeros])
     cell1(out0, [zeros])
     return cell0, cell1
 
 
-def _cell_loop(w: Workload, grad: bool, device: str, mode: Mode) -> tuple[Runner, float]:
+def cell_loop(
+    w: Workload, grad: bool, device: str, mode: Mode, make: Callable[[int], Any] | None = None
+) -> tuple[Runner, float]:
+    """The tutorial's timestep-major loop over two cells (Keras's, or ``make(units)``)."""
     quiet_tensorflow()
     import tensorflow as tf
 
     with tf.device(_device_name(device)):
         x = _input(w)
-        cell0, cell1 = _built_cells(w)
+        cell0, cell1 = _built_cells(w, make)
 
     def forward(x: tf.Tensor) -> tf.Tensor:
         h0 = [tf.zeros([w.batch, w.units])]
@@ -149,42 +154,20 @@ def _cell_loop(w: Workload, grad: bool, device: str, mode: Mode) -> tuple[Runner
 
 def setup_cell_loop_function(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
     """Raw ``SimpleRNNCell`` loop in ``tf.function`` (unrolled over ``steps`` at trace)."""
-    return _cell_loop(w, grad, device, "function")
+    return cell_loop(w, grad, device, "function")
 
 
 def setup_cell_loop_eager(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
     """The same raw ``SimpleRNNCell`` loop, run eagerly."""
-    return _cell_loop(w, grad, device, "eager")
+    return cell_loop(w, grad, device, "eager")
 
 
 def setup_tutorial_eager(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
-    """The tutorial's eager loop, written out as in the tutorial.
-
-    Two ``keras.layers.SimpleRNNCell``; ``for xt in tf.unstack(x, axis=1)``;
-    states kept in lists, ``out0, h0 = cell0(xt, h0); out1, h1 = cell1(out0, h1)``.
-    It computes the same thing as ``setup_cell_loop_eager``; the two rows are a
-    consistency check on the noise of the eager path.
-    """
-    quiet_tensorflow()
-    import tensorflow as tf
-
-    with tf.device(_device_name(device)):
-        x = _input(w)
-        cell0, cell1 = _built_cells(w)
-    b, u = w.batch, w.units
-
-    def forward(x: tf.Tensor) -> tf.Tensor:
-        h0 = [tf.zeros([b, u])]
-        h1 = [tf.zeros([b, u])]
-        outputs = []
-        for xt in tf.unstack(x, axis=1):
-            out0, h0 = cell0(xt, h0)
-            out1, h1 = cell1(out0, h1)
-            outputs.append(out1)
-        return tf.stack(outputs, axis=1)
-
-    weights = [*cell0.trainable_variables, *cell1.trainable_variables]
-    return _compile(forward, weights, x, grad, "eager", device)
+    """The tutorial's eager loop: two ``keras.layers.SimpleRNNCell``,
+    ``for xt in tf.unstack(x, axis=1)``, states in lists,
+    ``out0, h0 = cell0(xt, h0); out1, h1 = cell1(out0, h1)``. The same code as
+    ``setup_cell_loop_eager``, listed under the tutorial's name: the two rows show the noise."""
+    return cell_loop(w, grad, device, "eager")
 
 
 def setup_gemm_matmul(n: int, device: str) -> tuple[Runner, float]:

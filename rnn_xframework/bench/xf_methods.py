@@ -60,7 +60,37 @@ def _tf(method: str) -> Any:
     return setup
 
 
+def _torch_cell_loop(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """The port users first write: the tutorial's loop with the library's uncompiled torch cells
+    (``out0, h0 = cell0(xt, h0); out1, h1 = cell1(out0, h1)``), against ``torch RNNCell loop``."""
+    import torch
+
+    x = torch_peers._input(w, grad, device)
+    cell0, cell1 = _rnn("torch", w, device).cells
+
+    def forward() -> torch.Tensor:
+        h0, h1 = cell0.get_initial_state(w.batch), cell1.get_initial_state(w.batch)
+        outs = []
+        for xt in x.unbind(1):
+            out0, h0 = cell0(xt, h0)
+            out1, h1 = cell1(out0, h1)
+            outs.append(out1)
+        return torch.stack(outs, 1)
+
+    params = [p for c in (cell0, cell1) for p in c.parameters() if p.requires_grad]
+    return torch_peers._finish(forward, x, params, grad, device)
+
+
+def _tf_cell_loop(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """The same with the library's TensorFlow cells, against ``keras cell loop eager``."""
+    from rnn_xframework import layers
+
+    return tf_peers.cell_loop(w, grad, device, "eager", lambda units: layers.SimpleRNNCell(units, backend="tensorflow"))
+
+
 DEVICES = ("cpu", "cuda")
+register("xf torch cell loop", "torch", _torch_cell_loop, devices=DEVICES)
+register("xf tf cell loop", "tensorflow", _tf_cell_loop, devices=DEVICES)
 register("xf torch eager", "torch", _torch("eager"), devices=DEVICES)
 register("xf torch torchscript", "torch", _torch("torchscript"), devices=DEVICES)
 register("xf torch inductor", "torch", _torch("inductor"), devices=DEVICES)
