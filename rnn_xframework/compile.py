@@ -56,7 +56,7 @@ def auto_method(obj: Any) -> str:
     return getattr(importlib.import_module(module), func)(obj)
 
 
-def compile(obj: Any, method: str = "torchscript") -> Any:  # noqa: A001 - mirrors torch.compile
+def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torch.compile
     """Compile an ``RNN`` made by :func:`rnn_xframework.layers.RNN`.
 
     Args:

@@ -23,7 +23,7 @@ def test_cuda_matches_reference(dtype, order):
     want = ref(x, states)
     rnn = xf.convert(ref, "torch", device="cuda")
     rnn.order = "layer" if order == "layer" else "timestep"
-    model = xf.compile(rnn) if order == "torchscript" else rnn
+    model = xf.compile(rnn, "torchscript") if order == "torchscript" else rnn
     got = model(torch.from_numpy(x).cuda(), [[torch.from_numpy(s[0]).cuda()] for s in states])
     assert got.device.type == "cuda"
     assert max_err(got.detach().cpu(), want) <= TOL[dtype]
