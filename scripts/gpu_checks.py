@@ -3,6 +3,7 @@
 
     python scripts/gpu_checks.py                 # on a machine with a CUDA GPU seen by torch
     python scripts/gpu_checks.py --device cpu    # dry run of the same steps on the CPU
+    python scripts/gpu_checks.py --device cpu --quick   # the same with a tiny parity matrix
 
 Steps: (1) the parity matrix on the device at the tutorial's sizes (torch; forward against the
 NumPy reference, backward and training against TensorFlow, or torch on the CPU where TensorFlow
@@ -28,9 +29,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's rnn_xframework, whether or not 
 from rnn_xframework import parity  # noqa: E402
 from rnn_xframework.testing import GOLDEN_DIR  # noqa: E402
 
+QUICK = parity.Sizes(batch=2, steps=5, features=3, units=4, layers=2)
 
-def run_matrix(device: str, json_dir: Path | None) -> tuple[str, str]:
-    report = parity.run(parity.Config(devices=[device]))
+
+def run_matrix(device: str, json_dir: Path | None, sizes: parity.Sizes) -> tuple[str, str]:
+    report = parity.run(parity.Config(sizes=sizes, devices=[device]))
     return _show("parity matrix", report, json_dir)
 
 
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cuda (default), or cpu for a dry run")
     ap.add_argument("--json-dir", type=Path, help="also write each report as JSON into this directory")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for the matrix (a smoke test of this script)")
     args = ap.parse_args(argv)
     if args.device == "cuda":
         import torch
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     steps = [
-        ("parity matrix", lambda: run_matrix(args.device, args.json_dir)),
+        ("parity matrix", lambda: run_matrix(args.device, args.json_dir, QUICK if args.quick else parity.Sizes())),
         ("golden check", lambda: run_golden(args.device, args.json_dir)),
         ("pytest -m cuda", lambda: run_pytest(args.device)),
     ]
