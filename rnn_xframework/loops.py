@@ -231,3 +231,26 @@ def run_layer_major(
         sequence = outputs
         final_states.append(state)
     return sequence, final_states
+
+
+def check_compiled_call(
+    rnn: Any, method: str, inputs: Any, initial_state: Any, training: bool | None, mask: Any
+) -> list[list[Any]] | None:
+    """The uncompiled ``rnn``'s checks, for an object compiled from it: refuses what the compiled
+    loop does not have (``mask``, dropout in training) rather than silently running another path,
+    and returns the checked initial states (one list per layer), or ``None`` when none are given."""
+    if mask is not None:
+        raise UnsupportedConfigError(f"compile: the {method} loop takes no mask; call the uncompiled RNN")
+    if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells):
+        raise UnsupportedConfigError(
+            f"compile: the {method} loop has no dropout; train with the uncompiled RNN (same weights)"
+        )
+    ops, stack = rnn._ops, rnn.cell
+    protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
+    if ops.shape(inputs)[1] == 0:
+        raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
+    if initial_state is None:
+        return None
+    batch = ops.shape(inputs)[0]
+    layers = protocol.as_stack_states(stack, initial_state)
+    return [protocol.check_states(cell, ops, state, batch) for cell, state in zip(stack.cells, layers, strict=True)]

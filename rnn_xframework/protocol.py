@@ -120,7 +120,11 @@ def check_step(cell: Any, ops: Backend, inputs: Any, states: Any) -> list[Any]:
     ``state_sizes`` (one int per state tensor).
     """
     check_tensor(ops, inputs, f"{cell_name(cell)} inputs", (None, cell.input_dim), cell.dtype_name)
-    batch = ops.shape(inputs)[0]
+    return check_states(cell, ops, states, ops.shape(inputs)[0])
+
+
+def check_states(cell: Any, ops: Backend, states: Any, batch: int | None) -> list[Any]:
+    """``states`` as a list of ``[batch, size]`` tensors of ``cell``'s dtype, one per state."""
     states = as_state_list(cell, ops, states)
     for i, (state, size) in enumerate(zip(states, cell.state_sizes, strict=True)):
         check_tensor(ops, state, f"{cell_name(cell)} states[{i}]", (batch, size), cell.dtype_name)

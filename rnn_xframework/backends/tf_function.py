@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from rnn_xframework import protocol
-from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
+from rnn_xframework import loops
+from rnn_xframework.errors import UnsupportedConfigError
 
 
 class Weights(NamedTuple):
@@ -287,40 +287,23 @@ class CompiledRNN:
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
-        if mask is not None:
-            raise UnsupportedConfigError(f"compile: the {self.method} graph takes no mask; call the uncompiled RNN")
-        if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in source.cells):
-            raise UnsupportedConfigError(
-                f"compile: the {self.method} graph has no dropout; train with the uncompiled RNN (same variables)"
-            )
-        ops, stack = source._ops, source.cell
-        inputs = tf.convert_to_tensor(inputs) if isinstance(inputs, np.ndarray) else inputs
-        protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
+        inputs = _native(inputs)
+        if isinstance(initial_state, (list, tuple)):  # NumPy states, as Keras layers accept them
+            initial_state = [
+                [_native(s) for s in x] if isinstance(x, (list, tuple)) else _native(x) for x in initial_state
+            ]
+        states = loops.check_compiled_call(source, self.method, inputs, initial_state, training, mask)
         if inputs.shape[1] is None:
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
-        if inputs.shape[1] == 0:
-            raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
-        states = self._check_states(inputs, initial_state) if initial_state is not None else None
-        device = stack.cells[0].device
+        device = source.cell.cells[0].device
         with tf.device(device) if device is not None else contextlib.nullcontext():
             y, new_states = self._graph(inputs, states)  # zeros made in the graph when None
         new_states = [list(s) for s in new_states]
         return (y, new_states) if source.return_state else y
 
-    def _check_states(self, inputs: tf.Tensor, initial_state: Any) -> list[list[tf.Tensor]]:
-        """The caller's states as native tensors, checked like the uncompiled RNN checks them."""
-        ops, stack = self.source._ops, self.source.cell
-        states = []
-        for cell, state in zip(stack.cells, protocol.as_stack_states(stack, initial_state), strict=True):
-            if isinstance(state, (list, tuple)):
-                state = [tf.convert_to_tensor(s) if isinstance(s, np.ndarray) else s for s in state]
-            state = protocol.as_state_list(cell, ops, state)
-            for i, (s, size) in enumerate(zip(state, cell.state_sizes, strict=True)):
-                protocol.check_tensor(
-                    ops, s, f"{protocol.cell_name(cell)} states[{i}]", (inputs.shape[0], size), stack.dtype_name
-                )
-            states.append(state)
-        return states
+
+def _native(x: Any) -> Any:
+    return tf.convert_to_tensor(x) if isinstance(x, np.ndarray) else x
 
 
 def compile_function(rnn: Any) -> CompiledRNN:

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework import protocol
-from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
+from rnn_xframework import loops
+from rnn_xframework.errors import UnsupportedConfigError
 
 
 def _project(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -211,28 +211,9 @@ class CompiledRNN(nn.Module):
 
     def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
-        if mask is not None:
-            raise UnsupportedConfigError(f"compile: the {self.method} loop takes no mask; call the uncompiled RNN")
-        if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in source.cells):
-            raise UnsupportedConfigError(
-                f"compile: the {self.method} loop has no dropout; train with the uncompiled RNN (same parameters)"
-            )
-        ops = source._ops
-        stack = source.cell
-        protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
-        batch = inputs.shape[0]
-        if inputs.shape[1] == 0:
-            raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
-        if initial_state is None:
-            initial_state = stack.get_initial_state(batch)
-        states = []
-        for cell, state in zip(stack.cells, protocol.as_stack_states(stack, initial_state), strict=True):
-            state = protocol.as_state_list(cell, ops, state)
-            for i, (s, size) in enumerate(zip(state, cell.state_sizes, strict=True)):
-                protocol.check_tensor(
-                    ops, s, f"{protocol.cell_name(cell)} states[{i}]", (batch, size), stack.dtype_name
-                )
-            states.append(state)
+        states = loops.check_compiled_call(source, self.method, inputs, initial_state, training, mask)
+        if states is None:
+            states = source.cell.get_initial_state(inputs.shape[0])
         y, states = self.loop(inputs, states)
         return (y, states) if source.return_state else y
 
