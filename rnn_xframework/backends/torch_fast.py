@@ -40,6 +40,125 @@ def _project(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return out.view(b, t, weight.shape[0])
 
 
+def _activate_(z: Tensor, relu: bool) -> Tensor:
+    return z.relu_() if relu else z.tanh_()
+
+
+def _activate_blocks_(z: Tensor, relu: list[bool], offs: list[int], uniform: bool) -> None:
+    """The activation of each layer on its block of columns of ``z`` (all at once if ``uniform``)."""
+    if uniform:
+        _activate_(z, relu[0])
+    else:
+        for i in range(len(relu)):
+            if offs[i] < z.shape[1]:
+                _activate_(z[:, offs[i] : offs[i + 1]], relu[i])
+
+
+def _bias_sum(bias_ih: Tensor | None, bias_hh: Tensor | None) -> Tensor | None:
+    """``bias_ih + bias_hh``; ``None`` for a cell without bias."""
+    return None if bias_ih is None or bias_hh is None else bias_ih + bias_hh
+
+
+def wavefront(
+    x: Tensor, w_ih: list[Tensor], w_hh: list[Tensor], bias: list[Tensor], relu: list[bool], h0: list[Tensor]
+) -> tuple[Tensor, list[Tensor]]:
+    """Inference of a SimpleRNN stack as one loop of ``time + layers - 1`` steps, one product each.
+
+    Step ``k`` computes layer ``l`` at time ``k - l`` for every layer at once: the row
+    ``[h_0(k), h_1(k - 1), ..., h_{L-1}(k - L + 1)]`` is ``act(c_k + row_{k-1} @ big)``, where
+    block column ``l`` of ``big`` holds ``W_ih[l]^T`` against block ``l - 1`` and ``W_hh[l]^T``
+    against block ``l``, and ``c_k`` is the first layer's projected input (one GEMM for all
+    steps) and the other layers' biases. The first ``L - 1`` steps run only the layers that
+    have started. Each step is exactly the per-layer step, its two products summed in one GEMM:
+    results agree with the layer-by-layer loop within float rounding. Where per-step dispatch,
+    not arithmetic, is the cost (small batch and units), this halves the steps of a two-layer
+    stack.
+
+    ``x [batch, time, in]``, ``w_ih[l] [units_l, in_l]``, ``w_hh[l] [units_l, units_l]``,
+    ``bias[l] [units_l]``, ``h0[l] [batch, units_l]`` -> ``(y [batch, time, units_top], [h_l])``.
+    """
+    n_layers = len(w_hh)
+    batch, steps = x.shape[0], x.shape[1]
+    offs = [0]
+    for w in w_hh:
+        offs.append(offs[-1] + w.shape[0])
+    n = offs[-1]
+    big = x.new_zeros(n, n)
+    for i in range(n_layers):
+        big[offs[i] : offs[i + 1], offs[i] : offs[i + 1]] = w_hh[i].t()
+        if i > 0:
+            big[offs[i - 1] : offs[i], offs[i] : offs[i + 1]] = w_ih[i].t()
+    rows = x.new_empty(steps + n_layers, batch, n)  # rows[k + 1]: the row step k computes
+    first = offs[1]
+    rows[1 : steps + 1, :, :first] = _project(x, w_ih[0], bias[0]).transpose(0, 1)
+    rows[steps + 1 :, :, :first] = 0.0  # layer 0 past the end: computed, never read
+    for i in range(1, n_layers):
+        rows[1:, :, offs[i] : offs[i + 1]] = bias[i]
+    rows[0, :, :first] = h0[0]
+    uniform = True
+    for r in relu:
+        uniform = uniform and r == relu[0]
+    for k in range(n_layers - 1):  # start-up: layers 0 .. k have started
+        rows[k + 1, :, offs[k + 1] : offs[k + 2]] = h0[k + 1]  # layer k + 1's state, read by step k + 1
+        m = offs[k + 1]
+        _activate_blocks_(rows[k + 1, :, :m].addmm_(rows[k, :, :m], big[:m, :m]), relu, offs, uniform)
+    for k in range(n_layers - 1, steps + n_layers - 1):  # the hot loop: one GEMM, one activation
+        _activate_blocks_(rows[k + 1].addmm_(rows[k], big), relu, offs, uniform)
+    y = rows[n_layers:, :, offs[n_layers - 1] :].transpose(0, 1).contiguous()
+    states = [rows[steps + i, :, offs[i] : offs[i + 1]].clone() for i in range(n_layers)]
+    return y, states
+
+
+def time_major(
+    x: Tensor,
+    w_ih: list[Tensor],
+    w_hh: list[Tensor],
+    bias: list[Tensor],
+    relu: list[bool],
+    h0: list[Tensor],
+    chunk_rows: int,
+) -> tuple[Tensor, list[Tensor]]:
+    """Inference of a SimpleRNN stack in time-major chunks, every step in place.
+
+    The sequence is cut into chunks of about ``chunk_rows // batch`` steps. For each chunk,
+    layer by layer: project the chunk's input in one GEMM into a ``[steps, batch, units]``
+    buffer (the first layer reads the batch-first input through a strided batched GEMM, no
+    transposed copy), then overwrite step ``t`` of it with ``act(buf[t] + h @ W_hh^T)``: one
+    contiguous ``addmm_`` and activation per step. The lower layers' buffers are chunk-sized and
+    reused, so they stay in cache; only the top layer's buffer, the output, spans the whole
+    sequence. Same arguments and results as :func:`wavefront`; ``y`` is the time-major output
+    seen batch-first (a transposed view, as ``nn.RNN(batch_first=True)`` returns).
+    """
+    seq = x.transpose(0, 1)
+    steps, batch = seq.shape[0], seq.shape[1]
+    n_layers = len(w_hh)
+    chunk = max(1, min(steps, chunk_rows // batch))
+    u = [rec.t().contiguous() for rec in w_hh]
+    out = x.new_empty(steps, batch, w_hh[n_layers - 1].shape[0])
+    scratch = [x.new_empty(chunk, batch, rec.shape[0]) for rec in w_hh[:-1]]
+    states = h0
+    for c in range((steps + chunk - 1) // chunk):
+        t0 = c * chunk
+        n = min(chunk, steps - t0)
+        inp = seq[t0 : t0 + n]
+        ends: list[Tensor] = []  # a new list: ``states[i] = h`` hits a TorchScript bug (torch 2.13)
+        for i in range(n_layers):
+            buf = out[t0 : t0 + n] if i == n_layers - 1 else scratch[i][:n]
+            w = w_ih[i]
+            buf.copy_(bias[i].expand(buf.shape))  # in place: TorchScript mis-resolves ``out=`` here
+            if i == 0:
+                buf.baddbmm_(inp, w.t().expand(n, w.shape[1], w.shape[0]))
+            else:
+                buf.view(n * batch, w.shape[0]).addmm_(inp.reshape(n * batch, inp.shape[2]), w.t())
+            h = states[i]
+            for t in range(n):
+                h = _activate_(buf[t].addmm_(h, u[i]), relu[i])
+            ends.append(h.clone())  # the scratch buffer is overwritten by the next chunk
+            inp = buf
+        states = ends
+    return out.transpose(0, 1), states
+
+
 class SimpleRNNLayer(nn.Module):
     """``h_t = act(xp_t + h_{t-1} W_hh^T)`` with ``xp = x W_ih^T + b_ih + b_hh``; ``act`` tanh or relu.
 
@@ -59,16 +178,13 @@ class SimpleRNNLayer(nn.Module):
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        bias_ih, bias_hh = c.bias_ih, c.bias_hh
-        bias = None if bias_ih is None or bias_hh is None else bias_ih + bias_hh
-        xp = _project(seq, c.weight_ih, bias)
+        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
         u = c.weight_hh.t().contiguous()
         h = state[0]
         if self.inplace and not torch.is_grad_enabled():
             for t in range(xp.shape[1]):
-                z = xp[:, t].addmm_(h, u)
-                h = z.relu_() if self.relu else z.tanh_()
-            return xp, [h]
+                h = _activate_(xp[:, t].addmm_(h, u), self.relu)
+            return xp, [h.clone()]  # the state, not a view into the output
         outs: list[Tensor] = []  # autograd: in-place writes to one buffer would break the saved steps
         for xt in xp.unbind(1):  # one UnbindBackward (a stack), not a full-size zero buffer per step
             z = torch.addmm(xt, h, u)
@@ -86,9 +202,7 @@ class LSTMLayer(nn.Module):
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        bias_ih, bias_hh = c.bias_ih, c.bias_hh
-        bias = None if bias_ih is None or bias_hh is None else bias_ih + bias_hh
-        xp = _project(seq, c.weight_ih, bias)
+        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
         u = c.weight_hh.t().contiguous()
         h, cs = state[0], state[1]
         outs: list[Tensor] = []
@@ -138,31 +252,70 @@ def layer_for(cell: Any, inplace: bool) -> nn.Module:
     raise UnsupportedConfigError(f"compile: no fast torch layer for {kind}")
 
 
+WAVEFRONT_MAX_UNITS = 128
+"""An all-SimpleRNN stack runs :func:`wavefront` in inference when its units, summed over the
+layers, are at most this and the batch at most :data:`WAVEFRONT_MAX_BATCH`; else
+:func:`time_major` (docs/performance.md has the measurements)."""
+WAVEFRONT_MAX_BATCH = 8
+CHUNK_ROWS = 2048
+"""``batch * steps`` per chunk of :func:`time_major`."""
+
+
 class FastLoop(nn.Module):
     """``(x [batch, time, in], states [[...] per layer]) -> (y, states)``, layer by layer.
 
     ``y`` is ``[batch, time, units]`` with ``return_sequences``, else ``[batch, units]``; with
     ``go_backwards`` the sequence is processed in reverse and ``y`` is in processing order.
+    With ``inplace`` a stack of SimpleRNN layers only, with autograd off, runs as one unit:
+    :func:`wavefront` for small ``batch * units``, else :func:`time_major`.
     """
 
-    __constants__ = ["return_sequences", "go_backwards"]
+    __constants__ = ["return_sequences", "go_backwards", "simple"]
 
     def __init__(self, layers: list[nn.Module], return_sequences: bool, go_backwards: bool) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.return_sequences = return_sequences
         self.go_backwards = go_backwards
+        self.simple = all(isinstance(m, SimpleRNNLayer) and m.inplace for m in layers)
+        self.wavefront_max_units = WAVEFRONT_MAX_UNITS
+        self.wavefront_max_batch = WAVEFRONT_MAX_BATCH
+        self.chunk_rows = CHUNK_ROWS
+        simple = [m for m in layers if isinstance(m, SimpleRNNLayer)] if self.simple else []
+        self.simple_cells = nn.ModuleList([m.cell for m in simple])  # the same cells, for the typed loop
 
     def forward(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         seq = x.flip(1) if self.go_backwards else x
         new_states: list[list[Tensor]] = []
-        i = 0
-        for layer in self.layers:
-            seq, state = layer(seq, states[i])
-            new_states.append(state)
-            i += 1
+        if self.simple and not torch.is_grad_enabled():
+            seq, hs = self._simple_stack(seq, states)
+            new_states = [[h] for h in hs]
+        else:
+            i = 0
+            for layer in self.layers:
+                seq, state = layer(seq, states[i])
+                new_states.append(state)
+                i += 1
         y = seq if self.return_sequences else seq[:, -1]
         return y, new_states
+
+    def _simple_stack(self, seq: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[Tensor]]:
+        w_ih: list[Tensor] = []
+        w_hh: list[Tensor] = []
+        bias: list[Tensor] = []
+        relu: list[bool] = []
+        units = 0
+        for cell in self.simple_cells:
+            relu.append(cell.nonlinearity == "relu")
+            w_ih.append(cell.weight_ih)
+            w_hh.append(cell.weight_hh)
+            b = _bias_sum(cell.bias_ih, cell.bias_hh)
+            bias.append(cell.weight_hh.new_zeros(cell.weight_hh.shape[0]) if b is None else b)
+            units += cell.weight_hh.shape[0]
+        h0 = [s[0] for s in states]
+        if units <= self.wavefront_max_units and seq.shape[0] <= self.wavefront_max_batch:
+            return wavefront(seq, w_ih, w_hh, bias, relu, h0)
+        return time_major(seq, w_ih, w_hh, bias, relu, h0, self.chunk_rows)
 
 
 def fast_loop(rnn: Any, inplace: bool) -> FastLoop:
