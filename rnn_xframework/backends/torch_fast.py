@@ -144,19 +144,43 @@ def time_major(
         ends: list[Tensor] = []  # a new list: ``states[i] = h`` hits a TorchScript bug (torch 2.13)
         for i in range(n_layers):
             buf = out[t0 : t0 + n] if i == n_layers - 1 else scratch[i][:n]
-            w = w_ih[i]
-            buf.copy_(bias[i].expand(buf.shape))  # in place: TorchScript mis-resolves ``out=`` here
-            if i == 0:
-                buf.baddbmm_(inp, w.t().expand(n, w.shape[1], w.shape[0]))
-            else:
-                buf.view(n * batch, w.shape[0]).addmm_(inp.reshape(n * batch, inp.shape[2]), w.t())
-            h = states[i]
-            for t in range(n):
-                h = _activate_(buf[t].addmm_(h, u[i]), relu[i])
+            h = _layer_into(buf, inp, w_ih[i], u[i], bias[i], relu[i], states[i])
             ends.append(h.clone())  # the scratch buffer is overwritten by the next chunk
             inp = buf
         states = ends
     return out.transpose(0, 1), states
+
+
+def _layer_into(buf: Tensor, inp: Tensor, w_ih: Tensor, u: Tensor, bias: Tensor, relu: bool, h: Tensor) -> Tensor:
+    """One SimpleRNN layer over ``inp [steps, batch, in]`` (any strides) into ``buf [steps, batch,
+    units]`` (contiguous): ``buf = inp @ w_ih^T + bias`` in one GEMM, then each step in place,
+    ``buf[t] = act(buf[t] + h @ u)`` with ``u = W_hh^T`` contiguous. Returns the last ``h``
+    (a view of ``buf``)."""
+    n, batch = inp.shape[0], inp.shape[1]
+    buf.copy_(bias.expand(buf.shape))  # then in-place products: TorchScript mis-resolves ``out=`` here
+    if inp.is_contiguous():
+        buf.view(n * batch, w_ih.shape[0]).addmm_(inp.view(n * batch, inp.shape[2]), w_ih.t())
+    else:  # the batch-first input seen time-major: a strided batched GEMM, no copy
+        buf.baddbmm_(inp, w_ih.t().expand(n, w_ih.shape[1], w_ih.shape[0]))
+    for t in range(n):
+        h = _activate_(buf[t].addmm_(h, u), relu)
+    return h
+
+
+def time_major_all(
+    x: Tensor, w_ih: list[Tensor], w_hh: list[Tensor], bias: list[Tensor], relu: list[bool], h0: list[Tensor]
+) -> list[Tensor]:
+    """Every layer's whole output ``[time, batch, units_l]``, time-major: what the backward of
+    :mod:`rnn_xframework.backends.torch_bptt` needs (arguments as :func:`wavefront`)."""
+    seq = x.transpose(0, 1)
+    steps, batch = seq.shape[0], seq.shape[1]
+    outs: list[Tensor] = []
+    for i in range(len(w_hh)):
+        buf = x.new_empty(steps, batch, w_hh[i].shape[0])
+        _layer_into(buf, seq, w_ih[i], w_hh[i].t().contiguous(), bias[i], relu[i], h0[i])
+        outs.append(buf)
+        seq = buf
+    return outs
 
 
 class SimpleRNNLayer(nn.Module):
@@ -337,16 +361,19 @@ class CompiledRNN(nn.Module):
 
     Parameters live in ``source`` only, so training or ``set_weights`` on either object shows in
     the other. Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`):
-    the fast loop has neither, and it never silently takes the slow path.
+    the fast loop has neither, and it never silently takes the slow path. ``train``, where given,
+    replaces ``loop`` while autograd is on (same call and results; see
+    :mod:`~rnn_xframework.backends.torch_bptt`).
     """
 
     backend = "torch"
 
-    def __init__(self, rnn: Any, loop: Loop, method: str) -> None:
+    def __init__(self, rnn: Any, loop: Loop, method: str, train: Loop | None = None) -> None:
         super().__init__()
         self.source = rnn
         self.method = method
-        object.__setattr__(self, "loop", loop)  # not a submodule: parameters counted once
+        object.__setattr__(self, "loop", loop)  # not submodules: parameters counted once
+        object.__setattr__(self, "train_loop", train)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units"):
@@ -367,7 +394,8 @@ class CompiledRNN(nn.Module):
         states = loops.check_compiled_call(source, self.method, inputs, initial_state, training, mask)
         if states is None:
             states = source.cell.get_initial_state(inputs.shape[0])
-        y, states = self.loop(inputs, states)
+        run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
+        y, states = run(inputs, states)
         return (y, states) if source.return_state else y
 
 
@@ -375,9 +403,11 @@ def auto_method(rnn: Any) -> str:
     """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``.
 
     Measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is the
-    fastest torch path at every measured size, forward (its inference steps run in place), and
-    compiles in well under a second for any shape, where inductor takes tens of seconds per
-    shape. With backward inductor can be faster at small sizes; pick it by name there. On CUDA
-    no measurement exists yet; the same choice applies.
+    fastest torch path at every measured size, forward (without autograd a SimpleRNN stack runs
+    :func:`wavefront` or :func:`time_major`, chosen per call by size) and, for SimpleRNN stacks,
+    forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in well under a
+    second for any shape, where inductor takes tens of seconds per shape; for LSTM/GRU training
+    at small sizes inductor can be faster: pick it by name there. On CUDA no measurement exists
+    yet; the same choice applies.
     """
     return "torchscript"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from rnn_xframework.backends import torch_fast
+from rnn_xframework.backends import torch_bptt, torch_fast
 
 
 def script(module: torch.nn.Module) -> Any:
@@ -25,5 +25,7 @@ def script(module: torch.nn.Module) -> Any:
 
 
 def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the scripted fast loop."""
-    return torch_fast.CompiledRNN(rnn, script(torch_fast.fast_loop(rnn, inplace=True)), "torchscript")
+    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the scripted fast loop;
+    with autograd on, a SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch_bptt`."""
+    loop = script(torch_fast.fast_loop(rnn, inplace=True))
+    return torch_fast.CompiledRNN(rnn, loop, "torchscript", train=torch_bptt.simple_stack(rnn))
