@@ -230,6 +230,28 @@ def test_xla_inference_matches_uncompiled(rng, dtype, units, acts, use_bias, fla
     assert fast._infer_zeros.experimental_get_tracing_count() == 1
 
 
+def test_xla_inference_cache_follows_weights_shapes_and_scopes(rng):
+    """Eager inference calls reuse a traced concrete function per signature: it must still read
+    the current weights, and a new shape, state or device scope must not reuse a wrong one."""
+    require("tensorflow")
+    import tensorflow as tf
+
+    rnn = stack("tensorflow", [4, 3], ["tanh", "tanh"], True, "float32", rng, return_sequences=True)
+    fast = xf.compile(rnn, "xla")
+    x, _ = call_inputs("tensorflow", [4, 3], "float32", rng)
+    fast(x)
+    rnn.set_weights([w * 0.5 for w in rnn.get_weights()])
+    assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
+    for batch, steps in [(5, 7), (3, 2)]:
+        x2, s2 = call_inputs("tensorflow", [4, 3], "float32", rng, batch=batch, steps=steps)
+        assert max_err(fast(x2).numpy(), rnn(x2).numpy()) <= TOL["float32"]
+        assert max_err(fast(x2, s2).numpy(), rnn(x2, s2).numpy()) <= TOL["float32"]
+    with tf.device("/CPU:0"):
+        assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
+    graph = tf.function(lambda x: fast(x))  # inside a user's graph: no eager cache, same numbers
+    assert max_err(graph(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
+
+
 def test_xla_under_a_tape_takes_the_differentiable_path(rng):
     require("tensorflow")
     import tensorflow as tf
