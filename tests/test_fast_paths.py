@@ -148,7 +148,8 @@ def _loss(out, with_state):
 
 @pytest.mark.parametrize(("units", "acts", "use_bias"), STACKS)
 @pytest.mark.parametrize("flags", FLAGS)
-def test_torch_training_path_gradients_match_uncompiled(rng, units, acts, use_bias, flags):
+@pytest.mark.parametrize("steps", [STEPS, 1])
+def test_torch_training_path_gradients_match_uncompiled(rng, units, acts, use_bias, flags, steps):
     """With autograd on, a compiled SimpleRNN stack trains through ``torch_bptt.StackFunction``:
     the gradients w.r.t. inputs, initial states and every parameter are autograd's through the
     uncompiled cells."""
@@ -160,7 +161,7 @@ def test_torch_training_path_gradients_match_uncompiled(rng, units, acts, use_bi
         "torch", units, acts, use_bias, "float64", rng, return_sequences=seq, return_state=state, go_backwards=back
     )
     fast = xf.compile(rnn, "torchscript")
-    x, states = call_inputs("torch", units, "float64", rng)
+    x, states = call_inputs("torch", units, "float64", rng, steps=steps)
     x.requires_grad_(True)
     for s in states:
         s[0].requires_grad_(True)

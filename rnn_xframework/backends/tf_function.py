@@ -4,7 +4,9 @@ graph, layer by layer with precomputed input projections.
 The only module that calls ``tf.function`` for ``xf.compile``. Each layer projects its whole
 input sequence in one product, ``xp = x[time*batch, in] @ kernel + bias``, then the traced loop
 (unrolled over the static number of steps) runs only the recurrent product per step and the
-cell's gates with the cell's own activations. ``"xla"`` adds ``jit_compile=True``.
+cell's gates with the cell's own activations. ``"xla"`` adds ``jit_compile=True``; an XLA
+call of a SimpleRNN stack that no ``tf.GradientTape`` records runs :func:`fused_layer_major`
+instead (one product per step, no gradient wrapper), through a cached concrete function.
 
 Every step computes what the Keras cell computes, with the bias sums grouped differently:
 results agree within float rounding. Both orderings give the same numbers, so this graph serves

@@ -131,7 +131,8 @@ def simple_stack(rnn: Any) -> Any:
 
     def train(x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         seq = x.flip(1) if rnn.go_backwards else x
-        bias = [c.weight_hh.new_zeros(c.hidden_size) if c.bias_ih is None else c.bias_ih + c.bias_hh for c in cells]
+        sums = [torch_fast._bias_sum(c.bias_ih, c.bias_hh) for c in cells]
+        bias = [c.weight_hh.new_zeros(c.hidden_size) if b is None else b for c, b in zip(cells, sums, strict=True)]
         y_tm, *ends = StackFunction.apply(
             seq,
             relu,

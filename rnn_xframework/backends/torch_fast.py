@@ -1,15 +1,19 @@
-"""The fast torch loop behind ``xf.compile``: layer-major, input projections precomputed.
+"""The fast torch loops behind ``xf.compile``: input projections precomputed, steps in place.
 
-Each layer first projects its whole input sequence in one matrix product,
-``xp = x[batch*time, in] @ W_ih^T + b`` (a large, efficient GEMM), then runs only the
-recurrent product per step, ``addmm(xp[t], h, W_hh^T)``, followed by the cell's gates. The
+Inference (autograd off, TorchScript) of a stack of SimpleRNN layers runs as one unit, by size:
+:func:`wavefront` (small batch and units: every layer advances in the same step, one GEMM per
+step) or :func:`time_major` (chunked, time-major buffers, one contiguous ``addmm_`` per step).
+Everything else runs layer-major: each layer first projects its whole input sequence in one
+matrix product, ``xp = x[batch*time, in] @ W_ih^T + b`` (a large, efficient GEMM), then runs only
+the recurrent product per step, ``addmm(xp[t], h, W_hh^T)``, followed by the cell's gates. The
 recurrent kernel is transposed to a contiguous ``(units, G*units)`` copy once per call (MKL is
 up to 2x faster on it than on a transposed view at small sizes); the copy is part of the
-autograd graph, so gradients reach the cells' own parameters.
+autograd graph, so gradients reach the cells' own parameters. Training a SimpleRNN stack
+compiled with TorchScript goes through :mod:`~rnn_xframework.backends.torch_bptt` instead.
 
 Every step computes exactly what the per-step cell computes, with the bias sums grouped
 differently: results agree within float rounding (docs/performance.md gives the tolerances).
-Both ``order="timestep"`` and ``order="layer"`` give the same numbers, so this loop serves both.
+Both ``order="timestep"`` and ``order="layer"`` give the same numbers, so these loops serve both.
 
 The modules are written for ``torch.jit.script`` and ``torch.compile`` alike (typed lists, no
 Python-side state); :mod:`rnn_xframework.backends.torchscript` and
@@ -291,7 +295,10 @@ class FastLoop(nn.Module):
     ``y`` is ``[batch, time, units]`` with ``return_sequences``, else ``[batch, units]``; with
     ``go_backwards`` the sequence is processed in reverse and ``y`` is in processing order.
     With ``inplace`` a stack of SimpleRNN layers only, with autograd off, runs as one unit:
-    :func:`wavefront` for small ``batch * units``, else :func:`time_major`.
+    :func:`wavefront` up to :data:`WAVEFRONT_MAX_BATCH` rows and :data:`WAVEFRONT_MAX_UNITS`
+    units summed over the layers, else :func:`time_major`. The thresholds are attributes of the
+    instance (``wavefront_max_units``, ``wavefront_max_batch``, ``chunk_rows``), settable after
+    scripting.
     """
 
     __constants__ = ["return_sequences", "go_backwards", "simple"]
