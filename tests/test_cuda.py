@@ -11,16 +11,21 @@ pytestmark = pytest.mark.cuda
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("order", ["timestep", "layer", "torchscript"])
-def test_cuda_matches_reference(dtype, order):
-    rng = np.random.default_rng(7)
+def tutorial_problem(seed, dtype):
+    """The tutorial's sizes on the NumPy reference: ``(x, weights, states, ref, want)``."""
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(4, 80, 100)).astype(dtype)
     weights = random_weights(rng, [100, 64], 64, dtype)
     states = random_states(rng, 2, 4, 64, dtype)
     ref = make_rnn("numpy", 2, 64, dtype, return_sequences=True)
     ref.build((None, None, 100))
     ref.set_weights(weights)
-    want = ref(x, states)
+    return x, weights, states, ref, ref(x, states)
+
+
+@pytest.mark.parametrize("order", ["timestep", "layer", "torchscript"])
+def test_cuda_matches_reference(dtype, order):
+    x, weights, states, ref, want = tutorial_problem(7, dtype)
     rnn = xf.convert(ref, "torch", device="cuda")
     rnn.order = "layer" if order == "layer" else "timestep"
     model = xf.compile(rnn, "torchscript") if order == "torchscript" else rnn
@@ -35,14 +40,7 @@ def test_cuda_matches_reference(dtype, order):
 @pytest.mark.parametrize("path", ["wavefront", "time_major"])
 def test_cuda_inference_paths_match_reference(dtype, path):
     """The compiled torch stack without autograd, each inference path forced on, on the GPU."""
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(4, 80, 100)).astype(dtype)
-    weights = random_weights(rng, [100, 64], 64, dtype)
-    states = random_states(rng, 2, 4, 64, dtype)
-    ref = make_rnn("numpy", 2, 64, dtype, return_sequences=True)
-    ref.build((None, None, 100))
-    ref.set_weights(weights)
-    want = ref(x, states)
+    x, _, states, ref, want = tutorial_problem(11, dtype)
     fast = xf.compile(xf.convert(ref, "torch", device="cuda"), "torchscript")
     fast.loop.wavefront_max_units = 10**9 if path == "wavefront" else 0
     fast.loop.chunk_rows = 4 * 16  # time_major: 16-step chunks

@@ -20,6 +20,7 @@ including ``torch.autograd.gradcheck``). It is once-differentiable (no double ba
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -111,13 +112,9 @@ class _Kernels:
         self.backward_steps = script(backward_steps)
 
 
-_KERNELS: list[_Kernels] = []
-
-
+@functools.cache
 def _kernels() -> _Kernels:
-    if not _KERNELS:
-        _KERNELS.append(_Kernels())
-    return _KERNELS[0]
+    return _Kernels()
 
 
 def simple_stack(rnn: Any) -> Any:
