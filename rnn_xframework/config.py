@@ -1,17 +1,18 @@
 """The default backend for calls that name none.
 
 Resolution order: the ``backend=`` argument, then :func:`use_backend` (a context manager,
-scoped to the current thread or task), then :func:`set_backend` (process-wide), then the
-environment variable ``RNN_XFRAMEWORK_BACKEND``, then ``"torch"``.
+scoped to the code running inside its block: this thread, this task), then :func:`set_backend`
+(process-wide), then the environment variable ``RNN_XFRAMEWORK_BACKEND``, then ``"torch"``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
+import inspect
 import os
+import sys
 import threading
-from collections.abc import Iterator
+from types import FrameType, TracebackType
 
 from rnn_xframework import backends
 
@@ -21,6 +22,9 @@ FALLBACK = "torch"
 _lock = threading.Lock()
 _process_default: str | None = None
 _scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("rnn_xframework_backend", default=None)
+# ``with use_backend(...)`` blocks inside generators: id(generator frame) -> names, innermost last
+_generator_scopes: dict[int, list[str]] = {}
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 
 
 def set_backend(name: str | None) -> None:
@@ -31,8 +35,23 @@ def set_backend(name: str | None) -> None:
         _process_default = key
 
 
+def _generator_scope(frame: FrameType | None) -> str | None:
+    """The innermost ``use_backend`` of a generator frame running on this call stack."""
+    while frame is not None:
+        names = _generator_scopes.get(id(frame))
+        if names:
+            return names[-1]
+        frame = frame.f_back
+    return None
+
+
 def get_backend() -> str:
     """The backend a call without ``backend=`` uses now (canonical name)."""
+    if _generator_scopes:
+        with _lock:
+            scoped = _generator_scope(sys._getframe(1))
+        if scoped is not None:
+            return scoped
     scoped = _scoped.get()
     if scoped is not None:
         return scoped
@@ -43,14 +62,41 @@ def get_backend() -> str:
     return backends.canonical_name(env) if env else FALLBACK
 
 
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[str]:
-    """``with xf.use_backend("tf"): ...`` sets the default for this thread/task only."""
-    token = _scoped.set(backends.canonical_name(name))
-    try:
-        yield _scoped.get() or name
-    finally:
-        _scoped.reset(token)
+class use_backend:
+    """``with xf.use_backend("tf"): ...`` sets the default for the code inside the block only.
+
+    Outside generators the setting is a ``ContextVar`` token (this thread or asyncio task; tasks
+    started inside the block inherit it). Inside a generator it belongs to the generator's frame:
+    it applies while the generator runs, wherever it is resumed, and never to its caller while it
+    is suspended; finishing the generator in another thread restores everything.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = backends.canonical_name(name)
+        self._exits: list[tuple[int | None, contextvars.Token[str | None] | None]] = []
+
+    def __enter__(self) -> str:
+        frame = sys._getframe(1)
+        if frame.f_code.co_flags & _GENERATOR_FLAGS:
+            with _lock:
+                _generator_scopes.setdefault(id(frame), []).append(self.name)
+            self._exits.append((id(frame), None))
+        else:
+            self._exits.append((None, _scoped.set(self.name)))
+        return self.name
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        frame_id, token = self._exits.pop()
+        if token is not None:
+            _scoped.reset(token)
+            return
+        with _lock:
+            names = _generator_scopes[frame_id]
+            names.pop()
+            if not names:
+                del _generator_scopes[frame_id]
 
 
 def resolve(name: str | None) -> str:

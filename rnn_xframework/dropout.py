@@ -13,22 +13,65 @@ The number of masks per kind is Keras's: one, except for gated cells (LSTM: 4, G
 Masks can be set by hand (to reproduce another backend's draw exactly) with
 ``cell.set_dropout_masks(inputs=[...], recurrent=[...])`` and read with
 ``cell.get_dropout_masks()``; TensorFlow cells have the same two methods.
+
+Inside an ``RNN`` call the masks live in a scope of that call (:func:`call_scope`, a
+``ContextVar``), not on the cell: several threads (or tasks) training through the same cells each
+draw their own masks, exactly one per cell and kind per call, and never reset another call's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from rnn_xframework.errors import UnsupportedConfigError
 
+_SCOPE: contextvars.ContextVar[dict[tuple[int, str], Any] | None] = contextvars.ContextVar(
+    "rnn_xframework_dropout_masks", default=None
+)
+
+
+@contextlib.contextmanager
+def call_scope() -> Iterator[None]:
+    """Masks drawn inside this block belong to it (one ``RNN`` call) and are dropped after it."""
+    token = _SCOPE.set({})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def cached(cell: Any, kind: str, draw: Callable[[], Any]) -> Any:
+    """The masks of ``kind`` (``"inputs"`` or ``"recurrent"``) for this step: inside a
+    :func:`call_scope`, the call's own (masks set by ``set_dropout_masks`` first, else drawn once);
+    outside one, the cell's cache (Keras's behaviour for a cell called step by step)."""
+    attr = "_dropout_mask" if kind == "inputs" else "_recurrent_dropout_mask"
+    scope = _SCOPE.get()
+    if scope is None:
+        if getattr(cell, attr, None) is None:
+            setattr(cell, attr, draw())
+        return getattr(cell, attr)
+    key = (id(cell), kind)
+    masks = scope.get(key)
+    if masks is None:
+        preset = getattr(cell, attr, None)
+        masks = scope[key] = preset if preset is not None else draw()
+    return masks
+
 
 def check_rate(name: str, rate: float) -> float:
-    """A dropout rate in ``[0, 1)``; raises ``ValueError`` otherwise."""
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {rate}")
-    return rate
+    """A dropout rate: a real number in ``[0, 1)``; raises :class:`UnsupportedConfigError` (a
+    ``ValueError``) otherwise, for a ``bool`` or a string too."""
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise UnsupportedConfigError(f"{name} must be a number in [0, 1), got {rate!r} ({type(rate).__name__})")
+    value = float(rate)
+    if not 0.0 <= value < 1.0:
+        raise UnsupportedConfigError(f"{name} must be in [0, 1), got {value}")
+    return value
 
 
 def mask_count(gates: int, recurrent_dropout: float) -> int:
@@ -57,18 +100,19 @@ class DropoutMixin:
         return mask_count(self.gates, self.recurrent_dropout)
 
     def get_dropout_mask(self, inputs: Any) -> list[Any] | None:
-        """The cached input masks (drawn now if needed): a list of ``[batch, input_dim]``."""
-        if self._dropout_mask is None and self.dropout > 0:
-            self._dropout_mask = [self._new_mask(inputs, self.dropout) for _ in range(self.n_dropout_masks)]
-        return self._dropout_mask
+        """The input masks of this call (drawn now if needed): a list of ``[batch, input_dim]``."""
+        if self.dropout <= 0:
+            return None
+        n = self.n_dropout_masks
+        return cached(self, "inputs", lambda: [self._new_mask(inputs, self.dropout) for _ in range(n)])
 
     def get_recurrent_dropout_mask(self, h: Any) -> list[Any] | None:
-        """The cached recurrent masks (drawn now if needed): a list of ``[batch, units]``."""
-        if self._recurrent_dropout_mask is None and self.recurrent_dropout > 0:
-            self._recurrent_dropout_mask = [
-                self._new_mask(h, self.recurrent_dropout) for _ in range(self.n_dropout_masks)
-            ]
-        return self._recurrent_dropout_mask
+        """The recurrent masks of this call (drawn now if needed): a list of ``[batch, units]``."""
+        if self.recurrent_dropout <= 0:
+            return None
+        return cached(
+            self, "recurrent", lambda: [self._new_mask(h, self.recurrent_dropout) for _ in range(self.n_dropout_masks)]
+        )
 
     def reset_dropout_mask(self) -> None:
         """Forget the input masks; the next training step draws new ones."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import protocol
+from rnn_xframework import dropout, protocol
 from rnn_xframework.errors import (
     FrameworkMismatchError,
     InputShapeError,
@@ -144,9 +144,12 @@ class RNNMixin:
         self.cell.set_weights(weights)
 
     def run(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
-        """Loop over ``inputs``; dropout masks are drawn once for the call and reset after it."""
+        """Loop over ``inputs``; dropout masks are drawn once for the call (in a scope of their own,
+        so calls from several threads never share or reset each other's masks) and masks set by
+        ``set_dropout_masks`` are used by this call and reset after it."""
         try:
-            return self._run(inputs, initial_state, training, mask)
+            with dropout.call_scope():
+                return self._run(inputs, initial_state, training, mask)
         finally:
             for cell in self.cells:
                 for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
@@ -176,40 +179,47 @@ class RNNMixin:
                     out, state = cell(out, state, training=training)
                     new.append(state)
                 if masks[t] is not None:
-                    prev = outputs[-1] if outputs else out * 0
-                    out = hold(masks[t], out, prev)
+                    out = hold(ops, masks[t], out, outputs[-1] if outputs else None)
                     new = [
-                        [hold(masks[t], n, o) for n, o in zip(nl, ol, strict=True)]
+                        [hold(ops, masks[t], n, o) for n, o in zip(nl, ol, strict=True)]
                         for nl, ol in zip(new, states, strict=True)
                     ]
                 outputs.append(out)
                 states = new
         else:
-            outputs, states = run_layer_major(self.cell.cells, steps, states, training, masks)
+            outputs, states = run_layer_major(ops, self.cell.cells, steps, states, training, masks)
         y = ops.stack(outputs) if self.return_sequences else outputs[-1]
         return (y, states) if self.return_state else y
 
 
 def step_masks(ops: Any, mask: Any, inputs: Any, dtype: str) -> list[Any]:
-    """Keras's ``mask`` (``[batch, time]``, true = real step) as one ``[batch, 1]`` 0/1 tensor
-    of the cell's dtype per step, or ``[None] * time`` without a mask. Eager only."""
+    """Keras's ``mask`` (``[batch, time]``, true = real step) as one boolean ``[batch, 1]`` tensor
+    per step, or ``[None] * time`` without a mask. Eager only."""
     steps = ops.shape(inputs)[1]
     if mask is None:
         return [None] * steps
     m = np.asarray(ops.to_numpy(mask) if ops.is_native(mask) else mask)
     if m.shape != tuple(ops.shape(inputs)[:2]):
         raise InputShapeError(f"RNN mask: expected shape {tuple(ops.shape(inputs)[:2])} (batch, time), got {m.shape}")
-    m = m.astype(bool).astype(dtype)
+    m = m.astype(bool)
     return [ops.from_numpy(m[:, t, None], getattr(inputs, "device", None)) for t in range(steps)]
 
 
-def hold(m: Any, new: Any, old: Any) -> Any:
-    """``new`` where ``m`` is 1, ``old`` where it is 0 (exact: ``1*a + 0*b == a``)."""
-    return m * new + (1 - m) * old
+def hold(ops: Any, m: Any, new: Any, old: Any | None) -> Any:
+    """``new`` where ``m`` is true, ``old`` (zeros when ``None``) where it is false.
+
+    A selection, never ``m*new + (1-m)*old``: a padding step may hold NaN or inf (``0*NaN`` is
+    NaN), and whatever it holds must not reach the outputs, as in Keras."""
+    return ops.where(m, new, old)
 
 
 def run_layer_major(
-    cells: Sequence[Any], steps: list[Any], states: list[Any], training: bool | None, masks: list[Any] | None = None
+    ops: Any,
+    cells: Sequence[Any],
+    steps: list[Any],
+    states: list[Any],
+    training: bool | None,
+    masks: list[Any] | None = None,
 ) -> tuple[list[Any], list[Any]]:
     """Layer 1 over every step, keep its outputs, then layer 2 over those, and so on.
 
@@ -224,8 +234,8 @@ def run_layer_major(
         for xt, m in zip(sequence, masks, strict=True):
             out, new = cell(xt, state, training=training)
             if m is not None:
-                out = hold(m, out, outputs[-1] if outputs else out * 0)
-                new = [hold(m, n, o) for n, o in zip(new, state, strict=True)]
+                out = hold(ops, m, out, outputs[-1] if outputs else None)
+                new = [hold(ops, m, n, o) for n, o in zip(new, state, strict=True)]
             state = new
             outputs.append(out)
         sequence = outputs

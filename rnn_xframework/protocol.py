@@ -12,6 +12,7 @@ expected and what was given, and changes nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -22,12 +23,28 @@ from rnn_xframework.errors import (
     FrameworkMismatchError,
     InputShapeError,
     StateStructureError,
+    UnsupportedConfigError,
 )
 
 if TYPE_CHECKING:
     from rnn_xframework.backends import Backend
 
 DTYPES = ("float32", "float64")
+
+BUILD_LOCK = threading.RLock()
+"""Held while a cell creates its weights: a lazy build runs once, even when several threads make
+the first call at the same time (each backend's ``build`` checks again under it)."""
+
+
+def check_units(units: Any) -> int:
+    """``units`` as an ``int``: a positive ``int`` or NumPy integer (as Keras accepts), never a
+    ``bool``, float or string. The one check every backend's constructor runs."""
+    if isinstance(units, (bool, np.bool_)) or not isinstance(units, (int, np.integer)) or units <= 0:
+        raise UnsupportedConfigError(
+            f"units must be a positive integer (int or NumPy integer), got {units!r} ({type(units).__name__}); "
+            "pass e.g. units=64"
+        )
+    return int(units)
 
 
 @runtime_checkable
@@ -94,10 +111,20 @@ def check_tensor(ops: Backend, x: Any, what: str, shape: Sequence[int | None], d
 
     ``None`` in ``shape`` matches any size; unknown sizes of ``x`` (tracing) match anything.
     """
-    if not ops.is_native(x):
+    if isinstance(x, np.matrix):
         raise FrameworkMismatchError(
-            f"{what}: expected a {ops.name} tensor, got {type(x).__module__}.{type(x).__name__} "
-            f"({framework_of(x)}); convert it first, or build the cell with backend={framework_of(x)!r}"
+            f"{what}: expected a {ops.name} tensor, got numpy.matrix (its '*' is a matrix product, so cell "
+            "math on it is wrong); pass np.asarray(x)"
+        )
+    if not ops.is_native(x):
+        got = framework_of(x)
+        fix = (
+            f"convert it first, or build the cell with backend={got!r}"
+            if got in ("torch", "tensorflow", "numpy")
+            else f"convert it to a {ops.name} tensor first"
+        )
+        raise FrameworkMismatchError(
+            f"{what}: expected a {ops.name} tensor, got {type(x).__module__}.{type(x).__name__}; {fix}"
         )
     got = ops.shape(x)
     if len(got) != len(shape) or any(

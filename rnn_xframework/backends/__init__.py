@@ -120,6 +120,11 @@ class Backend:
         """Inverse of :meth:`unstack`: list of ``[batch, ...]`` -> ``[batch, time, ...]``."""
         raise NotImplementedError
 
+    def where(self, cond: Any, a: Any, b: Any | None) -> Any:
+        """``a`` where the boolean ``cond`` (broadcast, e.g. ``[batch, 1]``) is true, else ``b``
+        (zeros like ``a`` when ``None``): a selection, so NaN or inf in the other branch stays out."""
+        raise NotImplementedError
+
     # --- gradients and training (used by rnn_xframework.parity) ----------------------------
     def devices(self) -> list[str]:
         """Devices this backend can run on here, in torch's spelling (``"cpu"``, ``"cuda"``)."""

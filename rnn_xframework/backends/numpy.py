@@ -10,7 +10,7 @@ import numpy as np
 from rnn_xframework import backends, layouts, loops, protocol
 from rnn_xframework.backends import Backend
 from rnn_xframework.dropout import DropoutMixin, check_rate
-from rnn_xframework.errors import UnsupportedConfigError
+from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 ACTIVATIONS = {
     "tanh": np.tanh,
@@ -67,8 +67,7 @@ class _NumpyCell(protocol.PortableConfig, DropoutMixin):
         device: Any = None,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(units, int) or units <= 0:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
+        units = protocol.check_units(units)
         activation_fn(activation)
         if device not in (None, "cpu"):
             raise UnsupportedConfigError(f"numpy backend runs on 'cpu' only, got device={device!r}")
@@ -108,14 +107,22 @@ class _NumpyCell(protocol.PortableConfig, DropoutMixin):
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         dim = int(input_shape[-1])  # type: ignore[arg-type]
-        g = self.gates * self.units
-        self.weights = [
-            glorot_uniform(self._rng, (dim, g), self.dtype_name),
-            orthogonal(self._rng, (self.units, g), self.dtype_name),
-        ]
-        if self.use_bias:
-            self.weights.append(layouts.initial_bias(self))
-        self.input_dim = dim
+        with protocol.BUILD_LOCK:
+            if self.input_dim is not None:  # built meanwhile by another thread
+                if dim != self.input_dim:
+                    raise InputShapeError(
+                        f"{protocol.cell_name(self)} is built for {self.input_dim} features, got {dim}"
+                    )
+                return
+            g = self.gates * self.units
+            weights = [
+                glorot_uniform(self._rng, (dim, g), self.dtype_name),
+                orthogonal(self._rng, (self.units, g), self.dtype_name),
+            ]
+            if self.use_bias:
+                weights.append(layouts.initial_bias(self))
+            self.weights = weights
+            self.input_dim = dim
 
     def get_initial_state(self, batch_size: int) -> list[np.ndarray]:
         return [np.zeros((batch_size, self.units), self.dtype_name) for _ in range(self.n_states)]
@@ -307,7 +314,7 @@ class NumpyBackend(Backend, name="numpy"):
     rnn_class = RNN
 
     def is_native(self, x: Any) -> bool:
-        return isinstance(x, np.ndarray)
+        return isinstance(x, np.ndarray) and not isinstance(x, np.matrix)  # matrix '*' is a matmul
 
     def dtype_name(self, x: Any) -> str:
         return x.dtype.name
@@ -323,6 +330,9 @@ class NumpyBackend(Backend, name="numpy"):
 
     def stack(self, xs: list[Any]) -> Any:
         return np.stack(xs, axis=1)
+
+    def where(self, cond: Any, a: Any, b: Any | None) -> Any:
+        return np.where(cond, a, np.zeros_like(a) if b is None else b)
 
     # --- gradients and training: none (the forward reference only) ---------------------------
     def loss_and_grads(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Any:

@@ -12,29 +12,31 @@ when Keras runs on anything but TensorFlow, rather than changing a global settin
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from rnn_xframework import backends, layouts, loops, protocol, transfer
-from rnn_xframework.dropout import check_masks, check_rate
+from rnn_xframework.dropout import cached, check_masks, check_rate
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
 
 def _keras_backend_problem() -> str | None:
-    if "keras" in sys.modules:
-        name = sys.modules["keras"].backend.backend()
-    else:
-        name = os.environ.get("KERAS_BACKEND", "tensorflow")
+    """Why Keras cannot serve this backend, or ``None``. Keras is asked which backend it actually
+    loaded: it decides from ``$KERAS_BACKEND`` *and* ``~/.keras/keras.json`` (``$KERAS_HOME``)."""
+    try:
+        import keras
+    except ImportError as e:  # e.g. keras.json names a backend whose framework is not installed
+        return f"the 'tensorflow' backend needs Keras on TensorFlow, but importing Keras failed: {e}"
+    name = keras.config.backend()
     if name == "tensorflow":
         return None
     return (
-        f"the 'tensorflow' backend needs Keras running on TensorFlow, but Keras "
-        f"{'was loaded' if 'keras' in sys.modules else 'is configured'} with KERAS_BACKEND={name!r}; "
-        "Keras picks its backend once per process: start a new process with KERAS_BACKEND=tensorflow "
-        "(or unset it), or use backend='torch'"
+        f"the 'tensorflow' backend needs Keras running on TensorFlow, but Keras runs on {name!r} in this "
+        f"process (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}, or keras.json in "
+        f"{os.environ.get('KERAS_HOME', '~/.keras')}); Keras picks its backend once per process: start a new "
+        "process with KERAS_BACKEND=tensorflow, or use backend='torch'"
     )
 
 
@@ -46,8 +48,34 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
+def _check_arguments(units: Any, kwargs: dict[str, Any]) -> int:
+    """The library's checks of ``units`` and the dropout rates, before Keras sees them (Keras
+    clamps a rate of -0.1 to 0 and fails raw on a string)."""
+    for name in ("dropout", "recurrent_dropout"):
+        if name in kwargs:
+            check_rate(name, kwargs[name])
+    return protocol.check_units(units)
+
+
 def _to_tensor(x: Any) -> Any:
-    return tf.convert_to_tensor(x) if isinstance(x, np.ndarray) else x
+    return tf.convert_to_tensor(x) if isinstance(x, np.ndarray) and not isinstance(x, np.matrix) else x
+
+
+def _checked(x: Any, what: str) -> Any:
+    """``x`` as a TensorFlow tensor (NumPy arrays converted, as Keras layers accept them); anything
+    else (a torch tensor, a list) raises :class:`FrameworkMismatchError` here, before Keras's own
+    ``__call__`` could convert it silently or fail with a raw error."""
+    x = _to_tensor(x)
+    if not OPS.is_native(x):
+        protocol.check_tensor(OPS, x, what, (), "")  # raises the typed error naming what was given
+    return x
+
+
+def _checked_states(states: Any, what: str) -> Any:
+    """A (nested) list of states with every tensor checked by :func:`_checked`."""
+    if isinstance(states, (list, tuple)):
+        return [_checked_states(s, f"{what}[{i}]") for i, s in enumerate(states)]
+    return states if states is None else _checked(states, what)
 
 
 def _device_scope(device: Any) -> Any:
@@ -82,7 +110,13 @@ class _KerasCell:
 
     @property
     def input_dim(self) -> int | None:
-        return int(self.kernel.shape[0]) if self.built else None
+        return int(self.kernel.shape[0]) if self._made else None
+
+    @property
+    def _made(self) -> bool:
+        """Whether the weights exist: set at the end of :meth:`build`, under the build lock (Keras's
+        own ``built`` turns true at the start of its cells' ``build``, before the weights exist)."""
+        return getattr(self, "_weights_made", False)
 
     @property
     def dtype_name(self) -> str:
@@ -103,24 +137,41 @@ class _KerasCell:
         }
 
     def build(self, input_shape: Sequence[int | None]) -> None:
-        with _device_scope(self.device):
-            super().build(input_shape)  # type: ignore[misc]
+        with protocol.BUILD_LOCK:  # a lazy build from several threads at once runs once
+            # built meanwhile by another thread? (Keras's wrapper sets ``built`` only after we return)
+            if self._made:
+                return
+            with _device_scope(self.device):
+                super().build(input_shape)  # type: ignore[misc]
+            self._weights_made = True
 
     def get_weights(self) -> list[np.ndarray]:
         """Canonical layout, which is Keras's: ``[kernel, recurrent_kernel, bias]``."""
-        if not self.built:
+        if not self._made:
             return []
         return [keras.ops.convert_to_numpy(v) for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Checks count and every shape before assigning anything."""
-        dim = self.input_dim if self.built else layouts.input_dim_of(self.cell_kind, weights)
+        dim = self.input_dim if self._made else layouts.input_dim_of(self.cell_kind, weights)
         arrays = layouts.check(layouts.name_of(self), weights, dim, self.units, self.use_bias)
-        if not self.built:
+        if not self._made:
             self.build((None, dim))
         variables = [v for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
         for variable, value in zip(variables, arrays, strict=True):
             variable.assign(value.astype(self.dtype_name))
+
+    # Keras's DropoutRNNCell caches on the cell; inside an RNN call the masks belong to the call
+    # (rnn_xframework.dropout.call_scope), so threads never share or reset each other's masks.
+    def get_dropout_mask(self, step_input: Any) -> Any:
+        if self.dropout <= 0:
+            return None
+        return cached(self, "inputs", lambda: self._create_dropout_mask(step_input, self.dropout))
+
+    def get_recurrent_dropout_mask(self, step_input: Any) -> Any:
+        if self.recurrent_dropout <= 0:
+            return None
+        return cached(self, "recurrent", lambda: self._create_dropout_mask(step_input, self.recurrent_dropout))
 
     def get_dropout_masks(self) -> tuple[list[Any] | None, list[Any] | None]:
         """``(input masks, recurrent masks)`` Keras has cached, each a list or ``None``."""
@@ -150,6 +201,9 @@ class _KerasCell:
         if isinstance(states, (list, tuple)):
             states = [_to_tensor(s) for s in states]
         states = protocol.check_step(self, OPS, inputs, _to_tensor(states))
+        if inputs.shape[0] == 0:  # no rows: Keras's LSTMCell fails on them (TF's BiasAdd); nothing to compute
+            empty = tf.zeros((0, self.units), self.dtype_name)
+            return empty, [empty for _ in states]
         with _device_scope(self.device):
             out, new = super().__call__(inputs, states, training=training, **kwargs)  # type: ignore[misc]
         return out, list(new) if isinstance(new, (list, tuple)) else [new]
@@ -176,6 +230,7 @@ class SimpleRNNCell(_KerasCell, keras.layers.SimpleRNNCell):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("autocast", False)
+        units = _check_arguments(units, kwargs)
         super().__init__(units, activation=activation, use_bias=use_bias, dtype=protocol.dtype_name(dtype), **kwargs)
         self._setup(device)
 
@@ -195,6 +250,7 @@ class _GatedKerasCell(_KerasCell):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("autocast", False)
+        units = _check_arguments(units, kwargs)
         super().__init__(  # type: ignore[call-arg]
             units,
             activation=activation,
@@ -255,6 +311,10 @@ class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.build_cells(input_shape)
 
+    def __call__(self, inputs: Any, states: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        inputs = _checked(inputs, "stack inputs")
+        return super().__call__(inputs, _checked_states(states, "stack states"), training=training, **kwargs)
+
     def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
         return self.step(inputs, states, training)
 
@@ -279,6 +339,11 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.cell.build_cells(input_shape)
+
+    def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, **kwargs: Any) -> Any:
+        inputs = _checked(inputs, "RNN inputs")
+        initial_state = _checked_states(initial_state, "RNN initial_state")
+        return super().__call__(inputs, initial_state, training=training, **kwargs)
 
     def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         return self.run(inputs, initial_state, training, mask)
@@ -316,6 +381,9 @@ class TensorFlowBackend(backends.Backend, name="tensorflow"):
 
     def stack(self, xs: list[Any]) -> Any:
         return tf.stack(xs, axis=1)
+
+    def where(self, cond: Any, a: Any, b: Any | None) -> Any:
+        return tf.where(cond, a, tf.zeros_like(a) if b is None else b)
 
     # --- gradients and training (rnn_xframework.parity) --------------------------------------
     def _loss_and_tape(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tuple[Any, ...]:

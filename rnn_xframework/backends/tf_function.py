@@ -18,6 +18,8 @@ source show here, and ``tf.GradientTape`` differentiates through it. A new input
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -214,72 +216,51 @@ TIMESTEP_MAJOR_MAX = 4096
 about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
 
 
-class CompiledRNN:
-    """A TensorFlow ``RNN`` run as one ``tf.function`` graph; called and answering like the
-    source: ``y = fast(x, initial_state=None, training=None)``.
+CACHE_SIZE = 32
+"""Call signatures (device, shapes, dtypes) whose traced graphs a compiled object keeps, least
+recently used first out; settable per object as ``fast.cache_size``."""
 
-    Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`): the graph
-    has neither, and it never silently takes the slow path.
-    """
+UNROLL_MAX_STEPS = 256
+"""``"tf.function"`` unrolls the time loop up to this many steps (fastest to run); longer
+sequences run one ``tf.while_loop``, so tracing time and graph memory do not grow with the
+length. Settable per object as ``fast.unroll_max_steps``."""
 
-    backend = "tensorflow"
 
-    def __init__(self, rnn: Any, jit_compile: bool) -> None:
-        if any(c.input_dim is None for c in rnn.cells):
-            raise UnsupportedConfigError(
-                "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
-            )
-        for cell in rnn.cells:
-            if cell.cell_kind not in STEPS:
-                raise UnsupportedConfigError(f"compile: no TensorFlow graph for {cell.cell_kind}")
-        self.source = rnn
-        self.method = "xla" if jit_compile else "tf.function"
+class _Graphs:
+    """The ``tf.function``\\ s of one call signature: each traces at most once, and they are
+    released together when the signature leaves the cache (TensorFlow keeps every trace of a
+    ``tf.function`` for as long as the function lives, so one function per signature is what
+    makes the cache bounded)."""
+
+    def __init__(self, source: Any, jit_compile: bool, unroll_max_steps: int) -> None:
+        self.source = source
         self.jit_compile = jit_compile
-        # One graph per call either way: the eager work per call is one function call.
-        self._graph = tf.function(self._run_xla if jit_compile else self._run, jit_compile=jit_compile, autograph=False)
-        self._forward = tf.function(self._loop, jit_compile=True, autograph=False)
-        self._backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
-        fused = jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells)
-        # Plain functions, not bound methods, and no ``None`` argument: each of those costs
-        # tf.function about 0.07 ms per call, 15% of W1 (measured).
-        self._infer_zeros = self._infer_states = None
-        self._concrete: dict[tuple[Any, ...], Any] = {}  # eager calls: key -> traced concrete function
-        if fused:
-            self._infer_zeros = tf.function(lambda x: self._run_inference(x, None), jit_compile=True, autograph=False)
-            self._infer_states = tf.function(
-                lambda x, states: self._run_inference(x, states), jit_compile=True, autograph=False
-            )
+        self.unroll_max_steps = unroll_max_steps
+        self.graph = tf.function(self._run_xla if jit_compile else self._run, jit_compile=jit_compile, autograph=False)
+        self.forward = tf.function(self._loop, jit_compile=True, autograph=False)
+        self.backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
+        self.infer = None
+        if jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in source.cells):
+            self.infer = tf.function(self._run_inference, jit_compile=True, autograph=False)
+        self.concrete: Any = None  # the inference function traced for this signature (eager calls)
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units"):
-            return getattr(self.__dict__["source"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def trainable_variables(self) -> list[Any]:
-        return list(self.source.trainable_variables)
-
-    def get_initial_state(self, batch_size: Any) -> list[list[Any]]:
-        return self.source.get_initial_state(batch_size)
-
-    def get_weights(self) -> list[np.ndarray]:
-        return self.source.get_weights()
-
-    def set_weights(self, weights: Any) -> None:
-        self.source.set_weights(weights)
+    def functions(self) -> dict[str, Any]:
+        return {"graph": self.graph, "forward": self.forward, "backward": self.backward, "infer": self.infer}
 
     def _loop(
         self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
     ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
         """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell."""
-        if self.source.go_backwards:
+        source = self.source
+        if source.go_backwards:
             x = tf.reverse(x, [1])
         seq = tf.transpose(x, [1, 0, 2])
-        layers = list(zip(self.source.cells, weights, strict=True))
-        small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.source.cells) <= TIMESTEP_MAJOR_MAX
+        layers = list(zip(source.cells, weights, strict=True))
+        small = x.shape[0] is not None and x.shape[0] * max(c.units for c in source.cells) <= TIMESTEP_MAJOR_MAX
         run = timestep_major if (small or not self.jit_compile) and len(layers) > 1 else layer_major
-        seq, new_states = run(layers, seq, states, unroll=not self.jit_compile)
-        y = tf.transpose(seq, [1, 0, 2]) if self.source.return_sequences else seq[-1]
+        unroll = not self.jit_compile and x.shape[1] <= self.unroll_max_steps
+        seq, new_states = run(layers, seq, states, unroll=unroll)
+        y = tf.transpose(seq, [1, 0, 2]) if source.return_sequences else seq[-1]
         return y, new_states
 
     def _flat_weights(self) -> list[tf.Tensor]:
@@ -320,27 +301,23 @@ class CompiledRNN:
 
         Returns ``(y, states)`` with ``return_state``, else ``y`` alone (each output of an XLA
         function costs time at W1's sizes)."""
-        seq = tf.reverse(x, [1]) if self.source.go_backwards else x
-        layers = [(c, weights_of(c)) for c in self.source.cells]
+        source = self.source
+        seq = tf.reverse(x, [1]) if source.go_backwards else x
+        layers = [(c, weights_of(c)) for c in source.cells]
         seq, new_states = fused_layer_major(layers, tf.transpose(seq, [1, 0, 2]), self._initial(x, states))
-        y = tf.transpose(seq, [1, 0, 2]) if self.source.return_sequences else seq[-1]
-        return (y, new_states) if self.source.return_state else y
+        y = tf.transpose(seq, [1, 0, 2]) if source.return_sequences else seq[-1]
+        return (y, new_states) if source.return_state else y
 
-    def _inference(self, x: tf.Tensor, states: Any) -> Any:
-        """Call the inference function; in eager mode through its concrete function for this
-        signature, traced once and kept: ``tf.function``'s own per-call lookup (canonicalizing
-        the arguments, the cache key) costs ~0.1 ms, 20% of W1 (measured). The key holds what
-        ``tf.function``'s does for these arguments: shapes, dtypes and the device scope.
-        Concrete functions read the variables at each call, so ``set_weights`` and optimizer
-        steps show."""
-        fn, args = (self._infer_zeros, (x,)) if states is None else (self._infer_states, (x, states))
-        key = _eager_key(args)
-        if key is None:
-            return fn(*args)
-        concrete = self._concrete.get(key)
-        if concrete is None:
-            concrete = self._concrete[key] = fn.get_concrete_function(*args)
-        return concrete(*args)
+    def inference(self, x: tf.Tensor, states: Any, eager: bool) -> Any:
+        """Call the inference function; in eager mode through its concrete function, traced once
+        and kept: ``tf.function``'s own per-call lookup (canonicalizing the arguments, the cache
+        key) costs ~0.1 ms, 20% of W1 (measured). Concrete functions read the variables at each
+        call, so ``set_weights`` and optimizer steps show."""
+        if not eager:
+            return self.infer(x, states)
+        if self.concrete is None:
+            self.concrete = self.infer.get_concrete_function(x, states)
+        return self.concrete(x, states)
 
     def _run_xla(self, x: tf.Tensor, states: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
         """The XLA while loop, its gradient a second XLA function (the forward recomputed).
@@ -359,17 +336,103 @@ class CompiledRNN:
         def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
             frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
             states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
-            y, new = self._forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
+            y, new = self.forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
             outputs = [y, *tf.nest.flatten(new)]
 
             def grad(*upstream: Any) -> list[tf.Tensor]:
                 upstream_ = [tf.zeros_like(o) if d is None else d for d, o in zip(upstream, outputs, strict=True)]
-                return self._backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
+                return self.backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
 
             return tuple(outputs), grad
 
         y, *flat_new = run(x, *flat_states, *flat_weights)
         return y, tf.nest.pack_sequence_as(structure, flat_new)
+
+
+class CompiledRNN:
+    """A TensorFlow ``RNN`` run as one ``tf.function`` graph; called and answering like the
+    source: ``y = fast(x, initial_state=None, training=None)``.
+
+    Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`): the graph
+    has neither, and it never silently takes the slow path.
+
+    Each call signature (device scope, shapes and dtypes of the arguments) traces its own
+    graphs; the last :attr:`cache_size` signatures are kept (least recently used out first) and
+    all of them are released with this object; ``repr`` shows how full the cache is.
+    """
+
+    backend = "tensorflow"
+
+    def __init__(self, rnn: Any, jit_compile: bool) -> None:
+        if any(c.input_dim is None for c in rnn.cells):
+            raise UnsupportedConfigError(
+                "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
+            )
+        for cell in rnn.cells:
+            if cell.cell_kind not in STEPS:
+                raise UnsupportedConfigError(f"compile: no TensorFlow graph for {cell.cell_kind}")
+        self.source = rnn
+        self.method = "xla" if jit_compile else "tf.function"
+        self.jit_compile = jit_compile
+        self.cache_size = CACHE_SIZE
+        self.unroll_max_steps = UNROLL_MAX_STEPS
+        self.fused = jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells)
+        self._cache: OrderedDict[tuple[Any, ...], _Graphs] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units"):
+            return getattr(self.__dict__["source"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(c.cell_kind for c in self.source.cells)
+        return (
+            f"CompiledRNN(method={self.method!r}, cells=[{kinds}], "
+            f"cache={len(self._cache)}/{self.cache_size} signatures)"
+        )
+
+    @property
+    def trainable_variables(self) -> list[Any]:
+        return list(self.source.trainable_variables)
+
+    def get_initial_state(self, batch_size: Any) -> list[list[Any]]:
+        return self.source.get_initial_state(batch_size)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.source.get_weights()
+
+    def set_weights(self, weights: Any) -> None:
+        self.source.set_weights(weights)
+
+    def cache_entries(self) -> int:
+        """How many call signatures have traced graphs kept now (at most :attr:`cache_size`)."""
+        return len(self._cache)
+
+    def traces(self, name: str) -> int:
+        """How many times function ``name`` (``"graph"``, ``"forward"``, ``"backward"`` or
+        ``"infer"``) was traced, summed over the signatures kept now."""
+        with self._cache_lock:
+            graphs = list(self._cache.values())
+        fns = [g.functions()[name] for g in graphs]
+        return sum(f.experimental_get_tracing_count() for f in fns if f is not None)
+
+    def clear_cache(self) -> None:
+        """Drop every traced graph (the next call of each signature traces again)."""
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _graphs(self, args: tuple[Any, ...]) -> _Graphs:
+        key = (self.unroll_max_steps, *_signature(args))
+        with self._cache_lock:
+            graphs = self._cache.get(key)
+            if graphs is not None:
+                self._cache.move_to_end(key)
+                return graphs
+            graphs = self._cache[key] = _Graphs(self.source, self.jit_compile, self.unroll_max_steps)
+            while len(self._cache) > max(1, int(self.cache_size)):
+                self._cache.popitem(last=False)
+            return graphs
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
@@ -383,13 +446,14 @@ class CompiledRNN:
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         device = source.cell.cells[0].device
         with tf.device(device) if device is not None else contextlib.nullcontext():
-            if self._infer_zeros is not None and not _recording():
-                result = self._inference(inputs, states)
+            graphs = self._graphs((inputs, states))
+            if self.fused and not _recording():
+                result = graphs.inference(inputs, states, tf.executing_eagerly())
                 if not source.return_state:
                     return result
                 y, new_states = result
             else:
-                y, new_states = self._graph(inputs, states)
+                y, new_states = graphs.graph(inputs, states)
         return (y, [list(s) for s in new_states]) if source.return_state else y
 
 
@@ -402,16 +466,17 @@ def _recording() -> bool:
     return _could_possibly_record is None or bool(_could_possibly_record())
 
 
-def _eager_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """A cache key for an eager call with these arguments, or ``None`` (graph mode, an argument
-    that is not a tensor, or a TensorFlow without the private context module)."""
-    if _tf_context is None or not tf.executing_eagerly():
-        return None
+def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What ``tf.function`` keys its traces on for these arguments: the device scope, whether
+    eager, the structure (``None`` states or not) and each tensor's static shape and dtype."""
+    device = _tf_context.context().device_name if _tf_context is not None else None
     flat = tf.nest.flatten(args)
-    if not all(isinstance(t, tf.Tensor) for t in flat):
-        return None
-    # the structure is fixed by the call's checks (one state per SimpleRNN layer): shapes suffice
-    return (_tf_context.context().device_name, *((tuple(t.shape), t.dtype) for t in flat))
+    return (
+        device,
+        tf.executing_eagerly(),
+        len(flat),
+        *((tuple(t.shape), t.dtype.name) if hasattr(t, "shape") else (type(t).__name__,) for t in flat),
+    )
 
 
 def _native(x: Any) -> Any:

@@ -75,9 +75,7 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
         train_recurrent_bias: bool = False,
     ) -> None:
         nn.Module.__init__(self)
-        if not isinstance(units, int) or units <= 0:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
-        self.units = units
+        self.units = units = protocol.check_units(units)
         self.activation = activation
         self.use_bias = bool(use_bias)
         self.dropout = check_rate("dropout", dropout)
@@ -145,6 +143,10 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
         return self.native(dim, self.units, bias=self.use_bias, device=self._device, dtype=self._dtype)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
+        with protocol.BUILD_LOCK:  # a lazy build from several threads at once runs once
+            self._build(input_shape)
+
+    def _build(self, input_shape: Sequence[int | None]) -> None:
         dim = input_shape[-1]
         if self.cell is not None:
             if dim != self.cell.input_size:
@@ -446,6 +448,9 @@ class TorchBackend(backends.Backend, name="torch"):
 
     def stack(self, xs: list[Any]) -> Any:
         return torch.stack(xs, 1)
+
+    def where(self, cond: Any, a: Any, b: Any | None) -> Any:
+        return torch.where(cond, a, torch.zeros_like(a) if b is None else b)
 
     # --- gradients and training (rnn_xframework.parity) --------------------------------------
     def devices(self) -> list[str]:

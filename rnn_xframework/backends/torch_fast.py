@@ -136,7 +136,7 @@ def time_major(
     seq = x.transpose(0, 1)
     steps, batch = seq.shape[0], seq.shape[1]
     n_layers = len(w_hh)
-    chunk = max(1, min(steps, chunk_rows // batch))
+    chunk = max(1, min(steps, chunk_rows // max(batch, 1)))  # batch 0: no rows, never a division by 0
     u = [rec.t().contiguous() for rec in w_hh]
     out = x.new_empty(steps, batch, w_hh[n_layers - 1].shape[0])
     scratch = [x.new_empty(chunk, batch, rec.shape[0]) for rec in w_hh[:-1]]
@@ -403,7 +403,33 @@ class CompiledRNN(nn.Module):
             states = source.cell.get_initial_state(inputs.shape[0])
         run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
         y, states = run(inputs, states)
+        if torch.is_grad_enabled():
+            y, states = _defined_gradients(y, states)
         return (y, states) if source.return_state else y
+
+
+class _DefinedGradients(torch.autograd.Function):
+    """Identity whose backward hands zeros, never an undefined gradient, to the loop for outputs
+    the loss does not use. TorchScript's differentiable graphs mishandle undefined output
+    gradients once the profiling executor has optimized them (torch 2.13): a backward through
+    an LSTM's final ``c`` alone failed from the second call on with a shape error."""
+
+    @staticmethod
+    def forward(ctx: Any, *tensors: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, ...]:
+        return grads  # materialize_grads (the default) turned undefined ones into zeros
+
+
+def _defined_gradients(y: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
+    flat = [s for layer in states for s in layer]
+    if not (y.requires_grad or any(s.requires_grad for s in flat)):
+        return y, states
+    y, *rest = _DefinedGradients.apply(y, *flat)
+    it = iter(rest)
+    return y, [[next(it) for _ in layer] for layer in states]
 
 
 def auto_method(rnn: Any) -> str:

@@ -11,7 +11,9 @@ first backward call). The result shares the source's parameters.
 from __future__ import annotations
 
 import importlib
+import threading
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -30,8 +32,61 @@ def _import_quietly() -> None:
         importlib.import_module("torch.fx.experimental.optimization")
 
 
+BACKEND = "inductor"
+"""The ``torch.compile`` backend (tests of the recompile bookkeeping use ``"eager"``: same guards)."""
+
+CACHE_SIZE = 32
+"""Call signatures compiled per region of a compiled object (settable as ``fast.loop.cache_size``)."""
+
+
+class CompiledLoop:
+    """``loop(x, states)`` through ``torch.compile``, one compile per call signature, for any number
+    of signatures.
+
+    TorchDynamo keeps at most ``recompile_limit`` (8 by default) compiled variants per code
+    object, shared by every compiled object in the process; past it ``fullgraph=True`` raises
+    ``FailOnRecompileLimitHit``. Here each region is a ``torch.compile`` with its own isolated
+    cache (``isolate_recompiles=True``) and room for :attr:`cache_size` signatures (shape, dtype,
+    device, grad mode); when it is full, the next new signature starts a fresh region. Dynamo's
+    own process-wide cap, ``accumulated_recompile_limit`` (256 compiles), still applies.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.cache_size = CACHE_SIZE
+        self.regions = 0
+        self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._compiled: Any = None
+        self._lock = threading.Lock()
+
+    def _region(self) -> Any:
+        self.regions += 1
+        return torch.compile(
+            self.module,
+            backend=BACKEND,
+            fullgraph=True,
+            dynamic=False,
+            recompile_limit=2 * self.cache_size,  # room for guards we do not key on
+            isolate_recompiles=True,
+        )
+
+    def __call__(self, x: torch.Tensor, states: list[list[torch.Tensor]]) -> Any:
+        flat = [x, *(s for layer in states for s in layer)]
+        key = (torch.is_grad_enabled(), *((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in flat))
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+            else:
+                if self._compiled is None or len(self._seen) >= self.cache_size:
+                    self._compiled = self._region()
+                    self._seen.clear()
+                self._seen[key] = None
+            compiled = self._compiled
+        return compiled(x, states)
+
+
 def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the compiled fast loop."""
     _import_quietly()
-    loop = torch.compile(torch_fast.fast_loop(rnn, inplace=False), fullgraph=True, dynamic=False)
+    loop = CompiledLoop(torch_fast.fast_loop(rnn, inplace=False))
     return torch_fast.CompiledRNN(rnn, loop, "inductor")

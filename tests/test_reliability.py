@@ -1,0 +1,390 @@
+"""Issue 11: each defect a probe found, kept by a test that failed before its fix.
+
+Silent wrong results (NaN in masked padding, lazy builds and dropout masks raced by threads,
+a ``keras.json`` on torch, ``np.matrix``), raw crashes (TorchScript LSTM backward through ``c``,
+inductor past 8 variants, TorchScript batch 0, TF stacks given foreign tensors, constructor
+arguments), ``use_backend`` in generators, and TF compiled caches (bounded, released, shown in
+``repr``; long sequences not unrolled). Property-based coverage of the same ground is in
+tests/test_properties.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+import weakref
+
+import numpy as np
+import pytest
+from conftest import TOL, require
+from helpers import KINDS, max_err, native, numpy, random_cell_weights
+
+import rnn_xframework as xf
+from rnn_xframework import layers
+
+MASK = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 1, 0]], bool)
+
+
+# --- 1. NaN/inf in masked padding never reaches the outputs ----------------------------------
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy computing the padding's NaN
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("order", ["timestep", "layer"])
+def test_masked_padding_may_hold_nan_and_inf(backend, kind, order, rng):
+    x = rng.normal(size=(3, 4, 3)).astype("float64")
+    weights = random_cell_weights(rng, kind, [3, 5], 5, "float64")
+    padded = x.copy()
+    padded[1, 2:] = np.nan  # the issue's repro: padding steps of row 1 hold NaN
+    padded[2, 0] = np.inf
+    padded[2, 3] = -np.inf
+
+    def run(be, data):
+        cells = [getattr(layers, kind)(5, backend=be, dtype="float64") for _ in range(2)]
+        rnn = layers.RNN(cells, return_sequences=True, return_state=True, order=order)
+        rnn.set_weights(weights)
+        y, states = rnn(native(be, data), mask=MASK)
+        return numpy(be, y), [numpy(be, s) for layer in states for s in layer]
+
+    want_y, want_states = run("numpy", np.where(MASK[:, :, None], x, 0.0))  # padding holds zeros
+    got_y, got_states = run(backend, padded)
+    assert np.isfinite(got_y).all() and all(np.isfinite(s).all() for s in got_states)
+    assert max_err(got_y, want_y) <= TOL["float64"]
+    assert all(max_err(g, w) <= TOL["float64"] for g, w in zip(got_states, want_states, strict=True))
+
+
+# --- 2. a lazy build from several threads runs once ------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_lazy_build_from_8_threads_builds_once(backend, kind):
+    rnn = layers.RNN([getattr(layers, kind)(4, backend=backend), getattr(layers, kind)(3, backend=backend)])
+    x = native(backend, np.linspace(-1, 1, 2 * 3 * 5).reshape(2, 3, 5).astype("float32"))
+    barrier = threading.Barrier(8)
+    outputs, errors = [], []
+
+    def first_call():
+        barrier.wait()
+        try:
+            outputs.append(numpy(backend, rnn(x)))
+        except Exception as e:  # pragma: no cover - the defect
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    final = numpy(backend, rnn(x))  # the weights the RNN kept
+    assert len(outputs) == 8
+    assert all(max_err(o, final) == 0.0 for o in outputs)
+
+
+# --- 3. dropout masks per call, never shared between threads ---------------------------------
+def _count_draws(backend, cells):
+    """Wrap each cell's mask drawing; return the list every draw appends to."""
+    draws = []
+    for cell in cells:
+        name = "_create_dropout_mask" if backend == "tensorflow" else "_new_mask"
+        original = getattr(cell, name)
+
+        def counted(*args, _original=original, **kwargs):
+            draws.append(1)
+            return _original(*args, **kwargs)
+
+        object.__setattr__(cell, name, counted)
+    return draws
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNNCell", "LSTMCell"])
+def test_dropout_training_from_threads_draws_one_mask_per_call(backend, kind):
+    cells = [getattr(layers, kind)(4, backend=backend, dropout=0.3, recurrent_dropout=0.2) for _ in range(2)]
+    rnn = layers.RNN(cells, return_sequences=True)
+    x = native(backend, np.ones((2, 6, 3), "float32"))
+    rnn(x)  # build
+    draws = _count_draws(backend, cells)
+    n_threads, calls = 4, 5 if backend == "tensorflow" else 10
+    errors, outputs = [], []
+    barrier = threading.Barrier(n_threads)
+
+    def train():
+        barrier.wait()
+        for _ in range(calls):
+            try:
+                outputs.append(numpy(backend, rnn(x, training=True)))
+            except Exception as e:  # pragma: no cover - the defect
+                errors.append(e)
+
+    threads = [threading.Thread(target=train) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    per_call = sum(c.n_dropout_masks if backend != "tensorflow" else 1 for c in cells) * 2  # inputs + recurrent
+    if backend == "tensorflow":
+        per_call = 2 * len(cells)  # Keras draws a cell's list of gate masks in one call
+    assert len(draws) == n_threads * calls * per_call
+    assert all(np.isfinite(o).all() for o in outputs)
+    assert all(c.get_dropout_masks() == (None, None) for c in cells)  # nothing left on the cells
+
+
+def test_dropout_mask_is_the_same_at_every_step_of_a_call_under_threads():
+    """Input dropout only, inputs of ones, identity-like weights: step outputs of one call that used
+    one mask agree with a NumPy replay of that mask; a mask swapped mid-sequence would not."""
+    require("torch")
+    import torch
+
+    cell = layers.SimpleRNNCell(3, backend="torch", dropout=0.5, dtype="float64")
+    rnn = layers.RNN([cell], return_sequences=True)
+    rnn.build((None, None, 4))
+    rnn.set_weights([np.eye(4, 3), np.zeros((3, 3)), np.zeros(3)])  # h_t = tanh(x_t * m @ I)
+    x = torch.ones(2, 8, 4, dtype=torch.float64)
+    bad = []
+
+    def train():
+        for _ in range(20):
+            y = rnn(x, training=True).numpy()
+            if not np.all(y == y[:, :1]):  # every step must see the same mask
+                bad.append(y)
+
+    threads = [threading.Thread(target=train) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
+
+
+# --- 4. a keras.json that selects torch is refused by the TensorFlow backend -----------------
+def test_keras_json_selecting_torch_is_refused(tmp_path):
+    require("tensorflow")
+    require("torch")
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "torch", "floatx": "float32"}))
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("KERAS_BACKEND", None)
+    code = (
+        "import torch, numpy as np\n"
+        "import rnn_xframework as xf\n"
+        "try:\n"
+        "    xf.layers.SimpleRNNCell(3, backend='tf')\n"
+        "except xf.BackendUnavailableError as e:\n"
+        "    print('REFUSED', 'torch' in str(e))\n"
+        "else:\n"
+        "    print('ACCEPTED')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "REFUSED True", out.stdout + out.stderr[-2000:]
+
+
+# --- 5. np.matrix is refused (its '*' is a matrix product) -----------------------------------
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("kind", KINDS)
+def test_numpy_matrix_is_refused_not_miscomputed(kind):
+    cell = getattr(layers, kind)(3, backend="numpy")
+    x = np.arange(9.0, dtype="float32").reshape(3, 3) / 10  # batch == units: the wrong math fits
+    states = cell.get_initial_state(3)
+    cell(x, states)
+    before = cell.get_weights()
+    with pytest.raises(xf.FrameworkMismatchError, match="matrix"):
+        cell(np.matrix(x), states)
+    with pytest.raises(xf.FrameworkMismatchError, match="matrix"):
+        cell(x, [np.matrix(s) for s in states])
+    assert all(np.array_equal(a, b) for a, b in zip(before, cell.get_weights(), strict=True))
+
+
+# --- 6. TorchScript LSTM: backward through the final c, call after call ----------------------
+@pytest.mark.parametrize("target", ["c", "h"])
+def test_torchscript_lstm_backward_through_final_state_every_call(target, rng):
+    require("torch")
+    import torch
+
+    rnn = layers.RNN([layers.LSTMCell(4, backend="torch", dtype="float64")], return_state=True)
+    rnn.build((None, None, 3))
+    rnn.set_weights(random_cell_weights(rng, "LSTMCell", [3], 4, "float64"))
+    fast = xf.compile(rnn, "torchscript")
+    for _ in range(4):  # the scripted graph is optimized after the first call
+        data = rng.normal(size=(2, 5, 3))
+        grads = []
+        for model in (fast, rnn):
+            x = torch.tensor(data, requires_grad=True)
+            _, [[h, c]] = model(x)
+            (c if target == "c" else h).sum().backward()
+            grads.append(x.grad.numpy())
+        assert max_err(grads[0], grads[1]) <= TOL["float64"]
+
+
+# --- 7. inductor: more than 8 shapes per process ---------------------------------------------
+def test_inductor_compiles_more_than_8_shapes(monkeypatch, rng):
+    """Dynamo's recompile bookkeeping is the same for every backend: the cheap ``"eager"`` one
+    stands in for inductor here (tests/test_compile_inductor.py runs the real one)."""
+    require("torch")
+    import torch
+
+    from rnn_xframework.backends import torch_inductor
+
+    monkeypatch.setattr(torch_inductor, "BACKEND", "eager")
+    rnn = layers.RNN([layers.SimpleRNNCell(2, backend="torch")], return_sequences=True)
+    rnn.build((None, None, 3))
+    fast = xf.compile(rnn, "inductor")
+    fast.loop.cache_size = 4  # small regions, so region changes are exercised too
+    with torch.no_grad():
+        for steps in [*range(1, 12), 1, 2]:
+            x = torch.tensor(rng.normal(size=(1, steps, 3)), dtype=torch.float32)
+            assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
+    assert fast.loop.regions >= 3
+
+
+# --- 8. TorchScript inference with batch 0 and more than 128 units ---------------------------
+@pytest.mark.parametrize("units", [3, 200])
+def test_torchscript_batch_0(units):
+    require("torch")
+    import torch
+
+    rnn = layers.RNN([layers.SimpleRNNCell(units, backend="torch")], return_sequences=True, return_state=True)
+    rnn.build((None, None, 3))
+    fast = xf.compile(rnn, "torchscript")
+    with torch.no_grad():
+        y, [[h]] = fast(torch.zeros(0, 5, 3))
+    assert tuple(y.shape) == (0, 5, units) and tuple(h.shape) == (0, units)
+
+
+# --- 13. TF stacks: foreign tensors, lists, batch 0; one validation of units -----------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_tf_stack_and_rnn_refuse_torch_tensors_and_lists(kind):
+    require("tensorflow")
+    require("torch")
+    import torch
+
+    cells = [getattr(layers, kind)(3, backend="tf") for _ in range(2)]
+    rnn = layers.RNN(cells)
+    stack = layers.StackedRNNCells(cells)
+    for bad in (torch.zeros(2, 4, 5), [[[0.0] * 5] * 4] * 2):
+        with pytest.raises(xf.FrameworkMismatchError, match="expected a tensorflow tensor"):
+            rnn(bad)
+    x = np.zeros((2, 4, 5), "float32")
+    rnn(x)
+    states = [[torch.zeros(2, 3) for _ in cell.state_sizes] for cell in cells]
+    with pytest.raises(xf.FrameworkMismatchError):
+        rnn(x, initial_state=states)
+    with pytest.raises(xf.FrameworkMismatchError):
+        stack(torch.zeros(2, 5), stack.get_initial_state(2))
+    with pytest.raises(xf.FrameworkMismatchError):
+        stack(np.zeros((2, 5), "float32"), states)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_0_gives_empty_outputs(backend, kind):
+    rnn = layers.RNN([getattr(layers, kind)(3, backend=backend)], return_sequences=True, return_state=True)
+    y, states = rnn(native(backend, np.zeros((0, 4, 5), "float32")))
+    assert tuple(numpy(backend, y).shape) == (0, 4, 3)
+    assert all(tuple(numpy(backend, s).shape) == (0, 3) for layer in states for s in layer)
+
+
+@pytest.mark.parametrize("units", [True, False, "8", 3.0, 0, -2, None, np.float64(3), np.bool_(True)])
+def test_invalid_units_refused_the_same_on_every_backend(backend, units):
+    for kind in KINDS:
+        with pytest.raises(xf.UnsupportedConfigError, match="units must be a positive integer"):
+            getattr(layers, kind)(units, backend=backend)
+
+
+@pytest.mark.parametrize("units", [np.int64(3), np.int32(3), 3])
+def test_integral_numpy_units_accepted_as_int(backend, units):
+    for kind in KINDS:
+        cell = getattr(layers, kind)(units, backend=backend)
+        assert cell.units == 3 and type(cell.units) is int
+
+
+@pytest.mark.parametrize("rate", [True, "0.5", None, 1.0, -0.1])
+def test_invalid_dropout_refused_the_same_on_every_backend(backend, rate):
+    with pytest.raises(xf.UnsupportedConfigError, match="dropout"):
+        layers.SimpleRNNCell(3, backend=backend, dropout=rate)
+
+
+# --- 14. use_backend in generators and across threads ----------------------------------------
+def test_use_backend_in_a_suspended_generator_does_not_leak():
+    xf.set_backend(None)
+
+    def gen():
+        with xf.use_backend("numpy"):
+            yield xf.get_backend()
+            yield xf.get_backend()
+        yield xf.get_backend()
+
+    g = gen()
+    assert next(g) == "numpy"
+    assert xf.get_backend() == "torch"  # the caller, while the generator is suspended
+    with xf.use_backend("tf"):
+        assert next(g) == "numpy"  # the generator's own block, resumed inside another
+        assert xf.get_backend() == "tensorflow"
+    assert next(g) == "torch"
+    assert xf.get_backend() == "torch"
+
+
+def test_use_backend_generator_finished_in_another_thread():
+    def gen():
+        with xf.use_backend("numpy"):
+            yield xf.get_backend()
+            yield xf.get_backend()
+
+    g = gen()
+    assert next(g) == "numpy"
+    seen, errors = [], []
+
+    def finish():
+        try:
+            seen.extend(g)
+        except Exception as e:  # pragma: no cover - the defect
+            errors.append(e)
+
+    t = threading.Thread(target=finish)
+    t.start()
+    t.join()
+    assert errors == [] and seen == ["numpy"]
+    assert xf.get_backend() == "torch"
+
+
+# --- 15. TF compiled caches: bounded, released with the object, in repr ----------------------
+@pytest.mark.parametrize("method", ["tf.function", "xla"])
+def test_tf_compiled_cache_is_bounded_and_released(method, rng):
+    require("tensorflow")
+    rnn = layers.RNN([layers.SimpleRNNCell(2, backend="tf")], return_sequences=True)
+    rnn.build((None, None, 3))
+    fast = xf.compile(rnn, method)
+    fast.cache_size = 4
+    first = None
+    for batch in range(1, 13):
+        x = rng.normal(size=(batch, 2, 3)).astype("float32")
+        assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
+        if first is None:
+            first = weakref.ref(next(iter(fast._cache.values())))
+        assert fast.cache_entries() <= 4
+    gc.collect()
+    assert first() is None  # the evicted signature's graphs were released
+    assert "cache=4/4 signatures" in repr(fast)
+    kept = [weakref.ref(g) for g in fast._cache.values()]
+    del fast
+    gc.collect()
+    assert all(k() is None for k in kept)
+
+
+# --- 16. "tf.function" does not unroll long sequences ----------------------------------------
+def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng):
+    require("tensorflow")
+    rnn = layers.RNN([layers.LSTMCell(3, backend="tf", dtype="float64")], return_sequences=True)
+    rnn.build((None, None, 2))
+    rnn.set_weights(random_cell_weights(rng, "LSTMCell", [2], 3, "float64"))
+    fast = xf.compile(rnn, "tf.function")
+    fast.unroll_max_steps = 8
+
+    def ops_for(steps):
+        x = rng.normal(size=(2, steps, 2))
+        assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
+        graphs = fast._cache[next(reversed(fast._cache))]
+        concrete = graphs.graph.get_concrete_function(native("tensorflow", x), None)
+        return len(concrete.graph.get_operations())
+
+    assert ops_for(20) == ops_for(200)
+    assert ops_for(4) < ops_for(8)  # short sequences are still unrolled (fastest)
