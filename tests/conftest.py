@@ -30,6 +30,19 @@ def require(name: str) -> None:
         pytest.importorskip(framework, reason=f"backend {name!r} needs {framework}")
 
 
+_HYPOTHESIS_CASES = [0]
+
+
+def count_case() -> None:
+    """Called once per generated example by the property tests (tests/test_properties.py)."""
+    _HYPOTHESIS_CASES[0] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _HYPOTHESIS_CASES[0]:
+        terminalreporter.write_line(f"hypothesis cases: {_HYPOTHESIS_CASES[0]}")
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     require(request.param)

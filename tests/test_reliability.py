@@ -388,3 +388,60 @@ def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng
 
     assert ops_for(20) == ops_for(200)
     assert ops_for(4) < ops_for(8)  # short sequences are still unrolled (fastest)
+
+
+# --- concurrency and growth of the compile caches --------------------------------------------
+def test_tf_compiled_cache_stays_bounded_over_200_shapes(rng):
+    """200 new (batch, time) signatures: the cache holds at most ``cache_size`` of them and every
+    evicted signature's graphs are released (a bounded-memory proxy: live graph objects)."""
+    require("tensorflow")
+    rnn = layers.RNN([layers.SimpleRNNCell(2, backend="tf")])
+    rnn.build((None, None, 2))
+    fast = xf.compile(rnn, "tf.function")
+    fast.cache_size = 8
+    made = []
+    for i in range(200):
+        x = rng.normal(size=(1 + i % 50, 1 + i // 50, 2)).astype("float32")
+        y = fast(x)
+        if i % 40 == 0:
+            assert max_err(y.numpy(), rnn(x).numpy()) <= TOL["float32"]
+        made.extend(weakref.ref(g) for g in fast._cache.values() if all(m() is not g for m in made))
+        assert fast.cache_entries() <= 8
+    gc.collect()
+    assert len(made) == 200
+    assert sum(m() is not None for m in made) == 8
+    assert fast.traces("graph") == 8
+
+
+@pytest.mark.parametrize("method", ["tf.function", "torchscript"])
+def test_compiled_object_called_from_threads(method, rng):
+    """Several threads, several shapes at once: right answers, no errors, the cache bounded."""
+    backend = "torch" if method == "torchscript" else "tensorflow"
+    require(backend)
+    rnn = layers.RNN([layers.SimpleRNNCell(3, backend=backend), layers.GRUCell(2, backend=backend)])
+    rnn.build((None, None, 2))
+    fast = xf.compile(rnn, method)
+    if method == "tf.function":
+        fast.cache_size = 3
+    inputs = [rng.normal(size=(b, t, 2)).astype("float32") for b in (1, 2, 3) for t in (1, 3)]
+    want = [numpy(backend, rnn(native(backend, x))) for x in inputs]
+    errors, bad = [], []
+
+    def work(k):
+        for j in range(6):
+            i = (k + j) % len(inputs)
+            try:
+                got = numpy(backend, fast(native(backend, inputs[i])))
+                if max_err(got, want[i]) > TOL["float32"]:
+                    bad.append(i)
+            except Exception as e:  # pragma: no cover - a defect
+                errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and bad == []
+    if method == "tf.function":
+        assert fast.cache_entries() <= 3
