@@ -166,7 +166,7 @@ class RNNMixin:
         steps = ops.unstack(inputs)
         if not steps:
             raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
-        masks = step_masks(ops, mask, inputs, self.cell.dtype_name)
+        masks = step_masks(ops, mask, inputs)
         if self.go_backwards:
             steps = steps[::-1]
             masks = masks[::-1]
@@ -192,7 +192,7 @@ class RNNMixin:
         return (y, states) if self.return_state else y
 
 
-def step_masks(ops: Any, mask: Any, inputs: Any, dtype: str) -> list[Any]:
+def step_masks(ops: Any, mask: Any, inputs: Any) -> list[Any]:
     """Keras's ``mask`` (``[batch, time]``, true = real step) as one boolean ``[batch, 1]`` tensor
     per step, or ``[None] * time`` without a mask. Eager only."""
     steps = ops.shape(inputs)[1]

@@ -11,6 +11,7 @@ first backward call). The result shares the source's parameters.
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 import warnings
 from collections import OrderedDict
@@ -61,14 +62,10 @@ class CompiledLoop:
 
     def _region(self) -> Any:
         self.regions += 1
-        return torch.compile(
-            self.module,
-            backend=BACKEND,
-            fullgraph=True,
-            dynamic=False,
-            recompile_limit=2 * self.cache_size,  # room for guards we do not key on
-            isolate_recompiles=True,
-        )
+        regions = {}
+        if "isolate_recompiles" in inspect.signature(torch.compile).parameters:  # torch >= 2.13
+            regions = {"recompile_limit": 2 * self.cache_size, "isolate_recompiles": True}  # 2x: unkeyed guards
+        return torch.compile(self.module, backend=BACKEND, fullgraph=True, dynamic=False, **regions)
 
     def __call__(self, x: torch.Tensor, states: list[list[torch.Tensor]]) -> Any:
         flat = [x, *(s for layer in states for s in layer)]
