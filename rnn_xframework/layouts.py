@@ -167,9 +167,15 @@ def initial_bias(cell: Any) -> np.ndarray:
 
 def input_dim_of(kind: str, weights: Sequence[np.ndarray]) -> int:
     """The input size a canonical weight list implies (rows of ``kernel``)."""
-    if len(weights) == 0 or np.ndim(weights[0]) != 2:
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise WeightsError(f"{kind}: expected a list of canonical weights, got {type(weights).__name__}")
+    try:
+        shape = np.shape(weights[0]) if len(weights) else ()
+    except (ValueError, TypeError, RuntimeError) as e:  # a ragged list, a tensor that needs grad, ...
+        raise WeightsError(f"{kind}: the kernel (weights[0]) is not an array ({e})") from None
+    if len(shape) != 2:
         raise WeightsError(f"{kind}: expected canonical weights starting with a 2-D kernel, got {len(weights)} arrays")
-    return int(np.shape(weights[0])[0])
+    return int(shape[0])
 
 
 def check(

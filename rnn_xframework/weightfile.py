@@ -31,7 +31,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import glob
-import io
 import json
 import os
 import secrets
@@ -165,7 +164,7 @@ def write_atomic(path: str, write: Any, what: str = "save_weights") -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
-                os.fchmod(f.fileno(), mode)
+                os.chmod(f.fileno() if os.chmod in os.supports_fd else tmp, mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -248,7 +247,7 @@ def load(path: str | os.PathLike[str], cells: Sequence[Any]) -> list[list[np.nda
             return _load_archive(archive, size, cells, fail)
 
 
-def _refuse_foreign_start(f: io.BufferedReader, size: int, fail: _Fail) -> None:
+def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
     """Name what the file is when its first bytes say it is not a zip archive."""
     head = f.read(8)
     f.seek(0)
@@ -451,7 +450,7 @@ def _check_entry(info: zipfile.ZipInfo, size: int, fail: _Fail, data_bytes: int,
         raise fail(f"member {name!r} extends past the end of the file ({size} bytes): truncated?")
 
 
-class _Capped(io.RawIOBase):
+class _Capped:
     """Reads at most ``limit`` bytes of ``raw`` and counts them."""
 
     def __init__(self, raw: Any, limit: int) -> None:
@@ -514,6 +513,11 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, fail: 
     exactly the data that shape needs (its size already matched the directory's) with the
     member's CRC-32 checked."""
     name = info.filename
+    if name == META + ".npy" and info.file_size > META_MAX_BYTES + NPY_HEADER_MAX:
+        raise fail(
+            f"its {META} record declares {info.file_size} bytes, more than a weight file's record can "
+            f"need ({META_MAX_BYTES}); refused unread"
+        )
     if name == META + ".npy":
         _check_entry(info, size, fail, 0, META_MAX_BYTES + NPY_HEADER_MAX, "a metadata record")
     try:

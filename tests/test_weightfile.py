@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnn_xframework as xf
-from rnn_xframework import layers
+from rnn_xframework import layers, weightfile
 
 # --- the saved file every mutation starts from -------------------------------------------------
 INPUT_DIM = 5
@@ -647,7 +647,7 @@ def test_set_weights_takes_every_byte_order_alike(backend, how, built):
     assert same(cell.get_weights(), expected[:3])
 
 
-BAD_LAST = {
+BAD_WEIGHT = {
     "int": lambda w: w.astype(np.int32),
     "complex": lambda w: w.astype(np.complex64),
     "object": lambda w: w.astype(object),
@@ -655,25 +655,26 @@ BAD_LAST = {
     "none": lambda w: None,
     "ragged": lambda w: [[1.0, 2.0], [3.0]],
     "bool": lambda w: w > 0,
-    "shape": lambda w: w[:-1],
+    "shape": lambda w: w[..., :-1],
     "datetime": lambda w: np.zeros(w.shape, "datetime64[s]"),
 }
 
 
-@pytest.mark.parametrize("bad", list(BAD_LAST))
+@pytest.mark.parametrize("where", [0, -1], ids=["first", "last"])
+@pytest.mark.parametrize("bad", list(BAD_WEIGHT))
 @pytest.mark.parametrize("built", [True, False], ids=["built", "unbuilt"])
-def test_a_bad_last_weight_changes_nothing(backend, bad, built):
+def test_a_bad_weight_changes_nothing(backend, bad, built, where):
     rnn = make_rnn(backend, seed=2 if built else None)
     before = rnn.get_weights()
     weights = [w.astype("float32") for w in make_rnn("numpy", seed=3).get_weights()]
-    weights[-1] = BAD_LAST[bad](weights[-1])
+    weights[where] = BAD_WEIGHT[bad](weights[where])
     with pytest.raises(xf.WeightsError):
         rnn.set_weights(weights)
     assert same(rnn.get_weights(), before)
     assert built or all(c.input_dim is None for c in rnn.cells)
-    cell = rnn.cells[2]
+    cell = rnn.cells[0 if where == 0 else 2]
     with pytest.raises(xf.WeightsError):
-        cell.set_weights(weights[-3:])
+        cell.set_weights(weights[:3] if where == 0 else weights[-3:])
     assert same(rnn.get_weights(), before)
 
 
@@ -777,3 +778,4 @@ def test_a_killed_save_leaves_the_destination_and_a_findable_temp_file(tmp_path)
     assert path.read_bytes() == b"old"
     left = sorted(n for n in os.listdir(tmp_path) if n != "model.npz")
     assert len(left) == 1 and TEMP.match(left[0]), left
+    assert weightfile.temp_files(tmp_path / "model") == [str(tmp_path / left[0])]
