@@ -258,10 +258,20 @@ def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
             hdf5 = f.read(8) == HDF5_SIGNATURE
             f.seek(0)
     if hdf5:
+        p = fail.path
+        if p.endswith(".weights.h5"):
+            how = (
+                f"it holds no model, so build the Keras model that wrote it and call `model.load_weights({p!r})` "
+                "(a whole model saved as .keras or .h5 loads with `keras.saving.load_model(...)`)"
+            )
+        else:
+            how = (
+                f"load a saved model with `model = keras.saving.load_model({p!r})` (a weights-only "
+                "'.weights.h5' needs the model built first, then `model.load_weights(...)`)"
+            )
         raise fail(
-            "is an HDF5 file (a Keras '.weights.h5' or legacy '.h5' model), not an rnn_xframework "
-            "weight file (.npz). Load it in Keras: `model = keras.saving.load_model(path)` for a "
-            "saved model, or build the model and call `model.load_weights(path)` for weights; then "
+            "is an HDF5 file (what Keras writes .h5 and .weights.h5 in), not an rnn_xframework "
+            f"weight file (.npz): {how}; then "
             "`xf.from_keras(model, backend=...)` gives the rnn_xframework object (and "
             "`xf.save_weights(obj, 'model')` an .npz)"
         )
@@ -276,12 +286,8 @@ def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
 
 
 def _load_archive(archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fail: _Fail) -> list[list[np.ndarray]]:
-    try:
-        infos = archive.infolist()
-    except _ZIP_ERRORS as e:  # pragma: no cover - infolist only returns what ZipFile parsed
-        raise fail(f"has an unreadable zip directory ({e})") from e
     members: dict[str, zipfile.ZipInfo] = {}
-    for info in infos:
+    for info in archive.infolist():
         if info.filename in members:
             raise fail(f"holds member {info.filename!r} twice; a damaged or tampered file")
         members[info.filename] = info
@@ -317,8 +323,8 @@ def _refuse_keras_archive(members: dict[str, zipfile.ZipInfo], fail: _Fail) -> N
     if "config.json" in members and ("model.weights.h5" in members or "metadata.json" in members):
         raise fail(
             "is a Keras model archive (.keras), not an rnn_xframework weight file (.npz). Load it "
-            "with `model = keras.saving.load_model(path)`, then `xf.from_keras(model, backend=...)` "
-            "gives the rnn_xframework object (and `xf.save_weights(obj, 'model')` an .npz)"
+            f"with `model = keras.saving.load_model({fail.path!r})`, then `xf.from_keras(model, "
+            "backend=...)` gives the rnn_xframework object (and `xf.save_weights(obj, 'model')` an .npz)"
         )
 
 
