@@ -13,8 +13,9 @@ from conftest import TOL, require
 from helpers import KINDS, make_cells, max_err, native, numpy, random_cell_states, random_cell_weights
 
 import rnn_xframework as xf
-from rnn_xframework import backends, layers
+from rnn_xframework import layers
 from rnn_xframework.compile import auto_method
+from rnn_xframework.parity import training
 
 FEATURES, UNITS, BATCH, STEPS = 4, 6, 3, 5
 # (backend, method); "auto" resolves to a registered method of the backend
@@ -80,9 +81,8 @@ def test_method_gradients_match(rng, backend, method, kind):
     states = random_cell_states(rng, kind, 2, BATCH, UNITS, "float64")
     w_states = random_cell_states(rng, kind, 2, BATCH, UNITS, "float64")
     loss_weights = (rng.uniform(-1, 1, (BATCH, STEPS, UNITS)), w_states)
-    ops = backends.get(backend)
-    got = ops.loss_and_grads(fast, x, states, loss_weights)
-    want = ops.loss_and_grads(rnn, x, states, loss_weights)
+    got = training.loss_and_grads(backend, fast, x, states, loss_weights)
+    want = training.loss_and_grads(backend, rnn, x, states, loss_weights)
     assert abs(got.loss - want.loss) <= TOL["float64"] * max(1.0, abs(want.loss))
     for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
         assert max_err(g, w) <= TOL["float64"]
@@ -174,8 +174,10 @@ def test_tf_layer_major_graph(rng, monkeypatch, method, kind):
         rng.uniform(-1, 1, (BATCH, STEPS, UNITS)),
         random_cell_states(rng, kind, 2, BATCH, UNITS, "float64"),
     )
-    ops = backends.get("tensorflow")
-    got, want = ops.loss_and_grads(fast, x, states, loss_weights), ops.loss_and_grads(rnn, x, states, loss_weights)
+    got, want = (
+        training.loss_and_grads("tensorflow", fast, x, states, loss_weights),
+        training.loss_and_grads("tensorflow", rnn, x, states, loss_weights),
+    )
     for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
         assert max_err(g, w) <= TOL["float64"]
 
