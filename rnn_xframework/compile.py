@@ -44,7 +44,13 @@ def _source_backend(obj: Any, method: str, needs: str | None = None) -> registry
 
 def auto_method(obj: Any) -> str:
     """The method ``compile(obj, "auto")`` uses: the backend's measured choice for this RNN."""
-    return _source_backend(obj, "auto").auto_method(obj)
+    backend = _source_backend(obj, "auto")
+    if not backend.compile_methods:
+        raise FrameworkMismatchError(
+            f"compile method 'auto' takes an RNN on a backend with compile methods, got one on {backend.name!r}; "
+            "use xf.convert(obj, backend='torch') (or 'tensorflow') first"
+        )
+    return backend.auto_method(obj)
 
 
 def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torch.compile

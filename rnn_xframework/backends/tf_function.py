@@ -377,19 +377,3 @@ def compile_function(rnn: Any) -> CompiledRNN:
 def compile_xla(rnn: Any) -> CompiledRNN:
     """``xf.compile(rnn, "xla")``: the graph compiled by XLA (``jit_compile=True``)."""
     return CompiledRNN(rnn, jit_compile=True)
-
-
-XLA_MAX_UNITS = 128
-"""``"auto"`` picks XLA up to this many units per layer, ``tf.function`` above."""
-
-
-def auto_method(rnn: Any) -> str:
-    """``xf.compile(rnn, "auto")`` on TensorFlow: ``"xla"`` for small layers, else ``"tf.function"``.
-
-    Measured on a 2-core AVX-512 CPU, two SimpleRNN layers (docs/performance.md): at 64 units
-    (W1) XLA's while loop is about 1.8x faster than the unrolled graph; at 256 and 512 units (W2,
-    W3) the unrolled ``tf.function`` graph is 15-30% faster than XLA: TensorFlow runs its
-    matrix products through oneDNN and overlaps layer ``l`` at step ``t + 1`` with layer
-    ``l + 1`` at step ``t`` on the two cores, which XLA's sequential loop does not.
-    """
-    return "xla" if max(c.units for c in rnn.cells) <= XLA_MAX_UNITS else "tf.function"

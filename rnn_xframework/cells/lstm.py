@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework.cells import COMMON_ARGS_DOC, CellSpec, StepOps, TorchForm, register
+from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, TorchForm, register
 from rnn_xframework.layouts import Layout
 
 

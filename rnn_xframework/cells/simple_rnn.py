@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rnn_xframework.cells import CellSpec, StepOps, TorchForm, register
+from rnn_xframework.cells.spec import CellSpec, StepOps, TorchForm, register
 from rnn_xframework.layouts import Layout
 
 
