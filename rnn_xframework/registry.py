@@ -175,6 +175,11 @@ def names() -> list[str]:
     return list(_MODULES)
 
 
+def framework(name: str) -> str | None:
+    """The top-level package backend ``name`` needs (``"torch"``), or ``None`` (NumPy)."""
+    return _MODULES[canonical_name(name)].framework
+
+
 def installed() -> list[str]:
     """Backends whose framework is importable here (checked without importing it)."""
     return [
