@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from rnn_xframework import backends, parity, transfer
+from rnn_xframework import backends, parity, registry, transfer
 from rnn_xframework.parity import matrix, training
 from rnn_xframework.parity.problem import orderings_for
 from rnn_xframework.parity.report import FAIL, PASS, SKIP
@@ -98,8 +98,8 @@ def test_a_trainable_bias_hh_fails_training(monkeypatch):
 def test_without_tensorflow_torch_on_the_cpu_is_the_gradient_reference(monkeypatch):
     """A GPU box with torch but no TensorFlow: backward and training compare with torch on the CPU."""
     require("torch")
-    installed = backends.installed()
-    monkeypatch.setattr(backends, "installed", lambda: [b for b in installed if b != "tensorflow"])
+    installed = registry.installed()
+    monkeypatch.setattr(registry, "installed", lambda: [b for b in installed if b != "tensorflow"])
     report = small_run(backends=["torch"], dtypes=["float64"])
     assert report.passed, parity.format_plain(report)
     assert "backward and training vs torch (timestep, cpu)" in report.references[1]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 from rnn_xframework.errors import UnsupportedConfigError
 
@@ -70,7 +71,7 @@ def orthogonal(rng: np.random.Generator, shape: tuple[int, int], dtype: str) -> 
     return (q if rows >= cols else q.T).astype(dtype)
 
 
-class NumpyCell(DropoutMixin):
+class NumpyCell(SpecCell, DropoutMixin):
     """A cell of any registered type in NumPy; ``spec`` is set per type by :func:`cell_class`.
 
     Constructed like the Keras cell of the type (``units``, the activations, ``use_bias``, the
@@ -84,39 +85,15 @@ class NumpyCell(DropoutMixin):
     def __init__(
         self, units: int, *args: Any, dtype: Any = None, device: Any = None, seed: int | None = None, **kwargs: Any
     ) -> None:
-        config = self.spec.bind(units, args, kwargs)
-        if kwargs:
-            raise TypeError(f"{self.spec.name}() got unexpected keyword arguments {sorted(kwargs)}")
+        self.bind_config(units, args, kwargs)
         for key in self.spec.activations:
-            STEP_OPS.activation(config[key])
+            STEP_OPS.activation(self.config[key])
         if device not in (None, "cpu"):
             raise UnsupportedConfigError(f"numpy backend runs on 'cpu' only, got device={device!r}")
-        self.config = config
-        self.__dict__.update(config)
         self.dtype_name = protocol.dtype_name(dtype)
-        self.state_sizes = [self.units] * self.spec.n_states
         self.input_dim: int | None = None
         self.weights: list[np.ndarray] = []
         self._rng = np.random.default_rng(seed)
-
-    @property
-    def cell_kind(self) -> str:
-        return self.spec.name
-
-    @property
-    def gates(self) -> int:
-        return self.spec.n_gates
-
-    @property
-    def layout_name(self) -> str:
-        return self.spec.layout(self.config).name
-
-    def portable_config(self) -> dict[str, Any]:
-        return dict(self.config)
-
-    @property
-    def state_size(self) -> Any:
-        return self.units if self.spec.n_states == 1 else list(self.state_sizes)
 
     @property
     def trainable_variables(self) -> list[np.ndarray]:
@@ -169,7 +146,7 @@ class NumpyCell(DropoutMixin):
 
     def step(self, x: np.ndarray, states: list[np.ndarray], training: bool | None) -> tuple[Any, list[Any]]:
         """The spec's step on checked arguments."""
-        b_in, b_rec = layouts.get(self.layout_name).bias_parts(self.weights[2]) if self.use_bias else (None, None)
+        b_in, b_rec = self.layout.bias_parts(self.weights[2]) if self.use_bias else (None, None)
         w = cells.StepWeights(self.weights[0], self.weights[1], b_in, b_rec)
         x_masks, h_masks = self.get_dropout_mask(x), self.get_recurrent_dropout_mask(states[0])  # drawn as Keras does
         if not training:

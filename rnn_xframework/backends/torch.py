@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
@@ -91,7 +92,7 @@ class SpecParameters(nn.Module):
             self.register_parameter(name, nn.Parameter(torch.zeros(gates * hidden_size, **kw)) if bias else None)
 
 
-class TorchCell(DropoutMixin, nn.Module):
+class TorchCell(SpecCell, DropoutMixin, nn.Module):
     """A cell of any registered type as a ``torch.nn.Module``; ``spec`` is set per type.
 
     Constructed like the Keras cell of the type, plus ``dtype``, ``device``, ``seed`` (dropout
@@ -119,17 +120,12 @@ class TorchCell(DropoutMixin, nn.Module):
         **kwargs: Any,
     ) -> None:
         nn.Module.__init__(self)
-        config = self.spec.bind(units, args, kwargs)
-        if kwargs:
-            raise TypeError(f"{self.spec.name}() got unexpected keyword arguments {sorted(kwargs)}")
-        self.spec.check_torch(config)
+        self.bind_config(units, args, kwargs)
+        self.spec.check_torch(self.config)
         for key in self.spec.activations:
-            STEP_OPS.activation(config[key])
-        self.config = config
-        self.__dict__.update(config)
+            STEP_OPS.activation(self.config[key])
         self.seed = seed
         self.train_recurrent_bias = bool(train_recurrent_bias)
-        self.state_sizes = [self.units] * self.spec.n_states
         self._dtype = DTYPES[protocol.dtype_name(dtype)]
         self._device = None if device is None else torch.device(device)
         self._generator: torch.Generator | None = None
@@ -137,25 +133,6 @@ class TorchCell(DropoutMixin, nn.Module):
         self.cell: Any = None
 
     # --- Keras-style attributes --------------------------------------------------------------
-    @property
-    def cell_kind(self) -> str:
-        return self.spec.name
-
-    @property
-    def gates(self) -> int:
-        return self.spec.n_gates
-
-    @property
-    def layout_name(self) -> str:
-        return self.spec.layout(self.config).name
-
-    def portable_config(self) -> dict[str, Any]:
-        return dict(self.config)
-
-    @property
-    def state_size(self) -> Any:
-        return self.units if self.spec.n_states == 1 else list(self.state_sizes)
-
     @property
     def input_dim(self) -> int | None:
         return None if self.cell is None else self.cell.input_size
@@ -176,7 +153,7 @@ class TorchCell(DropoutMixin, nn.Module):
     # the layouts agree); write them with set_weights().
     def _canonical(self, w: torch.Tensor) -> torch.Tensor:
         """A ``(G*units, ...)`` PyTorch parameter as canonical ``(..., G*units)``, gates reordered."""
-        order = layouts.get(self.layout_name).torch_order
+        order = self.layout.torch_order
         if order is not None:
             blocks = w.chunk(self.gates)
             w = torch.cat([blocks[order.index(g)] for g in range(self.gates)])
@@ -198,7 +175,7 @@ class TorchCell(DropoutMixin, nn.Module):
         if not self.use_bias:
             return None
         c = self.cell
-        if layouts.get(self.layout_name).bias_rows == 2:
+        if self.layout.bias_rows == 2:
             return torch.stack([self._canonical(c.bias_ih), self._canonical(c.bias_hh)])
         return self._canonical(c.bias_ih + c.bias_hh)
 
@@ -219,7 +196,7 @@ class TorchCell(DropoutMixin, nn.Module):
                 )
             return
         cell = self.make_native(int(dim))  # type: ignore[arg-type]
-        layout = layouts.get(self.layout_name)
+        layout = self.layout
         with torch.no_grad():
             nn.init.xavier_uniform_(cell.weight_ih)
             nn.init.orthogonal_(cell.weight_hh)
@@ -245,14 +222,14 @@ class TorchCell(DropoutMixin, nn.Module):
         if self.cell is None:
             return []
         params = {n: p.detach().cpu().numpy() for n, p in self.cell.named_parameters()}
-        return layouts.get(self.layout_name).from_torch(params)
+        return self.layout.from_torch(params)
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set from the canonical layout (see :mod:`rnn_xframework.layouts`); checked first."""
         dim = self.input_dim if self.input_dim is not None else layouts.input_dim_of(self.cell_kind, weights)
         arrays = layouts.check(self.layout_name, weights, dim, self.units, self.use_bias)
         self.build((None, dim))
-        values = layouts.get(self.layout_name).to_torch(arrays)
+        values = self.layout.to_torch(arrays)
         params = dict(self.cell.named_parameters())
         with torch.no_grad():
             for name, value in values.items():
@@ -279,7 +256,7 @@ class TorchCell(DropoutMixin, nn.Module):
         """The spec's step on the canonical views of the parameters (differentiable)."""
         b_in = b_rec = None
         if self.use_bias:
-            c, layout = self.cell, layouts.get(self.layout_name)
+            c, layout = self.cell, self.layout
             if layout.bias_rows == 2:
                 b_in, b_rec = self._canonical(c.bias_ih), self._canonical(c.bias_hh)
             else:

@@ -30,7 +30,6 @@ The step contract::
 
 from __future__ import annotations
 
-from rnn_xframework.cells import gru, lstm, simple_rnn
 from rnn_xframework.cells.spec import (
     COMMON_ARGS_DOC,
     CellSpec,
@@ -46,6 +45,13 @@ from rnn_xframework.cells.spec import (
     run_step,
     spec_of,
 )
+
+# isort: off
+# Each module registers its spec, in this order (the order reports list the cell types in).
+from rnn_xframework.cells import simple_rnn
+from rnn_xframework.cells import lstm
+from rnn_xframework.cells import gru
+# isort: on
 
 __all__ = [
     "COMMON_ARGS_DOC",
