@@ -71,6 +71,15 @@ def test_method_flags(rng, backend, method, flags):
         assert tuple(got.shape) == tuple(want.shape)
 
 
+def assert_same_gradients(got, want):
+    """Inputs, every initial state of every layer, and every canonical weight."""
+    got_states = [s for layer in got.states for s in layer]
+    want_states = [s for layer in want.states for s in layer]
+    assert len(got_states) == len(want_states) > 0 and len(got.weights) == len(want.weights) > 0
+    for g, w in zip([got.inputs, *got_states, *got.weights], [want.inputs, *want_states, *want.weights], strict=True):
+        assert max_err(g, w) <= TOL["float64"]
+
+
 @pytest.mark.parametrize(("backend", "method"), METHODS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_method_gradients_match(rng, backend, method, kind):
@@ -84,8 +93,7 @@ def test_method_gradients_match(rng, backend, method, kind):
     got = training.loss_and_grads(backend, fast, x, states, loss_weights)
     want = training.loss_and_grads(backend, rnn, x, states, loss_weights)
     assert abs(got.loss - want.loss) <= TOL["float64"] * max(1.0, abs(want.loss))
-    for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
-        assert max_err(g, w) <= TOL["float64"]
+    assert_same_gradients(got, want)
 
 
 @pytest.mark.parametrize(("backend", "method"), METHODS)
@@ -178,8 +186,7 @@ def test_tf_layer_major_graph(rng, monkeypatch, method, kind):
         training.loss_and_grads("tensorflow", fast, x, states, loss_weights),
         training.loss_and_grads("tensorflow", rnn, x, states, loss_weights),
     )
-    for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
-        assert max_err(g, w) <= TOL["float64"]
+    assert_same_gradients(got, want)
 
 
 @pytest.mark.parametrize("kind", KINDS)

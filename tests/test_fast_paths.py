@@ -286,4 +286,5 @@ def test_xla_gated_cells_have_no_inference_shortcut(rng):
     fast = xf.compile(rnn, "xla")
     assert fast._infer_zeros is None
     x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
-    assert np.isfinite(fast(x).numpy()).all()
+    assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
+    assert fast._infer_zeros is None  # still no shortcut after a call
