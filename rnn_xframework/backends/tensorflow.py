@@ -123,7 +123,7 @@ class KerasCell:
         """The spec's config keys; activations by their Keras names."""
         config = {key: getattr(self, key) for key in self.spec.config_keys}
         for key in self.spec.activations:
-            config[key] = keras.activations.serialize(config[key])
+            config[key] = keras.activations.serialize(keras.activations.get(config[key]))
         return config
 
     def build(self, input_shape: Sequence[int | None]) -> None:
@@ -179,10 +179,55 @@ class KerasCell:
         return out, list(new) if isinstance(new, (list, tuple)) else [new]
 
 
+class SpecLayer(keras.layers.Layer):
+    """A Keras layer computing any cell spec (for types without a Keras class): ``kernel``,
+    ``recurrent_kernel`` and ``bias`` as Keras weights (glorot-uniform, orthogonal, the spec's
+    initial bias), the spec's step in :meth:`call`. Keras dropout is not implemented here: a
+    rate above zero is refused."""
+
+    spec: cells.CellSpec
+
+    def __init__(self, **kwargs: Any) -> None:
+        config = {key: kwargs.pop(key) for key in self.spec.config_keys}
+        if config["dropout"] or config["recurrent_dropout"]:
+            raise UnsupportedConfigError(
+                f"backend 'tensorflow': {self.spec.name} has no Keras class, and the generic Keras layer has no "
+                "dropout; use backend='torch' or 'numpy' for dropout"
+            )
+        super().__init__(**kwargs)
+        self.spec_config = config
+        for key, value in config.items():
+            setattr(self, key, value)
+        for key in self.spec.activations:
+            setattr(self, key, keras.activations.get(config[key]))
+        self.state_size = self.units if self.spec.n_states == 1 else [self.units] * self.spec.n_states
+        self.output_size = self.units
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        g = self.spec.n_gates * self.units
+        self.kernel = self.add_weight(shape=(input_shape[-1], g), initializer="glorot_uniform", name="kernel")
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, g), initializer="orthogonal", name="recurrent_kernel"
+        )
+        self.bias = None
+        if self.use_bias:
+            bias = self.spec.initial_bias(self.spec_config, protocol.dtype_name(self.dtype))
+            init = keras.initializers.Constant(bias)
+            self.bias = self.add_weight(shape=bias.shape, initializer=init, name="bias")
+
+    def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
+        b_in, b_rec = (None, None) if self.bias is None else self.spec.layout(self.spec_config).bias_parts(self.bias)
+        w = cells.StepWeights(self.kernel, self.recurrent_kernel, b_in, b_rec)
+        return cells.run_step(self.spec, STEP_OPS, self.spec_config, w, inputs, list(states))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.spec_config}
+
+
 def _class_for(spec: cells.CellSpec) -> type:
-    if spec.keras_class is None:
-        raise UnsupportedConfigError(f"backend 'tensorflow' has no Keras layer for {spec.name}")
-    return cells.class_for(spec, (KerasCell, getattr(keras.layers, spec.keras_class)), __name__)
+    """``KerasCell`` over Keras's own class for the spec, or over :class:`SpecLayer`."""
+    base = SpecLayer if spec.keras_class is None else getattr(keras.layers, spec.keras_class)
+    return cells.class_for(spec, (KerasCell, base), __name__)
 
 
 class StackedRNNCells(loops.StackMixin, keras.layers.Layer):

@@ -44,6 +44,7 @@ from rnn_xframework.cells.spec import (
     register,
     run_step,
     spec_of,
+    unregister,
 )
 
 # isort: off
@@ -70,4 +71,5 @@ __all__ = [
     "run_step",
     "simple_rnn",
     "spec_of",
+    "unregister",
 ]

@@ -269,6 +269,18 @@ def register(spec: CellSpec) -> CellSpec:
     return spec
 
 
+def unregister(name: str) -> None:
+    """Forget cell type ``name`` and its layouts (objects already built keep working)."""
+    with _LOCK:
+        spec = _SPECS.pop(name, None)
+        if spec is None:
+            raise UnsupportedConfigError(f"unknown cell type {name!r}; registered: {sorted(_SPECS)}")
+        for layout in spec.layouts:
+            layouts.LAYOUTS.pop(layout.name, None)
+        for key in [k for k in _CLASSES if k[0] == name]:
+            del _CLASSES[key]
+
+
 def get(name: str) -> CellSpec:
     """The spec registered as ``name`` (``"LSTMCell"``); :class:`UnsupportedConfigError` if none."""
     spec = _SPECS.get(name)
