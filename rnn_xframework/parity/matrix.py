@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnn_xframework import registry as backends
+from rnn_xframework import registry
 from rnn_xframework.errors import UnsupportedConfigError
 from rnn_xframework.parity import training
 from rnn_xframework.parity.problem import Problem, Sizes, build, cell_kinds, orderings_for, random_problem
@@ -77,13 +77,13 @@ def _choose(what: str, asked: Sequence[str] | None, known: Sequence[str]) -> lis
 def plan(config: Config) -> Plan:
     """Check every name in ``config`` (typed errors, nothing run yet) and fill in the defaults."""
     names = (
-        backends.installed()
+        registry.installed()
         if config.backends is None
-        else list(dict.fromkeys(backends.canonical_name(b) for b in config.backends))
+        else list(dict.fromkeys(registry.canonical_name(b) for b in config.backends))
     )
     if not names:
         raise UnsupportedConfigError("no backend selected")
-    seen = {b: backends.get(b).devices() for b in names}  # raises BackendUnavailableError
+    seen = {b: registry.get(b).devices() for b in names}  # raises BackendUnavailableError
     available = [d for d in DEVICES if any(d in ds for ds in seen.values())]
     devices = available if config.devices is None else _choose("device", config.devices, DEVICES)
     for d in devices:
@@ -107,14 +107,14 @@ def plan(config: Config) -> Plan:
 def references(role: str) -> list[str]:
     """Installed backends that can serve as the ``role`` (``"forward"``, ``"gradient"``) reference,
     preferred first (each backend class states its rank)."""
-    ranked = [(getattr(backends.get(b), f"{role}_reference"), b) for b in backends.installed()]
+    ranked = [(getattr(registry.get(b), f"{role}_reference"), b) for b in registry.installed()]
     return [b for rank, b in sorted((r, b) for r, b in ranked if r is not None)]
 
 
 def versions(names: Sequence[str]) -> dict[str, str]:
     out = {}
     for name in dict.fromkeys(["numpy", *names]):
-        for dist in backends.get(name).distributions:
+        for dist in registry.get(name).distributions:
             with contextlib.suppress(importlib.metadata.PackageNotFoundError):
                 out[dist] = importlib.metadata.version(dist)
     return out
@@ -127,14 +127,14 @@ def strict_numerics(names: Sequence[str], devices: Sequence[str]) -> Iterator[li
         settings: list[str] = []
         if any(d != "cpu" for d in devices):
             for name in names:
-                settings += stack.enter_context(backends.get(name).strict_numerics())
+                settings += stack.enter_context(registry.get(name).strict_numerics())
         yield [f"set: {s}" for s in settings]
 
 
 def variants(p: Plan, kind: str) -> Iterator[tuple[str, str, str]]:
     """``(backend, ordering, device)`` for every backend that has ``kind``."""
     for name in p.backends:
-        ops = backends.get(name)
+        ops = registry.get(name)
         if not ops.supports(kind):
             continue
         for device in p.devices:
@@ -145,12 +145,12 @@ def variants(p: Plan, kind: str) -> Iterator[tuple[str, str, str]]:
 
 
 def _native(name: str, a: np.ndarray, device: str) -> object:
-    return backends.get(name).from_numpy(a, None if device == "cpu" else device)
+    return registry.get(name).from_numpy(a, None if device == "cpu" else device)
 
 
 def forward_arrays(model: object, problem: Problem, name: str, device: str) -> list[np.ndarray]:
     """``[y [batch, steps, units], final state per layer and tensor...]`` as NumPy."""
-    ops = backends.get(name)
+    ops = registry.get(name)
     states = [[_native(name, s, device) for s in layer] for layer in problem.states]
     y, final = model(_native(name, problem.x, device), states)  # type: ignore[operator]
     return [ops.to_numpy(y), *(ops.to_numpy(s) for layer in final for s in layer)]
@@ -212,7 +212,7 @@ def run(config: Config | None = None) -> Report:
 
 
 def _first(role: str, kind: str) -> str | None:
-    return next((b for b in references(role) if backends.get(b).supports(kind)), None)
+    return next((b for b in references(role) if registry.get(b).supports(kind)), None)
 
 
 def new_result(check: str, kind: str, backend: str, ordering: str, device: str, dtype: str, reference: str) -> Result:
