@@ -41,7 +41,7 @@ def check_cells(cells: Any, backend: str) -> list[Any]:
     if not cells:
         raise StateStructureError("expected at least one cell, got an empty list")
     for i, cell in enumerate(cells):
-        if getattr(cell, "backend", None) != backend or getattr(cell, "cell_kind", None) is None:
+        if getattr(cell, "backend", None) != backend or not protocol.is_structure(cell, "cell"):
             raise FrameworkMismatchError(
                 f"cells[{i}]: expected a {backend} cell made by rnn_xframework.layers, got "
                 f"{type(cell).__module__}.{type(cell).__name__} "

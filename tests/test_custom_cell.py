@@ -147,3 +147,17 @@ def test_unregistered_cell_type_is_unknown():
         layers.make_cell("MGUCell", backend="numpy", units=3)
     with pytest.raises(AttributeError):
         layers.MGUCell  # noqa: B018
+
+
+def test_registered_cell_compiles_where_the_graph_is_generic(mgu, rng):
+    """``tf.function`` traces the spec's step, so it serves a new type as is; the TorchScript
+    kernels are written per type and refuse one they do not have (no silent slow path)."""
+    pytest.importorskip("tensorflow")
+    x, weights, states = problem(rng, "float64")
+    rnn = mgu_rnn("tensorflow", "float64")
+    rnn.set_weights(weights)
+    fast = xf.compile(rnn, "tf.function")
+    assert max_err(run(fast, "tensorflow", x, states)[0], run(rnn, "tensorflow", x, states)[0]) <= TOL["float64"]
+    pytest.importorskip("torch")
+    with pytest.raises(xf.UnsupportedConfigError, match="no fast torch layer for MGUCell"):
+        xf.compile(xf.convert(rnn, backend="torch"), "torchscript")
