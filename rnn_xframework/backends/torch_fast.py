@@ -223,12 +223,24 @@ class SimpleRNNLayer(nn.Module):
         return torch.stack(outs, 1), [h]
 
 
-class LSTMLayer(nn.Module):
-    """PyTorch's LSTM step (gates ``i, f, g, o``) on ``xp_t + h W_hh^T``; states ``[h, c]``."""
+def gate_positions(cell: Any) -> list[int]:
+    """Where each canonical gate block of the cell's spec (``spec.gates``, in order) sits in
+    PyTorch's parameters, from the layout's ``torch_order`` (LSTM ``[0, 1, 2, 3]``, GRU ``[1, 0, 2]``)."""
+    spec = cells.get(cell.cell_kind)
+    order = cell.layout.torch_order or tuple(range(spec.n_gates))
+    return [order.index(g) for g in range(spec.n_gates)]
 
-    def __init__(self, cell: nn.LSTMCell) -> None:
+
+class LSTMLayer(nn.Module):
+    """Keras's LSTM step on ``xp_t + h W_hh^T`` in PyTorch's layout; states ``[h, c]``. The gate
+    blocks ``i, f, c, o`` are read at ``positions`` (:func:`gate_positions`)."""
+
+    __constants__ = ["gi", "gf", "gc", "go"]
+
+    def __init__(self, cell: nn.LSTMCell, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
+        self.gi, self.gf, self.gc, self.go = positions
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
@@ -237,19 +249,24 @@ class LSTMLayer(nn.Module):
         h, cs = state[0], state[1]
         outs: list[Tensor] = []
         for xt in xp.unbind(1):
-            i, f, g, o = torch.addmm(xt, h, u).chunk(4, 1)
-            cs = torch.sigmoid(f) * cs + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(cs)
+            z = torch.addmm(xt, h, u).chunk(4, 1)
+            cs = torch.sigmoid(z[self.gf]) * cs + torch.sigmoid(z[self.gi]) * torch.tanh(z[self.gc])
+            h = torch.sigmoid(z[self.go]) * torch.tanh(cs)
             outs.append(h)
         return torch.stack(outs, 1), [h, cs]
 
 
 class GRULayer(nn.Module):
-    """PyTorch's GRU step (gates ``r, z, n``; the reset gate after the recurrent product)."""
+    """Keras's GRU step with ``reset_after=True`` (PyTorch's form: the reset gate after the
+    recurrent product) in PyTorch's layout. The gate blocks ``z, r, h`` are read at ``positions``
+    (:func:`gate_positions`; PyTorch stores them ``r, z, n``)."""
 
-    def __init__(self, cell: nn.GRUCell) -> None:
+    __constants__ = ["gz", "gr", "gh"]
+
+    def __init__(self, cell: nn.GRUCell, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
+        self.gz, self.gr, self.gh = positions
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
@@ -260,11 +277,10 @@ class GRULayer(nn.Module):
         outs: list[Tensor] = []
         for xt in xp.unbind(1):
             hu = torch.mm(h, u) if bias_hh is None else torch.addmm(bias_hh, h, u)
-            xr, xz, xn = xt.chunk(3, 1)
-            hr, hz, hn = hu.chunk(3, 1)
-            r = torch.sigmoid(xr + hr)
-            z = torch.sigmoid(xz + hz)
-            n = torch.tanh(xn + r * hn)
+            xg, hg = xt.chunk(3, 1), hu.chunk(3, 1)
+            r = torch.sigmoid(xg[self.gr] + hg[self.gr])
+            z = torch.sigmoid(xg[self.gz] + hg[self.gz])
+            n = torch.tanh(xg[self.gh] + r * hg[self.gh])
             h = (1 - z) * n + z * h
             outs.append(h)
         return torch.stack(outs, 1), [h]
@@ -278,9 +294,9 @@ def layer_for(cell: Any, inplace: bool) -> nn.Module:
     if module == "RNNCell":
         return SimpleRNNLayer(cell.cell, cell.cell.nonlinearity == "relu", inplace)
     if module == "LSTMCell":
-        return LSTMLayer(cell.cell)
+        return LSTMLayer(cell.cell, gate_positions(cell))
     if module == "GRUCell":
-        return GRULayer(cell.cell)
+        return GRULayer(cell.cell, gate_positions(cell))
     raise UnsupportedConfigError(f"compile: no fast torch layer for {cell.cell_kind}")
 
 
