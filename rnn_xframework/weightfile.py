@@ -39,6 +39,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -80,13 +81,9 @@ _ZIP_ERRORS = (
 )
 
 
-def signature(cells: Sequence[Any]) -> list[str]:
-    """``["LSTMCell(units=3, use_bias=True)", ...]``: what a file and an object must agree on."""
-    return [_describe(layouts.name_of(c), c.units, c.use_bias) for c in cells]
-
-
-def _describe(kind: str, units: int, use_bias: bool) -> str:
-    return f"{kind}(units={units}, use_bias={use_bias})"
+def _signature(records: list[dict[str, Any]]) -> list[str]:
+    """:func:`layouts.signature` of the cells a file's records describe."""
+    return layouts.signature([SimpleNamespace(layout_name=r["kind"], **r) for r in records])
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -401,9 +398,9 @@ def _expected_members(
     records: list[dict[str, Any]], cells: Sequence[Any], fail: _Fail
 ) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{member: (shape, dtype)}`` the object needs, after checking the records against it."""
-    saved = [_describe(r["kind"], r["units"], r["use_bias"]) for r in records]
-    if saved != signature(cells):
-        raise fail(f"the file holds {saved}, the object is {signature(cells)}")
+    saved, wanted = _signature(records), layouts.signature(cells)
+    if saved != wanted:
+        raise fail(f"the file holds {saved}, the object is {wanted}")
     expected: dict[str, tuple[tuple[int, ...], str]] = {}
     dim = None
     for i, (cell, r) in enumerate(zip(cells, records, strict=True)):
