@@ -7,6 +7,10 @@ arrays are accepted as inputs, as Keras layers accept them.
 
 Keras 3 chooses its backend once per process (``KERAS_BACKEND``); this module refuses to load
 when Keras runs on anything but TensorFlow, rather than changing a global setting.
+
+Every class here is a registered Keras serializable (``"rnn_xframework>LSTMCell"``, ...) with
+``get_config``/``from_config``, so ``model.save("m.keras")`` and ``keras.saving.load_model``
+round-trip a model holding these layers, without ``custom_objects``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,21 @@ if _problem:
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+_serializable = keras.saving.register_keras_serializable(package="rnn_xframework")
+
+
+def _dtype_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``from_config`` side of the ``dtype`` entry: Keras writes a serialized ``DTypePolicy``;
+    the library's cells take a dtype name (and refuse mixed policies)."""
+    config = dict(config)
+    dtype = config.pop("dtype", None)
+    if isinstance(dtype, dict):
+        dtype = keras.dtype_policies.deserialize(dtype).name
+    elif isinstance(dtype, keras.DTypePolicy):
+        dtype = dtype.name
+    config["dtype"] = dtype
+    return config
 
 
 def _to_tensor(x: Any) -> Any:
@@ -102,6 +121,16 @@ class _KerasCell:
             "recurrent_dropout": self.recurrent_dropout,
         }
 
+    def get_config(self) -> dict[str, Any]:
+        """Keras's cell config plus ``device`` (a string, or ``None``)."""
+        config = super().get_config()  # type: ignore[misc]
+        config.pop("autocast", None)  # always False here; set by __init__
+        return {**config, "device": None if self.device is None else str(self.device)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        return cls(**_dtype_from_config(config))
+
     def build(self, input_shape: Sequence[int | None]) -> None:
         with _device_scope(self.device):
             super().build(input_shape)  # type: ignore[misc]
@@ -155,6 +184,7 @@ class _KerasCell:
         return out, list(new) if isinstance(new, (list, tuple)) else [new]
 
 
+@_serializable
 class SimpleRNNCell(_KerasCell, keras.layers.SimpleRNNCell):
     """Keras's ``SimpleRNNCell`` with the library's checks and list-state convention.
 
@@ -212,6 +242,7 @@ class _GatedKerasCell(_KerasCell):
         }
 
 
+@_serializable
 class LSTMCell(_GatedKerasCell, keras.layers.LSTMCell):
     """Keras's ``LSTMCell`` with the library's checks; states ``[h, c]`` (a bare tensor is an
     error). Weights ``kernel`` ``(input_dim, 4*units)``, ``recurrent_kernel``
@@ -225,6 +256,7 @@ class LSTMCell(_GatedKerasCell, keras.layers.LSTMCell):
         return {**super().portable_config(), "unit_forget_bias": self.unit_forget_bias}
 
 
+@_serializable
 class GRUCell(_GatedKerasCell, keras.layers.GRUCell):
     """Keras's ``GRUCell`` with the library's checks; state ``[h]``. Weights ``kernel``
     ``(input_dim, 3*units)``, ``recurrent_kernel`` ``(units, 3*units)``, ``bias`` ``(2, 3*units)``
@@ -241,6 +273,7 @@ class GRUCell(_GatedKerasCell, keras.layers.GRUCell):
         return {**super().portable_config(), "reset_after": self.reset_after}
 
 
+@_serializable
 class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
     """One step through every cell; state ``[[h0], [h1], ...]``, never unwrapped."""
 
@@ -255,10 +288,21 @@ class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.build_cells(input_shape)
 
+    def get_config(self) -> dict[str, Any]:
+        config = keras.layers.Layer.get_config(self)
+        return {**config, "cells": [keras.saving.serialize_keras_object(c) for c in self.cells]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        config = dict(config)
+        cells = [keras.saving.deserialize_keras_object(c) for c in config.pop("cells")]
+        return cls(cells, **config)
+
     def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
         return self.step(inputs, states, training)
 
 
+@_serializable
 class RNN(loops.RNNMixin, keras.layers.Layer):
     """Loop over ``[batch, time, features]`` in Python (unrolled when traced by ``tf.function``)."""
 
@@ -279,6 +323,23 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.cell.build_cells(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = keras.layers.Layer.get_config(self)
+        return {
+            **config,
+            "cell": keras.saving.serialize_keras_object(self.cell),
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "order": self.order,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        config = dict(config)
+        cell = keras.saving.deserialize_keras_object(config.pop("cell"))
+        return cls(cell, **config)
 
     def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         return self.run(inputs, initial_state, training, mask)
