@@ -89,20 +89,17 @@ def _cell_kwargs(cell: Any, backend: str, ignore_training_settings: bool, layer:
         kw["reset_after"] = bool(cell.reset_after)
 
     extras: dict[str, Any] = {}
-    owners = [cell] if layer is None else [cell, layer]
     for attr in _TRAINING_ONLY:
-        for owner in owners:
-            value = getattr(owner, attr, None)
-            if value is None:
-                continue
-            if backend == "tensorflow" and owner is cell:
-                extras[attr] = value
-            elif not ignore_training_settings:
-                raise UnsupportedConfigError(
-                    f"from_keras: {owner.name}.{attr}={value!r} changes training, and backend {backend!r} "
-                    "has no such setting; pass ignore_training_settings=True to port the layer without it "
-                    "(inference is unaffected), or use backend='tensorflow'"
-                )
+        value = getattr(cell, attr, None)
+        if value is None:
+            continue
+        if backend == "tensorflow":
+            extras[attr] = value  # the library's TF cell is Keras's: it takes the setting as it is
+        elif not ignore_training_settings:
+            raise UnsupportedConfigError(_training_only_message(cell, attr, value, backend))
+    regularizer = None if layer is None else layer.activity_regularizer
+    if regularizer is not None and not ignore_training_settings:  # the library's RNN has no such setting
+        raise UnsupportedConfigError(_training_only_message(layer, "activity_regularizer", regularizer, backend))
     if not cell.built:  # the initializers still matter: the weights do not exist yet
         for attr, default in _DEFAULT_INITIALIZERS.items():
             value = getattr(cell, attr)
@@ -118,6 +115,14 @@ def _cell_kwargs(cell: Any, backend: str, ignore_training_settings: bool, layer:
                     "then copied), or use backend='tensorflow'"
                 )
     return {**kw, **extras}
+
+
+def _training_only_message(owner: Any, attr: str, value: Any, backend: str) -> str:
+    return (
+        f"from_keras: {owner.name}.{attr}={value!r} changes training, and the library's {backend!r} "
+        "objects have no such setting; pass ignore_training_settings=True to port without it "
+        "(inference is unaffected)" + ("" if attr == "activity_regularizer" else ", or use backend='tensorflow'")
+    )
 
 
 def _port_cells(cells: list[Any], backend: str, ignore: bool, layer: Any) -> list[Any]:
