@@ -4,6 +4,8 @@ serializables with ``get_config``/``from_config``, so ``model.save`` and
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import KINDS, random_cell_weights
@@ -111,3 +113,17 @@ def test_saved_library_model_ports_to_torch(tmp_path, rng):
 
     got = torch_rnn(torch.from_numpy(x)).detach().numpy()
     assert np.max(np.abs(got - outputs(model, x)[0])) <= 1e-5
+
+
+def test_to_keras_layers_save_as_plain_keras(tmp_path, rng):
+    """``xf.to_keras`` output holds no library class: the saved config names only Keras's."""
+    pytest.importorskip("torch")
+    rnn = layers.RNN([layers.LSTMCell(4, backend="torch"), layers.GRUCell(3, backend="torch")], return_sequences=True)
+    rnn.build((None, None, 2))
+    weights = random_cell_weights(rng, "LSTMCell", [2], 4, "float32")
+    rnn.set_weights(weights + random_cell_weights(rng, "GRUCell", [4], 3, "float32"))
+    model = keras.Sequential([keras.Input((None, 2)), xf.to_keras(rnn)])
+    loaded = save_and_load(model, tmp_path / "plain.keras")
+    assert "rnn_xframework" not in json.dumps(loaded.get_config())
+    x = rng.normal(size=(2, 5, 2)).astype("float32")
+    np.testing.assert_array_equal(outputs(loaded, x)[0], outputs(model, x)[0])
