@@ -170,10 +170,11 @@ def test_stacked_cells_rnn_and_cells(backend, rng):
     assert all(np.array_equal(a, b) for a, b in zip(kcell.get_weights(), cells[0].get_weights(), strict=True))
 
 
-def test_masked_sequences_match_keras(backend, rng):
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_masked_sequences_match_keras(backend, go_backwards, rng):
     """Embedding(mask_zero=True) -> LSTM: the library RNN with the same mask gives Keras's numbers."""
     emb = keras.layers.Embedding(10, 3, mask_zero=True)
-    lstm = keras_layer("LSTMCell", 4, 3, rng, return_sequences=True)
+    lstm = keras_layer("LSTMCell", 4, 3, rng, return_sequences=True, go_backwards=go_backwards)
     tokens = np.array([[1, 2, 0, 0, 3], [4, 5, 6, 7, 8]])
     e = emb(tokens)
     expected = keras.ops.convert_to_numpy(lstm(e, mask=emb.compute_mask(tokens)))
@@ -185,20 +186,23 @@ def test_masked_sequences_match_keras(backend, rng):
 def _model(rng):
     inp = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(20, 6)(inp)
+    x = keras.layers.SimpleRNN(7, activation="relu", return_sequences=True, name="simple")(x)
     x = keras.layers.LSTM(8, return_sequences=True, go_backwards=True, name="lstm")(x)
     x = keras.layers.GRU(5, name="gru")(x)
     model = keras.Model(inp, keras.layers.Dense(2)(x))
-    for layer, kind, dim in ((model.get_layer("lstm"), "LSTMCell", 6), (model.get_layer("gru"), "GRUCell", 8)):
+    for name, kind, dim in (("simple", "SimpleRNNCell", 6), ("lstm", "LSTMCell", 7), ("gru", "GRUCell", 8)):
+        layer = model.get_layer(name)
         layer.set_weights(random_cell_weights(rng, kind, [dim], layer.cell.units, "float32"))
     return model
 
 
 def _model_check(model, rnns, backend, rng):
     """The ported recurrent layers replace the model's: same logits to 1e-5."""
-    assert list(rnns) == ["lstm", "gru"]
+    assert list(rnns) == ["simple", "lstm", "gru"]
     tokens = rng.integers(0, 20, size=(3, 7))
-    emb = keras.ops.convert_to_numpy(model.layers[1](tokens))
-    h = run_lib(rnns["gru"], backend, run_lib(rnns["lstm"], backend, emb))
+    h = keras.ops.convert_to_numpy(model.layers[1](tokens))
+    for name in rnns:
+        h = run_lib(rnns[name], backend, h)
     dense = model.layers[-1]
     logits = h @ keras.ops.convert_to_numpy(dense.kernel) + keras.ops.convert_to_numpy(dense.bias)
     assert max_err(logits, keras.ops.convert_to_numpy(model(tokens))) <= TOL["float32"]
@@ -208,7 +212,7 @@ def test_model_gives_every_recurrent_layer_by_name(backend, rng):
     model = _model(rng)
     _model_check(model, xf.from_keras(model, backend=backend), backend, rng)
     nested = keras.Sequential([keras.Input((None,), dtype="int32"), model])
-    assert list(xf.from_keras(nested, backend=backend)) == ["lstm", "gru"]
+    assert list(xf.from_keras(nested, backend=backend)) == ["simple", "lstm", "gru"]
 
 
 def test_keras_file_ports_to_torch(tmp_path, rng):
