@@ -278,6 +278,11 @@ def to_keras(obj: Any) -> Any:
         if dim is not None:
             stack.build((None, dim))
         return stack
+    if getattr(obj, "time_major", False):
+        raise UnsupportedConfigError(
+            "to_keras: the RNN has time_major=True ([time, batch, ...] inputs); Keras 3's recurrent layers "
+            "take [batch, time, ...] only: rebuild the RNN with time_major=False and transpose the inputs"
+        )
     flags = {
         "return_sequences": bool(obj.return_sequences),
         "return_state": bool(obj.return_state),
