@@ -328,3 +328,14 @@ def test_library_objects_to_keras_and_back(src, rng):
     assert max_err(run_keras(k, x), run_lib(rnn, src, x)) <= TOL["float32"]
     again = xf.from_keras(k, backend=src)
     assert all(np.array_equal(a, b) for a, b in zip(again.get_weights(), weights, strict=True))
+
+
+def test_library_cell_inside_keras_rnn_ports(backend, rng):
+    """``keras.layers.RNN`` over the library's TF cell (a Keras cell subclass) ports like Keras's own."""
+    cell = layers.GRUCell(3, backend="tf")
+    k = keras.layers.RNN(cell, return_sequences=True, go_backwards=True)
+    k.build((None, None, 2))
+    cell.set_weights(random_cell_weights(rng, "GRUCell", [2], 3, "float32"))
+    rnn = xf.from_keras(k, backend=backend)
+    x = rng.normal(size=(2, 4, 2)).astype("float32")
+    assert rnn.go_backwards and max_err(run_lib(rnn, backend, x), run_keras(k, x)) <= TOL["float32"]
