@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from rnn_xframework import config
-from rnn_xframework.errors import BackendUnavailableError, FrameworkMismatchError
+from rnn_xframework.errors import BackendUnavailableError, FrameworkMismatchError, UnsupportedConfigError
 
 
 # --- Keras ---------------------------------------------------------------------------------------
@@ -80,7 +80,41 @@ def from_keras(obj: Any, backend: str | None = None, *, ignore_training_settings
         )
     from rnn_xframework.backends import keras_port
 
-    return keras_port.port(obj, backend, ignore_training_settings)
+    return _from_port(keras_port.describe(obj, backend, ignore_training_settings), backend)
+
+
+def _from_port(port: Any, backend: str) -> Any:
+    """The library's object for a description made by ``keras_port.describe``."""
+    from rnn_xframework import layers, transfer
+    from rnn_xframework.backends import keras_port
+
+    if isinstance(port, dict):
+        return {name: _from_port(p, backend) for name, p in port.items()}
+    if isinstance(port, keras_port.LibraryObject):
+        return transfer.convert(port.obj, backend)
+    ports = [port] if isinstance(port, keras_port.CellPort) else port.cells
+    cells = [layers.make_cell(p.kind, backend=backend, **p.config) for p in ports]
+    if isinstance(port, keras_port.CellPort):
+        new = cells[0]
+    elif port.flags is None:
+        new = layers.StackedRNNCells(cells)
+    else:
+        new = layers.RNN(cells, backend=backend, **port.flags)
+    if ports[0].weights is not None:
+        new.set_weights([w for p in ports for w in p.weights or []])  # checked, all-or-nothing
+    for cell, p in zip(cells, ports, strict=True):
+        if not p.trainable:
+            _freeze(cell)
+    return new
+
+
+def _freeze(cell: Any) -> None:
+    """Keras's ``trainable=False``: a torch module's parameters stop requiring gradients, a Keras
+    layer becomes untrainable; NumPy cells do not train."""
+    if hasattr(cell, "requires_grad_"):
+        cell.requires_grad_(False)
+    elif hasattr(cell, "trainable"):
+        cell.trainable = False
 
 
 def to_keras(obj: Any) -> Any:
@@ -108,7 +142,12 @@ def to_keras(obj: Any) -> Any:
     """
     from rnn_xframework import transfer
 
-    transfer.structure_of(obj)  # the type check, before Keras is imported
+    structure = transfer.structure_of(obj)  # the type check, before Keras is imported
+    if getattr(obj, "time_major", False):
+        raise UnsupportedConfigError(
+            "to_keras: the RNN has time_major=True ([time, batch, ...] inputs); Keras 3's recurrent layers "
+            "take [batch, time, ...] only: rebuild the RNN with time_major=False and transpose the inputs"
+        )
     if importlib.util.find_spec("keras") is None:
         raise BackendUnavailableError(
             "to_keras needs the 'keras' package, which is not installed; install it with: "
@@ -116,4 +155,18 @@ def to_keras(obj: Any) -> Any:
         )
     from rnn_xframework.backends import keras_port
 
-    return keras_port.to_keras(obj)
+    cells = transfer.cells_of(obj)
+    ports = [
+        keras_port.CellPort(
+            kind=c.cell_kind,
+            config={**c.portable_config(), "dtype": c.dtype_name},
+            weights=c.get_weights() if c.input_dim is not None else None,
+        )
+        for c in cells
+    ]
+    if structure == "cell":
+        return keras_port.build(ports[0], cells[0].input_dim, structure)
+    flags = None
+    if structure == "rnn":
+        flags = {name: bool(getattr(obj, name)) for name in ("return_sequences", "return_state", "go_backwards")}
+    return keras_port.build(keras_port.RNNPort(ports, flags), cells[0].input_dim, structure)

@@ -1,9 +1,11 @@
 """Keras objects in, Keras objects out: the Keras side of :mod:`rnn_xframework.ports`.
 
-``from_keras`` reads a Keras cell (``SimpleRNNCell``, ``LSTMCell``, ``GRUCell``), a
+:func:`describe` reads a Keras cell (``SimpleRNNCell``, ``LSTMCell``, ``GRUCell``), a
 ``StackedRNNCells``, a recurrent layer (``SimpleRNN``, ``LSTM``, ``GRU``, ``RNN`` over any of
-those) or every recurrent layer of a model, with its configuration and weights, and builds the
-library's object on any backend. ``to_keras`` builds the native Keras layer for a library object.
+those) or every recurrent layer of a model into framework-free descriptions (:class:`CellPort`,
+:class:`RNNPort`) for a target backend; :func:`build` makes the native Keras layer from such a
+description. :mod:`rnn_xframework.ports` turns descriptions into the library's objects and back,
+so this module never imports the layers above it.
 
 Weights need no conversion: Keras's ``[kernel, recurrent_kernel, bias]`` *is* the canonical
 layout (:mod:`rnn_xframework.layouts`). What this module translates is the configuration; what
@@ -14,11 +16,13 @@ setting. This module imports Keras (on whatever backend Keras runs) but not Tens
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 
-from rnn_xframework import layers, protocol, transfer
+from rnn_xframework import protocol
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 
 KINDS = ("SimpleRNNCell", "LSTMCell", "GRUCell")
@@ -39,6 +43,31 @@ _TRAINING_ONLY = (
     "recurrent_constraint",
     "bias_constraint",
 )
+
+
+@dataclass
+class CellPort:
+    """One cell: ``make_cell(kind, **config)``, then ``weights`` (canonical; ``None``: unbuilt)."""
+
+    kind: str
+    config: dict[str, Any]
+    weights: list[np.ndarray] | None = None
+    trainable: bool = True
+
+
+@dataclass
+class RNNPort:
+    """A stack (``flags`` is ``None``) or a sequence layer (``return_sequences``, ...) of cells."""
+
+    cells: list[CellPort]
+    flags: dict[str, bool] | None = field(default=None)
+
+
+@dataclass
+class LibraryObject:
+    """One of the library's own TensorFlow objects met in a Keras model: converted, not read."""
+
+    obj: Any
 
 
 def _kind(cell: Any) -> str:
@@ -125,32 +154,22 @@ def _training_only_message(owner: Any, attr: str, value: Any, backend: str) -> s
     )
 
 
-def _port_cells(cells: list[Any], backend: str, ignore: bool, layer: Any) -> list[Any]:
-    new = []
-    for cell in cells:
-        kw = _cell_kwargs(cell, backend, ignore, layer)
-        new.append(layers.make_cell(_kind(cell), backend=backend, **kw))
-    # The cells' weights, checked all together before any is written.
-    if all(c.built for c in cells):
-        transfer.set_cells_weights(new, [c.get_weights() for c in cells], where="from_keras")
-    elif any(c.built for c in cells):
+def _describe_cells(cells: list[Any], backend: str, ignore: bool, layer: Any) -> list[CellPort]:
+    built = [c.built for c in cells]
+    if any(built) and not all(built):
         raise WeightsError(
             "from_keras: some cells of the stack are built and some are not; call the Keras layer once first"
         )
-    if not all(c.trainable for c in cells) or (layer is not None and not layer.trainable):
-        _freeze(new, backend, ignore)
-    return new
-
-
-def _freeze(cells: list[Any], backend: str, ignore: bool) -> None:
-    """``trainable=False`` in Keras: frozen parameters on torch and TensorFlow."""
-    if backend == "torch":
-        for cell in cells:
-            cell.requires_grad_(False)
-    elif backend == "tensorflow":
-        for cell in cells:
-            cell.trainable = False
-    # NumPy has no training: nothing to freeze.
+    frozen = layer is not None and not layer.trainable
+    return [
+        CellPort(
+            kind=_kind(c),
+            config=_cell_kwargs(c, backend, ignore, layer),
+            weights=[np.asarray(w) for w in c.get_weights()] if c.built else None,
+            trainable=bool(c.trainable) and not frozen,
+        )
+        for c in cells
+    ]
 
 
 def _check_layer(layer: Any) -> None:
@@ -173,15 +192,14 @@ def _cells_of_keras(cell: Any) -> list[Any]:
     return [cell]
 
 
-def port(obj: Any, backend: str, ignore_training_settings: bool = False) -> Any:
-    """One Keras cell, stack, recurrent layer or model -> the library's object (see
-    :func:`rnn_xframework.ports.from_keras`)."""
+def describe(obj: Any, backend: str, ignore_training_settings: bool = False) -> Any:
+    """One Keras cell, stack or recurrent layer -> :class:`CellPort` / :class:`RNNPort`; a model
+    or a ``.keras`` path -> ``dict[str, RNNPort | LibraryObject]`` (see
+    :func:`rnn_xframework.ports.from_keras`). Every setting is checked here."""
     if isinstance(obj, (str, os.PathLike)):
-        return port(load(obj), backend, ignore_training_settings)
+        return describe(load(obj), backend, ignore_training_settings)
     if _is_library(obj):  # before the Keras checks: the library's TF cells subclass Keras's
-        from rnn_xframework.transfer import convert
-
-        return convert(obj, backend)
+        return LibraryObject(obj)
     if isinstance(obj, keras.layers.Bidirectional):
         raise UnsupportedConfigError(
             f"from_keras: {obj.name} is a Bidirectional wrapper, which the library has no form of; port its "
@@ -189,21 +207,15 @@ def port(obj: Any, backend: str, ignore_training_settings: bool = False) -> Any:
             "concatenate their outputs"
         )
     if isinstance(obj, keras.Model):
-        return port_model(obj, backend, ignore_training_settings)
+        return _describe_model(obj, backend, ignore_training_settings)
     if isinstance(obj, keras.layers.RNN):
         _check_layer(obj)
-        cells = _port_cells(_cells_of_keras(obj.cell), backend, ignore_training_settings, obj)
-        return layers.RNN(
-            cells,
-            return_sequences=bool(obj.return_sequences),
-            return_state=bool(obj.return_state),
-            go_backwards=bool(obj.go_backwards),
-            backend=backend,
-        )
+        flags = {name: bool(getattr(obj, name)) for name in ("return_sequences", "return_state", "go_backwards")}
+        return RNNPort(_describe_cells(_cells_of_keras(obj.cell), backend, ignore_training_settings, obj), flags)
     if isinstance(obj, keras.layers.StackedRNNCells):
-        return layers.StackedRNNCells(_port_cells(list(obj.cells), backend, ignore_training_settings, None))
+        return RNNPort(_describe_cells(list(obj.cells), backend, ignore_training_settings, None))
     if isinstance(obj, tuple(_KERAS_CELLS.values())):
-        return _port_cells([obj], backend, ignore_training_settings, None)[0]
+        return _describe_cells([obj], backend, ignore_training_settings, None)[0]
     raise FrameworkMismatchError(
         f"from_keras: expected a Keras SimpleRNNCell/LSTMCell/GRUCell, StackedRNNCells, recurrent layer "
         f"(SimpleRNN, LSTM, GRU, RNN), a Model or a .keras path; got {type(obj).__module__}.{type(obj).__name__}"
@@ -211,11 +223,7 @@ def port(obj: Any, backend: str, ignore_training_settings: bool = False) -> Any:
 
 
 def _is_library(obj: Any) -> bool:
-    try:
-        transfer.structure_of(obj)
-    except FrameworkMismatchError:
-        return False
-    return True
+    return type(obj).__module__.startswith("rnn_xframework.") and isinstance(getattr(obj, "backend", None), str)
 
 
 def _walk(layer: Any) -> Any:
@@ -225,19 +233,19 @@ def _walk(layer: Any) -> Any:
             yield from _walk(sub)
 
 
-def port_model(model: Any, backend: str, ignore_training_settings: bool) -> dict[str, Any]:
+def _describe_model(model: Any, backend: str, ignore_training_settings: bool) -> dict[str, Any]:
     """Every recurrent layer of ``model`` (nested models included), in the model's order, by
     layer name; all are checked before any is returned."""
-    ported: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     for layer in _walk(model):
         if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) or _is_library(layer):
-            ported[layer.name] = port(layer, backend, ignore_training_settings)
-    if not ported:
+            found[layer.name] = describe(layer, backend, ignore_training_settings)
+    if not found:
         raise FrameworkMismatchError(
             f"from_keras: model {model.name!r} has no recurrent layer (SimpleRNN, LSTM, GRU, RNN); "
             f"its layers are {[type(la).__name__ for la in _walk(model)]}"
         )
-    return ported
+    return found
 
 
 def load(path: str | os.PathLike[str]) -> Any:
@@ -256,44 +264,33 @@ def load(path: str | os.PathLike[str]) -> Any:
 
 
 # --- library -> Keras -----------------------------------------------------------------------------
-def _keras_cell(cell: Any) -> Any:
-    kw = dict(cell.portable_config())
-    new = _KERAS_CELLS[cell.cell_kind](dtype=cell.dtype_name, **kw)
-    if cell.input_dim is not None:
-        new.build((None, cell.input_dim))
-        new.set_weights(cell.get_weights())
+def _keras_cell(cell: CellPort, input_dim: int | None) -> Any:
+    new = _KERAS_CELLS[cell.kind](**cell.config)
+    if input_dim is not None and cell.weights is not None:
+        new.build((None, input_dim))
+        new.set_weights(cell.weights)
     return new
 
 
-def to_keras(obj: Any) -> Any:
-    """The native Keras layer for a library cell, stack or RNN (see
-    :func:`rnn_xframework.ports.to_keras`)."""
-    kind = transfer.structure_of(obj)
-    src = transfer.cells_of(obj)
-    dim = src[0].input_dim
-    if kind == "cell":
-        return _keras_cell(src[0])
-    if kind == "stack":
-        stack = keras.layers.StackedRNNCells([_keras_cell(c) for c in src])
-        if dim is not None:
-            stack.build((None, dim))
+def build(port: CellPort | RNNPort, input_dim: int | None, structure: str) -> Any:
+    """The native Keras object for a description of a library object (``structure``: ``"cell"``,
+    ``"stack"`` or ``"rnn"``; ``input_dim`` ``None`` for an unbuilt one); see
+    :func:`rnn_xframework.ports.to_keras`."""
+    if isinstance(port, CellPort):
+        return _keras_cell(port, input_dim)
+    dims = [input_dim] + [c.config["units"] for c in port.cells[:-1]]
+    if structure == "stack":
+        stack = keras.layers.StackedRNNCells([_keras_cell(c, d) for c, d in zip(port.cells, dims, strict=True)])
+        if input_dim is not None:
+            stack.build((None, input_dim))
         return stack
-    if getattr(obj, "time_major", False):
-        raise UnsupportedConfigError(
-            "to_keras: the RNN has time_major=True ([time, batch, ...] inputs); Keras 3's recurrent layers "
-            "take [batch, time, ...] only: rebuild the RNN with time_major=False and transpose the inputs"
-        )
-    flags = {
-        "return_sequences": bool(obj.return_sequences),
-        "return_state": bool(obj.return_state),
-        "go_backwards": bool(obj.go_backwards),
-        "dtype": src[0].dtype_name,
-    }
-    if len(src) == 1:  # keras.layers.LSTM(...), as a Keras user writes it
-        layer = _KERAS_LAYERS[src[0].cell_kind](**src[0].portable_config(), **flags)
+    flags = {**(port.flags or {}), "dtype": port.cells[0].config["dtype"]}
+    if len(port.cells) == 1:  # keras.layers.LSTM(...), as a Keras user writes it
+        config = {k: v for k, v in port.cells[0].config.items() if k != "dtype"}
+        layer = _KERAS_LAYERS[port.cells[0].kind](**config, **flags)
     else:
-        layer = keras.layers.RNN(keras.layers.StackedRNNCells([_keras_cell(c) for c in src]), **flags)
-    if dim is not None:
-        layer.build((None, None, dim))
-        layer.set_weights([w for c in src for w in c.get_weights()])
+        layer = keras.layers.RNN(keras.layers.StackedRNNCells([_keras_cell(c, None) for c in port.cells]), **flags)
+    if input_dim is not None:
+        layer.build((None, None, input_dim))
+        layer.set_weights([w for c in port.cells for w in c.weights or []])
     return layer
