@@ -140,9 +140,9 @@ def to_keras(obj: Any) -> Any:
         rnn = layers.LSTM(32, return_sequences=True, backend="torch")  # trained in PyTorch
         keras_model = keras.Sequential([keras.Input((None, 8)), xf.to_keras(rnn)])
     """
-    from rnn_xframework import transfer
+    from rnn_xframework import protocol
 
-    structure = transfer.structure_of(obj)  # the type check, before Keras is imported
+    structure = protocol.structure_of(obj)  # the type check, before Keras is imported
     if getattr(obj, "time_major", False):
         raise UnsupportedConfigError(
             "to_keras: the RNN has time_major=True ([time, batch, ...] inputs); Keras 3's recurrent layers "
@@ -155,7 +155,7 @@ def to_keras(obj: Any) -> Any:
         )
     from rnn_xframework.backends import keras_port
 
-    cells = transfer.cells_of(obj)
+    cells = protocol.cells_of(obj)
     ports = [
         keras_port.CellPort(
             kind=c.cell_kind,
