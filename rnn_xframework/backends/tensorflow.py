@@ -249,6 +249,11 @@ class SpecLayer(keras.layers.Layer):
         w = cells.StepWeights(self.kernel, self.recurrent_kernel, b_in, b_rec)
         return cells.run_step(self.spec, STEP_OPS, self.spec_config, w, inputs, list(states))
 
+    def get_initial_state(self, batch_size: Any = None) -> list[Any]:
+        """Zeros, one ``[batch_size, units]`` tensor per state (Keras's cells have this; the
+        library's RNN calls it when no initial state is given)."""
+        return [keras.ops.zeros((batch_size, self.units), dtype=self.compute_dtype) for _ in self.spec.states]
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self.spec_config}
 
