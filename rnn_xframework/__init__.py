@@ -6,7 +6,7 @@ time it is asked for.
 
 from __future__ import annotations
 
-from rnn_xframework import backends, layers
+from rnn_xframework import backends, cells, layers
 from rnn_xframework.compile import compile
 from rnn_xframework.config import get_backend, set_backend, use_backend
 from rnn_xframework.errors import (
@@ -20,6 +20,7 @@ from rnn_xframework.errors import (
     UnsupportedConfigError,
     WeightsError,
 )
+from rnn_xframework.ports import from_keras, to_keras
 from rnn_xframework.protocol import Cell
 from rnn_xframework.transfer import (
     convert,
@@ -44,14 +45,17 @@ __all__ = [
     "UnsupportedConfigError",
     "WeightsError",
     "backends",
+    "cells",
     "compile",
     "convert",
+    "from_keras",
     "from_torch_fused",
     "get_backend",
     "layers",
     "load_weights",
     "save_weights",
     "set_backend",
+    "to_keras",
     "to_torch_fused",
     "transfer_weights",
     "use_backend",

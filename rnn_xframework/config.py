@@ -14,7 +14,7 @@ import sys
 import threading
 from types import FrameType, TracebackType
 
-from rnn_xframework import backends
+from rnn_xframework import registry
 
 ENV_VAR = "RNN_XFRAMEWORK_BACKEND"
 FALLBACK = "torch"
@@ -30,7 +30,7 @@ _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 def set_backend(name: str | None) -> None:
     """Set the process-wide default backend (``None`` clears it). Thread-safe."""
     global _process_default
-    key = None if name is None else backends.canonical_name(name)
+    key = None if name is None else registry.canonical_name(name)
     with _lock:
         _process_default = key
 
@@ -59,7 +59,7 @@ def get_backend() -> str:
         if _process_default is not None:
             return _process_default
     env = os.environ.get(ENV_VAR)
-    return backends.canonical_name(env) if env else FALLBACK
+    return registry.canonical_name(env) if env else FALLBACK
 
 
 class use_backend:
@@ -72,7 +72,7 @@ class use_backend:
     """
 
     def __init__(self, name: str) -> None:
-        self.name = backends.canonical_name(name)
+        self.name = registry.canonical_name(name)
         self._exits: list[tuple[int | None, contextvars.Token[str | None] | None]] = []
 
     def __enter__(self) -> str:
@@ -101,4 +101,4 @@ class use_backend:
 
 def resolve(name: str | None) -> str:
     """The argument if given, else the current default; always a canonical name."""
-    return get_backend() if name is None else backends.canonical_name(name)
+    return get_backend() if name is None else registry.canonical_name(name)

@@ -142,20 +142,21 @@ def test_dropout_mask_is_the_same_at_every_step_of_a_call_under_threads():
     rnn.build((None, None, 4))
     rnn.set_weights([np.eye(4, 3), np.zeros((3, 3)), np.zeros(3)])  # h_t = tanh(x_t * m @ I)
     x = torch.ones(2, 8, 4, dtype=torch.float64)
-    bad = []
+    bad, done = [], []
 
     def train():
         for _ in range(20):
-            y = rnn(x, training=True).numpy()
+            y = rnn(x, training=True).detach().numpy()
             if not np.all(y == y[:, :1]):  # every step must see the same mask
                 bad.append(y)
+            done.append(1)
 
     threads = [threading.Thread(target=train) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert bad == []
+    assert bad == [] and len(done) == 80
 
 
 # --- 4. a keras.json that selects torch is refused by the TensorFlow backend -----------------

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rnn_xframework.backends import torch_fast
+from rnn_xframework.backends.torch_compiled import CompiledRNN
 
 
 def _import_quietly() -> None:
@@ -82,8 +83,8 @@ class CompiledLoop:
         return compiled(x, states)
 
 
-def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the compiled fast loop."""
+def compile_rnn(rnn: Any) -> CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` running the compiled fast loop."""
     _import_quietly()
     loop = CompiledLoop(torch_fast.fast_loop(rnn, inplace=False))
-    return torch_fast.CompiledRNN(rnn, loop, "inductor")
+    return CompiledRNN(rnn, loop, "inductor")
