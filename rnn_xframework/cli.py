@@ -91,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rnn_xframework.bench.harness import main as bench
 
         return bench(argv[1:])
-    from rnn_xframework import parity
+    from rnn_xframework import frameworks, parity
 
+    frameworks.import_triton_first()  # before any TensorFlow: rnn_xframework.frameworks
     args = build_parser().parse_args(argv)
     sizes = parity.Sizes(args.batch, args.steps, args.features, args.units, args.layers)
     prog = f"{PROG} parity"

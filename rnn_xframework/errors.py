@@ -41,3 +41,8 @@ class WeightsError(RNNXError, ValueError):
 
 class UnsupportedConfigError(RNNXError, ValueError):
     """A cell configuration that the chosen backend cannot express exactly."""
+
+
+class FrameworkOrderError(BackendUnavailableError):
+    """TensorFlow was loaded before triton in a process where triton is installed: loading
+    PyTorch's triton now would abort the process (see :mod:`rnn_xframework.frameworks`)."""

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+from rnn_xframework import frameworks
 from rnn_xframework.errors import (
     BackendUnavailableError,
     FrameworkMismatchError,
@@ -186,6 +187,8 @@ def get(name: str) -> Backend:
             f"backend {key!r} needs the {framework!r} package, which is not installed; install it with: {_INSTALL[key]}"
         )
     with _LOCK:
+        if framework is not None:
+            frameworks.load(framework)  # triton before TensorFlow (rnn_xframework.frameworks)
         importlib.import_module(module)
     return _REGISTRY[key]
 
