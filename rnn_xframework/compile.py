@@ -18,6 +18,7 @@ from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 METHODS: dict[str, tuple[str, str, str]] = {
     "torchscript": ("torch", "rnn_xframework.backends.torchscript", "compile_rnn"),
     "inductor": ("torch", "rnn_xframework.backends.torch_inductor", "compile_rnn"),
+    "triton": ("torch", "rnn_xframework.backends.triton_rnn", "compile_rnn"),
     "tf.function": ("tensorflow", "rnn_xframework.backends.tf_function", "compile_function"),
     "xla": ("tensorflow", "rnn_xframework.backends.tf_function", "compile_xla"),
 }

@@ -1,0 +1,251 @@
+"""``xf.compile(rnn, "triton")``: a torch RNN stack run by the fused Triton kernels of
+:mod:`~rnn_xframework.backends.triton_persistent`, forward and backward through time.
+
+Per layer: the input projection ``xp = x W_ih^T + b`` for the whole sequence is one GEMM (torch,
+differentiable, so ``W_ih``'s and the input's gradients are whole-sequence GEMMs from autograd);
+the recurrence is one persistent kernel launch (:class:`LayerFunction`, a
+``torch.autograd.Function``), whose backward is one more launch followed by ``dW_hh`` and
+``db_hh`` as whole-sequence GEMMs, as :mod:`~rnn_xframework.backends.torch_bptt` does on CPU.
+Layers run one launch each (the kernels do not fuse layers yet).
+
+Supported: SimpleRNN (tanh, relu), LSTM and GRU (``reset_after=True``) cells in any mix, float32
+and float64 (exact products, no TF32), ``units`` up to :data:`MAX_UNITS` per gate block budget
+(the weights of a layer must fit one program's registers). Anything else raises
+:class:`~rnn_xframework.errors.UnsupportedConfigError` naming what is unsupported (``auto``
+picks another method there: :func:`supports`). Tensors must be on CUDA, or on the CPU with
+``TRITON_INTERPRET=1`` set (Triton's interpreter: slow, for tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnn_xframework import frameworks
+from rnn_xframework.backends import torch_fast
+from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
+
+DTYPES = (torch.float32, torch.float64)
+MAX_WEIGHT_ELEMENTS = 16384
+"""Largest ``G * UP * UP`` (recurrent weight tile elements, ``UP`` = units padded to a power of
+two, at least 16) one program keeps in registers: 64 KiB in float32 (a SimpleRNN of 128 units, an
+LSTM of 64). Not tuned on a GPU yet (docs/cuda.md)."""
+BLOCK_B = 16
+"""Batch rows per program (``tl.dot`` needs at least 16)."""
+
+
+def _pow2(n: int) -> int:
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+@functools.cache
+def _kernel(name: str, interpret: bool) -> Any:
+    from rnn_xframework.backends import triton_persistent
+
+    fn = triton_persistent.KERNELS[name]
+    if interpret:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return InterpretedFunction(fn)
+    import triton
+
+    return triton.jit(fn)
+
+
+def _launch(name: str, like: Tensor, grid: tuple[int], *args: Any, **meta: Any) -> None:
+    if like.device.type == "cuda":
+        with torch.cuda.device(like.device):
+            _kernel(name, False)[grid](*args, **meta, num_warps=4)
+    else:
+        _kernel(name, True)[grid](*args, **meta)
+
+
+def check_tensor(x: Tensor) -> None:
+    """Raise :class:`UnsupportedConfigError` where the kernels cannot run on ``x``."""
+    if x.dtype not in DTYPES:
+        raise UnsupportedConfigError(
+            f"compile 'triton': the kernels compute in float32 or float64 exactly, got {x.dtype}; "
+            "use a float32/float64 RNN, or xf.compile(rnn, 'cudagraph')"
+        )
+    if x.device.type != "cuda" and not (x.device.type == "cpu" and _interpreting()):
+        raise UnsupportedConfigError(
+            f"compile 'triton': the kernels run on CUDA tensors, got a tensor on {x.device}; "
+            "move the RNN and inputs to 'cuda', or set TRITON_INTERPRET=1 to run them on the CPU "
+            "in Triton's interpreter (slow: for tests)"
+        )
+
+
+class LayerFunction(torch.autograd.Function):
+    """``apply(xp, h0, c0, w_hh, b_hh, cell, relu, save) -> (out, h_last, c_last)``.
+
+    ``xp [T, B, G*U]`` (time-major view, unit stride last), ``h0, c0 [B, U]`` (``c0`` LSTM only,
+    else ``None``), ``w_hh [G*U, U]``, ``b_hh [G*U]`` (GRU only, else ``None``); ``cell`` a
+    kernel code (``triton_persistent.CODES``). ``out [T, B, U]`` contiguous; ``c_last`` is an
+    empty tensor except for LSTM. ``save``: keep what the backward needs.
+    """
+
+    @staticmethod
+    def forward(  # noqa: PLR0913
+        ctx: Any,
+        xp: Tensor,
+        h0: Tensor,
+        c0: Tensor | None,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        cell: int,
+        relu: bool,
+        save: bool,
+    ) -> Any:
+        from rnn_xframework.backends.triton_persistent import GATES, SAVED
+
+        steps, batch, units = xp.shape[0], xp.shape[1], w_hh.shape[1]
+        lstm = cell == 1
+        w = w_hh.contiguous()
+        h0 = h0.contiguous()
+        c0 = c0.contiguous() if c0 is not None else h0
+        out = xp.new_empty(steps, batch, units)
+        h_last = xp.new_empty(batch, units)
+        c_last = xp.new_empty(batch, units) if lstm else xp.new_empty(0)
+        cs = xp.new_empty(steps, batch, units) if save and lstm else out
+        gs = xp.new_empty(steps, batch, SAVED[cell] * units) if save and SAVED[cell] else out
+        bh = b_hh.contiguous() if b_hh is not None else w
+        grid = (triton_cdiv(batch, BLOCK_B),)
+        _launch(
+            "forward", xp, grid, xp, xp.stride(0), xp.stride(1), w, bh, h0, c0, out, cs, gs, h_last,
+            c_last if lstm else h_last, steps, batch, units,
+            CELL=cell, RELU=relu, SAVE=save, BLOCK_B=BLOCK_B, UP=_pow2(units),
+        )  # fmt: skip
+        if save:
+            ctx.cell, ctx.relu, ctx.gates = cell, relu, GATES[cell]
+            ctx.has_b_hh = b_hh is not None
+            ctx.save_for_backward(w, h0, c0, out, cs, gs)
+        return out, h_last, c_last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_out: Tensor | None, d_h: Tensor | None, d_c: Tensor | None) -> Any:
+        w, h0, c0, out, cs, gs = ctx.saved_tensors
+        steps, batch, units = out.shape
+        g = ctx.gates
+        lstm, gru = ctx.cell == 1, ctx.cell == 2
+        d_out = torch.zeros_like(out) if d_out is None else d_out.contiguous()
+        d_h = torch.zeros_like(h0) if d_h is None else d_h.contiguous()
+        d_c = (torch.zeros_like(h0) if d_c is None or d_c.numel() == 0 else d_c.contiguous()) if lstm else d_h
+        dxp = out.new_empty(steps, batch, g * units)
+        dhx = out.new_empty(steps, batch, g * units) if gru else dxp
+        dh0 = torch.empty_like(h0)
+        dc0 = torch.empty_like(h0) if lstm else dh0
+        grid = (triton_cdiv(batch, BLOCK_B),)
+        _launch(
+            "backward", out, grid, d_out, d_h, d_c, w, out, h0, c0, cs, gs, dxp, dhx, dh0, dc0, steps, batch, units,
+            CELL=ctx.cell, G=g, RELU=ctx.relu, BLOCK_B=BLOCK_B, UP=_pow2(units),
+        )  # fmt: skip
+        needs = ctx.needs_input_grad  # xp, h0, c0, w_hh, b_hh, ...
+        d_w = None
+        if needs[3]:  # sum_t dhx_t^T h_{t-1}, h_{-1} = h0: two GEMMs over the whole sequence
+            d_w = dhx[0].t().mm(h0)
+            if steps > 1:
+                d_w.addmm_(dhx[1:].reshape(-1, g * units).t(), out[:-1].reshape(-1, units))
+        d_b = dhx.sum((0, 1)) if ctx.has_b_hh and needs[4] else None
+        return dxp, dh0, (dc0 if lstm else None), d_w, d_b, None, None, None
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _layer_plan(cell: Any) -> tuple[int, bool]:
+    """``(kernel code, relu)`` for a built torch cell of this library, or
+    :class:`UnsupportedConfigError` naming what the kernels do not cover."""
+    from rnn_xframework.backends.triton_persistent import CODES, GATES
+
+    kind = cell.cell_kind
+    if kind not in CODES:
+        raise UnsupportedConfigError(f"compile 'triton': no kernel for {kind}; supported: {sorted(CODES)}")
+    relu = kind == "SimpleRNNCell" and cell.activation == "relu"
+    if kind == "SimpleRNNCell" and cell.activation not in ("tanh", "relu"):
+        raise UnsupportedConfigError(f"compile 'triton': SimpleRNNCell activation {cell.activation!r} has no kernel")
+    code = CODES[kind]
+    up = _pow2(cell.units)
+    if GATES[code] * up * up > MAX_WEIGHT_ELEMENTS:
+        raise UnsupportedConfigError(
+            f"compile 'triton': a {kind} of {cell.units} units needs {GATES[code]} x {up} x {up} recurrent weights "
+            f"in one program's registers, more than the {MAX_WEIGHT_ELEMENTS} these kernels keep; use "
+            "xf.compile(rnn, 'cudagraph') (or 'auto', which picks it)"
+        )
+    return code, relu
+
+
+def supports(rnn: Any) -> bool:
+    """Whether every cell of ``rnn`` has a kernel here (what ``auto`` asks before choosing it)."""
+    try:
+        for c in rnn.cells:
+            _layer_plan(c)
+    except UnsupportedConfigError:
+        return False
+    return frameworks.triton_installed()
+
+
+class StackRunner:
+    """``(x [batch, time, in], states) -> (y, states)`` for a built torch ``RNN``, one kernel
+    launch per layer (and one per layer backward)."""
+
+    def __init__(self, rnn: Any) -> None:
+        self.rnn = rnn
+        self.plans = [_layer_plan(c) for c in rnn.cells]
+
+    def __call__(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
+        rnn = self.rnn
+        check_tensor(x)
+        save = torch.is_grad_enabled()
+        seq = x.flip(1) if rnn.go_backwards else x
+        batch, steps = seq.shape[0], seq.shape[1]
+        # the first layer reads the batch-first input; xp is then seen time-major (a view)
+        inp = seq.reshape(batch * steps, seq.shape[2])
+        time_major = False
+        ends: list[list[Tensor]] = []
+        out = seq
+        for wrapper, (code, relu), state in zip(rnn.cells, self.plans, states, strict=True):
+            c = wrapper.cell
+            if code == 2:  # GRU: b_hh stays inside (the reset gate multiplies h W_hh^T + b_hh)
+                bias, b_hh = c.bias_ih, c.bias_hh
+            else:
+                bias, b_hh = torch_fast._bias_sum(c.bias_ih, c.bias_hh), None
+            xp = torch.mm(inp, c.weight_ih.t()) if bias is None else torch.addmm(bias, inp, c.weight_ih.t())
+            g = c.weight_ih.shape[0]
+            xp = xp.view(steps, batch, g) if time_major else xp.view(batch, steps, g).transpose(0, 1)
+            if code == 2 and b_hh is None:
+                b_hh = c.weight_hh.new_zeros(g)
+            out, h_last, c_last = LayerFunction.apply(
+                xp, state[0], state[1] if code == 1 else None, c.weight_hh, b_hh, code, relu, save
+            )
+            ends.append([h_last, c_last] if code == 1 else [h_last])
+            inp = out.view(steps * batch, out.shape[2])
+            time_major = True
+        y = out.transpose(0, 1) if rnn.return_sequences else out[-1]
+        return y, ends
+
+
+def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` whose loop is
+    :class:`StackRunner` (inference and training alike)."""
+    frameworks.check_torch_order("xf.compile(rnn, 'triton')")
+    if not frameworks.triton_installed():
+        raise BackendUnavailableError(
+            "compile 'triton' needs the triton package (CUDA builds of torch include it); install it with: "
+            'pip install "rnn_xframework[triton]"'
+        )
+    if any(c.input_dim is None for c in rnn.cells):
+        raise UnsupportedConfigError(
+            "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
+        )
+    return torch_fast.CompiledRNN(rnn, StackRunner(rnn), "triton")
