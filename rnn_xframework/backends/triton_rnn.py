@@ -94,7 +94,7 @@ class LayerFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # noqa: PLR0913
+    def forward(
         ctx: Any,
         xp: Tensor,
         h0: Tensor,
