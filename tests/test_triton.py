@@ -1,0 +1,155 @@
+"""The fused Triton kernels (``xf.compile(rnn, "triton")``) against the NumPy reference and
+against autograd through the uncompiled cells.
+
+Without a GPU the kernels run in Triton's interpreter on CPU tensors: each test sets
+``TRITON_INTERPRET=1`` for itself only (monkeypatch; the kernels read it per call, so nothing
+leaks into other tests). With a GPU (``scripts/gpu_checks.py``) the same tests run compiled on
+CUDA. Sizes are small because interpreted kernels are slow; they cover batch 1, 3 and 17 (two
+programs of 16 rows), units that are not a power of two, one time step, one and two layers,
+initial states given and not, and every cell type in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TOL
+from helpers import KINDS, make_cells, max_err, random_cell_states, random_cell_weights
+
+import rnn_xframework as xf
+from rnn_xframework import layers
+from rnn_xframework.errors import UnsupportedConfigError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from rnn_xframework.backends import triton_rnn  # noqa: E402 - after the skips
+
+# (batch, steps, features, units, layers, initial states given)
+SIZES = [
+    (1, 1, 3, 5, 1, True),
+    (3, 4, 5, 6, 2, False),
+    (17, 3, 4, 20, 2, True),
+]
+
+
+@pytest.fixture
+def device(monkeypatch: pytest.MonkeyPatch) -> str:
+    if torch.cuda.is_available():
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        return "cuda"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    return "cpu"
+
+
+def problem(kind, dtype, sizes, seed=0, **kw):
+    """``(torch RNN, numpy RNN, x, states)`` with the same random canonical weights."""
+    batch, steps, features, units, n, _ = sizes
+    rng = np.random.default_rng(seed)
+    weights = random_cell_weights(rng, kind, [features] + [units] * (n - 1), units, dtype)
+    models = []
+    for backend in ("torch", "numpy"):
+        rnn = layers.RNN(make_cells(backend, kind, n, units, dtype), return_sequences=True, return_state=True, **kw)
+        rnn.build((None, None, features))
+        rnn.set_weights(weights)
+        models.append(rnn)
+    x = rng.normal(size=(batch, steps, features)).astype(dtype)
+    return *models, x, random_cell_states(rng, kind, n, batch, units, dtype)
+
+
+def to_torch(a, device, grad=False):
+    return torch.tensor(a, device=device, requires_grad=grad)
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "b{}t{}f{}u{}l{}{}".format(*s[:5], "s" if s[5] else ""))
+@pytest.mark.parametrize("kind", KINDS)
+def test_outputs_match_numpy_reference(device, dtype, kind, sizes):
+    rnn, ref, x, states = problem(kind, dtype, sizes)
+    rnn.to(device)
+    fast = xf.compile(rnn, "triton")
+    given = sizes[5]
+    want_y, want_s = ref(x, states) if given else ref(x)
+    with torch.no_grad():
+        args = [[to_torch(s, device) for s in layer] for layer in states] if given else None
+        y, got_s = fast(to_torch(x, device), args)
+    assert y.device.type == device and y.dtype == getattr(torch, dtype)
+    assert tuple(y.shape) == want_y.shape
+    assert max_err(y.cpu(), want_y) <= TOL[dtype]
+    for g_layer, w_layer in zip(got_s, want_s, strict=True):
+        assert len(g_layer) == len(w_layer)
+        for g, w in zip(g_layer, w_layer, strict=True):
+            assert max_err(g.cpu(), w) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("sizes", SIZES[1:], ids=["b3t4u6l2", "b17t3u20l2"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradients_match_autograd_through_cells(device, kind, sizes):
+    """Every gradient (input, initial states, every trainable parameter) of a loss that weighs
+    the output sequence and the final states, float64, against the uncompiled RNN's autograd."""
+    rnn, _, x, states = problem(kind, "float64", sizes, seed=3)
+    rnn.to(device)
+    fast = xf.compile(rnn, "triton")
+    params = [p for p in rnn.parameters() if p.requires_grad]
+    grads = []
+    for model in (rnn, fast):
+        xt = to_torch(x, device, grad=True)
+        st = [[to_torch(s, device, grad=True) for s in layer] for layer in states]
+        y, ends = model(xt, st)
+        loss = (y * y.detach().cos()).sum() + sum((s * (k + 1.5)).sum() for k, e in enumerate(ends) for s in e)
+        grads.append(torch.autograd.grad(loss, [xt, *(s for layer in st for s in layer), *params]))
+    assert len(grads[1]) == 1 + sum(len(s) for s in states) + len(params)
+    for a, b in zip(*grads, strict=True):
+        assert max_err(a.cpu(), b.cpu()) <= 1e-12
+
+
+def test_flags_and_reuse(device):
+    """``go_backwards``, ``return_sequences=False``, no ``return_state``, a mixed stack (relu
+    SimpleRNN, LSTM, GRU), and a second call with new inputs on the same compiled object."""
+    cells = [
+        layers.SimpleRNNCell(7, activation="relu", backend="torch", dtype="float32"),
+        layers.LSTMCell(5, backend="torch", dtype="float32"),
+        layers.GRUCell(6, backend="torch", dtype="float32"),
+    ]
+    rnn = layers.RNN(cells, go_backwards=True)
+    rnn.build((None, None, 4))
+    rng = np.random.default_rng(5)
+    rnn.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype("float32") for w in rnn.get_weights()])
+    rnn.to(device)
+    fast = xf.compile(rnn, "triton")
+    for steps in (3, 5):
+        x = to_torch(rng.normal(size=(2, steps, 4)).astype("float32"), device)
+        with torch.no_grad():
+            got, want = fast(x), rnn(x)
+        assert got.shape == (2, 6)
+        assert max_err(got.cpu(), want.cpu()) <= TOL["float32"]
+
+
+def test_refuses_what_it_does_not_cover(device):
+    """Typed errors naming the unsupported thing, before any kernel runs."""
+    big = layers.RNN([layers.SimpleRNNCell(300, backend="torch")])
+    big.build((None, None, 4))
+    with pytest.raises(UnsupportedConfigError, match="300 units"):
+        xf.compile(big, "triton")
+    rnn = layers.RNN([layers.GRUCell(4, backend="torch", dropout=0.5)])
+    rnn.build((None, None, 3))
+    fast = xf.compile(rnn, "triton")
+    x = torch.zeros(2, 3, 3)
+    with pytest.raises(UnsupportedConfigError, match="dropout"):
+        fast(x, training=True)
+    with pytest.raises(UnsupportedConfigError, match="mask"):
+        fast(x, mask=torch.ones(2, 3, dtype=torch.bool))
+    half = layers.RNN([layers.SimpleRNNCell(4, backend="torch")])
+    half.build((None, None, 3))
+    fast = xf.compile(half.to(torch.float16), "triton")
+    with pytest.raises(xf.RNNXError, match=r"float16"):  # the RNN's own dtype check comes first
+        fast(torch.zeros(2, 3, 3, dtype=torch.float16))
+    with pytest.raises(UnsupportedConfigError, match=r"bfloat16"):  # the kernels' check, called directly
+        triton_rnn.check_tensor(torch.zeros(2, 3, dtype=torch.bfloat16))
+
+
+def test_cpu_tensors_need_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    rnn = layers.RNN([layers.SimpleRNNCell(4, backend="torch")])
+    rnn.build((None, None, 3))
+    with pytest.raises(UnsupportedConfigError, match="TRITON_INTERPRET=1"):
+        xf.compile(rnn, "triton")(torch.zeros(2, 3, 3))
