@@ -19,6 +19,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "torchscript": ("torch", "rnn_xframework.backends.torchscript", "compile_rnn"),
     "inductor": ("torch", "rnn_xframework.backends.torch_inductor", "compile_rnn"),
     "triton": ("torch", "rnn_xframework.backends.triton_rnn", "compile_rnn"),
+    "cudagraph": ("torch", "rnn_xframework.backends.torch_cudagraph", "compile_rnn"),
     "tf.function": ("tensorflow", "rnn_xframework.backends.tf_function", "compile_function"),
     "xla": ("tensorflow", "rnn_xframework.backends.tf_function", "compile_xla"),
 }
