@@ -153,3 +153,25 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
     rnn.build((None, None, 3))
     with pytest.raises(UnsupportedConfigError, match="TRITON_INTERPRET=1"):
         xf.compile(rnn, "triton")(torch.zeros(2, 3, 3))
+
+
+def test_supports_names_the_limits():
+    """What ``auto`` asks on CUDA before choosing the kernels (else it takes "cudagraph")."""
+    ok = layers.RNN([layers.LSTMCell(64, backend="torch"), layers.SimpleRNNCell(128, backend="torch")])
+    too_big = layers.RNN([layers.LSTMCell(65, backend="torch")])  # 4 x 128 x 128 weights
+    for rnn in (ok, too_big):
+        rnn.build((None, None, 3))
+    assert triton_rnn.supports(ok)
+    assert not triton_rnn.supports(too_big)
+
+
+@pytest.mark.cuda
+def test_auto_on_cuda_picks_triton_then_cudagraph():
+    from rnn_xframework.compile import auto_method
+
+    small = layers.RNN([layers.GRUCell(32, backend="torch", device="cuda")])
+    large = layers.RNN([layers.GRUCell(256, backend="torch", device="cuda")])
+    for rnn in (small, large):
+        rnn.build((None, None, 3))
+    assert auto_method(small) == "triton"
+    assert auto_method(large) == "cudagraph"
