@@ -126,10 +126,6 @@ def test_flags_and_reuse(device):
 
 def test_refuses_what_it_does_not_cover(device):
     """Typed errors naming the unsupported thing, before any kernel runs."""
-    big = layers.RNN([layers.SimpleRNNCell(300, backend="torch")])
-    big.build((None, None, 4))
-    with pytest.raises(UnsupportedConfigError, match="300 units"):
-        xf.compile(big, "triton")
     rnn = layers.RNN([layers.GRUCell(4, backend="torch", dropout=0.5)])
     rnn.build((None, None, 3))
     fast = xf.compile(rnn, "triton")
@@ -155,14 +151,51 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
         xf.compile(rnn, "triton")(torch.zeros(2, 3, 3))
 
 
-def test_supports_names_the_limits():
-    """What ``auto`` asks on CUDA before choosing the kernels (else it takes "cudagraph")."""
-    ok = layers.RNN([layers.LSTMCell(64, backend="torch"), layers.SimpleRNNCell(128, backend="torch")])
-    too_big = layers.RNN([layers.LSTMCell(65, backend="torch")])  # 4 x 128 x 128 weights
-    for rnn in (ok, too_big):
-        rnn.build((None, None, 3))
-    assert triton_rnn.supports(ok)
-    assert not triton_rnn.supports(too_big)
+def test_wide_layers_take_the_column_split_kernels():
+    """A layer whose recurrent weights do not fit one program runs the split step kernels."""
+    rnn = layers.RNN([layers.LSTMCell(64, backend="torch"), layers.SimpleRNNCell(128, backend="torch")])
+    wide = layers.RNN([layers.LSTMCell(65, backend="torch")])  # 4 x 128 x 128 weights
+    for r in (rnn, wide):
+        r.build((None, None, 3))
+    assert [p[2] for p in triton_rnn.StackRunner(rnn).plans] == [False, False]
+    assert [p[2] for p in triton_rnn.StackRunner(wide).plans] == [True]
+    assert triton_rnn.supports(rnn) and triton_rnn.supports(wide)
+
+
+SPLIT = (17, 3, 4, 40, 2, True)  # two row blocks, two column blocks of 32, two K slices
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_split_kernels_match_numpy_reference(device, dtype, kind, monkeypatch):
+    monkeypatch.setattr(triton_rnn, "MAX_WEIGHT_ELEMENTS", 0)  # every layer split
+    rnn, ref, x, states = problem(kind, dtype, SPLIT, seed=8)
+    fast = xf.compile(rnn.to(device), "triton")
+    assert all(p[2] for p in fast.loop.plans)
+    want_y, want_s = ref(x, states)
+    with torch.no_grad():
+        y, got_s = fast(to_torch(x, device), [[to_torch(s, device) for s in layer] for layer in states])
+    assert max_err(y.cpu(), want_y) <= TOL[dtype]
+    for g_layer, w_layer in zip(got_s, want_s, strict=True):
+        for g, w in zip(g_layer, w_layer, strict=True):
+            assert max_err(g.cpu(), w) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_split_kernels_gradients_match_autograd(device, kind, monkeypatch):
+    monkeypatch.setattr(triton_rnn, "MAX_WEIGHT_ELEMENTS", 0)
+    rnn, _, x, states = problem(kind, "float64", SPLIT, seed=9)
+    rnn.to(device)
+    fast = xf.compile(rnn, "triton")
+    params = [p for p in rnn.parameters() if p.requires_grad]
+    grads = []
+    for model in (rnn, fast):
+        xt = to_torch(x, device, grad=True)
+        st = [[to_torch(s, device, grad=True) for s in layer] for layer in states]
+        y, ends = model(xt, st)
+        loss = (y * y.detach().cos()).sum() + sum((s * (k + 1.5)).sum() for k, e in enumerate(ends) for s in e)
+        grads.append(torch.autograd.grad(loss, [xt, *(s for layer in st for s in layer), *params]))
+    for a, b in zip(*grads, strict=True):
+        assert max_err(a.cpu(), b.cpu()) <= 1e-12
 
 
 @pytest.mark.cuda

@@ -21,8 +21,12 @@ writes ``dL/dxp`` per step (and for GRU ``dL/dhx``, which differs from it in the
 
 Products are ``tl.dot(..., input_precision="ieee")``: exact float32 (no TF32) and float64.
 Padding is exact: padded weight rows and columns are zero, so padded state columns never reach
-real ones. The functions here are plain Python until :func:`kernel` wraps them: ``triton.jit``
-for CUDA tensors, Triton's interpreter for CPU tensors (with ``TRITON_INTERPRET=1`` set).
+real ones. The kernels here are plain Python functions until
+:mod:`~rnn_xframework.backends.triton_rnn` wraps them, per device: ``triton.jit`` for CUDA
+tensors, Triton's interpreter for CPU tensors (with ``TRITON_INTERPRET=1`` set). So the choice
+does not depend on the environment at import time, they call only Triton's built-ins and the
+helpers below, never ``triton.language.standard``'s ``@triton.jit`` functions (``tl.zeros``,
+``tl.sigmoid``), which are compiled-only when triton was imported without the interpreter.
 """
 
 from __future__ import annotations

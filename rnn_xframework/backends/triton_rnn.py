@@ -9,8 +9,9 @@ the recurrence is one persistent kernel launch (:class:`LayerFunction`, a
 Layers run one launch each (the kernels do not fuse layers yet).
 
 Supported: SimpleRNN (tanh, relu), LSTM and GRU (``reset_after=True``) cells in any mix, float32
-and float64 (exact products, no TF32), ``units`` up to :data:`MAX_UNITS` per gate block budget
-(the weights of a layer must fit one program's registers). Anything else raises
+and float64 (exact products, no TF32), any ``units``: a layer whose recurrent weights fit one
+program's registers (:data:`MAX_WEIGHT_ELEMENTS`) runs persistent, a wider one runs the
+column-split step kernels of :mod:`~rnn_xframework.backends.triton_split`. Anything else raises
 :class:`~rnn_xframework.errors.UnsupportedConfigError` naming what is unsupported (``auto``
 picks another method there: :func:`supports`). Tensors must be on CUDA, or on the CPU with
 ``TRITON_INTERPRET=1`` set (Triton's interpreter: slow, for tests).
@@ -37,6 +38,10 @@ two, at least 16) one program keeps in registers: 64 KiB in float32 (a SimpleRNN
 LSTM of 64). Not tuned on a GPU yet (docs/cuda.md)."""
 BLOCK_B = 16
 """Batch rows per program (``tl.dot`` needs at least 16)."""
+SPLIT_BLOCK_N = 32
+"""Units per program in the column-split kernels (:mod:`~rnn_xframework.backends.triton_split`)."""
+SPLIT_BLOCK_K = 32
+"""Width of the ``h_{t-1}`` / ``W_hh`` slices the column-split forward multiplies at a time."""
 
 
 def _pow2(n: int) -> int:
@@ -49,9 +54,9 @@ def _interpreting() -> bool:
 
 @functools.cache
 def _kernel(name: str, interpret: bool) -> Any:
-    from rnn_xframework.backends import triton_persistent
+    from rnn_xframework.backends import triton_persistent, triton_split
 
-    fn = triton_persistent.KERNELS[name]
+    fn = {**triton_persistent.KERNELS, **triton_split.KERNELS}[name]
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
 
@@ -85,12 +90,13 @@ def check_tensor(x: Tensor) -> None:
 
 
 class LayerFunction(torch.autograd.Function):
-    """``apply(xp, h0, c0, w_hh, b_hh, cell, relu, save) -> (out, h_last, c_last)``.
+    """``apply(xp, h0, c0, w_hh, b_hh, cell, relu, save, split) -> (out, h_last, c_last)``.
 
     ``xp [T, B, G*U]`` (time-major view, unit stride last), ``h0, c0 [B, U]`` (``c0`` LSTM only,
     else ``None``), ``w_hh [G*U, U]``, ``b_hh [G*U]`` (GRU only, else ``None``); ``cell`` a
     kernel code (``triton_persistent.CODES``). ``out [T, B, U]`` contiguous; ``c_last`` is an
-    empty tensor except for LSTM. ``save``: keep what the backward needs.
+    empty tensor except for LSTM. ``save``: keep what the backward needs; ``split``: run the
+    column-split step kernels instead of the persistent one.
     """
 
     @staticmethod
@@ -104,6 +110,7 @@ class LayerFunction(torch.autograd.Function):
         cell: int,
         relu: bool,
         save: bool,
+        split: bool,
     ) -> Any:
         from rnn_xframework.backends.triton_persistent import GATES, SAVED
 
@@ -115,17 +122,30 @@ class LayerFunction(torch.autograd.Function):
         out = xp.new_empty(steps, batch, units)
         h_last = xp.new_empty(batch, units)
         c_last = xp.new_empty(batch, units) if lstm else xp.new_empty(0)
-        cs = xp.new_empty(steps, batch, units) if save and lstm else out
+        cs = xp.new_empty(steps, batch, units) if (save or split) and lstm else out
         gs = xp.new_empty(steps, batch, SAVED[cell] * units) if save and SAVED[cell] else out
         bh = b_hh.contiguous() if b_hh is not None else w
-        grid = (triton_cdiv(batch, BLOCK_B),)
-        _launch(
-            "forward", xp, grid, xp, xp.stride(0), xp.stride(1), w, bh, h0, c0, out, cs, gs, h_last,
-            c_last if lstm else h_last, steps, batch, units,
-            CELL=cell, RELU=relu, SAVE=save, BLOCK_B=BLOCK_B, UP=_pow2(units),
-        )  # fmt: skip
+        if split:
+            grid = (triton_cdiv(batch, BLOCK_B), triton_cdiv(units, SPLIT_BLOCK_N))
+            for t in range(steps):
+                h_prev, c_prev = (h0, c0) if t == 0 else (out[t - 1], cs[t - 1])
+                _launch(
+                    "forward_step", xp, grid, xp[t], xp.stride(1), w, bh, h_prev, c_prev, out[t], cs[t], gs[t],
+                    batch, units, CELL=cell, RELU=relu, SAVE=save, BLOCK_B=BLOCK_B, BLOCK_N=SPLIT_BLOCK_N,
+                    BLOCK_K=SPLIT_BLOCK_K,
+                )  # fmt: skip
+            h_last.copy_(out[-1])
+            if lstm:
+                c_last.copy_(cs[-1])
+        else:
+            grid = (triton_cdiv(batch, BLOCK_B),)
+            _launch(
+                "forward", xp, grid, xp, xp.stride(0), xp.stride(1), w, bh, h0, c0, out, cs, gs, h_last,
+                c_last if lstm else h_last, steps, batch, units,
+                CELL=cell, RELU=relu, SAVE=save, BLOCK_B=BLOCK_B, UP=_pow2(units),
+            )  # fmt: skip
         if save:
-            ctx.cell, ctx.relu, ctx.gates = cell, relu, GATES[cell]
+            ctx.cell, ctx.relu, ctx.gates, ctx.split = cell, relu, GATES[cell], split
             ctx.has_b_hh = b_hh is not None
             ctx.save_for_backward(w, h0, c0, out, cs, gs)
         return out, h_last, c_last
@@ -144,11 +164,14 @@ class LayerFunction(torch.autograd.Function):
         dhx = out.new_empty(steps, batch, g * units) if gru else dxp
         dh0 = torch.empty_like(h0)
         dc0 = torch.empty_like(h0) if lstm else dh0
-        grid = (triton_cdiv(batch, BLOCK_B),)
-        _launch(
-            "backward", out, grid, d_out, d_h, d_c, w, out, h0, c0, cs, gs, dxp, dhx, dh0, dc0, steps, batch, units,
-            CELL=ctx.cell, G=g, RELU=ctx.relu, BLOCK_B=BLOCK_B, UP=_pow2(units),
-        )  # fmt: skip
+        if ctx.split:
+            dh0, dc0 = _split_backward(ctx, d_out, d_h, d_c, w, h0, c0, out, cs, gs, dxp, dhx)
+        else:
+            grid = (triton_cdiv(batch, BLOCK_B),)
+            _launch(
+                "backward", out, grid, d_out, d_h, d_c, w, out, h0, c0, cs, gs, dxp, dhx, dh0, dc0, steps, batch,
+                units, CELL=ctx.cell, G=g, RELU=ctx.relu, BLOCK_B=BLOCK_B, UP=_pow2(units),
+            )  # fmt: skip
         needs = ctx.needs_input_grad  # xp, h0, c0, w_hh, b_hh, ...
         d_w = None
         if needs[3]:  # sum_t dhx_t^T h_{t-1}, h_{-1} = h0: two GEMMs over the whole sequence
@@ -156,15 +179,50 @@ class LayerFunction(torch.autograd.Function):
             if steps > 1:
                 d_w.addmm_(dhx[1:].reshape(-1, g * units).t(), out[:-1].reshape(-1, units))
         d_b = dhx.sum((0, 1)) if ctx.has_b_hh and needs[4] else None
-        return dxp, dh0, (dc0 if lstm else None), d_w, d_b, None, None, None
+        return dxp, dh0, (dc0 if lstm else None), d_w, d_b, None, None, None, None
+
+
+def _split_backward(
+    ctx: Any,
+    d_out: Tensor,
+    d_h: Tensor,
+    d_c: Tensor,
+    w: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    out: Tensor,
+    cs: Tensor,
+    gs: Tensor,
+    dxp: Tensor,
+    dhx: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The column-split backward, step by step in reverse: the elementwise kernel, then the
+    carry ``dL/dh_{t-1} = dhx_t W_hh (+ dL/dh_t z)`` as one product. Returns ``(dh0, dc0)``."""
+    steps, batch, units = out.shape
+    lstm, gru = ctx.cell == 1, ctx.cell == 2
+    grid = (triton_cdiv(batch, BLOCK_B), triton_cdiv(units, SPLIT_BLOCK_N))
+    carry, dc = d_h, d_c
+    direct = torch.empty_like(h0) if gru else carry  # written by GRU only
+    for t in range(steps - 1, -1, -1):
+        dc_prev = torch.empty_like(h0) if lstm else carry  # written by LSTM only
+        dh = d_out[t] + carry
+        h_prev, c_prev = (h0, c0) if t == 0 else (out[t - 1], cs[t - 1])
+        _launch(
+            "backward_step", out, grid, dh, dc, out[t], h_prev, cs[t], c_prev, gs[t], dxp[t], dhx[t], dc_prev,
+            direct, batch, units, CELL=ctx.cell, G=ctx.gates, RELU=ctx.relu, BLOCK_B=BLOCK_B, BLOCK_N=SPLIT_BLOCK_N,
+        )  # fmt: skip
+        carry = torch.addmm(direct, dhx[t], w) if gru else torch.mm(dhx[t], w)
+        dc = dc_prev
+    return carry, (dc if lstm else carry)
 
 
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _layer_plan(cell: Any) -> tuple[int, bool]:
-    """``(kernel code, relu)`` for a built torch cell of this library, or
+def _layer_plan(cell: Any) -> tuple[int, bool, bool]:
+    """``(kernel code, relu, split)`` for a built torch cell of this library (``split``: too wide
+    for one program, run by :mod:`~rnn_xframework.backends.triton_split`), or
     :class:`UnsupportedConfigError` naming what the kernels do not cover."""
     from rnn_xframework.backends.triton_persistent import CODES, GATES
 
@@ -176,13 +234,7 @@ def _layer_plan(cell: Any) -> tuple[int, bool]:
         raise UnsupportedConfigError(f"compile 'triton': SimpleRNNCell activation {cell.activation!r} has no kernel")
     code = CODES[kind]
     up = _pow2(cell.units)
-    if GATES[code] * up * up > MAX_WEIGHT_ELEMENTS:
-        raise UnsupportedConfigError(
-            f"compile 'triton': a {kind} of {cell.units} units needs {GATES[code]} x {up} x {up} recurrent weights "
-            f"in one program's registers, more than the {MAX_WEIGHT_ELEMENTS} these kernels keep; use "
-            "xf.compile(rnn, 'cudagraph') (or 'auto', which picks it)"
-        )
-    return code, relu
+    return code, relu, GATES[code] * up * up > MAX_WEIGHT_ELEMENTS
 
 
 def supports(rnn: Any) -> bool:
@@ -214,7 +266,7 @@ class StackRunner:
         time_major = False
         ends: list[list[Tensor]] = []
         out = seq
-        for wrapper, (code, relu), state in zip(rnn.cells, self.plans, states, strict=True):
+        for wrapper, (code, relu, split), state in zip(rnn.cells, self.plans, states, strict=True):
             c = wrapper.cell
             if code == 2:  # GRU: b_hh stays inside (the reset gate multiplies h W_hh^T + b_hh)
                 bias, b_hh = c.bias_ih, c.bias_hh
@@ -226,7 +278,7 @@ class StackRunner:
             if code == 2 and b_hh is None:
                 b_hh = c.weight_hh.new_zeros(g)
             out, h_last, c_last = LayerFunction.apply(
-                xp, state[0], state[1] if code == 1 else None, c.weight_hh, b_hh, code, relu, save
+                xp, state[0], state[1] if code == 1 else None, c.weight_hh, b_hh, code, relu, save, split
             )
             ends.append([h_last, c_last] if code == 1 else [h_last])
             inp = out.view(steps * batch, out.shape[2])
