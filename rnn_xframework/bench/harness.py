@@ -5,6 +5,7 @@ Orchestrator (default)::
     rnn-xframework bench                       # W1-W3, all peers, forward
     rnn-xframework bench --grad --grad-methods "torch nn.RNN,keras SimpleRNN xla"
     rnn-xframework bench --quick                # W1 only, few repeats (< ~60 s)
+    rnn-xframework bench --device cuda --grad --cells all   # every cell type against cuDNN
     rnn-xframework bench --json out.json --table out.txt [--plot out.png]
     rnn-xframework bench --plugin mypkg.bench_methods   # extra registered methods
 
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workloads",
         default="W1,W2,W3",
         help="comma list of W1/W2/W3 or BxTxFxU (batch x steps x features x units)",
+    )
+    p.add_argument(
+        "--cells",
+        default="SimpleRNN",
+        help="comma list of SimpleRNN, LSTM, GRU, or all: the cell type of the two-layer stack",
     )
     p.add_argument(
         "--methods",
@@ -118,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = p.add_argument_group("worker mode (used by the orchestrator)")
     worker.add_argument("--worker", choices=("torch", "tensorflow", "numpy"))
     worker.add_argument("--workload", default="", help="one workload for the worker")
+    worker.add_argument("--cell", default="SimpleRNNCell", help="the worker's cell type")
     worker.add_argument("--budget-s", type=float, default=Budget.budget_s)
     worker.add_argument("--min-repeats", type=int, default=Budget.min_repeats)
     worker.add_argument("--max-repeats", type=int, default=Budget.max_repeats)
@@ -137,7 +144,7 @@ def worker_main(args: argparse.Namespace) -> int:
         methods=_split(args.methods),
         device=args.device,
         budget=budget,
-        workload=parse_workload(args.workload) if args.workload else None,
+        workload=parse_workload(args.workload).with_cell(args.cell) if args.workload else None,
         grad=args.grad,
         gemm_n=0 if args.workload else args.gemm,
     )
@@ -152,7 +159,8 @@ def list_methods() -> None:
 
     for m in METHODS.values():
         grad = "grad" if m.supports_grad else "fwd only"
-        print(f"{m.name:32s} {m.framework:11s} {grad:9s} devices={','.join(m.devices)}")
+        cells = ",".join(c.removesuffix("Cell") for c in m.cells)
+        print(f"{m.name:32s} {m.framework:11s} {grad:9s} devices={','.join(m.devices):9s} cells={cells}")
     for g in GEMM_METHODS.values():
         print(f"{g.name:32s} {g.framework:11s} {'gemm':9s} devices={','.join(g.devices)}")
 
@@ -188,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         workloads = [w.name for w in plan.workloads]
     from rich.console import Console
 
-    render_all(Console(), doc, workloads, args.baseline)
+    # a table written to a file or a pipe is never cut to rich's 80-column default
+    render_all(Console() if sys.stdout.isatty() else Console(width=400), doc, workloads, args.baseline)
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text(render_text(doc, workloads, args.baseline))

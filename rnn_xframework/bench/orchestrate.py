@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ from rnn_xframework.bench.contention import ContentionProbe
 from rnn_xframework.bench.registry import GEMM_METHODS, METHODS, Framework, PlanError
 from rnn_xframework.bench.timing import Budget
 from rnn_xframework.bench.worker import PROGRESS_TAG
-from rnn_xframework.bench.workloads import Workload, parse_workload
+from rnn_xframework.bench.workloads import CELLS, Workload, parse_workload
 
 ProgressFn = Callable[[str, str], None]
 """``on_progress(method, status)`` with status ``start`` or ``done``."""
@@ -98,16 +99,40 @@ def _select(names: list[str], device: str, notes: list[str]) -> list[str]:
     return kept
 
 
+def parse_cells(text: str) -> list[str]:
+    """``--cells``: a comma list of SimpleRNN, LSTM, GRU, or ``all``."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(CELLS.values())
+    bad = [n for n in names if n not in CELLS]
+    if bad or not names:
+        raise PlanError(f"--cells {text!r}: use a comma list of {', '.join(CELLS)}, or all")
+    return [CELLS[n] for n in names]
+
+
+def _installed(framework: str) -> bool:
+    return framework == "numpy" or importlib.util.find_spec(framework) is not None
+
+
 def build_plan(args: argparse.Namespace) -> Plan:
-    """Turn the command line into worker jobs (framework-grouped, per workload)."""
+    """Turn the command line into worker jobs (framework-grouped, per workload and cell type).
+
+    Methods of a framework that is not installed are dropped with a note (a torch-only GPU
+    machine benchmarks torch), as are methods that do not run a workload's cell type."""
     names = [w for w in args.workloads.split(",") if w.strip()]
+    cells = parse_cells(getattr(args, "cells", "SimpleRNN"))
     try:
-        workloads = [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
+        bases = [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
     except ValueError as exc:
         raise PlanError(str(exc)) from exc
+    workloads = [w.with_cell(c) for c in cells for w in bases]
     plan = Plan(workloads, args.device, args.baseline, list(args.plugin))
     split = [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = _select(split or list(METHODS), args.device, plan.notes)
+    missing = sorted({METHODS[n].framework for n in methods if not _installed(METHODS[n].framework)})
+    for fw in missing:
+        plan.notes.append(f"skipped the {fw} methods: {fw} is not installed here")
+    methods = [n for n in methods if METHODS[n].framework not in missing]
     grad_methods: list[str] = []
     if args.grad:
         wanted = [n.strip() for n in args.grad_methods.split(",") if n.strip()]
@@ -120,11 +145,12 @@ def build_plan(args: argparse.Namespace) -> Plan:
             args.device,
             plan.notes,
         )
+        grad_methods = [n for n in grad_methods if METHODS[n].framework not in missing]
     for workload in workloads:
         budget = default_budget(workload, args.quick, args.budget_scale)
         for grad, chosen in ((False, methods), (True, grad_methods)):
             for fw in FRAMEWORK_ORDER:
-                mine = [n for n in chosen if METHODS[n].framework == fw]
+                mine = [n for n in chosen if METHODS[n].framework == fw and workload.cell in METHODS[n].cells]
                 if mine:
                     plan.jobs.append(Job(fw, mine, budget, workload, grad))
     gemm_n = 1024 if args.quick and args.gemm == 2048 else args.gemm
@@ -133,7 +159,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         for fw in FRAMEWORK_ORDER:
             mine = [n for n, g in GEMM_METHODS.items() if g.framework == fw]
             mine = [n for n in mine if args.device in GEMM_METHODS[n].devices]
-            if mine:
+            if mine and _installed(fw):
                 plan.jobs.append(Job(fw, mine, gemm_budget, gemm_n=gemm_n))
     return plan
 
@@ -151,8 +177,8 @@ def worker_command(job: Job, plan: Plan, json_path: str) -> list[str]:
     ]
     if job.workload is not None:
         w = job.workload
-        spec = w.name if w.name in ("W1", "W2", "W3") else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
-        cmd += ["--workload", spec]
+        spec = w.base if w.base in ("W1", "W2", "W3") else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
+        cmd += ["--workload", spec, "--cell", w.cell]
     else:
         cmd += ["--gemm", str(job.gemm_n)]
     if job.grad:
@@ -242,6 +268,7 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    unusable: dict[str, str] = {}  # framework -> why it cannot run on the device
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task("starting", total=sum(len(j.methods) for j in plan.jobs))
         for job in plan.jobs:
@@ -254,12 +281,17 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
                 else:
                     progress.advance(task)
 
+            if job.framework in unusable:
+                progress.advance(task, len(job.methods))
+                continue
             probe = ContentionProbe.start()
             wdoc = run_worker(job, plan, on_progress)
             foreign = probe.foreign_fraction()
-            if "fatal" in wdoc:
-                doc["fatal"] = wdoc["fatal"]
-                return doc
+            if "fatal" in wdoc:  # this framework cannot use the device: skip it, keep the others
+                unusable[job.framework] = str(wdoc["fatal"])
+                plan.notes.append(f"skipped the {job.framework} methods: {wdoc['fatal']}")
+                progress.advance(task, len(job.methods))
+                continue
             if "crash" in wdoc:
                 failures.append({"job": label, "error": wdoc["crash"]})
                 progress.advance(task, len(job.methods))
@@ -275,6 +307,9 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
                     f"{label}: other processes used {foreign:.0%} of the CPUs meanwhile; these timings are suspect"
                 )
         progress.update(task, description="done")
+    if unusable and not results and not gemm:  # nothing could run at all
+        doc["fatal"] = "; ".join(unusable.values())
+        return doc
     doc["header"] = header_lines(date, host, versions, command)
     return doc
 
