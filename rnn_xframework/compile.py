@@ -34,6 +34,10 @@ SLOW_TO_COMPILE = frozenset({"inductor", "xla"})
 """Methods whose compilation takes many seconds per shape; the parity matrix leaves them to
 their own tests (tests/test_compile_inductor.py)."""
 
+CUDA_ONLY = frozenset({"triton", "cudagraph"})
+"""Methods that run on CUDA tensors only (Triton's kernels also run on the CPU in its
+interpreter, for tests); the parity matrix runs them on ``cuda`` only."""
+
 
 def _check_source(obj: Any, method: str, needs: str) -> None:
     got = getattr(obj, "backend", None)

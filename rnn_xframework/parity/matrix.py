@@ -134,7 +134,7 @@ def variants(p: Plan, kind: str) -> Iterator[tuple[str, str, str]]:
             continue
         for device in p.devices:
             if device in ops.devices():
-                for ordering in orderings_for(name):
+                for ordering in orderings_for(name, device):
                     if p.orderings is None or ordering in p.orderings:
                         yield name, ordering, device
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import backends, layers, layouts, loops, transfer
-from rnn_xframework.compile import METHODS, SLOW_TO_COMPILE
+from rnn_xframework.compile import CUDA_ONLY, METHODS, SLOW_TO_COMPILE
 from rnn_xframework.compile import compile as compile_rnn
 
 
@@ -65,10 +65,16 @@ def cell_kinds(backend_names: list[str]) -> list[str]:
     return [k for k in layouts.LAYOUTS if any(k in backends.get(b).cells for b in backend_names)]
 
 
-def orderings_for(backend: str) -> list[str]:
+def orderings_for(backend: str, device: str | None = None) -> list[str]:
     """``timestep`` and ``layer`` everywhere, plus each compile method of this backend that
-    compiles in about a second (not :data:`~rnn_xframework.compile.SLOW_TO_COMPILE`)."""
-    methods = (m for m, (needs, _, _) in METHODS.items() if needs == backend and m not in SLOW_TO_COMPILE)
+    compiles in about a second (not :data:`~rnn_xframework.compile.SLOW_TO_COMPILE`) and runs on
+    ``device`` (:data:`~rnn_xframework.compile.CUDA_ONLY` methods on ``"cuda"`` only; ``None``:
+    every device)."""
+    methods = (
+        m
+        for m, (needs, _, _) in METHODS.items()
+        if needs == backend and m not in SLOW_TO_COMPILE and (device in (None, "cuda") or m not in CUDA_ONLY)
+    )
     return [*loops.ORDERS, *methods]
 
 
