@@ -34,9 +34,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from rnn_xframework import layouts
+
 CODES = {"SimpleRNNCell": 0, "LSTMCell": 1, "GRUCell": 2}
 """Host side: the kernels' ``CELL`` argument per cell type."""
-GATES = {0: 1, 1: 4, 2: 3}
+GATES = {code: layouts.get(kind).gates for kind, code in CODES.items()}
+"""Gate blocks per ``CELL`` code, from the cell's weight layout."""
 SAVED = {0: 0, 1: 4, 2: 4}
 """Blocks of ``units`` columns per step the forward saves for the backward."""
 SIMPLE = tl.constexpr(0)

@@ -34,8 +34,11 @@ from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigErro
 DTYPES = (torch.float32, torch.float64)
 MAX_WEIGHT_ELEMENTS = 16384
 """Largest ``G * UP * UP`` (recurrent weight tile elements, ``UP`` = units padded to a power of
-two, at least 16) one program keeps in registers: 64 KiB in float32 (a SimpleRNN of 128 units, an
-LSTM of 64). Not tuned on a GPU yet (docs/cuda.md)."""
+two, at least 16; float64 counts twice) one program keeps in registers: 64 KiB (a float32
+SimpleRNN of 128 units, an LSTM or GRU of 64). Not tuned on a GPU yet (docs/cuda.md)."""
+WIDE_WARPS = 8
+"""``num_warps`` of a persistent program holding more than half of :data:`MAX_WEIGHT_ELEMENTS`
+(fewer registers per thread); 4 otherwise. Untuned."""
 BLOCK_B = 16
 """Batch rows per program (``tl.dot`` needs at least 16)."""
 SPLIT_BLOCK_N = 32
@@ -66,10 +69,19 @@ def _kernel(name: str, interpret: bool) -> Any:
     return triton.jit(fn)
 
 
-def _launch(name: str, like: Tensor, grid: tuple[int], *args: Any, **meta: Any) -> None:
+def _warps(meta: dict[str, Any], element_size: int) -> int:
+    from rnn_xframework.backends.triton_persistent import GATES
+
+    if "UP" not in meta:
+        return 4
+    held = GATES[meta["CELL"]] * meta["UP"] ** 2 * element_size // 4
+    return WIDE_WARPS if 2 * held > MAX_WEIGHT_ELEMENTS else 4
+
+
+def _launch(name: str, like: Tensor, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
     if like.device.type == "cuda":
         with torch.cuda.device(like.device):
-            _kernel(name, False)[grid](*args, **meta, num_warps=4)
+            _kernel(name, False)[grid](*args, **meta, num_warps=_warps(meta, like.element_size()))
     else:
         _kernel(name, True)[grid](*args, **meta)
 
@@ -234,7 +246,8 @@ def _layer_plan(cell: Any) -> tuple[int, bool, bool]:
         raise UnsupportedConfigError(f"compile 'triton': SimpleRNNCell activation {cell.activation!r} has no kernel")
     code = CODES[kind]
     up = _pow2(cell.units)
-    return code, relu, GATES[code] * up * up > MAX_WEIGHT_ELEMENTS
+    scale = 2 if cell.dtype_name == "float64" else 1  # float64 takes twice the registers
+    return code, relu, GATES[code] * up * up * scale > MAX_WEIGHT_ELEMENTS
 
 
 def supports(rnn: Any) -> bool:
