@@ -136,9 +136,8 @@ def test_refuses_what_it_does_not_cover(device):
         fast(x, mask=torch.ones(2, 3, dtype=torch.bool))
     half = layers.RNN([layers.SimpleRNNCell(4, backend="torch")])
     half.build((None, None, 3))
-    fast = xf.compile(half.to(torch.float16), "triton")
-    with pytest.raises(xf.RNNXError, match=r"float16"):  # the RNN's own dtype check comes first
-        fast(torch.zeros(2, 3, 3, dtype=torch.float16))
+    with pytest.raises(UnsupportedConfigError, match=r"float16"):
+        xf.compile(half.to(torch.float16), "triton")
     with pytest.raises(UnsupportedConfigError, match=r"bfloat16"):  # the kernels' check, called directly
         triton_rnn.check_tensor(torch.zeros(2, 3, dtype=torch.bfloat16))
 
@@ -208,3 +207,47 @@ def test_auto_on_cuda_picks_triton_then_cudagraph():
         rnn.build((None, None, 3))
     assert auto_method(small) == "triton"
     assert auto_method(large) == "cudagraph"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_layer_stack_in_one_launch(device, dtype, kind):
+    """Inference of a small two-layer stack runs both layers in one launch (triton_fused);
+    the per-layer kernels give the same numbers; both match the NumPy reference. Unequal units."""
+    rng = np.random.default_rng(11)
+    cells = [getattr(layers, kind)(u, backend="torch", dtype=dtype) for u in (5, 9)]
+    rnn = layers.RNN(cells, return_sequences=True, return_state=True)
+    rnn.build((None, None, 4))
+    weights = [(rng.uniform(-1, 1, w.shape) * 0.6).astype(dtype) for w in rnn.get_weights()]
+    rnn.set_weights(weights)
+    ref = layers.RNN([getattr(layers, kind)(u, backend="numpy", dtype=dtype) for u in (5, 9)], return_sequences=True)
+    ref.return_state = True
+    ref.build((None, None, 4))
+    ref.set_weights(weights)
+    x = rng.normal(size=(17, 4, 4)).astype(dtype)
+    n_states = len(rnn.get_initial_state(1)[0])
+    states = [[rng.uniform(-1, 1, (17, u)).astype(dtype) for _ in range(n_states)] for u in (5, 9)]
+    want_y, want_s = ref(x, states)
+    fast = xf.compile(rnn.to(device), "triton")
+    assert fast.loop.fused
+    results = []
+    for fused in (True, False):
+        fast.loop.fused = fused
+        with torch.no_grad():
+            results.append(fast(to_torch(x, device), [[to_torch(s, device) for s in layer] for layer in states]))
+    for y, got_s in results:
+        assert max_err(y.cpu(), want_y) <= TOL[dtype]
+        for g_layer, w_layer in zip(got_s, want_s, strict=True):
+            for g, w in zip(g_layer, w_layer, strict=True):
+                assert max_err(g.cpu(), w) <= TOL[dtype]
+
+
+def test_fused_only_where_it_fits():
+    def runner(*cells):
+        rnn = layers.RNN(list(cells))
+        rnn.build((None, None, 3))
+        return triton_rnn.StackRunner(rnn)
+
+    assert runner(layers.SimpleRNNCell(64, backend="torch"), layers.SimpleRNNCell(64, backend="torch")).fused
+    assert not runner(layers.LSTMCell(64, backend="torch"), layers.LSTMCell(64, backend="torch")).fused  # too big
+    assert not runner(layers.LSTMCell(8, backend="torch"), layers.GRUCell(8, backend="torch")).fused  # mixed
+    assert not runner(layers.GRUCell(8, backend="torch")).fused  # one layer

@@ -57,9 +57,9 @@ def _interpreting() -> bool:
 
 @functools.cache
 def _kernel(name: str, interpret: bool) -> Any:
-    from rnn_xframework.backends import triton_persistent, triton_split
+    from rnn_xframework.backends import triton_fused, triton_persistent, triton_split
 
-    fn = {**triton_persistent.KERNELS, **triton_split.KERNELS}[name]
+    fn = {**triton_persistent.KERNELS, **triton_split.KERNELS, **triton_fused.KERNELS}[name]
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
 
@@ -72,9 +72,13 @@ def _kernel(name: str, interpret: bool) -> Any:
 def _warps(meta: dict[str, Any], element_size: int) -> int:
     from rnn_xframework.backends.triton_persistent import GATES
 
-    if "UP" not in meta:
+    if "UP" in meta:
+        squares = meta["UP"] ** 2
+    elif "UP0" in meta:
+        squares = meta["UP0"] ** 2 + meta["UP0"] * meta["UP1"] + meta["UP1"] ** 2
+    else:
         return 4
-    held = GATES[meta["CELL"]] * meta["UP"] ** 2 * element_size // 4
+    held = GATES[meta["CELL"]] * squares * element_size // 4
     return WIDE_WARPS if 2 * held > MAX_WEIGHT_ELEMENTS else 4
 
 
@@ -244,9 +248,15 @@ def _layer_plan(cell: Any) -> tuple[int, bool, bool]:
     relu = kind == "SimpleRNNCell" and cell.activation == "relu"
     if kind == "SimpleRNNCell" and cell.activation not in ("tanh", "relu"):
         raise UnsupportedConfigError(f"compile 'triton': SimpleRNNCell activation {cell.activation!r} has no kernel")
+    dtype = cell.cell.weight_hh.dtype
+    if dtype not in DTYPES:
+        raise UnsupportedConfigError(
+            f"compile 'triton': the kernels compute in float32 or float64 exactly, got a {kind} in {dtype}; "
+            "use a float32/float64 RNN"
+        )
     code = CODES[kind]
     up = _pow2(cell.units)
-    scale = 2 if cell.dtype_name == "float64" else 1  # float64 takes twice the registers
+    scale = 2 if dtype == torch.float64 else 1  # float64 takes twice the registers
     return code, relu, GATES[code] * up * up * scale > MAX_WEIGHT_ELEMENTS
 
 
@@ -260,13 +270,35 @@ def supports(rnn: Any) -> bool:
     return frameworks.triton_installed()
 
 
+def _biases(c: Any, code: int) -> tuple[Tensor | None, Tensor | None]:
+    """``(input-side bias, b_hh kept inside the kernel)`` of a native cell: GRU keeps ``b_hh``
+    inside (the reset gate multiplies ``h W_hh^T + b_hh``); the others fold it into the input side."""
+    if code == 2:
+        return c.bias_ih, (c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0]))
+    return torch_fast._bias_sum(c.bias_ih, c.bias_hh), None
+
+
+def fits_fused(plans: list[tuple[int, bool, bool]], cells: list[Any]) -> bool:
+    """Whether a stack runs inference in one launch (:mod:`~rnn_xframework.backends.triton_fused`):
+    two layers of one cell type whose three weight sets fit :data:`MAX_WEIGHT_ELEMENTS`."""
+    from rnn_xframework.backends.triton_persistent import GATES
+
+    if len(plans) != 2 or plans[0][0] != plans[1][0]:
+        return False
+    up0, up1 = _pow2(cells[0].units), _pow2(cells[1].units)
+    scale = 2 if cells[0].cell.weight_hh.dtype == torch.float64 else 1
+    return GATES[plans[0][0]] * (up0 * up0 + up0 * up1 + up1 * up1) * scale <= MAX_WEIGHT_ELEMENTS
+
+
 class StackRunner:
-    """``(x [batch, time, in], states) -> (y, states)`` for a built torch ``RNN``, one kernel
-    launch per layer (and one per layer backward)."""
+    """``(x [batch, time, in], states) -> (y, states)`` for a built torch ``RNN``: without
+    autograd a small two-layer stack in one launch (:func:`fits_fused`), else one kernel launch
+    per layer (and one per layer backward)."""
 
     def __init__(self, rnn: Any) -> None:
         self.rnn = rnn
         self.plans = [_layer_plan(c) for c in rnn.cells]
+        self.fused = fits_fused(self.plans, list(rnn.cells))
 
     def __call__(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         rnn = self.rnn
@@ -276,20 +308,18 @@ class StackRunner:
         batch, steps = seq.shape[0], seq.shape[1]
         # the first layer reads the batch-first input; xp is then seen time-major (a view)
         inp = seq.reshape(batch * steps, seq.shape[2])
+        if self.fused and not save:
+            out, ends = self._fused(inp, batch, steps, states)
+            return (out.transpose(0, 1) if rnn.return_sequences else out[-1]), ends
         time_major = False
         ends: list[list[Tensor]] = []
         out = seq
         for wrapper, (code, relu, split), state in zip(rnn.cells, self.plans, states, strict=True):
             c = wrapper.cell
-            if code == 2:  # GRU: b_hh stays inside (the reset gate multiplies h W_hh^T + b_hh)
-                bias, b_hh = c.bias_ih, c.bias_hh
-            else:
-                bias, b_hh = torch_fast._bias_sum(c.bias_ih, c.bias_hh), None
+            bias, b_hh = _biases(c, code)
             xp = torch.mm(inp, c.weight_ih.t()) if bias is None else torch.addmm(bias, inp, c.weight_ih.t())
             g = c.weight_ih.shape[0]
             xp = xp.view(steps, batch, g) if time_major else xp.view(batch, steps, g).transpose(0, 1)
-            if code == 2 and b_hh is None:
-                b_hh = c.weight_hh.new_zeros(g)
             out, h_last, c_last = LayerFunction.apply(
                 xp, state[0], state[1] if code == 1 else None, c.weight_hh, b_hh, code, relu, save, split
             )
@@ -298,6 +328,36 @@ class StackRunner:
             time_major = True
         y = out.transpose(0, 1) if rnn.return_sequences else out[-1]
         return y, ends
+
+    def _fused(
+        self, inp: Tensor, batch: int, steps: int, states: list[list[Tensor]]
+    ) -> tuple[Tensor, list[list[Tensor]]]:
+        c0, c1 = (w.cell for w in self.rnn.cells)
+        code = self.plans[0][0]
+        lstm = code == 1
+        bias0, bhh0 = _biases(c0, code)
+        bias1, bhh1 = _biases(c1, code)
+        g0, g1 = c0.weight_ih.shape[0], c1.weight_ih.shape[0]
+        xp = torch.mm(inp, c0.weight_ih.t()) if bias0 is None else torch.addmm(bias0, inp, c0.weight_ih.t())
+        xp = xp.view(batch, steps, g0).transpose(0, 1)
+        u0, u1 = c0.weight_hh.shape[1], c1.weight_hh.shape[1]
+        out = xp.new_empty(steps, batch, u1)
+        ends = [[xp.new_empty(batch, u0)], [xp.new_empty(batch, u1)]]
+        if lstm:
+            ends[0].append(xp.new_empty(batch, u0))
+            ends[1].append(xp.new_empty(batch, u1))
+        h00, h01 = states[0][0].contiguous(), states[1][0].contiguous()
+        c00 = states[0][1].contiguous() if lstm else h00
+        c01 = states[1][1].contiguous() if lstm else h01
+        b1 = bias1 if bias1 is not None else xp.new_zeros(g1)
+        _launch(
+            "stack2_forward", xp, (triton_cdiv(batch, BLOCK_B),), xp, xp.stride(0), xp.stride(1),
+            c0.weight_hh.contiguous(), c1.weight_ih.contiguous(), c1.weight_hh.contiguous(), b1,
+            bhh0 if bhh0 is not None else b1, bhh1 if bhh1 is not None else b1, h00, c00, h01, c01, out,
+            ends[0][0], ends[0][-1], ends[1][0], ends[1][-1], steps, batch, u0, u1,
+            CELL=code, RELU0=self.plans[0][1], RELU1=self.plans[1][1], BLOCK_B=BLOCK_B, UP0=_pow2(u0), UP1=_pow2(u1),
+        )  # fmt: skip
+        return out, ends
 
 
 def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
