@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from rnn_xframework import registry
 from rnn_xframework.frameworks import import_triton_first
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,8 +24,8 @@ if importlib.util.find_spec("torch") is not None:
 # triton load (torch.optim does one) aborts the process: rnn_xframework.frameworks.
 import_triton_first()
 
-BACKENDS = ["numpy", "torch", "tensorflow"]
-FRAMEWORK = {"numpy": None, "torch": "torch", "tensorflow": "tensorflow"}
+BACKENDS = registry.names()
+FRAMEWORK = {name: registry.framework(name) for name in BACKENDS}
 # Stated tolerances (max abs difference), per dtype; never tuned per test.
 TOL = {"float32": 1e-5, "float64": 1e-12}
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from rnn_xframework.backends import torch_fast, torchscript
+from rnn_xframework.backends.torch_compiled import CompiledRNN
 from rnn_xframework.errors import UnsupportedConfigError
 
 MAX_CAPTURES = 8
@@ -122,9 +123,9 @@ class GraphLoop:
             return y.clone(), [[s.clone() for s in layer] for layer in ends]
 
 
-def compile_rnn(rnn: Any, capture_class: type = CudaCapture) -> torch_fast.CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` replaying :class:`GraphLoop`
+def compile_rnn(rnn: Any, capture_class: type = CudaCapture) -> CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` replaying :class:`GraphLoop`
     without autograd and running the TorchScript path with it."""
     scripted = torchscript.compile_rnn(rnn)
     train = scripted.train_loop if scripted.train_loop is not None else scripted.loop
-    return torch_fast.CompiledRNN(rnn, GraphLoop(rnn, capture_class), "cudagraph", train=train)
+    return CompiledRNN(rnn, GraphLoop(rnn, capture_class), "cudagraph", train=train)

@@ -29,6 +29,8 @@ from torch.autograd.function import once_differentiable
 
 from rnn_xframework import frameworks
 from rnn_xframework.backends import torch_fast
+from rnn_xframework.backends.torch_compiled import CompiledRNN
+from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
 DTYPES = (torch.float32, torch.float64)
@@ -360,8 +362,8 @@ class StackRunner:
         return out, ends
 
 
-def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` whose loop is
+def compile_rnn(rnn: Any) -> CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` whose loop is
     :class:`StackRunner` (inference and training alike)."""
     frameworks.check_torch_order("xf.compile(rnn, 'triton')")
     if not frameworks.triton_installed():
@@ -369,8 +371,5 @@ def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
             "compile 'triton' needs the triton package (CUDA builds of torch include it); install it with: "
             'pip install "rnn_xframework[triton]"'
         )
-    if any(c.input_dim is None for c in rnn.cells):
-        raise UnsupportedConfigError(
-            "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
-        )
-    return torch_fast.CompiledRNN(rnn, StackRunner(rnn), "triton")
+    check_built(rnn)
+    return CompiledRNN(rnn, StackRunner(rnn), "triton")
