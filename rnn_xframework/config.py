@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 
 from rnn_xframework import backends
+from rnn_xframework.errors import UnknownBackendError
 
 ENV_VAR = "RNN_XFRAMEWORK_BACKEND"
 FALLBACK = "torch"
@@ -40,7 +41,15 @@ def get_backend() -> str:
         if _process_default is not None:
             return _process_default
     env = os.environ.get(ENV_VAR)
-    return backends.canonical_name(env) if env else FALLBACK
+    if not env:
+        return FALLBACK
+    try:
+        return backends.canonical_name(env)
+    except UnknownBackendError as e:
+        raise UnknownBackendError(
+            f"the environment variable {ENV_VAR}={env!r} names no backend ({e}); "
+            f"set it to one of those names, or unset it to use {FALLBACK!r}"
+        ) from None
 
 
 @contextlib.contextmanager

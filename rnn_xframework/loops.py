@@ -159,7 +159,7 @@ class RNNMixin:
             self.cell.build_cells(ops.shape(inputs)[1:])
         if initial_state is None:
             initial_state = self.cell.get_initial_state(ops.batch_size(inputs))
-        states = protocol.as_stack_states(self.cell, initial_state)
+        states = protocol.as_rnn_states(self.cell, ops, initial_state)
         steps = ops.unstack(inputs)
         if not steps:
             raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
@@ -252,5 +252,5 @@ def check_compiled_call(
     if initial_state is None:
         return None
     batch = ops.shape(inputs)[0]
-    layers = protocol.as_stack_states(stack, initial_state)
+    layers = protocol.as_rnn_states(stack, ops, initial_state)
     return [protocol.check_states(cell, ops, state, batch) for cell, state in zip(stack.cells, layers, strict=True)]

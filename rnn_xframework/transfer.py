@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import layouts
-from rnn_xframework.errors import FrameworkMismatchError, WeightsError
+from rnn_xframework.errors import FrameworkMismatchError, NotBuiltError, WeightsError
 
 FORMAT = "rnn_xframework.weights"
 FORMAT_VERSION = 1
@@ -125,12 +125,24 @@ def transfer_weights(src: Any, dst: Any) -> Any:
 def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) -> Any:
     """A new object of the same structure and weights on ``backend``.
 
-    ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU).
+    ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU). The source
+    must be built (its weights exist): an unbuilt one raises :class:`NotBuiltError` rather than
+    giving a copy whose weights would be drawn anew, unrelated to the source's.
     """
     from rnn_xframework import layers
 
     kind = structure_of(obj)
     src_cells = cells_of(obj)
+    if any(c.input_dim is None for c in src_cells):
+        how = {
+            "rnn": "rnn.build((None, None, features))",
+            "stack": "stack.build((None, features))",
+            "cell": "cell.build((None, features))",
+        }[kind]
+        raise NotBuiltError(
+            f"convert: the source {kind} is not built yet, so it has no weights to carry over; "
+            f"build it first with {how}, or call it once on an input"
+        )
     dtype = dtype if dtype is not None else src_cells[0].dtype_name
     cells = [
         layers.make_cell(c.cell_kind, backend=backend, dtype=dtype, device=device, **c.portable_config())
@@ -148,8 +160,7 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
             go_backwards=obj.go_backwards,
             order=obj.order,
         )
-    if all(c.input_dim is not None for c in src_cells):
-        transfer_weights(obj, new)
+    transfer_weights(obj, new)
     return new
 
 

@@ -168,9 +168,20 @@ def render_all(
             console.print(f"error: {row_label(rec)} @ {where}: {rec['error']}", highlight=False)
 
 
+def output_console() -> Console:
+    """stdout: as wide as the terminal on one; elsewhere (a pipe, a file) wide enough that no table
+    is cut and no line wrapped (a Console's default off a terminal is 80 columns)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=UNWRAPPED)
+
+
+UNWRAPPED = 1000
+"""Columns of a console that must not wrap: wider than any table or line of the report."""
+
+
 def render_text(doc: dict[str, object], workloads: list[str], baseline: str) -> str:
     """The same report as plain text, wide enough not to wrap (for files)."""
-    console = Console(file=io.StringIO(), width=220, record=True, color_system=None)
+    console = Console(file=io.StringIO(), width=UNWRAPPED, record=True, color_system=None)
     render_all(console, doc, workloads, baseline)
     return console.export_text()
 
