@@ -54,7 +54,14 @@ def get_backend() -> str:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
-    """``with xf.use_backend("tf"): ...`` sets the default for this thread/task only."""
+    """``with xf.use_backend("tf"): ...`` sets the default for this thread/task only.
+
+    >>> import rnn_xframework as xf
+    >>> with xf.use_backend("np"):
+    ...     cell = xf.layers.SimpleRNNCell(3)
+    >>> cell.backend
+    'numpy'
+    """
     token = _scoped.set(backends.canonical_name(name))
     try:
         yield _scoped.get() or name

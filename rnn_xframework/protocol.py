@@ -38,6 +38,18 @@ class Cell(Protocol):
         backend: ``"torch"``, ``"tensorflow"`` or ``"numpy"``.
         units: size of the output.
         state_size: Keras's value: an int for single-state cells, a list otherwise.
+
+    Every cell of every backend satisfies it (``isinstance`` checks the methods' presence):
+
+    >>> import numpy as np
+    >>> import rnn_xframework as xf
+    >>> cell = xf.layers.LSTMCell(4, backend="numpy")
+    >>> isinstance(cell, xf.Cell)
+    True
+    >>> states = cell.get_initial_state(batch_size=2)  # always a list: [h, c] for an LSTM
+    >>> out, states = cell(np.ones((2, 3), "float32"), states)
+    >>> out.shape, [s.shape for s in states]
+    ((2, 4), [(2, 4), (2, 4)])
     """
 
     backend: str

@@ -110,6 +110,18 @@ def transfer_weights(src: Any, dst: Any) -> Any:
 
     Raises :class:`WeightsError` if the structures differ; ``dst`` is unchanged then.
     Returns ``dst``.
+
+    >>> import rnn_xframework as xf
+    >>> from rnn_xframework import layers
+    >>> src = layers.SimpleRNNCell(3, backend="numpy")
+    >>> src.build((None, 2))
+    >>> dst = xf.transfer_weights(src, layers.SimpleRNNCell(3, backend="numpy"))
+    >>> [w.shape for w in dst.get_weights()]  # kernel, recurrent_kernel, bias
+    [(2, 3), (3, 3), (3,)]
+    >>> xf.transfer_weights(src, layers.SimpleRNNCell(5, backend="numpy"))
+    Traceback (most recent call last):
+    ...
+    rnn_xframework.errors.WeightsError: transfer_weights: structures differ: ...
     """
     src_cells, dst_cells = cells_of(src), cells_of(dst)
     if _signature(src_cells) != _signature(dst_cells):
@@ -128,6 +140,24 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
     ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU). The source
     must be built (its weights exist): an unbuilt one raises :class:`NotBuiltError` rather than
     giving a copy whose weights would be drawn anew, unrelated to the source's.
+
+    Example (the NumPy backend needs no framework; ``backend="torch"`` or ``"tf"`` works alike):
+
+    >>> import numpy as np
+    >>> import rnn_xframework as xf
+    >>> from rnn_xframework import layers
+    >>> rnn = layers.RNN([layers.LSTMCell(4, backend="numpy"), layers.LSTMCell(4, backend="numpy")])
+    >>> rnn.build((None, None, 3))
+    >>> copy = xf.convert(rnn, backend="numpy", dtype="float64")
+    >>> type(copy).__name__, len(copy.cells), copy.cells[0].dtype_name
+    ('RNN', 2, 'float64')
+    >>> x = np.random.default_rng(0).normal(size=(2, 5, 3))
+    >>> bool(np.allclose(copy(x), rnn(x.astype("float32")), atol=1e-6))
+    True
+    >>> xf.convert(layers.GRUCell(4, backend="numpy"), backend="numpy")
+    Traceback (most recent call last):
+    ...
+    rnn_xframework.errors.NotBuiltError: convert: the source cell is not built yet, ...
     """
     from rnn_xframework import layers
 
