@@ -164,3 +164,11 @@ def test_runner_reads_fences_and_tags(tmp_path):
     page.write_text("text\n```python\nx = 1\n```\n\n1. item\n\n    ```bash\n    echo hi\n    ```\n```\nuntagged\n```\n")
     got = [(b.line, b.lang, b.code) for b in blocks(page)]
     assert got == [(2, "python", "x = 1\n"), (8, "bash", "echo hi\n"), (11, "", "untagged\n")]
+
+
+def test_license_file_matches_the_declared_license():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    text = (ROOT / "LICENSE").read_text()
+    assert declared["license"] == "Apache-2.0" and declared["license-files"] == ["LICENSE"]
+    assert " ".join(text.split()[:4]) == "Apache License Version 2.0," and "END OF TERMS AND CONDITIONS" in text
