@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from rnn_xframework import backends
+from rnn_xframework import registry
 from rnn_xframework.errors import UnknownBackendError
 
 ENV_VAR = "RNN_XFRAMEWORK_BACKEND"
@@ -27,7 +27,7 @@ _scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("rnn_xframe
 def set_backend(name: str | None) -> None:
     """Set the process-wide default backend (``None`` clears it). Thread-safe."""
     global _process_default
-    key = None if name is None else backends.canonical_name(name)
+    key = None if name is None else registry.canonical_name(name)
     with _lock:
         _process_default = key
 
@@ -44,7 +44,7 @@ def get_backend() -> str:
     if not env:
         return FALLBACK
     try:
-        return backends.canonical_name(env)
+        return registry.canonical_name(env)
     except UnknownBackendError as e:
         raise UnknownBackendError(
             f"the environment variable {ENV_VAR}={env!r} names no backend ({e}); "
@@ -62,7 +62,7 @@ def use_backend(name: str) -> Iterator[str]:
     >>> cell.backend
     'numpy'
     """
-    token = _scoped.set(backends.canonical_name(name))
+    token = _scoped.set(registry.canonical_name(name))
     try:
         yield _scoped.get() or name
     finally:
@@ -71,4 +71,4 @@ def use_backend(name: str) -> Iterator[str]:
 
 def resolve(name: str | None) -> str:
     """The argument if given, else the current default; always a canonical name."""
-    return get_backend() if name is None else backends.canonical_name(name)
+    return get_backend() if name is None else registry.canonical_name(name)

@@ -20,54 +20,67 @@ model), activations other than PyTorch's, GRU ``reset_after=False``, bidirection
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
-from rnn_xframework import layouts, protocol
+from rnn_xframework import cells, layouts, protocol
 from rnn_xframework.errors import UnsupportedConfigError
 
-FUSED = {"SimpleRNNCell": nn.RNN, "LSTMCell": nn.LSTM, "GRUCell": nn.GRU}
-CELL_OF = {nn.LSTM: "LSTMCell", nn.GRU: "GRUCell", nn.RNN: "SimpleRNNCell"}
+FUSED = {"RNNCell": nn.RNN, "LSTMCell": nn.LSTM, "GRUCell": nn.GRU}
+"""The fused module of each ``torch.nn`` cell a spec names (:class:`~rnn_xframework.cells.TorchForm`)."""
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _fused_class(kind: str) -> type[nn.Module] | None:
+    form = cells.get(kind).torch
+    return None if form is None else FUSED.get(form.module)
+
+
+class FusedStack(NamedTuple):
+    """What a fused module holds, framework-free: the cell type and arguments of each layer, the
+    input size and the canonical weights of the whole stack, layer after layer."""
+
+    kind: str
+    cell_kwargs: dict[str, Any]
+    num_layers: int
+    input_size: int
+    weights: list[np.ndarray]
 
 
 def to_fused(rnn: Any, device: Any = None) -> nn.Module:
     """A ``batch_first`` fused module with ``rnn``'s weights (any backend's ``RNN``)."""
-    cells = list(rnn.cells)
-    kinds = {layouts.name_of(c) for c in cells}
-    if len(kinds) != 1 or len({c.units for c in cells}) != 1 or len({c.use_bias for c in cells}) != 1:
+    cells_ = list(rnn.cells)
+    if len(set(layouts.signature(cells_))) != 1:
         raise UnsupportedConfigError(
             "to_torch_fused: a fused module holds layers of one cell type, one size and one bias setting; got "
-            + ", ".join(f"{layouts.name_of(c)}(units={c.units}, use_bias={c.use_bias})" for c in cells)
+            + ", ".join(layouts.signature(cells_))
         )
     if rnn.go_backwards:
         raise UnsupportedConfigError("to_torch_fused: go_backwards has no fused equivalent; flip the time axis")
-    if any(c.dropout > 0 or c.recurrent_dropout > 0 for c in cells):
+    if any(c.dropout > 0 or c.recurrent_dropout > 0 for c in cells_):
         raise UnsupportedConfigError(
             "to_torch_fused: Keras dropout (one mask per sequence, recurrent masks) has no fused equivalent; "
             "build the cells with dropout=0 to port them"
         )
-    if any(c.input_dim is None for c in cells):
+    if any(c.input_dim is None for c in cells_):
         raise UnsupportedConfigError("to_torch_fused: the RNN is not built yet; call build() or call it once first")
-    first = cells[0]
-    kwargs: dict[str, Any] = {}
-    if first.cell_kind == "SimpleRNNCell":
-        if first.portable_config()["activation"] not in ("tanh", "relu"):
-            raise UnsupportedConfigError("to_torch_fused: nn.RNN supports activation 'tanh' or 'relu' only")
-        kwargs["nonlinearity"] = first.portable_config()["activation"]
-    else:
-        config = first.portable_config()
-        if (config["activation"], config["recurrent_activation"]) != ("tanh", "sigmoid"):
-            raise UnsupportedConfigError(
-                f"to_torch_fused: nn.{FUSED[first.cell_kind].__name__} supports activation 'tanh' and "
-                f"recurrent_activation 'sigmoid' only, got {config['activation']!r}, {config['recurrent_activation']!r}"
-            )
-    fused = FUSED[first.cell_kind](
+    first = cells_[0]
+    fused_class = _fused_class(first.cell_kind)
+    if fused_class is None:
+        raise UnsupportedConfigError(f"to_torch_fused: PyTorch has no fused module for {first.cell_kind}")
+    config = first.portable_config()
+    try:
+        cells.get(first.cell_kind).check_torch(config)
+    except UnsupportedConfigError as e:
+        raise UnsupportedConfigError(f"to_torch_fused: nn.{fused_class.__name__}: {e}") from None
+    kwargs: dict[str, Any] = {"nonlinearity": config["activation"]} if fused_class is nn.RNN else {}
+    fused = fused_class(
         first.input_dim,
         first.units,
-        num_layers=len(cells),
+        num_layers=len(cells_),
         bias=first.use_bias,
         batch_first=True,
         device=device,
@@ -76,17 +89,15 @@ def to_fused(rnn: Any, device: Any = None) -> nn.Module:
     )
     layout = layouts.of(first)
     with torch.no_grad():
-        for i, cell in enumerate(cells):
+        for i, cell in enumerate(cells_):
             for name, value in layout.to_torch(cell.get_weights()).items():
                 getattr(fused, f"{name}_l{i}").copy_(torch.from_numpy(value))
     return fused
 
 
-def from_fused(module: nn.Module, backend: str, **rnn_kwargs: Any) -> Any:
-    """An ``RNN`` of ``module.num_layers`` cells on ``backend`` with the module's weights."""
-    from rnn_xframework import layers
-
-    kind = next((k for cls, k in CELL_OF.items() if type(module) is cls), None)
+def read_fused(module: nn.Module) -> FusedStack:
+    """The cell type, arguments and canonical weights of a fused ``nn.RNN`` / ``LSTM`` / ``GRU``."""
+    kind = next((k for k in cells.names() if _fused_class(k) is type(module)), None)
     if kind is None:
         raise UnsupportedConfigError(
             "from_torch_fused: expected torch.nn.RNN, LSTM or GRU, got "
@@ -99,18 +110,13 @@ def from_fused(module: nn.Module, backend: str, **rnn_kwargs: Any) -> Any:
             "from_torch_fused: PyTorch's between-layer dropout has no Keras-cell equivalent; set module.dropout = 0"
         )
     dtype = protocol.dtype_name(module.weight_ih_l0.dtype)
-    extra = {"activation": module.nonlinearity} if kind == "SimpleRNNCell" else {}
-    cells = [
-        layers.make_cell(kind, backend=backend, units=module.hidden_size, use_bias=module.bias, dtype=dtype, **extra)
-        for _ in range(module.num_layers)
-    ]
-    rnn = layers.RNN(cells, **{"return_sequences": True, **rnn_kwargs})
-    rnn.build((None, None, module.input_size))
-    layout = layouts.of(cells[0])
+    kwargs: dict[str, Any] = {"units": module.hidden_size, "use_bias": module.bias, "dtype": dtype}
+    if isinstance(module, nn.RNN):
+        kwargs["activation"] = module.nonlinearity
+    layout = layouts.get(kind)
     names = layouts.TORCH_NAMES if module.bias else layouts.TORCH_NAMES[:2]
     weights = []
     for i in range(module.num_layers):
         params = {n: getattr(module, f"{n}_l{i}").detach().cpu().numpy() for n in names}
         weights += layout.from_torch(params)
-    rnn.set_weights(weights)
-    return rnn
+    return FusedStack(kind, kwargs, module.num_layers, module.input_size, weights)
