@@ -51,7 +51,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _common(sizes_default: object) -> argparse.ArgumentParser:
+def _common(sizes_default: object, orderings: Sequence[str]) -> argparse.ArgumentParser:
     from rnn_xframework.parity.report import DEVICES, DTYPES
 
     p = _Parser(add_help=False)
@@ -62,7 +62,8 @@ def _common(sizes_default: object) -> argparse.ArgumentParser:
         "--orderings",
         nargs="+",
         metavar="ORD",
-        help=f"{' '.join(all_orderings())} (default: every one an installed backend has)",
+        help=f"{' '.join(orderings) or 'timestep layer, and each quick compile method'} "
+        "(default: every one an installed backend has)",
     )
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.add_argument("--plain", action="store_true", help="plain-text table even when rich is installed")
@@ -75,28 +76,42 @@ def _common(sizes_default: object) -> argparse.ArgumentParser:
 
 
 def all_orderings() -> list[str]:
-    """Every ordering ``--orderings`` accepts, over every backend (installed or not)."""
-    from rnn_xframework import backends
+    """Every ordering ``--orderings`` accepts here: ``timestep``, ``layer`` and each quick compile
+    method of the installed backends (which imports them, torch first, without their import noise)."""
+    from rnn_xframework import registry
     from rnn_xframework.parity.problem import orderings_for
 
-    return list(dict.fromkeys(o for name in backends.names() for o in orderings_for(name)))
+    found: list[str] = []
+    for name in sorted(registry.installed(), key=lambda n: n != "torch"):
+        try:
+            with without_import_noise():
+                found += orderings_for(name)
+        except ImportError:  # BackendUnavailableError: the framework cannot be used in this process
+            continue
+    return list(dict.fromkeys(found))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(list_orderings: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``list_orderings=False`` leaves the installed backends unimported (the
+    ``--orderings`` help then names no compile method)."""
     from rnn_xframework.parity import CHECKS, Sizes
     from rnn_xframework.parity.golden import SIZES
 
+    orderings = all_orderings() if list_orderings else []
     parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser(
         "parity",
-        parents=[_common(Sizes())],
+        parents=[_common(Sizes(), orderings)],
         help="compare backends, orderings, devices and dtypes",
         prog=f"{PROG} parity",
     )
     p.add_argument("--checks", nargs="+", choices=CHECKS, default=list(CHECKS), help="default: all three")
     golden = p.add_subparsers(dest="parity_command", parser_class=_Parser).add_parser(
-        "golden", parents=[_common(SIZES)], help="write or check golden vectors", prog=f"{PROG} parity golden"
+        "golden",
+        parents=[_common(SIZES, orderings)],
+        help="write or check golden vectors",
+        prog=f"{PROG} parity golden",
     )
     sub.add_parser("bench", add_help=False, help="time the library's methods against the frameworks' own")
     mode = golden.add_mutually_exclusive_group(required=True)
@@ -192,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        build_parser().print_help()
+        build_parser(list_orderings=False).print_help()
         return 2
     if argv[:1] == ["bench"]:
         if importlib.util.find_spec("rich") is None:
@@ -203,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench(argv[1:])
     from rnn_xframework import parity
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(list_orderings=argv[:1] == ["parity"] and ("-h" in argv or "--help" in argv)).parse_args(argv)
     sizes = parity.Sizes(args.batch, args.steps, args.features, args.units, args.layers)
     prog = f"{PROG} parity"
     try:

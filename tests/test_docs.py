@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import rnn_xframework as xf
+from rnn_xframework import cells
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
@@ -94,6 +95,7 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(xf.config.ENV_VAR, raising=False)
     namespace: dict[str, object] = {"__name__": f"snippets:{page.name}"}
+    cell_types = set(cells.names())  # a page may register a cell type (docs/architecture.md does)
     try:
         for block in (b for b in blocks(page) if b.lang in RUN):
             try:
@@ -107,6 +109,8 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
                 ) from error
     finally:
         xf.set_backend(None)
+        for name in set(cells.names()) - cell_types:
+            cells.unregister(name)
 
 
 def package_modules() -> list[str]:
@@ -172,3 +176,38 @@ def test_license_file_matches_the_declared_license():
     text = (ROOT / "LICENSE").read_text()
     assert declared["license"] == "Apache-2.0" and declared["license-files"] == ["LICENSE"]
     assert " ".join(text.split()[:4]) == "Apache License Version 2.0," and "END OF TERMS AND CONDITIONS" in text
+
+
+@pytest.mark.parametrize(
+    "name, first",
+    [
+        ("SimpleRNNCell", ["units", "activation", "use_bias"]),
+        ("LSTMCell", ["units", "activation", "recurrent_activation", "use_bias"]),
+        ("GRUCell", ["units", "activation", "recurrent_activation", "use_bias"]),
+        ("StackedRNNCells", ["cells"]),
+        ("RNN", ["cell", "return_sequences", "return_state", "go_backwards", "order"]),
+        ("SimpleRNN", ["units", "return_sequences", "return_state", "go_backwards"]),
+        ("LSTM", ["units", "return_sequences", "return_state", "go_backwards"]),
+        ("GRU", ["units", "return_sequences", "return_state", "go_backwards"]),
+    ],
+)
+def test_public_constructors_have_real_signatures(name, first):
+    """``help()``, editors and the API reference see the arguments, not ``(*args, **kwargs)``."""
+    import inspect
+
+    params = inspect.signature(getattr(xf.layers, name)).parameters
+    assert list(params)[: len(first)] == first
+    assert "backend" in params and params["backend"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert all(p.kind is not inspect.Parameter.VAR_POSITIONAL for p in params.values())
+    named = [p for p in params.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    assert all(p.annotation is not inspect.Parameter.empty for p in named), params
+    if name in ("SimpleRNN", "LSTM", "GRU"):  # the cell's arguments, shown on the layer
+        assert {"activation", "use_bias", "dropout", "recurrent_dropout", "dtype", "device"} <= set(params)
+
+
+def test_one_cell_layers_pass_the_cells_arguments_through():
+    layer = xf.layers.GRU(3, True, activation="relu", reset_after=False, dropout=0.25, backend="numpy")
+    cell = layer.cells[0]
+    assert layer.return_sequences and cell.activation == "relu" and not cell.reset_after and cell.dropout == 0.25
+    assert isinstance(layer, xf.layers.GRU) and isinstance(cell, xf.layers.GRUCell)
+    assert not isinstance(layer, xf.layers.LSTM)
