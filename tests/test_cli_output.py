@@ -135,3 +135,17 @@ def test_bench_from_json_is_not_cut_in_a_pipe():
         assert line in shown, line  # whole, on one line
     first = doc["results"][0]
     assert f"{first['gflops']:.1f}" in out.stdout
+
+
+def test_bench_header_lines_are_never_broken_even_on_a_narrow_terminal():
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    from rnn_xframework.bench.report import render_all
+
+    doc = json.loads((ROOT / "benchmarks" / "results" / "final_cpu.json").read_text())
+    console = Console(file=io.StringIO(), width=60, force_terminal=True, color_system=None)
+    render_all(console, doc, [str(w["name"]) for w in doc["workloads"]], "torch nn.RNN")
+    shown = console.file.getvalue().splitlines()
+    for line in doc["header"]:
+        assert line in shown, line  # the terminal wraps it for display; the text keeps it whole
