@@ -21,6 +21,7 @@ from rnn_xframework.errors import (
     UnsupportedConfigError,
     WeightsError,
 )
+from rnn_xframework.ports import from_keras, to_keras
 from rnn_xframework.protocol import Cell
 from rnn_xframework.transfer import (
     convert,
@@ -49,12 +50,14 @@ __all__ = [
     "cells",
     "compile",
     "convert",
+    "from_keras",
     "from_torch_fused",
     "get_backend",
     "layers",
     "load_weights",
     "save_weights",
     "set_backend",
+    "to_keras",
     "to_torch_fused",
     "transfer_weights",
     "use_backend",
