@@ -36,6 +36,10 @@ def test_bench_runs_every_kind_of_method_and_writes_json(tmp_path):
         assert r["median_s"] > 0 and r["flops"] > 0 and r["repeats"] >= 1
     assert "xf torch cell loop" in out.stdout  # the table is printed too
     assert max(len(line) for line in out.stdout.splitlines()) > 120  # a pipe gets the whole table, not 80 columns
+    # Off a terminal the progress is a line per worker on stderr; stdout (a log) starts with the report.
+    assert out.stdout.startswith("rnn_xframework peers benchmark, "), out.stdout[:500]
+    progress = [line for line in out.stderr.splitlines() if line.startswith("rnn-xframework bench: [")]
+    assert len(progress) == 4 and progress[-1].startswith("rnn-xframework bench: [4/4] "), out.stderr
 
 
 def test_bench_lists_the_librarys_methods():

@@ -357,7 +357,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
     def dtype_name(self, x: Any) -> str:
         return (
-            protocol.dtype_name(x.dtype) if x.dtype in ("float32", "float64", tf.float32, tf.float64) else str(x.dtype)
+            protocol.dtype_name(x.dtype)
+            if x.dtype in ("float32", "float64", tf.float32, tf.float64)
+            else tf.as_dtype(x.dtype).name
         )
 
     def to_numpy(self, x: Any) -> np.ndarray:

@@ -28,6 +28,7 @@ from rnn_xframework.bench.orchestrate import build_plan, run_plan
 from rnn_xframework.bench.prefault import prefault
 from rnn_xframework.bench.registry import PlanError
 from rnn_xframework.bench.report import (
+    output_console,
     render_all,
     render_text,
     require_matplotlib,
@@ -121,14 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-render a saved results JSON instead of running (--table/--plot apply)",
     )
     p.add_argument("--list", action="store_true", help="list registered methods and exit")
-    worker = p.add_argument_group("worker mode (used by the orchestrator)")
-    worker.add_argument("--worker", choices=("torch", "tensorflow", "numpy"))
-    worker.add_argument("--workload", default="", help="one workload for the worker")
-    worker.add_argument("--cell", default="SimpleRNNCell", help="the worker's cell type")
-    worker.add_argument("--budget-s", type=float, default=Budget.budget_s)
-    worker.add_argument("--min-repeats", type=int, default=Budget.min_repeats)
-    worker.add_argument("--max-repeats", type=int, default=Budget.max_repeats)
-    worker.add_argument("--warmup-s", type=float, default=Budget.warmup_s)
+    # Worker mode: the orchestrator's own flags for its subprocesses, not for users (hidden from --help).
+    hidden = argparse.SUPPRESS
+    p.add_argument("--worker", choices=("torch", "tensorflow", "numpy"), help=hidden)
+    p.add_argument("--workload", default="", help=hidden)
+    p.add_argument("--cell", default="SimpleRNNCell", help=hidden)
+    p.add_argument("--budget-s", type=float, default=Budget.budget_s, help=hidden)
+    p.add_argument("--min-repeats", type=int, default=Budget.min_repeats, help=hidden)
+    p.add_argument("--max-repeats", type=int, default=Budget.max_repeats, help=hidden)
+    p.add_argument("--warmup-s", type=float, default=Budget.warmup_s, help=hidden)
     return p
 
 
@@ -194,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {doc['fatal']}", file=sys.stderr)
             return EXIT_DEVICE_UNAVAILABLE
         workloads = [w.name for w in plan.workloads]
-    from rich.console import Console
-
-    # a table written to a file or a pipe is never cut to rich's 80-column default
-    render_all(Console() if sys.stdout.isatty() else Console(width=400), doc, workloads, args.baseline)
+    render_all(output_console(), doc, workloads, args.baseline)
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text(render_text(doc, workloads, args.baseline))

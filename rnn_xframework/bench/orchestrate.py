@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.util
 import json
@@ -11,10 +12,13 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -237,8 +241,48 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
-    """Run every job under a rich progress bar and merge the worker documents."""
+class JobProgress:
+    """What the orchestrator shows while it runs: a rich bar on a terminal (gone at the end, so
+    the tables that follow stand alone), one line per finished job elsewhere (pipes, logs)."""
+
+    def __init__(self, total: int, jobs: int, stream: TextIO, bar: Progress | None) -> None:
+        self.total, self.jobs, self.stream, self.bar = total, jobs, stream, bar
+        self.task = bar.add_task("starting", total=total) if bar is not None else None
+        self.done_jobs, self.start = 0, time.monotonic()
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=text)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, n)
+
+    def job_done(self, label: str, methods: int) -> None:
+        self.done_jobs += 1
+        if self.bar is None:
+            elapsed = time.monotonic() - self.start
+            print(
+                f"rnn-xframework bench: [{self.done_jobs}/{self.jobs}] {label}: {methods} method(s) ({elapsed:.0f} s)",
+                file=self.stream,
+                flush=True,
+            )
+
+
+@contextlib.contextmanager
+def job_progress(total: int, jobs: int, stream: TextIO | None = None) -> Iterator[JobProgress]:
+    """A :class:`JobProgress` on ``stream`` (stderr): ``total`` methods in ``jobs`` worker runs."""
+    stream = sys.stderr if stream is None else stream
+    if not stream.isatty():
+        yield JobProgress(total, jobs, stream, None)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(file=stream), transient=True) as bar:
+        yield JobProgress(total, jobs, stream, bar)
+
+
+def run_plan(plan: Plan, argv: list[str], stream: TextIO | None = None) -> dict[str, object]:
+    """Run every job and merge the worker documents; progress on ``stream`` (stderr)."""
     results: list[dict[str, object]] = []
     gemm: list[dict[str, object]] = []
     failures: list[dict[str, object]] = []
@@ -262,27 +306,21 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
         "notes": plan.notes,
         "failures": failures,
     }
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     unusable: dict[str, str] = {}  # framework -> why it cannot run on the device
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("starting", total=sum(len(j.methods) for j in plan.jobs))
+    with job_progress(sum(len(j.methods) for j in plan.jobs), len(plan.jobs), stream) as progress:
         for job in plan.jobs:
             label = job.label()
-            progress.update(task, description=f"{label}: starting worker")
+            progress.describe(f"{label}: starting worker")
 
             def on_progress(method: str, status: str, label: str = label) -> None:
                 if status == "start":
-                    progress.update(task, description=f"{label}: {method}")
+                    progress.describe(f"{label}: {method}")
                 else:
-                    progress.advance(task)
+                    progress.advance()
 
             if job.framework in unusable:
-                progress.advance(task, len(job.methods))
+                progress.advance(len(job.methods))
+                progress.job_done(f"{label} (skipped)", len(job.methods))
                 continue
             probe = ContentionProbe.start()
             wdoc = run_worker(job, plan, on_progress)
@@ -290,11 +328,13 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
             if "fatal" in wdoc:  # this framework cannot use the device: skip it, keep the others
                 unusable[job.framework] = str(wdoc["fatal"])
                 plan.notes.append(f"skipped the {job.framework} methods: {wdoc['fatal']}")
-                progress.advance(task, len(job.methods))
+                progress.advance(len(job.methods))
+                progress.job_done(f"{label} (skipped)", len(job.methods))
                 continue
             if "crash" in wdoc:
                 failures.append({"job": label, "error": wdoc["crash"]})
-                progress.advance(task, len(job.methods))
+                progress.advance(len(job.methods))
+                progress.job_done(label, len(job.methods))
                 continue
             versions[job.framework] = wdoc["versions"]  # type: ignore[assignment]
             target = results if job.workload is not None else gemm
@@ -306,7 +346,8 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
                 plan.notes.append(
                     f"{label}: other processes used {foreign:.0%} of the CPUs meanwhile; these timings are suspect"
                 )
-        progress.update(task, description="done")
+            progress.job_done(label, len(job.methods))
+        progress.describe("done")
     if unusable and not results and not gemm:  # nothing could run at all
         doc["fatal"] = "; ".join(unusable.values())
         return doc
