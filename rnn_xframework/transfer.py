@@ -8,20 +8,12 @@ and shape and are checked on load. Every write is all-or-nothing.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from typing import Any
 
-import numpy as np
-
-from rnn_xframework import layouts
+from rnn_xframework import layouts, weightfile
 from rnn_xframework.errors import FrameworkMismatchError, WeightsError
 from rnn_xframework.protocol import cells_of, structure_of
-
-FORMAT = "rnn_xframework.weights"
-FORMAT_VERSION = 1
-_META = "__meta__"
 
 
 # --- between objects -------------------------------------------------------------------------
@@ -114,72 +106,26 @@ def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
     """Write canonical weights to ``path`` (``.npz`` appended if missing); return the path.
 
     The file holds arrays named ``cells.{i}.{kernel|recurrent_kernel|bias}`` and a JSON record
-    of the structure, names and shapes. Written to a temporary file and renamed, so a failure
-    never leaves a half-written file.
+    of the structure, names and shapes (:mod:`rnn_xframework.weightfile` has the format).
+    Written to ``.{name}.rnnxf-tmp-{pid}-{hex}`` next to the destination and renamed, so a
+    failure never leaves a half-written file; the destination keeps its mode (a new file gets
+    the umask's) and a symlink is written through. A directory destination raises
+    :class:`WeightsError`.
     """
     cells = cells_of(obj)
     if any(c.input_dim is None for c in cells):
         raise WeightsError("save_weights: the object is not built yet; call build() or call it once first")
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
-    arrays: dict[str, np.ndarray] = {}
-    record = []
-    for i, cell in enumerate(cells):
-        names = layouts.of(cell).names(cell.use_bias)
-        weights = cell.get_weights()
-        for name, w in zip(names, weights, strict=True):
-            arrays[f"cells.{i}.{name}"] = w
-        record.append(
-            {
-                "kind": layouts.name_of(cell),
-                "units": cell.units,
-                "use_bias": cell.use_bias,
-                "names": names,
-                "shapes": [list(w.shape) for w in weights],
-                "dtype": cell.dtype_name,
-            }
-        )
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "structure": structure_of(obj), "cells": record}
-    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rnn_xframework-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return weightfile.save(path, cells, structure_of(obj))
 
 
 def load_weights(obj: Any, path: str | os.PathLike[str]) -> Any:
-    """Load a file written by :func:`save_weights` into ``obj`` (checked, all-or-nothing)."""
+    """Load a file written by :func:`save_weights` into ``obj`` (checked, all-or-nothing).
+
+    Every corruption, and any file that does not fit ``obj``, raises :class:`WeightsError`
+    naming the problem before anything is written; memory stays bounded by the sizes the file
+    declares. Keras files (``.weights.h5``, ``.keras``) are named, with what to do instead.
+    Returns ``obj``.
+    """
     cells = cells_of(obj)
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            meta = json.loads(bytes(f[_META]).decode())
-            files = {k: f[k] for k in f.files if k != _META}
-    except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise WeightsError(f"load_weights: {os.fspath(path)!r} is not an rnn_xframework weight file ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"load_weights: {os.fspath(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    record = meta["cells"]
-    saved = [f"{r['kind']}(units={r['units']}, use_bias={r['use_bias']})" for r in record]
-    if saved != layouts.signature(cells):
-        raise WeightsError(f"load_weights: the file holds {saved}, the object is {layouts.signature(cells)}")
-    weight_lists = []
-    for i, r in enumerate(record):
-        ws = []
-        for name, shape in zip(r["names"], r["shapes"], strict=True):
-            key = f"cells.{i}.{name}"
-            if key not in files or list(files[key].shape) != shape:
-                got = None if key not in files else list(files[key].shape)
-                raise WeightsError(f"load_weights: {key} recorded with shape {shape}, found {got}")
-            ws.append(files[key])
-        weight_lists.append(ws)
-    layouts.set_cells_weights(cells, weight_lists, where="load_weights")
+    layouts.set_cells_weights(cells, weightfile.load(path, cells), where="load_weights")
     return obj

@@ -169,11 +169,12 @@ class KerasCell:
         """Checks count and every shape before assigning anything."""
         dim = self.input_dim if self.built else layouts.input_dim_of(self.cell_kind, weights)
         arrays = layouts.check(self.layout_name, weights, dim, self.units, self.use_bias)
+        values = [a.astype(self.dtype_name) for a in arrays]  # all converted before any write
         if not self.built:
             self.build((None, dim))
         variables = [v for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
-        for variable, value in zip(variables, arrays, strict=True):
-            variable.assign(value.astype(self.dtype_name))
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
 
     def get_dropout_masks(self) -> tuple[list[Any] | None, list[Any] | None]:
         """``(input masks, recurrent masks)`` Keras has cached, each a list or ``None``."""

@@ -228,12 +228,13 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         """Set from the canonical layout (see :mod:`rnn_xframework.layouts`); checked first."""
         dim = self.input_dim if self.input_dim is not None else layouts.input_dim_of(self.cell_kind, weights)
         arrays = layouts.check(self.layout_name, weights, dim, self.units, self.use_bias)
+        # every tensor made before anything is built or written: all or nothing
+        values = {n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in self.layout.to_torch(arrays).items()}
         self.build((None, dim))
-        values = self.layout.to_torch(arrays)
         params = dict(self.cell.named_parameters())
         with torch.no_grad():
             for name, value in values.items():
-                params[name].copy_(torch.from_numpy(np.asarray(value)))
+                params[name].copy_(value)
 
     # --- dropout -----------------------------------------------------------------------------
     def _new_mask(self, like: torch.Tensor, rate: float) -> torch.Tensor:
