@@ -15,6 +15,7 @@ import threading
 from types import FrameType, TracebackType
 
 from rnn_xframework import registry
+from rnn_xframework.errors import UnknownBackendError
 
 ENV_VAR = "RNN_XFRAMEWORK_BACKEND"
 FALLBACK = "torch"
@@ -59,7 +60,15 @@ def get_backend() -> str:
         if _process_default is not None:
             return _process_default
     env = os.environ.get(ENV_VAR)
-    return registry.canonical_name(env) if env else FALLBACK
+    if not env:
+        return FALLBACK
+    try:
+        return registry.canonical_name(env)
+    except UnknownBackendError as e:
+        raise UnknownBackendError(
+            f"the environment variable {ENV_VAR}={env!r} names no backend ({e}); "
+            f"set it to one of those names, or unset it to use {FALLBACK!r}"
+        ) from None
 
 
 class use_backend:
@@ -69,6 +78,12 @@ class use_backend:
     started inside the block inherit it). Inside a generator it belongs to the generator's frame:
     it applies while the generator runs, wherever it is resumed, and never to its caller while it
     is suspended; finishing the generator in another thread restores everything.
+
+    >>> import rnn_xframework as xf
+    >>> with xf.use_backend("np"):
+    ...     cell = xf.layers.SimpleRNNCell(3)
+    >>> cell.backend
+    'numpy'
     """
 
     def __init__(self, name: str) -> None:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from rnn_xframework import layouts, weightfile
-from rnn_xframework.errors import FrameworkMismatchError, WeightsError
+from rnn_xframework.errors import FrameworkMismatchError, NotBuiltError, WeightsError
 from rnn_xframework.protocol import cells_of, structure_of
 
 
@@ -22,6 +22,18 @@ def transfer_weights(src: Any, dst: Any) -> Any:
 
     Raises :class:`WeightsError` if the structures differ; ``dst`` is unchanged then.
     Returns ``dst``.
+
+    >>> import rnn_xframework as xf
+    >>> from rnn_xframework import layers
+    >>> src = layers.SimpleRNNCell(3, backend="numpy")
+    >>> src.build((None, 2))
+    >>> dst = xf.transfer_weights(src, layers.SimpleRNNCell(3, backend="numpy"))
+    >>> [w.shape for w in dst.get_weights()]  # kernel, recurrent_kernel, bias
+    [(2, 3), (3, 3), (3,)]
+    >>> xf.transfer_weights(src, layers.SimpleRNNCell(5, backend="numpy"))
+    Traceback (most recent call last):
+    ...
+    rnn_xframework.errors.WeightsError: transfer_weights: structures differ: ...
     """
     src_cells, dst_cells = cells_of(src), cells_of(dst)
     src_sig, dst_sig = layouts.signature(src_cells), layouts.signature(dst_cells)
@@ -36,12 +48,42 @@ def transfer_weights(src: Any, dst: Any) -> Any:
 def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) -> Any:
     """A new object of the same structure and weights on ``backend``.
 
-    ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU).
+    ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU). The source
+    must be built (its weights exist): an unbuilt one raises :class:`NotBuiltError` rather than
+    giving a copy whose weights would be drawn anew, unrelated to the source's.
+
+    Example (the NumPy backend needs no framework; ``backend="torch"`` or ``"tf"`` works alike):
+
+    >>> import numpy as np
+    >>> import rnn_xframework as xf
+    >>> from rnn_xframework import layers
+    >>> rnn = layers.RNN([layers.LSTMCell(4, backend="numpy"), layers.LSTMCell(4, backend="numpy")])
+    >>> rnn.build((None, None, 3))
+    >>> copy = xf.convert(rnn, backend="numpy", dtype="float64")
+    >>> type(copy).__name__, len(copy.cells), copy.cells[0].dtype_name
+    ('RNN', 2, 'float64')
+    >>> x = np.random.default_rng(0).normal(size=(2, 5, 3))
+    >>> bool(np.allclose(copy(x), rnn(x.astype("float32")), atol=1e-6))
+    True
+    >>> xf.convert(layers.GRUCell(4, backend="numpy"), backend="numpy")
+    Traceback (most recent call last):
+    ...
+    rnn_xframework.errors.NotBuiltError: convert: the source cell is not built yet, ...
     """
     from rnn_xframework import layers
 
     kind = structure_of(obj)
     src_cells = cells_of(obj)
+    if any(c.input_dim is None for c in src_cells):
+        how = {
+            "rnn": "rnn.build((None, None, features))",
+            "stack": "stack.build((None, features))",
+            "cell": "cell.build((None, features))",
+        }[kind]
+        raise NotBuiltError(
+            f"convert: the source {kind} is not built yet, so it has no weights to carry over; "
+            f"build it first with {how}, or call it once on an input"
+        )
     dtype = dtype if dtype is not None else src_cells[0].dtype_name
     cells = [
         layers.make_cell(c.cell_kind, backend=backend, dtype=dtype, device=device, **c.portable_config())
@@ -59,8 +101,7 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
             go_backwards=obj.go_backwards,
             order=obj.order,
         )
-    if all(c.input_dim is not None for c in src_cells):
-        transfer_weights(obj, new)
+    transfer_weights(obj, new)
     return new
 
 

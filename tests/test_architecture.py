@@ -18,7 +18,7 @@ ROOT = Path(rnn_xframework.__file__).parent
 PACKAGE = "rnn_xframework"
 LAYERS = [
     ["errors"],
-    ["protocol", "layouts", "weightfile", "dropout", "registry", "config"],
+    ["protocol", "layouts", "weightfile", "dropout", "frameworks", "registry", "config"],
     ["cells"],
     ["compiled", "loops"],
     ["backends"],

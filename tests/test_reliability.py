@@ -10,13 +10,11 @@ tests/test_properties.py.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
 import sys
 import threading
-import weakref
 
 import numpy as np
 import pytest
@@ -347,44 +345,21 @@ def test_use_backend_generator_finished_in_another_thread():
     assert xf.get_backend() == "torch"
 
 
-# --- 15. TF compiled caches: bounded, released with the object, in repr ----------------------
-@pytest.mark.parametrize("method", ["tf.function", "xla"])
-def test_tf_compiled_cache_is_bounded_and_released(method, rng):
-    require("tensorflow")
-    rnn = layers.RNN([layers.SimpleRNNCell(2, backend="tf")], return_sequences=True)
-    rnn.build((None, None, 3))
-    fast = xf.compile(rnn, method)
-    fast.cache_size = 4
-    first = None
-    for batch in range(1, 13):
-        x = rng.normal(size=(batch, 2, 3)).astype("float32")
-        assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
-        if first is None:
-            first = weakref.ref(next(iter(fast._cache.values())))
-        assert fast.cache_entries() <= 4
-    gc.collect()
-    assert first() is None  # the evicted signature's graphs were released
-    assert "cache=4/4 signatures" in repr(fast)
-    kept = [weakref.ref(g) for g in fast._cache.values()]
-    del fast
-    gc.collect()
-    assert all(k() is None for k in kept)
-
-
 # --- 16. "tf.function" does not unroll long sequences ----------------------------------------
-def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng):
+def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng, monkeypatch):
     require("tensorflow")
+    from rnn_xframework.backends import tf_function
+
+    monkeypatch.setattr(tf_function, "UNROLL_MAX_STEPS", 8)
     rnn = layers.RNN([layers.LSTMCell(3, backend="tf", dtype="float64")], return_sequences=True)
     rnn.build((None, None, 2))
     rnn.set_weights(random_cell_weights(rng, "LSTMCell", [2], 3, "float64"))
     fast = xf.compile(rnn, "tf.function")
-    fast.unroll_max_steps = 8
 
     def ops_for(steps):
         x = rng.normal(size=(2, steps, 2))
         assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
-        graphs = fast._cache[next(reversed(fast._cache))]
-        concrete = graphs.graph.get_concrete_function(native("tensorflow", x), None)
+        concrete = fast._graphs.graph.get_concrete_function(native("tensorflow", x), None, fast._flat_weights())
         return len(concrete.graph.get_operations())
 
     assert ops_for(20) == ops_for(200)
@@ -392,38 +367,14 @@ def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng
 
 
 # --- concurrency and growth of the compile caches --------------------------------------------
-def test_tf_compiled_cache_stays_bounded_over_200_shapes(rng):
-    """200 new (batch, time) signatures: the cache holds at most ``cache_size`` of them and every
-    evicted signature's graphs are released (a bounded-memory proxy: live graph objects)."""
-    require("tensorflow")
-    rnn = layers.RNN([layers.SimpleRNNCell(2, backend="tf")])
-    rnn.build((None, None, 2))
-    fast = xf.compile(rnn, "tf.function")
-    fast.cache_size = 8
-    made = []
-    for i in range(200):
-        x = rng.normal(size=(1 + i % 50, 1 + i // 50, 2)).astype("float32")
-        y = fast(x)
-        if i % 40 == 0:
-            assert max_err(y.numpy(), rnn(x).numpy()) <= TOL["float32"]
-        made.extend(weakref.ref(g) for g in fast._cache.values() if all(m() is not g for m in made))
-        assert fast.cache_entries() <= 8
-    gc.collect()
-    assert len(made) == 200
-    assert sum(m() is not None for m in made) == 8
-    assert fast.traces("graph") == 8
-
-
 @pytest.mark.parametrize("method", ["tf.function", "torchscript"])
 def test_compiled_object_called_from_threads(method, rng):
-    """Several threads, several shapes at once: right answers, no errors, the cache bounded."""
+    """Several threads, several shapes at once: right answers, no errors."""
     backend = "torch" if method == "torchscript" else "tensorflow"
     require(backend)
     rnn = layers.RNN([layers.SimpleRNNCell(3, backend=backend), layers.GRUCell(2, backend=backend)])
     rnn.build((None, None, 2))
     fast = xf.compile(rnn, method)
-    if method == "tf.function":
-        fast.cache_size = 3
     inputs = [rng.normal(size=(b, t, 2)).astype("float32") for b in (1, 2, 3) for t in (1, 3)]
     want = [numpy(backend, rnn(native(backend, x))) for x in inputs]
     errors, bad = [], []
@@ -444,5 +395,3 @@ def test_compiled_object_called_from_threads(method, rng):
     for t in threads:
         t.join()
     assert errors == [] and bad == []
-    if method == "tf.function":
-        assert fast.cache_entries() <= 3

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework.cells.base import SpecNamed
 from rnn_xframework.dropout import cached, check_masks
-from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
+from rnn_xframework.errors import BackendUnavailableError, FrameworkMismatchError, UnsupportedConfigError
 
 
 def _keras_backend_problem() -> str | None:
@@ -76,6 +77,11 @@ def _checked(x: Any, what: str) -> Any:
     else (a torch tensor, a list) raises :class:`FrameworkMismatchError` here, before Keras's own
     ``__call__`` could convert it silently or fail with a raw error."""
     x = _to_tensor(x)
+    if isinstance(x, (list, tuple)):
+        raise FrameworkMismatchError(
+            f"{what}: expected a tensorflow tensor, got a Python {type(x).__name__}; convert it with "
+            "np.asarray(x, 'float32') or tf.constant(x)"
+        )
     if not OPS.is_native(x):
         protocol.check_tensor(OPS, x, what, (), "")  # raises the typed error naming what was given
     return x
@@ -119,7 +125,7 @@ class TFOps:
 STEP_OPS = TFOps()
 
 
-class KerasCell:
+class KerasCell(SpecNamed):
     """The library's side of a TensorFlow cell, mixed in before the Keras cell class of the spec:
     the library's checks, list states, device scope, canonical weights (Keras's own layout) and
     explicit dropout masks. Constructed like the Keras cell, plus ``dtype`` and ``device``;
@@ -135,14 +141,6 @@ class KerasCell:
         super().__init__(dtype=protocol.dtype_name(dtype), **config, **kwargs)  # type: ignore[call-arg]
         self.device = device
         self.state_sizes = [self.units] * self.spec.n_states
-
-    @property
-    def cell_kind(self) -> str:
-        return self.spec.name
-
-    @property
-    def layout_name(self) -> str:
-        return self.spec.layout(self.portable_config()).name
 
     @property
     def input_dim(self) -> int | None:
@@ -410,7 +408,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
     def dtype_name(self, x: Any) -> str:
         return (
-            protocol.dtype_name(x.dtype) if x.dtype in ("float32", "float64", tf.float32, tf.float64) else str(x.dtype)
+            protocol.dtype_name(x.dtype)
+            if x.dtype in ("float32", "float64", tf.float32, tf.float64)
+            else tf.as_dtype(x.dtype).name
         )
 
     def to_numpy(self, x: Any) -> np.ndarray:

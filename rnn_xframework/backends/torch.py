@@ -343,8 +343,11 @@ class TorchBackend(registry.Backend, name="torch"):
     compile_methods = {
         "torchscript": "rnn_xframework.backends.torchscript:compile_rnn",
         "inductor": "rnn_xframework.backends.torch_inductor:compile_rnn",
+        "triton": "rnn_xframework.backends.triton_rnn:compile_rnn",
+        "cudagraph": "rnn_xframework.backends.torch_cudagraph:compile_rnn",
     }
     slow_to_compile = frozenset({"inductor"})
+    cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
     distributions = ("torch",)
     forward_reference = 2
     gradient_reference = 1
@@ -354,16 +357,25 @@ class TorchBackend(registry.Backend, name="torch"):
         return _class_for(cells.get(kind))
 
     def auto_method(self, rnn: Any) -> str:
-        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``.
+        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"`` on the CPU; on CUDA
+        ``"triton"`` where every cell has a kernel
+        (:func:`~rnn_xframework.backends.triton_rnn.supports`: cell types, dtype, triton
+        installed), else ``"cudagraph"``.
 
-        Measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is the
-        fastest torch path at every measured size, forward (without autograd a SimpleRNN stack
-        runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN stacks,
-        forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in well under
-        a second for any shape, where inductor takes tens of seconds per shape; for LSTM/GRU
-        training at small sizes inductor can be faster: pick it by name there. On CUDA no
-        measurement exists yet; the same choice applies.
+        CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is
+        the fastest torch path at every measured size, forward (without autograd a SimpleRNN
+        stack runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN
+        stacks, forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in
+        well under a second for any shape, where inductor takes tens of seconds per shape; for
+        LSTM/GRU training at small sizes inductor can be faster: pick it by name there. The CUDA
+        choice follows the design (fused kernels, then graph replay) and is not yet measured on
+        a GPU (docs/cuda.md).
         """
+        param = next(iter(rnn.parameters()), None)
+        if param is not None and param.device.type == "cuda":
+            from rnn_xframework.backends import triton_rnn
+
+            return "triton" if triton_rnn.supports(rnn) else "cudagraph"
         return "torchscript"
 
     def is_native(self, x: Any) -> bool:
