@@ -272,11 +272,9 @@ def test_invalid_calls_raise_typed_errors_and_change_nothing(p, backend, corrupt
     elif corruption == "extra_state":
         init = [[*layer, layer[0]] for layer in init]
     elif corruption == "bare_state":
-        init = [layer[0] for layer in init]  # bare per layer: valid for one-state cells, not for LSTM
         if N_STATES[p["kind"]] == 1:
-            if p["n_layers"] > 1:
-                return
-            init = init[0]  # a bare tensor for the whole stack
+            return  # a bare tensor per layer (or, for one layer, for the stack) is a valid state there
+        init = [layer[0] for layer in init]  # an LSTM layer given h without c
     elif corruption == "state_batch":
         init = [[native(backend, np.zeros((p["batch"] + 1, p["units"]), p["dtype"])) for _ in layer] for layer in init]
     elif corruption == "state_units":
