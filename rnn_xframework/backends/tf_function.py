@@ -274,11 +274,11 @@ class Graphs:
         batch = tf.shape(x)[0]
         return [[tf.zeros([batch, n], x.dtype) for n in c.state_sizes] for c in self.cells]
 
-    def _run(self, x: tf.Tensor, states: Any, flat_weights: list[tf.Tensor]) -> tuple[tf.Tensor, list[Any]]:
+    def _run(self, x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
         """The plain ``tf.function`` graph."""
         return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights))
 
-    def _run_xla(self, x: tf.Tensor, states: Any, flat_weights: list[tf.Tensor]) -> tuple[tf.Tensor, list[Any]]:
+    def _run_xla(self, x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
         """The XLA while loop, its gradient a second XLA function (the forward recomputed).
 
         TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
@@ -304,7 +304,7 @@ class Graphs:
 
             return tuple(outputs), grad
 
-        y, *flat_new = run(x, *flat_states, *flat_weights)
+        y, *flat_new = run(x, *flat_states, *(tf.convert_to_tensor(w) for w in flat_weights))
         return y, tf.nest.pack_sequence_as(structure, flat_new)
 
 
@@ -351,9 +351,11 @@ class CompiledRNN(compiled.CompiledRNN):
     def trainable_variables(self) -> list[Any]:
         return list(self.source.trainable_variables)
 
-    def _flat_weights(self) -> list[tf.Tensor]:
-        """The current values of every cell's weights (no bias without ``use_bias``)."""
-        return [tf.convert_to_tensor(v) for cell in self.source.cells for v in weights_of(cell) if v is not None]
+    def _flat_weights(self) -> list[Any]:
+        """Every cell's weight variables (no bias without ``use_bias``): the graphs take them as
+        arguments and read them inside, so one trace serves every RNN of the structure and a call
+        does no eager reads."""
+        return [v for cell in self.source.cells for v in weights_of(cell) if v is not None]
 
     def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
         return self._graphs._initial(x, states)
