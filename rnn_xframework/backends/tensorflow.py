@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework.cells.base import SpecNamed
 from rnn_xframework.dropout import check_masks
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
@@ -100,7 +101,7 @@ class TFOps:
 STEP_OPS = TFOps()
 
 
-class KerasCell:
+class KerasCell(SpecNamed):
     """The library's side of a TensorFlow cell, mixed in before the Keras cell class of the spec:
     the library's checks, list states, device scope, canonical weights (Keras's own layout) and
     explicit dropout masks. Constructed like the Keras cell, plus ``dtype`` and ``device``;
@@ -116,14 +117,6 @@ class KerasCell:
         super().__init__(dtype=protocol.dtype_name(dtype), **config, **kwargs)  # type: ignore[call-arg]
         self.device = device
         self.state_sizes = [self.units] * self.spec.n_states
-
-    @property
-    def cell_kind(self) -> str:
-        return self.spec.name
-
-    @property
-    def layout_name(self) -> str:
-        return self.spec.layout(self.portable_config()).name
 
     @property
     def input_dim(self) -> int | None:

@@ -1,5 +1,6 @@
-""":class:`SpecCell`: what a backend's cell class reads from its spec, written once (the NumPy
-and torch cells mix it in; Keras cells keep Keras's own attributes)."""
+""":class:`SpecCell`: what a backend's cell class reads from its spec, written once. The NumPy
+and torch cells mix in all of it; Keras cells, which keep Keras's own attributes, mix in
+:class:`SpecNamed` only."""
 
 from __future__ import annotations
 
@@ -10,22 +11,14 @@ from rnn_xframework import layouts
 from rnn_xframework.cells.spec import CellSpec
 
 
-class SpecCell:
-    """The spec-driven attributes of a cell: its options as attributes (``units``,
-    ``activation``, ...), ``config``, ``cell_kind``, ``gates``, its layout and state sizes."""
+class SpecNamed:
+    """``cell_kind``, ``gates`` and the layout of a cell, read from its spec and its
+    ``portable_config()``."""
 
     spec: ClassVar[CellSpec]
-    config: dict[str, Any]
-    units: int
 
-    def bind_config(self, units: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        """Bind a constructor call (see :meth:`CellSpec.bind`); leftover keywords are a ``TypeError``."""
-        config = self.spec.bind(units, args, kwargs)
-        if kwargs:
-            raise TypeError(f"{self.spec.name}() got unexpected keyword arguments {sorted(kwargs)}")
-        self.config = config
-        self.__dict__.update(config)
-        self.state_sizes = [self.units] * self.spec.n_states
+    def portable_config(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     @property
     def cell_kind(self) -> str:
@@ -37,11 +30,28 @@ class SpecCell:
 
     @property
     def layout_name(self) -> str:
-        return self.spec.layout(self.config).name
+        return self.spec.layout(self.portable_config()).name
 
     @property
     def layout(self) -> layouts.Layout:
         return layouts.get(self.layout_name)
+
+
+class SpecCell(SpecNamed):
+    """The spec-driven attributes of a cell: its options as attributes (``units``,
+    ``activation``, ...), ``config``, and its state sizes, besides :class:`SpecNamed`'s."""
+
+    config: dict[str, Any]
+    units: int
+
+    def bind_config(self, units: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Bind a constructor call (see :meth:`CellSpec.bind`); leftover keywords are a ``TypeError``."""
+        config = self.spec.bind(units, args, kwargs)
+        if kwargs:
+            raise TypeError(f"{self.spec.name}() got unexpected keyword arguments {sorted(kwargs)}")
+        self.config = config
+        self.__dict__.update(config)
+        self.state_sizes = [self.units] * self.spec.n_states
 
     def portable_config(self) -> dict[str, Any]:
         """The arguments that rebuild this cell on any backend (``xf.convert``)."""
