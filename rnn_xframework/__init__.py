@@ -20,6 +20,7 @@ from rnn_xframework.errors import (
     UnsupportedConfigError,
     WeightsError,
 )
+from rnn_xframework.ports import from_torch, to_torch
 from rnn_xframework.protocol import Cell
 from rnn_xframework.transfer import (
     convert,
@@ -46,12 +47,14 @@ __all__ = [
     "backends",
     "compile",
     "convert",
+    "from_torch",
     "from_torch_fused",
     "get_backend",
     "layers",
     "load_weights",
     "save_weights",
     "set_backend",
+    "to_torch",
     "to_torch_fused",
     "transfer_weights",
     "use_backend",

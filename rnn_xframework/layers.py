@@ -23,14 +23,35 @@ from rnn_xframework import backends, config, loops
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 
 
-def make_cell(kind: str, *, backend: str | None = None, **kwargs: Any) -> Any:
-    """Build a cell of type ``kind`` (a Keras cell name) on ``backend`` (default: current)."""
+def input_features(input_size: int | None, input_shape: Any) -> int | None:
+    """The number of input features given up front: PyTorch's ``input_size`` or the last entry
+    of Keras's ``input_shape`` (``(features,)``, ``(time, features)`` or with a batch entry)."""
+    if input_size is not None and input_shape is not None:
+        raise ValueError(
+            f"give input_size (PyTorch's name) or input_shape (Keras's), not both; got input_size={input_size!r}, "
+            f"input_shape={input_shape!r}"
+        )
+    dim = input_size if input_shape is None else tuple(input_shape)[-1]
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
+        raise ValueError(f"input_size / input_shape[-1] must be a positive integer, got {dim!r}")
+    return dim
+
+
+def make_cell(
+    kind: str, *, backend: str | None = None, input_size: int | None = None, input_shape: Any = None, **kwargs: Any
+) -> Any:
+    """Build a cell of type ``kind`` (a Keras cell name) on ``backend`` (default: current);
+    built at once for ``input_size`` features (or ``input_shape[-1]``) when given."""
+    dim = input_features(input_size, input_shape)
     be = backends.get(config.resolve(backend))
     try:
         cls = be.cells[kind]
     except KeyError:
         raise UnsupportedConfigError(f"backend {be.name!r} has no {kind}; it has {sorted(be.cells)}") from None
-    return cls(**kwargs)
+    cell = cls(**kwargs)
+    if dim is not None:
+        cell.build((None, dim))
+    return cell
 
 
 class _Factory(type):
@@ -253,8 +274,17 @@ class RNN(metaclass=_Factory):
             Keras).
         order: ``"timestep"`` (each step through every layer) or ``"layer"`` (each layer over
             all steps, then the next). Same numbers either way.
+        time_major: inputs ``[time, batch, features]`` and sequence outputs ``[time, batch,
+            units]`` (PyTorch's ``batch_first=False``); ``mask`` stays ``[batch, time]``.
+        input_size: number of input features (PyTorch's name): builds the RNN at once, so its
+            parameters exist before the first call. Without it (and without ``input_shape``)
+            the RNN is built by ``build()``, the first call or, on torch, ``load_state_dict``;
+            until then a torch RNN holds lazy parameters (``torch.nn.UninitializedParameter``)
+            that an optimizer made beforehand still trains.
+        input_shape: Keras's form of the same, e.g. ``(time, features)``; the last entry counts.
 
     Call: ``rnn(x, initial_state=None, training=None)`` with ``x`` ``[batch, time, features]``
+    (``[time, batch, features]`` with ``time_major``)
     and ``initial_state`` one list per layer (zeros by default).
     """
 
@@ -267,18 +297,26 @@ class RNN(metaclass=_Factory):
         go_backwards: bool = False,
         order: str = "timestep",
         *,
+        time_major: bool = False,
         backend: str | None = None,
+        input_size: int | None = None,
+        input_shape: Any = None,
     ) -> Any:
         loops.check_order(order)
+        dim = input_features(input_size, input_shape)
         stack = cell if StackedRNNCells._is(cell) else StackedRNNCells(cell, backend=backend)
         _backend_of_cells(stack, backend)
-        return backends.get(stack.backend).rnn_class(
+        rnn = backends.get(stack.backend).rnn_class(
             stack,
             return_sequences=bool(return_sequences),
             return_state=bool(return_state),
             go_backwards=bool(go_backwards),
             order=order,
+            time_major=bool(time_major),
         )
+        if dim is not None:
+            rnn.build((None, None, dim))
+        return rnn
 
     @classmethod
     def _is(cls, obj: Any) -> bool:
@@ -300,8 +338,11 @@ def _layer_factory(name: str, cell: type) -> type:
         backend: str | None = None,
         dtype: Any = None,
         device: Any = None,
+        input_size: int | None = None,
+        input_shape: Any = None,
         **cell_kwargs: Any,
     ) -> Any:
+        dim = input_features(input_size, input_shape)
         c = cell(
             units,
             backend=backend,
@@ -311,7 +352,9 @@ def _layer_factory(name: str, cell: type) -> type:
             recurrent_dropout=recurrent_dropout,
             **cell_kwargs,
         )
-        return RNN(c, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards)
+        return RNN(
+            c, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards, input_size=dim
+        )
 
     def _is(cls: type, obj: Any) -> bool:
         cells = getattr(obj, "cells", None) if RNN._is(obj) else None
@@ -328,6 +371,8 @@ def _layer_factory(name: str, cell: type) -> type:
         go_backwards: process the sequence in reverse.
         dropout, recurrent_dropout: Keras dropout (see ``{cell.__name__}``).
         backend, dtype, device: as for the cell.
+        input_size, input_shape: the input features up front (PyTorch's and Keras's forms), for
+            parameters that exist before the first call (see ``RNN``).
         **cell_kwargs: any other argument of ``{cell.__name__}`` (``activation``, ...).
 
     Call: ``layer(x, initial_state=None, training=None, mask=None)``; ``x`` ``[batch, time,

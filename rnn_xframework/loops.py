@@ -115,7 +115,9 @@ class RNNMixin:
 
     Returns the last output ``[batch, units]``, or every output ``[batch, time, units]`` with
     ``return_sequences=True``; with ``return_state=True`` a pair ``(output, states)`` where
-    ``states`` is one list per layer.
+    ``states`` is one list per layer. With ``time_major`` (PyTorch's ``batch_first=False``) the
+    inputs are ``[time, batch, features]`` and the sequence output ``[time, batch, units]``;
+    ``mask`` stays ``[batch, time]``.
     """
 
     backend: str
@@ -124,6 +126,7 @@ class RNNMixin:
     return_state: bool
     go_backwards: bool
     order: str
+    time_major: bool
     _ops: Any
 
     @property
@@ -155,6 +158,8 @@ class RNNMixin:
     def _run(self, inputs: Any, initial_state: Any, training: bool | None, mask: Any) -> Any:
         ops = self._ops
         protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, self.cell.input_dim), self.cell.dtype_name)
+        if self.time_major:
+            inputs = ops.swap_batch_time(inputs)
         if self.cell.input_dim is None:
             self.cell.build_cells(ops.shape(inputs)[1:])
         if initial_state is None:
@@ -187,6 +192,8 @@ class RNNMixin:
         else:
             outputs, states = run_layer_major(self.cell.cells, steps, states, training, masks)
         y = ops.stack(outputs) if self.return_sequences else outputs[-1]
+        if self.time_major and self.return_sequences:
+            y = ops.swap_batch_time(y)
         return (y, states) if self.return_state else y
 
 
@@ -247,10 +254,11 @@ def check_compiled_call(
         )
     ops, stack = rnn._ops, rnn.cell
     protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
-    if ops.shape(inputs)[1] == 0:
+    time_axis, batch_axis = (0, 1) if rnn.time_major else (1, 0)
+    if ops.shape(inputs)[time_axis] == 0:
         raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
     if initial_state is None:
         return None
-    batch = ops.shape(inputs)[0]
+    batch = ops.shape(inputs)[batch_axis]
     layers = protocol.as_stack_states(stack, initial_state)
     return [protocol.check_states(cell, ops, state, batch) for cell, state in zip(stack.cells, layers, strict=True)]

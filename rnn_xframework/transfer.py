@@ -147,6 +147,7 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
             return_state=obj.return_state,
             go_backwards=obj.go_backwards,
             order=obj.order,
+            time_major=obj.time_major,
         )
     if all(c.input_dim is not None for c in src_cells):
         transfer_weights(obj, new)

@@ -285,9 +285,17 @@ class RNN(loops.RNNMixin):
     backend = "numpy"
 
     def __init__(
-        self, cell: Any, *, return_sequences: bool, return_state: bool, go_backwards: bool, order: str
+        self,
+        cell: Any,
+        *,
+        return_sequences: bool,
+        return_state: bool,
+        go_backwards: bool,
+        order: str,
+        time_major: bool = False,
     ) -> None:
         self.cell = cell
+        self.time_major = time_major
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.go_backwards = go_backwards
@@ -323,6 +331,9 @@ class NumpyBackend(Backend, name="numpy"):
 
     def stack(self, xs: list[Any]) -> Any:
         return np.stack(xs, axis=1)
+
+    def swap_batch_time(self, x: Any) -> Any:
+        return np.swapaxes(x, 0, 1)
 
     # --- gradients and training: none (the forward reference only) ---------------------------
     def loss_and_grads(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Any:

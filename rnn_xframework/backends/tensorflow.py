@@ -265,11 +265,20 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
     backend = "tensorflow"
 
     def __init__(
-        self, cell: Any, *, return_sequences: bool, return_state: bool, go_backwards: bool, order: str, **kwargs: Any
+        self,
+        cell: Any,
+        *,
+        return_sequences: bool,
+        return_state: bool,
+        go_backwards: bool,
+        order: str,
+        time_major: bool = False,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("autocast", False)
         keras.layers.Layer.__init__(self, **kwargs)
         self.cell = cell
+        self.time_major = time_major
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.go_backwards = go_backwards
@@ -316,6 +325,9 @@ class TensorFlowBackend(backends.Backend, name="tensorflow"):
 
     def stack(self, xs: list[Any]) -> Any:
         return tf.stack(xs, axis=1)
+
+    def swap_batch_time(self, x: Any) -> Any:
+        return tf.transpose(x, [1, 0, 2])
 
     # --- gradients and training (rnn_xframework.parity) --------------------------------------
     def _loss_and_tape(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tuple[Any, ...]:

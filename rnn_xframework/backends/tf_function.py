@@ -379,6 +379,8 @@ class CompiledRNN:
                 [_native(s) for s in x] if isinstance(x, (list, tuple)) else _native(x) for x in initial_state
             ]
         states = loops.check_compiled_call(source, self.method, inputs, initial_state, training, mask)
+        if source.time_major:  # the graphs run batch-first
+            inputs = tf.transpose(inputs, [1, 0, 2])
         if inputs.shape[1] is None:
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         device = source.cell.cells[0].device
@@ -386,10 +388,12 @@ class CompiledRNN:
             if self._infer_zeros is not None and not _recording():
                 result = self._inference(inputs, states)
                 if not source.return_state:
-                    return result
+                    return tf.transpose(result, [1, 0, 2]) if source.time_major and source.return_sequences else result
                 y, new_states = result
             else:
                 y, new_states = self._graph(inputs, states)
+        if source.time_major and source.return_sequences:
+            y = tf.transpose(y, [1, 0, 2])
         return (y, [list(s) for s in new_states]) if source.return_state else y
 
 

@@ -2,9 +2,13 @@
 ``GRUCell``.
 
 Every object here is a real module, so ``.to(device)``, ``.parameters()``, ``state_dict()``
-and optimizers work as usual. Weights are created at ``build(input_shape)`` or on the first call
-(build before you create an optimizer), initialized like Keras's (glorot-uniform kernel,
-orthogonal recurrent kernel, zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
+and optimizers work as usual. Until the input size is known, a cell's native ``nn.*Cell`` is a
+PyTorch lazy module (:class:`torch.nn.modules.lazy.LazyModuleMixin`, as ``nn.LazyLinear``): its
+parameters are :class:`torch.nn.UninitializedParameter`\\ s that an optimizer made before the
+first call already holds, that ``.to()`` moves, and that ``load_state_dict`` or
+``build(input_shape)`` or the first call fill in place (``input_size=`` at construction builds at
+once). They are initialized like Keras's (glorot-uniform kernel, orthogonal recurrent kernel,
+zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
 
 ``nn.RNNCell`` and ``nn.LSTMCell`` have two biases; Keras has one. By default ``bias_hh`` stays at
 zero and is frozen (``requires_grad=False``), so the cell trains exactly like the Keras cell with
@@ -28,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from rnn_xframework import backends, layouts, loops, protocol, transfer
 from rnn_xframework.dropout import DropoutMixin, check_rate
@@ -44,15 +50,81 @@ def _require(what: str, value: Any, allowed: tuple[Any, ...], module: str) -> No
         )
 
 
-class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
-    """What the three torch cells share: the lazily built native cell, Keras initialization,
-    canonical weights, Keras dropout masks. Subclasses set ``cell_kind``, ``gates``,
-    ``n_states``, ``native`` (the ``torch.nn`` class) and write :meth:`step`.
+_LAZY: dict[type[nn.Module], type[nn.Module]] = {}
 
-    Attributes (after build):
+
+def lazy_native(native: type[nn.Module]) -> type[nn.Module]:
+    """``native`` (``nn.RNNCell`` / ``LSTMCell`` / ``GRUCell``) as a PyTorch lazy module: made with
+    ``input_size=0`` and every parameter an :class:`~torch.nn.UninitializedParameter`; it
+    becomes ``native`` itself once :func:`materialize` has filled it (``cls_to_become``).
+    ``load_state_dict`` fills it through :class:`LazyModuleMixin`'s own hook."""
+    if native not in _LAZY:
+
+        def __init__(self: Any, hidden_size: int, bias: bool, device: Any, dtype: Any, **kwargs: Any) -> None:
+            LazyModuleMixin.__init__(self, 0, hidden_size, bias=bias, device="meta", dtype=dtype, **kwargs)
+            for name, p in list(self._parameters.items()):
+                if p is not None:
+                    self._parameters[name] = nn.UninitializedParameter(device=device, dtype=dtype)
+
+        def reset_parameters(self: Any) -> None:
+            if not self.has_uninitialized_params():
+                native.reset_parameters(self)
+
+        def initialize_parameters(self: Any, inputs: Any, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("rnn_xframework builds its lazy cells itself; call the library cell")
+
+        _LAZY[native] = type(
+            f"Lazy{native.__name__}",
+            (LazyModuleMixin, native),
+            {
+                "cls_to_become": native,
+                "__init__": __init__,
+                "reset_parameters": reset_parameters,
+                "initialize_parameters": initialize_parameters,
+                "__module__": __name__,
+            },
+        )
+    return _LAZY[native]
+
+
+def materialize(cell: nn.Module, input_size: int) -> None:
+    """Fill a lazy native cell's parameters (in place, on their device and dtype) for
+    ``input_size`` features, and make it the plain ``nn.*Cell`` (hooks removed)."""
+    gates = {nn.RNNCell: 1, nn.LSTMCell: 4, nn.GRUCell: 3}[cell.cls_to_become]
+    g = gates * cell.hidden_size
+    shapes = {"weight_ih": (g, input_size), "weight_hh": (g, cell.hidden_size), "bias_ih": (g,), "bias_hh": (g,)}
+    with torch.no_grad():
+        for name, p in cell._parameters.items():
+            if p is not None and is_lazy(p):
+                p.materialize(shapes[name])
+    finish_lazy(cell)
+
+
+def finish_lazy(cell: nn.Module) -> None:
+    """A lazy native cell whose parameters are all filled becomes the plain ``nn.*Cell``."""
+    if not isinstance(cell, LazyModuleMixin) or cell.has_uninitialized_params():
+        return
+    cell.input_size = cell.weight_ih.shape[1]
+    cell._initialize_hook.remove()
+    cell._load_hook.remove()
+    del cell._initialize_hook, cell._load_hook
+    cell.__class__ = cell.cls_to_become
+
+
+class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
+    """What the three torch cells share: the native cell (lazy until built), Keras
+    initialization, canonical weights, Keras dropout masks. Subclasses set ``cell_kind``,
+    ``gates``, ``n_states``, ``native`` (the ``torch.nn`` class) and write :meth:`step`.
+
+    ``input_size`` (PyTorch's name) or ``input_shape`` (Keras's, last entry the features) builds
+    the cell at construction; without them it is built by :meth:`build`, the first call, or
+    ``load_state_dict``.
+
+    Attributes:
         cell: the native cell; ``cell.weight_ih`` ``(G*units, input_dim)``, ``cell.weight_hh``
             ``(G*units, units)``, ``cell.bias_ih`` / ``cell.bias_hh`` ``(G*units,)``, gate blocks
-            in PyTorch's order.
+            in PyTorch's order. Until built, a ``Lazy*Cell`` (see :func:`lazy_native`) whose
+            parameters are uninitialized.
     """
 
     backend = "torch"
@@ -88,7 +160,12 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
         self._dtype = DTYPES[protocol.dtype_name(dtype)]
         self._device = None if device is None else torch.device(device)
         self._generator: torch.Generator | None = None
-        self.cell: Any = None
+        self.cell = lazy_native(self.native)(
+            units, bias=self.use_bias, device=self._device, dtype=self._dtype, **self.native_kwargs()
+        )
+        if self.use_bias and layouts.of(self).bias_rows == 1:  # one Keras bias: bias_hh stays at zero
+            self.cell.bias_hh.requires_grad = self.train_recurrent_bias
+        self.register_load_state_dict_post_hook(lambda module, _: finish_lazy(module.cell))
 
     # --- Keras-style attributes --------------------------------------------------------------
     @property
@@ -97,15 +174,16 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
 
     @property
     def input_dim(self) -> int | None:
-        return None if self.cell is None else self.cell.input_size
+        w = self.cell.weight_ih
+        return None if is_lazy(w) else w.shape[1]
 
     @property
     def dtype_name(self) -> str:
-        return protocol.dtype_name(self.cell.weight_ih.dtype if self.cell is not None else self._dtype)
+        return protocol.dtype_name(self.cell.weight_ih.dtype)
 
     @property
     def device(self) -> torch.device:
-        return self.cell.weight_ih.device if self.cell is not None else (self._device or torch.device("cpu"))
+        return self.cell.weight_ih.device
 
     @property
     def trainable_variables(self) -> list[nn.Parameter]:
@@ -141,18 +219,22 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
             return torch.stack([self._canonical(c.bias_ih), self._canonical(c.bias_hh)])
         return self._canonical(c.bias_ih + c.bias_hh)
 
-    def make_native(self, dim: int) -> nn.Module:
-        return self.native(dim, self.units, bias=self.use_bias, device=self._device, dtype=self._dtype)
+    def native_kwargs(self) -> dict[str, Any]:
+        """Arguments of the native ``nn.*Cell`` beyond sizes, bias, device and dtype."""
+        return {}
 
     def build(self, input_shape: Sequence[int | None]) -> None:
+        """Fill the parameters for ``input_shape[-1]`` features (in place: an optimizer made
+        before keeps them) and initialize them like Keras's."""
         dim = input_shape[-1]
-        if self.cell is not None:
-            if dim != self.cell.input_size:
-                raise InputShapeError(
-                    f"{protocol.cell_name(self)} is built for {self.cell.input_size} features, got {dim}"
-                )
+        if self.input_dim is not None:
+            if dim != self.input_dim:
+                raise InputShapeError(f"{protocol.cell_name(self)} is built for {self.input_dim} features, got {dim}")
             return
-        cell = self.make_native(int(dim))  # type: ignore[arg-type]
+        if not isinstance(dim, int) or dim <= 0:
+            raise InputShapeError(f"{protocol.cell_name(self)}: expected a positive number of features, got {dim!r}")
+        cell = self.cell
+        materialize(cell, dim)
         with torch.no_grad():
             nn.init.xavier_uniform_(cell.weight_ih)
             nn.init.orthogonal_(cell.weight_hh)
@@ -162,9 +244,6 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
                 bias = layouts.of(self).to_torch([*zeros, layouts.initial_bias(self)])
                 cell.bias_ih.copy_(torch.from_numpy(bias["bias_ih"]))
                 cell.bias_hh.copy_(torch.from_numpy(bias["bias_hh"]))
-                if layouts.of(self).bias_rows == 1:  # one Keras bias: the second stays at zero
-                    cell.bias_hh.requires_grad_(self.train_recurrent_bias)
-        self.cell = cell
 
     def get_initial_state(self, batch_size: int) -> list[torch.Tensor]:
         """``n_states`` tensors ``zeros(batch_size, units)`` on the cell's device and dtype."""
@@ -175,7 +254,7 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
 
     def get_weights(self) -> list[np.ndarray]:
         """Canonical (Keras) layout: ``[kernel (in, G*units), recurrent_kernel, bias]``."""
-        if self.cell is None:
+        if self.input_dim is None:
             return []
         params = {n: p.detach().cpu().numpy() for n, p in self.cell.named_parameters()}
         return layouts.of(self).from_torch(params)
@@ -248,10 +327,10 @@ class _TorchCell(protocol.PortableConfig, DropoutMixin, nn.Module):
         self, inputs: torch.Tensor, states: Any, training: bool | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``inputs`` ``[batch, input_dim]``, ``states`` a list of ``[batch, units]``."""
-        c = self._modules.get("cell")
-        if c is None:
+        c = self._modules["cell"]
+        if isinstance(c, LazyModuleMixin):
             if isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
-                self.build(inputs.shape)
+                self.build(tuple(inputs.shape))
         elif not (training and (self.dropout or self.recurrent_dropout)) and self._fits(c, inputs, states):
             return self.fused(c, inputs, states)  # the eager fast path: nearly free over nn.*Cell
         states = protocol.check_step(self, OPS, inputs, states)
@@ -272,10 +351,8 @@ class SimpleRNNCell(_TorchCell):
             )
         super().__init__(units, activation, use_bias, **kwargs)
 
-    def make_native(self, dim: int) -> nn.Module:
-        return nn.RNNCell(
-            dim, self.units, bias=self.use_bias, nonlinearity=self.activation, device=self._device, dtype=self._dtype
-        )
+    def native_kwargs(self) -> dict[str, Any]:
+        return {"nonlinearity": self.activation}
 
     def fused(self, c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
         kernel = torch.rnn_tanh_cell if self.activation == "tanh" else torch.rnn_relu_cell
@@ -405,10 +482,18 @@ class RNN(loops.RNNMixin, nn.Module):
     backend = "torch"
 
     def __init__(
-        self, cell: StackedRNNCells, *, return_sequences: bool, return_state: bool, go_backwards: bool, order: str
+        self,
+        cell: StackedRNNCells,
+        *,
+        return_sequences: bool,
+        return_state: bool,
+        go_backwards: bool,
+        order: str,
+        time_major: bool = False,
     ) -> None:
         nn.Module.__init__(self)
         self.cell = cell
+        self.time_major = time_major
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.go_backwards = go_backwards
@@ -446,6 +531,9 @@ class TorchBackend(backends.Backend, name="torch"):
 
     def stack(self, xs: list[Any]) -> Any:
         return torch.stack(xs, 1)
+
+    def swap_batch_time(self, x: Any) -> Any:
+        return x.transpose(0, 1)
 
     # --- gradients and training (rnn_xframework.parity) --------------------------------------
     def devices(self) -> list[str]:

@@ -399,10 +399,14 @@ class CompiledRNN(nn.Module):
     def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
         states = loops.check_compiled_call(source, self.method, inputs, initial_state, training, mask)
+        if source.time_major:  # the loops run batch-first: a transposed view in, one out
+            inputs = inputs.transpose(0, 1)
         if states is None:
             states = source.cell.get_initial_state(inputs.shape[0])
         run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
         y, states = run(inputs, states)
+        if source.time_major and source.return_sequences:
+            y = y.transpose(0, 1)
         return (y, states) if source.return_state else y
 
 
