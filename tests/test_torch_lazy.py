@@ -69,8 +69,9 @@ def test_unbuilt_parameters_are_lazy_and_fill_on_the_first_call(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_load_state_dict_into_an_unbuilt_object(kind, rng):
-    src = LAYERS[kind](6, backend="torch", input_size=3)
     x = torch.from_numpy(rng.normal(size=(2, 5, 3)).astype("float32"))
+    src = LAYERS[kind](6, backend="torch")
+    src(x)  # built by a call
     dst = LAYERS[kind](6, backend="torch")  # unbuilt: the "Unexpected key(s)"
     result = dst.load_state_dict(src.state_dict())
     assert not result.missing_keys and not result.unexpected_keys
