@@ -247,6 +247,8 @@ class StackedRNNCells(metaclass=_Factory):
     :class:`~rnn_xframework.Cell`. Its state is a list of per-layer lists (``[[h0], [h1]]``),
     never unwrapped, even for one layer; ``get_weights()`` concatenates the cells' lists.
 
+    When the first cell is built (``input_size=``), the stack builds the others at once.
+
     Shape: inputs ``[batch, input_dim]``; returns ``(output [batch, units of last cell],
     [[h0_new], [h1_new], ...])``.
     """
@@ -255,7 +257,10 @@ class StackedRNNCells(metaclass=_Factory):
     def _make(cls, cells: Any, *, backend: str | None = None) -> Any:
         name = _backend_of_cells(cells, backend)
         cells = loops.check_cells(cells, name)
-        return backends.get(name).stack_class(cells)
+        stack = backends.get(name).stack_class(cells)
+        if stack.input_dim is not None:  # the first cell knows its input: build the layers above it too
+            stack.build_cells((None, stack.input_dim))
+        return stack
 
     @classmethod
     def _is(cls, obj: Any) -> bool:
@@ -314,8 +319,8 @@ class RNN(metaclass=_Factory):
             order=order,
             time_major=bool(time_major),
         )
-        if dim is not None:
-            rnn.build((None, None, dim))
+        if dim is not None or stack.input_dim is not None:
+            rnn.build((None, None, dim if dim is not None else stack.input_dim))
         return rnn
 
     @classmethod

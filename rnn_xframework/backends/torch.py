@@ -508,6 +508,14 @@ class RNN(loops.RNNMixin, nn.Module):
     ) -> Any:
         return self.run(inputs, initial_state, training, mask)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles in this RNN's place, alone or inside a user's
+        model: the same call, outputs and parameters in TorchScript
+        (:class:`~rnn_xframework.backends.torchscript.ScriptedRNN`)."""
+        from rnn_xframework.backends import torchscript
+
+        return torchscript.scriptable(self)
+
 
 class TorchBackend(backends.Backend, name="torch"):
     cells = {"SimpleRNNCell": SimpleRNNCell, "LSTMCell": LSTMCell, "GRUCell": GRUCell}
