@@ -130,6 +130,11 @@ SimpleRNNCell = _cell_factory(
         dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.
         device: torch device (``"cpu"``, ``"cuda"``, ...); for TensorFlow a device string
             such as ``"/CPU:0"``.
+        input_size: number of input features (PyTorch's name), or ``input_shape`` (Keras's,
+            the last entry counts): the cell is built at once. Without them it is built by
+            ``build()``, the first call or, on torch, ``load_state_dict``; until then a torch
+            cell holds lazy parameters (``torch.nn.UninitializedParameter``) that an optimizer
+            made beforehand still trains.
         **kwargs: passed to the backend's class (e.g. Keras's ``name``, initializers; torch's
             ``train_recurrent_bias``).
 
@@ -154,6 +159,7 @@ _COMMON_ARGS = """
             :func:`rnn_xframework.get_backend`.
         dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.
         device: torch device (``"cpu"``, ``"cuda"``, ...); for TensorFlow a device string.
+        input_size, input_shape: the input features up front (see ``SimpleRNNCell``).
         **kwargs: passed to the backend's class (Keras's initializers and ``name``; torch's
             ``train_recurrent_bias`` and ``seed``; NumPy's ``seed``)."""
 

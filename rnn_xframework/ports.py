@@ -49,7 +49,9 @@ def from_torch(
             checkpoint (``"encoder.lstm."``).
         device: the device of the new object (default: the backend's default, CPU).
         **rnn_kwargs: for modules, arguments of :func:`rnn_xframework.layers.RNN`
-            (``return_sequences``, ``return_state``, ``order``).
+            (``return_sequences``, ``return_state``, ``order``; ``time_major`` to choose the
+            layout yourself, e.g. ``time_major=False`` for a batch-major Keras model: the layout
+            moves the time axis, not the numbers).
 
     Weights follow the canonical layouts: a SimpleRNN/LSTM's ``bias_ih + bias_hh`` become one
     Keras bias, a GRU's two biases its two bias rows; outputs match the module's within float

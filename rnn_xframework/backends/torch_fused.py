@@ -130,12 +130,6 @@ def from_fused(module: nn.Module, backend: str, device: Any = None, **rnn_kwargs
         )
         for _ in range(module.num_layers)
     ]
-    if "time_major" in rnn_kwargs and rnn_kwargs["time_major"] == module.batch_first:
-        raise UnsupportedConfigError(
-            f"from_torch: the module has batch_first={module.batch_first}, so the RNN takes "
-            f"{'batch-major' if module.batch_first else 'time-major'} input; time_major={rnn_kwargs['time_major']} "
-            "contradicts it (leave time_major out: it is read from the module)"
-        )
     rnn = layers.RNN(cells, **{"return_sequences": True, "time_major": not module.batch_first, **rnn_kwargs})
     rnn.build((None, None, module.input_size))
     layout = layouts.of(cells[0])
