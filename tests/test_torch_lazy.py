@@ -118,6 +118,11 @@ def test_lazy_objects_work_with_state_dict_copy_convert_and_dropout(kind, rng):
     assert max_err(ref(x.numpy()), rnn(x).detach()) <= TOL["float32"]
     fast = xf.compile(xf.convert(rnn, backend="torch"), "torchscript")
     assert max_err(fast(x).detach(), rnn(x).detach()) <= TOL["float32"]
+    target = LAYERS[kind](6, backend="torch", dropout=0.5, recurrent_dropout=0.25)  # unbuilt
+    params = list(target.parameters())
+    xf.transfer_weights(ref, target)  # fills the lazy parameters in place
+    assert [id(p) for p in target.parameters()] == [id(p) for p in params]
+    assert max_err(target(x).detach(), rnn(x).detach()) <= TOL["float32"]
 
 
 def test_an_unbuilt_cell_gives_a_typed_error_for_bad_input():
