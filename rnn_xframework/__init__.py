@@ -6,7 +6,7 @@ time it is asked for.
 
 from __future__ import annotations
 
-from rnn_xframework import backends, layers
+from rnn_xframework import backends, cells, layers
 from rnn_xframework.compile import compile
 from rnn_xframework.config import get_backend, set_backend, use_backend
 from rnn_xframework.errors import (
@@ -45,6 +45,7 @@ __all__ = [
     "UnsupportedConfigError",
     "WeightsError",
     "backends",
+    "cells",
     "compile",
     "convert",
     "from_torch",

@@ -1,9 +1,10 @@
 """``xf.compile(obj, method)``: a faster object with the same call and the same outputs.
 
-Methods are registered by name with the backend they need and the module that implements
-them; the module is imported only when the method is used. ``method="auto"`` asks the
-backend's rule in :data:`AUTO` which registered method is fastest for this RNN (the rules and
-the measurements behind them: docs/performance.md).
+Each backend class names its methods (:attr:`~rnn_xframework.registry.Backend.compile_methods`,
+``{method: "module:function"}``) and its ``"auto"`` rule
+(:meth:`~rnn_xframework.registry.Backend.auto_method`); the module is imported only when the
+method is used. A new method is one entry in its backend's ``compile_methods`` (the rules and the
+measurements behind them: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -11,49 +12,45 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from rnn_xframework import backends
+from rnn_xframework import protocol, registry
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 
-# method -> (backend it applies to, module, function in that module)
-METHODS: dict[str, tuple[str, str, str]] = {
-    "torchscript": ("torch", "rnn_xframework.backends.torchscript", "compile_rnn"),
-    "inductor": ("torch", "rnn_xframework.backends.torch_inductor", "compile_rnn"),
-    "tf.function": ("tensorflow", "rnn_xframework.backends.tf_function", "compile_function"),
-    "xla": ("tensorflow", "rnn_xframework.backends.tf_function", "compile_xla"),
-}
 
-# backend -> (module, function ``(rnn) -> method name``) for ``method="auto"``
-AUTO: dict[str, tuple[str, str]] = {
-    "torch": ("rnn_xframework.backends.torch_fast", "auto_method"),
-    "tensorflow": ("rnn_xframework.backends.tf_function", "auto_method"),
-}
-
-SLOW_TO_COMPILE = frozenset({"inductor", "xla"})
-"""Methods whose compilation takes many seconds per shape; the parity matrix leaves them to
-their own tests (tests/test_compile_inductor.py)."""
+def methods() -> dict[str, str]:
+    """Every compile method of the installed backends: ``{method: backend}`` (imports them)."""
+    found: dict[str, str] = {}
+    for name in registry.installed():
+        try:
+            backend = registry.get(name)
+        except ImportError:
+            continue
+        found.update(dict.fromkeys(backend.compile_methods, name))
+    return found
 
 
-def _check_source(obj: Any, method: str, needs: str) -> None:
+def _source_backend(obj: Any, method: str, needs: str | None = None) -> registry.Backend:
+    """The backend of ``obj``, an uncompiled RNN made by this library (on ``needs`` if given)."""
     got = getattr(obj, "backend", None)
-    if got != needs or not (hasattr(obj, "order") and hasattr(obj, "run")):
+    ok = protocol.is_structure(obj, "rnn") and not hasattr(obj, "method") and (needs is None or got == needs)
+    if not ok:
+        wanted = f"a {needs} RNN" if needs else "an RNN"
         raise FrameworkMismatchError(
-            f"compile method {method!r} takes a {needs} RNN made by rnn_xframework.layers.RNN, got "
-            f"{type(obj).__module__}.{type(obj).__name__} (backend {got!r}); "
-            f"use xf.convert(obj, backend={needs!r}) first"
+            f"compile method {method!r} takes {wanted} made by rnn_xframework.layers.RNN, got "
+            f"{type(obj).__module__}.{type(obj).__name__} (backend {got!r})"
+            + (f"; use xf.convert(obj, backend={needs!r}) first" if needs else "")
         )
+    return registry.get(got)
 
 
 def auto_method(obj: Any) -> str:
     """The method ``compile(obj, "auto")`` uses: the backend's measured choice for this RNN."""
-    got = getattr(obj, "backend", None)
-    if got not in AUTO or not (hasattr(obj, "order") and hasattr(obj, "run")):
+    backend = _source_backend(obj, "auto")
+    if not backend.compile_methods:
         raise FrameworkMismatchError(
-            f"compile method 'auto' takes an RNN made by rnn_xframework.layers.RNN on one of {sorted(AUTO)}, got "
-            f"{type(obj).__module__}.{type(obj).__name__} (backend {got!r})"
+            f"compile method 'auto' takes an RNN on a backend with compile methods, got one on {backend.name!r}; "
+            "use xf.convert(obj, backend='torch') (or 'tensorflow') first"
         )
-    backends.get(got)
-    module, func = AUTO[got]
-    return getattr(importlib.import_module(module), func)(obj)
+    return backend.auto_method(obj)
 
 
 def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torch.compile
@@ -61,7 +58,7 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
 
     Args:
         obj: the RNN to compile (built); it keeps its parameters, which the result shares.
-        method: one of :data:`METHODS` or ``"auto"``. torch: ``"torchscript"`` (the fast
+        method: a method of the RNN's backend, or ``"auto"``. torch: ``"torchscript"`` (the fast
             loop in ``torch.jit.script``), ``"inductor"`` (``torch.compile``); TensorFlow:
             ``"tf.function"``, ``"xla"`` (``jit_compile=True``); ``"auto"``: the fastest
             measured method for the backend, device and sizes (:func:`auto_method`).
@@ -72,10 +69,14 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
     """
     if method == "auto":
         method = auto_method(obj)
-    if method not in METHODS:
-        known = sorted([*METHODS, "auto"])
-        raise UnsupportedConfigError(f"unknown compile method {method!r}; expected one of {known}")
-    needs, module, func = METHODS[method]
-    _check_source(obj, method, needs)
-    backends.get(needs)
+    own = getattr(obj, "backend", None)
+    backend = registry.get(own) if isinstance(own, str) and own in registry.names() else None
+    if backend is None or method not in backend.compile_methods:
+        owners = methods()
+        if method not in owners:
+            known = sorted([*owners, "auto"])
+            raise UnsupportedConfigError(f"unknown compile method {method!r}; expected one of {known}")
+        backend = _source_backend(obj, method, owners[method])
+    _source_backend(obj, method, backend.name)
+    module, func = backend.compile_methods[method].split(":")
     return getattr(importlib.import_module(module), func)(obj)

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from rnn_xframework import backends
+from rnn_xframework import registry
 
 ENV_VAR = "RNN_XFRAMEWORK_BACKEND"
 FALLBACK = "torch"
@@ -26,7 +26,7 @@ _scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("rnn_xframe
 def set_backend(name: str | None) -> None:
     """Set the process-wide default backend (``None`` clears it). Thread-safe."""
     global _process_default
-    key = None if name is None else backends.canonical_name(name)
+    key = None if name is None else registry.canonical_name(name)
     with _lock:
         _process_default = key
 
@@ -40,13 +40,13 @@ def get_backend() -> str:
         if _process_default is not None:
             return _process_default
     env = os.environ.get(ENV_VAR)
-    return backends.canonical_name(env) if env else FALLBACK
+    return registry.canonical_name(env) if env else FALLBACK
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
     """``with xf.use_backend("tf"): ...`` sets the default for this thread/task only."""
-    token = _scoped.set(backends.canonical_name(name))
+    token = _scoped.set(registry.canonical_name(name))
     try:
         yield _scoped.get() or name
     finally:
@@ -55,4 +55,4 @@ def use_backend(name: str) -> Iterator[str]:
 
 def resolve(name: str | None) -> str:
     """The argument if given, else the current default; always a canonical name."""
-    return get_backend() if name is None else backends.canonical_name(name)
+    return get_backend() if name is None else registry.canonical_name(name)

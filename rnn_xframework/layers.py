@@ -16,11 +16,10 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from rnn_xframework import backends, config, loops
-from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
+from rnn_xframework import cells, config, loops, protocol, registry
+from rnn_xframework.errors import FrameworkMismatchError
 
 
 def input_features(input_size: int | None, input_shape: Any) -> int | None:
@@ -37,21 +36,29 @@ def input_features(input_size: int | None, input_shape: Any) -> int | None:
     return dim
 
 
-def make_cell(
-    kind: str, *, backend: str | None = None, input_size: int | None = None, input_shape: Any = None, **kwargs: Any
-) -> Any:
-    """Build a cell of type ``kind`` (a Keras cell name) on ``backend`` (default: current);
-    built at once for ``input_size`` features (or ``input_shape[-1]``) when given."""
-    dim = input_features(input_size, input_shape)
-    be = backends.get(config.resolve(backend))
-    try:
-        cls = be.cells[kind]
-    except KeyError:
-        raise UnsupportedConfigError(f"backend {be.name!r} has no {kind}; it has {sorted(be.cells)}") from None
-    cell = cls(**kwargs)
+def _built(cell: Any, dim: int | None) -> Any:
     if dim is not None:
         cell.build((None, dim))
     return cell
+
+
+def make_cell(
+    kind: str, *, backend: str | None = None, input_size: int | None = None, input_shape: Any = None, **kwargs: Any
+) -> Any:
+    """Build a cell of type ``kind`` (a registered cell type's Keras name, see
+    :mod:`rnn_xframework.cells`) on ``backend`` (default: current); built at once for
+    ``input_size`` features (or ``input_shape[-1]``) when given."""
+    dim = input_features(input_size, input_shape)
+    cls = registry.get(config.resolve(backend)).cell_class(cells.get(kind).name)
+    return _built(cls(**kwargs), dim)
+
+
+INPUT_SIZE_DOC = """
+    Input size up front: ``input_size=`` (PyTorch's name) or ``input_shape=`` (Keras's, the last
+    entry counts) builds the cell at once. Without them it is built by ``build()``, the first
+    call or, on torch, ``load_state_dict``; until then a torch cell holds lazy parameters
+    (``torch.nn.UninitializedParameter``) that an optimizer made beforehand still trains.
+"""
 
 
 class _Factory(type):
@@ -64,171 +71,46 @@ class _Factory(type):
         return cls._is(obj)  # type: ignore[attr-defined]
 
 
-def _cell_factory(kind: str, doc: str, positional: tuple[str, ...] = ("activation", "use_bias")) -> type:
-    def _make(cls: type, units: int, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
-        if args:
-            names = list(positional)
-            if len(args) > len(names):
-                raise TypeError(f"{kind}() takes at most {len(names) + 1} positional arguments")
-            kwargs.update(zip(names, args, strict=False))
-        return make_cell(kind, backend=backend, units=units, **kwargs)
+def cell_factory(kind: str) -> type:
+    """The Keras-named constructor of a registered cell type: ``layers.LSTMCell(units, ...)``."""
+    spec = cells.get(kind)
+
+    def _make(
+        cls: type,
+        units: int,
+        *args: Any,
+        backend: str | None = None,
+        input_size: int | None = None,
+        input_shape: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        dim = input_features(input_size, input_shape)
+        cls_ = registry.get(config.resolve(backend)).cell_class(kind)
+        return _built(cls_(units, *args, **kwargs), dim)
 
     def _is(cls: type, obj: Any) -> bool:
-        return getattr(obj, "cell_kind", None) == kind and isinstance(getattr(obj, "backend", None), str)
+        return getattr(obj, "cell_kind", None) == kind and protocol.is_structure(obj, "cell")
 
-    def signature(
-        units: int,
-        activation: str | None = "tanh",
-        use_bias: bool = True,
-        *,
-        backend: str | None = None,
-        dtype: Any = None,
-        device: Any = None,
-        **kwargs: Any,
-    ) -> Any: ...
-
-    def gated_signature(
-        units: int,
-        activation: str | None = "tanh",
-        recurrent_activation: str | None = "sigmoid",
-        use_bias: bool = True,
-        *,
-        backend: str | None = None,
-        dtype: Any = None,
-        device: Any = None,
-        **kwargs: Any,
-    ) -> Any: ...
-
-    return _Factory(
-        kind,
-        (),
-        {
-            "__doc__": doc,
-            "__module__": __name__,
-            "__signature__": inspect.signature(signature if len(positional) == 2 else gated_signature),
-            "_make": classmethod(_make),
-            "_is": classmethod(_is),
-        },
-    )
+    namespace = {
+        "__doc__": (spec.doc or "") + INPUT_SIZE_DOC,
+        "__module__": __name__,
+        "__signature__": spec.signature(),
+        "_make": classmethod(_make),
+        "_is": classmethod(_is),
+    }
+    return _Factory(kind, (), namespace)
 
 
-SimpleRNNCell = _cell_factory(
-    "SimpleRNNCell",
-    """A fully-connected recurrent cell (Keras ``SimpleRNNCell``, PyTorch ``nn.RNNCell``).
-
-    .. math:: h_t = \\mathrm{activation}(x_t W + b + h_{t-1} U)
-
-    with ``W = kernel`` ``(input_dim, units)``, ``U = recurrent_kernel`` ``(units, units)``,
-    ``b = bias`` ``(units,)``.
-
-    Args:
-        units: size of the output and of the state.
-        activation: ``"tanh"`` (default) or ``"relu"`` on every backend; others on TF/NumPy.
-        use_bias: whether the cell has ``bias``.
-        backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
-            :func:`rnn_xframework.get_backend`.
-        dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.
-        device: torch device (``"cpu"``, ``"cuda"``, ...); for TensorFlow a device string
-            such as ``"/CPU:0"``.
-        input_size: number of input features (PyTorch's name), or ``input_shape`` (Keras's,
-            the last entry counts): the cell is built at once. Without them it is built by
-            ``build()``, the first call or, on torch, ``load_state_dict``; until then a torch
-            cell holds lazy parameters (``torch.nn.UninitializedParameter``) that an optimizer
-            made beforehand still trains.
-        **kwargs: passed to the backend's class (e.g. Keras's ``name``, initializers; torch's
-            ``train_recurrent_bias``).
-
-    Shape:
-        inputs ``[batch, input_dim]``, states ``[h]`` with ``h`` ``[batch, units]``;
-        returns ``(output [batch, units], [h_new])``.
-
-    Example::
-
-        cell = SimpleRNNCell(64, backend="torch")
-        out, state = cell(torch.randn(4, 100), cell.get_initial_state(4))
-    """,
-)
+SimpleRNNCell = cell_factory("SimpleRNNCell")
+LSTMCell = cell_factory("LSTMCell")
+GRUCell = cell_factory("GRUCell")
 
 
-_COMMON_ARGS = """
-        use_bias: whether the cell has ``bias``.
-        dropout: fraction of the inputs to drop (Keras semantics: one inverted mask per
-            sequence, only with ``training=True``; see :mod:`rnn_xframework.dropout`).
-        recurrent_dropout: fraction of the recurrent state to drop, likewise.
-        backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
-            :func:`rnn_xframework.get_backend`.
-        dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.
-        device: torch device (``"cpu"``, ``"cuda"``, ...); for TensorFlow a device string.
-        input_size, input_shape: the input features up front (see ``SimpleRNNCell``).
-        **kwargs: passed to the backend's class (Keras's initializers and ``name``; torch's
-            ``train_recurrent_bias`` and ``seed``; NumPy's ``seed``)."""
-
-LSTMCell = _cell_factory(
-    "LSTMCell",
-    """A long short-term memory cell (Keras ``LSTMCell``, PyTorch ``nn.LSTMCell``).
-
-    .. math::
-
-        i &= \\sigma(x W_i + h U_i + b_i), \\quad f = \\sigma(x W_f + h U_f + b_f),
-        \\quad o = \\sigma(x W_o + h U_o + b_o) \\\\
-        c' &= f \\odot c + i \\odot \\tanh(x W_c + h U_c + b_c), \\quad h' = o \\odot \\tanh(c')
-
-    with ``W = kernel`` ``(input_dim, 4*units)``, ``U = recurrent_kernel`` ``(units, 4*units)``,
-    ``b = bias`` ``(4*units,)``, gate blocks in the order ``i, f, c, o`` (PyTorch's too).
-
-    Args:
-        units: size of the output and of each state.
-        activation: ``"tanh"`` (default; the only one on torch); others on TF/NumPy.
-        recurrent_activation: ``"sigmoid"`` (default; the only one on torch).
-        unit_forget_bias: start the forget-gate bias at one (default ``True``, as Keras).
-"""
-    + _COMMON_ARGS
-    + """
-
-    Shape:
-        inputs ``[batch, input_dim]``, states ``[h, c]``, each ``[batch, units]`` (a bare tensor
-        is an error); returns ``(h_new [batch, units], [h_new, c_new])``.
-
-    Example::
-
-        cell = LSTMCell(64, backend="torch")
-        out, (h, c) = cell(torch.randn(4, 100), cell.get_initial_state(4))
-    """,
-    ("activation", "recurrent_activation", "use_bias"),
-)
-
-GRUCell = _cell_factory(
-    "GRUCell",
-    """A gated recurrent unit (Keras ``GRUCell``, PyTorch ``nn.GRUCell``).
-
-    .. math::
-
-        z &= \\sigma(x W_z + b_z + h U_z + b'_z), \\quad r = \\sigma(x W_r + b_r + h U_r + b'_r) \\\\
-        \\tilde h &= \\tanh(x W_h + b_h + r \\odot (h U_h + b'_h)), \\quad h' = z \\odot h + (1 - z) \\odot \\tilde h
-
-    with ``W = kernel`` ``(input_dim, 3*units)``, ``U = recurrent_kernel`` ``(units, 3*units)``,
-    gate blocks ``z, r, h`` (PyTorch stores ``r, z, n``; conversions reorder them), and
-    ``bias`` ``(2, 3*units)``: input row ``b``, recurrent row ``b'``.
-
-    Args:
-        units: size of the output and of the state.
-        activation, recurrent_activation: ``"tanh"`` and ``"sigmoid"`` (the only ones on torch).
-        reset_after: ``True`` (default, PyTorch's form). ``False`` applies the reset gate before
-            the recurrent matmul, ``(r * h) U_h``, with a ``(3*units,)`` bias: TF/NumPy only.
-"""
-    + _COMMON_ARGS
-    + """
-
-    Shape:
-        inputs ``[batch, input_dim]``, states ``[h]``; returns ``(h_new, [h_new])``.
-
-    Example::
-
-        cell = GRUCell(64, backend="tensorflow")
-        out, (h,) = cell(x, cell.get_initial_state(4))
-    """,
-    ("activation", "recurrent_activation", "use_bias"),
-)
+def __getattr__(name: str) -> Any:
+    """``layers.<name>`` for a cell type registered after import (:func:`rnn_xframework.cells.register`)."""
+    if name in cells.names():
+        return cell_factory(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _backend_of_cells(cells: Any, backend: str | None) -> str:
@@ -238,7 +120,7 @@ def _backend_of_cells(cells: Any, backend: str | None) -> str:
         raise FrameworkMismatchError(
             f"expected cells made by rnn_xframework.layers, got {type(first).__module__}.{type(first).__name__}"
         )
-    if backend is not None and backends.canonical_name(backend) != found:
+    if backend is not None and registry.canonical_name(backend) != found:
         raise FrameworkMismatchError(
             f"backend={backend!r} was asked for but the cells run on {found!r}; "
             f"use xf.convert(cell, backend={backend!r}) first"
@@ -263,14 +145,14 @@ class StackedRNNCells(metaclass=_Factory):
     def _make(cls, cells: Any, *, backend: str | None = None) -> Any:
         name = _backend_of_cells(cells, backend)
         cells = loops.check_cells(cells, name)
-        stack = backends.get(name).stack_class(cells)
+        stack = registry.get(name).stack_class(cells)
         if stack.input_dim is not None:  # the first cell knows its input: build the layers above it too
             stack.build_cells((None, stack.input_dim))
         return stack
 
     @classmethod
     def _is(cls, obj: Any) -> bool:
-        return hasattr(obj, "cells") and hasattr(obj, "step") and isinstance(getattr(obj, "backend", None), str)
+        return protocol.is_structure(obj, "stack")
 
 
 class RNN(metaclass=_Factory):
@@ -295,8 +177,8 @@ class RNN(metaclass=_Factory):
         input_shape: Keras's form of the same, e.g. ``(time, features)``; the last entry counts.
 
     Call: ``rnn(x, initial_state=None, training=None)`` with ``x`` ``[batch, time, features]``
-    (``[time, batch, features]`` with ``time_major``)
-    and ``initial_state`` one list per layer (zeros by default).
+    (``[time, batch, features]`` with ``time_major``) and ``initial_state`` one list per layer
+    (zeros by default).
     """
 
     @classmethod
@@ -317,7 +199,7 @@ class RNN(metaclass=_Factory):
         dim = input_features(input_size, input_shape)
         stack = cell if StackedRNNCells._is(cell) else StackedRNNCells(cell, backend=backend)
         _backend_of_cells(stack, backend)
-        rnn = backends.get(stack.backend).rnn_class(
+        rnn = registry.get(stack.backend).rnn_class(
             stack,
             return_sequences=bool(return_sequences),
             return_state=bool(return_state),
@@ -331,7 +213,7 @@ class RNN(metaclass=_Factory):
 
     @classmethod
     def _is(cls, obj: Any) -> bool:
-        return hasattr(obj, "order") and hasattr(obj, "run") and isinstance(getattr(obj, "backend", None), str)
+        return protocol.is_structure(obj, "rnn")
 
 
 def _layer_factory(name: str, cell: type) -> type:

@@ -8,7 +8,11 @@ stores the transposes, ``weight_ih (G*units, in)`` and ``weight_hh (G*units, uni
 biases: PyTorch -> canonical sums ``bias_ih + bias_hh``; canonical -> PyTorch puts the bias in
 ``bias_ih`` and zeros ``bias_hh``. Keras's GRU bias (``reset_after=True``) is ``(2, 3*units)``:
 row 0 -> ``bias_ih``, row 1 -> ``bias_hh``; ``GRUCell(reset_after=False)`` has a ``(3*units,)``
-bias and no PyTorch equivalent. ``docs/weights.md`` has the full table.
+bias and no PyTorch equivalent. ``docs/weights.md`` has the full table. Each cell type's layouts
+are declared by its spec (:mod:`rnn_xframework.cells`) and registered here.
+
+Below the layouts: the checks of canonical weight lists and the all-or-nothing writes into
+several cells (:func:`set_cells_weights`), which stacks, transfers and weight files share.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ class Layout:
         name: the layout's name: the Keras cell name (``"LSTMCell"``), plus the option that
             changes the shapes if any (``"GRUCell(reset_after=False)"``).
         gates: gate blocks stacked along the last canonical axis (``G`` above).
-        n_states: number of state tensors (``[h]`` -> 1, ``[h, c]`` -> 2).
         bias_rows: 1 for a ``(G*units,)`` bias, 2 for Keras GRU's ``(2, G*units)`` (input
             row, recurrent row).
         torch_order: canonical gate block of each PyTorch gate block (``None``: same order).
@@ -51,7 +54,6 @@ class Layout:
 
     name: str
     gates: int = 1
-    n_states: int = 1
     bias_rows: int = 1
     torch_order: tuple[int, ...] | None = None
     torch_problem: str | None = None
@@ -70,6 +72,11 @@ class Layout:
         if use_bias:
             shapes.append(("bias", (g,) if self.bias_rows == 1 else (self.bias_rows, g)))
         return shapes
+
+    def bias_parts(self, bias: Any) -> tuple[Any, Any]:
+        """A canonical bias (native or NumPy) as ``(input bias, recurrent bias or None)``, each
+        ``(G*units,)``: the rows of a two-row bias, else the bias and ``None``."""
+        return (bias[0], bias[1]) if self.bias_rows == 2 else (bias, None)
 
     def _to_torch_order(self, a: np.ndarray, axis: int) -> np.ndarray:
         return a if self.torch_order is None else _blocks(a, self.torch_order, axis)
@@ -117,25 +124,12 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {}
+"""Every layout, by name; filled by the cell specs (:func:`rnn_xframework.cells.register`)."""
 
 
 def register(layout: Layout) -> Layout:
     LAYOUTS[layout.name] = layout
     return layout
-
-
-register(Layout("SimpleRNNCell"))
-register(Layout("LSTMCell", gates=4, n_states=2))
-register(Layout("GRUCell", gates=3, bias_rows=2, torch_order=(1, 0, 2)))
-register(
-    Layout(
-        "GRUCell(reset_after=False)",
-        gates=3,
-        torch_order=(1, 0, 2),
-        torch_problem="PyTorch's GRU applies the reset gate after the recurrent matmul (Keras's "
-        "reset_after=True); use reset_after=True, or keep this cell on 'tensorflow' or 'numpy'",
-    )
-)
 
 
 def get(kind: str) -> Layout:
@@ -154,15 +148,6 @@ def name_of(cell: Any) -> str:
 def of(cell: Any) -> Layout:
     """The layout of a cell made by this library (GRU's depends on ``reset_after``)."""
     return get(name_of(cell))
-
-
-def initial_bias(cell: Any) -> np.ndarray:
-    """Keras's default canonical bias for ``cell``: zeros, and for an LSTM with
-    ``unit_forget_bias`` (Keras's default) ones in the forget gate's block."""
-    bias = np.zeros(of(cell).shapes(1, cell.units, True)[2][1], cell.dtype_name)
-    if getattr(cell, "unit_forget_bias", False):
-        bias[cell.units : 2 * cell.units] = 1  # gates i, f, c, o
-    return bias
 
 
 def input_dim_of(kind: str, weights: Sequence[np.ndarray]) -> int:
@@ -199,3 +184,62 @@ def check(
 
 def describe(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> str:
     return "[" + ", ".join(f"{n} {s}" for n, s in shapes) + "]"
+
+
+# --- weight lists of several cells ----------------------------------------------------------------
+def signature(cells: Sequence[Any]) -> list[str]:
+    """What must match between two objects for their weights to fit: layout, units, bias."""
+    return [f"{name_of(c)}(units={c.units}, use_bias={c.use_bias})" for c in cells]
+
+
+def weight_count(cell: Any) -> int:
+    return len(of(cell).names(cell.use_bias))
+
+
+def validate_cells_weights(
+    cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str
+) -> list[list[np.ndarray]]:
+    """Check every cell's canonical list (count, shapes, chained input sizes) before any write."""
+    if len(weight_lists) != len(cells):
+        raise WeightsError(f"{where}: expected weights for {len(cells)} cell(s), got {len(weight_lists)}")
+    checked = []
+    dim = None
+    for i, (cell, weights) in enumerate(zip(cells, weight_lists, strict=True)):
+        if cell.input_dim is not None:
+            dim = cell.input_dim
+        elif dim is None:
+            dim = input_dim_of(cell.cell_kind, weights)
+        checked.append(check(name_of(cell), weights, dim, cell.units, cell.use_bias, f"{where} (cell {i})"))
+        dim = cell.units
+    return checked
+
+
+def set_cells_weights(cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str = "set_weights") -> None:
+    """Set several cells' weights; on any failure every built cell gets its old weights back."""
+    checked = validate_cells_weights(cells, weight_lists, where)
+    backups = [cell.get_weights() if cell.input_dim is not None else None for cell in cells]
+    try:
+        for cell, weights in zip(cells, checked, strict=True):
+            cell.set_weights(weights)
+    except BaseException:
+        for cell, old in zip(cells, backups, strict=True):
+            if old is not None:
+                cell.set_weights(old)
+        raise
+
+
+def split_weights(cells: Sequence[Any], flat: Sequence[Any]) -> list[list[Any]]:
+    """A flat canonical list (as ``stack.get_weights()`` returns) -> one list per cell."""
+    if isinstance(flat, (str, bytes)) or not isinstance(flat, Sequence):
+        raise WeightsError(f"set_weights: expected a list of arrays, got {type(flat).__name__}")
+    counts = [weight_count(cell) for cell in cells]
+    if len(flat) != sum(counts):
+        raise WeightsError(
+            f"set_weights: the stack {signature(cells)} has {sum(counts)} weights "
+            f"({' + '.join(map(str, counts))} per cell), got {len(flat)}"
+        )
+    out, start = [], 0
+    for n in counts:
+        out.append(list(flat[start : start + n]))
+        start += n
+    return out

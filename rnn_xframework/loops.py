@@ -4,20 +4,21 @@
 before the next step. ``order="layer"`` is its second: layer 1 runs over every step and its
 output sequence (``middle_sequences``) feeds layer 2, and so on. Both give the same numbers.
 
-:class:`StackMixin` and :class:`RNNMixin` hold the framework-free logic of
-``StackedRNNCells`` and ``RNN``; each backend mixes them into its native base class
-(``torch.nn.Module``, a Keras ``Layer``, or ``object`` for NumPy) and supplies ``_ops``, its
-:class:`~rnn_xframework.backends.Backend`.
+:class:`StackMixin` and :class:`RNNMixin` are ``StackedRNNCells`` and ``RNN``, written once:
+each backend mixes them into its native base class (``torch.nn.Module``, a Keras ``Layer``, or
+``object`` for NumPy), names itself (``backend``) and adds only what its base class calls
+(``forward`` / ``call`` / ``__call__``). ``_ops`` is the backend's
+:class:`~rnn_xframework.registry.Backend`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from rnn_xframework import protocol
+from rnn_xframework import layouts, protocol, registry
 from rnn_xframework.errors import (
     FrameworkMismatchError,
     InputShapeError,
@@ -40,7 +41,7 @@ def check_cells(cells: Any, backend: str) -> list[Any]:
     if not cells:
         raise StateStructureError("expected at least one cell, got an empty list")
     for i, cell in enumerate(cells):
-        if getattr(cell, "backend", None) != backend or getattr(cell, "cell_kind", None) is None:
+        if getattr(cell, "backend", None) != backend or not protocol.is_structure(cell, "cell"):
             raise FrameworkMismatchError(
                 f"cells[{i}]: expected a {backend} cell made by rnn_xframework.layers, got "
                 f"{type(cell).__module__}.{type(cell).__name__} "
@@ -49,16 +50,39 @@ def check_cells(cells: Any, backend: str) -> list[Any]:
     return cells
 
 
-class StackMixin:
-    """Framework-free part of ``StackedRNNCells``: one time step through every layer.
+class _Container:
+    """What both containers share: the base class's ``__init__`` (with the backend's defaults,
+    ``base_kwargs``) and the backend's ops."""
+
+    backend: ClassVar[str]
+    base_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def _init_base(self, kwargs: dict[str, Any]) -> None:
+        super().__init__(**{**self.base_kwargs, **kwargs})
+
+    @property
+    def _ops(self) -> Any:
+        return registry.get(self.backend)
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Build each unbuilt cell for ``input_shape`` (``[..., features]``)."""
+        self.build_cells(input_shape)  # type: ignore[attr-defined]
+
+
+class StackMixin(_Container):
+    """``StackedRNNCells``: one time step through every layer.
 
     Shapes: ``inputs`` ``[batch, input_dim]``; states ``[[s, ...] per layer]``; output
-    ``[batch, units of the last cell]``.
+    ``[batch, units of the last cell]``. ``cell_list`` is the backend's container for the cells
+    (``torch.nn.ModuleList``; ``list`` elsewhere).
     """
 
-    backend: str
     cells: Sequence[Any]
-    _ops: Any
+    cell_list: ClassVar[Any] = list
+
+    def __init__(self, cells: Sequence[Any], **kwargs: Any) -> None:
+        self._init_base(kwargs)
+        self.cells = type(self).cell_list(list(cells))
 
     @property
     def units(self) -> int:
@@ -105,13 +129,12 @@ class StackMixin:
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Inverse of :meth:`get_weights`; all-or-nothing."""
-        from rnn_xframework.transfer import set_cells_weights, split_weights
+        cells = list(self.cells)
+        layouts.set_cells_weights(cells, layouts.split_weights(cells, weights))
 
-        set_cells_weights(list(self.cells), split_weights(list(self.cells), weights))
 
-
-class RNNMixin:
-    """Framework-free part of ``RNN``: loop a stack over ``[batch, time, features]``.
+class RNNMixin(_Container):
+    """``RNN``: loop a stack over ``[batch, time, features]``.
 
     Returns the last output ``[batch, units]``, or every output ``[batch, time, units]`` with
     ``return_sequences=True``; with ``return_state=True`` a pair ``(output, states)`` where
@@ -120,14 +143,27 @@ class RNNMixin:
     ``mask`` stays ``[batch, time]``.
     """
 
-    backend: str
-    cell: Any
-    return_sequences: bool
-    return_state: bool
-    go_backwards: bool
-    order: str
-    time_major: bool
-    _ops: Any
+    def __init__(
+        self,
+        cell: Any,
+        *,
+        return_sequences: bool,
+        return_state: bool,
+        go_backwards: bool,
+        order: str,
+        time_major: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self._init_base(kwargs)
+        self.cell = cell
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+        self.go_backwards = go_backwards
+        self.order = order
+        self.time_major = time_major
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        self.cell.build_cells(input_shape)
 
     @property
     def cells(self) -> Sequence[Any]:
@@ -238,27 +274,3 @@ def run_layer_major(
         sequence = outputs
         final_states.append(state)
     return sequence, final_states
-
-
-def check_compiled_call(
-    rnn: Any, method: str, inputs: Any, initial_state: Any, training: bool | None, mask: Any
-) -> list[list[Any]] | None:
-    """The uncompiled ``rnn``'s checks, for an object compiled from it: refuses what the compiled
-    loop does not have (``mask``, dropout in training) rather than silently running another path,
-    and returns the checked initial states (one list per layer), or ``None`` when none are given."""
-    if mask is not None:
-        raise UnsupportedConfigError(f"compile: the {method} loop takes no mask; call the uncompiled RNN")
-    if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells):
-        raise UnsupportedConfigError(
-            f"compile: the {method} loop has no dropout; train with the uncompiled RNN (same weights)"
-        )
-    ops, stack = rnn._ops, rnn.cell
-    protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
-    time_axis, batch_axis = (0, 1) if rnn.time_major else (1, 0)
-    if ops.shape(inputs)[time_axis] == 0:
-        raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
-    if initial_state is None:
-        return None
-    batch = ops.shape(inputs)[batch_axis]
-    layers = protocol.as_stack_states(stack, initial_state)
-    return [protocol.check_states(cell, ops, state, batch) for cell, state in zip(stack.cells, layers, strict=True)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rnn_xframework import backends, config
+from rnn_xframework import registry
 from rnn_xframework.errors import FrameworkMismatchError
 
 
@@ -74,12 +74,22 @@ def from_torch(
             f"from_torch: expected a torch.nn recurrent module or cell, got "
             f"{type(module).__module__}.{type(module).__name__}"
         )
-    backends.get("torch")
+    from rnn_xframework import layers, transfer
+
+    registry.get("torch")
     from rnn_xframework.backends import torch_port
 
-    return torch_port.from_torch(
-        module, config.resolve(backend), state_dict=state_dict, prefix=prefix, device=device, **rnn_kwargs
-    )
+    torch_port.check_module(module)
+    module = torch_port.loaded(module, state_dict, prefix)
+    if not torch_port.is_cell(module):
+        return transfer.from_torch_fused(module, backend, device=device, **rnn_kwargs)
+    if rnn_kwargs:
+        raise TypeError(f"from_torch: a cell takes no RNN arguments, got {sorted(rnn_kwargs)}")
+    native = torch_port.read_cell(module)
+    cell = layers.make_cell(native.kind, backend=backend, device=device, **native.cell_kwargs)
+    cell.build((None, native.input_size))
+    cell.set_weights(native.weights)
+    return cell
 
 
 def to_torch(obj: Any, *, device: Any = None) -> Any:
@@ -100,7 +110,7 @@ def to_torch(obj: Any, *, device: Any = None) -> Any:
             sizes, ``go_backwards``, Keras dropout, activations other than PyTorch's, GRU
             ``reset_after=False``, an unbuilt object, a ``StackedRNNCells``.
     """
-    backends.get("torch")
+    registry.get("torch")
     from rnn_xframework.backends import torch_port
 
     return torch_port.to_torch(obj, device=device)

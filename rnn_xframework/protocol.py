@@ -13,7 +13,7 @@ expected and what was given, and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -23,9 +23,6 @@ from rnn_xframework.errors import (
     InputShapeError,
     StateStructureError,
 )
-
-if TYPE_CHECKING:
-    from rnn_xframework.backends import Backend
 
 DTYPES = ("float32", "float64")
 
@@ -57,17 +54,46 @@ class Cell(Protocol):
     def set_weights(self, weights: Sequence[np.ndarray]) -> None: ...
 
 
-class PortableConfig:
-    """``portable_config()``: the framework-neutral arguments that rebuild a cell on another
-    backend (what ``xf.convert`` passes to ``layers.make_cell``), read from ``config_keys``."""
+class TensorOps(Protocol):
+    """What the checks here need from a backend (every :class:`~rnn_xframework.backends.Backend`)."""
 
-    config_keys: tuple[str, ...] = ("units", "activation", "use_bias", "dropout", "recurrent_dropout")
+    name: str
 
-    def portable_config(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.config_keys}
+    def is_native(self, x: Any) -> bool: ...
+
+    def shape(self, x: Any) -> tuple[int | None, ...]: ...
+
+    def dtype_name(self, x: Any) -> str: ...
 
 
-GATED_KEYS = (*PortableConfig.config_keys, "recurrent_activation")
+# --- structure: the one definition of cell / stack / RNN ------------------------------------------
+def structure_of(obj: Any) -> str:
+    """``"rnn"``, ``"stack"`` or ``"cell"`` for objects made by this library (a compiled RNN is an
+    ``"rnn"``); :class:`FrameworkMismatchError` for anything else."""
+    if isinstance(getattr(obj, "backend", None), str):
+        if hasattr(obj, "order") and hasattr(obj, "cell") and hasattr(obj, "return_sequences"):
+            return "rnn"
+        if hasattr(obj, "cells") and hasattr(obj, "step"):
+            return "stack"
+        if getattr(obj, "cell_kind", None) is not None:
+            return "cell"
+    raise FrameworkMismatchError(
+        f"expected a cell, StackedRNNCells or RNN made by rnn_xframework.layers, got "
+        f"{type(obj).__module__}.{type(obj).__name__}"
+    )
+
+
+def is_structure(obj: Any, kind: str) -> bool:
+    """Whether ``obj`` is a ``kind`` (``"cell"``, ``"stack"``, ``"rnn"``) made by this library."""
+    try:
+        return structure_of(obj) == kind
+    except FrameworkMismatchError:
+        return False
+
+
+def cells_of(obj: Any) -> list[Any]:
+    """The cells of a cell (itself), a stack, or an RNN, in layer order."""
+    return [obj] if structure_of(obj) == "cell" else list(obj.cells)
 
 
 def dtype_name(dtype: Any) -> str:
@@ -89,7 +115,7 @@ def framework_of(x: Any) -> str:
     return type(x).__module__.split(".", 1)[0]
 
 
-def check_tensor(ops: Backend, x: Any, what: str, shape: Sequence[int | None], dtype: str) -> None:
+def check_tensor(ops: TensorOps, x: Any, what: str, shape: Sequence[int | None], dtype: str) -> None:
     """Raise unless ``x`` is a native tensor of ``ops`` with this rank, sizes and dtype.
 
     ``None`` in ``shape`` matches any size; unknown sizes of ``x`` (tracing) match anything.
@@ -113,7 +139,7 @@ def check_tensor(ops: Backend, x: Any, what: str, shape: Sequence[int | None], d
         )
 
 
-def check_step(cell: Any, ops: Backend, inputs: Any, states: Any) -> list[Any]:
+def check_step(cell: Any, ops: TensorOps, inputs: Any, states: Any) -> list[Any]:
     """Validate one step's arguments for ``cell``; return the states as a list.
 
     ``cell`` must expose ``units``, ``input_dim`` (``None`` before build), ``dtype_name`` and
@@ -123,7 +149,7 @@ def check_step(cell: Any, ops: Backend, inputs: Any, states: Any) -> list[Any]:
     return check_states(cell, ops, states, ops.shape(inputs)[0])
 
 
-def check_states(cell: Any, ops: Backend, states: Any, batch: int | None) -> list[Any]:
+def check_states(cell: Any, ops: TensorOps, states: Any, batch: int | None) -> list[Any]:
     """``states`` as a list of ``[batch, size]`` tensors of ``cell``'s dtype, one per state."""
     states = as_state_list(cell, ops, states)
     for i, (state, size) in enumerate(zip(states, cell.state_sizes, strict=True)):
@@ -131,7 +157,7 @@ def check_states(cell: Any, ops: Backend, states: Any, batch: int | None) -> lis
     return states
 
 
-def as_state_list(cell: Any, ops: Backend, states: Any) -> list[Any]:
+def as_state_list(cell: Any, ops: TensorOps, states: Any) -> list[Any]:
     """A list or tuple of ``len(cell.state_sizes)`` tensors; a bare tensor for one-state cells."""
     n = len(cell.state_sizes)
     if isinstance(states, (list, tuple)):

@@ -11,97 +11,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from rnn_xframework import layouts
 from rnn_xframework.errors import FrameworkMismatchError, WeightsError
+from rnn_xframework.protocol import cells_of, structure_of
 
 FORMAT = "rnn_xframework.weights"
 FORMAT_VERSION = 1
 _META = "__meta__"
-
-
-# --- structure ---------------------------------------------------------------------------
-def structure_of(obj: Any) -> str:
-    """``"rnn"``, ``"stack"`` or ``"cell"`` for objects made by this library."""
-    if hasattr(obj, "order") and hasattr(obj, "cell") and hasattr(obj, "return_sequences"):
-        return "rnn"
-    if hasattr(obj, "cells") and hasattr(obj, "step"):
-        return "stack"
-    if getattr(obj, "cell_kind", None) is not None and hasattr(obj, "backend"):
-        return "cell"
-    raise FrameworkMismatchError(
-        f"expected a cell, StackedRNNCells or RNN made by rnn_xframework.layers, got "
-        f"{type(obj).__module__}.{type(obj).__name__}"
-    )
-
-
-def cells_of(obj: Any) -> list[Any]:
-    """The cells of a cell (itself), a stack, or an RNN, in layer order."""
-    return [obj] if structure_of(obj) == "cell" else list(obj.cells)
-
-
-def _signature(cells: Sequence[Any]) -> list[str]:
-    return [f"{layouts.name_of(c)}(units={c.units}, use_bias={c.use_bias})" for c in cells]
-
-
-def weight_count(cell: Any) -> int:
-    return len(layouts.of(cell).names(cell.use_bias))
-
-
-# --- all-or-nothing writes -------------------------------------------------------------------
-def validate_cells_weights(
-    cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str
-) -> list[list[np.ndarray]]:
-    """Check every cell's canonical list (count, shapes, chained input sizes) before any write."""
-    if len(weight_lists) != len(cells):
-        raise WeightsError(f"{where}: expected weights for {len(cells)} cell(s), got {len(weight_lists)}")
-    checked = []
-    dim = None
-    for i, (cell, weights) in enumerate(zip(cells, weight_lists, strict=True)):
-        if cell.input_dim is not None:
-            dim = cell.input_dim
-        elif dim is None:
-            dim = layouts.input_dim_of(cell.cell_kind, weights)
-        checked.append(
-            layouts.check(layouts.name_of(cell), weights, dim, cell.units, cell.use_bias, f"{where} (cell {i})")
-        )
-        dim = cell.units
-    return checked
-
-
-def set_cells_weights(cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str = "set_weights") -> None:
-    """Set several cells' weights; on any failure every built cell gets its old weights back."""
-    checked = validate_cells_weights(cells, weight_lists, where)
-    backups = [cell.get_weights() if cell.input_dim is not None else None for cell in cells]
-    try:
-        for cell, weights in zip(cells, checked, strict=True):
-            cell.set_weights(weights)
-    except BaseException:
-        for cell, old in zip(cells, backups, strict=True):
-            if old is not None:
-                cell.set_weights(old)
-        raise
-
-
-def split_weights(cells: Sequence[Any], flat: Sequence[Any]) -> list[list[Any]]:
-    """A flat canonical list (as ``stack.get_weights()`` returns) -> one list per cell."""
-    if isinstance(flat, (str, bytes)) or not isinstance(flat, Sequence):
-        raise WeightsError(f"set_weights: expected a list of arrays, got {type(flat).__name__}")
-    counts = [weight_count(cell) for cell in cells]
-    if len(flat) != sum(counts):
-        raise WeightsError(
-            f"set_weights: the stack {_signature(cells)} has {sum(counts)} weights "
-            f"({' + '.join(map(str, counts))} per cell), got {len(flat)}"
-        )
-    out, start = [], 0
-    for n in counts:
-        out.append(list(flat[start : start + n]))
-        start += n
-    return out
 
 
 # --- between objects -------------------------------------------------------------------------
@@ -112,13 +32,12 @@ def transfer_weights(src: Any, dst: Any) -> Any:
     Returns ``dst``.
     """
     src_cells, dst_cells = cells_of(src), cells_of(dst)
-    if _signature(src_cells) != _signature(dst_cells):
-        raise WeightsError(
-            f"transfer_weights: structures differ: source {_signature(src_cells)}, destination {_signature(dst_cells)}"
-        )
+    src_sig, dst_sig = layouts.signature(src_cells), layouts.signature(dst_cells)
+    if src_sig != dst_sig:
+        raise WeightsError(f"transfer_weights: structures differ: source {src_sig}, destination {dst_sig}")
     if any(c.input_dim is None for c in src_cells):
         raise WeightsError("transfer_weights: the source is not built yet; call build() or call it once first")
-    set_cells_weights(dst_cells, [c.get_weights() for c in src_cells], where="transfer_weights")
+    layouts.set_cells_weights(dst_cells, [c.get_weights() for c in src_cells], where="transfer_weights")
     return dst
 
 
@@ -156,34 +75,43 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
 
 # --- PyTorch's fused modules ----------------------------------------------------------------
 def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
-    """``rnn`` (an ``RNN`` of one cell type, any backend) as a ``batch_first`` ``torch.nn.RNN`` /
+    """``rnn`` (an ``RNN`` of one cell type, any backend) as a ``torch.nn.RNN`` /
     ``LSTM`` / ``GRU`` with the same weights and outputs (cuDNN on a GPU).
 
     Raises :class:`UnsupportedConfigError` for what a fused module cannot express (see
     :mod:`rnn_xframework.backends.torch_fused`).
     """
-    from rnn_xframework import backends
+    from rnn_xframework import registry
 
     if structure_of(rnn) != "rnn":
         raise FrameworkMismatchError(
             f"to_torch_fused: expected an RNN made by rnn_xframework.layers, got {structure_of(rnn)}"
         )
-    backends.get("torch")
+    registry.get("torch")
     from rnn_xframework.backends import torch_fused
 
     return torch_fused.to_fused(rnn, device=device)
 
 
-def from_torch_fused(module: Any, backend: str | None = None, **rnn_kwargs: Any) -> Any:
+def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = None, **rnn_kwargs: Any) -> Any:
     """An ``RNN`` of cells on ``backend`` (default: current) with a fused ``torch.nn.RNN`` /
-    ``LSTM`` / ``GRU``'s weights; ``rnn_kwargs`` go to :func:`rnn_xframework.layers.RNN`
-    (``return_sequences`` defaults to ``True``, like the fused module)."""
-    from rnn_xframework import backends, config
+    ``LSTM`` / ``GRU``'s weights and layout (``time_major = not module.batch_first``);
+    ``rnn_kwargs`` go to :func:`rnn_xframework.layers.RNN` (``return_sequences`` defaults to
+    ``True``, like the fused module). :func:`rnn_xframework.from_torch` does the same and more."""
+    from rnn_xframework import layers, registry
 
-    backends.get("torch")
+    registry.get("torch")
     from rnn_xframework.backends import torch_fused
 
-    return torch_fused.from_fused(module, config.resolve(backend), **rnn_kwargs)
+    fused = torch_fused.read_fused(module)
+    cells = [
+        layers.make_cell(fused.kind, backend=backend, device=device, **fused.cell_kwargs)
+        for _ in range(fused.num_layers)
+    ]
+    rnn = layers.RNN(cells, **{"return_sequences": True, "time_major": not fused.batch_first, **rnn_kwargs})
+    rnn.build((None, None, fused.input_size))
+    rnn.set_weights(fused.weights)
+    return rnn
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -246,8 +174,8 @@ def load_weights(obj: Any, path: str | os.PathLike[str]) -> Any:
         raise WeightsError(f"load_weights: {os.fspath(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
     record = meta["cells"]
     saved = [f"{r['kind']}(units={r['units']}, use_bias={r['use_bias']})" for r in record]
-    if saved != _signature(cells):
-        raise WeightsError(f"load_weights: the file holds {saved}, the object is {_signature(cells)}")
+    if saved != layouts.signature(cells):
+        raise WeightsError(f"load_weights: the file holds {saved}, the object is {layouts.signature(cells)}")
     weight_lists = []
     for i, r in enumerate(record):
         ws = []
@@ -258,5 +186,5 @@ def load_weights(obj: Any, path: str | os.PathLike[str]) -> Any:
                 raise WeightsError(f"load_weights: {key} recorded with shape {shape}, found {got}")
             ws.append(files[key])
         weight_lists.append(ws)
-    set_cells_weights(cells, weight_lists, where="load_weights")
+    layouts.set_cells_weights(cells, weight_lists, where="load_weights")
     return obj

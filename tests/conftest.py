@@ -9,6 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from rnn_xframework import registry
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # As Keras's own conftest does: import torch before TensorFlow when both are present.
@@ -18,8 +20,8 @@ if importlib.util.find_spec("torch") is not None:
     torch.backends.cuda.matmul.allow_tf32 = False  # correctness tests compare in true fp32
     torch.backends.cudnn.allow_tf32 = False
 
-BACKENDS = ["numpy", "torch", "tensorflow"]
-FRAMEWORK = {"numpy": None, "torch": "torch", "tensorflow": "tensorflow"}
+BACKENDS = registry.names()
+FRAMEWORK = {name: registry.framework(name) for name in BACKENDS}
 # Stated tolerances (max abs difference), per dtype; never tuned per test.
 TOL = {"float32": 1e-5, "float64": 1e-12}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import backends, layers
+from rnn_xframework import backends, cells, layers
 
 
 def native(backend: str, a: Any, device: Any = None) -> Any:
@@ -44,23 +44,24 @@ def max_err(a: Any, b: Any) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-GATES = {"SimpleRNNCell": 1, "LSTMCell": 4, "GRUCell": 3}
-N_STATES = {"SimpleRNNCell": 1, "LSTMCell": 2, "GRUCell": 1}
-KINDS = list(GATES)
+KINDS = ["SimpleRNNCell", "LSTMCell", "GRUCell"]  # the built-in cell types (tests/test_custom_cell.py adds one)
+GATES = {kind: cells.get(kind).n_gates for kind in KINDS}
+N_STATES = {kind: cells.get(kind).n_states for kind in KINDS}
 
 
 def random_cell_weights(
     rng: np.random.Generator, kind: str, dims: list[int], units: int, dtype: str, reset_after: bool = True
 ) -> list[np.ndarray]:
-    """Canonical weights of any cell type for a stack whose layers take ``dims[i]`` features."""
-    g = GATES[kind] * units
-    two_rows = kind == "GRUCell" and reset_after
+    """Canonical weights of any cell type for a stack whose layers take ``dims[i]`` features
+    (shapes from the type's layout; ``reset_after=False`` picks GRU's other layout)."""
+    layout = cells.get(kind).layout({"reset_after": reset_after, "units": units})
     weights = []
     for dim in dims:
+        (_, k), (_, r), (_, b) = layout.shapes(dim, units, use_bias=True)
         weights += [
-            rng.uniform(-1, 1, (dim, g)) * np.sqrt(3.0 / dim),
-            rng.uniform(-1, 1, (units, g)) * np.sqrt(1.5 / units),
-            rng.uniform(-0.5, 0.5, (2, g) if two_rows else (g,)),
+            rng.uniform(-1, 1, k) * np.sqrt(3.0 / dim),
+            rng.uniform(-1, 1, r) * np.sqrt(1.5 / units),
+            rng.uniform(-0.5, 0.5, b),
         ]
     return [w.astype(dtype) for w in weights]
 

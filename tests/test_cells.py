@@ -81,15 +81,23 @@ def test_keras_default_initialization(backend):
 
 
 @pytest.mark.parametrize("kind", ["SimpleRNNCell", "LSTMCell", "GRUCell"])
-def test_torch_fast_path_is_the_checked_path(kind, rng):
+def test_torch_fast_path_is_the_checked_path(kind, rng, monkeypatch):
     """The eager fast path (fused ATen kernel after a few comparisons) gives exactly what the fully
     checked path gives, gradients included, and falls back to it for anything unusual."""
     torch = pytest.importorskip("torch")
+    from rnn_xframework.backends import torch as torch_backend
+
+    checked = []
+    real_check = torch_backend.protocol.check_step
+    monkeypatch.setattr(
+        torch_backend.protocol, "check_step", lambda *a: checked.append(type(a[3]).__name__) or real_check(*a)
+    )
     cell = layers.make_cell(kind, units=5, backend="torch", dtype="float64")
     cell.build((None, 4))
     x = torch.from_numpy(rng.normal(size=(3, 4))).requires_grad_()
     states = [torch.from_numpy(rng.normal(size=(3, 5))) for _ in cell.state_sizes]
     fast_out, fast_states = cell(x, states)
+    assert checked == []  # a list of right-sized tensors took the fast path: no full check ran
     slow_out, slow_states = cell.step(x, list(states), None)
     assert torch.equal(fast_out, slow_out)
     assert all(torch.equal(a, b) for a, b in zip(fast_states, slow_states, strict=True))
@@ -97,6 +105,7 @@ def test_torch_fast_path_is_the_checked_path(kind, rng):
     (grad_slow,) = torch.autograd.grad(slow_out.sum(), x)
     assert torch.equal(grad_fast, grad_slow)
     out_tuple, _ = cell(x, tuple(states))  # a tuple takes the checked path: same numbers
+    assert checked == ["tuple"]
     assert torch.equal(out_tuple, fast_out)
 
 

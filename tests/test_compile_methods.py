@@ -13,8 +13,9 @@ from conftest import TOL, require
 from helpers import KINDS, make_cells, max_err, native, numpy, random_cell_states, random_cell_weights
 
 import rnn_xframework as xf
-from rnn_xframework import backends, layers
+from rnn_xframework import layers
 from rnn_xframework.compile import auto_method
+from rnn_xframework.parity import training
 
 FEATURES, UNITS, BATCH, STEPS = 4, 6, 3, 5
 # (backend, method); "auto" resolves to a registered method of the backend
@@ -70,6 +71,15 @@ def test_method_flags(rng, backend, method, flags):
         assert tuple(got.shape) == tuple(want.shape)
 
 
+def assert_same_gradients(got, want):
+    """Inputs, every initial state of every layer, and every canonical weight."""
+    got_states = [s for layer in got.states for s in layer]
+    want_states = [s for layer in want.states for s in layer]
+    assert len(got_states) == len(want_states) > 0 and len(got.weights) == len(want.weights) > 0
+    for g, w in zip([got.inputs, *got_states, *got.weights], [want.inputs, *want_states, *want.weights], strict=True):
+        assert max_err(g, w) <= TOL["float64"]
+
+
 @pytest.mark.parametrize(("backend", "method"), METHODS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_method_gradients_match(rng, backend, method, kind):
@@ -80,12 +90,10 @@ def test_method_gradients_match(rng, backend, method, kind):
     states = random_cell_states(rng, kind, 2, BATCH, UNITS, "float64")
     w_states = random_cell_states(rng, kind, 2, BATCH, UNITS, "float64")
     loss_weights = (rng.uniform(-1, 1, (BATCH, STEPS, UNITS)), w_states)
-    ops = backends.get(backend)
-    got = ops.loss_and_grads(fast, x, states, loss_weights)
-    want = ops.loss_and_grads(rnn, x, states, loss_weights)
+    got = training.loss_and_grads(backend, fast, x, states, loss_weights)
+    want = training.loss_and_grads(backend, rnn, x, states, loss_weights)
     assert abs(got.loss - want.loss) <= TOL["float64"] * max(1.0, abs(want.loss))
-    for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
-        assert max_err(g, w) <= TOL["float64"]
+    assert_same_gradients(got, want)
 
 
 @pytest.mark.parametrize(("backend", "method"), METHODS)
@@ -174,10 +182,11 @@ def test_tf_layer_major_graph(rng, monkeypatch, method, kind):
         rng.uniform(-1, 1, (BATCH, STEPS, UNITS)),
         random_cell_states(rng, kind, 2, BATCH, UNITS, "float64"),
     )
-    ops = backends.get("tensorflow")
-    got, want = ops.loss_and_grads(fast, x, states, loss_weights), ops.loss_and_grads(rnn, x, states, loss_weights)
-    for g, w in zip([got.inputs, *got.weights], [want.inputs, *want.weights], strict=True):
-        assert max_err(g, w) <= TOL["float64"]
+    got, want = (
+        training.loss_and_grads("tensorflow", fast, x, states, loss_weights),
+        training.loss_and_grads("tensorflow", rnn, x, states, loss_weights),
+    )
+    assert_same_gradients(got, want)
 
 
 @pytest.mark.parametrize("kind", KINDS)

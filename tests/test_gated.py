@@ -84,7 +84,7 @@ def test_numpy_reference_is_the_textbook_math(rng):
 
 @pytest.mark.parametrize("kind", GATED)
 @pytest.mark.parametrize("order", ["timestep", "layer"])
-def test_chapter_sequence_every_backend_matches_keras(dtype, rng, kind, order):
+def test_chapter_sequence_every_backend_matches_keras(backend, dtype, rng, kind, order):
     require("tensorflow")
     import keras
 
@@ -98,15 +98,13 @@ def test_chapter_sequence_every_backend_matches_keras(dtype, rng, kind, order):
         c.set_weights(weights[3 * i : 3 * i + 3])
     want_y, *want_states = krnn(x, initial_state=[list(layer) for layer in states])
     flat = keras.tree.flatten(want_states)
-    for backend in BACKENDS:
-        require(backend)
-        y, got = run_rnn(backend, kind, dtype, x, weights, states, order)
-        assert max_err(y, want_y) <= TOL[dtype], backend
-        assert max_err(np.concatenate([s for layer in got for s in layer]), np.concatenate(flat)) <= TOL[dtype]
+    y, got = run_rnn(backend, kind, dtype, x, weights, states, order)
+    assert max_err(y, want_y) <= TOL[dtype], backend
+    assert max_err(np.concatenate([s for layer in got for s in layer]), np.concatenate(flat)) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("kind", GATED)
-def test_chapter_sequence_matches_pytorch_fused(dtype, rng, kind):
+def test_chapter_sequence_matches_pytorch_fused(backend, dtype, rng, kind):
     require("torch")
     import torch
 
@@ -122,9 +120,8 @@ def test_chapter_sequence_matches_pytorch_fused(dtype, rng, kind):
     h0 = torch.from_numpy(np.stack([layer[0] for layer in states]))
     init = (h0, torch.from_numpy(np.stack([layer[1] for layer in states]))) if kind == "LSTMCell" else h0
     want_y, _ = fused(torch.from_numpy(x), init)
-    for backend in ("torch", "numpy"):
-        y, _ = run_rnn(backend, kind, dtype, x, weights, states)
-        assert max_err(y, want_y.detach()) <= TOL[dtype], backend
+    y, _ = run_rnn(backend, kind, dtype, x, weights, states)
+    assert max_err(y, want_y.detach()) <= TOL[dtype], backend
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -3,8 +3,8 @@ semantics with explicit masks shared between backends."""
 
 import numpy as np
 import pytest
-from conftest import BACKENDS, TOL, require
-from helpers import KINDS, N_STATES, make_cells, max_err, native, numpy, random_cell_weights
+from conftest import TOL, require
+from helpers import GATES, KINDS, N_STATES, make_cells, max_err, native, numpy, random_cell_weights
 
 from rnn_xframework import layers
 
@@ -22,35 +22,33 @@ def keras_sequential(kind, dtype, weights, features, units, **kw):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_stack_of_layers_matches_keras_sequential(dtype, rng, kind):
+def test_stack_of_layers_matches_keras_sequential(backend, dtype, rng, kind):
     require("tensorflow")
     x = rng.normal(size=(4, 80, 100)).astype(dtype)
     weights = random_cell_weights(rng, kind, [100, 64], 64, dtype)
     want = keras_sequential(kind, dtype, weights, 100, 64)(x)
-    for backend in BACKENDS:
-        require(backend)
-        cls = getattr(layers, LAYER[kind])
-        first, second = (
-            cls(64, return_sequences=True, backend=backend, dtype=dtype),
-            cls(64, backend=backend, dtype=dtype),
-        )
-        first.build((None, None, 100)), second.build((None, None, 64))
-        first.set_weights(weights[:3]), second.set_weights(weights[3:])
-        assert isinstance(first, cls) and isinstance(first, layers.RNN)
-        x_in = native(backend, x)
-        y = x_in
-        for layer in [first, second]:  # applied in sequence, like keras.Sequential (layer-major)
-            y = layer(y)
-        assert max_err(numpy(backend, y), want) <= TOL[dtype], backend
-        stacked = layers.RNN(make_cells(backend, kind, 2, 64, dtype), order="timestep")  # the other ordering
-        stacked.build((None, None, 100))
-        stacked.set_weights(weights)
-        assert max_err(numpy(backend, stacked(x_in)), want) <= TOL[dtype], backend
+    cls = getattr(layers, LAYER[kind])
+    first, second = (
+        cls(64, return_sequences=True, backend=backend, dtype=dtype),
+        cls(64, backend=backend, dtype=dtype),
+    )
+    first.build((None, None, 100)), second.build((None, None, 64))
+    first.set_weights(weights[:3]), second.set_weights(weights[3:])
+    assert isinstance(first, cls) and isinstance(first, layers.RNN)
+    x_in = native(backend, x)
+    y = x_in
+    for layer in [first, second]:  # applied in sequence, like keras.Sequential (layer-major)
+        y = layer(y)
+    assert max_err(numpy(backend, y), want) <= TOL[dtype], backend
+    stacked = layers.RNN(make_cells(backend, kind, 2, 64, dtype), order="timestep")  # the other ordering
+    stacked.build((None, None, 100))
+    stacked.set_weights(weights)
+    assert max_err(numpy(backend, stacked(x_in)), want) <= TOL[dtype], backend
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_mask_matches_keras(rng, kind, go_backwards):
+def test_mask_matches_keras(backend, rng, kind, go_backwards):
     require("tensorflow")
     import keras
 
@@ -66,19 +64,16 @@ def test_mask_matches_keras(rng, kind, go_backwards):
     k1.set_weights(weights[:3]), k2.set_weights(weights[3:])
     y1, *s1 = k1(x, mask=mask)
     want = k2(y1, mask=mask[:, ::-1] if go_backwards else mask)
-    for backend in BACKENDS:
-        require(backend)
-        ours = [
-            getattr(layers, LAYER[kind])(6, True, True, go_backwards, backend=backend, dtype="float64")
-            for _ in range(2)
-        ]
-        ours[0].build((None, None, 5)), ours[1].build((None, None, 6))
-        ours[0].set_weights(weights[:3]), ours[1].set_weights(weights[3:])
-        g1, (state,) = ours[0](native(backend, x), mask=mask)
-        assert max_err(numpy(backend, g1), y1) <= 1e-12
-        assert all(max_err(numpy(backend, a), b) <= 1e-12 for a, b in zip(state, s1, strict=True))
-        g2, _ = ours[1](g1, mask=mask[:, ::-1] if go_backwards else mask)
-        assert max_err(numpy(backend, g2), want) <= 1e-12, backend
+    ours = [
+        getattr(layers, LAYER[kind])(6, True, True, go_backwards, backend=backend, dtype="float64") for _ in range(2)
+    ]
+    ours[0].build((None, None, 5)), ours[1].build((None, None, 6))
+    ours[0].set_weights(weights[:3]), ours[1].set_weights(weights[3:])
+    g1, (state,) = ours[0](native(backend, x), mask=mask)
+    assert max_err(numpy(backend, g1), y1) <= 1e-12
+    assert all(max_err(numpy(backend, a), b) <= 1e-12 for a, b in zip(state, s1, strict=True))
+    g2, _ = ours[1](g1, mask=mask[:, ::-1] if go_backwards else mask)
+    assert max_err(numpy(backend, g2), want) <= 1e-12, backend
 
 
 @pytest.mark.parametrize("order", ["timestep", "layer"])
@@ -99,7 +94,7 @@ def test_mask_same_in_both_orderings(backend, rng, order):
 def shared_masks(rng, kind, n, batch, dims, units, rate, rec_rate):
     """The same explicit masks for every backend: 0 or 1/(1-rate), one per gate when Keras
     uses one per gate."""
-    count = {"SimpleRNNCell": 1, "LSTMCell": 4, "GRUCell": 3}[kind] if rec_rate > 0 and kind != "SimpleRNNCell" else 1
+    count = GATES[kind] if rec_rate > 0 else 1
     out = []
     for dim in dims[:n]:
         ins = [(rng.random((batch, dim)) >= rate) / (1 - rate) for _ in range(count)] if rate else None
@@ -110,7 +105,7 @@ def shared_masks(rng, kind, n, batch, dims, units, rate, rec_rate):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("rates", [(0.3, 0.0), (0.0, 0.4), (0.25, 0.5)])
-def test_dropout_parity_with_keras_using_the_same_masks(rng, kind, rates):
+def test_dropout_parity_with_keras_using_the_same_masks(backend, rng, kind, rates):
     require("tensorflow")
     import keras
 
@@ -134,23 +129,21 @@ def test_dropout_parity_with_keras_using_the_same_masks(rng, kind, rates):
         c._recurrent_dropout_mask = None if recs is None else (recs if count else recs[0])
     want = krnn(x, training=True)
     assert getattr(kcells[0], "_dropout_mask", None) is None  # Keras resets after the call
-    for backend in BACKENDS:
-        require(backend)
-        cells = make_cells(backend, kind, 2, 5, "float64", dropout=rate, recurrent_dropout=rec_rate)
-        rnn = layers.RNN(cells, return_sequences=True)
-        rnn.build((None, None, 7))
-        rnn.set_weights(weights)
-        for cell, (ins, recs) in zip(cells, masks, strict=True):
-            cell.set_dropout_masks(inputs=ins, recurrent=recs)
-            got_in, got_rec = cell.get_dropout_masks()
-            assert (got_in is None) == (ins is None) and (got_rec is None) == (recs is None)
-        y = rnn(native(backend, x), training=True)
-        assert max_err(numpy(backend, y), want) <= 1e-12, backend
-        assert cells[0].get_dropout_masks() == (None, None)  # reset after the call, as Keras
-        plain = numpy(backend, rnn(native(backend, x)))  # training=None: inference, no dropout
-        nodrop = layers.RNN(make_cells("numpy", kind, 2, 5, "float64"), return_sequences=True)
-        nodrop.build((None, None, 7)), nodrop.set_weights(weights)
-        assert max_err(plain, nodrop(x)) <= 1e-12
+    cells = make_cells(backend, kind, 2, 5, "float64", dropout=rate, recurrent_dropout=rec_rate)
+    rnn = layers.RNN(cells, return_sequences=True)
+    rnn.build((None, None, 7))
+    rnn.set_weights(weights)
+    for cell, (ins, recs) in zip(cells, masks, strict=True):
+        cell.set_dropout_masks(inputs=ins, recurrent=recs)
+        got_in, got_rec = cell.get_dropout_masks()
+        assert (got_in is None) == (ins is None) and (got_rec is None) == (recs is None)
+    y = rnn(native(backend, x), training=True)
+    assert max_err(numpy(backend, y), want) <= 1e-12, backend
+    assert cells[0].get_dropout_masks() == (None, None)  # reset after the call, as Keras
+    plain = numpy(backend, rnn(native(backend, x)))  # training=None: inference, no dropout
+    nodrop = layers.RNN(make_cells("numpy", kind, 2, 5, "float64"), return_sequences=True)
+    nodrop.build((None, None, 7)), nodrop.set_weights(weights)
+    assert max_err(plain, nodrop(x)) <= 1e-12
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,5 +1,5 @@
 """TensorFlow backend: cells are Keras 3 layers (``SimpleRNNCell``, ``LSTMCell``, ``GRUCell`` subclass
-Keras's own).
+Keras's own; the class of each cell type is made from its spec, :mod:`rnn_xframework.cells`).
 
 They work in eager mode, inside ``tf.function`` and inside Keras models. Our layers never
 autocast: an input of another dtype than the layer's is an error, not a silent cast. NumPy
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import backends, layouts, loops, protocol, transfer
-from rnn_xframework.dropout import check_masks, check_rate
+from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework.dropout import check_masks
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
 
@@ -50,7 +50,7 @@ def _to_tensor(x: Any) -> Any:
     return tf.convert_to_tensor(x) if isinstance(x, np.ndarray) else x
 
 
-def _device_scope(device: Any) -> Any:
+def device_scope(device: Any) -> Any:
     return tf.device(device) if device is not None else _NullScope()
 
 
@@ -62,23 +62,49 @@ class _NullScope:
         return None
 
 
-class _KerasCell:
-    """What the three Keras-cell subclasses share: the library's checks, list states, device
-    scope, canonical weights (Keras's own layout) and explicit dropout masks.
+class TFOps:
+    """:class:`~rnn_xframework.cells.StepOps` in TensorFlow (Keras's activations)."""
 
-    Mixed in before the Keras cell class; each subclass calls :meth:`_setup` after Keras's
-    ``__init__``.
+    def split(self, x: Any, n: int) -> list[Any]:
+        return tf.split(x, n, axis=-1)
+
+    def activation(self, name: Any) -> Any:
+        return name if callable(name) else keras.activations.get(name)
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return tf.matmul(a, b)
+
+    def concat(self, xs: Sequence[Any]) -> Any:
+        return tf.concat(list(xs), axis=-1)
+
+
+STEP_OPS = TFOps()
+
+
+class KerasCell:
+    """The library's side of a TensorFlow cell, mixed in before the Keras cell class of the spec:
+    the library's checks, list states, device scope, canonical weights (Keras's own layout) and
+    explicit dropout masks. Constructed like the Keras cell, plus ``dtype`` and ``device``;
+    other keyword arguments go to Keras (initializers, ``name``, ...).
     """
 
     backend = "tensorflow"
-    cell_kind: str
-    n_states = 1
+    spec: cells.CellSpec
 
-    def _setup(self, device: Any) -> None:
-        check_rate("dropout", self.dropout)  # Keras clamps to [0, 1]; 1 would drop everything
-        check_rate("recurrent_dropout", self.recurrent_dropout)
+    def __init__(self, units: int, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> None:
+        config = self.spec.bind(units, args, kwargs)  # checks the dropout rates (Keras clamps to [0, 1])
+        kwargs.setdefault("autocast", False)
+        super().__init__(dtype=protocol.dtype_name(dtype), **config, **kwargs)  # type: ignore[call-arg]
         self.device = device
-        self.state_sizes = [self.units] * self.n_states
+        self.state_sizes = [self.units] * self.spec.n_states
+
+    @property
+    def cell_kind(self) -> str:
+        return self.spec.name
+
+    @property
+    def layout_name(self) -> str:
+        return self.spec.layout(self.portable_config()).name
 
     @property
     def input_dim(self) -> int | None:
@@ -94,16 +120,14 @@ class _KerasCell:
         return getattr(self, "dropout_mask_count", None) or 1
 
     def portable_config(self) -> dict[str, Any]:
-        return {
-            "units": self.units,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "dropout": self.dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-        }
+        """The spec's config keys; activations by their Keras names."""
+        config = {key: getattr(self, key) for key in self.spec.config_keys}
+        for key in self.spec.activations:
+            config[key] = keras.activations.serialize(keras.activations.get(config[key]))
+        return config
 
     def build(self, input_shape: Sequence[int | None]) -> None:
-        with _device_scope(self.device):
+        with device_scope(self.device):
             super().build(input_shape)  # type: ignore[misc]
 
     def get_weights(self) -> list[np.ndarray]:
@@ -115,7 +139,7 @@ class _KerasCell:
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Checks count and every shape before assigning anything."""
         dim = self.input_dim if self.built else layouts.input_dim_of(self.cell_kind, weights)
-        arrays = layouts.check(layouts.name_of(self), weights, dim, self.units, self.use_bias)
+        arrays = layouts.check(self.layout_name, weights, dim, self.units, self.use_bias)
         if not self.built:
             self.build((None, dim))
         variables = [v for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
@@ -150,110 +174,67 @@ class _KerasCell:
         if isinstance(states, (list, tuple)):
             states = [_to_tensor(s) for s in states]
         states = protocol.check_step(self, OPS, inputs, _to_tensor(states))
-        with _device_scope(self.device):
+        with device_scope(self.device):
             out, new = super().__call__(inputs, states, training=training, **kwargs)  # type: ignore[misc]
         return out, list(new) if isinstance(new, (list, tuple)) else [new]
 
 
-class SimpleRNNCell(_KerasCell, keras.layers.SimpleRNNCell):
-    """Keras's ``SimpleRNNCell`` with the library's checks and list-state convention.
+class SpecLayer(keras.layers.Layer):
+    """A Keras layer computing any cell spec (for types without a Keras class): ``kernel``,
+    ``recurrent_kernel`` and ``bias`` as Keras weights (glorot-uniform, orthogonal, the spec's
+    initial bias), the spec's step in :meth:`call`. Keras dropout is not implemented here: a
+    rate above zero is refused."""
 
-    ``h = activation(x @ kernel + bias + h_prev @ recurrent_kernel)``; weights ``kernel``
-    ``(input_dim, units)``, ``recurrent_kernel`` ``(units, units)``, ``bias`` ``(units,)``.
-    Extra keyword arguments go to Keras (initializers, ``name``, ``dropout``, ...).
-    """
+    spec: cells.CellSpec
 
-    cell_kind = "SimpleRNNCell"
+    def __init__(self, **kwargs: Any) -> None:
+        config = {key: kwargs.pop(key) for key in self.spec.config_keys}
+        if config["dropout"] or config["recurrent_dropout"]:
+            raise UnsupportedConfigError(
+                f"backend 'tensorflow': {self.spec.name} has no Keras class, and the generic Keras layer has no "
+                "dropout; use backend='torch' or 'numpy' for dropout"
+            )
+        super().__init__(**kwargs)
+        self.spec_config = config
+        for key, value in config.items():
+            setattr(self, key, value)
+        for key in self.spec.activations:
+            setattr(self, key, keras.activations.get(config[key]))
+        self.state_size = self.units if self.spec.n_states == 1 else [self.units] * self.spec.n_states
+        self.output_size = self.units
 
-    def __init__(
-        self,
-        units: int,
-        activation: str | None = "tanh",
-        use_bias: bool = True,
-        *,
-        dtype: Any = None,
-        device: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("autocast", False)
-        super().__init__(units, activation=activation, use_bias=use_bias, dtype=protocol.dtype_name(dtype), **kwargs)
-        self._setup(device)
-
-
-class _GatedKerasCell(_KerasCell):
-    """LSTM and GRU: Keras's gated cells take a ``recurrent_activation`` too."""
-
-    def __init__(
-        self,
-        units: int,
-        activation: str | None = "tanh",
-        recurrent_activation: str | None = "sigmoid",
-        use_bias: bool = True,
-        *,
-        dtype: Any = None,
-        device: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("autocast", False)
-        super().__init__(  # type: ignore[call-arg]
-            units,
-            activation=activation,
-            recurrent_activation=recurrent_activation,
-            use_bias=use_bias,
-            dtype=protocol.dtype_name(dtype),
-            **kwargs,
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        g = self.spec.n_gates * self.units
+        self.kernel = self.add_weight(shape=(input_shape[-1], g), initializer="glorot_uniform", name="kernel")
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, g), initializer="orthogonal", name="recurrent_kernel"
         )
-        self._setup(device)
+        self.bias = None
+        if self.use_bias:
+            bias = self.spec.initial_bias(self.spec_config, protocol.dtype_name(self.dtype))
+            init = keras.initializers.Constant(bias)
+            self.bias = self.add_weight(shape=bias.shape, initializer=init, name="bias")
 
-    def portable_config(self) -> dict[str, Any]:
-        return {
-            **super().portable_config(),
-            "recurrent_activation": keras.activations.serialize(self.recurrent_activation),  # type: ignore[attr-defined]
-        }
+    def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
+        b_in, b_rec = (None, None) if self.bias is None else self.spec.layout(self.spec_config).bias_parts(self.bias)
+        w = cells.StepWeights(self.kernel, self.recurrent_kernel, b_in, b_rec)
+        return cells.run_step(self.spec, STEP_OPS, self.spec_config, w, inputs, list(states))
 
-
-class LSTMCell(_GatedKerasCell, keras.layers.LSTMCell):
-    """Keras's ``LSTMCell`` with the library's checks; states ``[h, c]`` (a bare tensor is an
-    error). Weights ``kernel`` ``(input_dim, 4*units)``, ``recurrent_kernel``
-    ``(units, 4*units)``, ``bias`` ``(4*units,)``, gates ``i, f, c, o``.
-    """
-
-    cell_kind = "LSTMCell"
-    n_states = 2
-
-    def portable_config(self) -> dict[str, Any]:
-        return {**super().portable_config(), "unit_forget_bias": self.unit_forget_bias}
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.spec_config}
 
 
-class GRUCell(_GatedKerasCell, keras.layers.GRUCell):
-    """Keras's ``GRUCell`` with the library's checks; state ``[h]``. Weights ``kernel``
-    ``(input_dim, 3*units)``, ``recurrent_kernel`` ``(units, 3*units)``, ``bias`` ``(2, 3*units)``
-    (``reset_after=True``, default) or ``(3*units,)``; gates ``z, r, h``.
-    """
-
-    cell_kind = "GRUCell"
-
-    @property
-    def layout_name(self) -> str:
-        return "GRUCell" if self.reset_after else "GRUCell(reset_after=False)"
-
-    def portable_config(self) -> dict[str, Any]:
-        return {**super().portable_config(), "reset_after": self.reset_after}
+def _class_for(spec: cells.CellSpec) -> type:
+    """``KerasCell`` over Keras's own class for the spec, or over :class:`SpecLayer`."""
+    base = SpecLayer if spec.keras_class is None else getattr(keras.layers, spec.keras_class)
+    return cells.class_for(spec, (KerasCell, base), __name__)
 
 
 class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
     """One step through every cell; state ``[[h0], [h1], ...]``, never unwrapped."""
 
     backend = "tensorflow"
-
-    def __init__(self, cells: Sequence[Any], **kwargs: Any) -> None:
-        kwargs.setdefault("autocast", False)
-        keras.layers.Layer.__init__(self, **kwargs)
-        self.cells = list(cells)
-        self._ops = OPS
-
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        self.build_cells(input_shape)
+    base_kwargs = {"autocast": False}
 
     def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
         return self.step(inputs, states, training)
@@ -263,40 +244,45 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
     """Loop over ``[batch, time, features]`` in Python (unrolled when traced by ``tf.function``)."""
 
     backend = "tensorflow"
+    base_kwargs = {"autocast": False}
 
-    def __init__(
-        self,
-        cell: Any,
-        *,
-        return_sequences: bool,
-        return_state: bool,
-        go_backwards: bool,
-        order: str,
-        time_major: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("autocast", False)
-        keras.layers.Layer.__init__(self, **kwargs)
-        self.cell = cell
-        self.time_major = time_major
-        self.return_sequences = return_sequences
-        self.return_state = return_state
-        self.go_backwards = go_backwards
-        self.order = order
-        self._ops = OPS
+    def __init__(self, cell: Any, **kwargs: Any) -> None:
+        super().__init__(cell, **kwargs)
         self.supports_masking = True  # the library's RNN reads ``mask=`` as Keras's does
-
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        self.cell.build_cells(input_shape)
 
     def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         return self.run(inputs, initial_state, training, mask)
 
 
-class TensorFlowBackend(backends.Backend, name="tensorflow"):
-    cells = {"SimpleRNNCell": SimpleRNNCell, "LSTMCell": LSTMCell, "GRUCell": GRUCell}
+class TensorFlowBackend(registry.Backend, name="tensorflow"):
     stack_class = StackedRNNCells
     rnn_class = RNN
+    compile_methods = {
+        "tf.function": "rnn_xframework.backends.tf_function:compile_function",
+        "xla": "rnn_xframework.backends.tf_function:compile_xla",
+    }
+    slow_to_compile = frozenset({"xla"})
+    distributions = ("tensorflow", "tensorflow-cpu", "keras")
+    forward_reference = 1
+    gradient_reference = 0
+    trainer = "rnn_xframework.parity.train_tensorflow"
+
+    def cell_class(self, kind: str) -> type:
+        return _class_for(cells.get(kind))
+
+    xla_max_units = 128
+    """``"auto"`` picks XLA up to this many units per layer, ``tf.function`` above."""
+
+    def auto_method(self, rnn: Any) -> str:
+        """``xf.compile(rnn, "auto")`` on TensorFlow: ``"xla"`` for small layers, else ``"tf.function"``.
+
+        Measured on a 2-core AVX-512 CPU, two SimpleRNN layers (docs/performance.md): at 64 units
+        (W1) XLA's while loop is about 1.8x faster than the unrolled graph; at 256 and 512 units
+        (W2, W3) the unrolled ``tf.function`` graph is 15-30% faster than XLA: TensorFlow runs its
+        matrix products through oneDNN and overlaps layer ``l`` at step ``t + 1`` with layer
+        ``l + 1`` at step ``t`` on the two cores, which XLA's sequential loop does not.
+        """
+        return "xla" if max(c.units for c in rnn.cells) <= self.xla_max_units else "tf.function"
 
     def is_native(self, x: Any) -> bool:
         return isinstance(x, (tf.Tensor, tf.Variable, keras.KerasTensor))
@@ -317,7 +303,7 @@ class TensorFlowBackend(backends.Backend, name="tensorflow"):
         return static if static is not None else tf.shape(x)[0]
 
     def from_numpy(self, a: Any, device: Any = None) -> Any:
-        with _device_scope(device):
+        with device_scope(device):
             return tf.identity(tf.convert_to_tensor(np.array(a)))
 
     def unstack(self, x: Any) -> list[Any]:
@@ -329,55 +315,6 @@ class TensorFlowBackend(backends.Backend, name="tensorflow"):
     def swap_batch_time(self, x: Any) -> Any:
         return tf.transpose(x, [1, 0, 2])
 
-    # --- gradients and training (rnn_xframework.parity) --------------------------------------
-    def _loss_and_tape(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tuple[Any, ...]:
-        with _device_scope(device):
-            xt = tf.convert_to_tensor(x)
-            st = [[tf.convert_to_tensor(s) for s in layer] for layer in states]
-            w_y, w_states = loss_weights
-            with tf.GradientTape() as tape:
-                tape.watch([xt, *[s for layer in st for s in layer]])
-                y, final = model(xt, st)
-                loss = tf.reduce_sum(y * w_y)
-                for layer, weights in zip(final, w_states, strict=True):
-                    for s, w in zip(layer, weights, strict=True):
-                        loss = loss + tf.reduce_sum(s * w)
-        return loss, tape, xt, st
 
-    def loss_and_grads(self, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Any:
-        """``tf.GradientTape``; Keras variables are the canonical weights, in ``get_weights()`` order."""
-        variables = _canonical_variables(model)
-        loss, tape, xt, st = self._loss_and_tape(model, x, states, loss_weights, device)
-        flat_states = [s for layer in st for s in layer]
-        grads = iter(tape.gradient(loss, [xt, *flat_states, *variables]))
-        grad_x = self.to_numpy(next(grads))
-        grad_states = [[self.to_numpy(next(grads)) for _ in layer] for layer in st]
-        return backends.Gradients(float(loss), grad_x, grad_states, [self.to_numpy(g) for g in grads])
-
-    def train_step(
-        self, model: Any, x: Any, states: Any, loss_weights: Any, optimizer: Any, device: Any = None
-    ) -> float:
-        """One step of ``keras.optimizers.SGD`` / ``keras.optimizers.Adam`` with these hyper-parameters."""
-        if optimizer.name == "sgd":
-            opt = keras.optimizers.SGD(learning_rate=optimizer.learning_rate, momentum=0.0)
-        elif optimizer.name == "adam":
-            opt = keras.optimizers.Adam(
-                learning_rate=optimizer.learning_rate,
-                beta_1=optimizer.beta_1,
-                beta_2=optimizer.beta_2,
-                epsilon=optimizer.epsilon,
-            )
-        else:
-            raise UnsupportedConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer.name!r}")
-        variables = _canonical_variables(model)
-        loss, tape, _, _ = self._loss_and_tape(model, x, states, loss_weights, device)
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return float(loss)
-
-
-def _canonical_variables(model: Any) -> list[Any]:
-    """Every cell's trainable variables in layer order: the canonical list, as Keras orders it."""
-    return [v for cell in transfer.cells_of(model) for v in cell.trainable_weights]
-
-
-OPS = backends.get("tensorflow")
+SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
+OPS = registry.get("tensorflow")

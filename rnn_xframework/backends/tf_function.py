@@ -30,7 +30,8 @@ try:
 except ImportError:  # pragma: no cover - other TensorFlow layouts: the differentiable path, no cache
     _tf_context = _could_possibly_record = None
 
-from rnn_xframework import loops
+from rnn_xframework import cells, compiled, layouts
+from rnn_xframework.backends.tensorflow import STEP_OPS
 from rnn_xframework.errors import UnsupportedConfigError
 
 
@@ -51,46 +52,18 @@ def project(cell: Any, w: Weights, x: tf.Tensor) -> tf.Tensor:
     xp = tf.matmul(x, w.kernel)
     if w.bias is None:
         return xp
-    return xp + (w.bias[0] if getattr(cell, "reset_after", False) else w.bias)
+    return xp + layouts.get(cell.layout_name).bias_parts(w.bias)[0]
 
 
-def simple_rnn_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """Keras ``SimpleRNNCell`` on a projected input: ``h = activation(xp + h_prev @ recurrent_kernel)``."""
-    h = cell.activation(xp + tf.matmul(state[0], w.recurrent_kernel))
-    return h, [h]
+def cell_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """The cell's spec step (:mod:`rnn_xframework.cells`) on a projected input ``xp`` (input bias
+    included); the recurrent product and bias read ``w``."""
+    spec = cells.spec_of(cell)
+    b_rec = None if w.bias is None else layouts.get(cell.layout_name).bias_parts(w.bias)[1]
+    weights = cells.StepWeights(w.kernel, w.recurrent_kernel, None, b_rec)
+    recurrent = cells.recurrent_product(weights, cell.units, spec.n_gates)
+    return spec.step(STEP_OPS, cell.portable_config(), xp, recurrent, state)
 
-
-def lstm_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """Keras ``LSTMCell`` (gates ``i, f, c, o``) on a projected input; states ``[h, c]``."""
-    h, c = state
-    act, rec = cell.activation, cell.recurrent_activation
-    i, f, g, o = tf.split(xp + tf.matmul(h, w.recurrent_kernel), 4, axis=1)
-    c = rec(f) * c + rec(i) * act(g)
-    h = rec(o) * act(c)
-    return h, [h, c]
-
-
-def gru_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """Keras ``GRUCell`` (gates ``z, r, h``), ``reset_after`` either way; state ``[h]``."""
-    h = state[0]
-    act, rec, u, rk = cell.activation, cell.recurrent_activation, cell.units, w.recurrent_kernel
-    xz, xr, xh = tf.split(xp, 3, axis=1)
-    if cell.reset_after:
-        inner = tf.matmul(h, rk)
-        if w.bias is not None:
-            inner = inner + w.bias[1]
-        hz, hr, hh = tf.split(inner, 3, axis=1)
-        z, r = rec(xz + hz), rec(xr + hr)
-        candidate = act(xh + r * hh)
-    else:
-        hz, hr = tf.split(tf.matmul(h, rk[:, : 2 * u]), 2, axis=1)
-        z, r = rec(xz + hz), rec(xr + hr)
-        candidate = act(xh + tf.matmul(r * h, rk[:, 2 * u :]))
-    h = z * h + (1 - z) * candidate
-    return h, [h]
-
-
-STEPS = {"SimpleRNNCell": simple_rnn_step, "LSTMCell": lstm_step, "GRUCell": gru_step}
 
 Step = Callable[[Any, Any], tuple[tf.Tensor, Any]]
 
@@ -153,7 +126,7 @@ def layer_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool)
         )
 
         def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: tf.Tensor = xp) -> Any:
-            return STEPS[cell.cell_kind](cell, w, xp[t], s)
+            return cell_step(cell, w, xp[t], s)
 
         seq, state = run_steps(steps, step, state, unroll)
         new_states.append(state)
@@ -171,10 +144,10 @@ def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bo
     xp = steps_of(xp, unroll)
 
     def step(t: Any, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-        out, new = STEPS[first.cell_kind](first, w0, xp[t], states[0])
+        out, new = cell_step(first, w0, xp[t], states[0])
         new_states = [new]
         for (cell, w), state in zip(layers[1:], states[1:], strict=True):
-            out, new = STEPS[cell.cell_kind](cell, w, project(cell, w, out), state)
+            out, new = cell_step(cell, w, project(cell, w, out), state)
             new_states.append(new)
         return out, new_states
 
@@ -214,7 +187,7 @@ TIMESTEP_MAJOR_MAX = 4096
 about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
 
 
-class CompiledRNN:
+class CompiledRNN(compiled.CompiledRNN):
     """A TensorFlow ``RNN`` run as one ``tf.function`` graph; called and answering like the
     source: ``y = fast(x, initial_state=None, training=None)``.
 
@@ -225,15 +198,7 @@ class CompiledRNN:
     backend = "tensorflow"
 
     def __init__(self, rnn: Any, jit_compile: bool) -> None:
-        if any(c.input_dim is None for c in rnn.cells):
-            raise UnsupportedConfigError(
-                "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
-            )
-        for cell in rnn.cells:
-            if cell.cell_kind not in STEPS:
-                raise UnsupportedConfigError(f"compile: no TensorFlow graph for {cell.cell_kind}")
-        self.source = rnn
-        self.method = "xla" if jit_compile else "tf.function"
+        self._init_compiled(rnn, "xla" if jit_compile else "tf.function")
         self.jit_compile = jit_compile
         # One graph per call either way: the eager work per call is one function call.
         self._graph = tf.function(self._run_xla if jit_compile else self._run, jit_compile=jit_compile, autograph=False)
@@ -250,23 +215,9 @@ class CompiledRNN:
                 lambda x, states: self._run_inference(x, states), jit_compile=True, autograph=False
             )
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units"):
-            return getattr(self.__dict__["source"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     @property
     def trainable_variables(self) -> list[Any]:
         return list(self.source.trainable_variables)
-
-    def get_initial_state(self, batch_size: Any) -> list[list[Any]]:
-        return self.source.get_initial_state(batch_size)
-
-    def get_weights(self) -> list[np.ndarray]:
-        return self.source.get_weights()
-
-    def set_weights(self, weights: Any) -> None:
-        self.source.set_weights(weights)
 
     def _loop(
         self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
@@ -378,7 +329,7 @@ class CompiledRNN:
             initial_state = [
                 [_native(s) for s in x] if isinstance(x, (list, tuple)) else _native(x) for x in initial_state
             ]
-        states = loops.check_compiled_call(source, self.method, inputs, initial_state, training, mask)
+        states = self.check_call(inputs, initial_state, training, mask)
         if source.time_major:  # the graphs run batch-first
             inputs = tf.transpose(inputs, [1, 0, 2])
         if inputs.shape[1] is None:
@@ -387,9 +338,7 @@ class CompiledRNN:
         with tf.device(device) if device is not None else contextlib.nullcontext():
             if self._infer_zeros is not None and not _recording():
                 result = self._inference(inputs, states)
-                if not source.return_state:
-                    return tf.transpose(result, [1, 0, 2]) if source.time_major and source.return_sequences else result
-                y, new_states = result
+                y, new_states = (result, None) if not source.return_state else result
             else:
                 y, new_states = self._graph(inputs, states)
         if source.time_major and source.return_sequences:
@@ -430,19 +379,3 @@ def compile_function(rnn: Any) -> CompiledRNN:
 def compile_xla(rnn: Any) -> CompiledRNN:
     """``xf.compile(rnn, "xla")``: the graph compiled by XLA (``jit_compile=True``)."""
     return CompiledRNN(rnn, jit_compile=True)
-
-
-XLA_MAX_UNITS = 128
-"""``"auto"`` picks XLA up to this many units per layer, ``tf.function`` above."""
-
-
-def auto_method(rnn: Any) -> str:
-    """``xf.compile(rnn, "auto")`` on TensorFlow: ``"xla"`` for small layers, else ``"tf.function"``.
-
-    Measured on a 2-core AVX-512 CPU, two SimpleRNN layers (docs/performance.md): at 64 units
-    (W1) XLA's while loop is about 1.8x faster than the unrolled graph; at 256 and 512 units (W2,
-    W3) the unrolled ``tf.function`` graph is 15-30% faster than XLA: TensorFlow runs its
-    matrix products through oneDNN and overlaps layer ``l`` at step ``t + 1`` with layer
-    ``l + 1`` at step ``t`` on the two cores, which XLA's sequential loop does not.
-    """
-    return "xla" if max(c.units for c in rnn.cells) <= XLA_MAX_UNITS else "tf.function"

@@ -20,8 +20,8 @@ including ``torch.autograd.gradcheck``). It is once-differentiable (no double ba
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -51,16 +51,27 @@ def backward_steps(d: Tensor, out: Tensor, w_hh: Tensor, relu: bool) -> Tensor:
     return torch.mm(d[0], w_hh)
 
 
+class Kernels(NamedTuple):
+    """The two loops :class:`StackFunction` runs, scripted by
+    :func:`rnn_xframework.backends.torchscript.bptt_kernels` (or plain, for tests):
+    ``forward`` is :func:`~rnn_xframework.backends.torch_fast.time_major_all`, ``backward_steps``
+    is :func:`backward_steps`."""
+
+    forward: Callable[..., list[Tensor]]
+    backward_steps: Callable[..., Tensor]
+
+
 class StackFunction(torch.autograd.Function):
-    """``apply(x, relu, n_layers, *h0, *w_ih, *w_hh, *bias) -> (y_tm, *h_T)``: ``x [batch, time,
-    in]``, per layer ``h0 [batch, units]``, ``w_ih [units, in]``, ``w_hh [units, units]``, ``bias
-    [units]`` (the cell's ``bias_ih + bias_hh``); ``y_tm [time, batch, units_top]`` time-major."""
+    """``apply(x, kernels, relu, n_layers, *h0, *w_ih, *w_hh, *bias) -> (y_tm, *h_T)``: ``x [batch,
+    time, in]``, :class:`Kernels`, per layer ``h0 [batch, units]``, ``w_ih [units, in]``, ``w_hh
+    [units, units]``, ``bias [units]`` (the cell's ``bias_ih + bias_hh``); ``y_tm [time, batch,
+    units_top]`` time-major."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, relu: tuple[bool, ...], n_layers: int, *tensors: Tensor) -> Any:
+    def forward(ctx: Any, x: Tensor, kernels: Kernels, relu: tuple[bool, ...], n_layers: int, *tensors: Tensor) -> Any:
         h0, w_ih, w_hh, bias = (list(tensors[i * n_layers : (i + 1) * n_layers]) for i in range(4))
-        outs = _kernels().forward(x, w_ih, w_hh, bias, list(relu), h0)
-        ctx.relu, ctx.n_layers = relu, n_layers
+        outs = kernels.forward(x, w_ih, w_hh, bias, list(relu), h0)
+        ctx.kernels, ctx.relu, ctx.n_layers = kernels, relu, n_layers
         ctx.save_for_backward(x, *h0, *w_ih, *w_hh, *outs)
         return (outs[-1], *(o[-1].clone() for o in outs))
 
@@ -70,7 +81,8 @@ class StackFunction(torch.autograd.Function):
         n = ctx.n_layers
         x, *saved = ctx.saved_tensors
         h0, w_ih, w_hh, outs = (saved[i * n : (i + 1) * n] for i in range(4))
-        needs = ctx.needs_input_grad  # (x, relu, n_layers, *h0, *w_ih, *w_hh, *bias)
+        all_needs = ctx.needs_input_grad  # (x, kernels, relu, n_layers, *h0, *w_ih, *w_hh, *bias)
+        needs = (all_needs[0], *all_needs[2:])  # as if without kernels
         grads: list[list[Tensor | None]] = [[None] * n for _ in range(4)]  # h0, w_ih, w_hh, bias
         top = outs[-1]
         d = torch.zeros_like(top) if grad_y is None else grad_y.clone(memory_format=torch.contiguous_format)
@@ -80,7 +92,7 @@ class StackFunction(torch.autograd.Function):
             steps, batch, units = out.shape
             if grad_states[i] is not None:
                 d[-1] += grad_states[i]
-            grad_h0 = _kernels().backward_steps(d, out, w_hh[i], ctx.relu[i])
+            grad_h0 = ctx.kernels.backward_steps(d, out, w_hh[i], ctx.relu[i])
             dz = d.view(steps * batch, units)
             if needs[3 + i]:
                 grads[0][i] = grad_h0
@@ -99,29 +111,15 @@ class StackFunction(torch.autograd.Function):
                     grad_x = d_below.transpose(0, 1)
                 else:
                     d = d_below
-        return (grad_x, None, None, *(g for group in grads for g in group))
+        return (grad_x, None, None, None, *(g for group in grads for g in group))
 
 
-class _Kernels:
-    """The scripted forward and backward loops, made on first use (scripting takes ~0.1 s)."""
-
-    def __init__(self) -> None:
-        from rnn_xframework.backends.torchscript import script
-
-        self.forward = script(torch_fast.time_major_all)
-        self.backward_steps = script(backward_steps)
-
-
-@functools.cache
-def _kernels() -> _Kernels:
-    return _Kernels()
-
-
-def simple_stack(rnn: Any) -> Any:
-    """For a built torch ``RNN`` of SimpleRNN cells only: ``train(x, states) -> (y, states)``
-    running :class:`StackFunction` (same results and flags as the ``RNN``); else ``None``."""
+def simple_stack(rnn: Any, kernels: Callable[[], Kernels]) -> Any:
+    """For a built torch ``RNN`` of ``nn.RNNCell``-backed cells only: ``train(x, states) -> (y,
+    states)`` running :class:`StackFunction` with ``kernels()`` (same results and flags as the
+    ``RNN``); else ``None``."""
     cells = [c.cell for c in rnn.cells]
-    if not all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells):
+    if not all(isinstance(c, torch.nn.RNNCell) for c in cells):
         return None
     relu = tuple(c.nonlinearity == "relu" for c in cells)
     n_layers = len(cells)
@@ -132,6 +130,7 @@ def simple_stack(rnn: Any) -> Any:
         bias = [c.weight_hh.new_zeros(c.hidden_size) if b is None else b for c, b in zip(cells, sums, strict=True)]
         y_tm, *ends = StackFunction.apply(
             seq,
+            kernels(),
             relu,
             n_layers,
             *(s[0] for s in states),

@@ -17,19 +17,21 @@ Both ``order="timestep"`` and ``order="layer"`` give the same numbers, so these 
 
 The modules are written for ``torch.jit.script`` and ``torch.compile`` alike (typed lists, no
 Python-side state); :mod:`rnn_xframework.backends.torchscript` and
-:mod:`rnn_xframework.backends.torch_inductor` wrap them. :class:`CompiledRNN` is the wrapper
-both return: same call, same checks and outputs as the source ``RNN``.
+:mod:`rnn_xframework.backends.torch_inductor` wrap them in
+:class:`~rnn_xframework.backends.torch_compiled.CompiledRNN`. The kernels work on the native
+``torch.nn`` cells' parameters, in PyTorch's gate order; which kernel serves a cell type is read
+from its spec's :class:`~rnn_xframework.cells.TorchForm`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework import loops
+from rnn_xframework import cells
+from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import UnsupportedConfigError
 
 
@@ -227,12 +229,24 @@ class SimpleRNNLayer(nn.Module):
         return torch.stack(outs, 1), [h]
 
 
-class LSTMLayer(nn.Module):
-    """PyTorch's LSTM step (gates ``i, f, g, o``) on ``xp_t + h W_hh^T``; states ``[h, c]``."""
+def gate_positions(cell: Any) -> list[int]:
+    """Where each canonical gate block of the cell's spec (``spec.gates``, in order) sits in
+    PyTorch's parameters, from the layout's ``torch_order`` (LSTM ``[0, 1, 2, 3]``, GRU ``[1, 0, 2]``)."""
+    spec = cells.get(cell.cell_kind)
+    order = cell.layout.torch_order or tuple(range(spec.n_gates))
+    return [order.index(g) for g in range(spec.n_gates)]
 
-    def __init__(self, cell: nn.LSTMCell) -> None:
+
+class LSTMLayer(nn.Module):
+    """Keras's LSTM step on ``xp_t + h W_hh^T`` in PyTorch's layout; states ``[h, c]``. The gate
+    blocks ``i, f, c, o`` are read at ``positions`` (:func:`gate_positions`)."""
+
+    __constants__ = ["gi", "gf", "gc", "go"]
+
+    def __init__(self, cell: nn.LSTMCell, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
+        self.gi, self.gf, self.gc, self.go = positions
 
     def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
         raise RuntimeError("simple_weights: not a SimpleRNN layer")
@@ -244,19 +258,24 @@ class LSTMLayer(nn.Module):
         h, cs = state[0], state[1]
         outs: list[Tensor] = []
         for xt in xp.unbind(1):
-            i, f, g, o = torch.addmm(xt, h, u).chunk(4, 1)
-            cs = torch.sigmoid(f) * cs + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(cs)
+            z = torch.addmm(xt, h, u).chunk(4, 1)
+            cs = torch.sigmoid(z[self.gf]) * cs + torch.sigmoid(z[self.gi]) * torch.tanh(z[self.gc])
+            h = torch.sigmoid(z[self.go]) * torch.tanh(cs)
             outs.append(h)
         return torch.stack(outs, 1), [h, cs]
 
 
 class GRULayer(nn.Module):
-    """PyTorch's GRU step (gates ``r, z, n``; the reset gate after the recurrent product)."""
+    """Keras's GRU step with ``reset_after=True`` (PyTorch's form: the reset gate after the
+    recurrent product) in PyTorch's layout. The gate blocks ``z, r, h`` are read at ``positions``
+    (:func:`gate_positions`; PyTorch stores them ``r, z, n``)."""
 
-    def __init__(self, cell: nn.GRUCell) -> None:
+    __constants__ = ["gz", "gr", "gh"]
+
+    def __init__(self, cell: nn.GRUCell, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
+        self.gz, self.gr, self.gh = positions
 
     def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
         raise RuntimeError("simple_weights: not a SimpleRNN layer")
@@ -270,26 +289,27 @@ class GRULayer(nn.Module):
         outs: list[Tensor] = []
         for xt in xp.unbind(1):
             hu = torch.mm(h, u) if bias_hh is None else torch.addmm(bias_hh, h, u)
-            xr, xz, xn = xt.chunk(3, 1)
-            hr, hz, hn = hu.chunk(3, 1)
-            r = torch.sigmoid(xr + hr)
-            z = torch.sigmoid(xz + hz)
-            n = torch.tanh(xn + r * hn)
+            xg, hg = xt.chunk(3, 1), hu.chunk(3, 1)
+            r = torch.sigmoid(xg[self.gr] + hg[self.gr])
+            z = torch.sigmoid(xg[self.gz] + hg[self.gz])
+            n = torch.tanh(xg[self.gh] + r * hg[self.gh])
             h = (1 - z) * n + z * h
             outs.append(h)
         return torch.stack(outs, 1), [h]
 
 
 def layer_for(cell: Any, inplace: bool) -> nn.Module:
-    """The fast layer around a built torch cell of this library (shares its parameters)."""
-    kind = cell.cell_kind
-    if kind == "SimpleRNNCell":
-        return SimpleRNNLayer(cell.cell, cell.activation == "relu", inplace)
-    if kind == "LSTMCell":
-        return LSTMLayer(cell.cell)
-    if kind == "GRUCell":
-        return GRULayer(cell.cell)
-    raise UnsupportedConfigError(f"compile: no fast torch layer for {kind}")
+    """The fast layer around a built torch cell of this library (shares its parameters), chosen by
+    the ``torch.nn`` cell its spec names."""
+    form = cells.get(cell.cell_kind).torch
+    module = None if form is None else form.module
+    if module == "RNNCell":
+        return SimpleRNNLayer(cell.cell, cell.cell.nonlinearity == "relu", inplace)
+    if module == "LSTMCell":
+        return LSTMLayer(cell.cell, gate_positions(cell))
+    if module == "GRUCell":
+        return GRULayer(cell.cell, gate_positions(cell))
+    raise UnsupportedConfigError(f"compile: no fast torch layer for {cell.cell_kind}")
 
 
 WAVEFRONT_MAX_UNITS = 128
@@ -362,94 +382,5 @@ class FastLoop(nn.Module):
 def fast_loop(rnn: Any, inplace: bool) -> FastLoop:
     """A :class:`FastLoop` over a built torch ``RNN``'s cells (sharing their parameters);
     ``inplace``: SimpleRNN layers write their steps in place when autograd is off."""
-    if any(c.input_dim is None for c in rnn.cells):
-        raise UnsupportedConfigError(
-            "compile: the RNN is not built yet; call rnn.build((None, None, features)) or call it once first"
-        )
+    check_built(rnn)
     return FastLoop([layer_for(c, inplace) for c in rnn.cells], rnn.return_sequences, rnn.go_backwards)
-
-
-Loop = Callable[[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]
-
-
-class CompiledRNN(nn.Module):
-    """An RNN whose time loop runs in ``loop`` (scripted or compiled); called and answering
-    exactly like the source: ``y = fast(x, initial_state=None, training=None)``.
-
-    Parameters live in ``source`` only, so training or ``set_weights`` on either object shows in
-    the other. Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`):
-    the fast loop has neither, and it never silently takes the slow path. ``train``, where given,
-    replaces ``loop`` while autograd is on (same call and results; see
-    :mod:`~rnn_xframework.backends.torch_bptt`). ``export``, where given, makes the ScriptModule
-    that ``torch.jit.save(fast, f)`` writes (:meth:`save`).
-    """
-
-    backend = "torch"
-
-    def __init__(
-        self, rnn: Any, loop: Loop, method: str, train: Loop | None = None, export: Callable[[], Any] | None = None
-    ) -> None:
-        super().__init__()
-        self.source = rnn
-        self.method = method
-        object.__setattr__(self, "loop", loop)  # not submodules: parameters counted once
-        object.__setattr__(self, "train_loop", train)
-        object.__setattr__(self, "export", export)
-
-    def _exported(self) -> Any:
-        if self.export is None:
-            raise UnsupportedConfigError(
-                f"torch.jit.save: a {self.method!r}-compiled RNN cannot be saved as TorchScript; "
-                "use xf.compile(rnn, 'torchscript')"
-            )
-        return self.export()
-
-    def save(self, f: Any, _extra_files: Any = None) -> None:
-        """``torch.jit.save(fast, path)``: the whole RNN as a TorchScript file that
-        ``torch.jit.load`` runs without this library (same call and outputs)."""
-        self._exported().save(f, _extra_files=_extra_files or {})
-
-    def save_to_buffer(self, _extra_files: Any = None) -> bytes:
-        """``torch.jit.save(fast, file_object)``: as :meth:`save`, into bytes."""
-        return self._exported().save_to_buffer(_extra_files=_extra_files or {})
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units"):
-            return getattr(self._modules["source"], name)
-        return super().__getattr__(name)
-
-    def get_initial_state(self, batch_size: int) -> list[list[Tensor]]:
-        return self.source.get_initial_state(batch_size)
-
-    def get_weights(self) -> list[Any]:
-        return self.source.get_weights()
-
-    def set_weights(self, weights: Any) -> None:
-        self.source.set_weights(weights)
-
-    def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
-        source = self.source
-        states = loops.check_compiled_call(source, self.method, inputs, initial_state, training, mask)
-        if source.time_major:  # the loops run batch-first: a transposed view in, one out
-            inputs = inputs.transpose(0, 1)
-        if states is None:
-            states = source.cell.get_initial_state(inputs.shape[0])
-        run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
-        y, states = run(inputs, states)
-        if source.time_major and source.return_sequences:
-            y = y.transpose(0, 1)
-        return (y, states) if source.return_state else y
-
-
-def auto_method(rnn: Any) -> str:
-    """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``.
-
-    Measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is the
-    fastest torch path at every measured size, forward (without autograd a SimpleRNN stack runs
-    :func:`wavefront` or :func:`time_major`, chosen per call by size) and, for SimpleRNN stacks,
-    forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in well under a
-    second for any shape, where inductor takes tens of seconds per shape; for LSTM/GRU training
-    at small sizes inductor can be faster: pick it by name there. On CUDA no measurement exists
-    yet; the same choice applies.
-    """
-    return "torchscript"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from rnn_xframework.backends import torch_fast
+from rnn_xframework.backends.torch_compiled import CompiledRNN
 
 
 def _import_quietly() -> None:
@@ -30,8 +31,8 @@ def _import_quietly() -> None:
         importlib.import_module("torch.fx.experimental.optimization")
 
 
-def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the compiled fast loop."""
+def compile_rnn(rnn: Any) -> CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` running the compiled fast loop."""
     _import_quietly()
     loop = torch.compile(torch_fast.fast_loop(rnn, inplace=False), fullgraph=True, dynamic=False)
-    return torch_fast.CompiledRNN(rnn, loop, "inductor")
+    return CompiledRNN(rnn, loop, "inductor")

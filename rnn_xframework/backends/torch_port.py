@@ -28,21 +28,36 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
-from rnn_xframework import layouts, protocol, transfer
+from rnn_xframework import cells, layouts, protocol
 from rnn_xframework.backends import torch_fused
+from rnn_xframework.backends.torch import NATIVE
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 
-CELLS = {nn.RNNCell: "SimpleRNNCell", nn.LSTMCell: "LSTMCell", nn.GRUCell: "GRUCell"}
-NATIVE_CELL = {kind: cls for cls, kind in CELLS.items()}
+
+class NativeCell(NamedTuple):
+    """What a ``torch.nn`` cell holds, framework-free: the cell type and arguments, the input
+    size and the canonical weights."""
+
+    kind: str
+    cell_kwargs: dict[str, Any]
+    input_size: int
+    weights: list[np.ndarray]
 
 
-def _loaded(module: nn.Module, state_dict: Mapping[str, Any] | None, prefix: str) -> nn.Module:
-    """``module`` itself, or a copy of it with ``state_dict``'s entries under ``prefix`` loaded."""
+def _kind_of(cls: type) -> str | None:
+    """The registered cell type whose PyTorch cell is ``cls`` (exactly; not a subclass)."""
+    return next((k for k in cells.names() if cells.get(k).torch and NATIVE[cells.get(k).torch.module] is cls), None)
+
+
+def loaded(module: nn.Module, state_dict: Mapping[str, Any] | None, prefix: str) -> nn.Module:
+    """``module`` itself, or a copy of it with ``state_dict``'s entries under ``prefix`` loaded
+    (PyTorch's strict checks; ``module`` is never changed)."""
     if state_dict is None:
         if prefix:
             raise WeightsError("from_torch: prefix= selects entries of a state_dict; pass state_dict= too")
@@ -62,36 +77,16 @@ def _loaded(module: nn.Module, state_dict: Mapping[str, Any] | None, prefix: str
     return module
 
 
-def from_torch(
-    module: Any,
-    backend: str,
-    *,
-    state_dict: Mapping[str, Any] | None = None,
-    prefix: str = "",
-    device: Any = None,
-    **rnn_kwargs: Any,
-) -> Any:
-    """The library object for a ``torch.nn`` recurrent module or cell (see the module docstring)."""
-    from rnn_xframework import layers
+def is_cell(module: Any) -> bool:
+    """Whether ``module`` is a ``torch.nn`` cell (``RNNCell`` / ``LSTMCell`` / ``GRUCell``)."""
+    return _kind_of(type(module)) is not None
 
-    if type(module) in CELLS:
-        if rnn_kwargs:
-            raise TypeError(f"from_torch: a cell takes no RNN arguments, got {sorted(rnn_kwargs)}")
-        module = _loaded(module, state_dict, prefix)
-        kind = CELLS[type(module)]
-        extra = {"activation": module.nonlinearity} if kind == "SimpleRNNCell" else {}
-        dtype = protocol.dtype_name(module.weight_ih.dtype)
-        cell = layers.make_cell(
-            kind, backend=backend, units=module.hidden_size, use_bias=module.bias, dtype=dtype, device=device, **extra
-        )
-        names = layouts.TORCH_NAMES if module.bias else layouts.TORCH_NAMES[:2]
-        params = {n: getattr(module, n).detach().cpu().numpy() for n in names}
-        cell.set_weights(layouts.of(cell).from_torch(params))
-        return cell
-    if type(module) in torch_fused.CELL_OF:
-        module = _loaded(module, state_dict, prefix)
-        return torch_fused.from_fused(module, backend, device=device, **rnn_kwargs)
-    known = (*CELLS, *torch_fused.CELL_OF)
+
+def check_module(module: Any) -> None:
+    """:class:`FrameworkMismatchError` unless ``module`` is one of PyTorch's six recurrent classes."""
+    if is_cell(module) or type(module) in torch_fused.FUSED.values():
+        return
+    known = (*NATIVE.values(), *torch_fused.FUSED.values())
     base = next((c.__name__ for c in known if isinstance(module, c)), None)
     why = f", a subclass of nn.{base}: its forward may compute something else" if base else ""
     raise FrameworkMismatchError(
@@ -100,10 +95,28 @@ def from_torch(
     )
 
 
+def read_cell(module: nn.Module) -> NativeCell:
+    """The cell type, arguments, input size and canonical weights of a ``torch.nn`` cell."""
+    kind = _kind_of(type(module))
+    if kind is None:
+        check_module(module)
+        raise FrameworkMismatchError(f"from_torch: not a cell: {type(module).__name__}")
+    kwargs: dict[str, Any] = {
+        "units": module.hidden_size,
+        "use_bias": module.bias,
+        "dtype": protocol.dtype_name(module.weight_ih.dtype),
+    }
+    if isinstance(module, nn.RNNCell):
+        kwargs["activation"] = module.nonlinearity
+    names = layouts.TORCH_NAMES if module.bias else layouts.TORCH_NAMES[:2]
+    params = {n: getattr(module, n).detach().cpu().numpy() for n in names}
+    return NativeCell(kind, kwargs, module.input_size, layouts.get(kind).from_torch(params))
+
+
 def to_torch(obj: Any, device: Any = None) -> nn.Module:
     """A ``torch.nn`` module computing what ``obj`` computes, with its weights: an ``RNN`` gives
     ``nn.RNN``/``LSTM``/``GRU`` (``batch_first = not time_major``), a cell ``nn.*Cell``."""
-    kind = transfer.structure_of(obj)
+    kind = protocol.structure_of(obj)
     if kind == "rnn":
         return torch_fused.to_fused(obj, device=device)
     if kind == "stack":
@@ -112,7 +125,7 @@ def to_torch(obj: Any, device: Any = None) -> nn.Module:
             "or each cell (-> nn.*Cell)"
         )
     extra = torch_fused.native_kwargs(obj, "to_torch")
-    native = NATIVE_CELL[obj.cell_kind](
+    native = NATIVE[cells.get(obj.cell_kind).torch.module](
         obj.input_dim, obj.units, bias=obj.use_bias, device=device, dtype=torch_fused.DTYPES[obj.dtype_name], **extra
     )
     with torch.no_grad():

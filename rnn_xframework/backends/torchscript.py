@@ -1,10 +1,12 @@
 """``xf.compile(rnn, "torchscript")``: the fast loop of :mod:`~rnn_xframework.backends.torch_fast`
-in TorchScript, and the library's torch ``RNN`` inside a user's ``torch.jit.script``.
+in TorchScript.
 
 The only module that touches ``torch.jit``. The scripted loop holds the stack's own
 ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` modules (any mix), so it shares their
 parameters: training or ``set_weights`` on either object shows in the other. Scripting takes
 well under a second and works for any batch size and sequence length; it supports autograd.
+A SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch_bptt`, whose two loops are
+scripted here (:func:`bptt_kernels`).
 
 :class:`ScriptedRNN` is what ``torch.jit.script`` compiles in place of a library ``RNN`` (through
 ``RNN.__prepare_scriptable__``, PyTorch's hook for modules that script as another module): the
@@ -15,6 +17,7 @@ TorchScript only, so a saved scripted model (``torch.jit.save``) loads and runs 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -22,22 +25,34 @@ import torch
 from torch import Tensor, nn
 
 from rnn_xframework.backends import torch_bptt, torch_fast
+from rnn_xframework.backends.torch_compiled import CompiledRNN
 from rnn_xframework.errors import UnsupportedConfigError
 
 
-def script(module: torch.nn.Module) -> Any:
+def script(module: Any) -> Any:
     """``torch.jit.script`` without its torch 2.13 deprecation warning (we rely on it on purpose)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
         return torch.jit.script(module)
 
 
-def compile_rnn(rnn: Any) -> torch_fast.CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_fast.CompiledRNN` running the scripted fast loop;
-    with autograd on, a SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch_bptt`."""
+@functools.cache
+def bptt_kernels() -> torch_bptt.Kernels:
+    """The scripted forward and backward loops of :mod:`~rnn_xframework.backends.torch_bptt`,
+    made on first use (scripting takes ~0.1 s)."""
+    return torch_bptt.Kernels(script(torch_fast.time_major_all), script(torch_bptt.backward_steps))
+
+
+def compile_rnn(rnn: Any) -> CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` running the scripted fast
+    loop; with autograd on, a SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch_bptt`."""
     loop = script(torch_fast.fast_loop(rnn, inplace=True))
-    return torch_fast.CompiledRNN(
-        rnn, loop, "torchscript", train=torch_bptt.simple_stack(rnn), export=lambda: script(scriptable(rnn))
+    return CompiledRNN(
+        rnn,
+        loop,
+        "torchscript",
+        train=torch_bptt.simple_stack(rnn, bptt_kernels),
+        export=lambda: script(scriptable(rnn)),
     )
 
 
@@ -60,7 +75,7 @@ class _Scripted(nn.Module):
         self.time_major = bool(rnn.time_major)
         self.has_dropout = any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells)
         self.units = [c.units for c in rnn.cells]  # never empty: TorchScript infers list[int]
-        self.n_states = [c.n_states for c in rnn.cells]
+        self.n_states = [len(c.state_sizes) for c in rnn.cells]
         # not a submodule, and in a tuple: torch.jit.script's preparation replaces modules it finds
         self.__dict__["_source"] = (rnn,)
 

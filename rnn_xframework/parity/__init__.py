@@ -17,11 +17,14 @@ from rnn_xframework.parity.golden import check_golden, golden_files, write_golde
 from rnn_xframework.parity.matrix import CHECKS, Config, Plan, plan, run
 from rnn_xframework.parity.problem import Problem, Sizes, build, random_problem
 from rnn_xframework.parity.report import TOLERANCES, Report, Result, Tolerance, format_plain, print_report
+from rnn_xframework.parity.training import Gradients, Optimizer, loss_and_grads, train_step
 
 __all__ = [
     "CHECKS",
     "TOLERANCES",
     "Config",
+    "Gradients",
+    "Optimizer",
     "Plan",
     "Problem",
     "Report",
@@ -32,9 +35,11 @@ __all__ = [
     "check_golden",
     "format_plain",
     "golden_files",
+    "loss_and_grads",
     "plan",
     "print_report",
     "random_problem",
     "run",
+    "train_step",
     "write_golden",
 ]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_xframework import backends
 from rnn_xframework.errors import UnsupportedConfigError, WeightsError
+from rnn_xframework.parity import training
 from rnn_xframework.parity.matrix import (
     Config,
     Plan,
@@ -29,6 +29,7 @@ from rnn_xframework.parity.matrix import (
     judge,
     new_result,
     plan,
+    references,
     strict_numerics,
     variants,
     versions,
@@ -38,7 +39,6 @@ from rnn_xframework.parity.report import DTYPES, SKIP, Report, Result
 
 FORMAT = "rnn_xframework.golden"
 VERSION = 1
-RECORDER = "tensorflow"
 # Small enough to ship (a few tens of kB per file), large enough for real recurrences.
 SIZES = Sizes(batch=3, steps=20, features=8, units=16, layers=2)
 _META = "__meta__"
@@ -59,18 +59,19 @@ def write_golden(
     dtypes: Sequence[str] = DTYPES,
     seed: int = 0,
 ) -> list[Path]:
-    """Record TensorFlow's outputs and gradients for each cell type and dtype; return the paths."""
-    p = plan(Config(sizes=sizes, backends=[RECORDER], dtypes=dtypes, cells=cells, devices=["cpu"], seed=seed))
-    ops = backends.get(RECORDER)
+    """Record the preferred gradient reference's (TensorFlow's) outputs and gradients for each cell
+    type and dtype; return the paths."""
+    recorder = references("gradient")[0]
+    p = plan(Config(sizes=sizes, backends=[recorder], dtypes=dtypes, cells=cells, devices=["cpu"], seed=seed))
     out_dir = Path(directory)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for kind in p.cells:
         for dtype in p.dtypes:
             problem = random_problem(kind, sizes, dtype, seed)
-            model = build(problem, RECORDER)
-            forward = forward_arrays(model, problem, RECORDER, "cpu")
-            grads = ops.loss_and_grads(model, problem.x, problem.states, problem.loss_weights)
+            model = build(problem, recorder)
+            forward = forward_arrays(model, problem, recorder, "cpu")
+            grads = training.loss_and_grads(recorder, model, problem.x, problem.states, problem.loss_weights)
             n_states = [len(layer) for layer in problem.states]
             final = iter(forward[1:])
             arrays = {
@@ -94,7 +95,7 @@ def write_golden(
                 "n_states": n_states,
                 "n_weights": len(problem.weights),
                 "seed": seed,
-                "recorded_with": versions([RECORDER]),
+                "recorded_with": versions([recorder]),
             }
             arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
             path = out_dir / f"{kind}-{dtype}.npz"
@@ -111,7 +112,7 @@ def golden_files(directory: str | os.PathLike[str]) -> list[Path]:
     return paths
 
 
-def load_golden(path: str | os.PathLike[str]) -> tuple[Problem, list[np.ndarray], backends.Gradients, dict]:
+def load_golden(path: str | os.PathLike[str]) -> tuple[Problem, list[np.ndarray], training.Gradients, dict]:
     """``(problem, [outputs, final states...], gradients, meta)`` from one file."""
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -135,7 +136,7 @@ def load_golden(path: str | os.PathLike[str]) -> tuple[Problem, list[np.ndarray]
         (files["loss.outputs"], _unnested(files, "loss.states", n_states)),
     )
     forward = [files["outputs"], *(s for layer in _unnested(files, "final_states", n_states) for s in layer)]
-    grads = backends.Gradients(
+    grads = training.Gradients(
         float("nan"),
         files["grads.inputs"],
         _unnested(files, "grads.states", n_states),
@@ -169,7 +170,7 @@ def check_golden(
 
 
 def _check_file(
-    p: Plan, problem: Problem, forward: list[np.ndarray], grads: backends.Gradients, report: Report
+    p: Plan, problem: Problem, forward: list[np.ndarray], grads: training.Gradients, report: Report
 ) -> None:
     kind, dtype = problem.kind, problem.dtype
     found = False
@@ -180,8 +181,8 @@ def _check_file(
         report.results.append(judge(r, forward_arrays(model, problem, name, device), forward, forward_names(problem)))
         r = new_result("backward", kind, name, ordering, device, dtype, "golden")
         try:
-            got = backends.get(name).loss_and_grads(
-                model, problem.x, problem.states, problem.loss_weights, None if device == "cpu" else device
+            got = training.loss_and_grads(
+                name, model, problem.x, problem.states, problem.loss_weights, None if device == "cpu" else device
             )
         except UnsupportedConfigError as e:
             r.note = str(e)

@@ -22,15 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnn_xframework import backends
-from rnn_xframework.backends import Optimizer
+from rnn_xframework import registry
 from rnn_xframework.errors import UnsupportedConfigError
+from rnn_xframework.parity import training
 from rnn_xframework.parity.problem import Problem, Sizes, build, cell_kinds, orderings_for, random_problem
 from rnn_xframework.parity.report import DEVICES, DTYPES, FAIL, PASS, SKIP, TOLERANCES, Report, Result, compare
+from rnn_xframework.parity.training import Gradients, Optimizer
 
 CHECKS = ("forward", "backward", "training")
-FORWARD_REFERENCES = ("numpy", "tensorflow", "torch")
-GRADIENT_REFERENCES = ("tensorflow", "torch")
 # Exactly representable in float32, so Keras (which keeps hyper-parameters in float32) and torch
 # (Python floats) use the very same numbers, in float32 and in float64.
 LEARNING_RATE = 2.0**-8
@@ -78,13 +77,13 @@ def _choose(what: str, asked: Sequence[str] | None, known: Sequence[str]) -> lis
 def plan(config: Config) -> Plan:
     """Check every name in ``config`` (typed errors, nothing run yet) and fill in the defaults."""
     names = (
-        backends.installed()
+        registry.installed()
         if config.backends is None
-        else list(dict.fromkeys(backends.canonical_name(b) for b in config.backends))
+        else list(dict.fromkeys(registry.canonical_name(b) for b in config.backends))
     )
     if not names:
         raise UnsupportedConfigError("no backend selected")
-    seen = {b: backends.get(b).devices() for b in names}  # raises BackendUnavailableError
+    seen = {b: registry.get(b).devices() for b in names}  # raises BackendUnavailableError
     available = [d for d in DEVICES if any(d in ds for ds in seen.values())]
     devices = available if config.devices is None else _choose("device", config.devices, DEVICES)
     for d in devices:
@@ -105,11 +104,17 @@ def plan(config: Config) -> Plan:
     )
 
 
+def references(role: str) -> list[str]:
+    """Installed backends that can serve as the ``role`` (``"forward"``, ``"gradient"``) reference,
+    preferred first (each backend class states its rank)."""
+    ranked = [(getattr(registry.get(b), f"{role}_reference"), b) for b in registry.installed()]
+    return [b for rank, b in sorted((r, b) for r, b in ranked if r is not None)]
+
+
 def versions(names: Sequence[str]) -> dict[str, str]:
-    dists = {"numpy": ["numpy"], "torch": ["torch"], "tensorflow": ["tensorflow", "tensorflow-cpu", "keras"]}
     out = {}
-    for name in ["numpy", *names]:
-        for dist in dists.get(name, []):
+    for name in dict.fromkeys(["numpy", *names]):
+        for dist in registry.get(name).distributions:
             with contextlib.suppress(importlib.metadata.PackageNotFoundError):
                 out[dist] = importlib.metadata.version(dist)
     return out
@@ -122,15 +127,15 @@ def strict_numerics(names: Sequence[str], devices: Sequence[str]) -> Iterator[li
         settings: list[str] = []
         if any(d != "cpu" for d in devices):
             for name in names:
-                settings += stack.enter_context(backends.get(name).strict_numerics())
+                settings += stack.enter_context(registry.get(name).strict_numerics())
         yield [f"set: {s}" for s in settings]
 
 
 def variants(p: Plan, kind: str) -> Iterator[tuple[str, str, str]]:
     """``(backend, ordering, device)`` for every backend that has ``kind``."""
     for name in p.backends:
-        ops = backends.get(name)
-        if kind not in ops.cells:
+        ops = registry.get(name)
+        if not ops.supports(kind):
             continue
         for device in p.devices:
             if device in ops.devices():
@@ -140,12 +145,12 @@ def variants(p: Plan, kind: str) -> Iterator[tuple[str, str, str]]:
 
 
 def _native(name: str, a: np.ndarray, device: str) -> object:
-    return backends.get(name).from_numpy(a, None if device == "cpu" else device)
+    return registry.get(name).from_numpy(a, None if device == "cpu" else device)
 
 
 def forward_arrays(model: object, problem: Problem, name: str, device: str) -> list[np.ndarray]:
     """``[y [batch, steps, units], final state per layer and tensor...]`` as NumPy."""
-    ops = backends.get(name)
+    ops = registry.get(name)
     states = [[_native(name, s, device) for s in layer] for layer in problem.states]
     y, final = model(_native(name, problem.x, device), states)  # type: ignore[operator]
     return [ops.to_numpy(y), *(ops.to_numpy(s) for layer in final for s in layer)]
@@ -155,7 +160,7 @@ def forward_names(problem: Problem) -> list[str]:
     return ["outputs", *(f"states[{i}][{j}]" for i, layer in enumerate(problem.states) for j in range(len(layer)))]
 
 
-def gradient_arrays(grads: backends.Gradients) -> list[np.ndarray]:
+def gradient_arrays(grads: Gradients) -> list[np.ndarray]:
     return [grads.inputs, *(s for layer in grads.states for s in layer), *grads.weights]
 
 
@@ -165,7 +170,7 @@ def gradient_names(problem: Problem) -> list[str]:
     return names + [f"d weights[{k}]" for k in range(len(problem.weights))]
 
 
-def optimizers(reference: backends.Gradients) -> list[Optimizer]:
+def optimizers(reference: Gradients) -> list[Optimizer]:
     """SGD, and Adam with ``epsilon = sqrt(1 - beta_2) * max|g|`` (see docs/parity.md): its first
     step is then ``-lr * g / (|g| + max|g|)``, which cannot amplify a gradient difference."""
     scale = max(float(np.max(np.abs(g))) for g in reference.weights)
@@ -180,11 +185,11 @@ def train(
 ) -> tuple[list[np.ndarray], str]:
     """One step; returns the canonical weight updates and a note on the frozen parameters (``""``
     when there are none; starts with ``"moved"`` when one changed)."""
-    ops = backends.get(name)
     model = build(problem, name, ordering, device, source)
-    frozen = ops.frozen_parameters(model)
-    ops.train_step(model, problem.x, problem.states, problem.loss_weights, opt, None if device == "cpu" else device)
-    after = ops.frozen_parameters(model)
+    frozen = training.frozen_parameters(name, model)
+    dev = None if device == "cpu" else device
+    training.train_step(name, model, problem.x, problem.states, problem.loss_weights, opt, dev)
+    after = training.frozen_parameters(name, model)
     moved = [k for k in frozen if not np.array_equal(frozen[k], after[k])]
     note = (
         f"moved: frozen {', '.join(moved)}" if moved else (f"{len(frozen)} frozen params unchanged" if frozen else "")
@@ -206,9 +211,8 @@ def run(config: Config | None = None) -> Report:
     return report
 
 
-def _first(candidates: Sequence[str], kind: str) -> str | None:
-    installed = backends.installed()
-    return next((b for b in candidates if b in installed and kind in backends.get(b).cells), None)
+def _first(role: str, kind: str) -> str | None:
+    return next((b for b in references(role) if registry.get(b).supports(kind)), None)
 
 
 def new_result(check: str, kind: str, backend: str, ordering: str, device: str, dtype: str, reference: str) -> Result:
@@ -234,8 +238,8 @@ def judge(
 
 def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
     kind, dtype = problem.kind, problem.dtype
-    fwd_ref = _first(FORWARD_REFERENCES, kind)
-    grad_ref = _first(GRADIENT_REFERENCES, kind) if {"backward", "training"} & set(p.checks) else None
+    fwd_ref = _first("forward", kind)
+    grad_ref = _first("gradient", kind) if {"backward", "training"} & set(p.checks) else None
     if fwd_ref is None:
         raise UnsupportedConfigError(f"no installed backend has {kind} to serve as the reference")
     line = f"references for {kind}/{dtype}: forward vs {fwd_ref}"
@@ -245,7 +249,7 @@ def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
     args = (problem.x, problem.states, problem.loss_weights)
     opts: list[Optimizer] = []
     if grad_ref is not None:
-        ref_grads = backends.get(grad_ref).loss_and_grads(build(problem, grad_ref, source=source), *args)
+        ref_grads = training.loss_and_grads(grad_ref, build(problem, grad_ref, source=source), *args)
         opts = optimizers(ref_grads)
         ref_updates = {o.name: train(problem, grad_ref, "timestep", "cpu", o, source)[0] for o in opts}
     skipped: set[tuple[str, str]] = set()  # (backend, check) that said "not supported" once
@@ -267,7 +271,7 @@ def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
             try:
                 if check == "backward":
                     model = build(problem, name, ordering, device, source)
-                    got = gradient_arrays(backends.get(name).loss_and_grads(model, *args, dev))
+                    got = gradient_arrays(training.loss_and_grads(name, model, *args, dev))
                     report.results.append(judge(r, got, gradient_arrays(ref_grads), gradient_names(problem)))
                 else:
                     opt = next(o for o in opts if check == f"train:{o.name}")

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import backends, layers, layouts, loops, transfer
-from rnn_xframework.compile import METHODS, SLOW_TO_COMPILE
+from rnn_xframework import cells, layers, layouts, loops, registry, transfer
 from rnn_xframework.compile import compile as compile_rnn
 
 
@@ -61,15 +60,15 @@ class Problem:
 
 
 def cell_kinds(backend_names: list[str]) -> list[str]:
-    """Cell types with a weight layout that at least one of these backends implements."""
-    return [k for k in layouts.LAYOUTS if any(k in backends.get(b).cells for b in backend_names)]
+    """Registered cell types that at least one of these backends implements."""
+    return [k for k in cells.names() if any(registry.get(b).supports(k) for b in backend_names)]
 
 
 def orderings_for(backend: str) -> list[str]:
     """``timestep`` and ``layer`` everywhere, plus each compile method of this backend that
-    compiles in about a second (not :data:`~rnn_xframework.compile.SLOW_TO_COMPILE`)."""
-    methods = (m for m, (needs, _, _) in METHODS.items() if needs == backend and m not in SLOW_TO_COMPILE)
-    return [*loops.ORDERS, *methods]
+    compiles in about a second (not in the backend's ``slow_to_compile``)."""
+    be = registry.get(backend)
+    return [*loops.ORDERS, *(m for m in be.compile_methods if m not in be.slow_to_compile)]
 
 
 def random_weights(rng: np.random.Generator, kind: str, sizes: Sizes, dtype: str) -> list[np.ndarray]:
@@ -92,8 +91,7 @@ def random_weights(rng: np.random.Generator, kind: str, sizes: Sizes, dtype: str
 def random_problem(kind: str, sizes: Sizes, dtype: str, seed: int = 0) -> Problem:
     """A problem whose states follow ``cell.state_sizes`` of a reference cell of ``kind``."""
     rng = np.random.default_rng(seed)
-    owner = next(b for b in backends.installed() if kind in backends.get(b).cells)
-    state_sizes = layers.make_cell(kind, backend=owner, units=sizes.units).state_sizes
+    state_sizes = [sizes.units] * cells.get(kind).n_states
     x = rng.normal(size=(sizes.batch, sizes.steps, sizes.features)).astype(dtype)
     weights = random_weights(rng, kind, sizes, dtype)
 
@@ -114,12 +112,12 @@ def build(problem: Problem, backend: str, ordering: str = "timestep", device: st
     """
     sizes = problem.sizes
     kw = {} if device == "cpu" else {"device": device}
-    cells = [
+    stack = [
         layers.make_cell(problem.kind, backend=backend, units=sizes.units, dtype=problem.dtype, **kw)
         for _ in range(sizes.layers)
     ]
     order = ordering if ordering in loops.ORDERS else "timestep"
-    rnn = layers.RNN(cells, return_sequences=True, return_state=True, order=order)
+    rnn = layers.RNN(stack, return_sequences=True, return_state=True, order=order)
     rnn.build((None, None, sizes.features))
     if source is not None:
         transfer.transfer_weights(source, rnn)

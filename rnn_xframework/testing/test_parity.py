@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from rnn_xframework import parity
+from rnn_xframework import parity, registry
 from rnn_xframework.parity.report import PASS
 from rnn_xframework.testing import GOLDEN_DIR
 from rnn_xframework.testing.conftest import cuda_available
 
-FRAMEWORK = {"numpy": None, "torch": "torch", "tensorflow": "tensorflow"}
 # Keras's EagerTensor.__array__ under NumPy 2; not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -18,8 +17,9 @@ SMALL = parity.Sizes(batch=2, steps=6, features=5, units=7, layers=2)
 
 
 def _require(backend: str, device: str) -> None:
-    if FRAMEWORK[backend] is not None:
-        pytest.importorskip(FRAMEWORK[backend], reason=f"backend {backend!r} needs {FRAMEWORK[backend]}")
+    framework = registry.framework(backend)
+    if framework is not None:
+        pytest.importorskip(framework, reason=f"backend {backend!r} needs {framework}")
     if device == "cuda" and not (backend == "torch" and cuda_available()):
         pytest.skip(f"{backend} has no CUDA device here")
 
@@ -36,7 +36,7 @@ def test_golden_files_ship() -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("backend", list(FRAMEWORK))
+@pytest.mark.parametrize("backend", registry.names())
 def test_golden(backend: str, device: str) -> None:
     """Forward (and, where the backend has gradients, backward) against the golden vectors."""
     _require(backend, device)
@@ -44,7 +44,7 @@ def test_golden(backend: str, device: str) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("backend", list(FRAMEWORK))
+@pytest.mark.parametrize("backend", registry.names())
 def test_matrix(backend: str, device: str) -> None:
     """The parity matrix on a small problem: this backend against the references available here."""
     _require(backend, device)

@@ -1,0 +1,222 @@
+"""The backend registry: name -> module, imported on first use.
+
+This is the only place that knows which backends exist, and the only ``name -> module`` table.
+Adding a backend is a new module in :mod:`rnn_xframework.backends` whose class subclasses
+:class:`Backend` (with ``name=``), plus one :func:`register` line below. Everything else about
+a backend (its compile methods, the distributions that report its version, its role as a parity
+reference) is an attribute of its class. Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rnn_xframework.errors import (
+    BackendUnavailableError,
+    FrameworkMismatchError,
+    UnknownBackendError,
+    UnsupportedConfigError,
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered backend: the module to import and the framework package it needs."""
+
+    module: str
+    framework: str | None = None
+    install: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+_MODULES: dict[str, Entry] = {}
+_ALIASES: dict[str, str] = {}
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(name: str, module: str, framework: str | None = None, install: str = "", aliases: tuple = ()) -> None:
+    """Register a backend ``name`` implemented by ``module`` (imported on first use)."""
+    _MODULES[name] = Entry(module, framework, install, tuple(aliases))
+    for alias in aliases:
+        _ALIASES[alias] = name
+
+
+class Backend:
+    """What the core needs from a framework. One subclass per backend module, registered by
+    the class keyword ``name=``; every method works on that framework's native tensors.
+
+    Class attributes (read by the core; a new backend sets its own):
+        compile_methods: ``{method: "module:function"}`` for :func:`rnn_xframework.compile`.
+        slow_to_compile: methods that take many seconds per shape (the parity matrix skips them).
+        distributions: the pip distributions whose versions a report prints.
+        forward_reference, gradient_reference: the parity suite's preference for this backend
+            as the reference of outputs / of gradients (lower first; ``None``: never).
+        trainer: the module with this backend's training half of the parity suite, or ``None``.
+        stack_class, rnn_class: the stack and sequence containers.
+    """
+
+    name: ClassVar[str]
+    compile_methods: ClassVar[dict[str, str]] = {}
+    slow_to_compile: ClassVar[frozenset[str]] = frozenset()
+    distributions: ClassVar[tuple[str, ...]] = ()
+    forward_reference: ClassVar[int | None] = None
+    gradient_reference: ClassVar[int | None] = None
+    trainer: ClassVar[str | None] = None
+    stack_class: ClassVar[type]
+    rnn_class: ClassVar[type]
+
+    def __init_subclass__(cls, *, name: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = name
+        _REGISTRY[name] = cls()
+
+    # --- cells ---------------------------------------------------------------------------------
+    def cell_class(self, kind: str) -> type:
+        """The class that builds cells of type ``kind`` (a registered spec) on this backend."""
+        raise NotImplementedError
+
+    def supports(self, kind: str) -> bool:
+        """Whether this backend builds cells of type ``kind``."""
+        try:
+            self.cell_class(kind)
+        except UnsupportedConfigError:
+            return False
+        return True
+
+    def auto_method(self, rnn: Any) -> str:
+        """The compile method ``xf.compile(rnn, "auto")`` picks for this backend."""
+        raise UnsupportedConfigError(f"backend {self.name!r} has no compile methods")
+
+    # --- tensors -------------------------------------------------------------------------------
+    def is_native(self, x: Any) -> bool:
+        """Whether ``x`` is a tensor this backend computes on."""
+        raise NotImplementedError
+
+    def shape(self, x: Any) -> tuple[int | None, ...]:
+        """Static shape, ``None`` for dimensions unknown while tracing."""
+        return tuple(x.shape)
+
+    def dtype_name(self, x: Any) -> str:
+        """``"float32"``-style name of a tensor's dtype."""
+        raise NotImplementedError
+
+    def to_numpy(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def from_numpy(self, a: Any, device: Any = None) -> Any:
+        """A native tensor with the values and dtype of a NumPy array (on ``device``)."""
+        raise NotImplementedError
+
+    def batch_size(self, x: Any) -> Any:
+        """Batch size of ``[batch, ...]``; a scalar tensor where it is unknown while tracing."""
+        return self.shape(x)[0]
+
+    def unstack(self, x: Any) -> list[Any]:
+        """``[batch, time, ...]`` -> list of ``time`` tensors ``[batch, ...]``."""
+        raise NotImplementedError
+
+    def stack(self, xs: list[Any]) -> Any:
+        """Inverse of :meth:`unstack`: list of ``[batch, ...]`` -> ``[batch, time, ...]``."""
+        raise NotImplementedError
+
+    def swap_batch_time(self, x: Any) -> Any:
+        """``[time, batch, features]`` <-> ``[batch, time, features]`` (for ``time_major`` RNNs)."""
+        raise NotImplementedError
+
+    # --- devices and numerics --------------------------------------------------------------------
+    def devices(self) -> list[str]:
+        """Devices this backend can run on here, in torch's spelling (``"cpu"``, ``"cuda"``)."""
+        return ["cpu"]
+
+    @contextmanager
+    def strict_numerics(self) -> Iterator[list[str]]:
+        """Turn off reduced-precision shortcuts (TF32) for a parity run and restore them after.
+
+        Yields a list of ``"setting: old -> new"`` lines saying what was changed (empty here).
+        """
+        yield []
+
+
+def canonical_name(name: str) -> str:
+    """Resolve aliases (``"tf"`` -> ``"tensorflow"``); raise :class:`UnknownBackendError`."""
+    if not isinstance(name, str):
+        raise UnknownBackendError(f"backend must be a string such as 'torch', got {type(name).__name__}: {name!r}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _MODULES:
+        known = ", ".join(sorted(_MODULES) + sorted(_ALIASES))
+        raise UnknownBackendError(f"unknown backend {name!r}; expected one of: {known}")
+    return key
+
+
+def get(name: str) -> Backend:
+    """The :class:`Backend` for ``name``, importing its module (and framework) on first use.
+
+    No lock is held while importing: Python's import lock already makes the first import
+    thread-safe, and a backend module may ask for another backend while it loads.
+    """
+    key = canonical_name(name)
+    backend = _REGISTRY.get(key)
+    if backend is not None:
+        return backend
+    entry = _MODULES[key]
+    if entry.framework is not None and importlib.util.find_spec(entry.framework) is None:
+        raise BackendUnavailableError(
+            f"backend {key!r} needs the {entry.framework!r} package, which is not installed; "
+            f"install it with: {entry.install}"
+        )
+    importlib.import_module(entry.module)
+    return _REGISTRY[key]
+
+
+def names() -> list[str]:
+    """Every registered backend name, installed or not."""
+    return list(_MODULES)
+
+
+def framework(name: str) -> str | None:
+    """The top-level package backend ``name`` needs (``"torch"``), or ``None`` (NumPy)."""
+    return _MODULES[canonical_name(name)].framework
+
+
+def installed() -> list[str]:
+    """Backends whose framework is importable here (checked without importing it)."""
+    return [
+        key
+        for key, entry in _MODULES.items()
+        if entry.framework is None or importlib.util.find_spec(entry.framework) is not None
+    ]
+
+
+def of(obj: Any) -> Backend:
+    """The backend an object of this library (cell, stack, RNN) runs on."""
+    name = getattr(obj, "backend", None)
+    if not isinstance(name, str) or name not in _MODULES:
+        raise FrameworkMismatchError(
+            f"expected a cell, stack or RNN made by rnn_xframework.layers, got {type(obj).__name__}; "
+            "build it with rnn_xframework.layers "
+        )
+    return get(name)
+
+
+# --- the backends: one line each --------------------------------------------------------------------
+register("numpy", "rnn_xframework.backends.numpy", aliases=("np",))
+register(
+    "torch",
+    "rnn_xframework.backends.torch",
+    "torch",
+    'pip install "rnn_xframework[torch]"  (or: pip install torch)',
+    aliases=("pytorch",),
+)
+register(
+    "tensorflow",
+    "rnn_xframework.backends.tensorflow",
+    "tensorflow",
+    'pip install "rnn_xframework[tensorflow]"  (or: pip install tensorflow)',
+    aliases=("tf", "keras"),
+)

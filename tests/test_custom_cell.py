@@ -1,0 +1,163 @@
+"""The extension point is real: a cell type defined here, registered through the public
+``rnn_xframework.cells.register()``, runs on every backend, in both orderings, moves between
+backends and through a weight file, with no change to the library.
+
+The cell is a minimal gated unit (MGU, Zhou et al. 2016), one forget gate::
+
+    f  = sigmoid(x W_f + h U_f + b_f)
+    h~ = tanh(x W_h + (f * h) U_h + b_h)
+    h' = (1 - f) * h + f * h~
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TOL
+from helpers import max_err, native, numpy
+
+import rnn_xframework as xf
+from rnn_xframework import cells, layers
+from rnn_xframework.cells import CellSpec
+from rnn_xframework.layouts import Layout
+
+BATCH, STEPS, FEATURES, UNITS = 3, 5, 4, 6
+
+
+def mgu_step(ops, config, input_projection, recurrent, states):
+    (h,) = states
+    act, rec = ops.activation(config["activation"]), ops.activation(config["recurrent_activation"])
+    xf_, xh = ops.split(input_projection, 2)
+    f = rec(xf_ + recurrent(h, 0, 1))
+    candidate = act(xh + recurrent(f * h, 1, 2))
+    h = (1 - f) * h + f * candidate
+    return h, [h]
+
+
+MGU = CellSpec(
+    name="MGUCell",
+    gates=("f", "h"),
+    states=("h",),
+    step=mgu_step,
+    layouts=(Layout("MGUCell", gates=2),),
+    activations={"activation": "tanh", "recurrent_activation": "sigmoid"},
+)
+
+
+@pytest.fixture
+def mgu():
+    """``MGUCell`` registered for one test, unregistered after (other tests see the built-ins only)."""
+    cells.register(MGU)
+    yield MGU
+    cells.unregister("MGUCell")
+
+
+def reference(x, weights, states):
+    """The MGU stack written out in NumPy, independently of the library."""
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    hs = [s[0] for s in states]
+    outputs = []
+    for t in range(x.shape[1]):
+        inp = x[:, t]
+        for layer in range(len(hs)):
+            kernel, recurrent, bias = weights[3 * layer : 3 * layer + 3]
+            u = UNITS
+            f = sigmoid(inp @ kernel[:, :u] + hs[layer] @ recurrent[:, :u] + bias[:u])
+            cand = np.tanh(inp @ kernel[:, u:] + (f * hs[layer]) @ recurrent[:, u:] + bias[u:])
+            hs[layer] = (1 - f) * hs[layer] + f * cand
+            inp = hs[layer]
+        outputs.append(inp)
+    return np.stack(outputs, 1), [[h] for h in hs]
+
+
+def problem(rng, dtype):
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype(dtype)
+    weights = []
+    for dim in (FEATURES, UNITS):
+        weights += [
+            rng.uniform(-1, 1, (dim, 2 * UNITS)) * np.sqrt(3.0 / dim),
+            rng.uniform(-1, 1, (UNITS, 2 * UNITS)) * np.sqrt(1.5 / UNITS),
+            rng.uniform(-0.5, 0.5, (2 * UNITS,)),
+        ]
+    states = [[rng.uniform(-1, 1, (BATCH, UNITS)).astype(dtype)] for _ in range(2)]
+    return x, [w.astype(dtype) for w in weights], states
+
+
+def mgu_rnn(backend, dtype, order="timestep"):
+    stack = [layers.make_cell("MGUCell", backend=backend, units=UNITS, dtype=dtype) for _ in range(2)]
+    rnn = layers.RNN(stack, return_sequences=True, return_state=True, order=order)
+    rnn.build((None, None, FEATURES))
+    return rnn
+
+
+def run(rnn, backend, x, states):
+    y, final = rnn(native(backend, x), [[native(backend, s) for s in layer] for layer in states])
+    return numpy(backend, y), [[numpy(backend, s) for s in layer] for layer in final]
+
+
+@pytest.mark.parametrize("order", ["timestep", "layer"])
+def test_registered_cell_runs_on_every_backend_and_ordering(mgu, backend, dtype, order, rng):
+    x, weights, states = problem(rng, dtype)
+    rnn = mgu_rnn(backend, dtype, order)
+    rnn.set_weights(weights)
+    y, final = run(rnn, backend, x, states)
+    want_y, want_final = reference(x.astype(np.float64), weights, states)
+    assert max_err(y, want_y) <= TOL[dtype]
+    assert max_err(final[1][0], want_final[1][0]) <= TOL[dtype]
+    assert isinstance(rnn.cells[0], layers.MGUCell) and not isinstance(rnn.cells[0], layers.GRUCell)
+
+
+def test_registered_cell_has_keras_defaults_and_names(mgu, backend):
+    cell = layers.MGUCell(UNITS, backend=backend)
+    cell.build((None, FEATURES))
+    kernel, recurrent, bias = cell.get_weights()
+    assert kernel.shape == (FEATURES, 2 * UNITS) and recurrent.shape == (UNITS, 2 * UNITS)
+    np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(UNITS), atol=1e-5)  # orthogonal rows
+    assert not bias.any()
+    assert cell.portable_config() == {
+        "units": UNITS,
+        "use_bias": True,
+        "dropout": 0.0,
+        "recurrent_dropout": 0.0,
+        "activation": "tanh",
+        "recurrent_activation": "sigmoid",
+    }
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch", "tensorflow"])
+def test_registered_cell_converts_and_round_trips_a_file(mgu, backend, target, rng, tmp_path):
+    if target != "numpy":
+        pytest.importorskip(target)
+    x, weights, states = problem(rng, "float64")
+    source = mgu_rnn(backend, "float64")
+    source.set_weights(weights)
+    ported = xf.convert(source, backend=target)
+    assert max_err(run(ported, target, x, states)[0], run(source, backend, x, states)[0]) <= TOL["float64"]
+    path = xf.save_weights(source, tmp_path / "mgu")
+    fresh = mgu_rnn(target, "float64")
+    xf.load_weights(fresh, path)
+    for got, want in zip(fresh.get_weights(), weights, strict=True):
+        assert np.array_equal(got, want)
+    with pytest.raises(xf.WeightsError, match="MGUCell"):
+        xf.load_weights(layers.RNN([layers.GRUCell(UNITS, backend="numpy")]), path)
+
+
+def test_unregistered_cell_type_is_unknown():
+    with pytest.raises(xf.UnsupportedConfigError, match="unknown cell type 'MGUCell'"):
+        layers.make_cell("MGUCell", backend="numpy", units=3)
+    with pytest.raises(AttributeError):
+        layers.MGUCell  # noqa: B018
+
+
+def test_registered_cell_compiles_where_the_graph_is_generic(mgu, rng):
+    """``tf.function`` traces the spec's step, so it serves a new type as is; the TorchScript
+    kernels are written per type and refuse one they do not have (no silent slow path)."""
+    pytest.importorskip("tensorflow")
+    x, weights, states = problem(rng, "float64")
+    rnn = mgu_rnn("tensorflow", "float64")
+    rnn.set_weights(weights)
+    fast = xf.compile(rnn, "tf.function")
+    assert max_err(run(fast, "tensorflow", x, states)[0], run(rnn, "tensorflow", x, states)[0]) <= TOL["float64"]
+    pytest.importorskip("torch")
+    with pytest.raises(xf.UnsupportedConfigError, match="no fast torch layer for MGUCell"):
+        xf.compile(xf.convert(rnn, backend="torch"), "torchscript")
