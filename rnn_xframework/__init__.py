@@ -13,14 +13,16 @@ from rnn_xframework.errors import (
     BackendUnavailableError,
     DTypeMismatchError,
     FrameworkMismatchError,
+    FrameworkOrderError,
     InputShapeError,
+    NotBuiltError,
     RNNXError,
     StateStructureError,
     UnknownBackendError,
     UnsupportedConfigError,
     WeightsError,
 )
-from rnn_xframework.ports import from_torch, to_torch
+from rnn_xframework.ports import from_keras, from_torch, to_keras, to_torch
 from rnn_xframework.protocol import Cell
 from rnn_xframework.transfer import (
     convert,
@@ -38,7 +40,9 @@ __all__ = [
     "Cell",
     "DTypeMismatchError",
     "FrameworkMismatchError",
+    "FrameworkOrderError",
     "InputShapeError",
+    "NotBuiltError",
     "RNNXError",
     "StateStructureError",
     "UnknownBackendError",
@@ -48,6 +52,7 @@ __all__ = [
     "cells",
     "compile",
     "convert",
+    "from_keras",
     "from_torch",
     "from_torch_fused",
     "get_backend",
@@ -55,6 +60,7 @@ __all__ = [
     "load_weights",
     "save_weights",
     "set_backend",
+    "to_keras",
     "to_torch",
     "to_torch_fused",
     "transfer_weights",

@@ -1,26 +1,37 @@
-"""``rnn-xframework`` (also ``python -m rnn_xframework``): the parity suite.
+"""The ``rnn-xframework`` command (also ``python -m rnn_xframework``); :data:`DESCRIPTION` is its help.
 
-    rnn-xframework parity [flags]                  the matrix (forward, backward, training)
-    rnn-xframework parity golden --write DIR       record golden vectors with TensorFlow
-    rnn-xframework parity golden --check DIR       check installed backends against them
-    rnn-xframework bench [flags]                   benchmarks (rnn-xframework bench --help)
-
-Exit status: 0 all passed, 1 a comparison failed, 2 bad flags (one line on stderr).
-docs/parity.md describes every flag.
+Progress goes to stderr (a rich bar on a terminal, a line per group otherwise), the report to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from rnn_xframework.errors import RNNXError
 
+if TYPE_CHECKING:
+    from rnn_xframework.parity.report import ProgressFn, Result
+
 PROG = "rnn-xframework"
+
+DESCRIPTION = """\
+The parity suite and the benchmarks of rnn_xframework.
+
+  rnn-xframework parity [flags]              the matrix (forward, backward, training)
+  rnn-xframework parity golden --write DIR   record golden vectors with TensorFlow
+  rnn-xframework parity golden --check DIR   check installed backends against them
+  rnn-xframework bench [flags]               benchmarks (rnn-xframework bench --help)
+
+Exit status: 0 all passed, 1 a comparison failed, 2 bad flags (one line on stderr).
+docs/parity.md describes every flag.
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,14 +51,20 @@ def _positive(text: str) -> int:
     return value
 
 
-def _common(sizes_default: object) -> argparse.ArgumentParser:
+def _common(sizes_default: object, orderings: Sequence[str]) -> argparse.ArgumentParser:
     from rnn_xframework.parity.report import DEVICES, DTYPES
 
     p = _Parser(add_help=False)
     p.add_argument("--backends", nargs="+", metavar="NAME", help="backends to test (default: every installed one)")
     p.add_argument("--devices", nargs="+", metavar="DEV", help=f"{' '.join(DEVICES)} (default: cpu, and cuda if seen)")
     p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES), help="default: both")
-    p.add_argument("--orderings", nargs="+", metavar="ORD", help="timestep layer torchscript (default: all)")
+    p.add_argument(
+        "--orderings",
+        nargs="+",
+        metavar="ORD",
+        help=f"{' '.join(orderings) or 'timestep layer, and each quick compile method'} "
+        "(default: every one an installed backend has)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     p.add_argument("--plain", action="store_true", help="plain-text table even when rich is installed")
     for name in ("batch", "steps", "features", "units", "layers"):
@@ -58,21 +75,43 @@ def _common(sizes_default: object) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def all_orderings() -> list[str]:
+    """Every ordering ``--orderings`` accepts here: ``timestep``, ``layer`` and each quick compile
+    method of the installed backends (which imports them, torch first, without their import noise)."""
+    from rnn_xframework import registry
+    from rnn_xframework.parity.problem import orderings_for
+
+    found: list[str] = []
+    for name in sorted(registry.installed(), key=lambda n: n != "torch"):
+        try:
+            with without_import_noise():
+                found += orderings_for(name)
+        except ImportError:  # BackendUnavailableError: the framework cannot be used in this process
+            continue
+    return list(dict.fromkeys(found))
+
+
+def build_parser(list_orderings: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``list_orderings=False`` leaves the installed backends unimported (the
+    ``--orderings`` help then names no compile method)."""
     from rnn_xframework.parity import CHECKS, Sizes
     from rnn_xframework.parity.golden import SIZES
 
-    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    orderings = all_orderings() if list_orderings else []
+    parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser(
         "parity",
-        parents=[_common(Sizes())],
+        parents=[_common(Sizes(), orderings)],
         help="compare backends, orderings, devices and dtypes",
         prog=f"{PROG} parity",
     )
     p.add_argument("--checks", nargs="+", choices=CHECKS, default=list(CHECKS), help="default: all three")
     golden = p.add_subparsers(dest="parity_command", parser_class=_Parser).add_parser(
-        "golden", parents=[_common(SIZES)], help="write or check golden vectors", prog=f"{PROG} parity golden"
+        "golden",
+        parents=[_common(SIZES, orderings)],
+        help="write or check golden vectors",
+        prog=f"{PROG} parity golden",
     )
     sub.add_parser("bench", add_help=False, help="time the library's methods against the frameworks' own")
     mode = golden.add_mutually_exclusive_group(required=True)
@@ -81,9 +120,95 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def progress_reporter(stream: TextIO | None = None) -> Iterator[ProgressFn]:
+    """A :data:`~rnn_xframework.parity.report.ProgressFn` that shows progress on ``stream`` (stderr).
+
+    On a terminal with rich installed: a progress bar, gone when the run ends (the report follows).
+    Elsewhere (a pipe, a log file, CI): one line per finished group with its counts and the time so far.
+    """
+    from rnn_xframework.parity.report import FAIL, PASS, SKIP, rich_available
+
+    stream = sys.stderr if stream is None else stream
+    start = time.monotonic()
+    if stream.isatty() and rich_available():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(file=stream), transient=True) as bar:
+            task = bar.add_task("starting", total=None)
+
+            def draw(index: int, total: int, label: str, results: Sequence[Result] | None) -> None:
+                done = index if results is None else index + 1
+                bar.update(task, total=total, completed=done, description=label)
+
+            yield draw
+        return
+
+    def line(index: int, total: int, label: str, results: Sequence[Result] | None) -> None:
+        if results is None:
+            return
+        statuses = [r.status for r in results]
+        counts = ", ".join(f"{statuses.count(s)} {w}" for s, w in zip((PASS, FAIL, SKIP), WORDS, strict=True))
+        elapsed = time.monotonic() - start
+        print(f"{PROG} parity: [{index + 1}/{total}] {label}: {counts} ({elapsed:.0f} s)", file=stream, flush=True)
+
+    yield line
+
+
+WORDS = ("passed", "failed", "skipped")
+
+FRAMEWORK_NOISE = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on.",
+)
+"""What TensorFlow's C++ code writes to stderr while it is imported, before its log level applies
+(``TF_CPP_MIN_LOG_LEVEL`` does not reach it): once per shared library it loads, twice in all."""
+
+
+@contextlib.contextmanager
+def without_import_noise() -> Iterator[None]:
+    """Run the block with file descriptor 2 captured; afterwards write back every captured line
+    except :data:`FRAMEWORK_NOISE` (anything else, an error above all, still reaches the user)."""
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in FRAMEWORK_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def load_backends(names: Sequence[str] | None) -> None:
+    """Import the selected backends (all installed ones for ``None``) before the run, torch first
+    (it must precede TensorFlow in one process), TensorFlow's import noise filtered out."""
+    from rnn_xframework import backends
+
+    chosen = set(backends.installed())
+    if names is not None:
+        chosen &= {backends.canonical_name(n) for n in names}  # UnknownBackendError for a bad name
+    for name in sorted(chosen, key=lambda n: n != "torch"):
+        with without_import_noise():
+            backends.get(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        build_parser(list_orderings=False).print_help()
+        return 2
     if argv[:1] == ["bench"]:
         if importlib.util.find_spec("rich") is None:
             print(f"{PROG} bench: error: needs rich: pip install 'rnn_xframework[rich]'", file=sys.stderr)
@@ -91,24 +216,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rnn_xframework.bench.harness import main as bench
 
         return bench(argv[1:])
-    from rnn_xframework import parity
+    from rnn_xframework import frameworks, parity
 
-    args = build_parser().parse_args(argv)
+    frameworks.import_triton_first()  # before any TensorFlow: rnn_xframework.frameworks
+    args = build_parser(list_orderings=argv[:1] == ["parity"] and ("-h" in argv or "--help" in argv)).parse_args(argv)
     sizes = parity.Sizes(args.batch, args.steps, args.features, args.units, args.layers)
     prog = f"{PROG} parity"
     try:
+        load_backends(args.backends)
         if getattr(args, "parity_command", None) == "golden" and args.write:
             paths = parity.write_golden(args.write, sizes, args.cells, args.dtypes, args.seed)
             print("\n".join(f"wrote {p} ({p.stat().st_size} bytes)" for p in paths))
             return 0
         if getattr(args, "parity_command", None) == "golden":
-            report = parity.check_golden(args.check, args.backends, args.devices, args.orderings, args.dtypes)
+            with progress_reporter() as progress:
+                report = parity.check_golden(
+                    args.check, args.backends, args.devices, args.orderings, args.dtypes, progress
+                )
         else:
             config = parity.Config(
                 sizes, args.backends, args.devices, args.dtypes, args.cells, args.orderings, args.checks, args.seed
             )
             parity.plan(config)  # every flag checked before anything runs
-            report = parity.run(config)
+            with progress_reporter() as progress:
+                report = parity.run(config, progress)
     except (RNNXError, ImportError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

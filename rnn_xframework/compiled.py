@@ -46,7 +46,7 @@ def check_compiled_call(
     if initial_state is None:
         return None
     batch = ops.shape(inputs)[batch_axis]
-    layers = protocol.as_stack_states(stack, initial_state)
+    layers = protocol.as_rnn_states(stack, ops, initial_state)
     return [protocol.check_states(cell, ops, state, batch) for cell, state in zip(stack.cells, layers, strict=True)]
 
 

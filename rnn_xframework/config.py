@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 
 from rnn_xframework import registry
+from rnn_xframework.errors import UnknownBackendError
 
 ENV_VAR = "RNN_XFRAMEWORK_BACKEND"
 FALLBACK = "torch"
@@ -40,12 +41,27 @@ def get_backend() -> str:
         if _process_default is not None:
             return _process_default
     env = os.environ.get(ENV_VAR)
-    return registry.canonical_name(env) if env else FALLBACK
+    if not env:
+        return FALLBACK
+    try:
+        return registry.canonical_name(env)
+    except UnknownBackendError as e:
+        raise UnknownBackendError(
+            f"the environment variable {ENV_VAR}={env!r} names no backend ({e}); "
+            f"set it to one of those names, or unset it to use {FALLBACK!r}"
+        ) from None
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
-    """``with xf.use_backend("tf"): ...`` sets the default for this thread/task only."""
+    """``with xf.use_backend("tf"): ...`` sets the default for this thread/task only.
+
+    >>> import rnn_xframework as xf
+    >>> with xf.use_backend("np"):
+    ...     cell = xf.layers.SimpleRNNCell(3)
+    >>> cell.backend
+    'numpy'
+    """
     token = _scoped.set(registry.canonical_name(name))
     try:
         yield _scoped.get() or name

@@ -39,5 +39,15 @@ class WeightsError(RNNXError, ValueError):
     weight file that does not fit the object it is loaded into."""
 
 
+class NotBuiltError(WeightsError):
+    """An object that has no weights yet (never built nor called) where weights are needed, for
+    example ``xf.convert`` of an unbuilt RNN: build it first."""
+
+
 class UnsupportedConfigError(RNNXError, ValueError):
     """A cell configuration that the chosen backend cannot express exactly."""
+
+
+class FrameworkOrderError(BackendUnavailableError):
+    """TensorFlow was loaded before triton in a process where triton is installed: loading
+    PyTorch's triton now would abort the process (see :mod:`rnn_xframework.frameworks`)."""

@@ -16,10 +16,13 @@ Example::
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 from rnn_xframework import cells, config, loops, protocol, registry
 from rnn_xframework.errors import FrameworkMismatchError
+from rnn_xframework.protocol import Cell
 
 
 def input_features(input_size: int | None, input_shape: Any) -> int | None:
@@ -61,21 +64,52 @@ INPUT_SIZE_DOC = """
 """
 
 
-class _Factory(type):
-    """Calling the class builds the backend's native object; ``isinstance`` checks its kind."""
+def _with_input_size(signature: inspect.Signature) -> inspect.Signature:
+    """``signature`` with the keyword-only ``input_size`` and ``input_shape`` before ``**kwargs``."""
+    P = inspect.Parameter
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is P.VAR_KEYWORD), len(params))
+    extra = [
+        P("input_size", P.KEYWORD_ONLY, default=None, annotation="int | None"),
+        P("input_shape", P.KEYWORD_ONLY, default=None, annotation="tuple | None"),
+    ]
+    return signature.replace(parameters=[*params[:at], *extra, *params[at:]])
 
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._make(*args, **kwargs)  # type: ignore[attr-defined]
+
+class _Factory(type):
+    """Metaclass of the Keras-named constructors. Calling ``layers.LSTMCell(...)`` runs the class's
+    ``__new__``, which returns the chosen backend's native object (a ``torch.nn.Module``, a Keras
+    layer, ...; not an instance of the class, so no ``__init__`` follows). ``isinstance(obj,
+    layers.LSTMCell)`` checks the object's kind on every backend. The real signature of ``__new__``
+    is what ``help()``, ``inspect.signature`` and the API reference show."""
+
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(name, bases, namespace)
+        if "__signature__" not in namespace and "__new__" in namespace:
+            new = inspect.signature(namespace["__new__"], eval_str=True)
+            cls.__signature__ = new.replace(parameters=list(new.parameters.values())[1:])
 
     def __instancecheck__(cls, obj: Any) -> bool:
         return cls._is(obj)  # type: ignore[attr-defined]
 
 
-def cell_factory(kind: str) -> type:
-    """The Keras-named constructor of a registered cell type: ``layers.LSTMCell(units, ...)``."""
-    spec = cells.get(kind)
+def _with_cls(signature: inspect.Signature) -> inspect.Signature:
+    """``signature`` with a leading ``cls``: the signature of a ``__new__`` taking those arguments."""
+    cls = inspect.Parameter("cls", inspect.Parameter.POSITIONAL_ONLY)
+    return signature.replace(parameters=[cls, *signature.parameters.values()])
 
-    def _make(
+
+def cell_factory(kind: str) -> type:
+    """The Keras-named constructor of a registered cell type: ``layers.LSTMCell(units, ...)``.
+
+    Its signature is the spec's (:meth:`rnn_xframework.cells.CellSpec.signature`): ``units``, the
+    activations, ``use_bias``, the type's options, ``dropout``, ``recurrent_dropout``, ``backend``,
+    ``dtype``, ``device``, and ``**kwargs`` for a backend's own arguments (Keras's initializers and
+    ``name``; torch's ``train_recurrent_bias``)."""
+    spec = cells.get(kind)
+    signature = _with_input_size(spec.signature())
+
+    def __new__(
         cls: type,
         units: int,
         *args: Any,
@@ -88,14 +122,16 @@ def cell_factory(kind: str) -> type:
         cls_ = registry.get(config.resolve(backend)).cell_class(kind)
         return _built(cls_(units, *args, **kwargs), dim)
 
+    __new__.__signature__ = _with_cls(signature)  # type: ignore[attr-defined]
+
     def _is(cls: type, obj: Any) -> bool:
         return getattr(obj, "cell_kind", None) == kind and protocol.is_structure(obj, "cell")
 
     namespace = {
         "__doc__": (spec.doc or "") + INPUT_SIZE_DOC,
         "__module__": __name__,
-        "__signature__": spec.signature(),
-        "_make": classmethod(_make),
+        "__signature__": signature,
+        "__new__": __new__,
         "_is": classmethod(_is),
     }
     return _Factory(kind, (), namespace)
@@ -141,8 +177,8 @@ class StackedRNNCells(metaclass=_Factory):
     [[h0_new], [h1_new], ...])``.
     """
 
-    @classmethod
-    def _make(cls, cells: Any, *, backend: str | None = None) -> Any:
+    def __new__(cls, cells: Sequence[Cell], *, backend: str | None = None) -> Any:
+        """``cells``: the layers in order, made on one backend; ``backend``: if given, must be theirs."""
         name = _backend_of_cells(cells, backend)
         cells = loops.check_cells(cells, name)
         stack = registry.get(name).stack_class(cells)
@@ -181,10 +217,9 @@ class RNN(metaclass=_Factory):
     (zeros by default).
     """
 
-    @classmethod
-    def _make(
+    def __new__(
         cls,
-        cell: Any,
+        cell: Cell | Sequence[Cell],
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
@@ -193,7 +228,7 @@ class RNN(metaclass=_Factory):
         time_major: bool = False,
         backend: str | None = None,
         input_size: int | None = None,
-        input_shape: Any = None,
+        input_shape: tuple[int | None, ...] | None = None,
     ) -> Any:
         loops.check_order(order)
         dim = input_features(input_size, input_shape)
@@ -219,35 +254,31 @@ class RNN(metaclass=_Factory):
 def _layer_factory(name: str, cell: type) -> type:
     """A one-layer sequence layer: ``RNN(<cell>(units, ...), ...)`` under Keras's name."""
 
-    def _make(
+    def __new__(
         cls: type,
         units: int,
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
-        *,
-        dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        backend: str | None = None,
-        dtype: Any = None,
-        device: Any = None,
-        input_size: int | None = None,
-        input_shape: Any = None,
         **cell_kwargs: Any,
     ) -> Any:
-        dim = input_features(input_size, input_shape)
-        c = cell(
-            units,
-            backend=backend,
-            dtype=dtype,
-            device=device,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            **cell_kwargs,
-        )
-        return RNN(
-            c, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards, input_size=dim
-        )
+        c = cell(units, **cell_kwargs)
+        return RNN(c, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards)
+
+    # The signature shown: the layer's own arguments, then every argument of the cell after ``units``.
+    own = list(inspect.signature(__new__, eval_str=True).parameters.values())[:-1]
+    from_cell = list(inspect.signature(cell).parameters.values())[1:]
+    shown = inspect.Signature(
+        [
+            *own[1:],
+            *(
+                p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is p.POSITIONAL_OR_KEYWORD else p
+                for p in from_cell
+            ),
+        ],
+        return_annotation=Any,
+    )
+    __new__.__signature__ = _with_cls(shown)  # type: ignore[attr-defined]
 
     def _is(cls: type, obj: Any) -> bool:
         cells = getattr(obj, "cells", None) if RNN._is(obj) else None
@@ -262,11 +293,9 @@ def _layer_factory(name: str, cell: type) -> type:
         return_state: also return the final state, as every ``RNN`` does: one list per layer,
             here ``[[h]]`` (``[[h, c]]`` for LSTM), not Keras's flat ``output, h, c``.
         go_backwards: process the sequence in reverse.
-        dropout, recurrent_dropout: Keras dropout (see ``{cell.__name__}``).
-        backend, dtype, device: as for the cell.
-        input_size, input_shape: the input features up front (PyTorch's and Keras's forms), for
-            parameters that exist before the first call (see ``RNN``).
-        **cell_kwargs: any other argument of ``{cell.__name__}`` (``activation``, ...).
+        **kwargs: the keyword arguments after these (``activation``, ``use_bias``,
+            ``dropout``, ``recurrent_dropout``, ``backend``, ``dtype``, ``device``, ...) are
+            ``{cell.__name__}``'s and mean what they mean there.
 
     Call: ``layer(x, initial_state=None, training=None, mask=None)``; ``x`` ``[batch, time,
     features]``; ``mask`` ``[batch, time]`` (true for real steps): a masked step keeps the
@@ -274,9 +303,8 @@ def _layer_factory(name: str, cell: type) -> type:
     Layers stack like ``keras.Sequential``: ``y = l2(l1(x))`` with ``return_sequences=True`` on
     ``l1``.
     """
-    return _Factory(
-        name, (), {"__doc__": doc, "__module__": __name__, "_make": classmethod(_make), "_is": classmethod(_is)}
-    )
+    namespace = {"__doc__": doc, "__module__": __name__, "__signature__": shown, "__new__": __new__}
+    return _Factory(name, (), {**namespace, "_is": classmethod(_is)})
 
 
 SimpleRNN = _layer_factory("SimpleRNN", SimpleRNNCell)

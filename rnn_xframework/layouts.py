@@ -152,9 +152,15 @@ def of(cell: Any) -> Layout:
 
 def input_dim_of(kind: str, weights: Sequence[np.ndarray]) -> int:
     """The input size a canonical weight list implies (rows of ``kernel``)."""
-    if len(weights) == 0 or np.ndim(weights[0]) != 2:
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise WeightsError(f"{kind}: expected a list of canonical weights, got {type(weights).__name__}")
+    try:
+        shape = np.shape(weights[0]) if len(weights) else ()
+    except (ValueError, TypeError, RuntimeError) as e:  # a ragged list, a tensor that needs grad, ...
+        raise WeightsError(f"{kind}: the kernel (weights[0]) is not an array ({e})") from None
+    if len(shape) != 2:
         raise WeightsError(f"{kind}: expected canonical weights starting with a 2-D kernel, got {len(weights)} arrays")
-    return int(np.shape(weights[0])[0])
+    return int(shape[0])
 
 
 def check(
@@ -170,8 +176,12 @@ def check(
         raise WeightsError(f"{where}: expected a list of {len(expected)} arrays, got {type(weights).__name__}")
     if len(weights) != len(expected):
         raise WeightsError(f"{where}: {kind} expects {len(expected)} arrays {describe(expected)}, got {len(weights)}")
-    arrays = [np.asarray(w) for w in weights]
-    for (name, shape), arr in zip(expected, arrays, strict=True):
+    arrays = []
+    for (name, shape), w in zip(expected, weights, strict=True):
+        try:
+            arr = np.asarray(w)
+        except (ValueError, TypeError, RuntimeError) as e:  # ragged lists, tensors needing grad, ...
+            raise WeightsError(f"{where}: {kind} weight {name!r} is not an array ({e})") from None
         if arr.shape != shape:
             raise WeightsError(
                 f"{where}: {kind} weight {name!r} must have shape {shape}, got {arr.shape} "
@@ -179,7 +189,16 @@ def check(
             )
         if not np.issubdtype(arr.dtype, np.floating):
             raise WeightsError(f"{where}: weight {name!r} must be floating point, got dtype {arr.dtype}")
+        arrays.append(native_float(arr))
     return arrays
+
+
+def native_float(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in native byte order, as float16/32/64 (wider floats become float64), so every
+    backend takes the same arrays: ``>f4`` and ``<f4`` give the same weights everywhere."""
+    if arr.dtype.itemsize > 8:
+        return arr.astype(np.float64)
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def describe(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> str:

@@ -200,7 +200,7 @@ class RNNMixin(_Container):
             self.cell.build_cells(ops.shape(inputs)[1:])
         if initial_state is None:
             initial_state = self.cell.get_initial_state(ops.batch_size(inputs))
-        states = protocol.as_stack_states(self.cell, initial_state)
+        states = protocol.as_rnn_states(self.cell, ops, initial_state)
         steps = ops.unstack(inputs)
         if not steps:
             raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")

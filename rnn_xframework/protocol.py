@@ -35,6 +35,18 @@ class Cell(Protocol):
         backend: ``"torch"``, ``"tensorflow"`` or ``"numpy"``.
         units: size of the output.
         state_size: Keras's value: an int for single-state cells, a list otherwise.
+
+    Every cell of every backend satisfies it (``isinstance`` checks the methods' presence):
+
+    >>> import numpy as np
+    >>> import rnn_xframework as xf
+    >>> cell = xf.layers.LSTMCell(4, backend="numpy")
+    >>> isinstance(cell, xf.Cell)
+    True
+    >>> states = cell.get_initial_state(batch_size=2)  # always a list: [h, c] for an LSTM
+    >>> out, states = cell(np.ones((2, 3), "float32"), states)
+    >>> out.shape, [s.shape for s in states]
+    ((2, 4), [(2, 4), (2, 4)])
     """
 
     backend: str
@@ -121,9 +133,18 @@ def check_tensor(ops: TensorOps, x: Any, what: str, shape: Sequence[int | None],
     ``None`` in ``shape`` matches any size; unknown sizes of ``x`` (tracing) match anything.
     """
     if not ops.is_native(x):
+        if isinstance(x, (list, tuple)):
+            raise StateStructureError(
+                f"{what}: expected a {ops.name} tensor, got a {type(x).__name__} of {len(x)}; a cell's state "
+                "is a flat list of tensors ([h], or [h, c] for an LSTM), a list of per-layer lists ([[h0], [h1]]) "
+                "belongs to a stack or an RNN"
+            )
+        hint = "convert it first"
+        if framework_of(x) in _BACKEND_PACKAGES:
+            hint += f", or build the cell with backend={_BACKEND_PACKAGES[framework_of(x)]!r}"
         raise FrameworkMismatchError(
             f"{what}: expected a {ops.name} tensor, got {type(x).__module__}.{type(x).__name__} "
-            f"({framework_of(x)}); convert it first, or build the cell with backend={framework_of(x)!r}"
+            f"({framework_of(x)}); {hint}"
         )
     got = ops.shape(x)
     if len(got) != len(shape) or any(
@@ -133,10 +154,12 @@ def check_tensor(ops: TensorOps, x: Any, what: str, shape: Sequence[int | None],
         raise InputShapeError(f"{what}: expected shape {want}, got {tuple(got)}")
     got_dtype = ops.dtype_name(x)
     if got_dtype != dtype:
-        raise DTypeMismatchError(
-            f"{what}: expected dtype {dtype} (the cell's dtype), got {got_dtype}; cast the tensor or "
-            f"build the cell with dtype={got_dtype!r}"
-        )
+        fix = f"cast the tensor to {dtype}"
+        if got_dtype in DTYPES:
+            fix += f" or build the cell with dtype={got_dtype!r}"
+        else:
+            fix += f" (cells compute in {' or '.join(DTYPES)} only; integer token ids go through an embedding first)"
+        raise DTypeMismatchError(f"{what}: expected dtype {dtype} (the cell's dtype), got {got_dtype}; {fix}")
 
 
 def check_step(cell: Any, ops: TensorOps, inputs: Any, states: Any) -> list[Any]:
@@ -181,13 +204,44 @@ def as_state_list(cell: Any, ops: TensorOps, states: Any) -> list[Any]:
 def as_stack_states(stack: Any, states: Any) -> list[Any]:
     """A stack's state: a list with one entry per layer (each entry checked by its cell)."""
     n = len(stack.cells)
-    if not isinstance(states, (list, tuple)) or len(states) != n:
-        got = f"a list of {len(states)}" if isinstance(states, (list, tuple)) else type(states).__name__
+    flat = isinstance(states, (list, tuple)) and any(not isinstance(s, (list, tuple)) for s in states)
+    if not isinstance(states, (list, tuple)) or len(states) != n or flat:
+        if flat:
+            got = f"a flat {type(states).__name__} of {len(states)} (not one list per layer)"
+        elif isinstance(states, (list, tuple)):
+            got = f"a list of {len(states)}"
+        else:
+            got = type(states).__name__
         raise StateStructureError(
-            f"stack states: expected a list of {n} per-layer lists (e.g. [[h0], [h1]]), got {got}; "
+            f"stack states: expected a list of {n} per-layer lists ({_example(stack)}), got {got}; "
             "use stack.get_initial_state(batch_size) for the right structure"
         )
     return list(states)
+
+
+def as_rnn_states(stack: Any, ops: TensorOps, states: Any) -> list[Any]:
+    """An RNN's initial state as a stack's (one list per layer), also in Keras's forms for an RNN of
+    one cell: ``h`` or ``[h]`` (SimpleRNN, GRU), ``[h, c]`` (LSTM), as ``keras.layers.LSTM`` takes them."""
+    if len(stack.cells) == 1:
+        if ops.is_native(states):
+            return [[states]]
+        if isinstance(states, (list, tuple)) and states and all(ops.is_native(s) for s in states):
+            return [list(states)]
+    return as_stack_states(stack, states)
+
+
+def _example(stack: Any) -> str:
+    """``[[h0, c0], [h1, c1]]``-style example of a stack's state, from its cells' state counts."""
+    names = ("h", "c", "s")
+    layers = [
+        "[" + ", ".join(f"{names[j] if j < len(names) else 's'}{i}" for j in range(len(cell.state_sizes))) + "]"
+        for i, cell in enumerate(stack.cells)
+    ]
+    return "e.g. [" + ", ".join(layers) + "]"
+
+
+_BACKEND_PACKAGES = {"torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow", "numpy": "numpy"}
+"""Top-level package of a tensor's type -> the backend whose cells take it."""
 
 
 def cell_name(cell: Any) -> str:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rnn_xframework import frameworks
 from rnn_xframework.errors import (
     BackendUnavailableError,
     FrameworkMismatchError,
@@ -53,6 +54,7 @@ class Backend:
     Class attributes (read by the core; a new backend sets its own):
         compile_methods: ``{method: "module:function"}`` for :func:`rnn_xframework.compile`.
         slow_to_compile: methods that take many seconds per shape (the parity matrix skips them).
+        cuda_only: methods that run on CUDA tensors only (the parity matrix runs them on ``cuda``).
         distributions: the pip distributions whose versions a report prints.
         forward_reference, gradient_reference: the parity suite's preference for this backend
             as the reference of outputs / of gradients (lower first; ``None``: never).
@@ -63,6 +65,7 @@ class Backend:
     name: ClassVar[str]
     compile_methods: ClassVar[dict[str, str]] = {}
     slow_to_compile: ClassVar[frozenset[str]] = frozenset()
+    cuda_only: ClassVar[frozenset[str]] = frozenset()
     distributions: ClassVar[tuple[str, ...]] = ()
     forward_reference: ClassVar[int | None] = None
     gradient_reference: ClassVar[int | None] = None
@@ -170,6 +173,8 @@ def get(name: str) -> Backend:
             f"backend {key!r} needs the {entry.framework!r} package, which is not installed; "
             f"install it with: {entry.install}"
         )
+    if entry.framework is not None:
+        frameworks.load(entry.framework)  # triton before TensorFlow (rnn_xframework.frameworks)
     importlib.import_module(entry.module)
     return _REGISTRY[key]
 

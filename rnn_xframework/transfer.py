@@ -8,20 +8,12 @@ and shape and are checked on load. Every write is all-or-nothing.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from typing import Any
 
-import numpy as np
-
-from rnn_xframework import layouts
-from rnn_xframework.errors import FrameworkMismatchError, WeightsError
+from rnn_xframework import layouts, weightfile
+from rnn_xframework.errors import FrameworkMismatchError, NotBuiltError, WeightsError
 from rnn_xframework.protocol import cells_of, structure_of
-
-FORMAT = "rnn_xframework.weights"
-FORMAT_VERSION = 1
-_META = "__meta__"
 
 
 # --- between objects -------------------------------------------------------------------------
@@ -30,6 +22,18 @@ def transfer_weights(src: Any, dst: Any) -> Any:
 
     Raises :class:`WeightsError` if the structures differ; ``dst`` is unchanged then.
     Returns ``dst``.
+
+    >>> import rnn_xframework as xf
+    >>> from rnn_xframework import layers
+    >>> src = layers.SimpleRNNCell(3, backend="numpy")
+    >>> src.build((None, 2))
+    >>> dst = xf.transfer_weights(src, layers.SimpleRNNCell(3, backend="numpy"))
+    >>> [w.shape for w in dst.get_weights()]  # kernel, recurrent_kernel, bias
+    [(2, 3), (3, 3), (3,)]
+    >>> xf.transfer_weights(src, layers.SimpleRNNCell(5, backend="numpy"))
+    Traceback (most recent call last):
+    ...
+    rnn_xframework.errors.WeightsError: transfer_weights: structures differ: ...
     """
     src_cells, dst_cells = cells_of(src), cells_of(dst)
     src_sig, dst_sig = layouts.signature(src_cells), layouts.signature(dst_cells)
@@ -44,12 +48,42 @@ def transfer_weights(src: Any, dst: Any) -> Any:
 def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) -> Any:
     """A new object of the same structure and weights on ``backend``.
 
-    ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU).
+    ``dtype`` defaults to the source's; ``device`` to the backend's default (CPU). The source
+    must be built (its weights exist): an unbuilt one raises :class:`NotBuiltError` rather than
+    giving a copy whose weights would be drawn anew, unrelated to the source's.
+
+    Example (the NumPy backend needs no framework; ``backend="torch"`` or ``"tf"`` works alike):
+
+    >>> import numpy as np
+    >>> import rnn_xframework as xf
+    >>> from rnn_xframework import layers
+    >>> rnn = layers.RNN([layers.LSTMCell(4, backend="numpy"), layers.LSTMCell(4, backend="numpy")])
+    >>> rnn.build((None, None, 3))
+    >>> copy = xf.convert(rnn, backend="numpy", dtype="float64")
+    >>> type(copy).__name__, len(copy.cells), copy.cells[0].dtype_name
+    ('RNN', 2, 'float64')
+    >>> x = np.random.default_rng(0).normal(size=(2, 5, 3))
+    >>> bool(np.allclose(copy(x), rnn(x.astype("float32")), atol=1e-6))
+    True
+    >>> xf.convert(layers.GRUCell(4, backend="numpy"), backend="numpy")
+    Traceback (most recent call last):
+    ...
+    rnn_xframework.errors.NotBuiltError: convert: the source cell is not built yet, ...
     """
     from rnn_xframework import layers
 
     kind = structure_of(obj)
     src_cells = cells_of(obj)
+    if any(c.input_dim is None for c in src_cells):
+        how = {
+            "rnn": "rnn.build((None, None, features))",
+            "stack": "stack.build((None, features))",
+            "cell": "cell.build((None, features))",
+        }[kind]
+        raise NotBuiltError(
+            f"convert: the source {kind} is not built yet, so it has no weights to carry over; "
+            f"build it first with {how}, or call it once on an input"
+        )
     dtype = dtype if dtype is not None else src_cells[0].dtype_name
     cells = [
         layers.make_cell(c.cell_kind, backend=backend, dtype=dtype, device=device, **c.portable_config())
@@ -68,8 +102,7 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
             order=obj.order,
             time_major=obj.time_major,
         )
-    if all(c.input_dim is not None for c in src_cells):
-        transfer_weights(obj, new)
+    transfer_weights(obj, new)
     return new
 
 
@@ -119,72 +152,26 @@ def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
     """Write canonical weights to ``path`` (``.npz`` appended if missing); return the path.
 
     The file holds arrays named ``cells.{i}.{kernel|recurrent_kernel|bias}`` and a JSON record
-    of the structure, names and shapes. Written to a temporary file and renamed, so a failure
-    never leaves a half-written file.
+    of the structure, names and shapes (:mod:`rnn_xframework.weightfile` has the format).
+    Written to ``.{name}.rnnxf-tmp-{pid}-{hex}`` next to the destination and renamed, so a
+    failure never leaves a half-written file; the destination keeps its mode (a new file gets
+    the umask's) and a symlink is written through. A directory destination raises
+    :class:`WeightsError`.
     """
     cells = cells_of(obj)
     if any(c.input_dim is None for c in cells):
         raise WeightsError("save_weights: the object is not built yet; call build() or call it once first")
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
-    arrays: dict[str, np.ndarray] = {}
-    record = []
-    for i, cell in enumerate(cells):
-        names = layouts.of(cell).names(cell.use_bias)
-        weights = cell.get_weights()
-        for name, w in zip(names, weights, strict=True):
-            arrays[f"cells.{i}.{name}"] = w
-        record.append(
-            {
-                "kind": layouts.name_of(cell),
-                "units": cell.units,
-                "use_bias": cell.use_bias,
-                "names": names,
-                "shapes": [list(w.shape) for w in weights],
-                "dtype": cell.dtype_name,
-            }
-        )
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "structure": structure_of(obj), "cells": record}
-    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rnn_xframework-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return weightfile.save(path, cells, structure_of(obj))
 
 
 def load_weights(obj: Any, path: str | os.PathLike[str]) -> Any:
-    """Load a file written by :func:`save_weights` into ``obj`` (checked, all-or-nothing)."""
+    """Load a file written by :func:`save_weights` into ``obj`` (checked, all-or-nothing).
+
+    Every corruption, and any file that does not fit ``obj``, raises :class:`WeightsError`
+    naming the problem before anything is written; memory stays bounded by the sizes the file
+    declares. Keras files (``.weights.h5``, ``.keras``) are named, with what to do instead.
+    Returns ``obj``.
+    """
     cells = cells_of(obj)
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            meta = json.loads(bytes(f[_META]).decode())
-            files = {k: f[k] for k in f.files if k != _META}
-    except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise WeightsError(f"load_weights: {os.fspath(path)!r} is not an rnn_xframework weight file ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"load_weights: {os.fspath(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    record = meta["cells"]
-    saved = [f"{r['kind']}(units={r['units']}, use_bias={r['use_bias']})" for r in record]
-    if saved != layouts.signature(cells):
-        raise WeightsError(f"load_weights: the file holds {saved}, the object is {layouts.signature(cells)}")
-    weight_lists = []
-    for i, r in enumerate(record):
-        ws = []
-        for name, shape in zip(r["names"], r["shapes"], strict=True):
-            key = f"cells.{i}.{name}"
-            if key not in files or list(files[key].shape) != shape:
-                got = None if key not in files else list(files[key].shape)
-                raise WeightsError(f"load_weights: {key} recorded with shape {shape}, found {got}")
-            ws.append(files[key])
-        weight_lists.append(ws)
-    layouts.set_cells_weights(cells, weight_lists, where="load_weights")
+    layouts.set_cells_weights(cells, weightfile.load(path, cells), where="load_weights")
     return obj

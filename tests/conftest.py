@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rnn_xframework import registry
+from rnn_xframework.frameworks import import_triton_first
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,6 +20,9 @@ if importlib.util.find_spec("torch") is not None:
 
     torch.backends.cuda.matmul.allow_tf32 = False  # correctness tests compare in true fp32
     torch.backends.cudnn.allow_tf32 = False
+# Triton (installed with the kernel extra) must be loaded before TensorFlow, or a later
+# triton load (torch.optim does one) aborts the process: rnn_xframework.frameworks.
+import_triton_first()
 
 BACKENDS = registry.names()
 FRAMEWORK = {name: registry.framework(name) for name in BACKENDS}
@@ -56,5 +60,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         has_cuda = torch.cuda.is_available()
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
     for item in items:
-        if "cuda" in item.keywords and not has_cuda:
+        if item.get_closest_marker("cuda") is not None and not has_cuda:  # a marker, not a path part
             item.add_marker(skip)

@@ -23,6 +23,14 @@ def test_environment_variable(monkeypatch):
     assert xf.get_backend() == "tensorflow"
 
 
+def test_misspelled_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv(config.ENV_VAR, "torhc")
+    with pytest.raises(xf.errors.UnknownBackendError) as e:
+        xf.layers.SimpleRNNCell(3)
+    message = str(e.value)
+    assert "RNN_XFRAMEWORK_BACKEND='torhc'" in message and "unset it" in message, message
+
+
 def test_set_backend_beats_environment_and_argument_beats_both(monkeypatch):
     monkeypatch.setenv(config.ENV_VAR, "tensorflow")
     xf.set_backend("numpy")

@@ -116,3 +116,47 @@ def test_errors_are_builtin_subclasses():
     assert issubclass(xf.DTypeMismatchError, TypeError)
     assert issubclass(xf.BackendUnavailableError, ImportError)
     assert issubclass(xf.UnknownBackendError, ValueError)
+
+
+def test_integer_input_says_cast_not_a_dtype_the_library_refuses(cell, backend):
+    with pytest.raises(xf.DTypeMismatchError) as e:
+        cell(native(backend, np.ones((2, 3), "int64")), cell.get_initial_state(2))
+    message = str(e.value)
+    assert "got int64" in message and "cast the tensor to float32" in message, message
+    assert "dtype='int64'" not in message, message
+
+
+def test_stack_state_given_to_a_cell_says_so(cell, backend):
+    x = native(backend, np.ones((2, 3), "float32"))
+    with pytest.raises(xf.StateStructureError) as e:
+        cell(x, [cell.get_initial_state(2)])  # [[h]]: a stack's state
+    message = str(e.value)
+    assert "builtins" not in message and "[[h0], [h1]]" in message and "[h]" in message, message
+
+
+def test_flat_states_given_to_an_lstm_stack_say_one_list_per_layer(backend):
+    stack = layers.StackedRNNCells([layers.LSTMCell(4, backend=backend), layers.LSTMCell(4, backend=backend)])
+    x = native(backend, np.ones((2, 3), "float32"))
+    stack.build((None, 3))
+    h, c = stack.cells[0].get_initial_state(2)
+    with pytest.raises(xf.StateStructureError) as e:
+        stack(x, [h, c])
+    message = str(e.value)
+    assert "bare tensor" not in message and "flat list of 2" in message, message
+    assert "[[h0, c0], [h1, c1]]" in message, message
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNN", "LSTM", "GRU"])
+def test_one_cell_layers_take_kerass_initial_state_forms(backend, kind):
+    rnn = getattr(layers, kind)(4, return_state=True, backend=backend)
+    x = native(backend, np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32"))
+    rnn.build((None, 5, 3))
+    rng = np.random.default_rng(1)
+    states = [native(backend, rng.normal(size=(2, 4)).astype("float32")) for _ in rnn.cells[0].state_sizes]
+    want_y, want_states = rnn(x, initial_state=[states])  # the library's own form: one list per layer
+    forms = [states] + ([states[0]] if len(states) == 1 else [])  # [h, c] / [h] / h, as Keras takes them
+    for form in forms:
+        y, got_states = rnn(x, initial_state=form)
+        np.testing.assert_allclose(backends.get(backend).to_numpy(y), backends.get(backend).to_numpy(want_y), 0, 1e-6)
+        for g, w in zip(got_states[0], want_states[0], strict=True):
+            np.testing.assert_allclose(backends.get(backend).to_numpy(g), backends.get(backend).to_numpy(w), 0, 1e-6)

@@ -41,3 +41,19 @@ def test_sentiment_example_trains():
     pytest.importorskip("rich")
     out = run(str(EXAMPLES / "sentiment_torch.py"), "--quick")
     assert "test accuracy" in out and "chance 0.5" in out
+
+
+def test_keras_to_torch_example():
+    """Keras fit -> xf.from_keras(..., backend="torch") -> same logits -> fine-tuned in torch."""
+    require("torch"), require("tensorflow")
+    out = run(str(EXAMPLES / "keras_to_torch.py"), "--quick")
+    assert "ported: max |torch - keras| logits" in out and "(tolerance 1e-5)" in out
+    assert "LSTM weights moved by up to" in out
+
+
+def test_torch_to_keras_example():
+    """PyTorch checkpoint -> xf.from_torch(..., backend="tensorflow") -> xf.to_keras -> .keras file."""
+    require("torch"), require("tensorflow")
+    out = run(str(EXAMPLES / "torch_to_keras.py"), "--quick")
+    assert "ported: max |keras - torch| logits" in out and "(tolerance 1e-5)" in out
+    assert "saved and loaded classifier.keras with layers" in out and "'LSTM', 'GRU'" in out

@@ -57,6 +57,19 @@ def test_convert_makes_the_same_structure(src, dst, rng):
     assert isinstance(stack, layers.StackedRNNCells) and stack.dtype_name == "float32"
 
 
+@pytest.mark.parametrize("src,dst", PAIRS)
+def test_convert_of_an_unbuilt_object_says_build_it_first(src, dst):
+    """An unbuilt source has no weights: a typed error at convert time, not an unbuilt copy that
+    fails later (or draws weights of its own)."""
+    require(src), require(dst)
+    rnn = make_rnn(src, 2, 6, "float32")
+    for obj, how in ((rnn, r"rnn\.build\(\(None, None, features\)\)"), (rnn.cells[0], r"cell\.build")):
+        with pytest.raises(xf.NotBuiltError, match=f"not built yet.*{how}"):
+            xf.convert(obj, backend=dst)
+    assert isinstance(xf.NotBuiltError("x"), xf.WeightsError)
+    assert rnn.cells[0].input_dim is None  # the source is left as it was
+
+
 def test_torch_bias_mapping(rng):
     require("torch")
     import torch

@@ -7,6 +7,10 @@ arrays are accepted as inputs, as Keras layers accept them.
 
 Keras 3 chooses its backend once per process (``KERAS_BACKEND``); this module refuses to load
 when Keras runs on anything but TensorFlow, rather than changing a global setting.
+
+Every class here is a registered Keras serializable (``"rnn_xframework>LSTMCell"``, ...) with
+``get_config``/``from_config``, so ``model.save("m.keras")`` and ``keras.saving.load_model``
+round-trip a model holding these layers, without ``custom_objects``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,21 @@ if _problem:
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+_serializable = keras.saving.register_keras_serializable(package="rnn_xframework")
+
+
+def _dtype_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``from_config`` side of the ``dtype`` entry: Keras writes a serialized ``DTypePolicy``;
+    the library's cells take a dtype name (and refuse mixed policies)."""
+    config = dict(config)
+    dtype = config.pop("dtype", None)
+    if isinstance(dtype, dict):
+        dtype = keras.dtype_policies.deserialize(dtype).name
+    elif isinstance(dtype, keras.DTypePolicy):
+        dtype = dtype.name
+    config["dtype"] = dtype
+    return config
 
 
 def _to_tensor(x: Any) -> Any:
@@ -126,6 +145,16 @@ class KerasCell:
             config[key] = keras.activations.serialize(keras.activations.get(config[key]))
         return config
 
+    def get_config(self) -> dict[str, Any]:
+        """Keras's cell config plus ``device`` (a string, or ``None``)."""
+        config = super().get_config()  # type: ignore[misc]
+        config.pop("autocast", None)  # always False here; set by __init__
+        return {**config, "device": None if self.device is None else str(self.device)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        return cls(**_dtype_from_config(config))
+
     def build(self, input_shape: Sequence[int | None]) -> None:
         with device_scope(self.device):
             super().build(input_shape)  # type: ignore[misc]
@@ -140,11 +169,12 @@ class KerasCell:
         """Checks count and every shape before assigning anything."""
         dim = self.input_dim if self.built else layouts.input_dim_of(self.cell_kind, weights)
         arrays = layouts.check(self.layout_name, weights, dim, self.units, self.use_bias)
+        values = [a.astype(self.dtype_name) for a in arrays]  # all converted before any write
         if not self.built:
             self.build((None, dim))
         variables = [v for v in (self.kernel, self.recurrent_kernel, self.bias) if v is not None]
-        for variable, value in zip(variables, arrays, strict=True):
-            variable.assign(value.astype(self.dtype_name))
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
 
     def get_dropout_masks(self) -> tuple[list[Any] | None, list[Any] | None]:
         """``(input masks, recurrent masks)`` Keras has cached, each a list or ``None``."""
@@ -220,6 +250,11 @@ class SpecLayer(keras.layers.Layer):
         w = cells.StepWeights(self.kernel, self.recurrent_kernel, b_in, b_rec)
         return cells.run_step(self.spec, STEP_OPS, self.spec_config, w, inputs, list(states))
 
+    def get_initial_state(self, batch_size: Any = None) -> list[Any]:
+        """Zeros, one ``[batch_size, units]`` tensor per state (Keras's cells have this; the
+        library's RNN calls it when no initial state is given)."""
+        return [keras.ops.zeros((batch_size, self.units), dtype=self.compute_dtype) for _ in self.spec.states]
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self.spec_config}
 
@@ -227,19 +262,32 @@ class SpecLayer(keras.layers.Layer):
 def _class_for(spec: cells.CellSpec) -> type:
     """``KerasCell`` over Keras's own class for the spec, or over :class:`SpecLayer`."""
     base = SpecLayer if spec.keras_class is None else getattr(keras.layers, spec.keras_class)
-    return cells.class_for(spec, (KerasCell, base), __name__)
+    cls = cells.class_for(spec, (KerasCell, base), __name__)
+    return _serializable(cls)  # "rnn_xframework>LSTMCell", ...; a re-registered spec replaces its class
 
 
+@_serializable
 class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
     """One step through every cell; state ``[[h0], [h1], ...]``, never unwrapped."""
 
     backend = "tensorflow"
     base_kwargs = {"autocast": False}
 
+    def get_config(self) -> dict[str, Any]:
+        config = keras.layers.Layer.get_config(self)
+        return {**config, "cells": [keras.saving.serialize_keras_object(c) for c in self.cells]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        config = dict(config)
+        cells = [keras.saving.deserialize_keras_object(c) for c in config.pop("cells")]
+        return cls(cells, **config)
+
     def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
         return self.step(inputs, states, training)
 
 
+@_serializable
 class RNN(loops.RNNMixin, keras.layers.Layer):
     """Loop over ``[batch, time, features]`` in Python (unrolled when traced by ``tf.function``)."""
 
@@ -249,6 +297,23 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
     def __init__(self, cell: Any, **kwargs: Any) -> None:
         super().__init__(cell, **kwargs)
         self.supports_masking = True  # the library's RNN reads ``mask=`` as Keras's does
+
+    def get_config(self) -> dict[str, Any]:
+        config = keras.layers.Layer.get_config(self)
+        return {
+            **config,
+            "cell": keras.saving.serialize_keras_object(self.cell),
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "order": self.order,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        config = dict(config)
+        cell = keras.saving.deserialize_keras_object(config.pop("cell"))
+        return cls(cell, **config)
 
     def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         return self.run(inputs, initial_state, training, mask)
@@ -292,7 +357,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
     def dtype_name(self, x: Any) -> str:
         return (
-            protocol.dtype_name(x.dtype) if x.dtype in ("float32", "float64", tf.float32, tf.float64) else str(x.dtype)
+            protocol.dtype_name(x.dtype)
+            if x.dtype in ("float32", "float64", tf.float32, tf.float64)
+            else tf.as_dtype(x.dtype).name
         )
 
     def to_numpy(self, x: Any) -> np.ndarray:

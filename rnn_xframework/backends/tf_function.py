@@ -18,7 +18,8 @@ source show here, and ``tf.GradientTape`` differentiates through it. A new input
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -187,6 +188,140 @@ TIMESTEP_MAJOR_MAX = 4096
 about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
 
 
+class Structure(NamedTuple):
+    """Everything a graph depends on except the weights' values and the call's tensors."""
+
+    cells: tuple[tuple[Any, ...], ...]  # per cell: what cell_step and project read of it
+    go_backwards: bool
+    return_sequences: bool
+    jit_compile: bool
+    timestep_major_max: int  # TIMESTEP_MAJOR_MAX when compiled
+
+
+def structure_of(rnn: Any, jit_compile: bool) -> Structure:
+    cells = tuple(
+        (
+            c.cell_kind,
+            c.layout_name,
+            c.units,
+            tuple(c.state_sizes),
+            c.bias is not None,
+            repr(sorted(c.portable_config().items())),
+        )
+        for c in rnn.cells
+    )
+    return Structure(cells, bool(rnn.go_backwards), bool(rnn.return_sequences), jit_compile, TIMESTEP_MAJOR_MAX)
+
+
+class Graphs:
+    """The ``tf.function`` objects of one :class:`Structure`, shared by every :class:`CompiledRNN` of it.
+
+    The weights enter as tensors (read from the variables at each call), so two compiled RNNs
+    of the same structure run the same traced graphs: compiling a new RNN of a structure seen
+    before traces nothing, and TensorFlow's retracing warning (which counts traces per Python
+    function, across objects) has nothing to count.
+    """
+
+    def __init__(self, structure: Structure, template: Sequence[Any]) -> None:
+        self.structure = structure
+        # The first compiled RNN's cells stand for every RNN of this structure: the graphs read
+        # their configuration only (activations, sizes, layout), never their variables.
+        self.cells = tuple(template)
+        jit = structure.jit_compile
+        # One graph per call either way: the eager work per call is one function call.
+        self.graph = tf.function(self._run_xla if jit else self._run, jit_compile=jit, autograph=False)
+        self.forward = tf.function(self._loop, jit_compile=True, autograph=False)
+        self.backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
+
+    def _loop(
+        self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
+    ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+        """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell."""
+        s = self.structure
+        if s.go_backwards:
+            x = tf.reverse(x, [1])
+        seq = tf.transpose(x, [1, 0, 2])
+        layers = list(zip(self.cells, weights, strict=True))
+        small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.cells) <= s.timestep_major_max
+        run = timestep_major if (small or not s.jit_compile) and len(layers) > 1 else layer_major
+        seq, new_states = run(layers, seq, states, unroll=not s.jit_compile)
+        y = tf.transpose(seq, [1, 0, 2]) if s.return_sequences else seq[-1]
+        return y, new_states
+
+    def _pack_weights(self, flat: list[tf.Tensor]) -> list[Weights]:
+        """``[kernel, recurrent_kernel, (bias), ...]`` -> one :class:`Weights` per cell."""
+        values = iter(flat)
+        return [Weights(*(None if v is None else next(values) for v in weights_of(c))) for c in self.cells]
+
+    def _loop_gradients(
+        self, x: tf.Tensor, flat: list[tf.Tensor], weights: list[tf.Tensor], upstream: list[Any]
+    ) -> Any:
+        """Forward and backward of :meth:`_loop` in one XLA function: gradients of
+        ``sum(y * dy) + sum(s * ds)`` (``upstream = [dy, *ds]``) w.r.t. ``x``, the flat states
+        and the flat weights."""
+        structure = [list(c.state_sizes) for c in self.cells]
+        sources = [x, *flat, *weights]
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            y, new = self._loop(x, tf.nest.pack_sequence_as(structure, flat), self._pack_weights(weights))
+        grads = tape.gradient([y, *tf.nest.flatten(new)], sources, output_gradients=upstream)
+        return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)]
+
+    def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
+        """``states``, or zeros ``[batch, units]`` for each state of each cell when ``None``."""
+        if states is not None:
+            return [list(s) for s in states]
+        batch = tf.shape(x)[0]
+        return [[tf.zeros([batch, n], x.dtype) for n in c.state_sizes] for c in self.cells]
+
+    def _run(self, x: tf.Tensor, states: Any, flat_weights: list[tf.Tensor]) -> tuple[tf.Tensor, list[Any]]:
+        """The plain ``tf.function`` graph."""
+        return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights))
+
+    def _run_xla(self, x: tf.Tensor, states: Any, flat_weights: list[tf.Tensor]) -> tuple[tf.Tensor, list[Any]]:
+        """The XLA while loop, its gradient a second XLA function (the forward recomputed).
+
+        TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
+        compiled function ("TensorList crossing the XLA/TF boundary"), so the gradient is a
+        ``tf.custom_gradient`` that runs forward and backward in one XLA function, as Keras's
+        XLA training step does. The weights enter as tensors read from the variables, so
+        gradients reach the variables through those reads.
+        """
+        structure = self._initial(x, states)
+        flat_states = tf.nest.flatten(structure)
+        n_states = len(flat_states)
+
+        @tf.custom_gradient
+        def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
+            frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
+            states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
+            y, new = self.forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
+            outputs = [y, *tf.nest.flatten(new)]
+
+            def grad(*upstream: Any) -> list[tf.Tensor]:
+                upstream_ = [tf.zeros_like(o) if d is None else d for d, o in zip(upstream, outputs, strict=True)]
+                return self.backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
+
+            return tuple(outputs), grad
+
+        y, *flat_new = run(x, *flat_states, *flat_weights)
+        return y, tf.nest.pack_sequence_as(structure, flat_new)
+
+
+_GRAPHS: dict[Structure, Graphs] = {}
+_GRAPHS_LOCK = threading.Lock()
+
+
+def graphs_for(rnn: Any, jit_compile: bool) -> Graphs:
+    """The shared :class:`Graphs` of ``rnn``'s structure (made on first use; thread-safe)."""
+    structure = structure_of(rnn, jit_compile)
+    with _GRAPHS_LOCK:
+        graphs = _GRAPHS.get(structure)
+        if graphs is None:
+            graphs = _GRAPHS[structure] = Graphs(structure, rnn.cells)
+        return graphs
+
+
 class CompiledRNN(compiled.CompiledRNN):
     """A TensorFlow ``RNN`` run as one ``tf.function`` graph; called and answering like the
     source: ``y = fast(x, initial_state=None, training=None)``.
@@ -200,10 +335,7 @@ class CompiledRNN(compiled.CompiledRNN):
     def __init__(self, rnn: Any, jit_compile: bool) -> None:
         self._init_compiled(rnn, "xla" if jit_compile else "tf.function")
         self.jit_compile = jit_compile
-        # One graph per call either way: the eager work per call is one function call.
-        self._graph = tf.function(self._run_xla if jit_compile else self._run, jit_compile=jit_compile, autograph=False)
-        self._forward = tf.function(self._loop, jit_compile=True, autograph=False)
-        self._backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
+        self._graphs = graphs_for(rnn, jit_compile)
         fused = jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells)
         # Plain functions, not bound methods, and no ``None`` argument: each of those costs
         # tf.function about 0.07 ms per call, 15% of W1 (measured).
@@ -219,52 +351,12 @@ class CompiledRNN(compiled.CompiledRNN):
     def trainable_variables(self) -> list[Any]:
         return list(self.source.trainable_variables)
 
-    def _loop(
-        self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
-    ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
-        """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell."""
-        if self.source.go_backwards:
-            x = tf.reverse(x, [1])
-        seq = tf.transpose(x, [1, 0, 2])
-        layers = list(zip(self.source.cells, weights, strict=True))
-        small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.source.cells) <= TIMESTEP_MAJOR_MAX
-        run = timestep_major if (small or not self.jit_compile) and len(layers) > 1 else layer_major
-        seq, new_states = run(layers, seq, states, unroll=not self.jit_compile)
-        y = tf.transpose(seq, [1, 0, 2]) if self.source.return_sequences else seq[-1]
-        return y, new_states
-
     def _flat_weights(self) -> list[tf.Tensor]:
         """The current values of every cell's weights (no bias without ``use_bias``)."""
         return [tf.convert_to_tensor(v) for cell in self.source.cells for v in weights_of(cell) if v is not None]
 
-    def _pack_weights(self, flat: list[tf.Tensor]) -> list[Weights]:
-        values = iter(flat)
-        return [Weights(*(None if v is None else next(values) for v in weights_of(c))) for c in self.source.cells]
-
-    def _loop_gradients(
-        self, x: tf.Tensor, flat: list[tf.Tensor], weights: list[tf.Tensor], upstream: list[Any]
-    ) -> Any:
-        """Forward and backward of :meth:`_loop` in one XLA function: gradients of
-        ``sum(y * dy) + sum(s * ds)`` (``upstream = [dy, *ds]``) w.r.t. ``x``, the flat states
-        and the flat weights."""
-        structure = [list(c.state_sizes) for c in self.source.cells]
-        sources = [x, *flat, *weights]
-        with tf.GradientTape() as tape:
-            tape.watch(sources)
-            y, new = self._loop(x, tf.nest.pack_sequence_as(structure, flat), self._pack_weights(weights))
-        grads = tape.gradient([y, *tf.nest.flatten(new)], sources, output_gradients=upstream)
-        return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)]
-
     def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
-        """``states``, or zeros ``[batch, size]`` for each state of each cell when ``None``."""
-        if states is not None:
-            return [list(s) for s in states]
-        batch = tf.shape(x)[0]
-        return [[tf.zeros([batch, n], x.dtype) for n in c.state_sizes] for c in self.source.cells]
-
-    def _run(self, x: tf.Tensor, states: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
-        """The plain ``tf.function`` graph, reading the cells' variables."""
-        return self._loop(x, self._initial(x, states), [weights_of(c) for c in self.source.cells])
+        return self._graphs._initial(x, states)
 
     def _run_inference(self, x: tf.Tensor, states: Any) -> Any:
         """XLA without a gradient (no tape records): :func:`fused_layer_major` on the variables.
@@ -293,35 +385,6 @@ class CompiledRNN(compiled.CompiledRNN):
             concrete = self._concrete[key] = fn.get_concrete_function(*args)
         return concrete(*args)
 
-    def _run_xla(self, x: tf.Tensor, states: Any) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
-        """The XLA while loop, its gradient a second XLA function (the forward recomputed).
-
-        TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
-        compiled function ("TensorList crossing the XLA/TF boundary"), so the gradient is a
-        ``tf.custom_gradient`` that runs forward and backward in one XLA function, as Keras's
-        XLA training step does. The weights enter as tensors read from the variables, so
-        gradients reach the variables through those reads.
-        """
-        structure = self._initial(x, states)
-        flat_states, flat_weights = tf.nest.flatten(structure), self._flat_weights()
-        n_states = len(flat_states)
-
-        @tf.custom_gradient
-        def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
-            frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
-            states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
-            y, new = self._forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
-            outputs = [y, *tf.nest.flatten(new)]
-
-            def grad(*upstream: Any) -> list[tf.Tensor]:
-                upstream_ = [tf.zeros_like(o) if d is None else d for d, o in zip(upstream, outputs, strict=True)]
-                return self._backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
-
-            return tuple(outputs), grad
-
-        y, *flat_new = run(x, *flat_states, *flat_weights)
-        return y, tf.nest.pack_sequence_as(structure, flat_new)
-
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
         inputs = _native(inputs)
@@ -340,7 +403,7 @@ class CompiledRNN(compiled.CompiledRNN):
                 result = self._inference(inputs, states)
                 y, new_states = (result, None) if not source.return_state else result
             else:
-                y, new_states = self._graph(inputs, states)
+                y, new_states = self._graphs.graph(inputs, states, self._flat_weights())
         if source.time_major and source.return_sequences:
             y = tf.transpose(y, [1, 0, 2])
         return (y, [list(s) for s in new_states]) if source.return_state else y

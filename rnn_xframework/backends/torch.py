@@ -292,12 +292,13 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         """Set from the canonical layout (see :mod:`rnn_xframework.layouts`); checked first."""
         dim = self.input_dim if self.input_dim is not None else layouts.input_dim_of(self.cell_kind, weights)
         arrays = layouts.check(self.layout_name, weights, dim, self.units, self.use_bias)
+        # every tensor made before anything is built or written: all or nothing
+        values = {n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in self.layout.to_torch(arrays).items()}
         self.build((None, dim))
-        values = self.layout.to_torch(arrays)
         params = dict(self.cell.named_parameters())
         with torch.no_grad():
             for name, value in values.items():
-                params[name].copy_(torch.from_numpy(np.asarray(value)))
+                params[name].copy_(value)
 
     # --- dropout -----------------------------------------------------------------------------
     def _new_mask(self, like: torch.Tensor, rate: float) -> torch.Tensor:
@@ -410,8 +411,11 @@ class TorchBackend(registry.Backend, name="torch"):
     compile_methods = {
         "torchscript": "rnn_xframework.backends.torchscript:compile_rnn",
         "inductor": "rnn_xframework.backends.torch_inductor:compile_rnn",
+        "triton": "rnn_xframework.backends.triton_rnn:compile_rnn",
+        "cudagraph": "rnn_xframework.backends.torch_cudagraph:compile_rnn",
     }
     slow_to_compile = frozenset({"inductor"})
+    cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
     distributions = ("torch",)
     forward_reference = 2
     gradient_reference = 1
@@ -421,16 +425,25 @@ class TorchBackend(registry.Backend, name="torch"):
         return _class_for(cells.get(kind))
 
     def auto_method(self, rnn: Any) -> str:
-        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``.
+        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"`` on the CPU; on CUDA
+        ``"triton"`` where every cell has a kernel
+        (:func:`~rnn_xframework.backends.triton_rnn.supports`: cell types, dtype, triton
+        installed), else ``"cudagraph"``.
 
-        Measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is the
-        fastest torch path at every measured size, forward (without autograd a SimpleRNN stack
-        runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN stacks,
-        forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in well under
-        a second for any shape, where inductor takes tens of seconds per shape; for LSTM/GRU
-        training at small sizes inductor can be faster: pick it by name there. On CUDA no
-        measurement exists yet; the same choice applies.
+        CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is
+        the fastest torch path at every measured size, forward (without autograd a SimpleRNN
+        stack runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN
+        stacks, forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in
+        well under a second for any shape, where inductor takes tens of seconds per shape; for
+        LSTM/GRU training at small sizes inductor can be faster: pick it by name there. The CUDA
+        choice follows the design (fused kernels, then graph replay) and is not yet measured on
+        a GPU (docs/cuda.md).
         """
+        param = next(iter(rnn.parameters()), None)
+        if param is not None and param.device.type == "cuda":
+            from rnn_xframework.backends import triton_rnn
+
+            return "triton" if triton_rnn.supports(rnn) else "cudagraph"
         return "torchscript"
 
     def is_native(self, x: Any) -> bool:

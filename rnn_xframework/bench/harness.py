@@ -5,6 +5,7 @@ Orchestrator (default)::
     rnn-xframework bench                       # W1-W3, all peers, forward
     rnn-xframework bench --grad --grad-methods "torch nn.RNN,keras SimpleRNN xla"
     rnn-xframework bench --quick                # W1 only, few repeats (< ~60 s)
+    rnn-xframework bench --device cuda --grad --cells all   # every cell type against cuDNN
     rnn-xframework bench --json out.json --table out.txt [--plot out.png]
     rnn-xframework bench --plugin mypkg.bench_methods   # extra registered methods
 
@@ -27,6 +28,7 @@ from rnn_xframework.bench.orchestrate import build_plan, run_plan
 from rnn_xframework.bench.prefault import prefault
 from rnn_xframework.bench.registry import PlanError
 from rnn_xframework.bench.report import (
+    output_console,
     render_all,
     render_text,
     require_matplotlib,
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workloads",
         default="W1,W2,W3",
         help="comma list of W1/W2/W3 or BxTxFxU (batch x steps x features x units)",
+    )
+    p.add_argument(
+        "--cells",
+        default="SimpleRNN",
+        help="comma list of SimpleRNN, LSTM, GRU, or all: the cell type of the two-layer stack",
     )
     p.add_argument(
         "--methods",
@@ -115,13 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-render a saved results JSON instead of running (--table/--plot apply)",
     )
     p.add_argument("--list", action="store_true", help="list registered methods and exit")
-    worker = p.add_argument_group("worker mode (used by the orchestrator)")
-    worker.add_argument("--worker", choices=("torch", "tensorflow", "numpy"))
-    worker.add_argument("--workload", default="", help="one workload for the worker")
-    worker.add_argument("--budget-s", type=float, default=Budget.budget_s)
-    worker.add_argument("--min-repeats", type=int, default=Budget.min_repeats)
-    worker.add_argument("--max-repeats", type=int, default=Budget.max_repeats)
-    worker.add_argument("--warmup-s", type=float, default=Budget.warmup_s)
+    # Worker mode: the orchestrator's own flags for its subprocesses, not for users (hidden from --help).
+    hidden = argparse.SUPPRESS
+    p.add_argument("--worker", choices=("torch", "tensorflow", "numpy"), help=hidden)
+    p.add_argument("--workload", default="", help=hidden)
+    p.add_argument("--cell", default="SimpleRNNCell", help=hidden)
+    p.add_argument("--budget-s", type=float, default=Budget.budget_s, help=hidden)
+    p.add_argument("--min-repeats", type=int, default=Budget.min_repeats, help=hidden)
+    p.add_argument("--max-repeats", type=int, default=Budget.max_repeats, help=hidden)
+    p.add_argument("--warmup-s", type=float, default=Budget.warmup_s, help=hidden)
     return p
 
 
@@ -137,7 +146,7 @@ def worker_main(args: argparse.Namespace) -> int:
         methods=_split(args.methods),
         device=args.device,
         budget=budget,
-        workload=parse_workload(args.workload) if args.workload else None,
+        workload=parse_workload(args.workload).with_cell(args.cell) if args.workload else None,
         grad=args.grad,
         gemm_n=0 if args.workload else args.gemm,
     )
@@ -152,7 +161,8 @@ def list_methods() -> None:
 
     for m in METHODS.values():
         grad = "grad" if m.supports_grad else "fwd only"
-        print(f"{m.name:32s} {m.framework:11s} {grad:9s} devices={','.join(m.devices)}")
+        cells = ",".join(c.removesuffix("Cell") for c in m.cells)
+        print(f"{m.name:32s} {m.framework:11s} {grad:9s} devices={','.join(m.devices):9s} cells={cells}")
     for g in GEMM_METHODS.values():
         print(f"{g.name:32s} {g.framework:11s} {'gemm':9s} devices={','.join(g.devices)}")
 
@@ -186,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {doc['fatal']}", file=sys.stderr)
             return EXIT_DEVICE_UNAVAILABLE
         workloads = [w.name for w in plan.workloads]
-    from rich.console import Console
-
-    render_all(Console(), doc, workloads, args.baseline)
+    render_all(output_console(), doc, workloads, args.baseline)
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         Path(args.table).write_text(render_text(doc, workloads, args.baseline))

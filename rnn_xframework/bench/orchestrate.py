@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,7 +31,7 @@ from rnn_xframework.bench.contention import ContentionProbe
 from rnn_xframework.bench.registry import GEMM_METHODS, METHODS, Framework, PlanError
 from rnn_xframework.bench.timing import Budget
 from rnn_xframework.bench.worker import PROGRESS_TAG
-from rnn_xframework.bench.workloads import Workload, parse_workload
+from rnn_xframework.bench.workloads import CELLS, Workload, parse_workload
 
 ProgressFn = Callable[[str, str], None]
 """``on_progress(method, status)`` with status ``start`` or ``done``."""
@@ -98,16 +103,40 @@ def _select(names: list[str], device: str, notes: list[str]) -> list[str]:
     return kept
 
 
+def parse_cells(text: str) -> list[str]:
+    """``--cells``: a comma list of SimpleRNN, LSTM, GRU, or ``all``."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(CELLS.values())
+    bad = [n for n in names if n not in CELLS]
+    if bad or not names:
+        raise PlanError(f"--cells {text!r}: use a comma list of {', '.join(CELLS)}, or all")
+    return [CELLS[n] for n in names]
+
+
+def _installed(framework: str) -> bool:
+    return framework == "numpy" or importlib.util.find_spec(framework) is not None
+
+
 def build_plan(args: argparse.Namespace) -> Plan:
-    """Turn the command line into worker jobs (framework-grouped, per workload)."""
+    """Turn the command line into worker jobs (framework-grouped, per workload and cell type).
+
+    Methods of a framework that is not installed are dropped with a note (a torch-only GPU
+    machine benchmarks torch), as are methods that do not run a workload's cell type."""
     names = [w for w in args.workloads.split(",") if w.strip()]
+    cells = parse_cells(getattr(args, "cells", "SimpleRNN"))
     try:
-        workloads = [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
+        bases = [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
     except ValueError as exc:
         raise PlanError(str(exc)) from exc
+    workloads = [w.with_cell(c) for c in cells for w in bases]
     plan = Plan(workloads, args.device, args.baseline, list(args.plugin))
     split = [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = _select(split or list(METHODS), args.device, plan.notes)
+    missing = sorted({METHODS[n].framework for n in methods if not _installed(METHODS[n].framework)})
+    for fw in missing:
+        plan.notes.append(f"skipped the {fw} methods: {fw} is not installed here")
+    methods = [n for n in methods if METHODS[n].framework not in missing]
     grad_methods: list[str] = []
     if args.grad:
         wanted = [n.strip() for n in args.grad_methods.split(",") if n.strip()]
@@ -120,11 +149,12 @@ def build_plan(args: argparse.Namespace) -> Plan:
             args.device,
             plan.notes,
         )
+        grad_methods = [n for n in grad_methods if METHODS[n].framework not in missing]
     for workload in workloads:
         budget = default_budget(workload, args.quick, args.budget_scale)
         for grad, chosen in ((False, methods), (True, grad_methods)):
             for fw in FRAMEWORK_ORDER:
-                mine = [n for n in chosen if METHODS[n].framework == fw]
+                mine = [n for n in chosen if METHODS[n].framework == fw and workload.cell in METHODS[n].cells]
                 if mine:
                     plan.jobs.append(Job(fw, mine, budget, workload, grad))
     gemm_n = 1024 if args.quick and args.gemm == 2048 else args.gemm
@@ -133,7 +163,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         for fw in FRAMEWORK_ORDER:
             mine = [n for n, g in GEMM_METHODS.items() if g.framework == fw]
             mine = [n for n in mine if args.device in GEMM_METHODS[n].devices]
-            if mine:
+            if mine and _installed(fw):
                 plan.jobs.append(Job(fw, mine, gemm_budget, gemm_n=gemm_n))
     return plan
 
@@ -151,8 +181,8 @@ def worker_command(job: Job, plan: Plan, json_path: str) -> list[str]:
     ]
     if job.workload is not None:
         w = job.workload
-        spec = w.name if w.name in ("W1", "W2", "W3") else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
-        cmd += ["--workload", spec]
+        spec = w.base if w.base in ("W1", "W2", "W3") else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
+        cmd += ["--workload", spec, "--cell", w.cell]
     else:
         cmd += ["--gemm", str(job.gemm_n)]
     if job.grad:
@@ -211,8 +241,48 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
-    """Run every job under a rich progress bar and merge the worker documents."""
+class JobProgress:
+    """What the orchestrator shows while it runs: a rich bar on a terminal (gone at the end, so
+    the tables that follow stand alone), one line per finished job elsewhere (pipes, logs)."""
+
+    def __init__(self, total: int, jobs: int, stream: TextIO, bar: Progress | None) -> None:
+        self.total, self.jobs, self.stream, self.bar = total, jobs, stream, bar
+        self.task = bar.add_task("starting", total=total) if bar is not None else None
+        self.done_jobs, self.start = 0, time.monotonic()
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=text)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, n)
+
+    def job_done(self, label: str, methods: int) -> None:
+        self.done_jobs += 1
+        if self.bar is None:
+            elapsed = time.monotonic() - self.start
+            print(
+                f"rnn-xframework bench: [{self.done_jobs}/{self.jobs}] {label}: {methods} method(s) ({elapsed:.0f} s)",
+                file=self.stream,
+                flush=True,
+            )
+
+
+@contextlib.contextmanager
+def job_progress(total: int, jobs: int, stream: TextIO | None = None) -> Iterator[JobProgress]:
+    """A :class:`JobProgress` on ``stream`` (stderr): ``total`` methods in ``jobs`` worker runs."""
+    stream = sys.stderr if stream is None else stream
+    if not stream.isatty():
+        yield JobProgress(total, jobs, stream, None)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(file=stream), transient=True) as bar:
+        yield JobProgress(total, jobs, stream, bar)
+
+
+def run_plan(plan: Plan, argv: list[str], stream: TextIO | None = None) -> dict[str, object]:
+    """Run every job and merge the worker documents; progress on ``stream`` (stderr)."""
     results: list[dict[str, object]] = []
     gemm: list[dict[str, object]] = []
     failures: list[dict[str, object]] = []
@@ -236,33 +306,35 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
         "notes": plan.notes,
         "failures": failures,
     }
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("starting", total=sum(len(j.methods) for j in plan.jobs))
+    unusable: dict[str, str] = {}  # framework -> why it cannot run on the device
+    with job_progress(sum(len(j.methods) for j in plan.jobs), len(plan.jobs), stream) as progress:
         for job in plan.jobs:
             label = job.label()
-            progress.update(task, description=f"{label}: starting worker")
+            progress.describe(f"{label}: starting worker")
 
             def on_progress(method: str, status: str, label: str = label) -> None:
                 if status == "start":
-                    progress.update(task, description=f"{label}: {method}")
+                    progress.describe(f"{label}: {method}")
                 else:
-                    progress.advance(task)
+                    progress.advance()
 
+            if job.framework in unusable:
+                progress.advance(len(job.methods))
+                progress.job_done(f"{label} (skipped)", len(job.methods))
+                continue
             probe = ContentionProbe.start()
             wdoc = run_worker(job, plan, on_progress)
             foreign = probe.foreign_fraction()
-            if "fatal" in wdoc:
-                doc["fatal"] = wdoc["fatal"]
-                return doc
+            if "fatal" in wdoc:  # this framework cannot use the device: skip it, keep the others
+                unusable[job.framework] = str(wdoc["fatal"])
+                plan.notes.append(f"skipped the {job.framework} methods: {wdoc['fatal']}")
+                progress.advance(len(job.methods))
+                progress.job_done(f"{label} (skipped)", len(job.methods))
+                continue
             if "crash" in wdoc:
                 failures.append({"job": label, "error": wdoc["crash"]})
-                progress.advance(task, len(job.methods))
+                progress.advance(len(job.methods))
+                progress.job_done(label, len(job.methods))
                 continue
             versions[job.framework] = wdoc["versions"]  # type: ignore[assignment]
             target = results if job.workload is not None else gemm
@@ -274,7 +346,11 @@ def run_plan(plan: Plan, argv: list[str]) -> dict[str, object]:
                 plan.notes.append(
                     f"{label}: other processes used {foreign:.0%} of the CPUs meanwhile; these timings are suspect"
                 )
-        progress.update(task, description="done")
+            progress.job_done(label, len(job.methods))
+        progress.describe("done")
+    if unusable and not results and not gemm:  # nothing could run at all
+        doc["fatal"] = "; ".join(unusable.values())
+        return doc
     doc["header"] = header_lines(date, host, versions, command)
     return doc
 

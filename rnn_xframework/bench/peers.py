@@ -10,13 +10,15 @@ module passed to the harness with ``--plugin``.
 from __future__ import annotations
 
 from rnn_xframework.bench import numpy_peers, tf_peers, torch_peers
-from rnn_xframework.bench.registry import register, register_gemm
+from rnn_xframework.bench.registry import ALL_CELLS, register, register_gemm
 
 BASELINE = "torch nn.RNN"
-"""Default baseline for the speedup column."""
+"""Default baseline for the speedup column: ``nn.RNN``, or ``nn.LSTM`` / ``nn.GRU`` for those
+workloads (cuDNN on CUDA)."""
 
 # --- torch -----------------------------------------------------------------
-register(BASELINE, "torch", torch_peers.setup_nn_rnn, devices=("cpu", "cuda"))
+register(BASELINE, "torch", torch_peers.setup_nn_rnn, devices=("cpu", "cuda"), cells=ALL_CELLS)
+register("torch nn.RNN graphed", "torch", torch_peers.setup_nn_rnn_graphed, devices=("cuda",), cells=ALL_CELLS)
 register("torch RNNCell loop", "torch", torch_peers.setup_cell_loop, devices=("cpu", "cuda"))
 
 # --- TensorFlow / Keras 3 ----------------------------------------------------

@@ -25,6 +25,8 @@ from rnn_xframework.bench.workloads import Workload
 Framework = Literal["torch", "tensorflow", "numpy"]
 FRAMEWORKS: tuple[Framework, ...] = ("torch", "tensorflow", "numpy")
 
+ALL_CELLS = ("SimpleRNNCell", "LSTMCell", "GRUCell")
+
 Runner = Callable[[], object]
 """A zero-argument callable that performs one timed call."""
 
@@ -37,7 +39,7 @@ GemmSetupFn = Callable[[int, str], tuple[Runner, float]]
 
 @dataclass(frozen=True)
 class Method:
-    """A named way to run the two-layer SimpleRNN in one framework."""
+    """A named way to run the two-layer RNN in one framework, for the cell types in ``cells``."""
 
     name: str
     framework: Framework
@@ -45,6 +47,7 @@ class Method:
     supports_grad: bool = True
     devices: tuple[str, ...] = ("cpu",)
     description: str = ""
+    cells: tuple[str, ...] = ("SimpleRNNCell",)
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,11 @@ def register(
     supports_grad: bool = True,
     devices: tuple[str, ...] = ("cpu",),
     description: str = "",
+    cells: tuple[str, ...] = ("SimpleRNNCell",),
 ) -> Method:
     """Add a method to :data:`METHODS` and return it."""
     _check_new(name, framework, METHODS)
-    method = Method(name, framework, setup, supports_grad, devices, description)
+    method = Method(name, framework, setup, supports_grad, devices, description, cells)
     METHODS[name] = method
     return method
 

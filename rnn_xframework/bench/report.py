@@ -149,28 +149,41 @@ def render_all(
     records = _records(doc, "results")
     gemm = _records(doc, "gemm")
     for line in _strings(doc, "header"):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if records:
         legend = (
             f"two-layer SimpleRNN, float32, device={doc['device']}; median over samples; "
             f"IQR = q3-q1; x = speedup vs '{baseline}' (baseline ms / method ms)"
         )
-        console.print(legend, highlight=False, markup=False)
+        console.print(legend, highlight=False, markup=False, soft_wrap=True)
         console.print(results_table(records, workloads, baseline, "results"))
         console.print(details_table(records, workloads))
     if gemm:
         console.print(gemm_table(gemm))
     for note in _strings(doc, "notes"):
-        console.print(f"note: {note}", highlight=False, markup=False)
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     for rec in [*records, *gemm]:
         if "error" in rec:
             where = rec.get("workload", f"n={rec.get('n')}")
-            console.print(f"error: {row_label(rec)} @ {where}: {rec['error']}", highlight=False)
+            console.print(
+                f"error: {row_label(rec)} @ {where}: {rec['error']}", highlight=False, markup=False, soft_wrap=True
+            )
+
+
+def output_console() -> Console:
+    """stdout: as wide as the terminal on one; elsewhere (a pipe, a file) wide enough that no table
+    is cut and no line wrapped (a Console's default off a terminal is 80 columns)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=UNWRAPPED)
+
+
+UNWRAPPED = 1000
+"""Columns of a console that must not wrap: wider than any table or line of the report."""
 
 
 def render_text(doc: dict[str, object], workloads: list[str], baseline: str) -> str:
     """The same report as plain text, wide enough not to wrap (for files)."""
-    console = Console(file=io.StringIO(), width=220, record=True, color_system=None)
+    console = Console(file=io.StringIO(), width=UNWRAPPED, record=True, color_system=None)
     render_all(console, doc, workloads, baseline)
     return console.export_text()
 

@@ -1,4 +1,5 @@
-"""PyTorch peers: ``nn.RNN(num_layers=2)`` and a raw ``nn.RNNCell`` loop.
+"""PyTorch peers: ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (``num_layers=2``; cuDNN on CUDA), the
+same CUDA-graphed, and a raw ``nn.RNNCell`` loop.
 
 Forward calls run under ``torch.no_grad()``. With ``grad=True`` a call is
 forward + ``torch.autograd.grad(sum(outputs), [x, *weights])``.
@@ -52,17 +53,63 @@ def _finish(
     return run, time_first_call(run, sync_fn("torch", device))
 
 
-def setup_nn_rnn(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
-    """``torch.nn.RNN(features, units, num_layers=2, batch_first=True)``."""
+NN_MODULES = {"SimpleRNNCell": "RNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
+
+
+def _nn_module(w: Workload, device: str) -> torch.nn.Module:
     import torch
 
+    module = getattr(torch.nn, NN_MODULES[w.cell])
+    return module(w.features, w.units, num_layers=2, batch_first=True).to(device)
+
+
+def setup_nn_rnn(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """``torch.nn.RNN`` (``LSTM``, ``GRU`` for those workloads) ``(features, units,
+    num_layers=2, batch_first=True)``: cuDNN on CUDA."""
+
     x = _input(w, grad, device)
-    rnn = torch.nn.RNN(w.features, w.units, num_layers=2, batch_first=True).to(device)
+    rnn = _nn_module(w, device)
 
     def forward() -> torch.Tensor:
         return rnn(x)[0]
 
     return _finish(forward, x, list(rnn.parameters()), grad, device)
+
+
+def setup_nn_rnn_graphed(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
+    """The same module replayed from CUDA graphs: forward captured with ``torch.cuda.graph``
+    (static input, a call is one replay), forward+backward through
+    ``torch.cuda.make_graphed_callables``."""
+    import torch
+
+    if device != "cuda":
+        raise ValueError("CUDA graphs need --device cuda")
+    x = _input(w, grad, device)
+    rnn = _nn_module(w, device)
+    params = list(rnn.parameters())
+    if grad:
+        graphed = torch.cuda.make_graphed_callables(rnn, (x,))
+
+        def run() -> object:
+            out = graphed(x)[0]
+            return torch.autograd.grad(out.sum(), [x, *params])
+
+        return run, time_first_call(run, sync_fn("torch", device))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        for _ in range(3):
+            rnn(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_out = rnn(x)[0]
+
+    def replay() -> object:
+        graph.replay()
+        return static_out
+
+    return replay, time_first_call(replay, sync_fn("torch", device))
 
 
 def setup_cell_loop(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnn_xframework import frameworks
 from rnn_xframework.bench.frameworks import check_device, quiet_tensorflow, sync_fn, versions
 from rnn_xframework.bench.registry import (
     GEMM_METHODS,
@@ -108,6 +109,7 @@ def run_job(job: WorkerJob) -> dict[str, object]:
     """Run every method of ``job``; returns the JSON-ready document."""
     if job.framework == "tensorflow":
         quiet_tensorflow()
+    frameworks.load(job.framework)  # triton before TensorFlow where it is installed
     doc: dict[str, object] = {"framework": job.framework, "device": job.device}
     try:
         check_device(job.framework, job.device)

@@ -1,11 +1,17 @@
-"""Workload shapes for the two-layer SimpleRNN benchmark and their FLOP counts."""
+"""Workload shapes for the two-layer RNN benchmark and their FLOP counts."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+from rnn_xframework import layouts
 
 LAYERS = 2
-"""Every benchmarked network is a two-layer SimpleRNN (tanh), float32, batch-first."""
+"""Every benchmarked network is a two-layer stack of one cell type (SimpleRNN by default, tanh),
+float32, batch-first."""
+CELLS = {"SimpleRNN": "SimpleRNNCell", "LSTM": "LSTMCell", "GRU": "GRUCell"}
+"""``--cells`` names -> cell types; a workload of another cell than SimpleRNN is named
+``"W1 LSTM"``."""
 
 
 @dataclass(frozen=True)
@@ -17,19 +23,31 @@ class Workload:
     steps: int
     features: int
     units: int
+    cell: str = "SimpleRNNCell"
+
+    @property
+    def base(self) -> str:
+        """The shape without the cell type: ``"W1"`` or ``"BxTxFxU"``."""
+        return self.name.split(" ", 1)[0]
+
+    def with_cell(self, cell: str) -> Workload:
+        """The same shape for another cell type (``"LSTMCell"``), named ``"W1 LSTM"``."""
+        short = next(k for k, v in CELLS.items() if v == cell)
+        return replace(self, cell=cell, name=self.base if cell == "SimpleRNNCell" else f"{self.base} {short}")
 
     def forward_flops(self) -> int:
         """FLOPs of one forward pass of the two-layer SimpleRNN.
 
-        Counting a multiply-add as 2 FLOPs and ignoring bias, tanh and the
-        initial state:
+        Counting a multiply-add as 2 FLOPs and ignoring bias, activations, gates' elementwise
+        work and the initial state, with ``G`` gate blocks (1 SimpleRNN, 4 LSTM, 3 GRU):
 
-        * layer 1: ``2 * batch * steps * (features * units + units * units)``
-        * layer 2: ``2 * batch * steps * (units * units + units * units)``
+        * layer 1: ``2 * batch * steps * G * (features * units + units * units)``
+        * layer 2: ``2 * batch * steps * G * (units * units + units * units)``
         """
         b, t, f, u = self.batch, self.steps, self.features, self.units
-        layer1 = 2 * b * t * (f * u + u * u)
-        layer2 = 2 * b * t * (u * u + u * u)
+        g = layouts.get(self.cell).gates
+        layer1 = 2 * b * t * g * (f * u + u * u)
+        layer2 = 2 * b * t * g * (u * u + u * u)
         return layer1 + layer2
 
     def flops(self, grad: bool) -> int:

@@ -1,6 +1,7 @@
 """The library's own methods, registered one line each next to the framework peers.
 
-Each builds ``layers.RNN([SimpleRNNCell(units), SimpleRNNCell(units)], return_sequences=True)``
+Each builds ``layers.RNN([Cell(units), Cell(units)], return_sequences=True)`` (``Cell`` the
+workload's cell type: SimpleRNN, LSTM or GRU)
 on its backend (Keras-style initialization) and runs it uncompiled (``eager``) or through
 ``xf.compile(rnn, method)``. The compile (tracing, scripting, XLA, Inductor) happens in the
 first call, which the harness reports as ``compile_s``. Frameworks are imported lazily, inside
@@ -13,7 +14,7 @@ from typing import Any
 
 from rnn_xframework.bench import tf_peers, torch_peers
 from rnn_xframework.bench.frameworks import quiet_tensorflow
-from rnn_xframework.bench.registry import Runner, register
+from rnn_xframework.bench.registry import ALL_CELLS, Runner, register
 from rnn_xframework.bench.workloads import LAYERS, Workload
 
 
@@ -21,7 +22,7 @@ def _rnn(backend: str, w: Workload, device: str) -> Any:
     from rnn_xframework import layers
 
     kw = {"device": device} if backend == "torch" else {}
-    cells = [layers.SimpleRNNCell(w.units, backend=backend, **kw) for _ in range(LAYERS)]
+    cells = [getattr(layers, w.cell)(w.units, backend=backend, **kw) for _ in range(LAYERS)]
     rnn = layers.RNN(cells, return_sequences=True)
     rnn.build((None, None, w.features))
     return rnn
@@ -89,13 +90,16 @@ def _tf_cell_loop(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
 
 
 DEVICES = ("cpu", "cuda")
+ANY = ALL_CELLS
 register("xf torch cell loop", "torch", _torch_cell_loop, devices=DEVICES)
 register("xf tf cell loop", "tensorflow", _tf_cell_loop, devices=DEVICES)
-register("xf torch eager", "torch", _torch("eager"), devices=DEVICES)
-register("xf torch torchscript", "torch", _torch("torchscript"), devices=DEVICES)
-register("xf torch inductor", "torch", _torch("inductor"), devices=DEVICES)
-register("xf torch auto", "torch", _torch("auto"), devices=DEVICES)
-register("xf tf eager", "tensorflow", _tf("eager"), devices=DEVICES)
-register("xf tf tf.function", "tensorflow", _tf("tf.function"), devices=DEVICES)
-register("xf tf xla", "tensorflow", _tf("xla"), devices=DEVICES)
-register("xf tf auto", "tensorflow", _tf("auto"), devices=DEVICES)
+register("xf torch eager", "torch", _torch("eager"), devices=DEVICES, cells=ANY)
+register("xf torch torchscript", "torch", _torch("torchscript"), devices=DEVICES, cells=ANY)
+register("xf torch inductor", "torch", _torch("inductor"), devices=DEVICES, cells=ANY)
+register("xf torch triton", "torch", _torch("triton"), devices=("cuda",), cells=ANY)
+register("xf torch cudagraph", "torch", _torch("cudagraph"), devices=("cuda",), cells=ANY)
+register("xf torch auto", "torch", _torch("auto"), devices=DEVICES, cells=ANY)
+register("xf tf eager", "tensorflow", _tf("eager"), devices=DEVICES, cells=ANY)
+register("xf tf tf.function", "tensorflow", _tf("tf.function"), devices=DEVICES, cells=ANY)
+register("xf tf xla", "tensorflow", _tf("xla"), devices=DEVICES, cells=ANY)
+register("xf tf auto", "tensorflow", _tf("auto"), devices=DEVICES, cells=ANY)

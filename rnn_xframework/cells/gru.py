@@ -62,7 +62,8 @@ DOC = (
 
     Args:
         units: size of the output and of the state.
-        activation, recurrent_activation: ``"tanh"`` and ``"sigmoid"`` (the only ones on torch).
+        activation: ``"tanh"`` (default; the only one on torch); others on TF/NumPy.
+        recurrent_activation: ``"sigmoid"`` (default; the only one on torch).
         reset_after: ``True`` (default, PyTorch's form). ``False`` applies the reset gate before
             the recurrent matmul, ``(r * h) U_h``, with a ``(3*units,)`` bias: TF/NumPy only.
 """

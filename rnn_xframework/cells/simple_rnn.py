@@ -36,8 +36,9 @@ DOC = """A fully-connected recurrent cell (Keras ``SimpleRNNCell``, PyTorch ``nn
         units: size of the output and of the state.
         activation: ``"tanh"`` (default) or ``"relu"`` on every backend; others on TF/NumPy.
         use_bias: whether the cell has ``bias``.
-        dropout, recurrent_dropout: Keras dropout (one inverted mask per sequence, only with
-            ``training=True``; see :mod:`rnn_xframework.dropout`).
+        dropout: fraction of the inputs to drop (Keras semantics: one inverted mask per
+            sequence, only with ``training=True``; see :mod:`rnn_xframework.dropout`).
+        recurrent_dropout: fraction of the recurrent state to drop, likewise.
         backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
             :func:`rnn_xframework.get_backend`.
         dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.

@@ -164,13 +164,16 @@ class CellSpec:
     def signature(self) -> inspect.Signature:
         """The constructor's signature, for ``help()`` and ``inspect`` on ``layers.<name>``."""
         P = inspect.Parameter
+        activation = str | Callable[..., Any] | None
         params = [P("units", P.POSITIONAL_OR_KEYWORD, annotation=int)]
-        params += [P(a, P.POSITIONAL_OR_KEYWORD, default=d) for a, d in self.activations.items()]
-        params.append(P("use_bias", P.POSITIONAL_OR_KEYWORD, default=True))
-        params += [P(k, P.KEYWORD_ONLY, default=d) for k, d in self.options.items()]
-        params += [P(k, P.KEYWORD_ONLY, default=None) for k in ("backend", "dtype", "device")]
-        params.append(P("kwargs", P.VAR_KEYWORD))
-        return inspect.Signature(params)
+        params += [P(a, P.POSITIONAL_OR_KEYWORD, default=d, annotation=activation) for a, d in self.activations.items()]
+        params.append(P("use_bias", P.POSITIONAL_OR_KEYWORD, default=True, annotation=bool))
+        params += [P(k, P.KEYWORD_ONLY, default=d, annotation=type(d)) for k, d in self.options.items()]
+        params += [P(k, P.KEYWORD_ONLY, default=0.0, annotation=float) for k in ("dropout", "recurrent_dropout")]
+        params.append(P("backend", P.KEYWORD_ONLY, default=None, annotation=str | None))
+        params += [P(k, P.KEYWORD_ONLY, default=None, annotation=Any) for k in ("dtype", "device")]
+        params.append(P("kwargs", P.VAR_KEYWORD, annotation=Any))
+        return inspect.Signature(params, return_annotation=Any)
 
 
 class StepWeights(NamedTuple):

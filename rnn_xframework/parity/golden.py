@@ -35,7 +35,7 @@ from rnn_xframework.parity.matrix import (
     versions,
 )
 from rnn_xframework.parity.problem import Problem, Sizes, build, random_problem
-from rnn_xframework.parity.report import DTYPES, SKIP, Report, Result
+from rnn_xframework.parity.report import DTYPES, SKIP, ProgressFn, Report, Result
 
 FORMAT = "rnn_xframework.golden"
 VERSION = 1
@@ -151,21 +151,28 @@ def check_golden(
     devices: Sequence[str] | None = None,
     orderings: Sequence[str] | None = None,
     dtypes: Sequence[str] = DTYPES,
+    progress: ProgressFn | None = None,
 ) -> Report:
-    """Forward and gradients of every installed backend / ordering / device against the files."""
+    """Forward and gradients of every installed backend / ordering / device against the files.
+
+    ``progress`` hears of each file as it starts and ends (see :func:`~rnn_xframework.parity.run`)."""
     paths = golden_files(directory)
     p = plan(Config(backends=backend_names, devices=devices, orderings=orderings, dtypes=dtypes))
     report = Report(f"rnn_xframework golden check ({os.fspath(directory)})", versions=versions(p.backends))
     report.references.append("versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()))
     with strict_numerics(p.backends, p.devices) as settings:
         report.settings += settings
-        for path in paths:
-            problem, forward, grads, meta = load_golden(path)
-            if problem.dtype not in p.dtypes:
-                continue
+        loaded = [load_golden(path) for path in paths]
+        chosen = [(path, *rest) for path, rest in zip(paths, loaded, strict=True) if rest[0].dtype in p.dtypes]
+        for index, (path, problem, forward, grads, meta) in enumerate(chosen):
+            start = len(report.results)
+            if progress is not None:
+                progress(index, len(chosen), path.name, None)
             recorded = ", ".join(f"{k} {v}" for k, v in meta["recorded_with"].items())
             report.references.append(f"golden: {path.name} ({problem.sizes.describe()}), recorded with {recorded}")
             _check_file(p, problem, forward, grads, report)
+            if progress is not None:
+                progress(index, len(chosen), path.name, report.results[start:])
     return report
 
 

@@ -26,7 +26,18 @@ from rnn_xframework import registry
 from rnn_xframework.errors import UnsupportedConfigError
 from rnn_xframework.parity import training
 from rnn_xframework.parity.problem import Problem, Sizes, build, cell_kinds, orderings_for, random_problem
-from rnn_xframework.parity.report import DEVICES, DTYPES, FAIL, PASS, SKIP, TOLERANCES, Report, Result, compare
+from rnn_xframework.parity.report import (
+    DEVICES,
+    DTYPES,
+    FAIL,
+    PASS,
+    SKIP,
+    TOLERANCES,
+    ProgressFn,
+    Report,
+    Result,
+    compare,
+)
 from rnn_xframework.parity.training import Gradients, Optimizer
 
 CHECKS = ("forward", "backward", "training")
@@ -139,7 +150,7 @@ def variants(p: Plan, kind: str) -> Iterator[tuple[str, str, str]]:
             continue
         for device in p.devices:
             if device in ops.devices():
-                for ordering in orderings_for(name):
+                for ordering in orderings_for(name, device):
                     if p.orderings is None or ordering in p.orderings:
                         yield name, ordering, device
 
@@ -198,16 +209,25 @@ def train(
     return updates, note
 
 
-def run(config: Config | None = None) -> Report:
-    """Run the matrix; typed errors for a bad config, before anything runs."""
+def run(config: Config | None = None, progress: ProgressFn | None = None) -> Report:
+    """Run the matrix; typed errors for a bad config, before anything runs.
+
+    ``progress`` (see :data:`~rnn_xframework.parity.report.ProgressFn`) hears of each group (one
+    cell type in one dtype) as it starts and ends; the command line draws its progress from it.
+    """
     p = plan(config or Config())
     report = Report(title=f"rnn_xframework parity ({p.sizes.describe()})", versions=versions(p.backends))
     report.references.append("versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()))
+    groups = [(kind, dtype) for kind in p.cells for dtype in p.dtypes]
     with strict_numerics(p.backends, p.devices) as settings:
         report.settings += settings
-        for kind in p.cells:
-            for dtype in p.dtypes:
-                _run_problem(p, random_problem(kind, p.sizes, dtype, p.seed), report)
+        for index, (kind, dtype) in enumerate(groups):
+            start = len(report.results)
+            if progress is not None:
+                progress(index, len(groups), f"{kind} {dtype}", None)
+            _run_problem(p, random_problem(kind, p.sizes, dtype, p.seed), report)
+            if progress is not None:
+                progress(index, len(groups), f"{kind} {dtype}", report.results[start:])
     return report
 
 

@@ -64,11 +64,13 @@ def cell_kinds(backend_names: list[str]) -> list[str]:
     return [k for k in cells.names() if any(registry.get(b).supports(k) for b in backend_names)]
 
 
-def orderings_for(backend: str) -> list[str]:
+def orderings_for(backend: str, device: str | None = None) -> list[str]:
     """``timestep`` and ``layer`` everywhere, plus each compile method of this backend that
-    compiles in about a second (not in the backend's ``slow_to_compile``)."""
+    compiles in about a second (not in the backend's ``slow_to_compile``) and runs on ``device``
+    (the backend's ``cuda_only`` methods on ``"cuda"`` only; ``None``: every device)."""
     be = registry.get(backend)
-    return [*loops.ORDERS, *(m for m in be.compile_methods if m not in be.slow_to_compile)]
+    fast = (m for m in be.compile_methods if m not in be.slow_to_compile)
+    return [*loops.ORDERS, *(m for m in fast if device in (None, "cuda") or m not in be.cuda_only)]
 
 
 def random_weights(rng: np.random.Generator, kind: str, sizes: Sizes, dtype: str) -> list[np.ndarray]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -117,6 +117,12 @@ class Report:
             f.write("\n")
 
 
+ProgressFn = Callable[[int, int, str, "Sequence[Result] | None"], None]
+"""``progress(index, total, label, results)``: called with ``results=None`` when group ``index`` (of
+``total``, counted from 0) starts, and with that group's rows when it ends. A group is one cell type
+in one dtype (``label``: ``"LSTMCell float32"``), or one golden file."""
+
+
 HEAD = ("check", "cell", "backend", "ordering", "device", "dtype", "vs", "max abs err", "max rel err", "tolerance")
 HEAD_END = ("result", "note")
 
@@ -175,7 +181,7 @@ def print_report(report: Report, plain: bool = False) -> None:
     for r in report.results:
         *cells, status, note = _row(r)
         table.add_row(*cells, f"[{style[status]}]{status}[/]", note)
-    console = Console(width=None if Console().is_terminal else 200)
+    console = Console(width=None if Console().is_terminal else 1000)  # off a terminal: never cut a row
     for line in (*report.references, *report.settings):
         console.print(line, highlight=False)
     console.print(table)

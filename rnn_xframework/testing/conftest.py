@@ -7,6 +7,11 @@ import importlib.util
 
 import pytest
 
+from rnn_xframework.frameworks import import_triton_first
+
+# Triton before TensorFlow (a later triton load aborts the process): rnn_xframework.frameworks.
+import_triton_first()
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA device seen by torch (skipped without one)")

@@ -1,0 +1,296 @@
+"""Keras objects in, Keras objects out: the Keras side of :mod:`rnn_xframework.ports`.
+
+:func:`describe` reads a Keras cell (``SimpleRNNCell``, ``LSTMCell``, ``GRUCell``), a
+``StackedRNNCells``, a recurrent layer (``SimpleRNN``, ``LSTM``, ``GRU``, ``RNN`` over any of
+those) or every recurrent layer of a model into framework-free descriptions (:class:`CellPort`,
+:class:`RNNPort`) for a target backend; :func:`build` makes the native Keras layer from such a
+description. :mod:`rnn_xframework.ports` turns descriptions into the library's objects and back,
+so this module never imports the layers above it.
+
+Weights need no conversion: Keras's ``[kernel, recurrent_kernel, bias]`` *is* the canonical
+layout (:mod:`rnn_xframework.layouts`). What this module translates is the configuration; what
+it cannot carry raises :class:`~rnn_xframework.errors.UnsupportedConfigError` naming the
+setting. This module imports Keras (on whatever backend Keras runs) but not TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from rnn_xframework import protocol
+from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
+
+KINDS = ("SimpleRNNCell", "LSTMCell", "GRUCell")
+_KERAS_CELLS = {kind: getattr(keras.layers, kind) for kind in KINDS}
+_KERAS_LAYERS = {"SimpleRNNCell": keras.layers.SimpleRNN, "LSTMCell": keras.layers.LSTM, "GRUCell": keras.layers.GRU}
+_DEFAULT_INITIALIZERS = {
+    "kernel_initializer": "glorot_uniform",
+    "recurrent_initializer": "orthogonal",
+    "bias_initializer": "zeros",
+}
+# Settings that only change training (not the forward pass), and that only Keras layers hold.
+_TRAINING_ONLY = (
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+)
+
+
+@dataclass
+class CellPort:
+    """One cell: ``make_cell(kind, **config)``, then ``weights`` (canonical; ``None``: unbuilt)."""
+
+    kind: str
+    config: dict[str, Any]
+    weights: list[np.ndarray] | None = None
+    trainable: bool = True
+
+
+@dataclass
+class RNNPort:
+    """A stack (``flags`` is ``None``) or a sequence layer (``return_sequences``, ...) of cells."""
+
+    cells: list[CellPort]
+    flags: dict[str, bool] | None = field(default=None)
+
+
+@dataclass
+class LibraryObject:
+    """One of the library's own TensorFlow objects met in a Keras model: converted, not read."""
+
+    obj: Any
+
+
+def _kind(cell: Any) -> str:
+    for kind, cls in _KERAS_CELLS.items():
+        if isinstance(cell, cls):
+            return kind
+    raise UnsupportedConfigError(
+        f"from_keras: cell {type(cell).__module__}.{type(cell).__name__} is not a Keras SimpleRNNCell, "
+        f"LSTMCell or GRUCell (nor a subclass); only those can be ported"
+    )
+
+
+def _activation(cell: Any, attr: str, backend: str) -> Any:
+    fn = getattr(cell, attr)
+    name = keras.activations.serialize(fn)
+    if isinstance(name, str):
+        return name
+    if backend == "tensorflow":
+        return fn  # a custom callable: Keras's own cell takes it as it is
+    raise UnsupportedConfigError(
+        f"from_keras: {cell.name}.{attr} is the custom function {fn!r}, which backend {backend!r} cannot "
+        "run; use backend='tensorflow', or a built-in activation"
+    )
+
+
+def _cell_kwargs(cell: Any, backend: str, ignore_training_settings: bool, layer: Any) -> dict[str, Any]:
+    """Library ``make_cell`` arguments that rebuild Keras ``cell`` on ``backend``."""
+    kind = _kind(cell)
+    policy = cell.dtype_policy
+    if policy.compute_dtype != policy.variable_dtype or policy.compute_dtype not in protocol.DTYPES:
+        raise UnsupportedConfigError(
+            f"from_keras: {cell.name}.dtype is the policy {policy.name!r}; the library computes in "
+            f"float32 or float64 only; build the Keras layer with dtype='float32' or 'float64'"
+        )
+    kw: dict[str, Any] = {
+        "units": int(cell.units),
+        "activation": _activation(cell, "activation", backend),
+        "use_bias": bool(cell.use_bias),
+        "dropout": float(cell.dropout),
+        "recurrent_dropout": float(cell.recurrent_dropout),
+        "dtype": policy.compute_dtype,
+    }
+    if kind != "SimpleRNNCell":
+        kw["recurrent_activation"] = _activation(cell, "recurrent_activation", backend)
+    if kind == "LSTMCell":
+        kw["unit_forget_bias"] = bool(cell.unit_forget_bias)
+    if kind == "GRUCell":
+        kw["reset_after"] = bool(cell.reset_after)
+
+    extras: dict[str, Any] = {}
+    for attr in _TRAINING_ONLY:
+        value = getattr(cell, attr, None)
+        if value is None:
+            continue
+        if backend == "tensorflow":
+            extras[attr] = value  # the library's TF cell is Keras's: it takes the setting as it is
+        elif not ignore_training_settings:
+            raise UnsupportedConfigError(_training_only_message(cell, attr, value, backend))
+    regularizer = None if layer is None else layer.activity_regularizer
+    if regularizer is not None and not ignore_training_settings:  # the library's RNN has no such setting
+        raise UnsupportedConfigError(_training_only_message(layer, "activity_regularizer", regularizer, backend))
+    if not cell.built:  # the initializers still matter: the weights do not exist yet
+        for attr, default in _DEFAULT_INITIALIZERS.items():
+            value = getattr(cell, attr)
+            serial = keras.initializers.serialize(value)
+            if serial == keras.initializers.serialize(keras.initializers.get(default)):
+                continue
+            if backend == "tensorflow":
+                extras[attr] = value
+            else:
+                raise UnsupportedConfigError(
+                    f"from_keras: the unbuilt {cell.name} has {attr}={serial!r}; backend {backend!r} "
+                    f"initializes like Keras's defaults only; build the Keras layer first (its weights are "
+                    "then copied), or use backend='tensorflow'"
+                )
+    return {**kw, **extras}
+
+
+def _training_only_message(owner: Any, attr: str, value: Any, backend: str) -> str:
+    return (
+        f"from_keras: {owner.name}.{attr}={value!r} changes training, and the library's {backend!r} "
+        "objects have no such setting; pass ignore_training_settings=True to port without it "
+        "(inference is unaffected)" + ("" if attr == "activity_regularizer" else ", or use backend='tensorflow'")
+    )
+
+
+def _describe_cells(cells: list[Any], backend: str, ignore: bool, layer: Any) -> list[CellPort]:
+    built = [c.built for c in cells]
+    if any(built) and not all(built):
+        raise WeightsError(
+            "from_keras: some cells of the stack are built and some are not; call the Keras layer once first"
+        )
+    frozen = layer is not None and not layer.trainable
+    return [
+        CellPort(
+            kind=_kind(c),
+            config=_cell_kwargs(c, backend, ignore, layer),
+            weights=[np.asarray(w) for w in c.get_weights()] if c.built else None,
+            trainable=bool(c.trainable) and not frozen,
+        )
+        for c in cells
+    ]
+
+
+def _check_layer(layer: Any) -> None:
+    if getattr(layer, "stateful", False):
+        raise UnsupportedConfigError(
+            f"from_keras: {layer.name} has stateful=True (states carried between batches); the library's "
+            "RNN takes initial_state= on each call instead; rebuild the Keras layer with stateful=False"
+        )
+    if getattr(layer, "zero_output_for_mask", False):
+        raise UnsupportedConfigError(
+            f"from_keras: {layer.name} has zero_output_for_mask=True; the library repeats the previous "
+            "output at a masked step (Keras's default, zero_output_for_mask=False)"
+        )
+    # unroll=True changes how Keras builds its loop, not the numbers: nothing to carry.
+
+
+def _cells_of_keras(cell: Any) -> list[Any]:
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        return list(cell.cells)
+    return [cell]
+
+
+def describe(obj: Any, backend: str, ignore_training_settings: bool = False) -> Any:
+    """One Keras cell, stack or recurrent layer -> :class:`CellPort` / :class:`RNNPort`; a model
+    or a ``.keras`` path -> ``dict[str, RNNPort | LibraryObject]`` (see
+    :func:`rnn_xframework.ports.from_keras`). Every setting is checked here."""
+    if isinstance(obj, (str, os.PathLike)):
+        return describe(load(obj), backend, ignore_training_settings)
+    if _is_library(obj):  # before the Keras checks: the library's TF cells subclass Keras's
+        return LibraryObject(obj)
+    if isinstance(obj, keras.layers.Bidirectional):
+        raise UnsupportedConfigError(
+            f"from_keras: {obj.name} is a Bidirectional wrapper, which the library has no form of; port its "
+            f"forward_layer and backward_layer separately (the backward one has go_backwards=True) and "
+            "concatenate their outputs"
+        )
+    if isinstance(obj, keras.Model):
+        return _describe_model(obj, backend, ignore_training_settings)
+    if isinstance(obj, keras.layers.RNN):
+        _check_layer(obj)
+        flags = {name: bool(getattr(obj, name)) for name in ("return_sequences", "return_state", "go_backwards")}
+        return RNNPort(_describe_cells(_cells_of_keras(obj.cell), backend, ignore_training_settings, obj), flags)
+    if isinstance(obj, keras.layers.StackedRNNCells):
+        return RNNPort(_describe_cells(list(obj.cells), backend, ignore_training_settings, None))
+    if isinstance(obj, tuple(_KERAS_CELLS.values())):
+        return _describe_cells([obj], backend, ignore_training_settings, None)[0]
+    raise FrameworkMismatchError(
+        f"from_keras: expected a Keras SimpleRNNCell/LSTMCell/GRUCell, StackedRNNCells, recurrent layer "
+        f"(SimpleRNN, LSTM, GRU, RNN), a Model or a .keras path; got {type(obj).__module__}.{type(obj).__name__}"
+    )
+
+
+def _is_library(obj: Any) -> bool:
+    return type(obj).__module__.startswith("rnn_xframework.") and isinstance(getattr(obj, "backend", None), str)
+
+
+def _walk(layer: Any) -> Any:
+    for sub in getattr(layer, "layers", []):
+        yield sub
+        if isinstance(sub, keras.Model):
+            yield from _walk(sub)
+
+
+def _describe_model(model: Any, backend: str, ignore_training_settings: bool) -> dict[str, Any]:
+    """Every recurrent layer of ``model`` (nested models included), in the model's order, by
+    layer name; all are checked before any is returned."""
+    found: dict[str, Any] = {}
+    for layer in _walk(model):
+        if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) or _is_library(layer):
+            found[layer.name] = describe(layer, backend, ignore_training_settings)
+    if not found:
+        raise FrameworkMismatchError(
+            f"from_keras: model {model.name!r} has no recurrent layer (SimpleRNN, LSTM, GRU, RNN); "
+            f"its layers are {[type(la).__name__ for la in _walk(model)]}"
+        )
+    return found
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """A Keras model from a ``.keras`` file (Keras's safe mode: no arbitrary code)."""
+    path = os.fspath(path)
+    if path.endswith(".weights.h5"):
+        raise WeightsError(
+            f"from_keras: {path!r} is a Keras weights file: it holds arrays without the layers' "
+            "configuration. Build the Keras model, call model.load_weights(path), then from_keras(model)"
+        )
+    if not path.endswith(".keras"):
+        raise WeightsError(f"from_keras: expected a Keras model file ending in '.keras', got {path!r}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return keras.saving.load_model(path)
+
+
+# --- library -> Keras -----------------------------------------------------------------------------
+def _keras_cell(cell: CellPort, input_dim: int | None) -> Any:
+    new = _KERAS_CELLS[cell.kind](**cell.config)
+    if input_dim is not None and cell.weights is not None:
+        new.build((None, input_dim))
+        new.set_weights(cell.weights)
+    return new
+
+
+def build(port: CellPort | RNNPort, input_dim: int | None, structure: str) -> Any:
+    """The native Keras object for a description of a library object (``structure``: ``"cell"``,
+    ``"stack"`` or ``"rnn"``; ``input_dim`` ``None`` for an unbuilt one); see
+    :func:`rnn_xframework.ports.to_keras`."""
+    if isinstance(port, CellPort):
+        return _keras_cell(port, input_dim)
+    dims = [input_dim] + [c.config["units"] for c in port.cells[:-1]]
+    if structure == "stack":
+        stack = keras.layers.StackedRNNCells([_keras_cell(c, d) for c, d in zip(port.cells, dims, strict=True)])
+        if input_dim is not None:
+            stack.build((None, input_dim))
+        return stack
+    flags = {**(port.flags or {}), "dtype": port.cells[0].config["dtype"]}
+    if len(port.cells) == 1:  # keras.layers.LSTM(...), as a Keras user writes it
+        config = {k: v for k, v in port.cells[0].config.items() if k != "dtype"}
+        layer = _KERAS_LAYERS[port.cells[0].kind](**config, **flags)
+    else:
+        layer = keras.layers.RNN(keras.layers.StackedRNNCells([_keras_cell(c, None) for c in port.cells]), **flags)
+    if input_dim is not None:
+        layer.build((None, None, input_dim))
+        layer.set_weights([w for c in port.cells for w in c.weights or []])
+    return layer

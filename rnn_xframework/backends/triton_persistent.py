@@ -1,0 +1,270 @@
+"""Persistent Triton kernels for one recurrent layer: the whole time loop in one launch.
+
+Each program owns ``BLOCK_B`` batch rows. It loads the recurrent weights once (one
+``[units, units]`` register tile per gate block, zero-padded to a power of two ``UP``) and keeps
+them, and the state, in registers for the whole sequence; per step it reads the precomputed
+input projection ``xp[t]`` and writes the step's output. The input projection (``x W_ih^T + b``
+for the whole sequence) is one GEMM before the launch, and the weight gradients are
+whole-sequence GEMMs after the backward launch (:mod:`~rnn_xframework.backends.triton_rnn`).
+
+Cells, in PyTorch's gate order (the order of ``weight_hh``'s row blocks; ``layouts.py`` maps
+it to Keras's), ``a = xp_t + h_{t-1} W_hh^T``:
+
+* ``SIMPLE`` (G = 1): ``h = act(a)``, ``act`` tanh or relu.
+* ``LSTM`` (G = 4, i f g o): ``c = s(f) c + s(i) tanh(g)``, ``h = s(o) tanh(c)``.
+* ``GRU`` (G = 3, r z n; ``reset_after``): ``hx = h W_hh^T + b_hh``, ``r = s(xr + hr)``,
+  ``z = s(xz + hz)``, ``n = tanh(xn + r hn)``, ``h = (1 - z) n + z h``.
+
+The forward saves what the backward needs (LSTM: the four activations and ``c``; GRU: ``r, z,
+n, hn``); the backward runs the steps in reverse with the same register-resident weights and
+writes ``dL/dxp`` per step (and for GRU ``dL/dhx``, which differs from it in the ``n`` block).
+
+Products are ``tl.dot(..., input_precision="ieee")``: exact float32 (no TF32) and float64.
+Padding is exact: padded weight rows and columns are zero, so padded state columns never reach
+real ones. The kernels here are plain Python functions until
+:mod:`~rnn_xframework.backends.triton_rnn` wraps them, per device: ``triton.jit`` for CUDA
+tensors, Triton's interpreter for CPU tensors (with ``TRITON_INTERPRET=1`` set). So the choice
+does not depend on the environment at import time, they call only Triton's built-ins and the
+helpers below, never ``triton.language.standard``'s ``@triton.jit`` functions (``tl.zeros``,
+``tl.sigmoid``), which are compiled-only when triton was imported without the interpreter.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from rnn_xframework import layouts
+
+CODES = {"SimpleRNNCell": 0, "LSTMCell": 1, "GRUCell": 2}
+"""Host side: the kernels' ``CELL`` argument per cell type."""
+GATES = {code: layouts.get(kind).gates for kind, code in CODES.items()}
+"""Gate blocks per ``CELL`` code, from the cell's weight layout."""
+SAVED = {0: 0, 1: 4, 2: 4}
+"""Blocks of ``units`` columns per step the forward saves for the backward."""
+SIMPLE = tl.constexpr(0)
+LSTM = tl.constexpr(1)
+GRU = tl.constexpr(2)
+
+
+class _DeviceFunction(triton.runtime.JITFunction):
+    """A ``@triton.jit`` helper that the interpreter can call too: compiled kernels inline it
+    like any JIT function; an interpreted kernel (plain Python) calls the Python function."""
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+@_DeviceFunction
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@_DeviceFunction
+def _tanh(x):
+    # 2 s(2x) - 1: exact to rounding in float32 and float64, overflow-safe (exp -> inf gives -1).
+    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+
+
+def forward_kernel(
+    xp,
+    s_xt,
+    s_xb,
+    w,
+    bh,
+    h0,
+    c0,
+    out,
+    cs,
+    gs,
+    h_last,
+    c_last,
+    T,
+    B,
+    U,
+    CELL: tl.constexpr,
+    RELU: tl.constexpr,
+    SAVE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    UP: tl.constexpr,
+):
+    """``xp [T, B, G*U]`` (strides ``s_xt, s_xb``, unit last), ``w = W_hh [G*U, U]``, ``bh = b_hh
+    [G*U]`` (GRU), ``h0, c0 [B, U]`` -> ``out [T, B, U]``; with ``SAVE`` also ``cs [T, B, U]``
+    (LSTM) and ``gs [T, B, 4*U]``; ``h_last, c_last [B, U]``. All outputs contiguous."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.arange(0, UP)
+    ks = tl.arange(0, UP)
+    m2 = (rows[:, None] < B) & (cols[None, :] < U)
+    wmask = (ks[:, None] < U) & (cols[None, :] < U)
+    wt = w + cols[None, :] * U + ks[:, None]  # tile [k, n] = W_hh[n, k]: h @ tile = h W_hh^T
+    su = rows[:, None] * U + cols[None, :]
+    w0 = tl.load(wt, mask=wmask, other=0.0)
+    if CELL == LSTM:
+        w1 = tl.load(wt + U * U, mask=wmask, other=0.0)
+        w2 = tl.load(wt + 2 * U * U, mask=wmask, other=0.0)
+        w3 = tl.load(wt + 3 * U * U, mask=wmask, other=0.0)
+    if CELL == GRU:
+        w1 = tl.load(wt + U * U, mask=wmask, other=0.0)
+        w2 = tl.load(wt + 2 * U * U, mask=wmask, other=0.0)
+        b0 = tl.load(bh + cols, mask=cols < U, other=0.0)[None, :]
+        b1 = tl.load(bh + U + cols, mask=cols < U, other=0.0)[None, :]
+        b2 = tl.load(bh + 2 * U + cols, mask=cols < U, other=0.0)[None, :]
+    h = tl.load(h0 + su, mask=m2, other=0.0)
+    if CELL == LSTM:
+        c = tl.load(c0 + su, mask=m2, other=0.0)
+    xrow = rows[:, None] * s_xb + cols[None, :]
+    for t in range(T):
+        x = xp + t * s_xt + xrow
+        o_t = t * B * U + su
+        if CELL == SIMPLE:
+            a = tl.load(x, mask=m2, other=0.0) + tl.dot(h, w0, input_precision="ieee")
+            if RELU:
+                h = tl.maximum(a, 0.0)
+            else:
+                h = _tanh(a)
+        if CELL == LSTM:
+            gi = _sigmoid(tl.load(x, mask=m2, other=0.0) + tl.dot(h, w0, input_precision="ieee"))
+            gf = _sigmoid(tl.load(x + U, mask=m2, other=0.0) + tl.dot(h, w1, input_precision="ieee"))
+            gg = _tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + tl.dot(h, w2, input_precision="ieee"))
+            go = _sigmoid(tl.load(x + 3 * U, mask=m2, other=0.0) + tl.dot(h, w3, input_precision="ieee"))
+            c = gf * c + gi * gg
+            h = go * _tanh(c)
+            if SAVE:
+                g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
+                tl.store(gs + g_t, gi, mask=m2)
+                tl.store(gs + g_t + U, gf, mask=m2)
+                tl.store(gs + g_t + 2 * U, gg, mask=m2)
+                tl.store(gs + g_t + 3 * U, go, mask=m2)
+                tl.store(cs + o_t, c, mask=m2)
+        if CELL == GRU:
+            hr = tl.dot(h, w0, input_precision="ieee") + b0
+            hz = tl.dot(h, w1, input_precision="ieee") + b1
+            hn = tl.dot(h, w2, input_precision="ieee") + b2
+            r = _sigmoid(tl.load(x, mask=m2, other=0.0) + hr)
+            z = _sigmoid(tl.load(x + U, mask=m2, other=0.0) + hz)
+            n = _tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + r * hn)
+            h = (1.0 - z) * n + z * h
+            if SAVE:
+                g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
+                tl.store(gs + g_t, r, mask=m2)
+                tl.store(gs + g_t + U, z, mask=m2)
+                tl.store(gs + g_t + 2 * U, n, mask=m2)
+                tl.store(gs + g_t + 3 * U, hn, mask=m2)
+        tl.store(out + o_t, h, mask=m2)
+    tl.store(h_last + su, h, mask=m2)
+    if CELL == LSTM:
+        tl.store(c_last + su, c, mask=m2)
+
+
+def backward_kernel(
+    dout,
+    gh,
+    gc,
+    w,
+    out,
+    h0,
+    c0,
+    cs,
+    gs,
+    dxp,
+    dhx,
+    dh0,
+    dc0,
+    T,
+    B,
+    U,
+    CELL: tl.constexpr,
+    G: tl.constexpr,
+    RELU: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    UP: tl.constexpr,
+):
+    """Backward through the steps of :func:`forward_kernel`. ``dout [T, B, U]`` (dL/d out), ``gh,
+    gc [B, U]`` (dL/d h_last, c_last) -> ``dxp [T, B, G*U]`` (dL/d xp), for GRU ``dhx [T, B, 3*U]``
+    (dL/d (h W_hh^T + b_hh)), and ``dh0, dc0 [B, U]``. All contiguous."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.arange(0, UP)
+    ks = tl.arange(0, UP)
+    m2 = (rows[:, None] < B) & (cols[None, :] < U)
+    wmask = (cols[:, None] < U) & (ks[None, :] < U)
+    wn = w + cols[:, None] * U + ks[None, :]  # tile [n, k] = W_hh[n, k]: d @ tile = d W_hh
+    su = rows[:, None] * U + cols[None, :]
+    w0 = tl.load(wn, mask=wmask, other=0.0)
+    if CELL != SIMPLE:
+        w1 = tl.load(wn + U * U, mask=wmask, other=0.0)
+        w2 = tl.load(wn + 2 * U * U, mask=wmask, other=0.0)
+    if CELL == LSTM:
+        w3 = tl.load(wn + 3 * U * U, mask=wmask, other=0.0)
+    dh = tl.load(gh + su, mask=m2, other=0.0)
+    if CELL == LSTM:
+        dc = tl.load(gc + su, mask=m2, other=0.0)
+    for s in range(T):
+        t = T - 1 - s
+        o_t = t * B * U + su
+        dh += tl.load(dout + o_t, mask=m2, other=0.0)
+        d_t = t * B * G * U + rows[:, None] * G * U + cols[None, :]
+        first = (su * 0 + t) == 0  # step 0 reads the initial state instead of step t - 1
+        if CELL == SIMPLE:
+            h = tl.load(out + o_t, mask=m2, other=0.0)
+            if RELU:
+                dz = tl.where(h > 0.0, dh, 0.0)
+            else:
+                dz = dh * (1.0 - h * h)
+            tl.store(dxp + d_t, dz, mask=m2)
+            dh = tl.dot(dz, w0, input_precision="ieee")
+        if CELL != SIMPLE:
+            g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
+            ga = tl.load(gs + g_t, mask=m2, other=0.0)
+            gb = tl.load(gs + g_t + U, mask=m2, other=0.0)
+            gc_ = tl.load(gs + g_t + 2 * U, mask=m2, other=0.0)
+            gd = tl.load(gs + g_t + 3 * U, mask=m2, other=0.0)
+        if CELL == LSTM:  # ga, gb, gc_, gd = i, f, g, o
+            c = tl.load(cs + o_t, mask=m2, other=0.0)
+            c_prev = tl.load(cs + o_t - B * U, mask=m2 & (first == 0), other=0.0) + tl.load(
+                c0 + su, mask=m2 & first, other=0.0
+            )
+            tc = _tanh(c)
+            dc += dh * gd * (1.0 - tc * tc)
+            dzi = dc * gc_ * ga * (1.0 - ga)
+            dzf = dc * c_prev * gb * (1.0 - gb)
+            dzg = dc * ga * (1.0 - gc_ * gc_)
+            dzo = dh * tc * gd * (1.0 - gd)
+            dc = dc * gb
+            tl.store(dxp + d_t, dzi, mask=m2)
+            tl.store(dxp + d_t + U, dzf, mask=m2)
+            tl.store(dxp + d_t + 2 * U, dzg, mask=m2)
+            tl.store(dxp + d_t + 3 * U, dzo, mask=m2)
+            dh = (
+                tl.dot(dzi, w0, input_precision="ieee")
+                + tl.dot(dzf, w1, input_precision="ieee")
+                + tl.dot(dzg, w2, input_precision="ieee")
+                + tl.dot(dzo, w3, input_precision="ieee")
+            )
+        if CELL == GRU:  # ga, gb, gc_, gd = r, z, n, hn
+            h_prev = tl.load(out + o_t - B * U, mask=m2 & (first == 0), other=0.0) + tl.load(
+                h0 + su, mask=m2 & first, other=0.0
+            )
+            dzn = dh * (1.0 - gb) * (1.0 - gc_ * gc_)
+            dzz = dh * (h_prev - gc_) * gb * (1.0 - gb)
+            dzr = dzn * gd * ga * (1.0 - ga)
+            dhn = dzn * ga
+            tl.store(dxp + d_t, dzr, mask=m2)
+            tl.store(dxp + d_t + U, dzz, mask=m2)
+            tl.store(dxp + d_t + 2 * U, dzn, mask=m2)
+            tl.store(dhx + d_t, dzr, mask=m2)
+            tl.store(dhx + d_t + U, dzz, mask=m2)
+            tl.store(dhx + d_t + 2 * U, dhn, mask=m2)
+            dh = (
+                dh * gb
+                + tl.dot(dzr, w0, input_precision="ieee")
+                + tl.dot(dzz, w1, input_precision="ieee")
+                + tl.dot(dhn, w2, input_precision="ieee")
+            )
+    tl.store(dh0 + su, dh, mask=m2)
+    if CELL == LSTM:
+        tl.store(dc0 + su, dc, mask=m2)
+
+
+KERNELS = {"forward": forward_kernel, "backward": backward_kernel}
