@@ -22,12 +22,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnn_xframework import protocol
+from rnn_xframework import cells, protocol
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 
-KINDS = ("SimpleRNNCell", "LSTMCell", "GRUCell")
-_KERAS_CELLS = {kind: getattr(keras.layers, kind) for kind in KINDS}
-_KERAS_LAYERS = {"SimpleRNNCell": keras.layers.SimpleRNN, "LSTMCell": keras.layers.LSTM, "GRUCell": keras.layers.GRU}
 _DEFAULT_INITIALIZERS = {
     "kernel_initializer": "glorot_uniform",
     "recurrent_initializer": "orthogonal",
@@ -70,13 +67,28 @@ class LibraryObject:
     obj: Any
 
 
+def _keras_cells() -> dict[str, type]:
+    """Cell type -> Keras cell class, for every registered spec that names one (the built-in three)."""
+    found = {}
+    for name in cells.names():
+        keras_class = cells.get(name).keras_class
+        if keras_class is not None and hasattr(keras.layers, keras_class):
+            found[name] = getattr(keras.layers, keras_class)
+    return found
+
+
+def _keras_layer(kind: str) -> type:
+    """``keras.layers.LSTM`` for ``"LSTMCell"``: the sequence layer over one Keras cell."""
+    return getattr(keras.layers, cells.get(kind).keras_class.removesuffix("Cell"))
+
+
 def _kind(cell: Any) -> str:
-    for kind, cls in _KERAS_CELLS.items():
+    for kind, cls in _keras_cells().items():  # subclasses too: the library's TF cells, users' cells
         if isinstance(cell, cls):
             return kind
     raise UnsupportedConfigError(
-        f"from_keras: cell {type(cell).__module__}.{type(cell).__name__} is not a Keras SimpleRNNCell, "
-        f"LSTMCell or GRUCell (nor a subclass); only those can be ported"
+        f"from_keras: cell {type(cell).__module__}.{type(cell).__name__} is not a Keras "
+        f"{' / '.join(_keras_cells())} (nor a subclass); only those can be ported"
     )
 
 
@@ -102,20 +114,10 @@ def _cell_kwargs(cell: Any, backend: str, ignore_training_settings: bool, layer:
             f"from_keras: {cell.name}.dtype is the policy {policy.name!r}; the library computes in "
             f"float32 or float64 only; build the Keras layer with dtype='float32' or 'float64'"
         )
-    kw: dict[str, Any] = {
-        "units": int(cell.units),
-        "activation": _activation(cell, "activation", backend),
-        "use_bias": bool(cell.use_bias),
-        "dropout": float(cell.dropout),
-        "recurrent_dropout": float(cell.recurrent_dropout),
-        "dtype": policy.compute_dtype,
-    }
-    if kind != "SimpleRNNCell":
-        kw["recurrent_activation"] = _activation(cell, "recurrent_activation", backend)
-    if kind == "LSTMCell":
-        kw["unit_forget_bias"] = bool(cell.unit_forget_bias)
-    if kind == "GRUCell":
-        kw["reset_after"] = bool(cell.reset_after)
+    spec = cells.get(kind)  # the cell type's settings, named as Keras names them
+    kw: dict[str, Any] = {key: getattr(cell, key) for key in spec.config_keys if key not in spec.activations}
+    kw.update({key: _activation(cell, key, backend) for key in spec.activations})
+    kw["dtype"] = policy.compute_dtype
 
     extras: dict[str, Any] = {}
     for attr in _TRAINING_ONLY:
@@ -214,7 +216,7 @@ def describe(obj: Any, backend: str, ignore_training_settings: bool = False) -> 
         return RNNPort(_describe_cells(_cells_of_keras(obj.cell), backend, ignore_training_settings, obj), flags)
     if isinstance(obj, keras.layers.StackedRNNCells):
         return RNNPort(_describe_cells(list(obj.cells), backend, ignore_training_settings, None))
-    if isinstance(obj, tuple(_KERAS_CELLS.values())):
+    if isinstance(obj, tuple(_keras_cells().values())):
         return _describe_cells([obj], backend, ignore_training_settings, None)[0]
     raise FrameworkMismatchError(
         f"from_keras: expected a Keras SimpleRNNCell/LSTMCell/GRUCell, StackedRNNCells, recurrent layer "
@@ -265,7 +267,7 @@ def load(path: str | os.PathLike[str]) -> Any:
 
 # --- library -> Keras -----------------------------------------------------------------------------
 def _keras_cell(cell: CellPort, input_dim: int | None) -> Any:
-    new = _KERAS_CELLS[cell.kind](**cell.config)
+    new = _keras_cells()[cell.kind](**cell.config)
     if input_dim is not None and cell.weights is not None:
         new.build((None, input_dim))
         new.set_weights(cell.weights)
@@ -287,7 +289,7 @@ def build(port: CellPort | RNNPort, input_dim: int | None, structure: str) -> An
     flags = {**(port.flags or {}), "dtype": port.cells[0].config["dtype"]}
     if len(port.cells) == 1:  # keras.layers.LSTM(...), as a Keras user writes it
         config = {k: v for k, v in port.cells[0].config.items() if k != "dtype"}
-        layer = _KERAS_LAYERS[port.cells[0].kind](**config, **flags)
+        layer = _keras_layer(port.cells[0].kind)(**config, **flags)
     else:
         layer = keras.layers.RNN(keras.layers.StackedRNNCells([_keras_cell(c, None) for c in port.cells]), **flags)
     if input_dim is not None:
