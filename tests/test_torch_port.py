@@ -182,3 +182,12 @@ def test_what_has_no_counterpart_is_refused():
         xf.to_torch(layers.LSTMCell(4, backend="numpy"))
     with pytest.raises(xf.UnsupportedConfigError, match="relu"):
         xf.to_torch(layers.SimpleRNNCell(4, activation="sigmoid", backend="numpy", input_size=3))
+
+
+def test_a_time_major_keras_layer_keeps_its_layout_through_its_config():
+    """A .keras file stores the layer's config: time_major must be in it, or the layout is lost."""
+    require("tensorflow")
+    rnn = xf.from_torch(torch.nn.GRU(3, 4, dtype=torch.float64), backend="tensorflow")
+    assert rnn.time_major
+    again = type(rnn).from_config(rnn.get_config())
+    assert again.time_major and again.return_sequences

@@ -307,6 +307,7 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
             "order": self.order,
+            "time_major": self.time_major,
         }
 
     @classmethod
