@@ -127,6 +127,10 @@ class Backend:
         """Inverse of :meth:`unstack`: list of ``[batch, ...]`` -> ``[batch, time, ...]``."""
         raise NotImplementedError
 
+    def swap_batch_time(self, x: Any) -> Any:
+        """``[time, batch, features]`` <-> ``[batch, time, features]`` (for ``time_major`` RNNs)."""
+        raise NotImplementedError
+
     # --- devices and numerics --------------------------------------------------------------------
     def devices(self) -> list[str]:
         """Devices this backend can run on here, in torch's spelling (``"cpu"``, ``"cuda"``)."""

@@ -206,6 +206,9 @@ class NumpyBackend(registry.Backend, name="numpy"):
     def stack(self, xs: list[Any]) -> Any:
         return np.stack(xs, axis=1)
 
+    def swap_batch_time(self, x: Any) -> Any:
+        return np.swapaxes(x, 0, 1)
+
 
 SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
 OPS = registry.get("numpy")

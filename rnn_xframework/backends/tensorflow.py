@@ -300,6 +300,7 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
             "order": self.order,
+            "time_major": self.time_major,
         }
 
     @classmethod
@@ -371,6 +372,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
     def stack(self, xs: list[Any]) -> Any:
         return tf.stack(xs, axis=1)
+
+    def swap_batch_time(self, x: Any) -> Any:
+        return tf.transpose(x, [1, 0, 2])
 
 
 SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))

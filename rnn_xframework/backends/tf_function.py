@@ -395,17 +395,19 @@ class CompiledRNN(compiled.CompiledRNN):
                 [_native(s) for s in x] if isinstance(x, (list, tuple)) else _native(x) for x in initial_state
             ]
         states = self.check_call(inputs, initial_state, training, mask)
+        if source.time_major:  # the graphs run batch-first
+            inputs = tf.transpose(inputs, [1, 0, 2])
         if inputs.shape[1] is None:
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         device = source.cell.cells[0].device
         with tf.device(device) if device is not None else contextlib.nullcontext():
             if self._infer_zeros is not None and not _recording():
                 result = self._inference(inputs, states)
-                if not source.return_state:
-                    return result
-                y, new_states = result
+                y, new_states = (result, None) if not source.return_state else result
             else:
                 y, new_states = self._graphs.graph(inputs, states, self._flat_weights())
+        if source.time_major and source.return_sequences:
+            y = tf.transpose(y, [1, 0, 2])
         return (y, [list(s) for s in new_states]) if source.return_state else y
 
 
