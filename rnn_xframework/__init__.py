@@ -22,7 +22,7 @@ from rnn_xframework.errors import (
     UnsupportedConfigError,
     WeightsError,
 )
-from rnn_xframework.ports import from_keras, to_keras
+from rnn_xframework.ports import from_keras, from_torch, to_keras, to_torch
 from rnn_xframework.protocol import Cell
 from rnn_xframework.transfer import (
     convert,
@@ -53,6 +53,7 @@ __all__ = [
     "compile",
     "convert",
     "from_keras",
+    "from_torch",
     "from_torch_fused",
     "get_backend",
     "layers",
@@ -60,6 +61,7 @@ __all__ = [
     "save_weights",
     "set_backend",
     "to_keras",
+    "to_torch",
     "to_torch_fused",
     "transfer_weights",
     "use_backend",

@@ -40,11 +40,12 @@ def check_compiled_call(
         )
     ops, stack = rnn._ops, rnn.cell
     protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
-    if ops.shape(inputs)[1] == 0:
+    time_axis, batch_axis = (0, 1) if rnn.time_major else (1, 0)
+    if ops.shape(inputs)[time_axis] == 0:
         raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
     if initial_state is None:
         return None
-    batch = ops.shape(inputs)[0]
+    batch = ops.shape(inputs)[batch_axis]
     layers = protocol.as_rnn_states(stack, ops, initial_state)
     return [protocol.check_states(cell, ops, state, batch) for cell, state in zip(stack.cells, layers, strict=True)]
 

@@ -25,11 +25,55 @@ from rnn_xframework.errors import FrameworkMismatchError
 from rnn_xframework.protocol import Cell
 
 
-def make_cell(kind: str, *, backend: str | None = None, **kwargs: Any) -> Any:
+def input_features(input_size: int | None, input_shape: Any) -> int | None:
+    """The number of input features given up front: PyTorch's ``input_size`` or the last entry
+    of Keras's ``input_shape`` (``(features,)``, ``(time, features)`` or with a batch entry)."""
+    if input_size is not None and input_shape is not None:
+        raise ValueError(
+            f"give input_size (PyTorch's name) or input_shape (Keras's), not both; got input_size={input_size!r}, "
+            f"input_shape={input_shape!r}"
+        )
+    dim = input_size if input_shape is None else tuple(input_shape)[-1]
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
+        raise ValueError(f"input_size / input_shape[-1] must be a positive integer, got {dim!r}")
+    return dim
+
+
+def _built(cell: Any, dim: int | None) -> Any:
+    if dim is not None:
+        cell.build((None, dim))
+    return cell
+
+
+def make_cell(
+    kind: str, *, backend: str | None = None, input_size: int | None = None, input_shape: Any = None, **kwargs: Any
+) -> Any:
     """Build a cell of type ``kind`` (a registered cell type's Keras name, see
-    :mod:`rnn_xframework.cells`) on ``backend`` (default: current)."""
+    :mod:`rnn_xframework.cells`) on ``backend`` (default: current); built at once for
+    ``input_size`` features (or ``input_shape[-1]``) when given."""
+    dim = input_features(input_size, input_shape)
     cls = registry.get(config.resolve(backend)).cell_class(cells.get(kind).name)
-    return cls(**kwargs)
+    return _built(cls(**kwargs), dim)
+
+
+INPUT_SIZE_DOC = """
+    Input size up front: ``input_size=`` (PyTorch's name) or ``input_shape=`` (Keras's, the last
+    entry counts) builds the cell at once. Without them it is built by ``build()``, the first
+    call or, on torch, ``load_state_dict``; until then a torch cell holds lazy parameters
+    (``torch.nn.UninitializedParameter``) that an optimizer made beforehand still trains.
+"""
+
+
+def _with_input_size(signature: inspect.Signature) -> inspect.Signature:
+    """``signature`` with the keyword-only ``input_size`` and ``input_shape`` before ``**kwargs``."""
+    P = inspect.Parameter
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is P.VAR_KEYWORD), len(params))
+    extra = [
+        P("input_size", P.KEYWORD_ONLY, default=None, annotation="int | None"),
+        P("input_shape", P.KEYWORD_ONLY, default=None, annotation="tuple | None"),
+    ]
+    return signature.replace(parameters=[*params[:at], *extra, *params[at:]])
 
 
 class _Factory(type):
@@ -63,11 +107,20 @@ def cell_factory(kind: str) -> type:
     ``dtype``, ``device``, and ``**kwargs`` for a backend's own arguments (Keras's initializers and
     ``name``; torch's ``train_recurrent_bias``)."""
     spec = cells.get(kind)
-    signature = spec.signature()
+    signature = _with_input_size(spec.signature())
 
-    def __new__(cls: type, units: int, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
+    def __new__(
+        cls: type,
+        units: int,
+        *args: Any,
+        backend: str | None = None,
+        input_size: int | None = None,
+        input_shape: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        dim = input_features(input_size, input_shape)
         cls_ = registry.get(config.resolve(backend)).cell_class(kind)
-        return cls_(units, *args, **kwargs)
+        return _built(cls_(units, *args, **kwargs), dim)
 
     __new__.__signature__ = _with_cls(signature)  # type: ignore[attr-defined]
 
@@ -75,7 +128,7 @@ def cell_factory(kind: str) -> type:
         return getattr(obj, "cell_kind", None) == kind and protocol.is_structure(obj, "cell")
 
     namespace = {
-        "__doc__": spec.doc,
+        "__doc__": (spec.doc or "") + INPUT_SIZE_DOC,
         "__module__": __name__,
         "__signature__": signature,
         "__new__": __new__,
@@ -118,6 +171,8 @@ class StackedRNNCells(metaclass=_Factory):
     :class:`~rnn_xframework.Cell`. Its state is a list of per-layer lists (``[[h0], [h1]]``),
     never unwrapped, even for one layer; ``get_weights()`` concatenates the cells' lists.
 
+    When the first cell is built (``input_size=``), the stack builds the others at once.
+
     Shape: inputs ``[batch, input_dim]``; returns ``(output [batch, units of last cell],
     [[h0_new], [h1_new], ...])``.
     """
@@ -126,7 +181,10 @@ class StackedRNNCells(metaclass=_Factory):
         """``cells``: the layers in order, made on one backend; ``backend``: if given, must be theirs."""
         name = _backend_of_cells(cells, backend)
         cells = loops.check_cells(cells, name)
-        return registry.get(name).stack_class(cells)
+        stack = registry.get(name).stack_class(cells)
+        if stack.input_dim is not None:  # the first cell knows its input: build the layers above it too
+            stack.build_cells((None, stack.input_dim))
+        return stack
 
     @classmethod
     def _is(cls, obj: Any) -> bool:
@@ -145,9 +203,18 @@ class RNN(metaclass=_Factory):
             Keras).
         order: ``"timestep"`` (each step through every layer) or ``"layer"`` (each layer over
             all steps, then the next). Same numbers either way.
+        time_major: inputs ``[time, batch, features]`` and sequence outputs ``[time, batch,
+            units]`` (PyTorch's ``batch_first=False``); ``mask`` stays ``[batch, time]``.
+        input_size: number of input features (PyTorch's name): builds the RNN at once, so its
+            parameters exist before the first call. Without it (and without ``input_shape``)
+            the RNN is built by ``build()``, the first call or, on torch, ``load_state_dict``;
+            until then a torch RNN holds lazy parameters (``torch.nn.UninitializedParameter``)
+            that an optimizer made beforehand still trains.
+        input_shape: Keras's form of the same, e.g. ``(time, features)``; the last entry counts.
 
     Call: ``rnn(x, initial_state=None, training=None)`` with ``x`` ``[batch, time, features]``
-    and ``initial_state`` one list per layer (zeros by default).
+    (``[time, batch, features]`` with ``time_major``) and ``initial_state`` one list per layer
+    (zeros by default).
     """
 
     def __new__(
@@ -158,18 +225,26 @@ class RNN(metaclass=_Factory):
         go_backwards: bool = False,
         order: str = "timestep",
         *,
+        time_major: bool = False,
         backend: str | None = None,
+        input_size: int | None = None,
+        input_shape: tuple[int | None, ...] | None = None,
     ) -> Any:
         loops.check_order(order)
+        dim = input_features(input_size, input_shape)
         stack = cell if StackedRNNCells._is(cell) else StackedRNNCells(cell, backend=backend)
         _backend_of_cells(stack, backend)
-        return registry.get(stack.backend).rnn_class(
+        rnn = registry.get(stack.backend).rnn_class(
             stack,
             return_sequences=bool(return_sequences),
             return_state=bool(return_state),
             go_backwards=bool(go_backwards),
             order=order,
+            time_major=bool(time_major),
         )
+        if dim is not None or stack.input_dim is not None:
+            rnn.build((None, None, dim if dim is not None else stack.input_dim))
+        return rnn
 
     @classmethod
     def _is(cls, obj: Any) -> bool:

@@ -138,7 +138,9 @@ class RNNMixin(_Container):
 
     Returns the last output ``[batch, units]``, or every output ``[batch, time, units]`` with
     ``return_sequences=True``; with ``return_state=True`` a pair ``(output, states)`` where
-    ``states`` is one list per layer.
+    ``states`` is one list per layer. With ``time_major`` (PyTorch's ``batch_first=False``) the
+    inputs are ``[time, batch, features]`` and the sequence output ``[time, batch, units]``;
+    ``mask`` stays ``[batch, time]``.
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class RNNMixin(_Container):
         return_state: bool,
         go_backwards: bool,
         order: str,
+        time_major: bool = False,
         **kwargs: Any,
     ) -> None:
         self._init_base(kwargs)
@@ -157,6 +160,7 @@ class RNNMixin(_Container):
         self.return_state = return_state
         self.go_backwards = go_backwards
         self.order = order
+        self.time_major = time_major
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self.cell.build_cells(input_shape)
@@ -193,6 +197,8 @@ class RNNMixin(_Container):
     def _run(self, inputs: Any, initial_state: Any, training: bool | None, mask: Any) -> Any:
         ops = self._ops
         protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, self.cell.input_dim), self.cell.dtype_name)
+        if self.time_major:
+            inputs = ops.swap_batch_time(inputs)
         if self.cell.input_dim is None:
             self.cell.build_cells(ops.shape(inputs)[1:])
         if initial_state is None:
@@ -224,6 +230,8 @@ class RNNMixin(_Container):
         else:
             outputs, states = run_layer_major(ops, self.cell.cells, steps, states, training, masks)
         y = ops.stack(outputs) if self.return_sequences else outputs[-1]
+        if self.time_major and self.return_sequences:
+            y = ops.swap_batch_time(y)
         return (y, states) if self.return_state else y
 
 

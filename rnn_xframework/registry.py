@@ -130,6 +130,9 @@ class Backend:
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         """``a`` where the boolean ``cond`` (broadcast, e.g. ``[batch, 1]``) is true, else ``b``
         (zeros like ``a`` when ``None``): a selection, so NaN or inf in the other branch stays out."""
+
+    def swap_batch_time(self, x: Any) -> Any:
+        """``[time, batch, features]`` <-> ``[batch, time, features]`` (for ``time_major`` RNNs)."""
         raise NotImplementedError
 
     # --- devices and numerics --------------------------------------------------------------------

@@ -100,6 +100,7 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
             return_state=obj.return_state,
             go_backwards=obj.go_backwards,
             order=obj.order,
+            time_major=obj.time_major,
         )
     transfer_weights(obj, new)
     return new
@@ -107,7 +108,7 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
 
 # --- PyTorch's fused modules ----------------------------------------------------------------
 def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
-    """``rnn`` (an ``RNN`` of one cell type, any backend) as a ``batch_first`` ``torch.nn.RNN`` /
+    """``rnn`` (an ``RNN`` of one cell type, any backend) as a ``torch.nn.RNN`` /
     ``LSTM`` / ``GRU`` with the same weights and outputs (cuDNN on a GPU).
 
     Raises :class:`UnsupportedConfigError` for what a fused module cannot express (see
@@ -125,18 +126,22 @@ def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
     return torch_fused.to_fused(rnn, device=device)
 
 
-def from_torch_fused(module: Any, backend: str | None = None, **rnn_kwargs: Any) -> Any:
+def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = None, **rnn_kwargs: Any) -> Any:
     """An ``RNN`` of cells on ``backend`` (default: current) with a fused ``torch.nn.RNN`` /
-    ``LSTM`` / ``GRU``'s weights; ``rnn_kwargs`` go to :func:`rnn_xframework.layers.RNN`
-    (``return_sequences`` defaults to ``True``, like the fused module)."""
+    ``LSTM`` / ``GRU``'s weights and layout (``time_major = not module.batch_first``);
+    ``rnn_kwargs`` go to :func:`rnn_xframework.layers.RNN` (``return_sequences`` defaults to
+    ``True``, like the fused module). :func:`rnn_xframework.from_torch` does the same and more."""
     from rnn_xframework import layers, registry
 
     registry.get("torch")
     from rnn_xframework.backends import torch_fused
 
     fused = torch_fused.read_fused(module)
-    cells = [layers.make_cell(fused.kind, backend=backend, **fused.cell_kwargs) for _ in range(fused.num_layers)]
-    rnn = layers.RNN(cells, **{"return_sequences": True, **rnn_kwargs})
+    cells = [
+        layers.make_cell(fused.kind, backend=backend, device=device, **fused.cell_kwargs)
+        for _ in range(fused.num_layers)
+    ]
+    rnn = layers.RNN(cells, **{"return_sequences": True, "time_major": not fused.batch_first, **rnn_kwargs})
     rnn.build((None, None, fused.input_size))
     rnn.set_weights(fused.weights)
     return rnn

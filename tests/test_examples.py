@@ -49,3 +49,11 @@ def test_keras_to_torch_example():
     out = run(str(EXAMPLES / "keras_to_torch.py"), "--quick")
     assert "ported: max |torch - keras| logits" in out and "(tolerance 1e-5)" in out
     assert "LSTM weights moved by up to" in out
+
+
+def test_torch_to_keras_example():
+    """PyTorch checkpoint -> xf.from_torch(..., backend="tensorflow") -> xf.to_keras -> .keras file."""
+    require("torch"), require("tensorflow")
+    out = run(str(EXAMPLES / "torch_to_keras.py"), "--quick")
+    assert "ported: max |keras - torch| logits" in out and "(tolerance 1e-5)" in out
+    assert "saved and loaded classifier.keras with layers" in out and "'LSTM', 'GRU'" in out

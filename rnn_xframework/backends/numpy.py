@@ -217,6 +217,9 @@ class NumpyBackend(registry.Backend, name="numpy"):
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         return np.where(cond, a, np.zeros_like(a) if b is None else b)
 
+    def swap_batch_time(self, x: Any) -> Any:
+        return np.swapaxes(x, 0, 1)
+
 
 SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
 OPS = registry.get("numpy")

@@ -353,6 +353,7 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
             "order": self.order,
+            "time_major": self.time_major,
         }
 
     @classmethod
@@ -432,6 +433,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         return tf.where(cond, a, tf.zeros_like(a) if b is None else b)
+
+    def swap_batch_time(self, x: Any) -> Any:
+        return tf.transpose(x, [1, 0, 2])
 
 
 SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))

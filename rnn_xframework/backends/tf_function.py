@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,165 +31,24 @@ try:
 except ImportError:  # pragma: no cover - other TensorFlow layouts: the differentiable path, no cache
     _tf_context = _could_possibly_record = None
 
-from rnn_xframework import cells, compiled, layouts
-from rnn_xframework.backends.tensorflow import STEP_OPS
+from rnn_xframework import compiled
+from rnn_xframework.backends.tf_loops import (
+    Weights,
+    fused_layer_major,
+    layer_major,
+    timestep_major,
+    weights_of,
+)
 from rnn_xframework.errors import UnsupportedConfigError
 
-
-class Weights(NamedTuple):
-    """One cell's weights as the graph reads them: its variables, or tensors of their values."""
-
-    kernel: Any
-    recurrent_kernel: Any
-    bias: Any  # None without use_bias
-
-
-def weights_of(cell: Any) -> Weights:
-    return Weights(cell.kernel, cell.recurrent_kernel, cell.bias)
-
-
-def project(cell: Any, w: Weights, x: tf.Tensor) -> tf.Tensor:
-    """``x [n, in] @ kernel + input bias`` -> ``[n, G*units]`` (GRU ``reset_after``: bias row 0)."""
-    xp = tf.matmul(x, w.kernel)
-    if w.bias is None:
-        return xp
-    return xp + layouts.get(cell.layout_name).bias_parts(w.bias)[0]
-
-
-def cell_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """The cell's spec step (:mod:`rnn_xframework.cells`) on a projected input ``xp`` (input bias
-    included); the recurrent product and bias read ``w``."""
-    spec = cells.spec_of(cell)
-    b_rec = None if w.bias is None else layouts.get(cell.layout_name).bias_parts(w.bias)[1]
-    weights = cells.StepWeights(w.kernel, w.recurrent_kernel, None, b_rec)
-    recurrent = cells.recurrent_product(weights, cell.units, spec.n_gates)
-    return spec.step(STEP_OPS, cell.portable_config(), xp, recurrent, state)
-
-
-Step = Callable[[Any, Any], tuple[tf.Tensor, Any]]
-
-
-def run_steps(n: int, step: Step, state: Any, unroll: bool) -> tuple[tf.Tensor, Any]:
-    """``state`` through ``step(t, state) -> (out [batch, units], state)`` for ``t < n``.
-
-    Unrolled in the graph (plain ``tf.function`` runs that fastest) or as one ``tf.while_loop``
-    (XLA compiles it in a fraction of the time, and it runs faster). Returns the outputs
-    ``[n, batch, units]`` and the final state.
-    """
-    if unroll:
-        outs = []
-        for t in range(n):
-            out, state = step(t, state)
-            outs.append(out)
-        return tf.stack(outs, 0), state
-    out0, state = step(0, state)
-    outs = tf.TensorArray(out0.dtype, size=n, element_shape=out0.shape).write(0, out0)
-
-    def body(t: tf.Tensor, state: Any, outs: tf.TensorArray) -> tuple[Any, ...]:
-        out, state = step(t, state)
-        return t + 1, state, outs.write(t, out)
-
-    # maximum_iterations: XLA needs fixed list sizes for the gradient's stacks
-    _, state, outs = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(1), state, outs), maximum_iterations=n - 1)
-    return outs.stack(), state
-
-
-Layers = list[tuple[Any, Weights]]
-
-
-class _Steps:
-    """``seq [time, ...]`` read a step at a time inside a ``tf.while_loop``: ``steps[t]``.
-
-    From a ``TensorArray`` unstacked once: under XLA that runs W1 about 25% faster than slicing
-    ``seq[t]`` with the loop's tensor index (measured, docs/performance.md)."""
-
-    def __init__(self, seq: tf.Tensor) -> None:
-        self.array = tf.TensorArray(seq.dtype, size=seq.shape[0], element_shape=seq.shape[1:]).unstack(seq)
-
-    def __getitem__(self, t: Any) -> tf.Tensor:
-        return self.array.read(t)
-
-
-def steps_of(xp: tf.Tensor, unroll: bool) -> Any:
-    """``xp [time, ...]`` indexed by step: a list from one ``unstack`` when unrolled (its gradient is
-    one ``stack``; a slice per step would make a full-size zero gradient per step), else a
-    :class:`_Steps` that the while loop reads with its tensor index."""
-    return tf.unstack(xp, num=xp.shape[0]) if unroll else _Steps(xp)
-
-
-def layer_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
-    """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product."""
-    steps = seq.shape[0]
-    new_states = []
-    for (cell, w), state in zip(layers, states, strict=True):
-        xp = steps_of(
-            tf.reshape(project(cell, w, tf.reshape(seq, [-1, seq.shape[2]])), [steps, -1, w.kernel.shape[1]]), unroll
-        )
-
-        def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: tf.Tensor = xp) -> Any:
-            return cell_step(cell, w, xp[t], s)
-
-        seq, state = run_steps(steps, step, state, unroll)
-        new_states.append(state)
-    return seq, new_states
-
-
-def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
-    """One loop over time through every layer; only the first layer's projection is precomputed.
-
-    Half the loop iterations of :func:`layer_major` for two layers: faster where per-step
-    overhead, not matrix products, dominates (small batch and units).
-    """
-    first, w0 = layers[0]
-    xp = tf.reshape(project(first, w0, tf.reshape(seq, [-1, seq.shape[2]])), [seq.shape[0], -1, w0.kernel.shape[1]])
-    xp = steps_of(xp, unroll)
-
-    def step(t: Any, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-        out, new = cell_step(first, w0, xp[t], states[0])
-        new_states = [new]
-        for (cell, w), state in zip(layers[1:], states[1:], strict=True):
-            out, new = cell_step(cell, w, project(cell, w, out), state)
-            new_states.append(new)
-        return out, new_states
-
-    return run_steps(seq.shape[0], step, states, unroll)
-
-
-def fused_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-    """SimpleRNN layers for XLA inference: one product per step, ``[x_t, h] @ [kernel; recurrent_kernel]``.
-
-    Nothing is precomputed: XLA's CPU matrix products are slow on a whole-sequence projection
-    and fast on these small per-step ones (measured: W1 about 0.9x Keras's own XLA stack, where
-    the precomputed projection is 1.3x). Each step computes the cell's two products summed in
-    one GEMM: results agree with the cell within float rounding.
-    """
-    steps = seq.shape[0]
-    new_states = []
-    for (cell, w), state in zip(layers, states, strict=True):
-        kernel = tf.concat([w.kernel, w.recurrent_kernel], 0)
-        xs = steps_of(seq, unroll=False)
-        outs = tf.TensorArray(seq.dtype, size=steps, element_shape=state[0].shape)
-
-        def body(t: Any, h: Any, outs: Any, cell: Any = cell, w: Weights = w, xs: Any = xs, k: Any = kernel) -> Any:
-            z = tf.matmul(tf.concat([xs[t], h], 1), k)
-            h = cell.activation(z if w.bias is None else z + w.bias)
-            return t + 1, h, outs.write(t, h)
-
-        _, h, outs = tf.while_loop(
-            lambda t, *_: t < steps, body, (tf.constant(0), state[0], outs), maximum_iterations=steps
-        )
-        seq = outs.stack()
-        new_states.append([h])
-    return seq, new_states
+TIMESTEP_MAJOR_MAX = 4096
+"""``batch * units`` up to which :func:`timestep_major` is used (measured: W1 (4 x 64) runs
+about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
 
 
 UNROLL_MAX_STEPS = 256
 """``"tf.function"`` unrolls the time loop up to this many steps (fastest to run); longer
 sequences run one ``tf.while_loop``, so tracing time and graph memory do not grow with T."""
-
-TIMESTEP_MAJOR_MAX = 4096
-"""``batch * units`` up to which :func:`timestep_major` is used (measured: W1 (4 x 64) runs
-about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
 
 
 class Structure(NamedTuple):
@@ -279,11 +138,11 @@ class Graphs:
         batch = tf.shape(x)[0]
         return [[tf.zeros([batch, n], x.dtype) for n in c.state_sizes] for c in self.cells]
 
-    def _run(self, x: tf.Tensor, states: Any, flat_weights: list[tf.Tensor]) -> tuple[tf.Tensor, list[Any]]:
+    def _run(self, x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
         """The plain ``tf.function`` graph."""
         return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights))
 
-    def _run_xla(self, x: tf.Tensor, states: Any, flat_weights: list[tf.Tensor]) -> tuple[tf.Tensor, list[Any]]:
+    def _run_xla(self, x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
         """The XLA while loop, its gradient a second XLA function (the forward recomputed).
 
         TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
@@ -309,7 +168,7 @@ class Graphs:
 
             return tuple(outputs), grad
 
-        y, *flat_new = run(x, *flat_states, *flat_weights)
+        y, *flat_new = run(x, *flat_states, *(tf.convert_to_tensor(w) for w in flat_weights))
         return y, tf.nest.pack_sequence_as(structure, flat_new)
 
 
@@ -356,9 +215,11 @@ class CompiledRNN(compiled.CompiledRNN):
     def trainable_variables(self) -> list[Any]:
         return list(self.source.trainable_variables)
 
-    def _flat_weights(self) -> list[tf.Tensor]:
-        """The current values of every cell's weights (no bias without ``use_bias``)."""
-        return [tf.convert_to_tensor(v) for cell in self.source.cells for v in weights_of(cell) if v is not None]
+    def _flat_weights(self) -> list[Any]:
+        """Every cell's weight variables (no bias without ``use_bias``): the graphs take them as
+        arguments and read them inside, so one trace serves every RNN of the structure and a call
+        does no eager reads."""
+        return [v for cell in self.source.cells for v in weights_of(cell) if v is not None]
 
     def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
         return self._graphs._initial(x, states)
@@ -398,17 +259,19 @@ class CompiledRNN(compiled.CompiledRNN):
                 [_native(s) for s in x] if isinstance(x, (list, tuple)) else _native(x) for x in initial_state
             ]
         states = self.check_call(inputs, initial_state, training, mask)
+        if source.time_major:  # the graphs run batch-first
+            inputs = tf.transpose(inputs, [1, 0, 2])
         if inputs.shape[1] is None:
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         device = source.cell.cells[0].device
         with tf.device(device) if device is not None else contextlib.nullcontext():
             if self._infer_zeros is not None and not _recording():
                 result = self._inference(inputs, states)
-                if not source.return_state:
-                    return result
-                y, new_states = result
+                y, new_states = (result, None) if not source.return_state else result
             else:
                 y, new_states = self._graphs.graph(inputs, states, self._flat_weights())
+        if source.time_major and source.return_sequences:
+            y = tf.transpose(y, [1, 0, 2])
         return (y, [list(s) for s in new_states]) if source.return_state else y
 
 

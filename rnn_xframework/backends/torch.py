@@ -2,9 +2,13 @@
 ``GRUCell`` (a cell type without a PyTorch cell holds the same four parameters itself).
 
 Every object here is a real module, so ``.to(device)``, ``.parameters()``, ``state_dict()``
-and optimizers work as usual. Weights are created at ``build(input_shape)`` or on the first call
-(build before you create an optimizer), initialized like Keras's (glorot-uniform kernel,
-orthogonal recurrent kernel, zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
+and optimizers work as usual. Until the input size is known, a cell's native ``nn.*Cell`` is a
+PyTorch lazy module (:class:`torch.nn.modules.lazy.LazyModuleMixin`, as ``nn.LazyLinear``): its
+parameters are :class:`torch.nn.UninitializedParameter`\\ s that an optimizer made before the
+first call already holds, that ``.to()`` moves, and that ``load_state_dict``,
+``build(input_shape)`` or the first call fill in place (``input_size=`` at construction builds at
+once). They are initialized like Keras's (glorot-uniform kernel, orthogonal recurrent kernel,
+zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
 
 ``nn.RNNCell`` and ``nn.LSTMCell`` have two biases; Keras has one. By default ``bias_hh`` stays at
 zero and is frozen (``requires_grad=False``), so the cell trains exactly like the Keras cell with
@@ -26,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
 from rnn_xframework.cells.base import SpecCell
@@ -92,6 +98,59 @@ class SpecParameters(nn.Module):
             self.register_parameter(name, nn.Parameter(torch.zeros(gates * hidden_size, **kw)) if bias else None)
 
 
+_LAZY: dict[type[nn.Module], type[nn.Module]] = {}
+
+
+def make_lazy(module: nn.Module, device: Any, dtype: Any) -> nn.Module:
+    """``module`` (a native cell made for 0 input features on the ``meta`` device) as a PyTorch
+    lazy module, as ``nn.LazyLinear`` is made: every parameter an
+    :class:`~torch.nn.UninitializedParameter` on ``device`` / ``dtype``, the class a
+    ``Lazy<Name>`` (:class:`LazyModuleMixin` first) whose ``cls_to_become`` is the native class,
+    and LazyModuleMixin's hooks (``load_state_dict`` fills the parameters from the checkpoint's
+    shapes). :func:`materialize` / :func:`finish_lazy` make it the plain native module."""
+    native = type(module)
+    if native not in _LAZY:
+
+        def initialize_parameters(self: Any, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("rnn_xframework builds its lazy cells itself; call the library cell, not .cell")
+
+        _LAZY[native] = type(
+            f"Lazy{native.__name__}",
+            (LazyModuleMixin, native),
+            {"cls_to_become": native, "initialize_parameters": initialize_parameters, "__module__": __name__},
+        )
+    for name, p in list(module._parameters.items()):
+        if p is not None:
+            module._parameters[name] = nn.UninitializedParameter(
+                requires_grad=p.requires_grad, device=device, dtype=dtype
+            )
+    module.__class__ = _LAZY[native]
+    # what LazyModuleMixin.__init__ registers
+    module._load_hook = module._register_load_state_dict_pre_hook(module._lazy_load_hook)
+    module._initialize_hook = module.register_forward_pre_hook(module._infer_parameters, with_kwargs=True)
+    return module
+
+
+def materialize(cell: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Fill a lazy native cell's parameters in place (same objects, on their device and dtype)."""
+    with torch.no_grad():
+        for name, p in cell._parameters.items():
+            if p is not None and is_lazy(p):
+                p.materialize(shapes[name])
+    finish_lazy(cell)
+
+
+def finish_lazy(cell: nn.Module) -> None:
+    """A lazy native cell whose parameters are all filled becomes the plain native module."""
+    if not isinstance(cell, LazyModuleMixin) or cell.has_uninitialized_params():
+        return
+    cell.input_size = cell.weight_ih.shape[1]
+    cell._initialize_hook.remove()
+    cell._load_hook.remove()
+    del cell._initialize_hook, cell._load_hook
+    cell.__class__ = cell.cls_to_become
+
+
 class TorchCell(SpecCell, DropoutMixin, nn.Module):
     """A cell of any registered type as a ``torch.nn.Module``; ``spec`` is set per type.
 
@@ -130,20 +189,24 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         self._device = None if device is None else torch.device(device)
         self._generator: torch.Generator | None = None
         self.native = None if self.spec.torch is None else NATIVE[self.spec.torch.module]
-        self.cell: Any = None
+        self.cell = make_lazy(self.make_native(0, device="meta"), self._device, self._dtype)
+        if self.use_bias and self.layout.bias_rows == 1:  # one Keras bias: bias_hh stays at zero
+            self.cell.bias_hh.requires_grad = self.train_recurrent_bias
+        self.register_load_state_dict_post_hook(lambda module, _: finish_lazy(module.cell))
 
     # --- Keras-style attributes --------------------------------------------------------------
     @property
     def input_dim(self) -> int | None:
-        return None if self.cell is None else self.cell.input_size
+        w = self.cell.weight_ih
+        return None if is_lazy(w) else w.shape[1]
 
     @property
     def dtype_name(self) -> str:
-        return protocol.dtype_name(self.cell.weight_ih.dtype if self.cell is not None else self._dtype)
+        return protocol.dtype_name(self.cell.weight_ih.dtype)
 
     @property
     def device(self) -> torch.device:
-        return self.cell.weight_ih.device if self.cell is not None else (self._device or torch.device("cpu"))
+        return self.cell.weight_ih.device
 
     @property
     def trainable_variables(self) -> list[nn.Parameter]:
@@ -179,8 +242,8 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             return torch.stack([self._canonical(c.bias_ih), self._canonical(c.bias_hh)])
         return self._canonical(c.bias_ih + c.bias_hh)
 
-    def make_native(self, dim: int) -> nn.Module:
-        kw: dict[str, Any] = {"bias": self.use_bias, "device": self._device, "dtype": self._dtype}
+    def make_native(self, dim: int, device: Any = None) -> nn.Module:
+        kw: dict[str, Any] = {"bias": self.use_bias, "device": device or self._device, "dtype": self._dtype}
         if self.native is None:
             return SpecParameters(dim, self.units, self.gates, **kw)
         if self.native is nn.RNNCell:
@@ -188,18 +251,22 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         return self.native(dim, self.units, **kw)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
+        """Fill the parameters for ``input_shape[-1]`` features (in place: an optimizer made
+        before keeps them) and initialize them like Keras's."""
         with protocol.BUILD_LOCK:  # a lazy build from several threads at once runs once
             self._build(input_shape)
 
     def _build(self, input_shape: Sequence[int | None]) -> None:
         dim = input_shape[-1]
-        if self.cell is not None:
-            if dim != self.cell.input_size:
-                raise InputShapeError(
-                    f"{protocol.cell_name(self)} is built for {self.cell.input_size} features, got {dim}"
-                )
+        if self.input_dim is not None:
+            if dim != self.input_dim:
+                raise InputShapeError(f"{protocol.cell_name(self)} is built for {self.input_dim} features, got {dim}")
             return
-        cell = self.make_native(int(dim))  # type: ignore[arg-type]
+        if not isinstance(dim, int) or dim <= 0:
+            raise InputShapeError(f"{protocol.cell_name(self)}: expected a positive number of features, got {dim!r}")
+        g = self.gates * self.units
+        cell = self.cell
+        materialize(cell, {"weight_ih": (g, dim), "weight_hh": (g, self.units), "bias_ih": (g,), "bias_hh": (g,)})
         layout = self.layout
         with torch.no_grad():
             nn.init.xavier_uniform_(cell.weight_ih)
@@ -210,9 +277,6 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
                 bias = layout.to_torch([*zeros, self.spec.initial_bias(self.config, self.dtype_name)])
                 cell.bias_ih.copy_(torch.from_numpy(bias["bias_ih"]))
                 cell.bias_hh.copy_(torch.from_numpy(bias["bias_hh"]))
-                if layout.bias_rows == 1:  # one Keras bias: the second stays at zero
-                    cell.bias_hh.requires_grad_(self.train_recurrent_bias)
-        self.cell = cell
 
     def get_initial_state(self, batch_size: int) -> list[torch.Tensor]:
         """One ``zeros(batch_size, units)`` per state, on the cell's device and dtype."""
@@ -223,7 +287,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
 
     def get_weights(self) -> list[np.ndarray]:
         """Canonical (Keras) layout: ``[kernel (in, G*units), recurrent_kernel, bias]``."""
-        if self.cell is None:
+        if self.input_dim is None:
             return []
         params = {n: p.detach().cpu().numpy() for n, p in self.cell.named_parameters()}
         return self.layout.from_torch(params)
@@ -302,10 +366,20 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         self, inputs: torch.Tensor, states: Any, training: bool | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``inputs`` ``[batch, input_dim]``, ``states`` a list of ``[batch, units]``."""
-        c = self._modules.get("cell")
-        if c is None:
+        c = self._modules["cell"]
+        if not self.__dict__.get("_build_done", False):
+            # Once per cell: wait for a build another thread may be running (its parameters exist
+            # before they are initialized), or build here; never compute on half-built weights.
+            with protocol.BUILD_LOCK:
+                c = self._modules["cell"]
+                if isinstance(c, LazyModuleMixin) and isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
+                    self.build(tuple(inputs.shape))
+                    c = self._modules["cell"]
+                if not isinstance(c, LazyModuleMixin):
+                    self.__dict__["_build_done"] = True
+        if isinstance(c, LazyModuleMixin):
             if isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
-                self.build(inputs.shape)
+                self.build(tuple(inputs.shape))
         elif (
             self.native is not None
             and not (training and (self.dropout or self.recurrent_dropout))
@@ -335,6 +409,14 @@ class RNN(loops.RNNMixin, nn.Module):
         self, inputs: torch.Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None
     ) -> Any:
         return self.run(inputs, initial_state, training, mask)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles in this RNN's place, alone or inside a user's
+        model: the same call, outputs and parameters in TorchScript
+        (:class:`~rnn_xframework.backends.torchscript.ScriptedRNN`)."""
+        from rnn_xframework.backends import torchscript
+
+        return torchscript.scriptable(self)
 
 
 class TorchBackend(registry.Backend, name="torch"):
@@ -398,6 +480,9 @@ class TorchBackend(registry.Backend, name="torch"):
 
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         return torch.where(cond, a, torch.zeros_like(a) if b is None else b)
+
+    def swap_batch_time(self, x: Any) -> Any:
+        return x.transpose(0, 1)
 
     def devices(self) -> list[str]:
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from rnn_xframework import compiled
+from rnn_xframework.errors import UnsupportedConfigError
 
 Loop = Callable[[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]
 
@@ -22,26 +23,51 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
     the other. Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`):
     the fast loop has neither, and it never silently takes the slow path. ``train``, where given,
     replaces ``loop`` while autograd is on (same call and results; see
-    :mod:`~rnn_xframework.backends.torch_bptt`).
+    :mod:`~rnn_xframework.backends.torch_bptt`). ``export``, where given, makes the ScriptModule
+    that ``torch.jit.save(fast, f)`` writes (:meth:`save`).
     """
 
     backend = "torch"
 
-    def __init__(self, rnn: Any, loop: Loop, method: str, train: Loop | None = None) -> None:
+    def __init__(
+        self, rnn: Any, loop: Loop, method: str, train: Loop | None = None, export: Callable[[], Any] | None = None
+    ) -> None:
         nn.Module.__init__(self)
         self._init_compiled(rnn, method)
         object.__setattr__(self, "loop", loop)  # not submodules: parameters counted once
         object.__setattr__(self, "train_loop", train)
+        object.__setattr__(self, "export", export)
+
+    def _exported(self) -> Any:
+        if self.export is None:
+            raise UnsupportedConfigError(
+                f"torch.jit.save: a {self.method!r}-compiled RNN cannot be saved as TorchScript; "
+                "use xf.compile(rnn, 'torchscript')"
+            )
+        return self.export()
+
+    def save(self, f: Any, _extra_files: Any = None) -> None:
+        """``torch.jit.save(fast, path)``: the whole RNN as a TorchScript file that
+        ``torch.jit.load`` runs without this library (same call and outputs)."""
+        self._exported().save(f, _extra_files=_extra_files or {})
+
+    def save_to_buffer(self, _extra_files: Any = None) -> bytes:
+        """``torch.jit.save(fast, file_object)``: as :meth:`save`, into bytes."""
+        return self._exported().save_to_buffer(_extra_files=_extra_files or {})
 
     def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
         states = self.check_call(inputs, initial_state, training, mask)
+        if source.time_major:  # the loops run batch-first: a transposed view in, one out
+            inputs = inputs.transpose(0, 1)
         if states is None:
             states = source.cell.get_initial_state(inputs.shape[0])
         run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
         y, states = run(inputs, states)
         if torch.is_grad_enabled():
             y, states = _defined_gradients(y, states)
+        if source.time_major and source.return_sequences:
+            y = y.transpose(0, 1)
         return (y, states) if source.return_state else y
 
 

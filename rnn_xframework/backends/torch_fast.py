@@ -206,6 +206,12 @@ class SimpleRNNLayer(nn.Module):
         self.relu = relu
         self.inplace = inplace
 
+    def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """``(W_ih, W_hh, b_ih + b_hh (zeros without bias), relu)`` for the whole-stack loops."""
+        c = self.cell
+        b = _bias_sum(c.bias_ih, c.bias_hh)
+        return c.weight_ih, c.weight_hh, c.weight_hh.new_zeros(c.weight_hh.shape[0]) if b is None else b, self.relu
+
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
         xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
@@ -242,6 +248,9 @@ class LSTMLayer(nn.Module):
         self.cell = cell
         self.gi, self.gf, self.gc, self.go = positions
 
+    def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
+        raise RuntimeError("simple_weights: not a SimpleRNN layer")
+
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
         xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
@@ -267,6 +276,9 @@ class GRULayer(nn.Module):
         super().__init__()
         self.cell = cell
         self.gz, self.gr, self.gh = positions
+
+    def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
+        raise RuntimeError("simple_weights: not a SimpleRNN layer")
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
@@ -325,15 +337,13 @@ class FastLoop(nn.Module):
 
     def __init__(self, layers: list[nn.Module], return_sequences: bool, go_backwards: bool) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(layers)
+        self.cells = nn.ModuleList(layers)  # named as the RNN's cells: same state_dict keys
         self.return_sequences = return_sequences
         self.go_backwards = go_backwards
         self.simple = all(isinstance(m, SimpleRNNLayer) and m.inplace for m in layers)
         self.wavefront_max_units = WAVEFRONT_MAX_UNITS
         self.wavefront_max_batch = WAVEFRONT_MAX_BATCH
         self.chunk_rows = CHUNK_ROWS
-        simple = [m for m in layers if isinstance(m, SimpleRNNLayer)] if self.simple else []
-        self.simple_cells = nn.ModuleList([m.cell for m in simple])  # the same cells, for the typed loop
 
     def forward(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         seq = x.flip(1) if self.go_backwards else x
@@ -343,7 +353,7 @@ class FastLoop(nn.Module):
             new_states = [[h] for h in hs]
         else:
             i = 0
-            for layer in self.layers:
+            for layer in self.cells:
                 seq, state = layer(seq, states[i])
                 new_states.append(state)
                 i += 1
@@ -356,13 +366,13 @@ class FastLoop(nn.Module):
         bias: list[Tensor] = []
         relu: list[bool] = []
         units = 0
-        for cell in self.simple_cells:
-            relu.append(cell.nonlinearity == "relu")
-            w_ih.append(cell.weight_ih)
-            w_hh.append(cell.weight_hh)
-            b = _bias_sum(cell.bias_ih, cell.bias_hh)
-            bias.append(cell.weight_hh.new_zeros(cell.weight_hh.shape[0]) if b is None else b)
-            units += cell.weight_hh.shape[0]
+        for layer in self.cells:
+            w_i, w_h, b, r = layer.simple_weights()
+            relu.append(r)
+            w_ih.append(w_i)
+            w_hh.append(w_h)
+            bias.append(b)
+            units += w_h.shape[0]
         h0 = [s[0] for s in states]
         if units <= self.wavefront_max_units and seq.shape[0] <= self.wavefront_max_batch:
             return wavefront(seq, w_ih, w_hh, bias, relu, h0)

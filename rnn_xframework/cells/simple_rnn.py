@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rnn_xframework.cells.spec import CellSpec, StepOps, TorchForm, register
+from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, TorchForm, register
 from rnn_xframework.layouts import Layout
 
 
@@ -25,7 +25,8 @@ def step(
     return h, [h]
 
 
-DOC = """A fully-connected recurrent cell (Keras ``SimpleRNNCell``, PyTorch ``nn.RNNCell``).
+DOC = (
+    """A fully-connected recurrent cell (Keras ``SimpleRNNCell``, PyTorch ``nn.RNNCell``).
 
     .. math:: h_t = \\mathrm{activation}(x_t W + b + h_{t-1} U)
 
@@ -34,18 +35,9 @@ DOC = """A fully-connected recurrent cell (Keras ``SimpleRNNCell``, PyTorch ``nn
 
     Args:
         units: size of the output and of the state.
-        activation: ``"tanh"`` (default) or ``"relu"`` on every backend; others on TF/NumPy.
-        use_bias: whether the cell has ``bias``.
-        dropout: fraction of the inputs to drop (Keras semantics: one inverted mask per
-            sequence, only with ``training=True``; see :mod:`rnn_xframework.dropout`).
-        recurrent_dropout: fraction of the recurrent state to drop, likewise.
-        backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
-            :func:`rnn_xframework.get_backend`.
-        dtype: ``"float32"`` (default) or ``"float64"``, or the framework's dtype object.
-        device: torch device (``"cpu"``, ``"cuda"``, ...); for TensorFlow a device string
-            such as ``"/CPU:0"``.
-        **kwargs: passed to the backend's class (e.g. Keras's ``name``, initializers; torch's
-            ``train_recurrent_bias``).
+        activation: ``"tanh"`` (default) or ``"relu"`` on every backend; others on TF/NumPy."""
+    + COMMON_ARGS_DOC
+    + """
 
     Shape:
         inputs ``[batch, input_dim]``, states ``[h]`` with ``h`` ``[batch, units]``;
@@ -56,6 +48,7 @@ DOC = """A fully-connected recurrent cell (Keras ``SimpleRNNCell``, PyTorch ``nn
         cell = SimpleRNNCell(64, backend="torch")
         out, state = cell(torch.randn(4, 100), cell.get_initial_state(4))
     """
+)
 
 SPEC = register(
     CellSpec(

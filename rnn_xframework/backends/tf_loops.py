@@ -1,0 +1,161 @@
+"""The TensorFlow graph loops behind ``xf.compile(rnn, "tf.function" | "xla")``, written for
+tracing: each layer's input projected in one product, then only the recurrent product and the
+cell's spec step per time step (:func:`cell_step`), unrolled or in a ``tf.while_loop``.
+:mod:`~rnn_xframework.backends.tf_function` builds the graphs and the compiled object on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import tensorflow as tf
+
+from rnn_xframework import cells, layouts
+from rnn_xframework.backends.tensorflow import STEP_OPS
+
+
+class Weights(NamedTuple):
+    """One cell's weights as the graph reads them: its variables, or tensors of their values."""
+
+    kernel: Any
+    recurrent_kernel: Any
+    bias: Any  # None without use_bias
+
+
+def weights_of(cell: Any) -> Weights:
+    return Weights(cell.kernel, cell.recurrent_kernel, cell.bias)
+
+
+def project(cell: Any, w: Weights, x: tf.Tensor) -> tf.Tensor:
+    """``x [n, in] @ kernel + input bias`` -> ``[n, G*units]`` (GRU ``reset_after``: bias row 0)."""
+    xp = tf.matmul(x, w.kernel)
+    if w.bias is None:
+        return xp
+    return xp + layouts.get(cell.layout_name).bias_parts(w.bias)[0]
+
+
+def cell_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """The cell's spec step (:mod:`rnn_xframework.cells`) on a projected input ``xp`` (input bias
+    included); the recurrent product and bias read ``w``."""
+    spec = cells.spec_of(cell)
+    b_rec = None if w.bias is None else layouts.get(cell.layout_name).bias_parts(w.bias)[1]
+    weights = cells.StepWeights(w.kernel, w.recurrent_kernel, None, b_rec)
+    recurrent = cells.recurrent_product(weights, cell.units, spec.n_gates)
+    return spec.step(STEP_OPS, cell.portable_config(), xp, recurrent, state)
+
+
+Step = Callable[[Any, Any], tuple[tf.Tensor, Any]]
+
+
+def run_steps(n: int, step: Step, state: Any, unroll: bool) -> tuple[tf.Tensor, Any]:
+    """``state`` through ``step(t, state) -> (out [batch, units], state)`` for ``t < n``.
+
+    Unrolled in the graph (plain ``tf.function`` runs that fastest) or as one ``tf.while_loop``
+    (XLA compiles it in a fraction of the time, and it runs faster). Returns the outputs
+    ``[n, batch, units]`` and the final state.
+    """
+    if unroll:
+        outs = []
+        for t in range(n):
+            out, state = step(t, state)
+            outs.append(out)
+        return tf.stack(outs, 0), state
+    out0, state = step(0, state)
+    outs = tf.TensorArray(out0.dtype, size=n, element_shape=out0.shape).write(0, out0)
+
+    def body(t: tf.Tensor, state: Any, outs: tf.TensorArray) -> tuple[Any, ...]:
+        out, state = step(t, state)
+        return t + 1, state, outs.write(t, out)
+
+    # maximum_iterations: XLA needs fixed list sizes for the gradient's stacks
+    _, state, outs = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(1), state, outs), maximum_iterations=n - 1)
+    return outs.stack(), state
+
+
+Layers = list[tuple[Any, Weights]]
+
+
+class _Steps:
+    """``seq [time, ...]`` read a step at a time inside a ``tf.while_loop``: ``steps[t]``.
+
+    From a ``TensorArray`` unstacked once: under XLA that runs W1 about 25% faster than slicing
+    ``seq[t]`` with the loop's tensor index (measured, docs/performance.md)."""
+
+    def __init__(self, seq: tf.Tensor) -> None:
+        self.array = tf.TensorArray(seq.dtype, size=seq.shape[0], element_shape=seq.shape[1:]).unstack(seq)
+
+    def __getitem__(self, t: Any) -> tf.Tensor:
+        return self.array.read(t)
+
+
+def steps_of(xp: tf.Tensor, unroll: bool) -> Any:
+    """``xp [time, ...]`` indexed by step: a list from one ``unstack`` when unrolled (its gradient is
+    one ``stack``; a slice per step would make a full-size zero gradient per step), else a
+    :class:`_Steps` that the while loop reads with its tensor index."""
+    return tf.unstack(xp, num=xp.shape[0]) if unroll else _Steps(xp)
+
+
+def layer_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
+    """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product."""
+    steps = seq.shape[0]
+    new_states = []
+    for (cell, w), state in zip(layers, states, strict=True):
+        xp = steps_of(
+            tf.reshape(project(cell, w, tf.reshape(seq, [-1, seq.shape[2]])), [steps, -1, w.kernel.shape[1]]), unroll
+        )
+
+        def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: tf.Tensor = xp) -> Any:
+            return cell_step(cell, w, xp[t], s)
+
+        seq, state = run_steps(steps, step, state, unroll)
+        new_states.append(state)
+    return seq, new_states
+
+
+def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
+    """One loop over time through every layer; only the first layer's projection is precomputed.
+
+    Half the loop iterations of :func:`layer_major` for two layers: faster where per-step
+    overhead, not matrix products, dominates (small batch and units).
+    """
+    first, w0 = layers[0]
+    xp = tf.reshape(project(first, w0, tf.reshape(seq, [-1, seq.shape[2]])), [seq.shape[0], -1, w0.kernel.shape[1]])
+    xp = steps_of(xp, unroll)
+
+    def step(t: Any, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+        out, new = cell_step(first, w0, xp[t], states[0])
+        new_states = [new]
+        for (cell, w), state in zip(layers[1:], states[1:], strict=True):
+            out, new = cell_step(cell, w, project(cell, w, out), state)
+            new_states.append(new)
+        return out, new_states
+
+    return run_steps(seq.shape[0], step, states, unroll)
+
+
+def fused_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+    """SimpleRNN layers for XLA inference: one product per step, ``[x_t, h] @ [kernel; recurrent_kernel]``.
+
+    Nothing is precomputed: XLA's CPU matrix products are slow on a whole-sequence projection
+    and fast on these small per-step ones (measured: W1 about 0.9x Keras's own XLA stack, where
+    the precomputed projection is 1.3x). Each step computes the cell's two products summed in
+    one GEMM: results agree with the cell within float rounding.
+    """
+    steps = seq.shape[0]
+    new_states = []
+    for (cell, w), state in zip(layers, states, strict=True):
+        kernel = tf.concat([w.kernel, w.recurrent_kernel], 0)
+        xs = steps_of(seq, unroll=False)
+        outs = tf.TensorArray(seq.dtype, size=steps, element_shape=state[0].shape)
+
+        def body(t: Any, h: Any, outs: Any, cell: Any = cell, w: Weights = w, xs: Any = xs, k: Any = kernel) -> Any:
+            z = tf.matmul(tf.concat([xs[t], h], 1), k)
+            h = cell.activation(z if w.bias is None else z + w.bias)
+            return t + 1, h, outs.write(t, h)
+
+        _, h, outs = tf.while_loop(
+            lambda t, *_: t < steps, body, (tf.constant(0), state[0], outs), maximum_iterations=steps
+        )
+        seq = outs.stack()
+        new_states.append([h])
+    return seq, new_states
