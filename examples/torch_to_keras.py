@@ -22,6 +22,11 @@ import tempfile
 
 # isort: off
 import torch  # before TensorFlow (Keras), as the library's tests do
+
+try:  # and torch's triton, where installed: loaded after TensorFlow it aborts the process (docs/cuda.md)
+    import triton  # noqa: F401
+except ImportError:
+    pass
 import keras
 
 # isort: on

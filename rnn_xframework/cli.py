@@ -91,9 +91,10 @@ def all_orderings() -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def build_parser(list_orderings: bool = True) -> argparse.ArgumentParser:
-    """The command line; ``list_orderings=False`` leaves the installed backends unimported (the
-    ``--orderings`` help then names no compile method)."""
+def build_parser(list_orderings: bool = False) -> argparse.ArgumentParser:
+    """The command line. ``list_orderings=True`` imports the installed backends to name every
+    ordering they accept in ``--help``; by default no framework is imported (the ``--orderings``
+    help then names no compile method)."""
     from rnn_xframework.parity import CHECKS, Sizes
     from rnn_xframework.parity.golden import SIZES
 
