@@ -58,7 +58,7 @@ sequences run one ``tf.while_loop``, so tracing time and graph memory do not gro
 
 CACHE_SIZE = 16
 """Input shapes whose traced graphs a compiled TF RNN keeps (least recently used evicted first);
-the default of ``fast.cache_size``. About 3 MB per shape (measured, small RNNs)."""
+the default of ``fast.cache_size``. Issue 11 measured about 3 MB per traced shape."""
 
 
 class LRU:
