@@ -105,6 +105,15 @@ def _check_cache_size(size: Any) -> int:
     return int(size)
 
 
+def _per_shape(fn: Callable[..., Any], jit_compile: bool) -> Any:
+    """``tf.function(fn)`` for one input shape. It traces once per shape by design (the LRU
+    bounds them), so TensorFlow's frequent-retracing warning, which counts traces per Python
+    function across these objects, is turned off for it (a private attribute of tf.function)."""
+    function = tf.function(fn, jit_compile=jit_compile, autograph=False)
+    function._omit_frequent_tracing_warning = True
+    return function
+
+
 def _shape_key(x: Any, states: Any) -> tuple[Any, ...]:
     """What a trace depends on in the call's tensors: shapes and dtypes of ``x`` and the states."""
     flat = [] if states is None else tf.nest.flatten(states)
@@ -169,9 +178,9 @@ class Graphs:
 
     def _make(self) -> Any:
         if not self.structure.jit_compile:  # one graph per call: the eager work is one function call
-            return tf.function(self._run, autograph=False)
-        forward = tf.function(self._loop, jit_compile=True, autograph=False)
-        backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
+            return _per_shape(self._run, jit_compile=False)
+        forward = _per_shape(self._loop, jit_compile=True)
+        backward = _per_shape(self._loop_gradients, jit_compile=True)
 
         # Not wrapped in a tf.function: a tf.custom_gradient traced into a graph registers its
         # gradient function in TensorFlow's process-wide gradient registry, never removed, which
@@ -357,9 +366,9 @@ class CompiledRNN(compiled.CompiledRNN):
 
         def make() -> tuple[Any, Any]:
             if states is None:
-                fn = tf.function(lambda x: self._run_inference(x, None), jit_compile=True, autograph=False)
+                fn = _per_shape(lambda x: self._run_inference(x, None), jit_compile=True)
             else:
-                fn = tf.function(lambda x, s: self._run_inference(x, s), jit_compile=True, autograph=False)
+                fn = _per_shape(lambda x, s: self._run_inference(x, s), jit_compile=True)
             return fn, (fn.get_concrete_function(*args) if eager is not None else None)
 
         fn, concrete = self._inference_cache.get(key, make)
