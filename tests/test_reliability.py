@@ -10,11 +10,14 @@ tests/test_properties.py.
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import subprocess
 import sys
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -359,7 +362,8 @@ def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng
     def ops_for(steps):
         x = rng.normal(size=(2, steps, 2))
         assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
-        concrete = fast._graphs.graph.get_concrete_function(native("tensorflow", x), None, fast._flat_weights())
+        x = native("tensorflow", x)
+        concrete = fast._graphs.function(x, None).get_concrete_function(x, None, fast._flat_weights())
         return len(concrete.graph.get_operations())
 
     assert ops_for(20) == ops_for(200)
@@ -395,3 +399,115 @@ def test_compiled_object_called_from_threads(method, rng):
     for t in threads:
         t.join()
     assert errors == [] and bad == []
+
+
+# --- 15. TF compiled caches: bounded, released with the last object, shown in repr ----------
+def live_concrete_functions():
+    """Concrete functions (traced graphs, XLA executables) alive in the process."""
+    from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
+
+    gc.collect()
+    return sum(isinstance(o, ConcreteFunction) for o in gc.get_objects())
+
+
+def tf_simple_rnn(rng, units):
+    rnn = layers.RNN([layers.SimpleRNNCell(units, backend="tf", dtype="float64")], return_sequences=True)
+    rnn.build((None, None, 2))
+    rnn.set_weights(random_cell_weights(rng, "SimpleRNNCell", [2], units, "float64"))
+    return rnn
+
+
+@pytest.mark.parametrize("method", ["tf.function", "xla"])
+def test_tf_compiled_cache_stays_bounded_over_many_shapes(method, rng, request):
+    """40 input shapes (not 200: each is a trace, and for XLA a compile) through a cache of 4:
+    at most 4 shapes stay traced, the evicted shapes' graphs are freed (weakrefs dead, live
+    concrete functions do not grow with the shapes), and a re-traced shape computes the same
+    outputs and gradients as the uncompiled RNN."""
+    require("tensorflow")
+    import tensorflow as tf
+
+    rnn = tf_simple_rnn(rng, 3)
+    fast = xf.compile(rnn, method)
+    fast.cache_size = 4
+    before = live_concrete_functions()
+    functions = []  # weakrefs to every per-shape tf.function made
+    shapes = [(batch, steps) for steps in range(1, 21) for batch in (1, 2)]
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    tf.get_logger().addHandler(handler)
+    request.addfinalizer(lambda: tf.get_logger().removeHandler(handler))
+    for batch, steps in shapes:
+        x = tf.constant(rng.normal(size=(batch, steps, 2)))
+        assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
+        if method == "xla":
+            with tf.GradientTape():  # the differentiable graphs (the eager call took the inference ones)
+                fast(x)
+            functions += [weakref.ref(fn) for fn, _ in fast._inference_cache.entries.values()]
+        functions += [weakref.ref(fn) for fn in fast._graphs.cache.entries.values()]
+        assert fast.cache_info()["graphs"] <= 4 and fast.cache_info()["inference"] <= 4
+    # one trace per shape by design: TensorFlow's frequent-retracing warning stays quiet
+    assert not [r.getMessage() for r in records if "retracing" in r.getMessage()]
+    grown = live_concrete_functions() - before
+    per_shape = 3 if method == "xla" else 1  # run + forward (+ the inference function for XLA)
+    assert grown <= 4 * per_shape + 4, grown  # unbounded: 40 * per_shape
+    gc.collect()
+    alive = {id(r()) for r in functions if r() is not None}
+    assert len(alive) <= (8 if method == "xla" else 4), len(alive)
+
+    # an early shape, long evicted: traced again (T = 2: an XLA gradient at T = 1 fails on main too)
+    x = tf.constant(rng.normal(size=(1, 2, 2)))
+    variables = rnn.trainable_variables
+    with tf.GradientTape() as tape:
+        y = fast(x, [tf.ones((1, 3), tf.float64)])
+    got = tape.gradient(y, variables)
+    with tf.GradientTape() as tape:
+        y_want = rnn(x, [tf.ones((1, 3), tf.float64)])
+    want = tape.gradient(y_want, variables)
+    assert max_err(y.numpy(), y_want.numpy()) <= TOL["float64"]
+    assert all(max_err(g.numpy(), w.numpy()) <= TOL["float64"] for g, w in zip(got, want, strict=True))
+    assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
+
+
+@pytest.mark.parametrize("method", ["tf.function", "xla"])
+def test_tf_compiled_graphs_go_with_the_last_object(method, rng):
+    """The graphs shared by compiled RNNs of one structure live while one of them does:
+    ``del fast; gc.collect()`` frees them (and their concrete functions)."""
+    require("tensorflow")
+    rnn = tf_simple_rnn(rng, 7)  # a structure no other test compiles
+    before = live_concrete_functions()
+    first, second = xf.compile(rnn, method), xf.compile(rnn, method)
+    assert first._graphs is second._graphs  # shared: a second object traces nothing
+    for steps in (1, 2, 3):
+        x = rng.normal(size=(2, steps, 2))
+        assert max_err(first(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
+        assert max_err(second(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
+    graphs = weakref.ref(first._graphs)
+    assert live_concrete_functions() > before
+    del first
+    gc.collect()
+    assert graphs() is not None  # the second object still uses them
+    del second
+    gc.collect()
+    assert graphs() is None
+    assert live_concrete_functions() <= before
+
+
+def test_tf_compiled_repr_shows_the_cache(rng):
+    require("tensorflow")
+    from rnn_xframework.errors import UnsupportedConfigError
+
+    rnn = tf_simple_rnn(rng, 3)
+    fast = xf.compile(rnn, "xla")
+    assert "cache=0/16 shapes" in repr(fast) and "inference cache=0/16 shapes" in repr(fast)
+    fast(rng.normal(size=(2, 3, 2)))  # eager inference: the XLA inference function
+    assert "inference cache=1/16 shapes" in repr(fast)
+    fast.cache_size = 8
+    assert fast.cache_size == 8 and "/8 shapes" in repr(fast) and "/16" not in repr(fast)
+    for bad in (0, -1, 2.5, "8", True):
+        with pytest.raises(UnsupportedConfigError, match="cache_size"):
+            fast.cache_size = bad
+    assert fast.cache_size == 8  # a refused size changes nothing
+    plain = xf.compile(tf_simple_rnn(rng, 3), "tf.function")
+    plain(rng.normal(size=(1, 2, 2)))
+    assert "cache=1/16 shapes" in repr(plain) and "inference" not in repr(plain)

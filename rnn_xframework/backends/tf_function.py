@@ -12,14 +12,19 @@ Every step computes what the Keras cell computes, with the bias sums grouped dif
 results agree within float rounding. Both orderings give the same numbers, so this graph serves
 both. The graph reads the cells' variables, so ``set_weights`` and optimizer steps on the
 source show here, and ``tf.GradientTape`` differentiates through it. A new input shape traces
-(and for XLA compiles) once.
+(and for XLA compiles) once, into a bounded LRU cache of :data:`CACHE_SIZE` shapes (settable per
+object as ``fast.cache_size``): each shape gets its own ``tf.function``, so evicting a shape drops
+its graphs and XLA executables. The shared graphs of a structure are released when the last
+compiled object using them is garbage-collected.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -49,6 +54,78 @@ about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
 UNROLL_MAX_STEPS = 256
 """``"tf.function"`` unrolls the time loop up to this many steps (fastest to run); longer
 sequences run one ``tf.while_loop``, so tracing time and graph memory do not grow with T."""
+
+
+CACHE_SIZE = 16
+"""Input shapes whose traced graphs a compiled TF RNN keeps (least recently used evicted first);
+the default of ``fast.cache_size``. Issue 11 measured about 3 MB per traced shape."""
+
+
+class LRU:
+    """A thread-safe least-recently-used map of at most ``size`` entries."""
+
+    def __init__(self, size: int) -> None:
+        self.size = _check_cache_size(size)
+        self.entries: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The entry for ``key``, made by ``make()`` (outside the lock) when missing."""
+        with self._lock:
+            value = self.entries.get(key)
+            if value is not None:
+                self.entries.move_to_end(key)
+                return value
+        value = make()
+        with self._lock:
+            value = self.entries.setdefault(key, value)  # another thread may have made it first
+            self.entries.move_to_end(key)
+            self._trim()
+        return value
+
+    def resize(self, size: int) -> None:
+        size = _check_cache_size(size)
+        with self._lock:
+            self.size = size
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+def _check_cache_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise UnsupportedConfigError(
+            f"cache_size: expected an integer >= 1 (input shapes kept traced), got {size!r}; e.g. fast.cache_size = 8"
+        )
+    return int(size)
+
+
+def _per_shape(fn: Callable[..., Any], jit_compile: bool) -> Any:
+    """``tf.function(fn)`` for one input shape. It traces once per shape by design (the LRU
+    bounds them), so TensorFlow's frequent-retracing warning, which counts traces per Python
+    function across these objects, is turned off for it (a private attribute of tf.function)."""
+    function = tf.function(fn, jit_compile=jit_compile, autograph=False)
+    function._omit_frequent_tracing_warning = True
+    return function
+
+
+def _shape_key(x: Any, states: Any) -> tuple[Any, ...]:
+    """What a trace depends on in the call's tensors: shapes and dtypes of ``x`` and the states."""
+    flat = [] if states is None else tf.nest.flatten(states)
+    return (
+        _spec(x),
+        None if states is None else tuple(_spec(t) for t in flat),
+    )
+
+
+def _spec(t: Any) -> tuple[Any, ...]:
+    shape = getattr(t, "shape", None)
+    return (tuple(shape), getattr(t, "dtype", None)) if shape is not None else (type(t).__name__,)
 
 
 class Structure(NamedTuple):
@@ -83,6 +160,9 @@ class Graphs:
     of the same structure run the same traced graphs: compiling a new RNN of a structure seen
     before traces nothing, and TensorFlow's retracing warning (which counts traces per Python
     function, across objects) has nothing to count.
+
+    Each input shape gets its own ``tf.function`` (made by :meth:`function`, kept in the LRU
+    ``cache``): evicting a shape drops its traced graphs and XLA executables with it.
     """
 
     def __init__(self, structure: Structure, template: Sequence[Any]) -> None:
@@ -90,11 +170,25 @@ class Graphs:
         # The first compiled RNN's cells stand for every RNN of this structure: the graphs read
         # their configuration only (activations, sizes, layout), never their variables.
         self.cells = tuple(template)
-        jit = structure.jit_compile
-        # One graph per call either way: the eager work per call is one function call.
-        self.graph = tf.function(self._run_xla if jit else self._run, jit_compile=jit, autograph=False)
-        self.forward = tf.function(self._loop, jit_compile=True, autograph=False)
-        self.backward = tf.function(self._loop_gradients, jit_compile=True, autograph=False)
+        self.cache = LRU(CACHE_SIZE)
+
+    def function(self, x: Any, states: Any) -> Any:
+        """The ``tf.function`` for this call's shapes: ``(x, states, flat_weights) -> (y, states)``."""
+        return self.cache.get(_shape_key(x, states), self._make)
+
+    def _make(self) -> Any:
+        if not self.structure.jit_compile:  # one graph per call: the eager work is one function call
+            return _per_shape(self._run, jit_compile=False)
+        forward = _per_shape(self._loop, jit_compile=True)
+        backward = _per_shape(self._loop_gradients, jit_compile=True)
+
+        # Not wrapped in a tf.function: a tf.custom_gradient traced into a graph registers its
+        # gradient function in TensorFlow's process-wide gradient registry, never removed, which
+        # would keep every evicted shape's graphs alive. Called eagerly, it records on the tape.
+        def run(x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+            return self._run_xla(x, states, flat_weights, forward, backward)
+
+        return run
 
     def _loop(
         self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
@@ -142,8 +236,11 @@ class Graphs:
         """The plain ``tf.function`` graph."""
         return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights))
 
-    def _run_xla(self, x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-        """The XLA while loop, its gradient a second XLA function (the forward recomputed).
+    def _run_xla(
+        self, x: tf.Tensor, states: Any, flat_weights: list[Any], forward: Any, backward: Any
+    ) -> tuple[tf.Tensor, list[Any]]:
+        """The XLA while loop ``forward``, its gradient a second XLA function ``backward`` (the
+        forward recomputed).
 
         TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
         compiled function ("TensorList crossing the XLA/TF boundary"), so the gradient is a
@@ -159,12 +256,12 @@ class Graphs:
         def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
             frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
             states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
-            y, new = self.forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
+            y, new = forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
             outputs = [y, *tf.nest.flatten(new)]
 
             def grad(*upstream: Any) -> list[tf.Tensor]:
                 upstream_ = [tf.zeros_like(o) if d is None else d for d, o in zip(upstream, outputs, strict=True)]
-                return self.backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
+                return backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
 
             return tuple(outputs), grad
 
@@ -172,7 +269,8 @@ class Graphs:
         return y, tf.nest.pack_sequence_as(structure, flat_new)
 
 
-_GRAPHS: dict[Structure, Graphs] = {}
+_GRAPHS: weakref.WeakValueDictionary[Structure, Graphs] = weakref.WeakValueDictionary()
+"""Held weakly: a structure's graphs go when the last compiled object using them does."""
 _GRAPHS_LOCK = threading.Lock()
 
 
@@ -203,13 +301,33 @@ class CompiledRNN(compiled.CompiledRNN):
         fused = jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells)
         # Plain functions, not bound methods, and no ``None`` argument: each of those costs
         # tf.function about 0.07 ms per call, 15% of W1 (measured).
-        self._infer_zeros = self._infer_states = None
-        self._concrete: dict[tuple[Any, ...], Any] = {}  # eager calls: key -> traced concrete function
-        if fused:
-            self._infer_zeros = tf.function(lambda x: self._run_inference(x, None), jit_compile=True, autograph=False)
-            self._infer_states = tf.function(
-                lambda x, states: self._run_inference(x, states), jit_compile=True, autograph=False
-            )
+        self._fused = fused
+        # key -> (tf.function, its concrete function for eager calls or None): one per shape
+        self._inference_cache = LRU(self._graphs.cache.size)
+
+    @property
+    def cache_size(self) -> int:
+        """Input shapes kept traced (LRU; default :data:`CACHE_SIZE`). Setting it also sets the
+        bound of the graphs shared by every compiled RNN of this structure."""
+        return self._inference_cache.size
+
+    @cache_size.setter
+    def cache_size(self, size: int) -> None:
+        self._graphs.cache.resize(size)
+        self._inference_cache.resize(size)
+
+    def cache_info(self) -> dict[str, int]:
+        """``{"graphs": shapes traced in the shared graphs, "inference": shapes traced for XLA
+        inference, "size": the bound of each}``."""
+        return {"graphs": len(self._graphs.cache), "inference": len(self._inference_cache), "size": self.cache_size}
+
+    def __repr__(self) -> str:
+        info = self.cache_info()
+        extra = f", inference cache={info['inference']}/{info['size']} shapes" if self._fused else ""
+        return (
+            f"CompiledRNN(method={self.method!r}, source={self.source.name!r}, "
+            f"cache={info['graphs']}/{info['size']} shapes{extra})"
+        )
 
     @property
     def trainable_variables(self) -> list[Any]:
@@ -242,14 +360,19 @@ class CompiledRNN(compiled.CompiledRNN):
         ``tf.function``'s does for these arguments: shapes, dtypes and the device scope.
         Concrete functions read the variables at each call, so ``set_weights`` and optimizer
         steps show."""
-        fn, args = (self._infer_zeros, (x,)) if states is None else (self._infer_states, (x, states))
-        key = _eager_key(args)
-        if key is None:
-            return fn(*args)
-        concrete = self._concrete.get(key)
-        if concrete is None:
-            concrete = self._concrete[key] = fn.get_concrete_function(*args)
-        return concrete(*args)
+        args = (x,) if states is None else (x, states)
+        eager = _eager_key(args)
+        key = eager if eager is not None else ("graph", _shape_key(x, states))
+
+        def make() -> tuple[Any, Any]:
+            if states is None:
+                fn = _per_shape(lambda x: self._run_inference(x, None), jit_compile=True)
+            else:
+                fn = _per_shape(lambda x, s: self._run_inference(x, s), jit_compile=True)
+            return fn, (fn.get_concrete_function(*args) if eager is not None else None)
+
+        fn, concrete = self._inference_cache.get(key, make)
+        return (concrete or fn)(*args)
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
@@ -265,11 +388,11 @@ class CompiledRNN(compiled.CompiledRNN):
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         device = source.cell.cells[0].device
         with tf.device(device) if device is not None else contextlib.nullcontext():
-            if self._infer_zeros is not None and not _recording():
+            if self._fused and not _recording():
                 result = self._inference(inputs, states)
                 y, new_states = (result, None) if not source.return_state else result
             else:
-                y, new_states = self._graphs.graph(inputs, states, self._flat_weights())
+                y, new_states = self._graphs.function(inputs, states)(inputs, states, self._flat_weights())
         if source.time_major and source.return_sequences:
             y = tf.transpose(y, [1, 0, 2])
         return (y, [list(s) for s in new_states]) if source.return_state else y
