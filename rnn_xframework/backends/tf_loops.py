@@ -61,6 +61,8 @@ def run_steps(n: int, step: Step, state: Any, unroll: bool) -> tuple[tf.Tensor, 
             outs.append(out)
         return tf.stack(outs, 0), state
     out0, state = step(0, state)
+    if n == 1:  # no loop: a while loop of maximum_iterations=0 breaks XLA's gradient (zero-size stacks)
+        return out0[None], state
     outs = tf.TensorArray(out0.dtype, size=n, element_shape=out0.shape).write(0, out0)
 
     def body(t: tf.Tensor, state: Any, outs: tf.TensorArray) -> tuple[Any, ...]:
