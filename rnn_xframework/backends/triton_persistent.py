@@ -85,6 +85,16 @@ def _load4(ptr, step, U, mask):
     return a, b, c, d
 
 
+@_DeviceFunction
+def _simple_grad(h, dh, RELU: tl.constexpr):
+    """dL/da of a SimpleRNN step ``h = act(a)`` (tanh, or relu with ``RELU``), from ``h`` and dL/dh."""
+    if RELU:
+        dz = tl.where(h > 0.0, dh, 0.0)
+    else:
+        dz = dh * (1.0 - h * h)
+    return dz
+
+
 def forward_kernel(
     xp,
     s_xt,
@@ -220,11 +230,7 @@ def backward_kernel(
         d_t = t * B * G * U + rows[:, None] * G * U + cols[None, :]
         first = (su * 0 + t) == 0  # step 0 reads the initial state instead of step t - 1
         if CELL == SIMPLE:
-            h = tl.load(out + o_t, mask=m2, other=0.0)
-            if RELU:
-                dz = tl.where(h > 0.0, dh, 0.0)
-            else:
-                dz = dh * (1.0 - h * h)
+            dz = _simple_grad(tl.load(out + o_t, mask=m2, other=0.0), dh, RELU)
             tl.store(dxp + d_t, dz, mask=m2)
             dh = tl.dot(dz, w0, input_precision="ieee")
         if CELL != SIMPLE:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import triton.language as tl
 
-from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _load4, _sigmoid, _store4, _tanh
+from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _load4, _sigmoid, _simple_grad, _store4, _tanh
 
 
 def forward_step_kernel(
@@ -131,11 +131,7 @@ def backward_step_kernel(
     g_t = rows[:, None] * 4 * U + cols[None, :]
     d = tl.load(dh + su, mask=m2, other=0.0)
     if CELL == SIMPLE:
-        hv = tl.load(h + su, mask=m2, other=0.0)
-        if RELU:
-            dz = tl.where(hv > 0.0, d, 0.0)
-        else:
-            dz = d * (1.0 - hv * hv)
+        dz = _simple_grad(tl.load(h + su, mask=m2, other=0.0), d, RELU)
         tl.store(dxp + d_t, dz, mask=m2)
     if CELL != SIMPLE:
         ga, gb, gc_, gd = _load4(gs, g_t, U, m2)
