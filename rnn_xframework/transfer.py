@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rnn_xframework import layouts, weightfile
+from rnn_xframework import layouts, weightfile, weightload
 from rnn_xframework.errors import FrameworkMismatchError, NotBuiltError, WeightsError
 from rnn_xframework.protocol import cells_of, structure_of
 
@@ -173,5 +173,5 @@ def load_weights(obj: Any, path: str | os.PathLike[str]) -> Any:
     Returns ``obj``.
     """
     cells = cells_of(obj)
-    layouts.set_cells_weights(cells, weightfile.load(path, cells), where="load_weights")
+    layouts.set_cells_weights(cells, weightload.load(path, cells), where="load_weights")
     return obj

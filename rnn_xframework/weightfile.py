@@ -1,4 +1,4 @@
-"""The weight file format, read and written in one place: checked, bounded, all-or-nothing.
+"""The weight file format and its atomic writer.
 
 A weight file is NumPy's ``.npz``: a zip archive of ``.npy`` arrays, never pickled.
 
@@ -8,15 +8,8 @@ A weight file is NumPy's ``.npz``: a zip archive of ``.npy`` arrays, never pickl
 * ``cells.{i}.{name}.npy``: cell ``i``'s canonical weight ``name`` (``kernel``,
   ``recurrent_kernel``, ``bias``), of the recorded shape and dtype (``float32``/``float64``).
 
-Reading (:func:`load`) trusts nothing in the file. Before any weight is read it checks the
-``__meta__`` record (at most :data:`META_MAX_BYTES`, every field typed), compares it with the
-object, and checks every member of the zip directory: no member the record does not declare, none
-missing or twice, only stored or deflated members, declared sizes that match the recorded shapes
-exactly and that the member's compressed bytes can hold. Each member is then read with that size
-as a hard cap (so peak memory is bounded by the declared sizes, whatever the compressed stream
-holds) and its CRC-32 checked. Any problem raises :class:`WeightsError` naming the file, the member
-and the problem; the caller writes nothing until everything has been read. Keras files
-(``.weights.h5``, ``.keras``) are recognised and answered with what to do instead.
+:func:`parse_meta` checks a ``__meta__`` record field by field; the rest of reading is
+:mod:`rnn_xframework.weightload` (checked, bounded, trusts nothing in the file).
 
 Writing (:func:`save`) goes to a temporary file next to the destination,
 ``.{name}.rnnxf-tmp-{pid}-{random}`` (so leftovers of a killed process can be found:
@@ -28,18 +21,13 @@ untouched.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import glob
 import json
 import os
 import secrets
 import stat
-import struct
-import zipfile
-import zlib
-from collections.abc import Sequence
-from types import SimpleNamespace
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,56 +40,15 @@ FORMAT_VERSION = 1
 META = "__meta__"
 STRUCTURES = ("cell", "stack", "rnn")
 DTYPES = ("float32", "float64")
-
-META_MAX_BYTES = 1 << 20
-"""Largest ``__meta__`` record read (a few hundred bytes per cell are written)."""
-NPY_HEADER_MAX = 1 << 16
-"""Largest ``.npy`` header read (NumPy writes 128 bytes for these arrays)."""
-DEFLATE_MAX_RATIO = 1032
-"""Deflate cannot expand data more than about 1032:1; a member declaring more is refused."""
-CHUNK = 1 << 20
 TEMP_MARK = ".rnnxf-tmp-"
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-# Errors that zipfile, zlib and struct raise on damaged archives; turned into WeightsError.
-_ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-    struct.error,
-    EOFError,
-    OSError,
-    ValueError,
-    OverflowError,
-    UnicodeDecodeError,
-    NotImplementedError,
-    RuntimeError,
-    IndexError,
-    KeyError,
-)
 
 
-def _signature(records: list[dict[str, Any]]) -> list[str]:
-    """:func:`layouts.signature` of the cells a file's records describe."""
-    return layouts.signature([SimpleNamespace(layout_name=r["kind"], **r) for r in records])
-
-
-def _short(value: Any, limit: int = 80) -> str:
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class _Fail:
-    """Builds ``WeightsError("load_weights: '<path>': ...")``."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __call__(self, problem: str) -> WeightsError:
-        return WeightsError(f"load_weights: {self.path!r}: {problem}")
-
-
-# --- writing ------------------------------------------------------------------------------------
 def meta_record(cells: Sequence[Any], weight_lists: Sequence[Sequence[np.ndarray]], structure: str) -> dict:
     """The ``__meta__`` record for ``cells`` holding ``weight_lists``."""
     record = []
@@ -217,117 +164,10 @@ def temp_files(path: str | os.PathLike[str]) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name[:180])}{TEMP_MARK}*")))
 
 
-# --- reading ------------------------------------------------------------------------------------
-def load(path: str | os.PathLike[str], cells: Sequence[Any]) -> list[list[np.ndarray]]:
-    """Read the weight file at ``path`` for ``cells`` (checked, bounded; see the module doc).
-
-    Returns one canonical list per cell, native byte order. Raises :class:`WeightsError` for
-    any file that is not a valid weight file for these cells, ``FileNotFoundError`` when there
-    is no file. Reads nothing into ``cells``.
-    """
-    name = os.fspath(path)
-    fail = _Fail(name)
-    try:
-        f = open(name, "rb")  # closed by the with below
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise fail(f"cannot be read ({e})") from e
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        _refuse_foreign_start(f, size, fail)
-        try:
-            archive = zipfile.ZipFile(f)
-        except _ZIP_ERRORS as e:
-            raise fail(f"is not an rnn_xframework weight file: not a readable zip archive ({e})") from e
-        with archive:
-            return _load_archive(archive, size, cells, fail)
-
-
-def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
-    """Name what the file is when its first bytes say it is not a zip archive."""
-    head = f.read(8)
-    f.seek(0)
-    hdf5 = head == HDF5_SIGNATURE
-    for offset in (512, 1024, 2048):  # HDF5 allows a user block before its signature
-        if not hdf5 and size >= offset + 8:
-            f.seek(offset)
-            hdf5 = f.read(8) == HDF5_SIGNATURE
-            f.seek(0)
-    if hdf5:
-        p = fail.path
-        if p.endswith(".weights.h5"):
-            how = (
-                f"it holds no model, so build the Keras model that wrote it and call `model.load_weights({p!r})` "
-                "(a whole model saved as .keras or .h5 loads with `keras.saving.load_model(...)`)"
-            )
-        else:
-            how = (
-                f"load a saved model with `model = keras.saving.load_model({p!r})` (a weights-only "
-                "'.weights.h5' needs the model built first, then `model.load_weights(...)`)"
-            )
-        raise fail(
-            "is an HDF5 file (what Keras writes .h5 and .weights.h5 in), not an rnn_xframework "
-            f"weight file (.npz): {how}; then "
-            "`xf.from_keras(model, backend=...)` gives the rnn_xframework object (and "
-            "`xf.save_weights(obj, 'model')` an .npz)"
-        )
-    if size == 0:
-        raise fail("is empty: not an rnn_xframework weight file")
-    if head.startswith(b"\x93NUMPY"):
-        raise fail("is a single .npy array, not an rnn_xframework weight file (.npz from xf.save_weights)")
-    if head[:1] == b"\x80":
-        raise fail("looks like a pickle: never loaded (weight files are .npz from xf.save_weights)")
-    if not head.startswith(b"PK\x03\x04"):
-        raise fail(f"is not an rnn_xframework weight file: it starts with {head!r}, not a zip archive's 'PK'")
-
-
-def _load_archive(archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fail: _Fail) -> list[list[np.ndarray]]:
-    members: dict[str, zipfile.ZipInfo] = {}
-    for info in archive.infolist():
-        if info.filename in members:
-            raise fail(f"holds member {info.filename!r} twice; a damaged or tampered file")
-        members[info.filename] = info
-    _refuse_keras_archive(members, fail)
-    meta_info = members.get(META + ".npy")
-    if meta_info is None:
-        raise fail(f"has no {META} record: not a weight file written by rnn_xframework.save_weights")
-    raw = _read_npy(archive, meta_info, size, fail, _meta_header)
-    records = _parse_meta(raw.tobytes(), fail)
-    expected = _expected_members(records, cells, fail)
-    undeclared = sorted(set(members) - set(expected) - {META + ".npy"})
-    if undeclared:
-        raise fail(
-            f"holds member(s) {_short(undeclared, 200)} that its {META} record does not declare "
-            "(refused unread; a weight file holds only cells.{i}.{name}.npy and __meta__.npy)"
-        )
-    missing = [m for m in expected if m not in members]
-    if missing:
-        raise fail(f"misses member(s) {missing} that its {META} record declares: a damaged file")
-    for member, (shape, dtype) in expected.items():  # every size checked before any data is read
-        _check_entry(members[member], size, fail, _nbytes(shape, dtype), NPY_HEADER_MAX, f"shape {shape} {dtype}")
-    arrays = {
-        member: _read_npy(archive, members[member], size, fail, _weight_header(shape, dtype))
-        for member, (shape, dtype) in expected.items()
-    }
-    out: list[list[np.ndarray]] = []
-    for i, r in enumerate(records):
-        out.append([arrays[f"cells.{i}.{n}.npy"] for n in r["names"]])
-    return out
-
-
-def _refuse_keras_archive(members: dict[str, zipfile.ZipInfo], fail: _Fail) -> None:
-    if "config.json" in members and ("model.weights.h5" in members or "metadata.json" in members):
-        raise fail(
-            "is a Keras model archive (.keras), not an rnn_xframework weight file (.npz). Load it "
-            f"with `model = keras.saving.load_model({fail.path!r})`, then `xf.from_keras(model, "
-            "backend=...)` gives the rnn_xframework object (and `xf.save_weights(obj, 'model')` an .npz)"
-        )
-
-
-# --- the __meta__ record --------------------------------------------------------------------------
-def _parse_meta(raw: bytes, fail: _Fail) -> list[dict[str, Any]]:
-    """The cell records of a ``__meta__`` payload, every field checked."""
+# --- the record, checked ---------------------------------------------------------------------
+def parse_meta(raw: bytes, fail: Callable[[str], Exception]) -> list[dict[str, Any]]:
+    """The cell records of a ``__meta__`` payload, every field checked; ``fail(problem)`` builds
+    the exception raised for a bad one."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -342,20 +182,20 @@ def _parse_meta(raw: bytes, fail: _Fail) -> list[dict[str, Any]]:
         raise fail(f"its {META} record is not a JSON object but {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise fail(
-            f"has format {_short(meta.get('format'))}, expected {FORMAT!r}: "
+            f"has format {short(meta.get('format'))}, expected {FORMAT!r}: "
             "not an rnn_xframework weight file, or a damaged one"
         )
     version = meta.get("version")
     if type(version) is not int or version != FORMAT_VERSION:
         raise fail(
-            f"has format version {_short(version)}; this rnn_xframework reads version {FORMAT_VERSION} "
+            f"has format version {short(version)}; this rnn_xframework reads version {FORMAT_VERSION} "
             "(a file from a newer rnn_xframework? upgrade it)"
         )
     if meta.get("structure") not in STRUCTURES:
-        raise fail(f"its {META} structure is {_short(meta.get('structure'))}, expected one of {list(STRUCTURES)}")
+        raise fail(f"its {META} structure is {short(meta.get('structure'))}, expected one of {list(STRUCTURES)}")
     cells = meta.get("cells")
     if not isinstance(cells, list) or not cells:
-        raise fail(f"its {META} record needs a non-empty list 'cells', got {_short(cells)}")
+        raise fail(f"its {META} record needs a non-empty list 'cells', got {short(cells)}")
     return [_parse_cell(i, r, fail) for i, r in enumerate(cells)]
 
 
@@ -363,197 +203,32 @@ def _is_int(x: Any, low: int = 0, high: int = 2**62) -> bool:
     return type(x) is int and low <= x <= high
 
 
-def _parse_cell(i: int, r: Any, fail: _Fail) -> dict[str, Any]:
+def _parse_cell(i: int, r: Any, fail: Callable[[str], Exception]) -> dict[str, Any]:
     where = f"its {META} cells[{i}]"
     if not isinstance(r, dict):
-        raise fail(f"{where} is not a JSON object but {_short(r)}")
+        raise fail(f"{where} is not a JSON object but {short(r)}")
     kind = r.get("kind")
     if not isinstance(kind, str):
-        raise fail(f"{where} needs a text 'kind' (a cell type), got {_short(kind)}")
+        raise fail(f"{where} needs a text 'kind' (a cell type), got {short(kind)}")
     if kind not in layouts.LAYOUTS:
-        raise fail(f"{where} has kind {_short(kind)}, not a known cell type ({sorted(layouts.LAYOUTS)})")
+        raise fail(f"{where} has kind {short(kind)}, not a known cell type ({sorted(layouts.LAYOUTS)})")
     units = r.get("units")
     if not _is_int(units, 1, 2**31):
-        raise fail(f"{where} needs 'units', a positive integer, got {_short(units)}")
+        raise fail(f"{where} needs 'units', a positive integer, got {short(units)}")
     use_bias = r.get("use_bias")
     if type(use_bias) is not bool:
-        raise fail(f"{where} needs 'use_bias', true or false, got {_short(use_bias)}")
+        raise fail(f"{where} needs 'use_bias', true or false, got {short(use_bias)}")
     names = layouts.get(kind).names(use_bias)
     if r.get("names") != names:
-        raise fail(f"{where} has weight names {_short(r.get('names'))}, expected {names}")
+        raise fail(f"{where} has weight names {short(r.get('names'))}, expected {names}")
     shapes = r.get("shapes")
     if (
         not isinstance(shapes, list)
         or len(shapes) != len(names)
         or not all(isinstance(s, list) and len(s) <= 4 and all(_is_int(d) for d in s) for s in shapes)
     ):
-        raise fail(f"{where} needs 'shapes', a list of non-negative integers per weight {names}, got {_short(shapes)}")
+        raise fail(f"{where} needs 'shapes', a list of non-negative integers per weight {names}, got {short(shapes)}")
     dtype = r.get("dtype")
     if dtype not in DTYPES:
-        raise fail(f"{where} has dtype {_short(dtype)}, expected one of {list(DTYPES)}")
+        raise fail(f"{where} has dtype {short(dtype)}, expected one of {list(DTYPES)}")
     return {"kind": kind, "units": units, "use_bias": use_bias, "names": names, "shapes": shapes, "dtype": dtype}
-
-
-def _expected_members(
-    records: list[dict[str, Any]], cells: Sequence[Any], fail: _Fail
-) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``{member: (shape, dtype)}`` the object needs, after checking the records against it."""
-    saved, wanted = _signature(records), layouts.signature(cells)
-    if saved != wanted:
-        raise fail(f"the file holds {saved}, the object is {wanted}")
-    expected: dict[str, tuple[tuple[int, ...], str]] = {}
-    dim = None
-    for i, (cell, r) in enumerate(zip(cells, records, strict=True)):
-        if cell.input_dim is not None:
-            dim = cell.input_dim
-        elif dim is None:  # an unbuilt first cell takes its input size from the file
-            kernel = r["shapes"][0]
-            if len(kernel) != 2 or kernel[0] < 1:
-                raise fail(f"cells.{i}.kernel recorded with shape {kernel}, expected (input size >= 1, units * gates)")
-            dim = kernel[0]
-        layout = layouts.get(r["kind"])
-        for name, shape in layout.shapes(dim, r["units"], r["use_bias"]):
-            recorded = tuple(r["shapes"][r["names"].index(name)])
-            if recorded != shape:
-                raise fail(f"cells.{i}.{name} recorded with shape {list(recorded)}, the object needs {list(shape)}")
-            expected[f"cells.{i}.{name}.npy"] = (shape, r["dtype"])
-        dim = r["units"]
-    return expected
-
-
-# --- members ------------------------------------------------------------------------------------
-def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
-    n = np.dtype(dtype).itemsize
-    for d in shape:
-        n *= d
-    return n
-
-
-def _check_entry(info: zipfile.ZipInfo, size: int, fail: _Fail, data_bytes: int, header_max: int, what: str) -> None:
-    """Refuse a member, from its directory entry alone, unless it can be read within the sizes
-    the metadata declares: ``data_bytes`` after a header of at most ``header_max`` bytes."""
-    name = info.filename
-    if info.flag_bits & 0x1:
-        raise fail(f"member {name!r} is encrypted; weight files never are")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise fail(
-            f"member {name!r} uses zip compression method {info.compress_type}; only stored "
-            "(np.savez, xf.save_weights) and deflated (np.savez_compressed) members are read"
-        )
-    if not data_bytes <= info.file_size <= data_bytes + header_max:
-        raise fail(
-            f"member {name!r}: the metadata declares {what} ({data_bytes} bytes of data), but the "
-            f"zip directory says the member holds {info.file_size} bytes; refused unread"
-        )
-    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise fail(f"member {name!r} is stored, yet its sizes differ ({info.compress_size} != {info.file_size})")
-    if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
-        raise fail(f"member {name!r} declares {info.file_size} bytes that {info.compress_size} compressed cannot hold")
-    if info.header_offset + info.compress_size > size:
-        raise fail(f"member {name!r} extends past the end of the file ({size} bytes): truncated?")
-
-
-class _Capped:
-    """Reads at most ``limit`` bytes of ``raw`` and counts them."""
-
-    def __init__(self, raw: Any, limit: int) -> None:
-        self.raw, self.left, self.count = raw, limit, 0
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n is None or n < 0 else min(n, self.left)
-        data = self.raw.read(n) if n > 0 else b""
-        self.left -= len(data)
-        self.count += len(data)
-        return data
-
-    def read_exact(self, n: int, what: str) -> bytes:
-        data = self.read(n)
-        if len(data) != n:
-            raise EOFError(f"the member ends inside its {what}")
-        return data
-
-
-def _read_header(r: _Capped) -> tuple[str, bool, tuple[int, ...]]:
-    """Parse a ``.npy`` header (versions 1.0 and 2.0) without trusting it: ``(descr, fortran,
-    shape)``; raises ValueError, SyntaxError, EOFError or RecursionError on anything else."""
-    magic = r.read_exact(8, ".npy magic")
-    if magic[:6] != b"\x93NUMPY" or magic[6:] not in (b"\x01\x00", b"\x02\x00"):
-        raise ValueError(f"not a .npy array of version 1.0 or 2.0 (starts with {magic!r})")
-    length_format = "<H" if magic[6] == 1 else "<I"
-    (length,) = struct.unpack(length_format, r.read_exact(struct.calcsize(length_format), ".npy header length"))
-    if length > NPY_HEADER_MAX:
-        raise ValueError(f"its .npy header declares {length} bytes")
-    header = ast.literal_eval(r.read_exact(length, ".npy header").decode("latin1"))
-    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise ValueError(f".npy header is not the expected dictionary: {_short(header)}")
-    descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
-    if not isinstance(descr, str) or type(fortran) is not bool:
-        raise ValueError(f".npy header has descr {_short(descr)} and fortran_order {_short(fortran)}")
-    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
-        raise ValueError(f".npy header has shape {_short(shape)}")
-    return descr, fortran, shape
-
-
-def _meta_header(descr: str, shape: tuple[int, ...]) -> tuple[np.dtype, tuple[int, ...]] | str:
-    if descr != "|u1" or len(shape) != 1 or shape[0] > META_MAX_BYTES:
-        return f"a 1-D uint8 array of at most {META_MAX_BYTES} bytes (UTF-8 JSON)"
-    return np.dtype(np.uint8), shape
-
-
-def _weight_header(expected_shape: tuple[int, ...], dtype: str) -> Any:
-    allowed = {np.dtype(dtype).newbyteorder(o).str for o in "<>"}
-
-    def accept(descr: str, shape: tuple[int, ...]) -> tuple[np.dtype, tuple[int, ...]] | str:
-        if descr not in allowed or shape != expected_shape:
-            return f"shape {expected_shape} and dtype {dtype} as its metadata records"
-        return np.dtype(descr), shape
-
-    return accept
-
-
-def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, fail: _Fail, accept: Any) -> np.ndarray:
-    """Read one ``.npy`` member: header first (capped), ``accept(descr, shape)`` decides, then
-    exactly the data that shape needs (its size already matched the directory's) with the
-    member's CRC-32 checked."""
-    name = info.filename
-    if name == META + ".npy" and info.file_size > META_MAX_BYTES + NPY_HEADER_MAX:
-        raise fail(
-            f"its {META} record declares {info.file_size} bytes, more than a weight file's record can "
-            f"need ({META_MAX_BYTES}); refused unread"
-        )
-    if name == META + ".npy":
-        _check_entry(info, size, fail, 0, META_MAX_BYTES + NPY_HEADER_MAX, "a metadata record")
-    try:
-        with archive.open(info) as raw:
-            r = _Capped(raw, info.file_size)
-            descr, fortran, shape = _read_header(r)
-            verdict = accept(descr, shape)
-            if isinstance(verdict, str):
-                raise fail(f"member {name!r} holds {descr!r} {shape}; expected {verdict}")
-            dtype, shape = verdict
-            nbytes = _nbytes(shape, dtype.str)
-            if r.count + nbytes != info.file_size:
-                raise fail(
-                    f"member {name!r} holds {info.file_size - r.count} bytes after its header; "
-                    f"its shape {shape} {dtype} needs {nbytes}"
-                )
-            try:
-                buf = np.empty(nbytes, np.uint8)
-            except MemoryError as e:
-                raise fail(f"member {name!r} needs {nbytes} bytes, more than this process can allocate") from e
-            view, pos = memoryview(buf), 0
-            while pos < nbytes:
-                chunk = r.read(min(CHUNK, nbytes - pos))
-                if not chunk:
-                    raise EOFError("the member's data ends early")
-                view[pos : pos + len(chunk)] = chunk
-                pos += len(chunk)
-            if raw.read(1):  # reaching the end is what makes zipfile check the CRC-32
-                raise fail(f"member {name!r} holds more data than its header declares")
-    except WeightsError:
-        raise
-    except (*_ZIP_ERRORS, SyntaxError, RecursionError, MemoryError, TypeError) as e:
-        problem = "bad CRC-32: damaged data" if "CRC" in str(e) else str(e) or type(e).__name__
-        raise fail(f"member {name!r} cannot be read ({problem})") from e
-    array = buf.view(dtype).reshape(shape, order="F" if fortran else "C")
-    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))

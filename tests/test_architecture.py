@@ -1,8 +1,8 @@
 """The package's import graph: no circle, and no import from a lower layer to a higher one.
 
 Every ``import`` in the package counts, at module level or inside a function. Layers, lowest
-first: errors; the framework-free core (protocol, layouts, weightfile, dropout, registry, config); the cell
-specs; the containers and the compiled base; the backends; the user API (layers, transfer,
+first: errors; the framework-free core (protocol, layouts, weightfile, weightload, dropout,
+registry, config); the cell specs; the containers and the compiled base; the backends; the user API (layers, transfer,
 compile, ports); the parity suite and the package's front door; the tools."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(rnn_xframework.__file__).parent
 PACKAGE = "rnn_xframework"
 LAYERS = [
     ["errors"],
-    ["protocol", "layouts", "weightfile", "dropout", "frameworks", "registry", "config"],
+    ["protocol", "layouts", "weightfile", "weightload", "dropout", "frameworks", "registry", "config"],
     ["cells"],
     ["compiled", "loops"],
     ["backends"],

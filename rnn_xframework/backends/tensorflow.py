@@ -24,7 +24,7 @@ import numpy as np
 from rnn_xframework import cells, layouts, loops, protocol, registry
 from rnn_xframework.cells.base import SpecNamed
 from rnn_xframework.dropout import cached, check_masks
-from rnn_xframework.errors import BackendUnavailableError, FrameworkMismatchError, UnsupportedConfigError
+from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
 
 def _keras_backend_problem() -> str | None:
@@ -52,77 +52,16 @@ if _problem:
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from rnn_xframework.backends.tf_ops import (  # noqa: E402
+    STEP_OPS,
+    checked,
+    checked_states,
+    device_scope,
+    dtype_from_config,
+    to_tensor,
+)
+
 _serializable = keras.saving.register_keras_serializable(package="rnn_xframework")
-
-
-def _dtype_from_config(config: dict[str, Any]) -> dict[str, Any]:
-    """``from_config`` side of the ``dtype`` entry: Keras writes a serialized ``DTypePolicy``;
-    the library's cells take a dtype name (and refuse mixed policies)."""
-    config = dict(config)
-    dtype = config.pop("dtype", None)
-    if isinstance(dtype, dict):
-        dtype = keras.dtype_policies.deserialize(dtype).name
-    elif isinstance(dtype, keras.DTypePolicy):
-        dtype = dtype.name
-    config["dtype"] = dtype
-    return config
-
-
-def _to_tensor(x: Any) -> Any:
-    return tf.convert_to_tensor(x) if isinstance(x, np.ndarray) and not isinstance(x, np.matrix) else x
-
-
-def _checked(x: Any, what: str) -> Any:
-    """``x`` as a TensorFlow tensor (NumPy arrays converted, as Keras layers accept them); anything
-    else (a torch tensor, a list) raises :class:`FrameworkMismatchError` here, before Keras's own
-    ``__call__`` could convert it silently or fail with a raw error."""
-    x = _to_tensor(x)
-    if isinstance(x, (list, tuple)):
-        raise FrameworkMismatchError(
-            f"{what}: expected a tensorflow tensor, got a Python {type(x).__name__}; convert it with "
-            "np.asarray(x, 'float32') or tf.constant(x)"
-        )
-    if not OPS.is_native(x):
-        protocol.check_tensor(OPS, x, what, (), "")  # raises the typed error naming what was given
-    return x
-
-
-def _checked_states(states: Any, what: str) -> Any:
-    """A (nested) list of states with every tensor checked by :func:`_checked`."""
-    if isinstance(states, (list, tuple)):
-        return [_checked_states(s, f"{what}[{i}]") for i, s in enumerate(states)]
-    return states if states is None else _checked(states, what)
-
-
-def device_scope(device: Any) -> Any:
-    return tf.device(device) if device is not None else _NullScope()
-
-
-class _NullScope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class TFOps:
-    """:class:`~rnn_xframework.cells.StepOps` in TensorFlow (Keras's activations)."""
-
-    def split(self, x: Any, n: int) -> list[Any]:
-        return tf.split(x, n, axis=-1)
-
-    def activation(self, name: Any) -> Any:
-        return name if callable(name) else keras.activations.get(name)
-
-    def matmul(self, a: Any, b: Any) -> Any:
-        return tf.matmul(a, b)
-
-    def concat(self, xs: Sequence[Any]) -> Any:
-        return tf.concat(list(xs), axis=-1)
-
-
-STEP_OPS = TFOps()
 
 
 class KerasCell(SpecNamed):
@@ -176,7 +115,7 @@ class KerasCell(SpecNamed):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
-        return cls(**_dtype_from_config(config))
+        return cls(**dtype_from_config(config))
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         with protocol.BUILD_LOCK:  # a lazy build from several threads at once runs once
@@ -239,10 +178,10 @@ class KerasCell(SpecNamed):
             self._recurrent_dropout_mask = native(recurrent)
 
     def __call__(self, inputs: Any, states: Any, training: bool | None = None, **kwargs: Any) -> Any:
-        inputs = _to_tensor(inputs)
+        inputs = to_tensor(inputs)
         if isinstance(states, (list, tuple)):
-            states = [_to_tensor(s) for s in states]
-        states = protocol.check_step(self, OPS, inputs, _to_tensor(states))
+            states = [to_tensor(s) for s in states]
+        states = protocol.check_step(self, OPS, inputs, to_tensor(states))
         if inputs.shape[0] == 0:  # no rows: Keras's LSTMCell fails on them (TF's BiasAdd); nothing to compute
             empty = tf.zeros((0, self.units), self.dtype_name)
             return empty, [empty for _ in states]
@@ -326,8 +265,8 @@ class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
         return cls(cells, **config)
 
     def __call__(self, inputs: Any, states: Any, training: bool | None = None, **kwargs: Any) -> Any:
-        inputs = _checked(inputs, "stack inputs")
-        return super().__call__(inputs, _checked_states(states, "stack states"), training=training, **kwargs)
+        inputs = checked(inputs, "stack inputs")
+        return super().__call__(inputs, checked_states(states, "stack states"), training=training, **kwargs)
 
     def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
         return self.step(inputs, states, training)
@@ -363,8 +302,8 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
         return cls(cell, **config)
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, **kwargs: Any) -> Any:
-        inputs = _checked(inputs, "RNN inputs")
-        initial_state = _checked_states(initial_state, "RNN initial_state")
+        inputs = checked(inputs, "RNN inputs")
+        initial_state = checked_states(initial_state, "RNN initial_state")
         return super().__call__(inputs, initial_state, training=training, **kwargs)
 
     def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:

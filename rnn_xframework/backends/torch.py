@@ -2,13 +2,10 @@
 ``GRUCell`` (a cell type without a PyTorch cell holds the same four parameters itself).
 
 Every object here is a real module, so ``.to(device)``, ``.parameters()``, ``state_dict()``
-and optimizers work as usual. Until the input size is known, a cell's native ``nn.*Cell`` is a
-PyTorch lazy module (:class:`torch.nn.modules.lazy.LazyModuleMixin`, as ``nn.LazyLinear``): its
-parameters are :class:`torch.nn.UninitializedParameter`\\ s that an optimizer made before the
-first call already holds, that ``.to()`` moves, and that ``load_state_dict``,
-``build(input_shape)`` or the first call fill in place (``input_size=`` at construction builds at
-once). They are initialized like Keras's (glorot-uniform kernel, orthogonal recurrent kernel,
-zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
+and optimizers work as usual. Until the input size is known, a cell's parameters are lazy, as
+``nn.LazyLinear``'s (:mod:`~rnn_xframework.backends.torch_params`; ``input_size=`` at
+construction builds at once). They are initialized like Keras's (glorot-uniform kernel,
+orthogonal recurrent kernel, zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
 
 ``nn.RNNCell`` and ``nn.LSTMCell`` have two biases; Keras has one. By default ``bias_hh`` stays at
 zero and is frozen (``requires_grad=False``), so the cell trains exactly like the Keras cell with
@@ -34,121 +31,13 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework.backends.torch_params import NATIVE, SpecParameters, finish_lazy, make_lazy, materialize
+from rnn_xframework.backends.torch_step import STEP_OPS, native_step
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
-from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
+from rnn_xframework.errors import InputShapeError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-NATIVE = {"RNNCell": nn.RNNCell, "LSTMCell": nn.LSTMCell, "GRUCell": nn.GRUCell}
-"""``torch.nn`` classes by the name a spec's :class:`~rnn_xframework.cells.TorchForm` gives."""
-
-
-def _native_step(c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
-    """The ATen kernel that ``c.forward`` calls (``c`` a ``torch.nn.*Cell``), on checked arguments."""
-    if isinstance(c, nn.LSTMCell):
-        h, cs = torch.lstm_cell(x, states, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
-        return h, [h, cs]
-    if isinstance(c, nn.GRUCell):
-        h = torch.gru_cell(x, states[0], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
-        return h, [h]
-    kernel = torch.rnn_tanh_cell if c.nonlinearity == "tanh" else torch.rnn_relu_cell
-    h = kernel(x, states[0], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
-    return h, [h]
-
-
-class TorchOps:
-    """:class:`~rnn_xframework.cells.StepOps` in PyTorch."""
-
-    ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "linear": None, None: None}
-
-    def split(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
-        return list(x.chunk(n, -1))
-
-    def activation(self, name: Any) -> Any:
-        if callable(name):
-            return name
-        if name not in self.ACTIVATIONS:
-            raise UnsupportedConfigError(
-                f"torch backend: activation must be one of {list(self.ACTIVATIONS)}, got {name!r}"
-            )
-        return self.ACTIVATIONS[name] or (lambda x: x)
-
-    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a @ b
-
-    def concat(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(list(xs), -1)
-
-
-STEP_OPS = TorchOps()
-
-
-class SpecParameters(nn.Module):
-    """The parameters of a cell type without a ``torch.nn`` cell, named and shaped like one:
-    ``weight_ih (G*units, input_size)``, ``weight_hh (G*units, units)``, ``bias_ih``, ``bias_hh``
-    ``(G*units,)`` (``None`` without bias)."""
-
-    def __init__(self, input_size: int, hidden_size: int, gates: int, bias: bool, device: Any, dtype: Any) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        kw = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(gates * hidden_size, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(gates * hidden_size, hidden_size, **kw))
-        for name in ("bias_ih", "bias_hh"):
-            self.register_parameter(name, nn.Parameter(torch.zeros(gates * hidden_size, **kw)) if bias else None)
-
-
-_LAZY: dict[type[nn.Module], type[nn.Module]] = {}
-
-
-def make_lazy(module: nn.Module, device: Any, dtype: Any) -> nn.Module:
-    """``module`` (a native cell made for 0 input features on the ``meta`` device) as a PyTorch
-    lazy module, as ``nn.LazyLinear`` is made: every parameter an
-    :class:`~torch.nn.UninitializedParameter` on ``device`` / ``dtype``, the class a
-    ``Lazy<Name>`` (:class:`LazyModuleMixin` first) whose ``cls_to_become`` is the native class,
-    and LazyModuleMixin's hooks (``load_state_dict`` fills the parameters from the checkpoint's
-    shapes). :func:`materialize` / :func:`finish_lazy` make it the plain native module."""
-    native = type(module)
-    if native not in _LAZY:
-
-        def initialize_parameters(self: Any, *args: Any, **kwargs: Any) -> None:
-            raise RuntimeError("rnn_xframework builds its lazy cells itself; call the library cell, not .cell")
-
-        _LAZY[native] = type(
-            f"Lazy{native.__name__}",
-            (LazyModuleMixin, native),
-            {"cls_to_become": native, "initialize_parameters": initialize_parameters, "__module__": __name__},
-        )
-    for name, p in list(module._parameters.items()):
-        if p is not None:
-            module._parameters[name] = nn.UninitializedParameter(
-                requires_grad=p.requires_grad, device=device, dtype=dtype
-            )
-    module.__class__ = _LAZY[native]
-    # what LazyModuleMixin.__init__ registers
-    module._load_hook = module._register_load_state_dict_pre_hook(module._lazy_load_hook)
-    module._initialize_hook = module.register_forward_pre_hook(module._infer_parameters, with_kwargs=True)
-    return module
-
-
-def materialize(cell: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Fill a lazy native cell's parameters in place (same objects, on their device and dtype)."""
-    with torch.no_grad():
-        for name, p in cell._parameters.items():
-            if p is not None and is_lazy(p):
-                p.materialize(shapes[name])
-    finish_lazy(cell)
-
-
-def finish_lazy(cell: nn.Module) -> None:
-    """A lazy native cell whose parameters are all filled becomes the plain native module."""
-    if not isinstance(cell, LazyModuleMixin) or cell.has_uninitialized_params():
-        return
-    cell.input_size = cell.weight_ih.shape[1]
-    cell._initialize_hook.remove()
-    cell._load_hook.remove()
-    del cell._initialize_hook, cell._load_hook
-    cell.__class__ = cell.cls_to_become
 
 
 class TorchCell(SpecCell, DropoutMixin, nn.Module):
@@ -345,7 +234,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             h_masks = self.get_recurrent_dropout_mask(states[0])
             if training and h_masks:
                 states = [states[0] * h_masks[0], *states[1:]]
-        return _native_step(self.cell, x, states)
+        return native_step(self.cell, x, states)
 
     def _fits(self, c: Any, inputs: Any, states: Any) -> bool:
         """The common case, checked in a few comparisons: a list of native tensors of the cell's
@@ -385,7 +274,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             and not (training and (self.dropout or self.recurrent_dropout))
             and self._fits(c, inputs, states)
         ):
-            return _native_step(c, inputs, states)  # the eager fast path: nearly free over nn.*Cell
+            return native_step(c, inputs, states)  # the eager fast path: nearly free over nn.*Cell
         states = protocol.check_step(self, OPS, inputs, states)
         return self.step(inputs, states, training)
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from rnn_xframework import cells, layouts, protocol
 from rnn_xframework.backends import torch_fused
-from rnn_xframework.backends.torch import NATIVE
+from rnn_xframework.backends.torch_params import NATIVE
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 
 

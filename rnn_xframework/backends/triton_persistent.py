@@ -66,6 +66,35 @@ def _tanh(x):
     return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
 
+@_DeviceFunction
+def _store4(ptr, step, U, a, b, c, d, mask):
+    """Store the four ``[B, U]`` blocks a forward step saves (``gs`` at ``step``, one per ``U`` columns)."""
+    tl.store(ptr + step, a, mask=mask)
+    tl.store(ptr + step + U, b, mask=mask)
+    tl.store(ptr + step + 2 * U, c, mask=mask)
+    tl.store(ptr + step + 3 * U, d, mask=mask)
+
+
+@_DeviceFunction
+def _load4(ptr, step, U, mask):
+    """The four ``[B, U]`` blocks :func:`_store4` saved at ``step``."""
+    a = tl.load(ptr + step, mask=mask, other=0.0)
+    b = tl.load(ptr + step + U, mask=mask, other=0.0)
+    c = tl.load(ptr + step + 2 * U, mask=mask, other=0.0)
+    d = tl.load(ptr + step + 3 * U, mask=mask, other=0.0)
+    return a, b, c, d
+
+
+@_DeviceFunction
+def _simple_grad(h, dh, RELU: tl.constexpr):
+    """dL/da of a SimpleRNN step ``h = act(a)`` (tanh, or relu with ``RELU``), from ``h`` and dL/dh."""
+    if RELU:
+        dz = tl.where(h > 0.0, dh, 0.0)
+    else:
+        dz = dh * (1.0 - h * h)
+    return dz
+
+
 def forward_kernel(
     xp,
     s_xt,
@@ -132,10 +161,7 @@ def forward_kernel(
             h = go * _tanh(c)
             if SAVE:
                 g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
-                tl.store(gs + g_t, gi, mask=m2)
-                tl.store(gs + g_t + U, gf, mask=m2)
-                tl.store(gs + g_t + 2 * U, gg, mask=m2)
-                tl.store(gs + g_t + 3 * U, go, mask=m2)
+                _store4(gs, g_t, U, gi, gf, gg, go, m2)
                 tl.store(cs + o_t, c, mask=m2)
         if CELL == GRU:
             hr = tl.dot(h, w0, input_precision="ieee") + b0
@@ -147,10 +173,7 @@ def forward_kernel(
             h = (1.0 - z) * n + z * h
             if SAVE:
                 g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
-                tl.store(gs + g_t, r, mask=m2)
-                tl.store(gs + g_t + U, z, mask=m2)
-                tl.store(gs + g_t + 2 * U, n, mask=m2)
-                tl.store(gs + g_t + 3 * U, hn, mask=m2)
+                _store4(gs, g_t, U, r, z, n, hn, m2)
         tl.store(out + o_t, h, mask=m2)
     tl.store(h_last + su, h, mask=m2)
     if CELL == LSTM:
@@ -207,19 +230,12 @@ def backward_kernel(
         d_t = t * B * G * U + rows[:, None] * G * U + cols[None, :]
         first = (su * 0 + t) == 0  # step 0 reads the initial state instead of step t - 1
         if CELL == SIMPLE:
-            h = tl.load(out + o_t, mask=m2, other=0.0)
-            if RELU:
-                dz = tl.where(h > 0.0, dh, 0.0)
-            else:
-                dz = dh * (1.0 - h * h)
+            dz = _simple_grad(tl.load(out + o_t, mask=m2, other=0.0), dh, RELU)
             tl.store(dxp + d_t, dz, mask=m2)
             dh = tl.dot(dz, w0, input_precision="ieee")
         if CELL != SIMPLE:
             g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
-            ga = tl.load(gs + g_t, mask=m2, other=0.0)
-            gb = tl.load(gs + g_t + U, mask=m2, other=0.0)
-            gc_ = tl.load(gs + g_t + 2 * U, mask=m2, other=0.0)
-            gd = tl.load(gs + g_t + 3 * U, mask=m2, other=0.0)
+            ga, gb, gc_, gd = _load4(gs, g_t, U, m2)
         if CELL == LSTM:  # ga, gb, gc_, gd = i, f, g, o
             c = tl.load(cs + o_t, mask=m2, other=0.0)
             c_prev = tl.load(cs + o_t - B * U, mask=m2 & (first == 0), other=0.0) + tl.load(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import triton.language as tl
 
-from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _sigmoid, _tanh
+from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _load4, _sigmoid, _simple_grad, _store4, _tanh
 
 
 def forward_step_kernel(
@@ -86,10 +86,7 @@ def forward_step_kernel(
         h_new = go * _tanh(c)
         tl.store(c_out + su, c, mask=m2)
         if SAVE:
-            tl.store(gs + g_t, gi, mask=m2)
-            tl.store(gs + g_t + U, gf, mask=m2)
-            tl.store(gs + g_t + 2 * U, gg, mask=m2)
-            tl.store(gs + g_t + 3 * U, go, mask=m2)
+            _store4(gs, g_t, U, gi, gf, gg, go, m2)
     if CELL == GRU:
         hn = a2 + tl.load(bh + 2 * U + cols, mask=cols < U, other=0.0)[None, :]
         r = _sigmoid(tl.load(x, mask=m2, other=0.0) + a0 + tl.load(bh + cols, mask=cols < U, other=0.0)[None, :])
@@ -99,10 +96,7 @@ def forward_step_kernel(
         n = _tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + r * hn)
         h_new = (1.0 - z) * n + z * tl.load(h_prev + su, mask=m2, other=0.0)
         if SAVE:
-            tl.store(gs + g_t, r, mask=m2)
-            tl.store(gs + g_t + U, z, mask=m2)
-            tl.store(gs + g_t + 2 * U, n, mask=m2)
-            tl.store(gs + g_t + 3 * U, hn, mask=m2)
+            _store4(gs, g_t, U, r, z, n, hn, m2)
     tl.store(out + su, h_new, mask=m2)
 
 
@@ -137,17 +131,10 @@ def backward_step_kernel(
     g_t = rows[:, None] * 4 * U + cols[None, :]
     d = tl.load(dh + su, mask=m2, other=0.0)
     if CELL == SIMPLE:
-        hv = tl.load(h + su, mask=m2, other=0.0)
-        if RELU:
-            dz = tl.where(hv > 0.0, d, 0.0)
-        else:
-            dz = d * (1.0 - hv * hv)
+        dz = _simple_grad(tl.load(h + su, mask=m2, other=0.0), d, RELU)
         tl.store(dxp + d_t, dz, mask=m2)
     if CELL != SIMPLE:
-        ga = tl.load(gs + g_t, mask=m2, other=0.0)
-        gb = tl.load(gs + g_t + U, mask=m2, other=0.0)
-        gc_ = tl.load(gs + g_t + 2 * U, mask=m2, other=0.0)
-        gd = tl.load(gs + g_t + 3 * U, mask=m2, other=0.0)
+        ga, gb, gc_, gd = _load4(gs, g_t, U, m2)
     if CELL == LSTM:  # i, f, g, o
         tc = _tanh(tl.load(c + su, mask=m2, other=0.0))
         dcv = tl.load(dc + su, mask=m2, other=0.0) + d * gd * (1.0 - tc * tc)
