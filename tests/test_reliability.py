@@ -497,8 +497,8 @@ def test_tf_compiled_repr_shows_the_cache(rng):
     require("tensorflow")
     from rnn_xframework.errors import UnsupportedConfigError
 
-    rnn = tf_simple_rnn(rng, 3)
-    fast = xf.compile(rnn, "xla")
+    rnn = tf_simple_rnn(rng, 4)  # structures of its own: graphs are shared per structure, with the
+    fast = xf.compile(rnn, "xla")  # size last set on them (the test above sets 4 on the 3-unit graphs)
     assert "cache=0/16 shapes" in repr(fast) and "inference cache=0/16 shapes" in repr(fast)
     fast(rng.normal(size=(2, 3, 2)))  # eager inference: the XLA inference function
     assert "inference cache=1/16 shapes" in repr(fast)
@@ -508,6 +508,6 @@ def test_tf_compiled_repr_shows_the_cache(rng):
         with pytest.raises(UnsupportedConfigError, match="cache_size"):
             fast.cache_size = bad
     assert fast.cache_size == 8  # a refused size changes nothing
-    plain = xf.compile(tf_simple_rnn(rng, 3), "tf.function")
+    plain = xf.compile(tf_simple_rnn(rng, 5), "tf.function")
     plain(rng.normal(size=(1, 2, 2)))
     assert "cache=1/16 shapes" in repr(plain) and "inference" not in repr(plain)
