@@ -81,12 +81,10 @@ def test_outputs_match_numpy_reference(device, dtype, kind, sizes):
             assert max_err(g.cpu(), w) <= TOL[dtype]
 
 
-@pytest.mark.parametrize("sizes", SIZES[1:], ids=["b3t4u6l2", "b17t3u20l2"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_gradients_match_autograd_through_cells(device, kind, sizes):
+def assert_gradients_match(rnn, x, states, device):
     """Every gradient (input, initial states, every trainable parameter) of a loss that weighs
-    the output sequence and the final states, float64, against the uncompiled RNN's autograd."""
-    rnn, _, x, states = problem(kind, "float64", sizes, seed=3)
+    the output sequence and the final states, through ``xf.compile(rnn, "triton")`` and through
+    the uncompiled RNN's autograd: equal to 1e-12 (float64)."""
     rnn.to(device)
     fast = xf.compile(rnn, "triton")
     params = [p for p in rnn.parameters() if p.requires_grad]
@@ -100,6 +98,15 @@ def test_gradients_match_autograd_through_cells(device, kind, sizes):
     assert len(grads[1]) == 1 + sum(len(s) for s in states) + len(params)
     for a, b in zip(*grads, strict=True):
         assert max_err(a.cpu(), b.cpu()) <= 1e-12
+
+
+@pytest.mark.parametrize("sizes", SIZES[1:], ids=["b3t4u6l2", "b17t3u20l2"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradients_match_autograd_through_cells(device, kind, sizes):
+    """Every gradient (input, initial states, every trainable parameter) of a loss that weighs
+    the output sequence and the final states, float64, against the uncompiled RNN's autograd."""
+    rnn, _, x, states = problem(kind, "float64", sizes, seed=3)
+    assert_gradients_match(rnn, x, states, device)
 
 
 def test_flags_and_reuse(device):
@@ -183,18 +190,7 @@ def test_split_kernels_match_numpy_reference(device, dtype, kind, monkeypatch):
 def test_split_kernels_gradients_match_autograd(device, kind, monkeypatch):
     monkeypatch.setattr(triton_rnn, "MAX_WEIGHT_ELEMENTS", 0)
     rnn, _, x, states = problem(kind, "float64", SPLIT, seed=9)
-    rnn.to(device)
-    fast = xf.compile(rnn, "triton")
-    params = [p for p in rnn.parameters() if p.requires_grad]
-    grads = []
-    for model in (rnn, fast):
-        xt = to_torch(x, device, grad=True)
-        st = [[to_torch(s, device, grad=True) for s in layer] for layer in states]
-        y, ends = model(xt, st)
-        loss = (y * y.detach().cos()).sum() + sum((s * (k + 1.5)).sum() for k, e in enumerate(ends) for s in e)
-        grads.append(torch.autograd.grad(loss, [xt, *(s for layer in st for s in layer), *params]))
-    for a, b in zip(*grads, strict=True):
-        assert max_err(a.cpu(), b.cpu()) <= 1e-12
+    assert_gradients_match(rnn, x, states, device)
 
 
 @pytest.mark.cuda
