@@ -14,7 +14,8 @@ both. The graph reads the cells' variables, so ``set_weights`` and optimizer ste
 source show here, and ``tf.GradientTape`` differentiates through it. A new input shape traces
 (and for XLA compiles) once, into a bounded LRU cache of :data:`CACHE_SIZE` shapes (settable per
 object as ``fast.cache_size``): each shape gets its own ``tf.function``, so evicting a shape drops
-its graphs and XLA executables. The shared graphs of a structure are released when the last
+its graphs and XLA executables (and the gradient function its XLA graph registered with TensorFlow:
+:mod:`~rnn_xframework.backends.tf_cache`). The shared graphs of a structure are released when the last
 compiled object using them is garbage-collected.
 """
 
@@ -23,8 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - other TensorFlow layouts: the differen
     _tf_context = _could_possibly_record = None
 
 from rnn_xframework import compiled
+from rnn_xframework.backends import tf_cache
+from rnn_xframework.backends.tf_cache import CACHE_SIZE, LRU, GradientNames, per_shape, shape_key
 from rnn_xframework.backends.tf_loops import (
     Weights,
     fused_layer_major,
@@ -54,78 +56,6 @@ about 25% faster that way under XLA, W2 (64 x 256) about 10% slower)."""
 UNROLL_MAX_STEPS = 256
 """``"tf.function"`` unrolls the time loop up to this many steps (fastest to run); longer
 sequences run one ``tf.while_loop``, so tracing time and graph memory do not grow with T."""
-
-
-CACHE_SIZE = 16
-"""Input shapes whose traced graphs a compiled TF RNN keeps (least recently used evicted first);
-the default of ``fast.cache_size``. Issue 11 measured about 3 MB per traced shape."""
-
-
-class LRU:
-    """A thread-safe least-recently-used map of at most ``size`` entries."""
-
-    def __init__(self, size: int) -> None:
-        self.size = _check_cache_size(size)
-        self.entries: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def get(self, key: Any, make: Callable[[], Any]) -> Any:
-        """The entry for ``key``, made by ``make()`` (outside the lock) when missing."""
-        with self._lock:
-            value = self.entries.get(key)
-            if value is not None:
-                self.entries.move_to_end(key)
-                return value
-        value = make()
-        with self._lock:
-            value = self.entries.setdefault(key, value)  # another thread may have made it first
-            self.entries.move_to_end(key)
-            self._trim()
-        return value
-
-    def resize(self, size: int) -> None:
-        size = _check_cache_size(size)
-        with self._lock:
-            self.size = size
-            self._trim()
-
-    def _trim(self) -> None:
-        while len(self.entries) > self.size:
-            self.entries.popitem(last=False)
-
-
-def _check_cache_size(size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise UnsupportedConfigError(
-            f"cache_size: expected an integer >= 1 (input shapes kept traced), got {size!r}; e.g. fast.cache_size = 8"
-        )
-    return int(size)
-
-
-def _per_shape(fn: Callable[..., Any], jit_compile: bool) -> Any:
-    """``tf.function(fn)`` for one input shape. It traces once per shape by design (the LRU
-    bounds them), so TensorFlow's frequent-retracing warning, which counts traces per Python
-    function across these objects, is turned off for it (a private attribute of tf.function)."""
-    function = tf.function(fn, jit_compile=jit_compile, autograph=False)
-    function._omit_frequent_tracing_warning = True
-    return function
-
-
-def _shape_key(x: Any, states: Any) -> tuple[Any, ...]:
-    """What a trace depends on in the call's tensors: shapes and dtypes of ``x`` and the states."""
-    flat = [] if states is None else tf.nest.flatten(states)
-    return (
-        _spec(x),
-        None if states is None else tuple(_spec(t) for t in flat),
-    )
-
-
-def _spec(t: Any) -> tuple[Any, ...]:
-    shape = getattr(t, "shape", None)
-    return (tuple(shape), getattr(t, "dtype", None)) if shape is not None else (type(t).__name__,)
 
 
 class Structure(NamedTuple):
@@ -174,21 +104,26 @@ class Graphs:
 
     def function(self, x: Any, states: Any) -> Any:
         """The ``tf.function`` for this call's shapes: ``(x, states, flat_weights) -> (y, states)``."""
-        return self.cache.get(_shape_key(x, states), self._make)
+        return self.cache.get(shape_key(x, states), self._make)
 
     def _make(self) -> Any:
         if not self.structure.jit_compile:  # one graph per call: the eager work is one function call
-            return _per_shape(self._run, jit_compile=False)
-        forward = _per_shape(self._loop, jit_compile=True)
-        backward = _per_shape(self._loop_gradients, jit_compile=True)
+            return per_shape(self._run, jit_compile=False)
+        forward = per_shape(self._loop, jit_compile=True)
+        backward = per_shape(self._loop_gradients, jit_compile=True)
+        if not tf_cache.CAN_RELEASE_GRADIENTS:  # eager: a traced custom gradient would pin evicted shapes
+            return lambda x, states, weights: self._run_xla(x, states, weights, forward, backward)
+        # One graph per call, as for "tf.function". The custom gradient traced into it registers
+        # its gradient function in TensorFlow's process-wide registry; ``names`` takes it back
+        # when this shape's function is evicted and collected (else it keeps the graphs alive).
+        names = GradientNames()
 
-        # Not wrapped in a tf.function: a tf.custom_gradient traced into a graph registers its
-        # gradient function in TensorFlow's process-wide gradient registry, never removed, which
-        # would keep every evicted shape's graphs alive. Called eagerly, it records on the tape.
-        def run(x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-            return self._run_xla(x, states, flat_weights, forward, backward)
+        def run(x: tf.Tensor, states: Any, weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+            y, new = self._run_xla(x, states, weights, forward, backward)
+            names.add(y)
+            return y, new
 
-        return run
+        return names.release_with(per_shape(run, jit_compile=False))
 
     def _loop(
         self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
@@ -365,13 +300,13 @@ class CompiledRNN(compiled.CompiledRNN):
         steps show."""
         args = (x,) if states is None else (x, states)
         eager = _eager_key(args)
-        key = eager if eager is not None else ("graph", _shape_key(x, states))
+        key = eager if eager is not None else ("graph", shape_key(x, states))
 
         def make() -> tuple[Any, Any]:
             if states is None:
-                fn = _per_shape(lambda x: self._run_inference(x, None), jit_compile=True)
+                fn = per_shape(lambda x: self._run_inference(x, None), jit_compile=True)
             else:
-                fn = _per_shape(lambda x, s: self._run_inference(x, s), jit_compile=True)
+                fn = per_shape(lambda x, s: self._run_inference(x, s), jit_compile=True)
             return fn, (fn.get_concrete_function(*args) if eager is not None else None)
 
         fn, concrete = self._inference_cache.get(key, make)
