@@ -52,7 +52,7 @@ def make_cell(
     :mod:`rnn_xframework.cells`) on ``backend`` (default: current); built at once for
     ``input_size`` features (or ``input_shape[-1]``) when given."""
     dim = input_features(input_size, input_shape)
-    cls = registry.get(config.resolve(backend)).cell_class(cells.get(kind).name)
+    cls = registry.get(config.resolve(backend)).cell_class(cells.get(kind))
     return _built(cls(**kwargs), dim)
 
 
@@ -119,7 +119,7 @@ def cell_factory(kind: str) -> type:
         **kwargs: Any,
     ) -> Any:
         dim = input_features(input_size, input_shape)
-        cls_ = registry.get(config.resolve(backend)).cell_class(kind)
+        cls_ = registry.get(config.resolve(backend)).cell_class(cells.get(kind))
         return _built(cls_(units, *args, **kwargs), dim)
 
     __new__.__signature__ = _with_cls(signature)  # type: ignore[attr-defined]

@@ -60,6 +60,7 @@ class Backend:
             as the reference of outputs / of gradients (lower first; ``None``: never).
         trainer: the module with this backend's training half of the parity suite, or ``None``.
         stack_class, rnn_class: the stack and sequence containers.
+        cell_bases: the classes every cell of this backend derives from (see :meth:`cell_class`).
     """
 
     name: ClassVar[str]
@@ -72,6 +73,7 @@ class Backend:
     trainer: ClassVar[str | None] = None
     stack_class: ClassVar[type]
     rnn_class: ClassVar[type]
+    cell_bases: ClassVar[tuple[type, ...]] = ()
 
     def __init_subclass__(cls, *, name: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,14 +81,19 @@ class Backend:
         _REGISTRY[name] = cls()
 
     # --- cells ---------------------------------------------------------------------------------
-    def cell_class(self, kind: str) -> type:
-        """The class that builds cells of type ``kind`` (a registered spec) on this backend."""
-        raise NotImplementedError
+    def cell_class(self, spec: Any) -> type:
+        """The class that builds cells of ``spec``'s type (a registered
+        :class:`~rnn_xframework.cells.CellSpec`) on this backend: by default
+        ``spec.class_over(cell_bases, <the backend's module>)``. A backend whose base class
+        depends on the spec overrides this; :class:`UnsupportedConfigError` where it has none."""
+        if not self.cell_bases:
+            raise NotImplementedError(f"backend {self.name!r}: set cell_bases or override cell_class")
+        return spec.class_over(self.cell_bases, type(self).__module__)
 
-    def supports(self, kind: str) -> bool:
-        """Whether this backend builds cells of type ``kind``."""
+    def supports(self, spec: Any) -> bool:
+        """Whether this backend builds cells of ``spec``'s type."""
         try:
-            self.cell_class(kind)
+            self.cell_class(spec)
         except UnsupportedConfigError:
             return False
         return True

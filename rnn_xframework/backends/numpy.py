@@ -169,10 +169,6 @@ class NumpyCell(SpecCell, DropoutMixin):
         return out.astype(self.dtype_name, copy=False), [s.astype(self.dtype_name, copy=False) for s in new]
 
 
-def _class_for(spec: cells.CellSpec) -> type:
-    return cells.class_for(spec, (NumpyCell,), __name__)
-
-
 class StackedRNNCells(loops.StackMixin):
     backend = "numpy"
 
@@ -192,9 +188,7 @@ class NumpyBackend(registry.Backend, name="numpy"):
     rnn_class = RNN
     distributions = ("numpy",)
     forward_reference = 0
-
-    def cell_class(self, kind: str) -> type:
-        return _class_for(cells.get(kind))
+    cell_bases = (NumpyCell,)
 
     def is_native(self, x: Any) -> bool:
         return isinstance(x, np.ndarray) and not isinstance(x, np.matrix)  # matrix '*' is a matmul
@@ -221,5 +215,5 @@ class NumpyBackend(registry.Backend, name="numpy"):
         return np.swapaxes(x, 0, 1)
 
 
-SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
-OPS = registry.get("numpy")
+OPS = registry.get(NumpyBackend.name)
+SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))

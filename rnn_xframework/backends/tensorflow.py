@@ -240,13 +240,6 @@ class SpecLayer(keras.layers.Layer):
         return {**super().get_config(), **self.spec_config}
 
 
-def _class_for(spec: cells.CellSpec) -> type:
-    """``KerasCell`` over Keras's own class for the spec, or over :class:`SpecLayer`."""
-    base = SpecLayer if spec.keras_class is None else getattr(keras.layers, spec.keras_class)
-    cls = cells.class_for(spec, (KerasCell, base), __name__)
-    return _serializable(cls)  # "rnn_xframework>LSTMCell", ...; a re-registered spec replaces its class
-
-
 @_serializable
 class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
     """One step through every cell; state ``[[h0], [h1], ...]``, never unwrapped."""
@@ -323,8 +316,11 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
     gradient_reference = 0
     trainer = "rnn_xframework.parity.train_tensorflow"
 
-    def cell_class(self, kind: str) -> type:
-        return _class_for(cells.get(kind))
+    def cell_class(self, spec: cells.CellSpec) -> type:
+        """``KerasCell`` over Keras's own class for the spec, or over :class:`SpecLayer`."""
+        base = SpecLayer if spec.keras_class is None else getattr(keras.layers, spec.keras_class)
+        cls = spec.class_over((KerasCell, base), __name__)
+        return _serializable(cls)  # "rnn_xframework>LSTMCell", ...; a re-registered spec replaces its class
 
     xla_max_units = 128
     """``"auto"`` picks XLA up to this many units per layer, ``tf.function`` above."""
@@ -377,5 +373,5 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
         return tf.transpose(x, [1, 0, 2])
 
 
-SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
-OPS = registry.get("tensorflow")
+OPS = registry.get(TensorFlowBackend.name)
+SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))

@@ -279,10 +279,6 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         return self.step(inputs, states, training)
 
 
-def _class_for(spec: cells.CellSpec) -> type:
-    return cells.class_for(spec, (TorchCell,), __name__)
-
-
 class StackedRNNCells(loops.StackMixin, nn.Module):
     backend = "torch"
     cell_list = nn.ModuleList
@@ -323,9 +319,7 @@ class TorchBackend(registry.Backend, name="torch"):
     forward_reference = 2
     gradient_reference = 1
     trainer = "rnn_xframework.parity.train_torch"
-
-    def cell_class(self, kind: str) -> type:
-        return _class_for(cells.get(kind))
+    cell_bases = (TorchCell,)
 
     def auto_method(self, rnn: Any) -> str:
         """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"`` on the CPU; on CUDA
@@ -393,5 +387,5 @@ class TorchBackend(registry.Backend, name="torch"):
                 owner.allow_tf32 = was
 
 
-SimpleRNNCell, LSTMCell, GRUCell = (_class_for(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
-OPS = registry.get("torch")
+OPS = registry.get(TorchBackend.name)
+SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))

@@ -56,6 +56,9 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
     )
 
 
+States = list[list[Tensor]]
+"""The states of a stack: one list per layer (``[h]``, ``[h, c]``), as everywhere in the library."""
+
 DELEGATED = frozenset(
     {"get_weights", "set_weights", "get_initial_state", "cells", "order", "return_sequences", "return_state"}
     | {"go_backwards", "backend", "run", "build"}
@@ -87,15 +90,15 @@ class _Scripted(nn.Module):
         return super().__getattr__(name)
 
     def _run(
-        self, inputs: Tensor, initial_state: list[list[Tensor]] | None, training: bool | None, mask: Tensor | None
-    ) -> tuple[Tensor, list[list[Tensor]]]:
+        self, inputs: Tensor, initial_state: States | None, training: bool | None, mask: Tensor | None
+    ) -> tuple[Tensor, States]:
         if mask is not None:
             raise RuntimeError("the scripted RNN takes no mask; call the uncompiled RNN")
         if training is not None and training and self.has_dropout:
             raise RuntimeError("the scripted RNN has no dropout; train with the uncompiled RNN (same weights)")
         x = inputs.transpose(0, 1) if self.time_major else inputs
         if initial_state is None:
-            states: list[list[Tensor]] = []
+            states: States = []
             for i in range(len(self.units)):
                 states.append([x.new_zeros(x.shape[0], self.units[i]) for _ in range(self.n_states[i])])
         else:
@@ -106,13 +109,14 @@ class _Scripted(nn.Module):
         return y, final
 
 
+# The two forms differ in what ``forward`` returns, which TorchScript fixes per class.
 class ScriptedRNN(_Scripted):
     """A library ``RNN`` (``return_state=False``) in TorchScript: ``y = rnn(x, initial_state=None)``."""
 
     def forward(
         self,
         inputs: Tensor,
-        initial_state: list[list[Tensor]] | None = None,
+        initial_state: States | None = None,
         training: bool | None = None,
         mask: Tensor | None = None,
     ) -> Tensor:
@@ -120,15 +124,16 @@ class ScriptedRNN(_Scripted):
 
 
 class ScriptedRNNWithState(_Scripted):
-    """A library ``RNN`` with ``return_state=True`` in TorchScript: ``y, states = rnn(x, ...)``."""
+    """A library ``RNN`` with ``return_state=True`` in TorchScript: ``y, states = rnn(x, ...)``,
+    ``states`` one list per layer (``[h]``, ``[h, c]`` for LSTM)."""
 
     def forward(
         self,
         inputs: Tensor,
-        initial_state: list[list[Tensor]] | None = None,
+        initial_state: States | None = None,
         training: bool | None = None,
         mask: Tensor | None = None,
-    ) -> tuple[Tensor, list[list[Tensor]]]:
+    ) -> tuple[Tensor, States]:
         return self._run(inputs, initial_state, training, mask)
 
 

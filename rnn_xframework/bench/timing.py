@@ -29,10 +29,15 @@ class Budget:
     """How long to spend measuring one method on one workload."""
 
     budget_s: float = 2.0
+    """Seconds of timed samples wanted (a noisy machine may stop the samples at twice this)."""
     min_repeats: int = 5
+    """Samples taken at least, whatever the budget."""
     max_repeats: int = 50
+    """Samples taken at most."""
     warmup_s: float = 0.2
+    """Seconds of untimed warm-up calls (at most 20 calls); the fastest one sizes the samples."""
     min_sample_s: float = 0.005
+    """Seconds one sample lasts at least: shorter calls are timed in batches of back-to-back calls."""
 
 
 @dataclass

@@ -173,6 +173,18 @@ class CellSpec:
         params.append(P("kwargs", P.VAR_KEYWORD, annotation=Any))
         return inspect.Signature(params, return_annotation=Any)
 
+    def class_over(self, bases: tuple[type, ...], module: str) -> type:
+        """A backend's class for this cell type: a subclass of ``bases`` named like the Keras
+        class (``__module__`` ``module``), with this spec as its ``spec`` attribute; made once per
+        spec and bases (a re-registered spec gets a new one)."""
+        key = (self.name, bases)
+        with _LOCK:
+            cls = _CLASSES.get(key)
+            if cls is None or cls.spec is not self:  # type: ignore[attr-defined]
+                namespace = {"spec": self, "__doc__": self.doc, "__module__": module, "__qualname__": self.name}
+                cls = _CLASSES[key] = type(self.name, bases, namespace)
+        return cls
+
 
 class StepWeights(NamedTuple):
     """A cell's weights as :func:`run_step` reads them, native tensors in the canonical layout.
@@ -248,6 +260,7 @@ def recurrent_product(w: StepWeights, units: int, gates: int, h_mask: Any = None
 
 # --- the registry ---------------------------------------------------------------------------------
 _SPECS: dict[str, CellSpec] = {}
+_CLASSES: dict[tuple[str, tuple[type, ...]], type] = {}  # (name, bases) -> the class_over() result
 _LOCK = threading.Lock()
 
 
@@ -293,21 +306,6 @@ def get(name: str) -> CellSpec:
 def names() -> list[str]:
     """Every registered cell type, in registration order."""
     return list(_SPECS)
-
-
-_CLASSES: dict[tuple[str, tuple[type, ...]], type] = {}
-
-
-def class_for(spec: CellSpec, bases: tuple[type, ...], module: str) -> type:
-    """A backend's class for ``spec``: a subclass of ``bases`` named like the Keras class, with
-    ``spec`` as a class attribute (made once per spec and bases; a re-registered spec gets a new one)."""
-    key = (spec.name, bases)
-    with _LOCK:
-        cls = _CLASSES.get(key)
-        if cls is None or cls.spec is not spec:  # type: ignore[attr-defined]
-            namespace = {"spec": spec, "__doc__": spec.doc, "__module__": module, "__qualname__": spec.name}
-            cls = _CLASSES[key] = type(spec.name, bases, namespace)
-    return cls
 
 
 def spec_of(cell: Any) -> CellSpec:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnn_xframework import registry
+from rnn_xframework import cells, registry
 from rnn_xframework.errors import UnsupportedConfigError
 from rnn_xframework.parity import training
 from rnn_xframework.parity.problem import Problem, Sizes, build, cell_kinds, orderings_for, random_problem
@@ -146,7 +146,7 @@ def variants(p: Plan, kind: str) -> Iterator[tuple[str, str, str]]:
     """``(backend, ordering, device)`` for every backend that has ``kind``."""
     for name in p.backends:
         ops = registry.get(name)
-        if not ops.supports(kind):
+        if not ops.supports(cells.get(kind)):
             continue
         for device in p.devices:
             if device in ops.devices():
@@ -232,7 +232,7 @@ def run(config: Config | None = None, progress: ProgressFn | None = None) -> Rep
 
 
 def _first(role: str, kind: str) -> str | None:
-    return next((b for b in references(role) if registry.get(b).supports(kind)), None)
+    return next((b for b in references(role) if registry.get(b).supports(cells.get(kind))), None)
 
 
 def new_result(check: str, kind: str, backend: str, ordering: str, device: str, dtype: str, reference: str) -> Result:

@@ -61,7 +61,7 @@ class Problem:
 
 def cell_kinds(backend_names: list[str]) -> list[str]:
     """Registered cell types that at least one of these backends implements."""
-    return [k for k in cells.names() if any(registry.get(b).supports(k) for b in backend_names)]
+    return [k for k in cells.names() if any(registry.get(b).supports(cells.get(k)) for b in backend_names)]
 
 
 def orderings_for(backend: str, device: str | None = None) -> list[str]:
