@@ -1,8 +1,9 @@
 """Persistent Triton kernels for one recurrent layer: the whole time loop in one launch.
 
 Each program owns ``BLOCK_B`` batch rows. It loads the recurrent weights once (one
-``[units, units]`` register tile per gate block, zero-padded to a power of two ``UP``) and keeps
-them, and the state, in registers for the whole sequence; per step it reads the precomputed
+``[units, units]`` tile per gate block, zero-padded to a power of two ``UP``) and keeps them, and
+the state, on chip for the whole sequence (compiled, Triton keeps the weight tiles in shared
+memory and the state in registers: docs/cuda.md); per step it reads the precomputed
 input projection ``xp[t]`` and writes the step's output. The input projection (``x W_ih^T + b``
 for the whole sequence) is one GEMM before the launch, and the weight gradients are
 whole-sequence GEMMs after the backward launch (:mod:`~rnn_xframework.backends.triton_rnn`).

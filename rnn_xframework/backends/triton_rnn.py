@@ -84,10 +84,16 @@ def _warps(meta: dict[str, Any], element_size: int) -> int:
     return WIDE_WARPS if 2 * held > MAX_WEIGHT_ELEMENTS else 4
 
 
+def launch_options(meta: dict[str, Any], like: Tensor) -> dict[str, Any]:
+    """The compile options of a CUDA launch of a kernel with constexprs ``meta`` on tensors like
+    ``like`` (``num_warps``); :mod:`~rnn_xframework.bench.kernel_resources` compiles with them."""
+    return {"num_warps": _warps(meta, like.element_size())}
+
+
 def _launch(name: str, like: Tensor, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
     if like.device.type == "cuda":
         with torch.cuda.device(like.device):
-            _kernel(name, False)[grid](*args, **meta, num_warps=_warps(meta, like.element_size()))
+            _kernel(name, False)[grid](*args, **meta, **launch_options(meta, like))
     else:
         _kernel(name, True)[grid](*args, **meta)
 

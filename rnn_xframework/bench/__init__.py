@@ -9,6 +9,8 @@ Modules:
 * :mod:`rnn_xframework.bench.worker`    -- one framework, one workload, one subprocess.
 * :mod:`rnn_xframework.bench.report`    -- rich tables, JSON and the optional plot.
 * :mod:`rnn_xframework.bench.harness`   -- command line; spawns the workers and collects JSON.
+* :mod:`rnn_xframework.bench.kernel_resources` -- the Triton kernels compiled for an H100 without
+  a GPU: registers, spills, shared memory (``scripts/kernel_resources.py``).
 
 None of these modules imports torch, TensorFlow or NumPy at import time.
 """
