@@ -238,12 +238,12 @@ def test_unregister_of_an_unknown_name_is_a_typed_error_and_changes_nothing():
 
 
 def test_a_registration_line_naming_the_wrong_module_is_a_typed_error():
-    registry.register("boxes", MODULE)  # the module's backend is named "boxed"
+    registry.register("misnamed", MODULE)  # the module's backend is named "boxed"
     try:
-        with pytest.raises(xf.BackendUnavailableError, match=r"no registry\.Backend subclass with name='boxes'"):
-            registry.get("boxes")
+        with pytest.raises(xf.BackendUnavailableError, match=r"no registry\.Backend subclass with name='misnamed'"):
+            registry.get("misnamed")
     finally:
-        registry.unregister("boxes")
+        registry.unregister("misnamed")
 
 
 def test_backend_base_where_raises_and_every_backend_has_its_own(boxed, backend):
