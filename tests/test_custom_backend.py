@@ -200,6 +200,56 @@ def test_golden_vectors(boxed):
     assert report.passed
 
 
+def test_the_shipped_parity_tests_take_a_registered_backend(boxed, monkeypatch):
+    """``pytest --pyargs rnn_xframework.testing`` runs over ``registry.names()``: a user's backend
+    registered before collection gets the same golden and matrix tests, and the same device rule."""
+    from rnn_xframework.testing import test_parity as shipped
+
+    shipped.test_golden(NAME, "cpu")
+    shipped.test_matrix(NAME, "cpu")
+    with pytest.raises(pytest.skip.Exception, match="boxed has no cuda device here"):
+        shipped.test_matrix(NAME, "cuda")
+    monkeypatch.setattr(type(boxed), "devices", lambda self: ["cpu", "cuda"])
+    try:
+        shipped._require(NAME, "cuda")  # a backend that lists CUDA gets its CUDA rows
+    except pytest.skip.Exception as e:
+        pytest.fail(f"skipped a backend whose devices() lists cuda: {e}")
+
+
+# --- framework objects in and out, compile methods -------------------------------------------------
+def test_ports_from_and_to_torch_and_keras(boxed, rng):
+    x = rng.normal(size=(BATCH, STEPS, FEATURES))
+    require("torch")
+    import torch
+
+    lstm = torch.nn.LSTM(FEATURES, UNITS, num_layers=LAYERS, batch_first=True).double()
+    rnn = xf.from_torch(lstm, backend=NAME)
+    assert rnn.backend == NAME and len(rnn.cells) == LAYERS
+    want = lstm(torch.from_numpy(x))[0].detach().numpy()
+    assert max_err(numpy(NAME, rnn(native(NAME, x))), want) <= TOL["float64"]
+    assert max_err(xf.to_torch(rnn)(torch.from_numpy(x))[0].detach().numpy(), want) <= TOL["float64"]
+    require("tensorflow")
+    import keras
+
+    gru = keras.layers.GRU(UNITS, return_sequences=True, dtype="float64")
+    gru.build((None, None, FEATURES))
+    ported = xf.from_keras(gru, backend=NAME)
+    assert max_err(numpy(NAME, ported(native(NAME, x))), np.asarray(gru(x))) <= TOL["float64"]
+    assert max_err(np.asarray(xf.to_keras(ported)(x)), np.asarray(gru(x))) <= TOL["float64"]
+
+
+def test_compile_auto_points_to_the_registered_backends_with_methods(boxed, monkeypatch, rng):
+    """The backends ``"auto"`` points to come from the registry: not ours while it has no compile
+    methods, ours once it has one (the message named torch and TensorFlow, always)."""
+    rnn = make_rnn(NAME, "LSTMCell", "float32", problem(rng, "LSTMCell", "float32")[1])
+    with pytest.raises(xf.FrameworkMismatchError, match="got one on 'boxed'") as e:
+        xf.compile(rnn, "auto")
+    assert "boxed" not in str(e.value).split(";")[1]
+    monkeypatch.setattr(type(boxed), "compile_methods", {"boxed-jit": f"{MODULE}:compile_rnn"})
+    with pytest.raises(xf.FrameworkMismatchError, match=r"got one on 'numpy'; .*to one of: .*boxed"):
+        xf.compile(make_rnn("numpy", "LSTMCell", "float32"), "auto")
+
+
 # --- the registry -----------------------------------------------------------------------------------
 def test_unregister_forgets_name_and_aliases_and_register_brings_it_back(rng):
     before = _registry_state()
