@@ -67,6 +67,32 @@ def _tanh(x):
 
 
 @_DeviceFunction
+def _block(B, U, BLOCK_B: tl.constexpr, UP: tl.constexpr):
+    """This program's batch ``rows [BLOCK_B]``, the unit ``cols [UP]``, the mask of the real
+    ``[rows, cols]`` entries, and their offsets in a contiguous ``[B, U]`` tensor."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.arange(0, UP)
+    return rows, cols, (rows[:, None] < B) & (cols[None, :] < U), rows[:, None] * U + cols[None, :]
+
+
+@_DeviceFunction
+def _gate_tiles(tile, U, mask, CELL: tl.constexpr):
+    """The ``[UP, UP]`` register tiles of ``W_hh``'s gate blocks: ``tile`` addresses block 0's
+    tile (in either orientation), block ``g`` lies ``g * U * U`` elements further. The blocks a
+    cell lacks are block 0 again (never read)."""
+    w0 = tl.load(tile, mask=mask, other=0.0)
+    w1 = w0
+    w2 = w0
+    w3 = w0
+    if CELL != SIMPLE:
+        w1 = tl.load(tile + U * U, mask=mask, other=0.0)
+        w2 = tl.load(tile + 2 * U * U, mask=mask, other=0.0)
+    if CELL == LSTM:
+        w3 = tl.load(tile + 3 * U * U, mask=mask, other=0.0)
+    return w0, w1, w2, w3
+
+
+@_DeviceFunction
 def _store4(ptr, step, U, a, b, c, d, mask):
     """Store the four ``[B, U]`` blocks a forward step saves (``gs`` at ``step``, one per ``U`` columns)."""
     tl.store(ptr + step, a, mask=mask)
@@ -120,22 +146,12 @@ def forward_kernel(
     """``xp [T, B, G*U]`` (strides ``s_xt, s_xb``, unit last), ``w = W_hh [G*U, U]``, ``bh = b_hh
     [G*U]`` (GRU), ``h0, c0 [B, U]`` -> ``out [T, B, U]``; with ``SAVE`` also ``cs [T, B, U]``
     (LSTM) and ``gs [T, B, 4*U]``; ``h_last, c_last [B, U]``. All outputs contiguous."""
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, UP)
+    rows, cols, m2, su = _block(B, U, BLOCK_B, UP)
     ks = tl.arange(0, UP)
-    m2 = (rows[:, None] < B) & (cols[None, :] < U)
     wmask = (ks[:, None] < U) & (cols[None, :] < U)
-    wt = w + cols[None, :] * U + ks[:, None]  # tile [k, n] = W_hh[n, k]: h @ tile = h W_hh^T
-    su = rows[:, None] * U + cols[None, :]
-    w0 = tl.load(wt, mask=wmask, other=0.0)
-    if CELL == LSTM:
-        w1 = tl.load(wt + U * U, mask=wmask, other=0.0)
-        w2 = tl.load(wt + 2 * U * U, mask=wmask, other=0.0)
-        w3 = tl.load(wt + 3 * U * U, mask=wmask, other=0.0)
+    # tile [k, n] = W_hh[n, k]: h @ tile = h W_hh^T
+    w0, w1, w2, w3 = _gate_tiles(w + cols[None, :] * U + ks[:, None], U, wmask, CELL)
     if CELL == GRU:
-        w1 = tl.load(wt + U * U, mask=wmask, other=0.0)
-        w2 = tl.load(wt + 2 * U * U, mask=wmask, other=0.0)
         b0 = tl.load(bh + cols, mask=cols < U, other=0.0)[None, :]
         b1 = tl.load(bh + U + cols, mask=cols < U, other=0.0)[None, :]
         b2 = tl.load(bh + 2 * U + cols, mask=cols < U, other=0.0)[None, :]
@@ -206,20 +222,11 @@ def backward_kernel(
     """Backward through the steps of :func:`forward_kernel`. ``dout [T, B, U]`` (dL/d out), ``gh,
     gc [B, U]`` (dL/d h_last, c_last) -> ``dxp [T, B, G*U]`` (dL/d xp), for GRU ``dhx [T, B, 3*U]``
     (dL/d (h W_hh^T + b_hh)), and ``dh0, dc0 [B, U]``. All contiguous."""
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, UP)
+    rows, cols, m2, su = _block(B, U, BLOCK_B, UP)
     ks = tl.arange(0, UP)
-    m2 = (rows[:, None] < B) & (cols[None, :] < U)
     wmask = (cols[:, None] < U) & (ks[None, :] < U)
-    wn = w + cols[:, None] * U + ks[None, :]  # tile [n, k] = W_hh[n, k]: d @ tile = d W_hh
-    su = rows[:, None] * U + cols[None, :]
-    w0 = tl.load(wn, mask=wmask, other=0.0)
-    if CELL != SIMPLE:
-        w1 = tl.load(wn + U * U, mask=wmask, other=0.0)
-        w2 = tl.load(wn + 2 * U * U, mask=wmask, other=0.0)
-    if CELL == LSTM:
-        w3 = tl.load(wn + 3 * U * U, mask=wmask, other=0.0)
+    # tile [n, k] = W_hh[n, k]: d @ tile = d W_hh
+    w0, w1, w2, w3 = _gate_tiles(w + cols[:, None] * U + ks[None, :], U, wmask, CELL)
     dh = tl.load(gh + su, mask=m2, other=0.0)
     if CELL == LSTM:
         dc = tl.load(gc + su, mask=m2, other=0.0)
