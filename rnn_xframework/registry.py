@@ -66,8 +66,9 @@ def unregister(name: str) -> None:
 
 
 class Backend:
-    """What the core needs from a framework. One subclass per backend module, registered by
-    the class keyword ``name=``; every method works on that framework's native tensors.
+    """What the core needs from a framework. One subclass per backend module, named by the class
+    keyword ``name=`` as in its :func:`register` line; every method works on that framework's
+    native tensors.
 
     Class attributes (read by the core; a new backend sets its own):
         compile_methods: ``{method: "module:function"}`` for :func:`rnn_xframework.compile`.
@@ -96,7 +97,8 @@ class Backend:
     def __init_subclass__(cls, *, name: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.name = name
-        _REGISTRY[name] = cls()
+        if name in _MODULES:  # else get() finds the class once the name is registered
+            _REGISTRY[name] = cls()
 
     # --- cells ---------------------------------------------------------------------------------
     def cell_class(self, spec: Any) -> type:
@@ -206,7 +208,7 @@ def get(name: str) -> Backend:
     if entry.framework is not None:
         frameworks.load(entry.framework)  # triton before TensorFlow (rnn_xframework.frameworks)
     module = importlib.import_module(entry.module)
-    if key not in _REGISTRY:  # imported before and unregistered since: its class is still there
+    if key not in _REGISTRY:  # its module was imported before this registration (or an unregister)
         classes = (c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Backend))
         found = [c for c in classes if getattr(c, "name", None) == key]
         if not found:

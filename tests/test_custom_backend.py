@@ -105,6 +105,8 @@ def test_is_native_tells_the_technologies_apart(boxed, rng):
     x, weights, _ = problem(rng, "GRUCell", "float32")
     np_ops = registry.get("numpy")
     assert not boxed.is_native(x) and not np_ops.is_native(native(NAME, x))
+    assert registry.backend_for(native(NAME, x)) == NAME and registry.backend_for(x) == "numpy"
+    assert registry.backend_for(object()) is None
     with pytest.raises(xf.FrameworkMismatchError, match=r"expected a boxed tensor.*backend='numpy'"):
         make_rnn(NAME, "GRUCell", "float32", weights)(x)
     with pytest.raises(xf.FrameworkMismatchError, match=r"expected a numpy tensor.*backend='boxed'"):
@@ -257,10 +259,13 @@ def test_unregister_forgets_name_and_aliases_and_register_brings_it_back(rng):
     try:
         cell = layers.SimpleRNNCell(UNITS, backend="box", input_size=FEATURES)
         assert cell.backend == NAME and NAME in registry.names() and NAME in registry.installed()
+        box = cell.get_initial_state(BATCH)[0]
+        assert registry.backend_for(box) == NAME
     finally:
         registry.unregister("boxes")  # an alias names it too
     assert _registry_state() == before
     assert NAME not in registry.names() and NAME not in registry.installed()
+    assert registry.backend_for(box) is None
     for name in (NAME, "box", "boxes"):
         with pytest.raises(xf.UnknownBackendError, match=f"unknown backend '{name}'"):
             layers.SimpleRNNCell(UNITS, backend=name)
@@ -288,12 +293,14 @@ def test_unregister_of_an_unknown_name_is_a_typed_error_and_changes_nothing():
 
 
 def test_a_registration_line_naming_the_wrong_module_is_a_typed_error():
+    before = _registry_state()
     registry.register("misnamed", MODULE)  # the module's backend is named "boxed"
     try:
         with pytest.raises(xf.BackendUnavailableError, match=r"no registry\.Backend subclass with name='misnamed'"):
             registry.get("misnamed")
     finally:
         registry.unregister("misnamed")
+    assert _registry_state() == before  # not even the module's unregistered "boxed" backend
 
 
 def test_backend_base_where_raises_and_every_backend_has_its_own(boxed, backend):
