@@ -27,7 +27,7 @@ from rnn_xframework import cells, layouts, loops, protocol, registry
 from rnn_xframework.backends import numpy as numpy_backend
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
-from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
+from rnn_xframework.errors import UnsupportedConfigError
 
 NAME = "boxed"
 
@@ -135,9 +135,7 @@ class BoxCell(SpecCell, DropoutMixin):
     def __init__(
         self, units: int, *args: Any, dtype: Any = None, device: Any = None, seed: int | None = None, **kwargs: Any
     ) -> None:
-        self.bind_config(units, args, kwargs)
-        for key in self.spec.activations:
-            STEP_OPS.activation(self.config[key])
+        self.bind_config(units, args, kwargs, STEP_OPS)
         if device not in (None, "cpu"):
             raise UnsupportedConfigError(f"{NAME} backend runs on 'cpu' only, got device={device!r}")
         self.dtype_name = protocol.dtype_name(dtype)
@@ -145,24 +143,9 @@ class BoxCell(SpecCell, DropoutMixin):
         self.weights: list[Box] = []
         self._rng = np.random.default_rng(seed)
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        dim = int(input_shape[-1])  # type: ignore[arg-type]
-        with protocol.BUILD_LOCK:
-            if self.input_dim is not None:
-                if dim != self.input_dim:
-                    raise InputShapeError(
-                        f"{protocol.cell_name(self)} is built for {self.input_dim} features, got {dim}"
-                    )
-                return
-            g = self.gates * self.units
-            arrays = [
-                numpy_backend.glorot_uniform(self._rng, (dim, g), self.dtype_name),
-                numpy_backend.orthogonal(self._rng, (self.units, g), self.dtype_name),
-            ]
-            if self.use_bias:
-                arrays.append(self.spec.initial_bias(self.config, self.dtype_name))
-            self.weights = [Box(a) for a in arrays]
-            self.input_dim = dim
+    def make_weights(self, dim: int) -> None:
+        self.weights = [Box(a) for a in numpy_backend.initial_weights(self, self._rng, dim)]
+        self.input_dim = dim
 
     def get_initial_state(self, batch_size: int) -> list[Box]:
         return [Box(np.zeros((batch_size, self.units), self.dtype_name)) for _ in range(self.spec.n_states)]
