@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 
-# isort: off
-import torch  # before TensorFlow (Keras), as the library's tests do
-
-try:  # and torch's triton, where installed: loaded after TensorFlow it aborts the process (docs/cuda.md)
-    import triton  # noqa: F401
-except ImportError:
-    pass
-import keras
-
-# isort: on
 import numpy as np
+import torch
 
 import rnn_xframework as xf
+from rnn_xframework import frameworks
+
+# TensorFlow (under Keras) after torch's triton, where triton is installed: the other order
+# aborts the process once torch loads triton (docs/cuda.md). The library's loader orders them.
+frameworks.load("tensorflow")
+import keras  # noqa: E402
 
 
 def data(rng: np.random.Generator, n: int, steps: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:

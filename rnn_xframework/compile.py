@@ -46,9 +46,10 @@ def auto_method(obj: Any) -> str:
     """The method ``compile(obj, "auto")`` uses: the backend's measured choice for this RNN."""
     backend = _source_backend(obj, "auto")
     if not backend.compile_methods:
+        have = list(dict.fromkeys(methods().values()))  # the registry's backends, not a list of names here
+        fix = f"xf.convert(obj, backend=...) it first, to one of: {', '.join(have)}" if have else "none is installed"
         raise FrameworkMismatchError(
-            f"compile method 'auto' takes an RNN on a backend with compile methods, got one on {backend.name!r}; "
-            "use xf.convert(obj, backend='torch') (or 'tensorflow') first"
+            f"compile method 'auto' takes an RNN on a backend with compile methods, got one on {backend.name!r}; " + fix
         )
     return backend.auto_method(obj)
 

@@ -22,7 +22,8 @@ FALLBACK = "torch"
 
 _lock = threading.Lock()
 _process_default: str | None = None
-_scoped: contextvars.ContextVar[str | None] = contextvars.ContextVar("rnn_xframework_backend", default=None)
+# ``with use_backend(...)`` blocks outside generators: (name, id of the frame that entered the block)
+_scoped: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("rnn_xframework_backend", default=None)
 # ``with use_backend(...)`` blocks inside generators: id(generator frame) -> names, innermost last
 _generator_scopes: dict[int, list[str]] = {}
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
@@ -36,9 +37,11 @@ def set_backend(name: str | None) -> None:
         _process_default = key
 
 
-def _generator_scope(frame: FrameType | None) -> str | None:
-    """The innermost ``use_backend`` of a generator frame running on this call stack."""
-    while frame is not None:
+def _generator_scope(frame: FrameType | None, stop: int | None) -> str | None:
+    """The innermost ``use_backend`` of a generator frame running on this call stack, searched
+    outwards from ``frame`` up to the frame whose id is ``stop`` (the frame of the innermost
+    block outside generators: from there out, that block is the inner one)."""
+    while frame is not None and id(frame) != stop:
         names = _generator_scopes.get(id(frame))
         if names:
             return names[-1]
@@ -48,14 +51,14 @@ def _generator_scope(frame: FrameType | None) -> str | None:
 
 def get_backend() -> str:
     """The backend a call without ``backend=`` uses now (canonical name)."""
+    scoped = _scoped.get()
     if _generator_scopes:
         with _lock:
-            scoped = _generator_scope(sys._getframe(1))
-        if scoped is not None:
-            return scoped
-    scoped = _scoped.get()
+            in_generator = _generator_scope(sys._getframe(1), None if scoped is None else scoped[1])
+        if in_generator is not None:
+            return in_generator
     if scoped is not None:
-        return scoped
+        return scoped[0]
     with _lock:
         if _process_default is not None:
             return _process_default
@@ -77,7 +80,8 @@ class use_backend:
     Outside generators the setting is a ``ContextVar`` token (this thread or asyncio task; tasks
     started inside the block inherit it). Inside a generator it belongs to the generator's frame:
     it applies while the generator runs, wherever it is resumed, and never to its caller while it
-    is suspended; finishing the generator in another thread restores everything.
+    is suspended; finishing the generator in another thread restores everything. Of nested
+    blocks the innermost applies, in or out of generators.
 
     >>> import rnn_xframework as xf
     >>> with xf.use_backend("np"):
@@ -97,7 +101,7 @@ class use_backend:
                 _generator_scopes.setdefault(id(frame), []).append(self.name)
             self._exits.append((id(frame), None))
         else:
-            self._exits.append((None, _scoped.set(self.name)))
+            self._exits.append((None, _scoped.set((self.name, id(frame)))))
         return self.name
 
     def __exit__(

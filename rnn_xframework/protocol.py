@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from rnn_xframework import registry
 from rnn_xframework.errors import (
     DTypeMismatchError,
     FrameworkMismatchError,
@@ -49,7 +50,7 @@ class Cell(Protocol):
     """One recurrent step, the duck type Keras documents for ``keras.layers.RNN`` cells.
 
     Attributes:
-        backend: ``"torch"``, ``"tensorflow"`` or ``"numpy"``.
+        backend: the registered backend it runs on (``"torch"``, ``"tensorflow"``, ``"numpy"``, ...).
         units: size of the output.
         state_size: Keras's value: an int for single-state cells, a list otherwise.
 
@@ -162,8 +163,9 @@ def check_tensor(ops: TensorOps, x: Any, what: str, shape: Sequence[int | None],
                 "belongs to a stack or an RNN"
             )
         hint = "convert it first"
-        if framework_of(x) in _BACKEND_PACKAGES:
-            hint += f", or build the cell with backend={_BACKEND_PACKAGES[framework_of(x)]!r}"
+        owner = registry.backend_for(x)
+        if owner is not None and owner != ops.name:
+            hint += f", or build the cell with backend={owner!r}"
         raise FrameworkMismatchError(
             f"{what}: expected a {ops.name} tensor, got {type(x).__module__}.{type(x).__name__} "
             f"({framework_of(x)}); {hint}"
@@ -260,10 +262,6 @@ def _example(stack: Any) -> str:
         for i, cell in enumerate(stack.cells)
     ]
     return "e.g. [" + ", ".join(layers) + "]"
-
-
-_BACKEND_PACKAGES = {"torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow", "numpy": "numpy"}
-"""Top-level package of a tensor's type -> the backend whose cells take it."""
 
 
 def cell_name(cell: Any) -> str:

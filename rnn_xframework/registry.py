@@ -41,15 +41,34 @@ _REGISTRY: dict[str, Backend] = {}
 
 
 def register(name: str, module: str, framework: str | None = None, install: str = "", aliases: tuple = ()) -> None:
-    """Register a backend ``name`` implemented by ``module`` (imported on first use)."""
+    """Register a backend ``name`` implemented by ``module`` (imported on first use).
+
+    ``module`` defines a :class:`Backend` subclass with ``name=<name>``; ``framework`` is the
+    package it needs (``None``: NumPy only) and ``install`` the command that installs it;
+    ``aliases`` are other names for it (``"tf"``). :func:`unregister` removes it again.
+    """
     _MODULES[name] = Entry(module, framework, install, tuple(aliases))
     for alias in aliases:
         _ALIASES[alias] = name
 
 
+def unregister(name: str) -> None:
+    """Forget backend ``name`` (or an alias of it) and its aliases: :func:`names`, :func:`get`,
+    :func:`canonical_name` and :func:`installed` no longer know it, as before its
+    :func:`register` line, and registering it again starts afresh. Objects built on it are left
+    as they are; whatever looks their backend up by name (an ``RNN`` call) raises
+    :class:`UnknownBackendError`. Raises :class:`UnknownBackendError` for a name not registered."""
+    key = canonical_name(name)
+    del _MODULES[key]
+    for alias in [a for a, target in _ALIASES.items() if target == key]:
+        del _ALIASES[alias]
+    _REGISTRY.pop(key, None)
+
+
 class Backend:
-    """What the core needs from a framework. One subclass per backend module, registered by
-    the class keyword ``name=``; every method works on that framework's native tensors.
+    """What the core needs from a framework. One subclass per backend module, named by the class
+    keyword ``name=`` as in its :func:`register` line; every method works on that framework's
+    native tensors.
 
     Class attributes (read by the core; a new backend sets its own):
         compile_methods: ``{method: "module:function"}`` for :func:`rnn_xframework.compile`.
@@ -78,7 +97,8 @@ class Backend:
     def __init_subclass__(cls, *, name: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.name = name
-        _REGISTRY[name] = cls()
+        if name in _MODULES:  # else get() finds the class once the name is registered
+            _REGISTRY[name] = cls()
 
     # --- cells ---------------------------------------------------------------------------------
     def cell_class(self, spec: Any) -> type:
@@ -137,6 +157,7 @@ class Backend:
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         """``a`` where the boolean ``cond`` (broadcast, e.g. ``[batch, 1]``) is true, else ``b``
         (zeros like ``a`` when ``None``): a selection, so NaN or inf in the other branch stays out."""
+        raise NotImplementedError
 
     def swap_batch_time(self, x: Any) -> Any:
         """``[time, batch, features]`` <-> ``[batch, time, features]`` (for ``time_major`` RNNs)."""
@@ -186,7 +207,16 @@ def get(name: str) -> Backend:
         )
     if entry.framework is not None:
         frameworks.load(entry.framework)  # triton before TensorFlow (rnn_xframework.frameworks)
-    importlib.import_module(entry.module)
+    module = importlib.import_module(entry.module)
+    if key not in _REGISTRY:  # its module was imported before this registration (or an unregister)
+        classes = (c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Backend))
+        found = [c for c in classes if getattr(c, "name", None) == key]
+        if not found:
+            raise BackendUnavailableError(
+                f"backend {key!r} is registered as module {entry.module!r}, which defines no registry.Backend "
+                f"subclass with name={key!r}; fix the module or its register() line"
+            )
+        _REGISTRY.setdefault(key, found[0]())
     return _REGISTRY[key]
 
 
@@ -207,6 +237,18 @@ def installed() -> list[str]:
         for key, entry in _MODULES.items()
         if entry.framework is None or importlib.util.find_spec(entry.framework) is not None
     ]
+
+
+def backend_for(x: Any) -> str | None:
+    """The registered backend whose native tensor ``x`` is, or ``None``; imports nothing: a loaded
+    backend whose ``is_native(x)`` holds, else the backend named, aliased or needing the top-level
+    package of ``x``'s type (a ``torch.Tensor`` before the torch backend is loaded, a ``keras``
+    tensor). For error messages: "build the cell with backend=..."."""
+    for key, backend in list(_REGISTRY.items()):
+        if key in _MODULES and backend.is_native(x):
+            return key
+    package = type(x).__module__.split(".", 1)[0]
+    return next((key for key, e in _MODULES.items() if package in (key, e.framework, *e.aliases)), None)
 
 
 def of(obj: Any) -> Backend:

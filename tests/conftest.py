@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from rnn_xframework import registry
+from rnn_xframework import cells, registry
 from rnn_xframework.frameworks import import_triton_first
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,6 +64,17 @@ def dtype(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def mgu() -> Iterator[cells.CellSpec]:
+    """The ``MGUCell`` of tests/plugins/xf_mgu.py, registered through the public
+    ``cells.register()`` for one test and unregistered after (other tests see the built-ins only)."""
+    from plugins.xf_mgu import MGU
+
+    cells.register(MGU)
+    yield MGU
+    cells.unregister(MGU.name)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

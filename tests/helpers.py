@@ -69,7 +69,8 @@ def random_cell_weights(
 def random_cell_states(
     rng: np.random.Generator, kind: str, n_layers: int, batch: int, units: int, dtype: str
 ) -> list[list[np.ndarray]]:
-    return [[rng.uniform(-1, 1, (batch, units)).astype(dtype) for _ in range(N_STATES[kind])] for _ in range(n_layers)]
+    n_states = cells.get(kind).n_states  # any registered type, not only the built-ins
+    return [[rng.uniform(-1, 1, (batch, units)).astype(dtype) for _ in range(n_states)] for _ in range(n_layers)]
 
 
 def make_cells(backend: str, kind: str, n_layers: int, units: int, dtype: str, **cell_kw: Any) -> list[Any]:

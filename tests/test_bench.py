@@ -49,7 +49,15 @@ def test_bench_lists_the_librarys_methods():
         assert name in out.stdout
 
 
-@pytest.mark.parametrize("argv", [["--methods", "no such method"], ["--workloads", "W9"], ["--workloads", "0x3x4x5"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--methods", "no such method"],
+        ["--workloads", "W9"],
+        ["--workloads", "0x3x4x5"],
+        *(["--budget-scale", bad] for bad in ("0", "-1", "nan", "inf")),
+    ],
+)
 def test_bench_rejects_bad_flags_in_one_line(argv):
     out = subprocess.run([sys.executable, "-m", "rnn_xframework", "bench", *argv], capture_output=True, text=True)
     assert out.returncode == 2
@@ -111,3 +119,25 @@ def test_a_framework_without_the_device_is_skipped_not_fatal(monkeypatch):
 def test_bad_cells_are_one_line(argv):
     out = subprocess.run([sys.executable, "-m", "rnn_xframework", "bench", *argv], capture_output=True, text=True)
     assert out.returncode == 2 and "--cells" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"budget_s": 0},
+        {"budget_s": -1.0},
+        {"budget_s": float("nan")},
+        {"warmup_s": -0.1},
+        {"min_sample_s": 0.0},
+        {"min_repeats": 0},
+        {"max_repeats": 2.5},
+        {"min_repeats": True},
+        {"min_repeats": 9, "max_repeats": 3},
+    ],
+)
+def test_a_budget_that_cannot_be_measured_with_is_refused(bad):
+    from rnn_xframework.bench.timing import Budget
+
+    with pytest.raises(ValueError, match="budget: "):
+        Budget(**bad)
+    assert Budget(warmup_s=0.0, min_repeats=1, max_repeats=1).max_repeats == 1  # the edges are fine

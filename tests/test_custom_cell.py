@@ -1,8 +1,9 @@
-"""The extension point is real: a cell type defined here, registered through the public
-``rnn_xframework.cells.register()``, runs on every backend, in both orderings, moves between
-backends and through a weight file, with no change to the library.
+"""The extension point is real: a cell type of our own (tests/plugins/xf_mgu.py, the minimal
+gated unit), registered through the public ``rnn_xframework.cells.register()`` by the ``mgu``
+fixture (tests/conftest.py), runs on every backend, in both orderings, moves between backends
+and through a weight file, with no change to the library.
 
-The cell is a minimal gated unit (MGU, Zhou et al. 2016), one forget gate::
+The MGU (Zhou et al. 2016) has one forget gate::
 
     f  = sigmoid(x W_f + h U_f + b_f)
     h~ = tanh(x W_h + (f * h) U_h + b_h)
@@ -17,39 +18,9 @@ from conftest import TOL
 from helpers import max_err, native, numpy
 
 import rnn_xframework as xf
-from rnn_xframework import cells, layers
-from rnn_xframework.cells import CellSpec
-from rnn_xframework.layouts import Layout
+from rnn_xframework import layers
 
 BATCH, STEPS, FEATURES, UNITS = 3, 5, 4, 6
-
-
-def mgu_step(ops, config, input_projection, recurrent, states):
-    (h,) = states
-    act, rec = ops.activation(config["activation"]), ops.activation(config["recurrent_activation"])
-    xf_, xh = ops.split(input_projection, 2)
-    f = rec(xf_ + recurrent(h, 0, 1))
-    candidate = act(xh + recurrent(f * h, 1, 2))
-    h = (1 - f) * h + f * candidate
-    return h, [h]
-
-
-MGU = CellSpec(
-    name="MGUCell",
-    gates=("f", "h"),
-    states=("h",),
-    step=mgu_step,
-    layouts=(Layout("MGUCell", gates=2),),
-    activations={"activation": "tanh", "recurrent_activation": "sigmoid"},
-)
-
-
-@pytest.fixture
-def mgu():
-    """``MGUCell`` registered for one test, unregistered after (other tests see the built-ins only)."""
-    cells.register(MGU)
-    yield MGU
-    cells.unregister("MGUCell")
 
 
 def reference(x, weights, states):

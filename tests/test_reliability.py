@@ -325,6 +325,34 @@ def test_use_backend_in_a_suspended_generator_does_not_leak():
     assert xf.get_backend() == "torch"
 
 
+def test_use_backend_inner_block_wins_over_an_enclosing_generator_block():
+    """The innermost ``use_backend`` applies, whichever of the two blocks is in a generator: a
+    plain function's block inside a generator's block, and a generator's block inside a plain one."""
+    xf.set_backend(None)
+
+    def helper(name):
+        with xf.use_backend(name):
+            return xf.get_backend()
+
+    def gen():
+        with xf.use_backend("numpy"):
+            yield helper("tf")  # the helper's block is the inner one
+            yield xf.get_backend()
+            with xf.use_backend("torch"):
+                yield helper("numpy")
+
+    assert list(gen()) == ["tensorflow", "numpy", "numpy"]
+
+    def inner_gen():
+        with xf.use_backend("tf"):
+            yield xf.get_backend()
+
+    with xf.use_backend("numpy"):
+        assert list(inner_gen()) == ["tensorflow"]  # the generator's block is the inner one
+        assert xf.get_backend() == "numpy"
+    assert xf.get_backend() == "torch"
+
+
 def test_use_backend_generator_finished_in_another_thread():
     def gen():
         with xf.use_backend("numpy"):

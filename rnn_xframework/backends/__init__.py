@@ -16,12 +16,14 @@ from rnn_xframework.registry import (
     _MODULES,
     _REGISTRY,
     Backend,
+    backend_for,
     canonical_name,
     get,
     installed,
     names,
     of,
     register,
+    unregister,
 )
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "_MODULES",
     "_REGISTRY",
     "Backend",
+    "backend_for",
     "canonical_name",
     "get",
     "importlib",
@@ -36,4 +39,5 @@ __all__ = [
     "names",
     "of",
     "register",
+    "unregister",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 from rnn_xframework import cells, layouts, loops, protocol, registry
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
-from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
+from rnn_xframework.errors import UnsupportedConfigError
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -71,6 +71,17 @@ def orthogonal(rng: np.random.Generator, shape: tuple[int, int], dtype: str) -> 
     return (q if rows >= cols else q.T).astype(dtype)
 
 
+def initial_weights(cell: SpecCell, rng: np.random.Generator, dim: int) -> list[np.ndarray]:
+    """Keras's initial weights for ``cell`` with ``dim`` input features, in the canonical layout
+    and the cell's ``dtype_name``: a Glorot-uniform kernel, an orthogonal recurrent kernel and
+    the spec's initial bias (when ``use_bias``)."""
+    g = cell.gates * cell.units
+    weights = [glorot_uniform(rng, (dim, g), cell.dtype_name), orthogonal(rng, (cell.units, g), cell.dtype_name)]
+    if cell.config["use_bias"]:
+        weights.append(cell.spec.initial_bias(cell.config, cell.dtype_name))
+    return weights
+
+
 class NumpyCell(SpecCell, DropoutMixin):
     """A cell of any registered type in NumPy; ``spec`` is set per type by :func:`cell_class`.
 
@@ -85,9 +96,7 @@ class NumpyCell(SpecCell, DropoutMixin):
     def __init__(
         self, units: int, *args: Any, dtype: Any = None, device: Any = None, seed: int | None = None, **kwargs: Any
     ) -> None:
-        self.bind_config(units, args, kwargs)
-        for key in self.spec.activations:
-            STEP_OPS.activation(self.config[key])
+        self.bind_config(units, args, kwargs, STEP_OPS)
         if device not in (None, "cpu"):
             raise UnsupportedConfigError(f"numpy backend runs on 'cpu' only, got device={device!r}")
         self.dtype_name = protocol.dtype_name(dtype)
@@ -114,24 +123,9 @@ class NumpyCell(SpecCell, DropoutMixin):
         """``(G*units,)`` (GRU: ``(2, 3*units)``), or ``None`` without bias."""
         return self.weights[2] if self.use_bias else None
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        dim = int(input_shape[-1])  # type: ignore[arg-type]
-        with protocol.BUILD_LOCK:  # a lazy build from several threads at once runs once
-            if self.input_dim is not None:  # built meanwhile by another thread
-                if dim != self.input_dim:
-                    raise InputShapeError(
-                        f"{protocol.cell_name(self)} is built for {self.input_dim} features, got {dim}"
-                    )
-                return
-            g = self.gates * self.units
-            weights = [
-                glorot_uniform(self._rng, (dim, g), self.dtype_name),
-                orthogonal(self._rng, (self.units, g), self.dtype_name),
-            ]
-            if self.use_bias:
-                weights.append(self.spec.initial_bias(self.config, self.dtype_name))
-            self.weights = weights
-            self.input_dim = dim
+    def make_weights(self, dim: int) -> None:
+        self.weights = initial_weights(self, self._rng, dim)
+        self.input_dim = dim
 
     def get_initial_state(self, batch_size: int) -> list[np.ndarray]:
         return [np.zeros((batch_size, self.units), self.dtype_name) for _ in range(self.spec.n_states)]

@@ -35,7 +35,6 @@ from rnn_xframework.backends.torch_params import NATIVE, SpecParameters, finish_
 from rnn_xframework.backends.torch_step import STEP_OPS, native_step
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
-from rnn_xframework.errors import InputShapeError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -68,10 +67,8 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         **kwargs: Any,
     ) -> None:
         nn.Module.__init__(self)
-        self.bind_config(units, args, kwargs)
+        self.bind_config(units, args, kwargs, STEP_OPS)
         self.spec.check_torch(self.config)
-        for key in self.spec.activations:
-            STEP_OPS.activation(self.config[key])
         self.seed = seed
         self.train_recurrent_bias = bool(train_recurrent_bias)
         self._dtype = DTYPES[protocol.dtype_name(dtype)]
@@ -139,20 +136,9 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             kw["nonlinearity"] = self.config["activation"]
         return self.native(dim, self.units, **kw)
 
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        """Fill the parameters for ``input_shape[-1]`` features (in place: an optimizer made
-        before keeps them) and initialize them like Keras's."""
-        with protocol.BUILD_LOCK:  # a lazy build from several threads at once runs once
-            self._build(input_shape)
-
-    def _build(self, input_shape: Sequence[int | None]) -> None:
-        dim = input_shape[-1]
-        if self.input_dim is not None:
-            if dim != self.input_dim:
-                raise InputShapeError(f"{protocol.cell_name(self)} is built for {self.input_dim} features, got {dim}")
-            return
-        if not isinstance(dim, int) or dim <= 0:
-            raise InputShapeError(f"{protocol.cell_name(self)}: expected a positive number of features, got {dim!r}")
+    def make_weights(self, dim: int) -> None:
+        """Fill the parameters for ``dim`` features (in place: an optimizer made before keeps
+        them) and initialize them like Keras's."""
         g = self.gates * self.units
         cell = self.cell
         materialize(cell, {"weight_ih": (g, dim), "weight_hh": (g, self.units), "bias_ih": (g,), "bias_hh": (g,)})

@@ -58,6 +58,7 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
 
 States = list[list[Tensor]]
 """The states of a stack: one list per layer (``[h]``, ``[h, c]``), as everywhere in the library."""
+OptStates = States | None  # an alias TorchScript resolves when it compiles (as PyG's OptTensor)
 
 DELEGATED = frozenset(
     {"get_weights", "set_weights", "get_initial_state", "cells", "order", "return_sequences", "return_state"}
@@ -90,7 +91,7 @@ class _Scripted(nn.Module):
         return super().__getattr__(name)
 
     def _run(
-        self, inputs: Tensor, initial_state: States | None, training: bool | None, mask: Tensor | None
+        self, inputs: Tensor, initial_state: OptStates, training: bool | None, mask: Tensor | None
     ) -> tuple[Tensor, States]:
         if mask is not None:
             raise RuntimeError("the scripted RNN takes no mask; call the uncompiled RNN")
@@ -109,16 +110,12 @@ class _Scripted(nn.Module):
         return y, final
 
 
-# The two forms differ in what ``forward`` returns, which TorchScript fixes per class.
+# Two classes: TorchScript fixes what ``forward`` returns per class.
 class ScriptedRNN(_Scripted):
     """A library ``RNN`` (``return_state=False``) in TorchScript: ``y = rnn(x, initial_state=None)``."""
 
     def forward(
-        self,
-        inputs: Tensor,
-        initial_state: States | None = None,
-        training: bool | None = None,
-        mask: Tensor | None = None,
+        self, inputs: Tensor, initial_state: OptStates = None, training: bool | None = None, mask: Tensor | None = None
     ) -> Tensor:
         return self._run(inputs, initial_state, training, mask)[0]
 
@@ -128,11 +125,7 @@ class ScriptedRNNWithState(_Scripted):
     ``states`` one list per layer (``[h]``, ``[h, c]`` for LSTM)."""
 
     def forward(
-        self,
-        inputs: Tensor,
-        initial_state: States | None = None,
-        training: bool | None = None,
-        mask: Tensor | None = None,
+        self, inputs: Tensor, initial_state: OptStates = None, training: bool | None = None, mask: Tensor | None = None
     ) -> tuple[Tensor, States]:
         return self._run(inputs, initial_state, training, mask)
 

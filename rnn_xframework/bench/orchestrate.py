@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import importlib.util
 import json
+import math
 import os
 import platform
 import subprocess
@@ -123,6 +124,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
 
     Methods of a framework that is not installed are dropped with a note (a torch-only GPU
     machine benchmarks torch), as are methods that do not run a workload's cell type."""
+    if not 0.0 < args.budget_scale < math.inf:
+        raise PlanError(f"--budget-scale must be a number > 0 (0.5 halves every budget), got {args.budget_scale!r}")
     names = [w for w in args.workloads.split(",") if w.strip()]
     cells = parse_cells(getattr(args, "cells", "SimpleRNN"))
     try:

@@ -39,6 +39,20 @@ class Budget:
     min_sample_s: float = 0.005
     """Seconds one sample lasts at least: shorter calls are timed in batches of back-to-back calls."""
 
+    def __post_init__(self) -> None:
+        """Refuse a budget that cannot be measured with (``ValueError`` naming the field)."""
+        seconds = {"budget_s": self.budget_s, "min_sample_s": self.min_sample_s, "warmup_s": self.warmup_s}
+        for name, value in seconds.items():
+            low = 0.0 if name == "warmup_s" else math.ulp(0.0)  # warm-up may be 0 (one call)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
+                raise ValueError(f"budget: {name} must be a finite number of seconds >= {low}, got {value!r}")
+        for name in ("min_repeats", "max_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"budget: {name} must be an integer >= 1, got {value!r}")
+        if self.min_repeats > self.max_repeats:
+            raise ValueError(f"budget: min_repeats {self.min_repeats} > max_repeats {self.max_repeats}")
+
 
 @dataclass
 class Measurement:

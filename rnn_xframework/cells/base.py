@@ -7,8 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from rnn_xframework import layouts
+import numpy as np
+
+from rnn_xframework import layouts, protocol
 from rnn_xframework.cells.spec import CellSpec
+from rnn_xframework.errors import InputShapeError
 
 
 class SpecNamed:
@@ -43,15 +46,42 @@ class SpecCell(SpecNamed):
 
     config: dict[str, Any]
     units: int
+    input_dim: int | None
 
-    def bind_config(self, units: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        """Bind a constructor call (see :meth:`CellSpec.bind`); leftover keywords are a ``TypeError``."""
+    def bind_config(self, units: Any, args: Sequence[Any], kwargs: dict[str, Any], ops: Any) -> None:
+        """Bind a constructor call (see :meth:`CellSpec.bind`); leftover keywords are a ``TypeError``,
+        an activation the backend's step ops (``ops.activation``) do not know is refused."""
         config = self.spec.bind(units, args, kwargs)
         if kwargs:
             raise TypeError(f"{self.spec.name}() got unexpected keyword arguments {sorted(kwargs)}")
+        for key in self.spec.activations:
+            ops.activation(config[key])
         self.config = config
         self.__dict__.update(config)
         self.state_sizes = [self.units] * self.spec.n_states
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Make the weights for ``input_shape[-1]`` features, once (:meth:`make_weights`), under
+        :data:`~rnn_xframework.protocol.BUILD_LOCK`: a lazy build that several threads start at
+        once runs once. A cell built for other features raises :class:`InputShapeError`."""
+        dim = input_shape[-1]
+        with protocol.BUILD_LOCK:
+            if self.input_dim is not None:  # built before, or meanwhile by another thread
+                if dim != self.input_dim:
+                    raise InputShapeError(
+                        f"{protocol.cell_name(self)} is built for {self.input_dim} features, got {dim}"
+                    )
+                return
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+                raise InputShapeError(
+                    f"{protocol.cell_name(self)}: expected a positive number of features, got {dim!r}"
+                )
+            self.make_weights(int(dim))
+
+    def make_weights(self, dim: int) -> None:
+        """Create the weights for ``dim`` input features, initialized as Keras does (afterwards
+        ``input_dim == dim``); called once, by :meth:`build`."""
+        raise NotImplementedError
 
     def portable_config(self) -> dict[str, Any]:
         """The arguments that rebuild this cell on any backend (``xf.convert``)."""

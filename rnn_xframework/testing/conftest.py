@@ -1,9 +1,7 @@
-"""Registers the ``cuda`` marker and skips CUDA tests where torch sees no GPU (for users running
-``pytest --pyargs rnn_xframework.testing`` outside this repository)."""
+"""Registers the ``cuda`` marker (for users running ``pytest --pyargs rnn_xframework.testing``
+outside this repository); a CUDA row skips where its backend lists no ``"cuda"`` device."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import pytest
 
@@ -15,11 +13,3 @@ import_triton_first()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA device seen by torch (skipped without one)")
-
-
-def cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())

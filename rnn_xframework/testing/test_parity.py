@@ -8,7 +8,6 @@ import pytest
 from rnn_xframework import parity, registry
 from rnn_xframework.parity.report import PASS
 from rnn_xframework.testing import GOLDEN_DIR
-from rnn_xframework.testing.conftest import cuda_available
 
 # Keras's EagerTensor.__array__ under NumPy 2; not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -20,8 +19,8 @@ def _require(backend: str, device: str) -> None:
     framework = registry.framework(backend)
     if framework is not None:
         pytest.importorskip(framework, reason=f"backend {backend!r} needs {framework}")
-    if device == "cuda" and not (backend == "torch" and cuda_available()):
-        pytest.skip(f"{backend} has no CUDA device here")
+    if device not in registry.get(backend).devices():
+        pytest.skip(f"{backend} has no {device} device here")
 
 
 def _assert_passed(report: parity.Report) -> None:
