@@ -8,7 +8,7 @@ never runs Triton's compiler. Here the CPU build of triton compiles them for ``s
 tanh and relu, LSTM, GRU), float32 and float64, inference (the fused two-layer kernel where it
 fits, else the forward without ``SAVE``), a single layer's inference, and training (forward with
 ``SAVE`` and the backward), at issue 9's W1, W2, W3, an odd size (17 units) and 128 units. Each
-distinct compile configuration is compiled once, in a module fixture.
+distinct compile configuration is compiled once per module (in a fresh Triton cache).
 
 Asserted per case: every kernel compiles, its shared memory fits an H100 block (232,448 bytes),
 and its registers times threads fit the register file (else the launch fails). Register spills
@@ -22,6 +22,7 @@ It catches compile errors and resource overruns of the kernels, not what only 3.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,28 +44,33 @@ class Compiled:
     error: str | None
 
 
+COMPILED: dict[kr.Config, Compiled] = {}
+"""Each configuration compiled once for the whole module (cases share most of them)."""
+
+
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[kr.Case, list[tuple[kr.Config, Compiled]]]:
-    """Every case's configurations, each compiled once (Triton's cache in a fresh directory)."""
+def triton_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Triton's cache in a fresh directory for this module: every configuration compiled here."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRITON_CACHE_DIR", str(tmp_path_factory.mktemp("triton_cache")))
-        results: dict[kr.Config, Compiled] = {}
-        by_case: dict[kr.Case, list[tuple[kr.Config, Compiled]]] = {case: [] for case in CASES}
-        for config, users in kr.all_configs(CASES).items():
-            try:
-                results[config] = Compiled(kr.resources(kr.compile_config(config), spills=False), None)
-            except Exception as e:  # the compiler's own error, reported by the cases that need it
-                results[config] = Compiled(None, f"{type(e).__name__}: {e}"[:4000])
-            for case in users:
-                by_case[case].append((config, results[config]))
-    return by_case
+        yield
+
+
+def compiled(config: kr.Config) -> Compiled:
+    if config not in COMPILED:
+        try:
+            COMPILED[config] = Compiled(kr.resources(kr.compile_config(config), spills=False), None)
+        except Exception as e:  # the compiler's own error, reported by every case that needs it
+            COMPILED[config] = Compiled(None, f"{type(e).__name__}: {e}"[:4000])
+    return COMPILED[config]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(c).replace(",", "").split()))
-def test_kernels_compile_and_fit_an_h100_block(compiled, case):
-    configs = compiled[case]
+def test_kernels_compile_and_fit_an_h100_block(triton_cache, case):
+    configs = kr.all_configs([case])
     assert configs, f"{case} launched no kernel"
-    for config, result in configs:
+    for config in configs:
+        result = compiled(config)
         where = f"{config.kernel} ({config.label()})"
         assert result.error is None, f"{where} does not compile for sm_90: {result.error}"
         r = result.resources

@@ -57,11 +57,17 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
-@functools.cache
-def _kernel(name: str, interpret: bool) -> Any:
+def kernel_function(name: str) -> Any:
+    """The plain Python function of kernel ``name`` (``"forward"``, ``"forward_step"``, ...),
+    before :func:`_kernel` wraps it for a device."""
     from rnn_xframework.backends import triton_fused, triton_persistent, triton_split
 
-    fn = {**triton_persistent.KERNELS, **triton_split.KERNELS, **triton_fused.KERNELS}[name]
+    return {**triton_persistent.KERNELS, **triton_split.KERNELS, **triton_fused.KERNELS}[name]
+
+
+@functools.cache
+def _kernel(name: str, interpret: bool) -> Any:
+    fn = kernel_function(name)
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
 

@@ -206,10 +206,15 @@ def _target() -> Any:
     return GPUTarget(*TARGET)
 
 
+@functools.cache
 def _jit(kernel: str) -> Any:
+    """The kernel as ``triton.jit`` makes it for a GPU launch (``triton.jit`` itself would give
+    the interpreter's wrapper where ``TRITON_INTERPRET=1`` is set)."""
+    from triton.runtime.jit import JITFunction
+
     from rnn_xframework.backends import triton_rnn
 
-    return triton_rnn._kernel(kernel, False)
+    return JITFunction(triton_rnn.kernel_function(kernel))
 
 
 @functools.cache
