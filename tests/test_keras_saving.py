@@ -129,23 +129,15 @@ def test_to_keras_layers_save_as_plain_keras(tmp_path, rng):
     np.testing.assert_array_equal(outputs(loaded, x)[0], outputs(model, x)[0])
 
 
-def test_custom_cell_type_saves_and_loads(tmp_path, rng):
-    """A cell type registered through ``rnn_xframework.cells.register`` (Keras has no class for it)
-    saves and loads by its registered name while its spec is registered."""
-    from test_custom_cell import MGU
-
-    from rnn_xframework import cells
-
-    cells.register(MGU)
-    try:
-        inp = keras.Input((5, 3))
-        rnn = layers.RNN(layers.make_cell("MGUCell", units=4, backend="tf"), return_sequences=True)
-        model = keras.Model(inp, rnn(inp))
-        rnn.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype("float32") for w in rnn.get_weights()])
-        loaded = save_and_load(model, tmp_path / "mgu.keras")
-        assert "rnn_xframework>MGUCell" in json.dumps(loaded.get_config())
-        x = rng.normal(size=(2, 5, 3)).astype("float32")
-        np.testing.assert_array_equal(outputs(loaded, x)[0], outputs(model, x)[0])
-        assert loaded.layers[1].cells[0].cell_kind == "MGUCell"
-    finally:
-        cells.unregister("MGUCell")
+def test_custom_cell_type_saves_and_loads(tmp_path, rng, mgu):
+    """A cell type registered through ``rnn_xframework.cells.register`` (Keras has no class for it,
+    the ``mgu`` fixture registers it) saves and loads by its registered name while its spec is registered."""
+    inp = keras.Input((5, 3))
+    rnn = layers.RNN(layers.make_cell("MGUCell", units=4, backend="tf"), return_sequences=True)
+    model = keras.Model(inp, rnn(inp))
+    rnn.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype("float32") for w in rnn.get_weights()])
+    loaded = save_and_load(model, tmp_path / "mgu.keras")
+    assert "rnn_xframework>MGUCell" in json.dumps(loaded.get_config())
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    np.testing.assert_array_equal(outputs(loaded, x)[0], outputs(model, x)[0])
+    assert loaded.layers[1].cells[0].cell_kind == "MGUCell"

@@ -68,7 +68,6 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
     ) -> None:
         nn.Module.__init__(self)
         self.bind_config(units, args, kwargs, STEP_OPS)
-        self.spec.check_torch(self.config)
         self.seed = seed
         self.train_recurrent_bias = bool(train_recurrent_bias)
         self._dtype = DTYPES[protocol.dtype_name(dtype)]
@@ -135,6 +134,10 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         if self.native is nn.RNNCell:
             kw["nonlinearity"] = self.config["activation"]
         return self.native(dim, self.units, **kw)
+
+    def check_config(self, config: dict[str, Any]) -> None:
+        """What PyTorch's native cell of the type cannot express is refused (:meth:`CellSpec.check_torch`)."""
+        self.spec.check_torch(config)
 
     def make_weights(self, dim: int) -> None:
         """Fill the parameters for ``dim`` features (in place: an optimizer made before keeps

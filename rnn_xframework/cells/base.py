@@ -11,7 +11,7 @@ import numpy as np
 
 from rnn_xframework import layouts, protocol
 from rnn_xframework.cells.spec import CellSpec
-from rnn_xframework.errors import InputShapeError
+from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 
 class SpecNamed:
@@ -49,16 +49,25 @@ class SpecCell(SpecNamed):
     input_dim: int | None
 
     def bind_config(self, units: Any, args: Sequence[Any], kwargs: dict[str, Any], ops: Any) -> None:
-        """Bind a constructor call (see :meth:`CellSpec.bind`); leftover keywords are a ``TypeError``,
-        an activation the backend's step ops (``ops.activation``) do not know is refused."""
+        """Bind a constructor call (see :meth:`CellSpec.bind`); leftover keywords are a ``TypeError``.
+        :meth:`check_config` may refuse the configuration, then an activation the backend's step
+        ops (``ops.activation``) do not know is refused, naming the argument."""
         config = self.spec.bind(units, args, kwargs)
         if kwargs:
             raise TypeError(f"{self.spec.name}() got unexpected keyword arguments {sorted(kwargs)}")
+        self.check_config(config)
         for key in self.spec.activations:
-            ops.activation(config[key])
+            try:
+                ops.activation(config[key])
+            except UnsupportedConfigError as e:
+                raise UnsupportedConfigError(f"{self.spec.name}({key}={config[key]!r}): {e}") from None
         self.config = config
         self.__dict__.update(config)
         self.state_sizes = [self.units] * self.spec.n_states
+
+    def check_config(self, config: dict[str, Any]) -> None:
+        """Raise :class:`UnsupportedConfigError` for a configuration this backend cannot compute
+        (none by default)."""
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Make the weights for ``input_shape[-1]`` features, once (:meth:`make_weights`), under
