@@ -60,17 +60,19 @@ def run_steps(n: int, step: Step, state: Any, unroll: bool) -> tuple[tf.Tensor, 
             out, state = step(t, state)
             outs.append(out)
         return tf.stack(outs, 0), state
-    out0, state = step(0, state)
-    if n == 1:  # no loop: a while loop of maximum_iterations=0 breaks XLA's gradient (zero-size stacks)
-        return out0[None], state
-    outs = tf.TensorArray(out0.dtype, size=n, element_shape=out0.shape).write(0, out0)
+    out0, state0 = step(0, state)
+    if n == 1:  # no loop: a while loop of one iteration breaks XLA's gradient (size-1 stacks)
+        return out0[None], state0
+    # out0 gave the output's shape; the loop runs every step, step 0 included (its ops above are
+    # unused then, and pruned)
+    outs = tf.TensorArray(out0.dtype, size=n, element_shape=out0.shape)
 
     def body(t: tf.Tensor, state: Any, outs: tf.TensorArray) -> tuple[Any, ...]:
         out, state = step(t, state)
         return t + 1, state, outs.write(t, out)
 
     # maximum_iterations: XLA needs fixed list sizes for the gradient's stacks
-    _, state, outs = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(1), state, outs), maximum_iterations=n - 1)
+    _, state, outs = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), state, outs), maximum_iterations=n)
     return outs.stack(), state
 
 
