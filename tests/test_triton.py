@@ -247,3 +247,37 @@ def test_fused_only_where_it_fits():
     assert not runner(layers.LSTMCell(64, backend="torch"), layers.LSTMCell(64, backend="torch")).fused  # too big
     assert not runner(layers.LSTMCell(8, backend="torch"), layers.GRUCell(8, backend="torch")).fused  # mixed
     assert not runner(layers.GRUCell(8, backend="torch")).fused  # one layer
+
+
+@pytest.mark.parametrize("path", ["persistent", "fused", "split"])
+def test_relu_propagates_nan_forward_and_backward(device, path, monkeypatch):
+    """A NaN in the input of a relu SimpleRNN stays NaN (issue 18: ``tl.maximum(a, 0)`` made it 0,
+    and the outputs went on finite and wrong): the outputs and every gradient are NaN exactly
+    where the uncompiled RNN's are, and equal to it elsewhere. ``path``: one layer (persistent
+    kernel), two layers in inference (the fused kernel), a layer split across programs."""
+    if path == "split":
+        monkeypatch.setattr(triton_rnn, "MAX_WEIGHT_ELEMENTS", 8)
+    n = 1 if path == "persistent" else 2
+    rng = np.random.default_rng(11)
+    cells = [layers.SimpleRNNCell(5, activation="relu", backend="torch", dtype="float64") for _ in range(n)]
+    rnn = layers.RNN(cells, return_sequences=True, return_state=True)
+    rnn.build((None, None, 3))
+    rnn.set_weights([rng.uniform(-0.8, 0.8, w.shape) for w in rnn.get_weights()])
+    rnn.to(device)
+    fast = xf.compile(rnn, "triton")
+    x = rng.normal(size=(3, 4, 3))
+    x[1, 1, 0] = np.nan
+    with torch.no_grad():
+        (want, _), (got, _) = rnn(to_torch(x, device)), fast(to_torch(x, device))
+    assert np.isnan(want.cpu().numpy()[1, 1:]).all() and np.isfinite(want.cpu().numpy()[[0, 2]]).all()
+    np.testing.assert_allclose(got.cpu().numpy(), want.cpu().numpy(), rtol=0, atol=1e-12, equal_nan=True)
+    if path == "fused":
+        return  # the fused kernel serves inference only; training takes the per-layer kernels
+    params = [p for p in rnn.parameters() if p.requires_grad]
+    grads = []
+    for model in (rnn, fast):
+        xt = to_torch(x, device, grad=True)
+        y, _ = model(xt)
+        grads.append(torch.autograd.grad((y * 0.5).nansum() + y[0].sum(), [xt, *params]))
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(b.cpu().numpy(), a.cpu().numpy(), rtol=0, atol=1e-12, equal_nan=True)

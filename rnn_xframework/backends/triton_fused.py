@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import triton.language as tl
 
-from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _DeviceFunction, _sigmoid, _tanh
+from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _DeviceFunction, _relu, _sigmoid, _tanh
 
 
 @_DeviceFunction
@@ -25,7 +25,7 @@ def _cell(CELL: tl.constexpr, RELU: tl.constexpr, a0, a1, a2, a3, r0, r1, r2, r3
     (GRU: ``b_hh`` included) -> ``(h, c)``; ``c`` passes through except for LSTM."""
     if CELL == SIMPLE:
         if RELU:
-            h = tl.maximum(a0 + r0, 0.0)
+            h = _relu(a0 + r0)
         else:
             h = _tanh(a0 + r0)
     if CELL == LSTM:

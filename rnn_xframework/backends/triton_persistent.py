@@ -113,10 +113,18 @@ def _load4(ptr, step, U, mask):
 
 
 @_DeviceFunction
+def _relu(a):
+    """``max(a, 0)`` that keeps NaN, as ``torch.relu`` and ``np.maximum`` do (``tl.maximum``
+    returns the other operand, so NaN became 0: issue 18)."""
+    return tl.where(a < 0.0, 0.0, a)
+
+
+@_DeviceFunction
 def _simple_grad(h, dh, RELU: tl.constexpr):
-    """dL/da of a SimpleRNN step ``h = act(a)`` (tanh, or relu with ``RELU``), from ``h`` and dL/dh."""
+    """dL/da of a SimpleRNN step ``h = act(a)`` (tanh, or relu with ``RELU``), from ``h`` and dL/dh.
+    relu passes ``dh`` wherever ``h`` is not ``<= 0`` (NaN included), as PyTorch's relu backward does."""
     if RELU:
-        dz = tl.where(h > 0.0, dh, 0.0)
+        dz = tl.where(h <= 0.0, 0.0, dh)
     else:
         dz = dh * (1.0 - h * h)
     return dz
@@ -166,7 +174,7 @@ def forward_kernel(
         if CELL == SIMPLE:
             a = tl.load(x, mask=m2, other=0.0) + tl.dot(h, w0, input_precision="ieee")
             if RELU:
-                h = tl.maximum(a, 0.0)
+                h = _relu(a)
             else:
                 h = _tanh(a)
         if CELL == LSTM:

@@ -26,7 +26,17 @@ from __future__ import annotations
 
 import triton.language as tl
 
-from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _load4, _sigmoid, _simple_grad, _store4, _tanh
+from rnn_xframework.backends.triton_persistent import (
+    GRU,
+    LSTM,
+    SIMPLE,
+    _load4,
+    _relu,
+    _sigmoid,
+    _simple_grad,
+    _store4,
+    _tanh,
+)
 
 
 def forward_step_kernel(
@@ -74,7 +84,7 @@ def forward_step_kernel(
     if CELL == SIMPLE:
         a = tl.load(x, mask=m2, other=0.0) + a0
         if RELU:
-            h_new = tl.maximum(a, 0.0)
+            h_new = _relu(a)
         else:
             h_new = _tanh(a)
     if CELL == LSTM:
