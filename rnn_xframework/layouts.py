@@ -178,6 +178,8 @@ def check(
         raise WeightsError(f"{where}: {kind} expects {len(expected)} arrays {describe(expected)}, got {len(weights)}")
     arrays = []
     for (name, shape), w in zip(expected, weights, strict=True):
+        if dtype_name(getattr(w, "dtype", None)) == "bfloat16" and callable(getattr(w, "float", None)):
+            w = w.float()  # torch's bfloat16, which NumPy lacks: float32 holds it exactly
         try:
             arr = np.asarray(w)
         except (ValueError, TypeError, RuntimeError) as e:  # ragged lists, tensors needing grad, ...
@@ -187,10 +189,37 @@ def check(
                 f"{where}: {kind} weight {name!r} must have shape {shape}, got {arr.shape} "
                 f"(expected {describe(expected)}; canonical layout is Keras's, see docs/weights.md)"
             )
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise WeightsError(f"{where}: weight {name!r} must be floating point, got dtype {arr.dtype}")
+        check_floating(arr.dtype, f"{where}: weight {name!r}")
         arrays.append(native_float(arr))
     return arrays
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"`` for NumPy's ``float32``, ``torch.float32`` alike (``""`` for no dtype)."""
+    return "" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def check_floating(dtype: Any, what: str) -> None:
+    """The one check that a weight is floating point, for every way weights come in
+    (``set_weights``, ``xf.from_torch(..., state_dict=)``): a NumPy dtype or a torch dtype
+    (``bfloat16`` included, which NumPy lacks). Integer, bool and complex weights would be
+    truncated or lose their imaginary part, so they are refused, never converted.
+
+    Raises:
+        WeightsError: naming ``what``, the dtype, and the fix.
+    """
+    name = dtype_name(dtype)
+    if name == "bfloat16":
+        return
+    try:
+        floating = np.dtype(dtype if isinstance(dtype, np.dtype) else name).kind == "f"
+    except TypeError:  # a dtype NumPy does not know (torch's float8 types, ...)
+        floating = False
+    if not floating:
+        raise WeightsError(
+            f"{what} must be floating point, got dtype {name} (integer, bool and complex weights are not "
+            "converted: the cast would truncate them or drop their imaginary part; cast them yourself if intended)"
+        )
 
 
 def native_float(arr: np.ndarray) -> np.ndarray:

@@ -191,3 +191,43 @@ def test_a_time_major_keras_layer_keeps_its_layout_through_its_config():
     assert rnn.time_major
     again = type(rnn).from_config(rnn.get_config())
     assert again.time_major and again.return_sequences
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool", "complex64"])
+@pytest.mark.parametrize("target", ["module", "cell"])
+def test_a_checkpoint_of_non_float_weights_is_refused(dtype, target):
+    """Issue 18: int32 weights loaded truncated and complex ones without their imaginary part,
+    where ``set_weights`` refuses the same arrays; now both refuse through one check."""
+    source = randomize(torch.nn.LSTM(3, 4) if target == "module" else torch.nn.LSTMCell(3, 4))
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    sd = {k: (v * 3).to(getattr(torch, dtype)) for k, v in source.state_dict().items()}
+    with pytest.raises(xf.WeightsError, match=rf"state_dict entry '\w+' must be floating point, got dtype {dtype}"):
+        xf.from_torch(source, "numpy", state_dict=sd)
+    cell = layers.LSTMCell(4, backend="torch")
+    cell.build((None, 3))
+    with pytest.raises(xf.WeightsError, match=f"must be floating point, got dtype {dtype}"):
+        cell.set_weights([torch.zeros(w.shape, dtype=getattr(torch, dtype)) for w in cell.get_weights()])
+    assert all(torch.equal(v, before[k]) for k, v in source.state_dict().items())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_a_checkpoint_of_other_floats_loads_as_set_weights_does(dtype):
+    """float16, bfloat16 and float64 checkpoints load into the module's dtype, giving the weights
+    ``set_weights`` gives from the same tensors (bfloat16 included, which NumPy lacks)."""
+    source = randomize(torch.nn.GRUCell(3, 4))
+    sd = {k: v.to(getattr(torch, dtype)) for k, v in source.state_dict().items()}
+    ported = xf.from_torch(source, "numpy", state_dict=sd)
+    rounded = torch.nn.GRUCell(3, 4)
+    rounded.load_state_dict({k: v.float() for k, v in sd.items()})  # the checkpoint's values, in float32
+    want = xf.from_torch(rounded, "numpy").get_weights()
+    direct = layers.GRUCell(4, backend="torch")
+    direct.build((None, 3))
+    direct.set_weights([torch.from_numpy(w).to(getattr(torch, dtype)) for w in want])
+    for a, b, w in zip(ported.get_weights(), direct.get_weights(), want, strict=True):
+        assert a.dtype == np.float32 and np.array_equal(a, w) and np.array_equal(b, w)
+
+
+@pytest.mark.parametrize("bad", [[1, 2], "sd.pt", 3, {1: 2}])
+def test_a_state_dict_that_is_not_a_mapping_of_names_is_refused(bad):
+    with pytest.raises(xf.WeightsError, match="state_dict"):
+        xf.from_torch(torch.nn.RNN(3, 4), "numpy", state_dict=bad)

@@ -62,10 +62,21 @@ def loaded(module: nn.Module, state_dict: Mapping[str, Any] | None, prefix: str)
         if prefix:
             raise WeightsError("from_torch: prefix= selects entries of a state_dict; pass state_dict= too")
         return module
+    if not isinstance(state_dict, Mapping):
+        raise WeightsError(
+            f"from_torch: state_dict= must be a mapping of names to tensors (module.state_dict(), or what "
+            f"torch.load returns), got {type(state_dict).__name__}"
+        )
+    if not all(isinstance(k, str) for k in state_dict):
+        bad = next(k for k in state_dict if not isinstance(k, str))
+        raise WeightsError(f"from_torch: state_dict keys must be str (parameter names), got {bad!r}")
     entries = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     if not entries:
         keys = sorted(state_dict)[:6]
         raise WeightsError(f"from_torch: no key of the state_dict starts with prefix {prefix!r}; its keys start {keys}")
+    for key, value in entries.items():
+        if isinstance(value, torch.Tensor):
+            layouts.check_floating(value.dtype, f"from_torch: state_dict entry {prefix + key!r}")
     module = copy.deepcopy(module)
     try:
         module.load_state_dict(entries)
