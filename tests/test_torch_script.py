@@ -140,3 +140,45 @@ def test_jit_save_refuses_what_is_not_torchscript(tmp_path):
     with pytest.raises(xf.UnsupportedConfigError, match="torchscript"):
         torch.jit.save(xf.compile(rnn, "inductor"), str(tmp_path / "x.pt"))
     assert not (tmp_path / "x.pt").exists()
+
+
+THREADED_COMPILE = """
+import threading, sys
+import torch
+import rnn_xframework as xf
+from rnn_xframework import layers
+
+kind = sys.argv[1]  # one type: the threads script the same classes at once
+rnns = []
+for k in range(8):
+    rnn = layers.RNN([getattr(layers, kind)(4, backend="torch"), getattr(layers, kind)(3, backend="torch")])
+    rnn.build((None, None, 2))
+    rnns.append(rnn)
+x = torch.randn(2, 3, 2)
+barrier = threading.Barrier(8)
+errors, wrong = [], []
+
+def work(rnn):
+    barrier.wait()
+    try:
+        fast = xf.compile(rnn, "torchscript")
+        with torch.no_grad():
+            if (fast(x) - rnn(x)).abs().max() > 1e-5:
+                wrong.append(1)
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+
+threads = [threading.Thread(target=work, args=(r,)) for r in rnns]
+for t in threads: t.start()
+for t in threads: t.join()
+print("ERRORS", len(errors), errors[:2], "WRONG", len(wrong))
+"""
+
+
+@pytest.mark.parametrize("kind", KINDS)  # three fresh processes, one a type
+def test_compile_from_8_threads_in_a_fresh_process(kind):
+    """Issue 18: 3-7 of 8 threads failed with ``RuntimeError: Can't redefine method: forward on
+    class ...`` (TorchScript's class compilation is not thread-safe; a fresh process has nothing
+    compiled yet). Scripting is serialized by a lock, so every thread gets a working object."""
+    out = subprocess.run([sys.executable, "-c", THREADED_COMPILE, kind], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1:] == ["ERRORS 0 [] WRONG 0"], out.stdout + out.stderr[-2000:]

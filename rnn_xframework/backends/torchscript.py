@@ -18,6 +18,7 @@ TorchScript only, so a saved scripted model (``torch.jit.save``) loads and runs 
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 from typing import Any
 
@@ -28,10 +29,17 @@ from rnn_xframework.backends import torch_bptt, torch_fast
 from rnn_xframework.backends.torch_compiled import CompiledRNN
 from rnn_xframework.errors import UnsupportedConfigError
 
+SCRIPT_LOCK = threading.RLock()
+"""Serializes this library's ``torch.jit.script`` calls: TorchScript's class compilation is not
+thread-safe (8 threads compiling in a fresh process failed with ``Can't redefine method: forward
+on class ...``, issue 18), and ``warnings.catch_warnings`` is process-global. Re-entrant: a
+module's ``__prepare_scriptable__`` may script again."""
+
 
 def script(module: Any) -> Any:
-    """``torch.jit.script`` without its torch 2.13 deprecation warning (we rely on it on purpose)."""
-    with warnings.catch_warnings():
+    """``torch.jit.script`` without its torch 2.13 deprecation warning (we rely on it on purpose),
+    one call at a time (:data:`SCRIPT_LOCK`)."""
+    with SCRIPT_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
         return torch.jit.script(module)
 
