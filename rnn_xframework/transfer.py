@@ -164,14 +164,22 @@ def save_weights(obj: Any, path: str | os.PathLike[str]) -> str:
     return weightfile.save(path, cells, structure_of(obj))
 
 
-def load_weights(obj: Any, path: str | os.PathLike[str]) -> Any:
+def load_weights(obj: Any, path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Any:
     """Load a file written by :func:`save_weights` into ``obj`` (checked, all-or-nothing).
 
     Every corruption, and any file that does not fit ``obj``, raises :class:`WeightsError`
     naming the problem before anything is written; memory stays bounded by the sizes the file
-    declares. Keras files (``.weights.h5``, ``.keras``) are named, with what to do instead.
+    declares. Keras files (``.weights.h5``, ``.keras``) are named, with what to do instead;
+    a named pipe, directory or device is refused at once (never read, never waited on).
     Returns ``obj``.
+
+    Args:
+        max_bytes: the most bytes of weights the file may declare when it chooses the sizes
+            (``obj`` unbuilt: its input size comes from the file). Default: 16 x the file's
+            size, at least 1 MiB (``weightload.UNBUILT_MAX_EXPANSION``); a built ``obj``'s own
+            sizes bound it instead. Pass more to load a trusted, highly compressed file
+            (``np.savez_compressed`` of mostly zeros) into an unbuilt object.
     """
     cells = cells_of(obj)
-    layouts.set_cells_weights(cells, weightload.load(path, cells), where="load_weights")
+    layouts.set_cells_weights(cells, weightload.load(path, cells, max_bytes), where="load_weights")
     return obj

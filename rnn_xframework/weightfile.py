@@ -70,8 +70,9 @@ def save(path: str | os.PathLike[str], cells: Sequence[Any], structure: str) -> 
     """Write the built ``cells``' canonical weights to ``path`` (``.npz`` appended if missing).
 
     Returns the path written (the link's path when ``path`` is a symlink). Raises
-    :class:`WeightsError` when the destination is a directory or another non-file; ``OSError``
-    from the disk propagates, with the temporary file removed and the destination unchanged.
+    :class:`WeightsError` when the destination is a directory or another non-file; an ``OSError``
+    from the disk is raised again naming ``path`` (same subclass and errno), with the temporary
+    file removed and the destination unchanged.
     """
     path = os.fspath(path)
     if not path.endswith(".npz"):
@@ -104,7 +105,10 @@ def write_atomic(path: str, write: Any, what: str = "save_weights") -> None:
         if not stat.S_ISREG(st.st_mode):
             raise WeightsError(f"{what}: {path!r} exists and is not a regular file; give another name")
         mode = stat.S_IMODE(st.st_mode)
-    fd, tmp = _create_temp(directory, name)
+    try:
+        fd, tmp = _create_temp(directory, name)
+    except OSError as e:
+        raise _naming(e, what, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
@@ -113,11 +117,23 @@ def write_atomic(path: str, write: Any, what: str = "save_weights") -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _naming(e, what, path) from e
         raise
     _fsync_directory(directory)
+
+
+def _naming(e: OSError, what: str, path: str) -> OSError:
+    """``e`` (same ``OSError`` subclass and errno: ``except PermissionError`` still works) naming
+    the destination, not the temporary file the disk refused (issue 18)."""
+    message = (
+        f"{what}: cannot write {path!r}: {e.strerror or e} (nothing was written: the destination is "
+        "unchanged and the temporary file removed)"
+    )
+    return OSError(e.errno, message, path) if e.errno is not None else OSError(message)
 
 
 def _resolve(path: str, what: str) -> str:

@@ -14,7 +14,9 @@ and the problem; the caller writes nothing until everything has been read. Keras
 from __future__ import annotations
 
 import ast
+import json
 import os
+import stat
 import struct
 import zipfile
 import zlib
@@ -34,6 +36,14 @@ NPY_HEADER_MAX = 1 << 16
 """Largest ``.npy`` header read (NumPy writes 128 bytes for these arrays)."""
 DEFLATE_MAX_RATIO = 1032
 """Deflate cannot expand data more than about 1032:1; a member declaring more is refused."""
+UNBUILT_MAX_EXPANSION = 16
+"""Into an object whose sizes the file chooses (an unbuilt first cell takes its input size from
+the file), the weights may declare at most this many times the file's size, or
+:data:`UNBUILT_MIN_BYTES`, whichever is larger, unless the caller passes ``max_bytes=``: a file
+of a few hundred KiB of deflated zeros could otherwise declare hundreds of MiB (issue 18: a
+383 KiB file took a load from 35 to 802 MiB). ``xf.save_weights`` stores members uncompressed,
+so its files declare less than their size."""
+UNBUILT_MIN_BYTES = 1 << 20
 CHUNK = 1 << 20
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -70,22 +80,20 @@ class _Fail:
         return WeightsError(f"load_weights: {self.path!r}: {problem}")
 
 
-def load(path: str | os.PathLike[str], cells: Sequence[Any]) -> list[list[np.ndarray]]:
+def load(path: str | os.PathLike[str], cells: Sequence[Any], max_bytes: int | None = None) -> list[list[np.ndarray]]:
     """Read the weight file at ``path`` for ``cells`` (checked, bounded; see the module doc).
 
     Returns one canonical list per cell, native byte order. Raises :class:`WeightsError` for
-    any file that is not a valid weight file for these cells, ``FileNotFoundError`` when there
-    is no file. Reads nothing into ``cells``.
+    any file that is not a valid weight file for these cells (a named pipe, directory or device
+    included, refused without reading), or that declares more than ``max_bytes`` of weights
+    where the file chooses the sizes (default: :data:`UNBUILT_MAX_EXPANSION`);
+    ``FileNotFoundError`` when there is no file. Reads nothing into ``cells``.
     """
+    if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 0):
+        raise WeightsError(f"load_weights: max_bytes must be a non-negative int (bytes), got {max_bytes!r}")
     name = os.fspath(path)
     fail = _Fail(name)
-    try:
-        f = open(name, "rb")  # closed by the with below
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise fail(f"cannot be read ({e})") from e
-    with f:
+    with open_regular(name, fail, "weight files are regular files (.npz from xf.save_weights)") as f:
         size = os.fstat(f.fileno()).st_size
         _refuse_foreign_start(f, size, fail)
         try:
@@ -93,7 +101,25 @@ def load(path: str | os.PathLike[str], cells: Sequence[Any]) -> list[list[np.nda
         except _ZIP_ERRORS as e:
             raise fail(f"is not an rnn_xframework weight file: not a readable zip archive ({e})") from e
         with archive:
-            return _load_archive(archive, size, cells, fail)
+            return _load_archive(archive, size, cells, fail, max_bytes)
+
+
+def open_regular(name: str, fail: Any, what: str) -> Any:
+    """``name`` opened for binary reading, if it is a regular file: a named pipe, a directory or a
+    device raises ``fail(...)`` at once (opened non-blocking, so a pipe never waits for a
+    writer; issue 18). ``FileNotFoundError`` propagates; other ``OSError``s become ``fail``."""
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise fail(f"cannot be read ({e})") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise fail(f"is {kind}; {what}: refused unread")
+    return open(fd, "rb")
 
 
 def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
@@ -134,7 +160,9 @@ def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
         raise fail(f"is not an rnn_xframework weight file: it starts with {head!r}, not a zip archive's 'PK'")
 
 
-def _load_archive(archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fail: _Fail) -> list[list[np.ndarray]]:
+def _load_archive(
+    archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fail: _Fail, max_bytes: int | None
+) -> list[list[np.ndarray]]:
     members: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
         if info.filename in members:
@@ -156,6 +184,8 @@ def _load_archive(archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fai
     missing = [m for m in expected if m not in members]
     if missing:
         raise fail(f"misses member(s) {missing} that its {META} record declares: a damaged file")
+    if cells and cells[0].input_dim is None:  # the file chooses the input size
+        _check_declared_total(expected, size, fail, max_bytes)
     for member, (shape, dtype) in expected.items():  # every size checked before any data is read
         _check_entry(members[member], size, fail, _nbytes(shape, dtype), NPY_HEADER_MAX, f"shape {shape} {dtype}")
     arrays = {
@@ -174,6 +204,26 @@ def _refuse_keras_archive(members: dict[str, zipfile.ZipInfo], fail: _Fail) -> N
             "is a Keras model archive (.keras), not an rnn_xframework weight file (.npz). Load it "
             f"with `model = keras.saving.load_model({fail.path!r})`, then `xf.from_keras(model, "
             "backend=...)` gives the rnn_xframework object (and `xf.save_weights(obj, 'model')` an .npz)"
+        )
+
+
+def _check_declared_total(
+    expected: dict[str, tuple[tuple[int, ...], str]], size: int, fail: _Fail, max_bytes: int | None
+) -> None:
+    """Refuse, before reading, a file that declares far more weights than it holds."""
+    total = sum(_nbytes(shape, dtype) for shape, dtype in expected.values())
+    cap = max(UNBUILT_MAX_EXPANSION * size, UNBUILT_MIN_BYTES) if max_bytes is None else max_bytes
+    if total > cap:
+        how = (
+            "the max_bytes= given"
+            if max_bytes is not None
+            else (f"{UNBUILT_MAX_EXPANSION} x the file's {size} bytes (weightload.UNBUILT_MAX_EXPANSION)")
+        )
+        raise fail(
+            f"declares {total} bytes of weights (cells.0.kernel has shape {list(next(iter(expected.values()))[0])}) "
+            f"for an object whose sizes the file chooses (unbuilt), more than {how}: refused unread. "
+            "Build the object first (obj.build(...), or input_size=) so its own sizes apply, or pass "
+            f"xf.load_weights(obj, path, max_bytes={total}) if you trust the file"
         )
 
 
@@ -341,3 +391,78 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, fail: 
         raise fail(f"member {name!r} cannot be read ({problem})") from e
     array = buf.view(dtype).reshape(shape, order="F" if fortran else "C")
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
+# --- .keras archives (xf.from_keras(path)): checked before Keras reads them -----------------------
+KERAS_CONFIG_MAX_BYTES = 16 << 20
+"""Largest ``config.json`` of a ``.keras`` file read (a model's configuration is kilobytes)."""
+KERAS_MAX_EXPANSION = 16
+"""A ``.keras`` file's members may declare at most this many times the file's size (plus
+:data:`KERAS_CONFIG_MAX_BYTES`) in all: Keras stores them uncompressed; a file declaring more is
+a zip bomb (load a trusted one with ``keras.saving.load_model`` yourself, then pass the model)."""
+
+
+def check_keras_archive(path: str, fail: Any) -> None:
+    """Refuse, with ``fail(problem)``, a ``.keras`` file that Keras should not be given: not a
+    regular file (a pipe is never waited on), empty, not a readable zip, members that are
+    encrypted, compressed oddly, lie about their sizes, extend past the file or fail their CRC-32,
+    a missing or oversized ``config.json``, or one that is not a JSON object naming a class.
+    Everything is read with the declared sizes as caps, so memory stays bounded."""
+    with open_regular(path, fail, "a .keras model file is a regular file") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise fail("is empty (0 bytes): not a .keras model file; was it saved completely?")
+        head = f.read(8)
+        f.seek(0)
+        if head == HDF5_SIGNATURE:
+            raise fail("is an HDF5 file (a legacy Keras .h5 model?), not a .keras zip archive; rename it to .h5")
+        try:
+            archive = zipfile.ZipFile(f)
+        except _ZIP_ERRORS as e:
+            raise fail(f"is not a .keras model file: not a readable zip archive ({e})") from e
+        with archive:
+            infos = archive.infolist()
+            names = [i.filename for i in infos]
+            if len(set(names)) != len(names):
+                raise fail("holds a member twice: a damaged or tampered file")
+            total = 0
+            for info in infos:
+                _check_keras_entry(info, size, fail)
+                total += info.file_size
+            if total > KERAS_MAX_EXPANSION * size + KERAS_CONFIG_MAX_BYTES:
+                raise fail(
+                    f"declares {total} bytes in its members, far more than its {size} bytes can hold "
+                    "(a zip bomb?): refused unread"
+                )
+            if "config.json" not in names:
+                raise fail(f"has no config.json, so it is not a .keras model file (it holds {short(names, 200)})")
+            for info in infos:  # every CRC-32, before Keras reads anything
+                try:
+                    with archive.open(info) as raw:
+                        while raw.read(CHUNK):
+                            pass
+                except _ZIP_ERRORS as e:
+                    problem = "bad CRC-32: damaged data" if "CRC" in str(e) else str(e) or type(e).__name__
+                    raise fail(f"member {info.filename!r} cannot be read ({problem})") from e
+            try:
+                config = json.loads(archive.read("config.json"))
+            except (*_ZIP_ERRORS, RecursionError) as e:
+                raise fail(f"has a config.json that is not valid JSON ({short(str(e), 200)})") from e
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+        raise fail(f"has a config.json that is not a Keras object's configuration: {short(config)}")
+
+
+def _check_keras_entry(info: zipfile.ZipInfo, size: int, fail: Any) -> None:
+    name = info.filename
+    if info.flag_bits & 0x1:
+        raise fail(f"member {name!r} is encrypted; Keras never writes encrypted members")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise fail(f"member {name!r} uses zip compression method {info.compress_type}; only stored and deflated")
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise fail(f"member {name!r} is stored, yet its sizes differ ({info.compress_size} != {info.file_size})")
+    if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
+        raise fail(f"member {name!r} declares {info.file_size} bytes that {info.compress_size} compressed cannot hold")
+    if info.header_offset + info.compress_size > size:
+        raise fail(f"member {name!r} extends past the end of the file ({size} bytes): truncated?")
+    if name == "config.json" and info.file_size > KERAS_CONFIG_MAX_BYTES:
+        raise fail(f"has a config.json of {info.file_size} bytes, more than {KERAS_CONFIG_MAX_BYTES}: refused unread")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,17 +38,74 @@ def require(name: str) -> None:
         pytest.importorskip(framework, reason=f"backend {name!r} needs {framework}")
 
 
-_HYPOTHESIS_CASES = [0]
+# --- the generated-input campaign (issue 18) ---------------------------------------------------
+# Every generated case (a Hypothesis example, or one variant of a generated file) calls
+# count_case(category). A failing test adds one to its category's "silent wrong" (an
+# AssertionError: a wrong answer, a changed object, an unexpected success) or "raw error" (any
+# other exception escaping: not a typed rnn_xframework error where one was expected); a case
+# that takes longer than HANG_SECONDS counts as a hang (one that never returns is stopped by CI's
+# job timeout). pytest_terminal_summary prints the table.
+HANG_SECONDS = 60.0
+_CAMPAIGN: dict[str, dict[str, int]] = {}
+_CURRENT: dict[str, object] = {"category": None, "started": None}
 
 
-def count_case() -> None:
-    """Called once per generated example by the property tests (tests/test_properties.py)."""
-    _HYPOTHESIS_CASES[0] += 1
+def _row(category: str) -> dict[str, int]:
+    return _CAMPAIGN.setdefault(category, {"cases": 0, "silent wrong": 0, "raw error": 0, "hang": 0})
+
+
+def _close_case() -> None:
+    started, category = _CURRENT["started"], _CURRENT["category"]
+    if started is not None and time.monotonic() - started > HANG_SECONDS:  # type: ignore[operator]
+        _row(category)["hang"] += 1  # type: ignore[arg-type]
+    _CURRENT["started"] = None
+
+
+def count_case(category: str = "other") -> None:
+    """Called once per generated case by the campaign's tests, at the start of the case."""
+    _close_case()
+    _row(category)["cases"] += 1
+    _CURRENT["category"], _CURRENT["started"] = category, time.monotonic()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    yield
+    if call.when != "call":
+        return
+    category = _CURRENT["category"]
+    _close_case()
+    _CURRENT["category"] = None
+    if category is None or call.excinfo is None or call.excinfo.errisinstance(pytest.skip.Exception):
+        return
+    kind = "silent wrong" if call.excinfo.errisinstance(AssertionError) else "raw error"
+    _row(category)[kind] += 1  # type: ignore[arg-type]
+
+
+def campaign_table() -> list[str]:
+    """The campaign's table as Markdown lines (empty when no generated case ran)."""
+    if not _CAMPAIGN:
+        return []
+    cols = ["cases", "silent wrong", "raw error", "hang"]
+    lines = ["| category | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    total = dict.fromkeys(cols, 0)
+    for category in sorted(_CAMPAIGN):
+        row = _CAMPAIGN[category]
+        lines.append(f"| {category} | " + " | ".join(f"{row[c]:,}" for c in cols) + " |")
+        for c in cols:
+            total[c] += row[c]
+    lines.append("| **total** | " + " | ".join(f"**{total[c]:,}**" for c in cols) + " |")
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _HYPOTHESIS_CASES[0]:
-        terminalreporter.write_line(f"hypothesis cases: {_HYPOTHESIS_CASES[0]}")
+    lines = campaign_table()
+    if lines:
+        cases = sum(row["cases"] for row in _CAMPAIGN.values())
+        terminalreporter.write_sep("=", "generated-input campaign (issue 18)")
+        terminalreporter.write_line(f"generated cases: {cases}")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(params=BACKENDS)

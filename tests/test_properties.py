@@ -7,7 +7,8 @@ the stated tolerances (float32 1e-5, float64 1e-12). Invalid inputs (wrong rank,
 framework, state structure, T = 0, mask shape) must raise a typed :class:`rnn_xframework.RNNXError`
 and change nothing: same weights, and the next valid call gives the same answer as before.
 
-Each example counts towards the session total that conftest.py prints ("hypothesis cases: N");
+Each example counts towards the campaign table conftest.py prints (category x cases x silent
+wrong x raw error x hang, and "generated cases: N");
 the budget is mostly cheap eager NumPy/torch examples, fewer TensorFlow and compiled ones.
 Values come from a drawn seed (shapes and flags are what Hypothesis shrinks).
 """
@@ -154,7 +155,7 @@ def assert_matches(got: list[np.ndarray], want: list[np.ndarray], dtype: str) ->
 
 # --- valid calls: every eager backend against the reference ----------------------------------
 def _eager_property(backend: str, p: dict[str, Any]) -> None:
-    count_case()
+    count_case(f"eager {backend} RNN vs reference (masks poisoned with NaN/inf)")
     weights, clean, poisoned, states = arrays(p)
     want = reference(p, weights, clean, states)
     got = call(backend, build(backend, p, weights), p, poisoned, states, p["mask"])
@@ -172,7 +173,7 @@ def test_torch_eager_matches_reference(p):
 @given(p=problems())
 def test_numpy_padding_and_orderings_match_reference(p):
     """The reference against itself across orderings, poisoned padding and state handling."""
-    count_case()
+    count_case("numpy reference vs itself (orderings, padding)")
     weights, clean, poisoned, states = arrays(p)
     want = reference(p, weights, clean, states)
     other = dict(p, order="layer" if p["order"] == "timestep" else "timestep")
@@ -205,7 +206,7 @@ def steps_(draw: Any) -> dict[str, Any]:
 @settings(FAST, max_examples=1100)
 @given(s=steps_())
 def test_cell_step_matches_reference(s):
-    count_case()
+    count_case(f"cell step {s['backend']} vs reference")
     rng = np.random.default_rng(s["seed"])
     weights = random_cell_weights(rng, s["kind"], [s["features"]], s["units"], s["dtype"])
     x = rng.normal(size=(s["batch"], s["features"])).astype(s["dtype"])
@@ -246,7 +247,7 @@ CORRUPTIONS = [
     corruption=st.sampled_from(CORRUPTIONS),
 )
 def test_invalid_calls_raise_typed_errors_and_change_nothing(p, backend, corruption):
-    count_case()
+    count_case("invalid calls: typed error, nothing changed")
     p = dict(p, mask=None, with_states=True)
     weights, clean, _, states = arrays(p)
     model = build(backend, p, weights)
@@ -312,7 +313,7 @@ def test_invalid_calls_raise_typed_errors_and_change_nothing(p, backend, corrupt
     kind=st.sampled_from(KINDS),
 )
 def test_invalid_units_are_refused_on_every_backend(units, backend, kind):
-    count_case()
+    count_case("invalid units: typed error")
     with pytest.raises(xf.UnsupportedConfigError, match="units must be a positive integer"):
         getattr(layers, kind)(units, backend=backend)
 
@@ -354,7 +355,7 @@ def compiled_problems(draw: Any, backend: str) -> dict[str, Any]:
 
 
 def _compiled_property(method: str, backend: str, p: dict[str, Any]) -> None:
-    count_case()
+    count_case(f"compiled {method!r} vs reference")
     flags = (p["return_sequences"], p["return_state"], p["go_backwards"], p["use_bias"])
     rnn, fast = compiled(method, backend, p["kind"], p["n_layers"], p["units"], p["features"], p["dtype"], flags)
     weights, clean, _, states = arrays(p)

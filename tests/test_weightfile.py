@@ -574,6 +574,97 @@ def test_a_large_file_loads_within_the_declared_sizes(tmp_path):
     print(f"peak {peak} bytes for {declared_bytes(weights)} declared")
 
 
+def deflated_zeros_kernel(data: bytes, rows: int) -> tuple[bytes, int]:
+    """The saved file with ``cells.0.kernel`` declared (metadata and header agreeing) as
+    ``(rows, 12)`` float32 zeros, deflated: a small file declaring ``rows * 48`` bytes."""
+    meta = meta_of(data)
+    meta["cells"][0]["shapes"][0] = [rows, 12]
+    members = members_of(with_meta(data, meta))
+    nbytes = rows * 12 * 4
+    header = npy("<f4", (rows, 12))
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH) + zeros_deflated(nbytes)
+    crc = zlib.crc32(header)
+    for _ in range(nbytes >> 20):
+        crc = zlib.crc32(bytes(1 << 20), crc)
+    crc = zlib.crc32(bytes(nbytes & ((1 << 20) - 1)), crc)
+    entries = [{"name": n, "payload": v} for n, v in members.items() if n != "cells.0.kernel.npy"]
+    entries.append(
+        {"name": "cells.0.kernel.npy", "payload": payload, "method": 8, "crc": crc, "size": len(header) + nbytes}
+    )
+    return raw_zip(entries), nbytes
+
+
+def test_an_unbuilt_object_does_not_let_a_small_file_choose_huge_sizes(saved, tmp_path):
+    """Issue 18: a 383 KiB file of deflated zeros, loaded into an unbuilt object, took peak memory
+    from 35 to 802 MiB. Declared sizes beyond 16 x the file (``max_bytes=``) are refused unread;
+    the caller can opt in, and a built object's own sizes bound the load anyway."""
+    data, weights = saved
+    crafted, nbytes = deflated_zeros_kernel(data, 1 << 20)  # 48 MiB declared
+    path = tmp_path / "m.npz"
+    path.write_bytes(crafted)
+    assert path.stat().st_size < 128 << 10
+    target = make_rnn("numpy", seed=None)
+    errors = []
+
+    def load():
+        try:
+            xf.load_weights(target, path)
+        except xf.WeightsError as e:
+            errors.append(str(e))
+
+    peak = traced_peak(load)
+    assert errors and "max_bytes=" in errors[0] and str(path) in errors[0], errors
+    assert peak <= peak_bound(weights), f"peak {peak >> 20} MiB"  # it read 48 MiB (and held 4 copies)
+    assert all(c.input_dim is None for c in target.cells)
+    for bad in (-1, 2.5, "1", True):
+        with pytest.raises(xf.WeightsError, match="max_bytes"):
+            xf.load_weights(target, path, max_bytes=bad)
+    xf.load_weights(target, path, max_bytes=nbytes + (1 << 20))  # opted in: loads exactly
+    assert target.cells[0].input_dim == 1 << 20 and not target.get_weights()[0].any()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_a_file_that_is_not_regular_is_refused_at_once(tmp_path, kind):
+    """Issue 18: ``load_weights`` on a named pipe blocked forever (``open`` waits for a writer).
+    Only regular files are read; a pipe, a directory or a device is refused without waiting."""
+    import threading
+
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no named pipes on this platform")
+        path = tmp_path / "pipe.npz"
+        os.mkfifo(path)
+    elif kind == "directory":
+        path = tmp_path / "dir.npz"
+        path.mkdir()
+    else:
+        path = "/dev/zero"
+        if not os.path.exists(path):
+            pytest.skip("no /dev/zero")
+    errors = []
+    target = make_rnn("numpy", seed=2)
+    before = target.get_weights()
+
+    def load():
+        try:
+            xf.load_weights(target, path)
+        except Exception as e:  # any outcome is recorded; a hang is the defect
+            errors.append(e)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(timeout=10)
+    if t.is_alive() and kind == "fifo":  # the defect: unblock the reader so the thread ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(timeout=10)
+        pytest.fail("load_weights blocked on a named pipe")
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], xf.WeightsError), errors
+    assert str(path) in str(errors[0]) and "regular file" in str(errors[0])
+    assert same(target.get_weights(), before)
+
+
 # === 4. Keras files ============================================================================
 HDF5 = b"\x89HDF\r\n\x1a\n"
 
@@ -726,6 +817,25 @@ def test_save_writes_through_a_symlink(saved, tmp_path, dangling):
     assert sorted(os.listdir(tmp_path / "store")) == ["real.npz"]
 
 
+def test_a_save_that_cannot_create_its_temp_file_names_the_destination(tmp_path, monkeypatch):
+    """Issue 18: a refused write (a read-only directory) raised ``PermissionError`` naming
+    ``.model.npz.rnnxf-tmp-...``, a file the user never asked for; it names the destination now
+    (same ``PermissionError``, same errno). The refusal is simulated: root may write anywhere."""
+    real_open = os.open
+
+    def refusing(p, flags, *args):
+        if weightfile.TEMP_MARK in os.fspath(p):
+            raise PermissionError(13, "Permission denied", os.fspath(p))
+        return real_open(p, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing)
+    with pytest.raises(PermissionError) as raised:
+        xf.save_weights(make_rnn("numpy", 1), tmp_path / "model")
+    assert str(tmp_path / "model.npz") in str(raised.value) and weightfile.TEMP_MARK not in str(raised.value)
+    assert raised.value.errno == 13 and raised.value.filename == str(tmp_path / "model.npz")
+    assert os.listdir(tmp_path) == []
+
+
 def test_save_refuses_a_directory_destination(tmp_path):
     (tmp_path / "model.npz").mkdir()
     with pytest.raises(xf.WeightsError, match="directory"):
@@ -744,8 +854,10 @@ def test_a_failed_save_names_and_removes_its_temp_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="disk full") as raised:
         xf.save_weights(make_rnn("numpy", 1), path)
+    # issue 18: the error names the destination, not the temporary file
+    assert str(path) in str(raised.value) and weightfile.TEMP_MARK not in str(raised.value)
     assert len(seen) == 1 and os.path.dirname(seen[0]) == str(tmp_path)
     assert TEMP.match(os.path.basename(seen[0])), os.path.basename(seen[0])
     assert os.listdir(tmp_path) == ["model.npz"] and path.read_bytes() == b"old"

@@ -22,8 +22,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnn_xframework import cells, protocol
+from rnn_xframework import cells, protocol, weightload
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
+from rnn_xframework.weightfile import short
 
 _DEFAULT_INITIALIZERS = {
     "kernel_initializer": "glorot_uniform",
@@ -262,7 +263,22 @@ def load(path: str | os.PathLike[str]) -> Any:
         raise WeightsError(f"from_keras: expected a Keras model file ending in '.keras', got {path!r}")
     if not os.path.exists(path):
         raise FileNotFoundError(path)
-    return keras.saving.load_model(path)
+
+    def fail(problem: str) -> WeightsError:
+        return WeightsError(f"from_keras: {path!r} {problem}")
+
+    weightload.check_keras_archive(path, fail)
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # the file is untrusted: whatever Keras raises on it, say which file
+        detail = short(f"{type(e).__name__}: {e}", 400)
+        if "safe_mode" in str(e) or "Lambda" in str(e):
+            raise fail(
+                f"holds code (a Lambda layer or a pickled function) that Keras's safe mode refused to run: "
+                f"{detail}. If you trust it, load it with keras.saving.load_model(path, safe_mode=False) and "
+                "pass the model"
+            ) from e
+        raise fail(f"cannot be loaded as a Keras model ({detail})") from e
 
 
 # --- library -> Keras -----------------------------------------------------------------------------
