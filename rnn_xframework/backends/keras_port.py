@@ -200,7 +200,11 @@ def describe(obj: Any, backend: str, ignore_training_settings: bool = False) -> 
     or a ``.keras`` path -> ``dict[str, RNNPort | LibraryObject]`` (see
     :func:`rnn_xframework.ports.from_keras`). Every setting is checked here."""
     if isinstance(obj, (str, os.PathLike)):
-        return describe(load(obj), backend, ignore_training_settings)
+        model = load(obj)
+        try:
+            return describe(model, backend, ignore_training_settings)
+        except (FrameworkMismatchError, UnsupportedConfigError) as e:  # say which file
+            raise type(e)(f"{os.fspath(obj)!r}: {e}") from e
     if _is_library(obj):  # before the Keras checks: the library's TF cells subclass Keras's
         return LibraryObject(obj)
     if isinstance(obj, keras.layers.Bidirectional):
