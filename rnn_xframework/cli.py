@@ -29,7 +29,8 @@ The parity suite and the benchmarks of rnn_xframework.
   rnn-xframework parity golden --check DIR   check installed backends against them
   rnn-xframework bench [flags]               benchmarks (rnn-xframework bench --help)
 
-Exit status: 0 all passed, 1 a comparison failed, 2 bad flags (one line on stderr).
+Exit status: 0 all passed, 1 a comparison failed, 2 bad flags or nothing to compare (one line
+on stderr), 130 interrupted (Ctrl-C; a --json report is written marked "interrupted").
 docs/parity.md describes every flag.
 """
 
@@ -51,6 +52,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def _output_file(text: str) -> str:
+    """A path the report can be written to, checked before the run (not minutes later)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"needs a file path, got {text!r}")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a directory; give a file name, e.g. {text.rstrip('/') + '/report.json'!r}"
+        )
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: directory {parent!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: directory {parent!r} is not writable")
+    return text
+
+
 def _common(sizes_default: object, orderings: Sequence[str]) -> argparse.ArgumentParser:
     from rnn_xframework.parity.report import DEVICES, DTYPES
 
@@ -65,13 +92,13 @@ def _common(sizes_default: object, orderings: Sequence[str]) -> argparse.Argumen
         help=f"{' '.join(orderings) or 'timestep layer, and each quick compile method'} "
         "(default: every one an installed backend has)",
     )
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--json", metavar="PATH", type=_output_file, help="also write the report as JSON (atomically)")
     p.add_argument("--plain", action="store_true", help="plain-text table even when rich is installed")
     for name in ("batch", "steps", "features", "units", "layers"):
         default = getattr(sizes_default, name)
         p.add_argument(f"--{name}", type=_positive, default=default, help=f"default {default}")
     p.add_argument("--cells", nargs="+", metavar="KIND", help="cell types (default: every one a backend has)")
-    p.add_argument("--seed", type=int, default=0, help="random problem seed (default 0)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="random problem seed, >= 0 (default 0)")
     return p
 
 
@@ -241,13 +268,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             parity.plan(config)  # every flag checked before anything runs
             with progress_reporter() as progress:
                 report = parity.run(config, progress)
+    except KeyboardInterrupt as e:
+        return _interrupted(e, args, prog)
     except (RNNXError, ImportError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     parity.print_report(report, plain=args.plain)
     if args.json:
-        report.write_json(args.json)
+        try:
+            report.write_json(args.json)
+        except OSError as e:  # the disk, after the run: one line, the old report left as it was
+            print(f"{prog}: error: {e.strerror or e}", file=sys.stderr)
+            return 2
+    if not report.ran:  # an empty run must not pass
+        skipped = report.counts()["SKIP"]
+        print(
+            f"{prog}: error: no comparison ran ({skipped} skipped): nothing in this selection runs here; "
+            "widen --backends/--orderings/--devices/--cells",
+            file=sys.stderr,
+        )
+        return 2
     return 0 if report.passed else 1
+
+
+def _interrupted(e: KeyboardInterrupt, args: argparse.Namespace, prog: str) -> int:
+    """Ctrl-C: say so, and write the finished groups' rows (if ``--json``) marked
+    ``"interrupted": true, "passed": false``, so no report that looks complete and current is left."""
+    report = getattr(e, "report", None)
+    done, total = getattr(e, "progress", (0, 0))
+    where = f" after {done} of {total} groups" if total else ""
+    if args.json and report is not None:
+        report.write_json(args.json)
+        print(f"{prog}: interrupted{where}; {args.json} holds the finished groups, marked interrupted", file=sys.stderr)
+    elif args.json:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.json)  # an older report there would look like this run's
+        print(f"{prog}: interrupted{where}; no report written ({args.json} removed)", file=sys.stderr)
+    else:
+        print(f"{prog}: interrupted{where}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

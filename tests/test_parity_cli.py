@@ -121,3 +121,106 @@ def test_golden_write_then_check(tmp_path, capsys):
 def test_golden_check_of_a_missing_directory_exits_2(tmp_path, capsys):
     assert cli.main(["parity", "golden", "--check", str(tmp_path / "nowhere")]) == 2
     assert "no golden .npz files" in capsys.readouterr().err
+
+
+# --- issue 18: outputs checked before the run, empty and interrupted runs, atomic reports ---------
+TINY = ["--backends", "numpy", "--cells", "SimpleRNNCell", "--dtypes", "float64", "--checks", "forward", *SMALL]
+
+
+def never_run(*args, **kwargs):  # pragma: no cover - the defect: the run started
+    raise AssertionError("the run started before its flags were checked")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--json", "missing_dir/r.json"], "argument --json: cannot write 'missing_dir/r.json': directory"),
+        (["--json", ""], "argument --json: needs a file path, got ''"),
+        (["--json", "."], "argument --json: '.' is a directory"),
+        (["--seed", "-5"], "argument --seed: must be a non-negative integer, got -5"),
+        (["--seed", "x"], "argument --seed: must be a non-negative integer, got 'x'"),
+    ],
+)
+def test_outputs_and_seed_are_checked_before_the_run(monkeypatch, capsys, tmp_path, argv, message):
+    """Issue 18: ``--json missing_dir/r.json`` ran for minutes, then died with a traceback and exit 1;
+    ``--seed -5`` gave a traceback; ``--json ""`` wrote nothing, silently. Now: exit 2, one line."""
+    from rnn_xframework.parity import matrix
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(matrix, "_run_problem", never_run)
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(cli.main(["parity", *TINY, *argv]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_a_run_that_compares_nothing_exits_2(capsys, tmp_path):
+    """Issue 18: ``--orderings cudagraph`` on a CPU ran 0 checks and exited 0. An empty run fails:
+    exit 2, one line saying why, and its JSON report says ``"passed": false``."""
+    require("torch")
+    path = tmp_path / "r.json"
+    argv = ["parity", *TINY, "--backends", "torch", "--orderings", "cudagraph", "--devices", "cpu", "--json", str(path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("rnn-xframework parity: error: no comparison ran"), err
+    data = json.loads(path.read_text())
+    assert data["passed"] is False and data["counts"]["PASS"] == data["counts"]["FAIL"] == 0
+
+
+@pytest.mark.parametrize("with_json", [True, False])
+def test_an_interrupted_run_says_so_and_leaves_no_current_looking_report(monkeypatch, capsys, tmp_path, with_json):
+    """Ctrl-C in the second group: exit 130, a line saying so, and the report at ``--json`` is the
+    finished groups' rows marked ``"interrupted": true, "passed": false`` (a stale report from an
+    earlier run is replaced, never left looking current)."""
+    from rnn_xframework.parity import matrix
+
+    real, calls = matrix._run_problem, []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matrix, "_run_problem", interrupted_second)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"passed": True, "stale": True}))
+    argv = ["parity", *TINY, "--cells", "SimpleRNNCell", "GRUCell", *(["--json", str(path)] if with_json else [])]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert "interrupted after 1 of 2 groups" in err[-1], err
+    if with_json:
+        data = json.loads(path.read_text())
+        assert data["interrupted"] is True and data["passed"] is False and "stale" not in data
+        assert data["results"] and {r["cell"] for r in data["results"]} == {"SimpleRNNCell"}
+
+
+def test_the_report_is_written_atomically(monkeypatch, capsys, tmp_path):
+    """Written to a temporary file next to the destination, then renamed over it; a failed write
+    leaves the old report as it was."""
+    import os
+
+    path = tmp_path / "r.json"
+    renames = []
+    real = os.replace
+
+    def spy(src, dst, *a, **k):
+        renames.append((os.path.dirname(src), os.fspath(dst)))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", spy)
+    assert cli.main(["parity", *TINY, "--json", str(path)]) == 0
+    assert renames == [(str(tmp_path), str(path))] and json.loads(path.read_text())["passed"] is True
+
+    def broken(src, dst, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken)
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert cli.main(["parity", *TINY, "--json", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()  # the progress lines, then one error line
+    assert err[-1].startswith(f"rnn-xframework parity: error: parity --json: cannot write {str(path)!r}: No space")
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["r.json"]

@@ -225,7 +225,14 @@ def run(config: Config | None = None, progress: ProgressFn | None = None) -> Rep
             start = len(report.results)
             if progress is not None:
                 progress(index, len(groups), f"{kind} {dtype}", None)
-            _run_problem(p, random_problem(kind, p.sizes, dtype, p.seed), report)
+            try:
+                _run_problem(p, random_problem(kind, p.sizes, dtype, p.seed), report)
+            except KeyboardInterrupt as e:  # the finished groups' rows, marked as a part
+                del report.results[start:]
+                report.interrupted = True
+                e.report = report  # type: ignore[attr-defined]
+                e.progress = (index, len(groups))  # type: ignore[attr-defined]
+                raise
             if progress is not None:
                 progress(index, len(groups), f"{kind} {dtype}", report.results[start:])
     return report

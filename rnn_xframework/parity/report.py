@@ -87,10 +87,19 @@ class Report:
     settings: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+    """Set when the run was stopped (Ctrl-C) before its last group: the rows are a part."""
+
+    @property
+    def ran(self) -> int:
+        """Rows that compared something (passed or failed; skipped rows compare nothing)."""
+        return sum(r.status != SKIP for r in self.results)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        """Every row passed, at least one compared something, and the run was not interrupted:
+        an empty or partial run never passes."""
+        return self.ran > 0 and not self.interrupted and all(r.passed for r in self.results)
 
     def counts(self) -> dict[str, int]:
         return {s: sum(r.status == s for r in self.results) for s in (PASS, FAIL, SKIP)}
@@ -103,6 +112,7 @@ class Report:
         return {
             "title": self.title,
             "passed": self.passed,
+            "interrupted": self.interrupted,
             "counts": self.counts(),
             "settings": self.settings,
             "references": self.references,
@@ -112,9 +122,12 @@ class Report:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "w") as f:
-            json.dump(self.as_dict(), f, indent=2)
-            f.write("\n")
+        """Write the report to ``path`` atomically (a temporary file next to it, then a rename):
+        a reader never sees a half-written report, and a failed write leaves ``path`` as it was."""
+        from rnn_xframework.weightfile import write_atomic
+
+        text = json.dumps(self.as_dict(), indent=2) + "\n"
+        write_atomic(os.fspath(path), lambda f: f.write(text.encode()), what="parity --json")
 
 
 ProgressFn = Callable[[int, int, str, "Sequence[Result] | None"], None]
