@@ -77,9 +77,11 @@ def test_training_calls_run_uncaptured_with_gradients():
         assert max_err(a, b) <= 1e-12
 
 
-def test_cpu_tensors_are_refused():
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
+def test_cpu_tensors_are_refused(grad):
+    """With autograd on or off alike (issue 18: calls with autograd on ran on the CPU)."""
     fast = xf.compile(built("GRUCell"), "cudagraph")
-    with torch.no_grad(), pytest.raises(UnsupportedConfigError, match="CUDA tensors"):
+    with torch.set_grad_enabled(grad), pytest.raises(UnsupportedConfigError, match="CUDA tensors"):
         fast(torch.zeros(2, 3, 4))
 
 

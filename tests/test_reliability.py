@@ -565,3 +565,79 @@ def test_tf_compiled_repr_shows_the_cache(rng):
     plain = xf.compile(tf_simple_rnn(rng, 5), "tf.function")
     plain(rng.normal(size=(1, 2, 2)))
     assert "cache=1/16 shapes" in repr(plain) and "inference" not in repr(plain)
+
+
+# --- issue 18: devices that are not there are refused, with what is there ------------------
+def _has_gpu(backend):
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+@pytest.mark.parametrize(
+    "backend, device, pattern",
+    [
+        ("torch", "cuda", "CPU-only build|not available here"),
+        ("torch", "cuda:0", "CPU-only build|not available here"),
+        ("torch", "xpu", "not available here"),
+        ("torch", "bogus", "not a device PyTorch can use"),
+        ("torch", 3, "not a device PyTorch can use"),
+        ("tensorflow", "cuda", "TensorFlow sees no GPU:0"),
+        ("tensorflow", "/GPU:0", "TensorFlow sees no GPU:0"),
+        ("tensorflow", "gpu", "TensorFlow sees no GPU:0"),
+        ("tensorflow", "bogus", "not a TensorFlow device"),
+        ("tensorflow", 7, "not a TensorFlow device"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["LSTMCell"])
+def test_a_device_that_is_not_here_is_refused_with_what_is(backend, device, pattern, kind):
+    """Issue 18: ``device="cuda"`` without CUDA raised ``AssertionError: Torch not compiled with
+    CUDA enabled``; TensorFlow's ``"cuda"`` a raw ``ValueError: Unknown attribute 'cuda'`` at the
+    first call, and ``"/GPU:0"`` without a GPU ran on the CPU silently. Now the constructor raises
+    ``UnsupportedConfigError`` naming the devices available here and ``'cpu'``."""
+    require(backend)
+    if device not in ("bogus", 3, 7) and _has_gpu(backend):
+        pytest.skip("this machine has the device")
+    with pytest.raises(xf.UnsupportedConfigError, match=pattern) as raised:
+        getattr(layers, kind)(3, backend=backend, device=device)
+    assert "cpu" in str(raised.value).lower()
+
+
+def test_tensorflow_takes_pytorch_device_names():
+    """``device="cpu"`` and ``"cuda"`` mean the same on both frameworks (``"cuda:1"`` is ``/GPU:1``)."""
+    require("tensorflow")
+    cell = layers.LSTMCell(3, backend="tf", device="cpu")
+    assert cell(np.zeros((2, 4), "float32"), cell.get_initial_state(2))[0].shape == (2, 3)
+    from rnn_xframework.backends.tf_ops import resolve_device
+
+    if _has_gpu("tensorflow"):
+        assert resolve_device("cuda") == "/GPU:0"
+
+
+def test_the_meta_device_defers_initialization_as_in_pytorch(rng):
+    """``device="meta"`` works as PyTorch users expect: parameters without values, then
+    ``to_empty(device=...)`` and weights; before that a call or ``get_weights`` raises
+    ``NotBuiltError`` saying so (it was a raw ``RuntimeError`` / ``NotImplementedError``)."""
+    require("torch")
+    import torch
+
+    rnn = layers.RNN([layers.LSTMCell(3, backend="torch", device="meta") for _ in range(2)])
+    rnn.build((None, None, 2))
+    assert all(p.is_meta for p in rnn.parameters())
+    x = rng.normal(size=(2, 4, 2)).astype("float32")
+    with pytest.raises(xf.NotBuiltError, match="to_empty"):
+        rnn(torch.from_numpy(x))
+    with pytest.raises(xf.NotBuiltError, match="to_empty"):
+        rnn.get_weights()
+    with pytest.raises(xf.NotBuiltError, match="to_empty"):
+        rnn.cells[0](torch.from_numpy(x[:, 0]), rnn.cells[0].get_initial_state(2))
+    rnn.to_empty(device="cpu")
+    weights = random_cell_weights(rng, "LSTMCell", [2, 3], 3, "float32")
+    rnn.set_weights(weights)
+    ref = layers.RNN([layers.LSTMCell(3, backend="numpy") for _ in range(2)])
+    ref.set_weights(weights)
+    assert max_err(rnn(torch.from_numpy(x)).detach().numpy(), ref(x)) <= TOL["float32"]

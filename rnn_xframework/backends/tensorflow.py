@@ -58,6 +58,7 @@ from rnn_xframework.backends.tf_ops import (  # noqa: E402
     checked_states,
     device_scope,
     dtype_from_config,
+    resolve_device,
     to_tensor,
 )
 
@@ -78,7 +79,7 @@ class KerasCell(SpecNamed):
         config = self.spec.bind(units, args, kwargs)  # checks the dropout rates (Keras clamps to [0, 1])
         kwargs.setdefault("autocast", False)
         super().__init__(dtype=protocol.dtype_name(dtype), **config, **kwargs)  # type: ignore[call-arg]
-        self.device = device
+        self.device = resolve_device(device)
         self.state_sizes = [self.units] * self.spec.n_states
 
     @property

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from rnn_xframework import protocol, registry
-from rnn_xframework.errors import FrameworkMismatchError
+from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 
 
 def dtype_from_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +57,42 @@ def checked_states(states: Any, what: str) -> Any:
     if isinstance(states, (list, tuple)):
         return [checked_states(s, f"{what}[{i}]") for i, s in enumerate(states)]
     return states if states is None else checked(states, what)
+
+
+def resolve_device(device: Any) -> str | None:
+    """``device`` as TensorFlow's device string, checked when the object is made (TensorFlow
+    would raise a raw ``ValueError: Unknown attribute 'cuda'`` at the first call, or, for a GPU
+    it does not have, run on the CPU silently). PyTorch's spelling is accepted as the library's
+    ``devices()`` speaks it: ``"cuda"`` / ``"cuda:1"`` mean ``"/GPU:0"`` / ``"/GPU:1"``.
+
+    Raises:
+        UnsupportedConfigError: naming the device, the devices TensorFlow sees here and the fix.
+    """
+    if device is None:
+        return None
+    available = [d.name for d in tf.config.list_logical_devices()]
+    text = device.strip() if isinstance(device, str) else None
+    if text is not None and (text.lower() == "cuda" or text.lower().startswith("cuda:")):
+        index = text[5:] or "0"
+        text = f"/GPU:{index}" if index.isdigit() else None
+    try:
+        spec = tf.DeviceSpec.from_string(text) if text is not None else None
+    except (ValueError, TypeError):
+        spec = None
+    if spec is None:
+        raise UnsupportedConfigError(
+            f"device={device!r} is not a TensorFlow device; give '/CPU:0', '/GPU:0' (or 'cuda', 'cuda:1'); "
+            f"devices here: {available}"
+        )
+    kind = (spec.device_type or "CPU").upper()
+    index = spec.device_index or 0
+    if kind != "CPU" and len(tf.config.list_logical_devices(kind)) <= index:
+        gpu_hint = " (tensorflow-cpu has none: install tensorflow[and-cuda] on a CUDA machine)" if kind == "GPU" else ""
+        raise UnsupportedConfigError(
+            f"device={device!r} is not available here: TensorFlow sees no {kind}:{index}{gpu_hint}; "
+            f"devices here: {available} (device='cpu' runs anywhere)"
+        )
+    return text
 
 
 def device_scope(device: Any) -> Any:

@@ -35,6 +35,7 @@ from rnn_xframework.backends.torch_params import NATIVE, SpecParameters, finish_
 from rnn_xframework.backends.torch_step import STEP_OPS, native_step
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
+from rnn_xframework.errors import NotBuiltError, UnsupportedConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -71,7 +72,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         self.seed = seed
         self.train_recurrent_bias = bool(train_recurrent_bias)
         self._dtype = DTYPES[protocol.dtype_name(dtype)]
-        self._device = None if device is None else torch.device(device)
+        self._device = resolve_device(device)
         self._generator: torch.Generator | None = None
         self.native = None if self.spec.torch is None else NATIVE[self.spec.torch.module]
         self.cell = make_lazy(self.make_native(0, device="meta"), self._device, self._dtype)
@@ -167,6 +168,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         """Canonical (Keras) layout: ``[kernel (in, G*units), recurrent_kernel, bias]``."""
         if self.input_dim is None:
             return []
+        refuse_meta(self.cell.weight_ih, "get_weights")
         params = {n: p.detach().cpu().numpy() for n, p in self.cell.named_parameters()}
         return self.layout.from_torch(params)
 
@@ -258,6 +260,8 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         if isinstance(c, LazyModuleMixin):
             if isinstance(inputs, torch.Tensor) and inputs.dim() == 2:
                 self.build(tuple(inputs.shape))
+        elif c.weight_ih.is_meta:
+            refuse_meta(c.weight_ih, "a call")
         elif (
             self.native is not None
             and not (training and (self.dropout or self.recurrent_dropout))
@@ -266,6 +270,61 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             return native_step(c, inputs, states)  # the eager fast path: nearly free over nn.*Cell
         states = protocol.check_step(self, OPS, inputs, states)
         return self.step(inputs, states, training)
+
+
+def available_devices() -> list[str]:
+    """The devices a torch object can be made on here, in PyTorch's spelling."""
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else ["cpu"]
+    return [*found, "meta"]
+
+
+def resolve_device(device: Any) -> torch.device | None:
+    """``device`` as a ``torch.device``, checked where PyTorch would fail later with a raw error
+    (``AssertionError: Torch not compiled with CUDA enabled``, a bad string, an index past the
+    device count). ``"meta"`` is accepted as PyTorch accepts it (parameters without values, for
+    deferred initialization): ``module.to_empty(device="cpu")``, then ``set_weights`` or
+    ``xf.load_weights``; until then a call or ``get_weights`` raises.
+
+    Raises:
+        UnsupportedConfigError: naming the device, the devices available here and the fix.
+    """
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UnsupportedConfigError(
+            f"device={device!r} is not a device PyTorch can use here ({e}); available: {available_devices()}"
+        ) from None
+    if dev.type in ("cpu", "meta"):
+        return dev
+    module = getattr(torch, dev.type, None)
+    is_available = getattr(module, "is_available", None)
+    if not callable(is_available) or not is_available():
+        if dev.type == "cuda" and torch.version.cuda is None:
+            why = "this PyTorch is a CPU-only build (torch.version.cuda is None); install a CUDA build of PyTorch"
+        else:
+            why = f"torch.{dev.type}.is_available() is False (no such device, or no driver)"
+        raise UnsupportedConfigError(
+            f"device={device!r} is not available here: {why}; available: {available_devices()} "
+            "(device='cpu' runs anywhere)"
+        )
+    count = getattr(module, "device_count", None)
+    if dev.index is not None and callable(count) and dev.index >= count():
+        raise UnsupportedConfigError(
+            f"device={device!r}: this machine has {count()} {dev.type} device(s); available: {available_devices()}"
+        )
+    return dev
+
+
+def refuse_meta(param: torch.Tensor, what: str) -> None:
+    """:class:`NotBuiltError` for ``what`` on parameters of the ``meta`` device (no values)."""
+    if param.is_meta:
+        raise NotBuiltError(
+            f"{what} needs weights with values, but this object's parameters are on the 'meta' device "
+            "(made with device='meta'): call module.to_empty(device='cpu') (or 'cuda'), then set_weights(...) "
+            "or xf.load_weights(...)"
+        )
 
 
 class StackedRNNCells(loops.StackMixin, nn.Module):
@@ -282,6 +341,9 @@ class RNN(loops.RNNMixin, nn.Module):
     def forward(
         self, inputs: torch.Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None
     ) -> Any:
+        for cell in self.cells:
+            if not is_lazy(cell.cell.weight_ih) and cell.cell.weight_ih.is_meta:
+                refuse_meta(cell.cell.weight_ih, "a call")
         return self.run(inputs, initial_state, training, mask)
 
     def __prepare_scriptable__(self) -> nn.Module:

@@ -16,9 +16,10 @@ steps, ``set_weights``) are seen by the next replay; parameters replaced by new 
 the signature and capture again.
 
 Calls with autograd on (training) run the TorchScript path uncaptured
-(:mod:`~rnn_xframework.backends.torchscript`, same results). Tensors must be on CUDA; on the CPU
-this method raises :class:`~rnn_xframework.errors.UnsupportedConfigError` (the capture logic is
-tested on the CPU with :class:`EagerCapture` standing in for the graph).
+(:mod:`~rnn_xframework.backends.torchscript`, same results). Tensors must be on CUDA, with
+autograd on or off; on the CPU every call raises
+:class:`~rnn_xframework.errors.UnsupportedConfigError` (the capture logic is tested on the CPU
+with :class:`EagerCapture` standing in for the graph).
 """
 
 from __future__ import annotations
@@ -96,11 +97,8 @@ class GraphLoop:
         return (tuple(x.shape), x.dtype, x.device, params)
 
     def __call__(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
-        if self.capture_class is CudaCapture and x.device.type != "cuda":
-            raise UnsupportedConfigError(
-                f"compile 'cudagraph': CUDA graphs need CUDA tensors, got a tensor on {x.device}; move the RNN "
-                "and inputs to 'cuda', or use xf.compile(rnn, 'torchscript') on the CPU"
-            )
+        if self.capture_class is CudaCapture:
+            require_cuda(x)
         key = self._signature(x)
         entry = self.captures.get(key)
         with torch.no_grad():
@@ -123,9 +121,31 @@ class GraphLoop:
             return y.clone(), [[s.clone() for s in layer] for layer in ends]
 
 
+def require_cuda(x: Tensor) -> None:
+    """:class:`UnsupportedConfigError` unless ``x`` is on CUDA: the method is for CUDA, with
+    autograd on or off alike (issue 18: it refused inference on the CPU but ran training calls)."""
+    if x.device.type != "cuda":
+        raise UnsupportedConfigError(
+            f"compile 'cudagraph': CUDA graphs need CUDA tensors, got a tensor on {x.device} (with autograd "
+            f"{'on' if torch.is_grad_enabled() else 'off'}); move the RNN and inputs to 'cuda', or use "
+            "xf.compile(rnn, 'torchscript') on the CPU"
+        )
+
+
+def _on_cuda_only(loop: Loop) -> Loop:
+    def run(x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
+        require_cuda(x)
+        return loop(x, states)
+
+    return run
+
+
 def compile_rnn(rnn: Any, capture_class: type = CudaCapture) -> CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` replaying :class:`GraphLoop`
-    without autograd and running the TorchScript path with it."""
+    without autograd and running the TorchScript path with it; CUDA tensors only, either way
+    (with :class:`EagerCapture`, the CPU tests' stand-in, CPU tensors run)."""
     scripted = torchscript.compile_rnn(rnn)
     train = scripted.train_loop if scripted.train_loop is not None else scripted.loop
+    if capture_class is CudaCapture:
+        train = _on_cuda_only(train)
     return CompiledRNN(rnn, GraphLoop(rnn, capture_class), "cudagraph", train=train)
