@@ -641,3 +641,33 @@ def test_the_meta_device_defers_initialization_as_in_pytorch(rng):
     ref = layers.RNN([layers.LSTMCell(3, backend="numpy") for _ in range(2)])
     ref.set_weights(weights)
     assert max_err(rnn(torch.from_numpy(x)).detach().numpy(), ref(x)) <= TOL["float32"]
+
+
+def test_xla_recompiles_are_counted_and_can_be_bounded(rng):
+    """Issue 18: each re-compile of an evicted shape keeps about 1 MB of TensorFlow's memory for
+    the life of the process (not releasable from Python: docs/reliability.md). ``cache_info()``
+    counts the compiles, re-compiles included, and ``fast.max_compiles`` bounds them: the call
+    that would compile once more raises, shapes still compiled keep running."""
+    require("tensorflow")
+    rnn = tf_simple_rnn(rng, 13)  # a structure no other test compiles: the shared count starts at 0
+    fast = xf.compile(rnn, "xla")
+    fast.cache_size = 2
+    assert fast.max_compiles is None and fast.cache_info()["compiles"] == 0
+    for steps in (1, 2, 3, 1):  # the second T=1 was evicted: compiled again
+        x = rng.normal(size=(2, steps, 2))
+        assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
+    assert fast.cache_info()["compiles"] == 4
+    fast.max_compiles = 5
+    fast(rng.normal(size=(2, 2, 2)))  # evicted too: the fifth compile
+    with pytest.raises(xf.UnsupportedConfigError, match="max_compiles"):
+        fast(rng.normal(size=(2, 4, 2)))
+    assert fast.cache_info()["compiles"] == 5
+    x = rng.normal(size=(2, 2, 2))  # still compiled: runs
+    assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float64"]
+    for bad in (-1, 2.5, "8", True):
+        with pytest.raises(xf.UnsupportedConfigError, match="max_compiles"):
+            fast.max_compiles = bad
+    assert fast.max_compiles == 5
+    fast.max_compiles = None
+    fast(rng.normal(size=(2, 4, 2)))
+    assert fast.cache_info()["compiles"] == 6

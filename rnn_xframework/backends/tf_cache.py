@@ -47,17 +47,34 @@ class LRU:
         self.size = check_cache_size(size)
         self.entries: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self.made = 0
+        """Entries made so far (for a compiled RNN: per-shape traces / XLA compiles)."""
+        self.max_made: int | None = None
+        """With a number, :meth:`get` refuses to make more than this many entries (``max_compiles``)."""
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def get(self, key: Any, make: Callable[[], Any]) -> Any:
-        """The entry for ``key``, made by ``make()`` (outside the lock) when missing."""
+        """The entry for ``key``, made by ``make()`` (outside the lock) when missing.
+
+        Raises:
+            UnsupportedConfigError: a new entry is needed and :attr:`max_made` have been made.
+        """
         with self._lock:
             value = self.entries.get(key)
             if value is not None:
                 self.entries.move_to_end(key)
                 return value
+            if self.max_made is not None and self.made >= self.max_made:
+                raise UnsupportedConfigError(
+                    f"compile: this compiled RNN has traced/compiled {self.made} input shapes, its max_compiles; "
+                    f"a new shape ({short_key(key)}) would compile again, and TensorFlow keeps about 1 MB of "
+                    "process memory per XLA re-compile for the life of the process (docs/reliability.md). Pad or "
+                    "bucket inputs to fewer shapes, raise fast.cache_size so shapes stay compiled, raise "
+                    "fast.max_compiles, or use xf.compile(rnn, 'tf.function')"
+                )
+            self.made += 1
         value = make()
         with self._lock:
             value = self.entries.setdefault(key, value)  # another thread may have made it first
@@ -74,6 +91,20 @@ class LRU:
     def _trim(self) -> None:
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
+
+
+def short_key(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_max_compiles(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+        raise UnsupportedConfigError(
+            f"max_compiles: expected None (no bound) or an integer >= 0 (input shapes traced or compiled "
+            f"in all, re-compiles of evicted shapes included), got {value!r}; e.g. fast.max_compiles = 64"
+        )
+    return None if value is None else int(value)
 
 
 def check_cache_size(size: Any) -> int:

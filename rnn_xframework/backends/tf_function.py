@@ -38,7 +38,14 @@ except ImportError:  # pragma: no cover - other TensorFlow layouts: the differen
 
 from rnn_xframework import compiled
 from rnn_xframework.backends import tf_cache
-from rnn_xframework.backends.tf_cache import CACHE_SIZE, LRU, GradientNames, per_shape, shape_key
+from rnn_xframework.backends.tf_cache import (
+    CACHE_SIZE,
+    LRU,
+    GradientNames,
+    check_max_compiles,
+    per_shape,
+    shape_key,
+)
 from rnn_xframework.backends.tf_loops import (
     Weights,
     fused_layer_major,
@@ -251,10 +258,32 @@ class CompiledRNN(compiled.CompiledRNN):
         self._graphs.cache.resize(size)
         self._inference_cache.resize(size)
 
+    @property
+    def max_compiles(self) -> int | None:
+        """The most per-shape traces (XLA: compiles) this object may make in all, re-compiles of
+        shapes the LRU evicted included; ``None`` (default) for no bound. A call that would make
+        one more raises :class:`~rnn_xframework.errors.UnsupportedConfigError`, so a service
+        bounds the memory TensorFlow keeps per XLA compile (about 1 MB each, never released;
+        docs/reliability.md). Setting it also sets the bound of the graphs shared by every
+        compiled RNN of this structure, whose count is shared too."""
+        return self._inference_cache.max_made
+
+    @max_compiles.setter
+    def max_compiles(self, value: int | None) -> None:
+        value = check_max_compiles(value)
+        self._graphs.cache.max_made = value
+        self._inference_cache.max_made = value
+
     def cache_info(self) -> dict[str, int]:
         """``{"graphs": shapes traced in the shared graphs, "inference": shapes traced for XLA
-        inference, "size": the bound of each}``."""
-        return {"graphs": len(self._graphs.cache), "inference": len(self._inference_cache), "size": self.cache_size}
+        inference, "size": the bound of each, "compiles": per-shape traces / XLA compiles made so
+        far (the shared graphs' and this object's inference ones)}``."""
+        return {
+            "graphs": len(self._graphs.cache),
+            "inference": len(self._inference_cache),
+            "size": self.cache_size,
+            "compiles": self._graphs.cache.made + self._inference_cache.made,
+        }
 
     def __repr__(self) -> str:
         info = self.cache_info()
