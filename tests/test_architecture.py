@@ -20,7 +20,7 @@ LAYERS = [
     ["errors"],
     ["protocol", "layouts", "weightfile", "weightload", "dropout", "frameworks", "registry", "config"],
     ["cells"],
-    ["compiled", "loops"],
+    ["compiled", "loops", "bidirectional"],
     ["backends"],
     ["layers", "transfer", "compile", "ports"],
     ["parity", ""],  # "": the package's front door, rnn_xframework/__init__.py

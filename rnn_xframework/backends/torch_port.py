@@ -119,6 +119,11 @@ def to_torch(obj: Any, device: Any = None) -> nn.Module:
     kind = protocol.structure_of(obj)
     if kind == "rnn":
         return torch_fused.to_fused(obj, device=device)
+    if kind == "bidirectional":
+        raise UnsupportedConfigError(
+            "to_torch: a Bidirectional has no torch.nn module here; xf.convert(obj, backend='torch') gives the "
+            "library's torch Bidirectional, an nn.Module computing the same"
+        )
     if kind == "stack":
         raise UnsupportedConfigError(
             "to_torch: a StackedRNNCells has no torch.nn equivalent; port layers.RNN(stack) (-> nn.RNN/LSTM/GRU) "
