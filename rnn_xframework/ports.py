@@ -240,7 +240,8 @@ def from_torch(
               (``SimpleRNNCell`` with ``activation = nonlinearity``, ``LSTMCell``, ``GRUCell``),
               ``return_sequences=True`` like the module, and the module's layout:
               ``batch_first=False`` (PyTorch's default) gives ``time_major=True``, so the RNN
-              takes and returns ``[time, batch, ...]`` exactly as the module does;
+              takes and returns ``[time, batch, ...]`` exactly as the module does; a one-layer
+              ``bidirectional=True`` module -> ``layers.Bidirectional(merge_mode="concat")``;
             - ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` -> the library's cell.
         backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
             :func:`rnn_xframework.get_backend`.
@@ -263,7 +264,7 @@ def from_torch(
     rounding (1e-5 in float32, 1e-12 in float64).
 
     Raises:
-        UnsupportedConfigError: ``bidirectional=True``, ``proj_size > 0``, between-layer
+        UnsupportedConfigError: ``bidirectional=True`` with ``num_layers > 1``, ``proj_size > 0``, between-layer
             ``dropout > 0``, or a setting ``backend`` cannot run; the message names it.
         FrameworkMismatchError: ``module`` is not one of the six classes above (subclasses too:
             their ``forward`` may compute something else).
@@ -303,7 +304,9 @@ def to_torch(obj: Any, *, device: Any = None) -> Any:
 
     Args:
         obj: a built object of any backend: an ``RNN`` of one cell type, size and bias setting
-            -> ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (``num_layers`` = its cells,
+            -> ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (``num_layers`` = its cells; a
+            ``Bidirectional`` of one cell per direction with ``merge_mode="concat"`` ->
+            ``bidirectional=True``;
             ``batch_first = not obj.time_major``; the module returns the whole sequence and
             the final states, as PyTorch's do: ``y[:, -1]`` is a ``return_sequences=False``
             output); a cell -> ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` (called

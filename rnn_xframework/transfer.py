@@ -155,6 +155,8 @@ def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = N
     from rnn_xframework.backends import torch_fused
 
     fused = torch_fused.read_fused(module)
+    if fused.bidirectional:
+        return _from_fused_bidirectional(fused, backend, device, rnn_kwargs)
     cells = [
         layers.make_cell(fused.kind, backend=backend, device=device, **fused.cell_kwargs)
         for _ in range(fused.num_layers)
@@ -163,6 +165,27 @@ def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = N
     rnn.build((None, None, fused.input_size))
     rnn.set_weights(fused.weights)
     return rnn
+
+
+def _from_fused_bidirectional(fused: Any, backend: str | None, device: Any, rnn_kwargs: dict[str, Any]) -> Any:
+    """``layers.Bidirectional(merge_mode="concat")`` for a one-layer ``bidirectional=True`` module."""
+    from rnn_xframework import layers
+
+    if "go_backwards" in rnn_kwargs:
+        raise TypeError("from_torch: a bidirectional module has both directions; go_backwards cannot be given")
+    kwargs = {"return_sequences": True, "time_major": not fused.batch_first, **rnn_kwargs}
+    forward, backward = (
+        layers.RNN(
+            [layers.make_cell(fused.kind, backend=backend, device=device, **fused.cell_kwargs)],
+            go_backwards=backwards,
+            **kwargs,
+        )
+        for backwards in (False, True)
+    )
+    bi = layers.wrap_bidirectional(forward, backward, "concat")
+    bi.build((None, None, fused.input_size))
+    bi.set_weights(fused.weights)
+    return bi
 
 
 # --- files -----------------------------------------------------------------------------------

@@ -214,6 +214,8 @@ def test_torch_module(rng):
         want = flat(plain(x.float()))
         got = flat(torch.jit.script(plain)(x.float()))
         assert max(max_err(a.detach(), b.detach()) for a, b in zip(got, want, strict=True)) <= TOL["float32"]
+    exported = torch.export.export(bi64.eval(), (x,))  # TorchScript's successor
+    assert max_err(exported.module()(x)[0].detach(), y.detach()) <= TOL["float64"]
     drop = layers.Bidirectional(layers.GRU(UNITS, dropout=0.5, backend="torch"), input_size=FEATURES).double()
     assert not torch.equal(drop(x), drop(x))  # a new module trains (PyTorch's default): new masks per call
     inference_mode(drop)
@@ -240,6 +242,25 @@ def test_torch_gradients_match_keras_after_one_sgd_step(rng):
     opt.step()
     assert abs(float(torch_loss.detach()) - float(loss)) <= TOL["float64"]
     assert max(max_err(a, b) for a, b in zip(bi.get_weights(), k.get_weights(), strict=True)) <= TOL["float64"]
+
+
+@pytest.mark.parametrize("module", ["RNN", "LSTM", "GRU"])
+def test_torch_bidirectional_modules_both_ways(backend, rng, module):
+    """A one-layer ``nn.LSTM(bidirectional=True)`` is Bidirectional(merge_mode="concat"), both ways."""
+    require(backend)
+    torch = pytest.importorskip("torch")
+    native_module = getattr(torch.nn, module)(FEATURES, UNITS, batch_first=True, bidirectional=True).double()
+    x = rng.normal(size=(BATCH, STEPS, FEATURES))
+    want = native_module(torch.from_numpy(x))[0].detach().numpy()
+    bi = xf.from_torch(native_module, backend=backend)
+    assert layers.Bidirectional._is(bi) and bi.return_sequences and not bi.time_major
+    assert max_err(numpy(backend, call(backend, bi, x)), want) <= TOL["float64"]
+    back = xf.to_torch(bi)
+    assert type(back) is type(native_module) and back.bidirectional
+    assert max_err(back(torch.from_numpy(x))[0].detach(), want) <= TOL["float64"]
+    summed = layers.Bidirectional(layers.GRU(UNITS, backend=backend), merge_mode="sum", input_size=FEATURES)
+    with pytest.raises(xf.UnsupportedConfigError, match="concat"):
+        xf.to_torch(summed)
 
 
 def test_tensorflow_layer_saves_in_keras_files(rng, tmp_path):

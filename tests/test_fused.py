@@ -73,7 +73,7 @@ def test_fused_refuses_what_it_cannot_express():
     with pytest.raises(xf.UnsupportedConfigError, match="reset_after"):
         xf.to_torch_fused(reset_before)
     with pytest.raises(xf.UnsupportedConfigError, match="bidirectional"):
-        xf.from_torch_fused(torch.nn.LSTM(3, 4, bidirectional=True))
+        xf.from_torch_fused(torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True))
     with pytest.raises(xf.UnsupportedConfigError, match=r"expected torch\.nn\.RNN"):
         xf.from_torch_fused(torch.nn.Linear(3, 4))
 

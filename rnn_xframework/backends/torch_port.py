@@ -120,10 +120,7 @@ def to_torch(obj: Any, device: Any = None) -> nn.Module:
     if kind == "rnn":
         return torch_fused.to_fused(obj, device=device)
     if kind == "bidirectional":
-        raise UnsupportedConfigError(
-            "to_torch: a Bidirectional has no torch.nn module here; xf.convert(obj, backend='torch') gives the "
-            "library's torch Bidirectional, an nn.Module computing the same"
-        )
+        return torch_fused.to_fused_bidirectional(obj, device=device)
     if kind == "stack":
         raise UnsupportedConfigError(
             "to_torch: a StackedRNNCells has no torch.nn equivalent; port layers.RNN(stack) (-> nn.RNN/LSTM/GRU) "
