@@ -98,10 +98,16 @@ def from_keras(
     from rnn_xframework.backends import keras_port
 
     memo = {} if shared is None else shared
-    if isinstance(obj, (list, tuple)):
-        described = [keras_port.describe(o, backend, ignore_training_settings) for o in obj]  # all checked first
-        return [_from_port(port, backend, memo) for port in described]
-    return _from_port(keras_port.describe(obj, backend, ignore_training_settings), backend, memo)
+    before = dict(memo)
+    try:
+        if isinstance(obj, (list, tuple)):
+            described = [keras_port.describe(o, backend, ignore_training_settings) for o in obj]  # all checked first
+            return [_from_port(port, backend, memo) for port in described]
+        return _from_port(keras_port.describe(obj, backend, ignore_training_settings), backend, memo)
+    except BaseException:  # a failed call leaves the caller's memo as it was
+        memo.clear()
+        memo.update(before)
+        raise
 
 
 def _from_port(port: Any, backend: str, memo: dict[Any, Any]) -> Any:
@@ -186,12 +192,6 @@ def to_keras(obj: Any) -> Any:
     from rnn_xframework import protocol
 
     structure = protocol.structure_of(obj)  # the type check, before Keras is imported
-    if structure == "bidirectional":
-        forward, backward = to_keras(obj.forward_layer), to_keras(obj.backward_layer)
-        from rnn_xframework.backends import keras_port
-
-        weights = obj.get_weights() if obj.input_dim is not None else []
-        return keras_port.build_bidirectional(forward, backward, obj.merge_mode, obj.input_dim, weights)
     if getattr(obj, "time_major", False):
         raise UnsupportedConfigError(
             "to_keras: the RNN has time_major=True ([time, batch, ...] inputs); Keras 3's recurrent layers "
@@ -204,6 +204,10 @@ def to_keras(obj: Any) -> Any:
         )
     from rnn_xframework.backends import keras_port
 
+    if structure == "bidirectional":
+        forward, backward = to_keras(obj.forward_layer), to_keras(obj.backward_layer)
+        weights = obj.get_weights() if obj.input_dim is not None else []
+        return keras_port.build_bidirectional(forward, backward, obj.merge_mode, obj.input_dim, weights)
     cells = protocol.cells_of(obj)
     ports = [
         keras_port.CellPort(
