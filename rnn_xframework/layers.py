@@ -311,7 +311,8 @@ def _layer_factory(name: str, cell: type) -> type:
             ``dropout``, ``recurrent_dropout``, ``backend``, ``dtype``, ``device``, ...) are
             ``{cell.__name__}``'s and mean what they mean there.
 
-    Call: ``layer(x, initial_state=None, training=None, mask=None)``; ``x`` ``[batch, time,
+    Call: ``layer(x, initial_state=None, training=None, mask=None)`` (``training=None``: on torch
+    the module's mode, ``.train()`` / ``.eval()``; elsewhere inference); ``x`` ``[batch, time,
     features]``; ``mask`` ``[batch, time]`` (true for real steps): a masked step keeps the
     state and repeats the previous output (zeros before the first real step), as in Keras.
     Layers stack like ``keras.Sequential``: ``y = l2(l1(x))`` with ``return_sequences=True`` on
