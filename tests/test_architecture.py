@@ -3,7 +3,7 @@
 Every ``import`` in the package counts, at module level or inside a function. Layers, lowest
 first: errors; the framework-free core (protocol, layouts, weightfile, weightload, dropout,
 registry, config); the cell specs; the containers and the compiled base; the backends; the user API (layers, transfer,
-compile, ports); the parity suite and the package's front door; the tools."""
+compile, ports); the parity suite; whole-model ports and the package's front door; the tools."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ LAYERS = [
     ["compiled", "loops"],
     ["backends"],
     ["layers", "transfer", "compile", "ports"],
-    ["parity", ""],  # "": the package's front door, rnn_xframework/__init__.py
+    ["parity"],
+    ["models", ""],  # whole-model ports; "": the package's front door, rnn_xframework/__init__.py
     ["testing", "cli", "bench", "__main__"],
 ]
 
