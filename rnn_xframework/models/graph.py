@@ -97,6 +97,7 @@ class Layer:
     trainable: bool = True
     inner: dict[str, Layer] = field(default_factory=dict)
     keras_name: str = ""
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -148,12 +149,17 @@ class Graph:
         return [n for n in self.nodes if n.layer == layer]
 
     def dtype(self) -> str:
-        """The float dtype of the model's weights (``"float32"`` or ``"float64"``)."""
-        found = {str(w.dtype) for layer in self._all_layers() for w in layer.weights.values()}
-        found &= {"float32", "float64"}
-        if len(found) > 1:
-            raise UnsupportedConfigError(f"model description: weights of several dtypes {sorted(found)}")
-        return found.pop() if found else "float32"
+        """The float dtype every layer computes in (``"float32"`` or ``"float64"``)."""
+        by_dtype: dict[str, list[str]] = {}
+        for layer in self._all_layers():
+            by_dtype.setdefault(layer.dtype, []).append(layer.keras_name or layer.name)
+        if len(by_dtype) > 1:
+            listed = "; ".join(f"{d}: {', '.join(names[:4])}" for d, names in sorted(by_dtype.items()))
+            raise UnsupportedConfigError(
+                f"to_torch: the model's layers compute in several dtypes ({listed}); Keras casts between them, "
+                "a port computes in one: give every layer the same dtype= (or keras.config.set_floatx)"
+            )
+        return next(iter(by_dtype), "float32")
 
     def _all_layers(self) -> list[Layer]:
         out, todo = [], list(self.layers.values())

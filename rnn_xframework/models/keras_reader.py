@@ -132,6 +132,12 @@ def _recurrent(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[
     if not layer.built:
         raise _refuse(layer, "is not built; call the model once (or build it) first")
     cells = list(layer.cell.cells) if isinstance(layer.cell, keras.layers.StackedRNNCells) else [layer.cell]
+    if layer.cell.dtype_policy.name != layer.dtype_policy.name:
+        raise _refuse(
+            layer,
+            f"runs its cells in a {type(layer.cell).__name__} of dtype {layer.cell.dtype_policy.name!r} (the layer's is "
+            f"{layer.dtype_policy.name!r}); Keras casts between them: give the StackedRNNCells the same dtype=",
+        )
     ports = keras_port._describe_cells(cells, "torch", False, layer)  # every cell setting checked there
     config: dict[str, Any] = {
         "cells": [{"kind": p.kind, "config": {k: v for k, v in p.config.items() if k != "dtype"}} for p in ports],
@@ -224,7 +230,8 @@ def _read_layer(layer: Any, name: str) -> Layer:
         if kind not in ("Embedding",) or policy.variable_dtype not in protocol.DTYPES:
             raise _refuse(layer, f"has the dtype policy {policy.name!r}; only float32 or float64 port")
     config, weights, inner = READERS[kind](layer)
-    return Layer(name, kind, config, weights, bool(layer.trainable), inner, keras_name=layer.name)
+    dtype = policy.compute_dtype if policy.compute_dtype in protocol.DTYPES else policy.variable_dtype
+    return Layer(name, kind, config, weights, bool(layer.trainable), inner, keras_name=layer.name, dtype=dtype)
 
 
 def identifier(name: str, taken: set[str]) -> str:

@@ -38,12 +38,14 @@ ACTIVATIONS = {
     "swish": "F.silu({})",
     "exponential": "torch.exp({})",
     "relu6": "F.relu6({})",
-    "leaky_relu": "F.leaky_relu({}, 0.2)",
-    "hard_sigmoid": "F.hardsigmoid({})",
+    "leaky_relu": "F.leaky_relu({}, 0.20000000298023224)",  # TensorFlow's slope is float32(0.2)
+    "hard_sigmoid": "F.relu6({} + 3.0) / 6.0",  # Keras's formula (F.hardsigmoid's float64 gradient differs by 3e-10)
     "softsign": "F.softsign({})",
     "mish": "F.mish({})",
 }
-"""Keras activation -> the same function in PyTorch (Keras 3's ``leaky_relu`` slope is 0.2)."""
+"""Keras activation -> the same function in PyTorch (Keras 3's ``leaky_relu`` slope is 0.2, which
+TensorFlow holds as a float32). In float64, ``gelu`` differs from TensorFlow's by up to 5e-9
+(TensorFlow's ``erf``), every other one by rounding only."""
 NATIVE_RNN = {"SimpleRNNCell": "nn.RNN", "LSTMCell": "nn.LSTM", "GRUCell": "nn.GRU"}
 MASK_POLICIES = ("right-padded", "any")
 
