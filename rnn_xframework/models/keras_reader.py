@@ -135,8 +135,8 @@ def _recurrent(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[
     if layer.cell.dtype_policy.name != layer.dtype_policy.name:
         raise _refuse(
             layer,
-            f"runs its cells in a {type(layer.cell).__name__} of dtype {layer.cell.dtype_policy.name!r} (the layer's is "
-            f"{layer.dtype_policy.name!r}); Keras casts between them: give the StackedRNNCells the same dtype=",
+            f"runs its cells in a {type(layer.cell).__name__} of dtype {layer.cell.dtype_policy.name!r} (the layer's "
+            f"is {layer.dtype_policy.name!r}); Keras casts between them: give the StackedRNNCells the same dtype=",
         )
     ports = keras_port._describe_cells(cells, "torch", False, layer)  # every cell setting checked there
     config: dict[str, Any] = {

@@ -7,8 +7,9 @@ fixed target), on copies: the loss at each step, then every entry of the trained
 ``state_dict`` against the trained Keras model ported again (weights and moving statistics, in
 PyTorch's layout): the max absolute difference, and that difference over the largest change the
 steps made to any entry (a weight whose gradient is zero in exact arithmetic, such as a bias
-before a BatchNormalization, moves by rounding noise only, so a per-tensor ratio says nothing). A model with dropout trains in inference mode on both sides (dropout masks
-are random and differ between frameworks; BatchNormalization then uses its moving statistics).
+before a BatchNormalization, moves by rounding noise only, so a per-tensor ratio says nothing).
+A model with dropout trains in inference mode on both sides (dropout masks are random and differ between frameworks;
+BatchNormalization then uses its moving statistics).
 Printed as the parity suite's table (:mod:`rnn_xframework.parity.report`), returned as its
 :class:`~rnn_xframework.parity.report.Report`. Neither object is changed.
 """
