@@ -259,5 +259,6 @@ MODELS: dict[str, Callable[[str], keras.Model]] = {
 
 
 def build(name: str, dtype: str = "float32") -> keras.Model:
+    keras.backend.clear_session()  # layer names start afresh: "lstm", not "lstm_7"
     keras.utils.set_random_seed(0)
     return MODELS[name](dtype)

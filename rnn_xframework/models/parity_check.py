@@ -132,7 +132,8 @@ def compare(
         for x in (inputs if inputs is not None else probe(g))
     ]
     dtype = g.dtype()
-    before = torch_code.emit(g)
+    masks = getattr(torch_module, "_port_masks", "right-padded")  # how to_torch made it (a module of ours)
+    before = torch_code.emit(g, masks)
     native = "native" if all(before.native.values()) else "library layers"
     common = {
         "cell": g.name,
@@ -181,7 +182,7 @@ def compare(
         try:
             k_loss = _keras_train(keras_model, arrays, targets, steps, lr, training)
             t_loss = _torch_train(module, xs_t, targets, steps, lr, training)
-            trained = torch_code.emit(keras_reader.read(keras_model)).state
+            trained = torch_code.emit(keras_reader.read(keras_model), masks).state
         finally:
             keras_model.set_weights(saved)
             _reset(keras_model)

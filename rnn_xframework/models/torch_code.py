@@ -67,6 +67,7 @@ class Code:
     state: dict[str, np.ndarray] = field(default_factory=dict)
     native: dict[str, bool] = field(default_factory=dict)
     stateful: list[str] = field(default_factory=list)
+    masks: str = "right-padded"
 
     def functions(self) -> dict[str, str]:
         """``{"init": ..., "forward": ..., ["reset_states": ...]}``: each a ``def`` at column 0; the
@@ -120,7 +121,7 @@ class _Emitter:
             raise ValueError(f"to_torch: masks must be one of {MASK_POLICIES}, got {masks!r}")
         self.g, self.masks = g, masks
         self.dt = ", dtype=torch.float64" if g.dtype() == "float64" else ""
-        self.code = Code(g.name, [i.name for i in g.inputs], outputs=list(g.outputs))
+        self.code = Code(g.name, [i.name for i in g.inputs], outputs=list(g.outputs), masks=masks)
         self.mask: dict[str, str | None] = {i.name: None for i in g.inputs}
         self.dtypes = {i.name: i.dtype for i in g.inputs}
 

@@ -60,6 +60,7 @@ class PortedModule(nn.Module):
         self._port_name = code.name
         self._port_functions = code.functions()
         self._port_library = code.uses_library
+        self._port_masks = code.masks
         self._bind(code)
         _compile(self._port_functions["init"], f"{code.name}.__init__", namespace(code))(self)
         state = {k: torch.from_numpy(v.copy()) for k, v in code.state.items()}
