@@ -106,8 +106,28 @@ def compare(
     steps: int = 1,
     lr: float = 0.1,
     show: bool = True,
+    masks: str | None = None,
 ) -> Any:
-    """Forward and training parity of a port: see :func:`rnn_xframework.models.parity_check.compare`."""
+    """Forward and training parity of a Keras model and a torch module that ports it (from
+    :func:`to_torch`, or ``model.py``'s ``load()``).
+
+    Args:
+        keras_model: a Keras model or ``.keras`` path.
+        torch_module: the port: called with the inputs as torch tensors, positional.
+        inputs: NumPy arrays (or tensors) in the model's input order; default a probe batch
+            (3 samples, 5 steps for free sizes; tokens in range with right-padded zeros where an
+            ``Embedding(mask_zero=True)`` reads them).
+        steps: identical SGD steps (learning rate ``lr``) on both sides; 0 for forward only.
+        show: print the table (the parity suite's style).
+        masks: the ``masks=`` the module was ported with (default: what :func:`to_torch` recorded
+            on it, else ``"right-padded"``); it names the expected ``state_dict`` keys.
+
+    Returns:
+        :class:`rnn_xframework.parity.report.Report`: rows ``forward`` (per output, max abs
+        error against the float32 1e-5 / float64 1e-12 tolerance), ``loss`` and ``weights``
+        (relative to the largest update; tolerance 1e-4 / 1e-10), ``params`` on a trainable
+        count mismatch; ``report.passed``. See :mod:`rnn_xframework.models.parity_check`.
+    """
     from rnn_xframework.models import parity_check
 
-    return parity_check.compare(keras_model, torch_module, inputs, steps=steps, lr=lr, show=show)
+    return parity_check.compare(keras_model, torch_module, inputs, steps=steps, lr=lr, show=show, masks=masks)

@@ -117,6 +117,7 @@ def compare(
     steps: int = 1,
     lr: float = 0.1,
     show: bool = True,
+    masks: str | None = None,
 ) -> rp.Report:
     """See the module docstring. ``inputs``: NumPy arrays (or tensors) in the model's input order
     (default: :func:`probe`); ``steps``: SGD steps (0: forward only)."""
@@ -132,7 +133,7 @@ def compare(
         for x in (inputs if inputs is not None else probe(g))
     ]
     dtype = g.dtype()
-    masks = getattr(torch_module, "_port_masks", "right-padded")  # how to_torch made it (a module of ours)
+    masks = masks or getattr(torch_module, "_port_masks", "right-padded")  # as to_torch made it
     before = torch_code.emit(g, masks)
     native = "native" if all(before.native.values()) else "library layers"
     common = {

@@ -71,23 +71,25 @@ class Code:
 
     def functions(self) -> dict[str, str]:
         """``{"init": ..., "forward": ..., ["reset_states": ...]}``: each a ``def`` at column 0; the
-        init function holds ``__init__``'s lines after ``super().__init__()``."""
-        ind = "\n    "
+        init function holds ``__init__``'s lines after ``super().__init__()``. Long lines are
+        broken as ruff format would, to fit once indented in the class."""
+
+        def fn(head: str, lines: list[str]) -> str:
+            out = [head]
+            for line in lines or ["pass"]:
+                lead = "    " + line[: len(line) - len(line.lstrip())]
+                out += wrap(line.lstrip(), lead, LINE - 4)
+            return "\n".join(out) + "\n"
+
         args = ", ".join(f"{i}: torch.Tensor" for i in self.inputs)
-        ret = "torch.Tensor" if len(self.outputs) == 1 else "List[torch.Tensor]"
+        ret = "torch.Tensor" if len(self.outputs) == 1 else "list[torch.Tensor]"
         out = {
-            "init": "def init(self) -> None:" + ind + ind.join(self.init or ["pass"]) + "\n",
-            "forward": f"def forward(self, {args}) -> {ret}:"
-            + ind
-            + ind.join([*self.forward, f"return {self._returned()}"])
-            + "\n",
+            "init": fn("def init(self) -> None:", self.init),
+            "forward": fn(f"def forward(self, {args}) -> {ret}:", [*self.forward, f"return {self._returned()}"]),
         }
         if self.stateful:
-            out["reset_states"] = (
-                "def reset_states(self) -> None:"
-                + ind
-                + ind.join(f"self.{n}_state = None" for n in self.stateful)
-                + "\n"
+            out["reset_states"] = fn(
+                "def reset_states(self) -> None:", [f"self.{n}_state = None" for n in self.stateful]
             )
         return out
 
@@ -104,6 +106,50 @@ class Code:
 
     def _returned(self) -> str:
         return self.outputs[0] if len(self.outputs) == 1 else "[" + ", ".join(self.outputs) + "]"
+
+
+LINE = 120
+
+
+def _split_args(inner: str) -> list[str]:
+    """``inner`` split at its top-level commas (brackets and quotes respected)."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(inner):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(inner[start:i].strip())
+            start = i + 1
+    parts.append(inner[start:].strip())
+    return [p for p in parts if p]
+
+
+def wrap(line: str, indent: str, limit: int = LINE) -> list[str]:
+    """``indent + line`` within ``limit`` characters, as ruff format would break a long call:
+    the outermost bracket that closes at the end of the line opened, one argument per line."""
+    if len(indent) + len(line) <= limit or line[-1] not in ")]":
+        return [indent + line]
+    depth, opened = 0, None
+    for i, ch in enumerate(line):  # the bracket matching the last one
+        if ch in "([{":
+            if depth == 0:
+                opened = i
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+    if opened is None or depth != 0:
+        return [indent + line]
+    head, inner, tail = line[: opened + 1], line[opened + 1 : -1], line[-1]
+    out = [indent + head]
+    for arg in _split_args(inner):
+        out += wrap(arg + ",", indent + "    ", limit) if arg[-1] in ")]" else [indent + "    " + arg + ","]
+    return [*out, indent + tail]
 
 
 def _indent(text: str) -> str:

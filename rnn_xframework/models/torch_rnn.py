@@ -84,7 +84,7 @@ def rnn_init(e: Any, layer: Layer) -> None:
         _library(e, layer, ported, input_size)
     if layer.config.get("stateful"):
         e.code.stateful.append(layer.name)
-        e.code.init.append(f"self.{layer.name}_state: Optional[List[torch.Tensor]] = None")
+        e.code.init.append(f"self.{layer.name}_state: list[torch.Tensor] | None = None")
 
 
 def _cell_ctor(kind: str, config: dict[str, Any], dtype: str) -> str:
@@ -135,7 +135,10 @@ def rnn_call(e: Any, layer: Layer, node: Node) -> None:
         else:
             initial = f"self.{n}_state" if c.get("stateful") else "None"
         mask = f", mask={m}" if m else ""
-        e.add(f"{y}, {y}_states = self.{n}({x}, initial_state={initial}, training=self.training{mask})")
+        initial = "" if initial == "None" else f", initial_state={initial}"
+        keep = c["return_state"] or c.get("stateful")
+        target = f"{y}, {y}_states" if keep else f"{y}, _"
+        e.add(f"{target} = self.{n}({x}{initial}, training=self.training{mask})")
         if c["return_state"]:
             flat = ", ".join(s for g in groups for s in g)
             e.add(f"{flat}, = [s for layer_states in {y}_states for s in layer_states]")
@@ -161,6 +164,8 @@ def _native_call(e: Any, layer: Layer, node: Node, x: str, y: str, m: str | None
     n, c, lstm = layer.name, layer.config, kind == "LSTMCell"
     hs = [f"{y}_h", f"{y}_c"] if lstm else [f"{y}_h"]
     target = f"{y}, ({hs[0]}, {hs[1]})" if lstm else f"{y}, {hs[0]}"
+    if not (c["return_state"] or c.get("stateful")):
+        target = f"{y}, _"
     if node.initial_state:
         init = ", " + _initial(node, lstm)
     elif c.get("stateful"):
@@ -237,6 +242,10 @@ def bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
     seq = f"{y}_seq"
     hs = [f"{y}_h", f"{y}_c"] if lstm else [f"{y}_h"]
     target = f"{seq}, ({hs[0]}, {hs[1]})" if lstm else f"{seq}, {hs[0]}"
+    if c["return_sequences"] and not c["return_state"]:
+        target = f"{seq}, _"
+    elif lstm and not c["return_state"]:
+        target = f"{seq}, ({hs[0]}, _)"
     init = ", " + _initial(node, lstm, 2) if node.initial_state else ""
     m = e.first_mask(node) if node.mask else None
     if m is None:
@@ -246,8 +255,9 @@ def bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
         e.add(f"{y}_lengths = mask_lengths({m})")
         e.add(f"{target} = self.{n}(pack({x}, {y}_lengths){init})")
         e.add(f"{seq} = unpack({seq}, {y}_lengths, {x}.shape[1], False)")
-        if c["return_state"] or not c["return_sequences"]:
-            for h, old in zip(hs, _olds(init, hs), strict=True):
+        used = hs if c["return_state"] else [] if c["return_sequences"] else hs[:1]
+        if used:
+            for h, old in zip(used, _olds(init, hs), strict=False):
                 e.add(f"{h} = keep_empty({y}_lengths, {h}, {old})")
     if c["return_sequences"]:
         a, b = f"{seq}[..., :{units}]", f"{seq}[..., {units}:]"
