@@ -70,8 +70,9 @@ class _Fail:
         return WeightsError(f"load_weights: {self.path!r}: {problem}")
 
 
-def load(path: str | os.PathLike[str], cells: Sequence[Any]) -> list[list[np.ndarray]]:
-    """Read the weight file at ``path`` for ``cells`` (checked, bounded; see the module doc).
+def load(path: str | os.PathLike[str], cells: Sequence[Any], starts: Sequence[int] = (0,)) -> list[list[np.ndarray]]:
+    """Read the weight file at ``path`` for ``cells`` (checked, bounded; see the module doc);
+    ``starts``: where a chain of layers begins (:func:`rnn_xframework.protocol.chain_starts`).
 
     Returns one canonical list per cell, native byte order. Raises :class:`WeightsError` for
     any file that is not a valid weight file for these cells, ``FileNotFoundError`` when there
@@ -93,7 +94,7 @@ def load(path: str | os.PathLike[str], cells: Sequence[Any]) -> list[list[np.nda
         except _ZIP_ERRORS as e:
             raise fail(f"is not an rnn_xframework weight file: not a readable zip archive ({e})") from e
         with archive:
-            return _load_archive(archive, size, cells, fail)
+            return _load_archive(archive, size, cells, fail, starts)
 
 
 def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
@@ -134,7 +135,9 @@ def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
         raise fail(f"is not an rnn_xframework weight file: it starts with {head!r}, not a zip archive's 'PK'")
 
 
-def _load_archive(archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fail: _Fail) -> list[list[np.ndarray]]:
+def _load_archive(
+    archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fail: _Fail, starts: Sequence[int] = (0,)
+) -> list[list[np.ndarray]]:
     members: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
         if info.filename in members:
@@ -146,7 +149,7 @@ def _load_archive(archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fai
         raise fail(f"has no {META} record: not a weight file written by rnn_xframework.save_weights")
     raw = _read_npy(archive, meta_info, size, fail, _meta_header)
     records = weightfile.parse_meta(raw.tobytes(), fail)
-    expected = _expected_members(records, cells, fail)
+    expected = _expected_members(records, cells, fail, starts)
     undeclared = sorted(set(members) - set(expected) - {META + ".npy"})
     if undeclared:
         raise fail(
@@ -179,7 +182,7 @@ def _refuse_keras_archive(members: dict[str, zipfile.ZipInfo], fail: _Fail) -> N
 
 # --- the __meta__ record --------------------------------------------------------------------------
 def _expected_members(
-    records: list[dict[str, Any]], cells: Sequence[Any], fail: _Fail
+    records: list[dict[str, Any]], cells: Sequence[Any], fail: _Fail, starts: Sequence[int] = (0,)
 ) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{member: (shape, dtype)}`` the object needs, after checking the records against it."""
     saved, wanted = _signature(records), layouts.signature(cells)
@@ -188,6 +191,8 @@ def _expected_members(
     expected: dict[str, tuple[tuple[int, ...], str]] = {}
     dim = None
     for i, (cell, r) in enumerate(zip(cells, records, strict=True)):
+        if i in starts:  # the first layer of a chain takes the object's inputs, not the layer below
+            dim = None
         if cell.input_dim is not None:
             dim = cell.input_dim
         elif dim is None:  # an unbuilt first cell takes its input size from the file

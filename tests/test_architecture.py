@@ -25,7 +25,7 @@ LAYERS = [
     ["protocol", "layouts", "weightfile", "weightload", "dropout", "frameworks", "registry", "config"],
     ["cells"],
     ["kernels"],
-    ["compiled", "loops"],
+    ["compiled", "loops", "bidirectional"],
     ["backends"],
     ["layers", "transfer", "compile", "ports"],
     ["parity"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL, require
-from helpers import KINDS, make_cells, max_err, native, numpy, random_cell_states, random_cell_weights
+from helpers import KINDS, inference_mode, make_cells, max_err, native, numpy, random_cell_states, random_cell_weights
 
 import rnn_xframework as xf
 from rnn_xframework import layers
@@ -117,7 +117,7 @@ def test_method_refuses_what_it_cannot_run(rng, backend, method):
     x, _ = inputs(backend, "LSTMCell", "float32", rng, layers_n=1)
     with pytest.raises(xf.UnsupportedConfigError, match="no dropout"):
         fast(x, training=True)
-    fast(x)  # inference: dropout is off, as in Keras
+    inference_mode(fast)(x)  # inference (torch: in eval mode, PyTorch's rule): dropout is off
     with pytest.raises(xf.UnsupportedConfigError, match="no mask"):
         fast(x, mask=np.ones((BATCH, STEPS), bool))
     with pytest.raises(xf.InputShapeError):

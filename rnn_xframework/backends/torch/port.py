@@ -119,6 +119,8 @@ def to_torch(obj: Any, device: Any = None) -> nn.Module:
     kind = protocol.structure_of(obj)
     if kind == "rnn":
         return nn_modules.to_fused(obj, device=device)
+    if kind == "bidirectional":
+        return nn_modules.to_fused_bidirectional(obj, device=device)
     if kind == "stack":
         raise UnsupportedConfigError(
             "to_torch: a StackedRNNCells has no torch.nn equivalent; port layers.RNN(stack) (-> nn.RNN/LSTM/GRU) "

@@ -95,7 +95,10 @@ class _Scripted(nn.Module):
     ) -> tuple[Tensor, States]:
         if mask is not None:
             raise RuntimeError("the scripted RNN takes no mask; call the uncompiled RNN")
-        if training is not None and training and self.has_dropout:
+        train = self.training  # training=None follows module.train() / .eval(), as in eager mode
+        if training is not None:
+            train = training
+        if train and self.has_dropout:
             raise RuntimeError("the scripted RNN has no dropout; train with the uncompiled RNN (same weights)")
         x = inputs.transpose(0, 1) if self.time_major else inputs
         if initial_state is None:
@@ -137,4 +140,105 @@ def scriptable(rnn: Any) -> nn.Module:
             "torch.jit.script: the RNN is not built yet (its parameters are lazy); give input_size= or call it once "
             "first, as for PyTorch's lazy modules"
         )
-    return (ScriptedRNNWithState if rnn.return_state else ScriptedRNN)(rnn)
+    return (ScriptedRNNWithState if rnn.return_state else ScriptedRNN)(rnn).train(rnn.training)
+
+
+class _ScriptedBidirectional(nn.Module):
+    """What the :class:`ScriptedBidirectional` forms share: both RNNs' scripted loops
+    (:class:`ScriptedRNNWithState`, sharing their parameters and ``state_dict`` keys), the time
+    flip of the backward sequence and the merge, in TorchScript."""
+
+    __constants__ = ["merge_mode", "return_sequences", "time_major"]
+
+    def __init__(self, bidirectional: Any) -> None:
+        super().__init__()
+        self.forward_layer = ScriptedRNNWithState(bidirectional.forward_layer)
+        self.backward_layer = ScriptedRNNWithState(bidirectional.backward_layer)
+        self.merge_mode = "none" if bidirectional.merge_mode is None else bidirectional.merge_mode
+        self.return_sequences = bool(bidirectional.return_sequences)
+        self.time_major = bool(bidirectional.time_major)
+        self.__dict__["_source"] = (bidirectional,)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"get_weights", "set_weights", "get_initial_state", "cells", "backend", "run", "build"}:
+            return getattr(self.__dict__["_source"][0], name)
+        return super().__getattr__(name)
+
+    def _run(
+        self, inputs: Tensor, initial_state: OptStates, training: bool | None, mask: Tensor | None
+    ) -> tuple[list[Tensor], States]:
+        forward_state: OptStates = None
+        backward_state: OptStates = None
+        if initial_state is not None:
+            half = len(initial_state) // 2
+            forward_state, backward_state = initial_state[:half], initial_state[half:]
+        y, forward_final = self.forward_layer(inputs, forward_state, training, mask)
+        y_rev, backward_final = self.backward_layer(inputs, backward_state, training, mask)
+        if self.return_sequences:
+            y_rev = torch.flip(y_rev, [0 if self.time_major else 1])
+        if self.merge_mode == "concat":
+            out = [torch.cat([y, y_rev], -1)]
+        elif self.merge_mode == "sum":
+            out = [y + y_rev]
+        elif self.merge_mode == "ave":
+            out = [(y + y_rev) / 2]
+        elif self.merge_mode == "mul":
+            out = [y * y_rev]
+        else:
+            out = [y, y_rev]
+        return out, forward_final + backward_final
+
+
+# One class per return type (TorchScript fixes what ``forward`` returns per class).
+class ScriptedBidirectional(_ScriptedBidirectional):
+    """A merged ``Bidirectional`` in TorchScript: ``y = bi(x, initial_state=None)``."""
+
+    def forward(
+        self, inputs: Tensor, initial_state: OptStates = None, training: bool | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        return self._run(inputs, initial_state, training, mask)[0][0]
+
+
+class ScriptedBidirectionalWithState(_ScriptedBidirectional):
+    """``y, states = bi(x, ...)``: states the forward layer's, then the backward layer's."""
+
+    def forward(
+        self, inputs: Tensor, initial_state: OptStates = None, training: bool | None = None, mask: Tensor | None = None
+    ) -> tuple[Tensor, States]:
+        out, states = self._run(inputs, initial_state, training, mask)
+        return out[0], states
+
+
+class ScriptedBidirectionalPair(_ScriptedBidirectional):
+    """``merge_mode=None``: ``[y, y_rev] = bi(x, ...)``."""
+
+    def forward(
+        self, inputs: Tensor, initial_state: OptStates = None, training: bool | None = None, mask: Tensor | None = None
+    ) -> list[Tensor]:
+        return self._run(inputs, initial_state, training, mask)[0]
+
+
+class ScriptedBidirectionalPairWithState(_ScriptedBidirectional):
+    """``merge_mode=None`` and ``return_state``: ``[y, y_rev], states = bi(x, ...)``."""
+
+    def forward(
+        self, inputs: Tensor, initial_state: OptStates = None, training: bool | None = None, mask: Tensor | None = None
+    ) -> tuple[list[Tensor], States]:
+        return self._run(inputs, initial_state, training, mask)
+
+
+def scriptable_bidirectional(bidirectional: Any) -> nn.Module:
+    """The TorchScript-ready module for a built torch ``Bidirectional`` (sharing its parameters)."""
+    if any(c.input_dim is None for c in bidirectional.cells):
+        raise UnsupportedConfigError(
+            "torch.jit.script: the Bidirectional is not built yet (its parameters are lazy); give input_size= or "
+            "call it once first, as for PyTorch's lazy modules"
+        )
+    pair, state = bidirectional.merge_mode is None, bidirectional.return_state
+    cls = {
+        (False, False): ScriptedBidirectional,
+        (False, True): ScriptedBidirectionalWithState,
+        (True, False): ScriptedBidirectionalPair,
+        (True, True): ScriptedBidirectionalPairWithState,
+    }[(pair, state)]
+    return cls(bidirectional).train(bidirectional.training)
