@@ -225,6 +225,17 @@ def bidirectional_masked(dtype):
     return _model(tokens, [y, *states], "bidirectional_masked")
 
 
+def bidirectional_library(dtype):
+    """Bidirectional layers nn.LSTM(bidirectional=True) cannot hold: Keras dropout, a backward layer of its own."""
+    tokens = keras.Input((6,), dtype="int32")
+    x = L.Embedding(20, 4, mask_zero=True, dtype=dtype)(tokens)
+    lstm = L.LSTM(3, dropout=0.2, return_sequences=True, return_state=True, dtype=dtype)
+    x, *states = L.Bidirectional(lstm, dtype=dtype)(x)
+    backward = L.GRU(2, go_backwards=True, dtype=dtype)
+    y = L.Bidirectional(L.LSTM(2, dtype=dtype), backward_layer=backward, merge_mode="sum", dtype=dtype)(x)
+    return _model(tokens, [y, *states], "bidirectional_library")
+
+
 def activations(dtype):
     x = keras.Input((4,), dtype=dtype)
     names = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu", "silu", "exponential"]
@@ -253,6 +264,7 @@ MODELS: dict[str, Callable[[str], keras.Model]] = {
         shared,
         bidirectional,
         bidirectional_masked,
+        bidirectional_library,
         activations,
     )
 }

@@ -73,7 +73,7 @@ def _max_diff(a, b):
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.parametrize("name", ["rnn_library", *NATIVE])
+@pytest.mark.parametrize("name", ["rnn_library", "bidirectional_library", *NATIVE])
 def test_source_matches_the_live_module(name, tmp_path):
     model = build(name)
     live = xf.to_torch(model)

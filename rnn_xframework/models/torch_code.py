@@ -132,24 +132,27 @@ def _split_args(inner: str) -> list[str]:
 
 def wrap(line: str, indent: str, limit: int = LINE) -> list[str]:
     """``indent + line`` within ``limit`` characters, as ruff format would break a long call:
-    the outermost bracket that closes at the end of the line opened, one argument per line."""
-    if len(indent) + len(line) <= limit or line[-1] not in ")]":
+    the outermost bracket that closes at the end of the line opened, one argument per line (a
+    bracket with one argument, a comprehension, stays on its line)."""
+    comma = line.endswith(",")
+    core = line[:-1] if comma else line
+    if len(indent) + len(line) <= limit or not core or core[-1] not in ")]":
         return [indent + line]
     depth, opened = 0, None
-    for i, ch in enumerate(line):  # the bracket matching the last one
+    for i, ch in enumerate(core):  # the bracket matching the last one
         if ch in "([{":
             if depth == 0:
                 opened = i
             depth += 1
         elif ch in ")]}":
             depth -= 1
-    if opened is None or depth != 0:
+    args = _split_args(core[opened + 1 : -1]) if opened is not None and depth == 0 else []
+    if len(args) < 2:
         return [indent + line]
-    head, inner, tail = line[: opened + 1], line[opened + 1 : -1], line[-1]
-    out = [indent + head]
-    for arg in _split_args(inner):
-        out += wrap(arg + ",", indent + "    ", limit) if arg[-1] in ")]" else [indent + "    " + arg + ","]
-    return [*out, indent + tail]
+    out = [indent + core[: opened + 1]]
+    for arg in args:
+        out += wrap(arg + ",", indent + "    ", limit)
+    return [*out, indent + core[-1] + ("," if comma else "")]
 
 
 def _indent(text: str) -> str:

@@ -76,11 +76,6 @@ def rnn_init(e: Any, layer: Layer) -> None:
         e.module(layer, _native_ctor(e, kind, config, input_size, False), _native_state(kind, weights, ""))
         _freeze_hh(e, layer, kind, config, ("",))
     else:
-        if layer.config.get("zero_output_for_mask"):
-            raise UnsupportedConfigError(
-                f"to_torch: {layer.keras_name} has zero_output_for_mask=True and needs the library's layer ({why}), "
-                "which repeats the previous output at masked steps"
-            )
         _library(e, layer, ported, input_size)
     if layer.config.get("stateful"):
         e.code.stateful.append(layer.name)
@@ -96,18 +91,29 @@ def _cell_ctor(kind: str, config: dict[str, Any], dtype: str) -> str:
     return f"layers.{kind}({', '.join(args)}, backend='torch')"
 
 
-def _library(e: Any, layer: Layer, ported: list[Any], input_size: int) -> None:
+def _rnn_ctor(e: Any, layer: Layer, ported: list[Any], return_state: bool, input_size: int | None) -> str:
+    cells_ = ", ".join(_cell_ctor(k, c, e.g.dtype()) for k, c, _ in ported)
+    flags = f"return_sequences={layer.config['return_sequences']}, return_state={return_state}"
+    if layer.config.get("go_backwards"):
+        flags += ", go_backwards=True"
+    if layer.config.get("zero_output_for_mask") and input_size is not None:  # a Bidirectional sets its own
+        flags += ", zero_output_for_mask=True"
+    return f"layers.RNN([{cells_}], {flags}" + ("" if input_size is None else f", input_size={input_size}") + ")"
+
+
+def _library_module(e: Any, layer: Layer, ctor: str, weights: list[np.ndarray]) -> None:
+    """``self.<layer> = <ctor>``, its state_dict read from the very expression, with ``weights``."""
     from rnn_xframework import layers
 
     e.code.uses_library = True
-    cells_ = ", ".join(_cell_ctor(k, c, e.g.dtype()) for k, c, _ in ported)
-    flags = f"return_sequences={layer.config['return_sequences']}, return_state=True"
-    if layer.config.get("go_backwards"):
-        flags += ", go_backwards=True"
-    ctor = f"layers.RNN([{cells_}], {flags}, input_size={input_size})"
-    module = eval(ctor, {"layers": layers})  # the very expression the code holds, to read its state_dict
-    module.set_weights([w for _, _, ws in ported for w in ws])
+    module = eval(ctor, {"layers": layers})
+    module.set_weights(weights)
     e.module(layer, ctor, {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}, native=False)
+
+
+def _library(e: Any, layer: Layer, ported: list[Any], input_size: int) -> None:
+    ctor = _rnn_ctor(e, layer, ported, True, input_size)
+    _library_module(e, layer, ctor, [w for _, _, ws in ported for w in ws])
 
 
 def rnn_call(e: Any, layer: Layer, node: Node) -> None:
@@ -140,8 +146,8 @@ def rnn_call(e: Any, layer: Layer, node: Node) -> None:
         target = f"{y}, {y}_states" if keep else f"{y}, _"
         e.add(f"{target} = self.{n}({x}{initial}, training=self.training{mask})")
         if c["return_state"]:
-            flat = ", ".join(s for g in groups for s in g)
-            e.add(f"{flat}, = [s for layer_states in {y}_states for s in layer_states]")
+            flat = ", ".join(s for g in groups for s in g) + ("," if len(states) == 1 else "")
+            e.add(f"{flat} = [s for layer_states in {y}_states for s in layer_states]")
         if c.get("stateful"):
             e.add(f"self.{n}_state = [[s.detach() for s in layer_states] for layer_states in {y}_states]")
     e.mask[y] = e.first_mask(node) if c["return_sequences"] else None
@@ -217,12 +223,18 @@ def bidirectional_init(e: Any, layer: Layer) -> None:
         why = "directions with different settings"
     if why is None and fwd.config.get("stateful"):
         why = "stateful directions"
-    if why is not None:
-        module = NATIVE.get(fwd.config["cells"][0]["kind"], "nn.LSTM")
-        raise UnsupportedConfigError(
-            f"to_torch: {layer.keras_name} (Bidirectional) has {why}, which {module}(bidirectional=True) cannot "
-            "compute; the library's torch Bidirectional is not merged in yet"
+    if why is not None:  # the library's torch Bidirectional over two library RNNs
+        if fwd.config.get("stateful") or bwd.config.get("stateful"):
+            raise UnsupportedConfigError(f"to_torch: {layer.keras_name} (Bidirectional) has stateful directions")
+        fw_cells, bw_cells = rnn_cells(fwd), rnn_cells(bwd)
+        merge = layer.config["merge_mode"]
+        state = layer.config["return_state"]
+        ctor = (
+            f"layers.Bidirectional({_rnn_ctor(e, fwd, fw_cells, state, None)}, merge_mode={merge!r}, "
+            f"backward_layer={_rnn_ctor(e, bwd, bw_cells, state, None)}, input_size={fw_cells[0][2][0].shape[0]})"
         )
+        _library_module(e, layer, ctor, [w for _, _, ws in fw_cells + bw_cells for w in ws])
+        return
     (kind, config, fw), (_, _, bw) = rnn_cells(fwd)[0], rnn_cells(bwd)[0]
     state = {**_native_state(kind, fw, ""), **_native_state(kind, bw, "_reverse")}
     e.module(layer, _native_ctor(e, kind, config, fw[0].shape[0], True), state)
@@ -231,7 +243,29 @@ def bidirectional_init(e: Any, layer: Layer) -> None:
         e.code.init.append(f"self.{layer.name}.requires_grad_(False)")
 
 
+def _library_bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
+    c, n, x = layer.config, layer.name, node.inputs[0]
+    outs = node.outputs[: 2 if c["merge_mode"] is None else 1]
+    m = e.first_mask(node) if node.mask else None
+    mask = f", mask={m}" if m else ""
+    initial = f", initial_state=[{', '.join(node.initial_state)}]" if node.initial_state else ""
+    y = outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]"
+    call = f"self.{n}({x}{initial}, training=self.training{mask})"
+    if c["return_state"]:
+        e.add(f"{y}, {outs[0]}_states = {call}")
+        flat = ", ".join(node.outputs[len(outs) :])
+        e.add(f"{flat} = [s for layer_states in {outs[0]}_states for s in layer_states]")
+    else:
+        e.add(f"{y} = {call}")
+    mask_out = e.first_mask(node) if c["return_sequences"] else None
+    for i, t in enumerate(node.outputs):
+        e.mask[t] = mask_out if i < len(outs) else None
+
+
 def bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
+    if not e.code.native[layer.name]:
+        _library_bidirectional_call(e, layer, node)
+        return
     fwd = layer.inner["forward"]
     kind = fwd.config["cells"][0]["kind"]
     units = fwd.config["cells"][0]["config"]["units"]
