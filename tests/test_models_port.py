@@ -22,7 +22,8 @@ L = keras.layers
 FLOAT64 = ["sentiment", "rnn_library", "normalization", "bidirectional"]
 FLOAT64 += [pytest.param(n, marks=pytest.mark.slow) for n in ("dense", "rnn_stack", "encoder_decoder", "merges")]
 FLOAT64 += [pytest.param(n, marks=pytest.mark.slow) for n in ("masked_merges", "convolution", "shared", "activations")]
-LIBRARY = {"rnn_library", "bidirectional_library"}  # the models that need the library's torch layers (Keras dropout, go_backwards, stacks)
+# the models that need the library's torch layers (Keras dropout, go_backwards, stacks, mixed directions)
+LIBRARY = {"rnn_library", "bidirectional_library"}
 
 
 def check(model, module, inputs=None, steps=1):
