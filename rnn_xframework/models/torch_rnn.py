@@ -146,8 +146,7 @@ def rnn_call(e: Any, layer: Layer, node: Node) -> None:
         target = f"{y}, {y}_states" if keep else f"{y}, _"
         e.add(f"{target} = self.{n}({x}{initial}, training=self.training{mask})")
         if c["return_state"]:
-            flat = ", ".join(s for g in groups for s in g) + ("," if len(states) == 1 else "")
-            e.add(f"{flat} = [s for layer_states in {y}_states for s in layer_states]")
+            _unpack_states(e, f"{y}_states", groups)
         if c.get("stateful"):
             e.add(f"self.{n}_state = [[s.detach() for s in layer_states] for layer_states in {y}_states]")
     e.mask[y] = e.first_mask(node) if c["return_sequences"] else None
@@ -243,6 +242,12 @@ def bidirectional_init(e: Any, layer: Layer) -> None:
         e.code.init.append(f"self.{layer.name}.requires_grad_(False)")
 
 
+def _unpack_states(e: Any, states: str, groups: list[list[str]]) -> None:
+    """``h, c = states[0]`` per layer: the library returns one list of states per layer."""
+    for i, group in enumerate(groups):
+        e.add(f"{group[0]} = {states}[{i}][0]" if len(group) == 1 else f"{', '.join(group)} = {states}[{i}]")
+
+
 def _library_bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
     c, n, x = layer.config, layer.name, node.inputs[0]
     outs = node.outputs[: 2 if c["merge_mode"] is None else 1]
@@ -253,8 +258,14 @@ def _library_bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
     call = f"self.{n}({x}{initial}, training=self.training{mask})"
     if c["return_state"]:
         e.add(f"{y}, {outs[0]}_states = {call}")
-        flat = ", ".join(node.outputs[len(outs) :])
-        e.add(f"{flat} = [s for layer_states in {outs[0]}_states for s in layer_states]")
+        counts = [
+            len(cells.get(k["kind"]).states) for d in ("forward", "backward") for k in layer.inner[d].config["cells"]
+        ]
+        names, groups = node.outputs[len(outs) :], []
+        for k in counts:
+            groups.append(names[:k])
+            names = names[k:]
+        _unpack_states(e, f"{outs[0]}_states", groups)
     else:
         e.add(f"{y} = {call}")
     mask_out = e.first_mask(node) if c["return_sequences"] else None
