@@ -354,9 +354,9 @@ class Bidirectional(metaclass=_Factory):
             ``return_state`` must be the same.
         weights: initial weights, the forward layer's then the backward layer's (canonical
             layout, as ``get_weights()`` returns them).
-        input_size / input_shape: the number of input features up front (PyTorch's / Keras's
-            name): builds both layers at once, so a torch Bidirectional has its parameters
-            before the first call.
+        input_size: the number of input features up front (PyTorch's name): builds both
+            layers at once, so a torch Bidirectional has its parameters before the first call.
+        input_shape: Keras's form of the same, e.g. ``(time, features)``; the last entry counts.
 
     Call: ``bi(x, initial_state=None, training=None, mask=None)``; ``x`` ``[batch, time,
     features]``; ``initial_state`` the forward layer's states then the backward layer's

@@ -3,8 +3,8 @@
 Every ``import`` in the package counts, at module level or inside a function. Layers, lowest
 first: errors; the framework-free core (protocol, layouts, weightfile, weightload, dropout,
 registry, config); the cell specs; the device code (kernels); the containers and the compiled base; the backends
-(one package per framework); the user API (layers, transfer, compile, ports); the parity suite and the package's
-front door; the tools.
+(one package per framework); the user API (layers, transfer, compile, ports); the parity suite; whole-model ports
+(models) and the package's front door; the tools.
 
 Below the parity suite, a framework is imported only by its own backend package (:data:`FRAMEWORK_HOMES`), and the
 Triton device code only by the torch backend's compile package."""
@@ -28,7 +28,8 @@ LAYERS = [
     ["compiled", "loops", "bidirectional"],
     ["backends"],
     ["layers", "transfer", "compile", "ports"],
-    ["parity", ""],  # "": the package's front door, rnn_xframework/__init__.py
+    ["parity"],
+    ["models", ""],  # whole-model ports; "": the package's front door, rnn_xframework/__init__.py
     ["testing", "cli", "bench", "__main__"],
 ]
 
