@@ -1,7 +1,8 @@
 """The chapter's sentiment classifier, ported to PyTorch with the library's cells.
 
 An embedding, two ``SimpleRNNCell(units, dropout=0.5)`` called step by step as
-``cell(x, state, training)``, and a dense output, trained on a synthetic review dataset made
+``cell(x, state)`` (dropout on in ``model.train()``, off in ``model.eval()``, as every PyTorch
+module), and a dense output, trained on a synthetic review dataset made
 here (no downloads): each review is a sequence of word ids, mostly neutral, with a few
 "positive" or "negative" words; the label is the majority sentiment.
 
@@ -48,21 +49,22 @@ class SentimentRNN(nn.Module):
         self.cell2.build((None, units))
         self.dense = nn.Linear(units, 1)
 
-    def forward(self, words: torch.Tensor, training: bool = False) -> torch.Tensor:
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
         for cell in (self.cell1, self.cell2):  # one dropout mask per batch of sequences, as Keras
             cell.reset_dropout_mask()
         x = self.embedding(words)
         state1 = self.cell1.get_initial_state(words.shape[0])
         state2 = self.cell2.get_initial_state(words.shape[0])
         for t in range(words.shape[1]):
-            out1, state1 = self.cell1(x[:, t], state1, training)
-            out2, state2 = self.cell2(out1, state2, training)
+            out1, state1 = self.cell1(x[:, t], state1)  # dropout follows model.train() / model.eval()
+            out2, state2 = self.cell2(out1, state2)
         return self.dense(out2).squeeze(-1)  # logits
 
 
 def accuracy(model: SentimentRNN, words: np.ndarray, labels: np.ndarray) -> float:
+    model.eval()  # no dropout, as for any PyTorch module
     with torch.no_grad():
-        logits = model(torch.from_numpy(words), training=False)
+        logits = model(torch.from_numpy(words))
     return float(((logits > 0).numpy() == labels.astype(bool)).mean())
 
 
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> float:
             order = rng.permutation(n_train)
             for i in range(0, n_train - batch + 1, batch):
                 idx = order[i : i + batch]
-                logits = model(torch.from_numpy(x_train[idx]), training=True)
+                model.train()
+                logits = model(torch.from_numpy(x_train[idx]))
                 loss = loss_fn(logits, torch.from_numpy(y_train[idx]))
                 optimizer.zero_grad()
                 loss.backward()

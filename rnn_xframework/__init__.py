@@ -22,7 +22,8 @@ from rnn_xframework.errors import (
     UnsupportedConfigError,
     WeightsError,
 )
-from rnn_xframework.ports import from_keras, from_torch, to_keras, to_torch
+from rnn_xframework.models import compare, to_torch, to_torch_source
+from rnn_xframework.ports import from_keras, from_torch, to_keras
 from rnn_xframework.protocol import Cell
 from rnn_xframework.transfer import (
     convert,
@@ -50,6 +51,7 @@ __all__ = [
     "WeightsError",
     "backends",
     "cells",
+    "compare",
     "compile",
     "convert",
     "from_keras",
@@ -63,6 +65,7 @@ __all__ = [
     "to_keras",
     "to_torch",
     "to_torch_fused",
+    "to_torch_source",
     "transfer_weights",
     "use_backend",
 ]

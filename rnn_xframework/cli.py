@@ -28,6 +28,7 @@ The parity suite and the benchmarks of rnn_xframework.
   rnn-xframework parity golden --write DIR   record golden vectors with TensorFlow
   rnn-xframework parity golden --check DIR   check installed backends against them
   rnn-xframework bench [flags]               benchmarks (rnn-xframework bench --help)
+  rnn-xframework port MODEL.keras -o DIR     a Keras model as DIR/model.py + model.pt, parity checked
 
 Exit status: 0 all passed, 1 a comparison failed, 2 bad flags or nothing to compare (one line
 on stderr), 130 interrupted (Ctrl-C; a --json report is written marked "interrupted").
@@ -244,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rnn_xframework.bench.harness import main as bench
 
         return bench(argv[1:])
+    if argv[:1] == ["port"]:
+        return port(argv[1:])
     from rnn_xframework import frameworks, parity
 
     frameworks.import_triton_first()  # before any TensorFlow: rnn_xframework.frameworks
@@ -307,6 +310,46 @@ def _interrupted(e: KeyboardInterrupt, args: argparse.Namespace, prog: str) -> i
     else:
         print(f"{prog}: interrupted{where}", file=sys.stderr)
     return 130
+
+
+def port(argv: Sequence[str]) -> int:
+    """``rnn-xframework port MODEL.keras -o DIR``: write ``DIR/model.py`` and ``DIR/model.pt``
+    (:func:`rnn_xframework.to_torch_source`), then run :func:`rnn_xframework.compare` on a probe
+    batch and print it. Exit 0 on a match, 1 on a mismatch, 2 on an unsupported layer or a bad file."""
+    p = _Parser(prog=f"{PROG} port", description=port.__doc__)
+    p.add_argument("model", help="a Keras model file (.keras), loaded in Keras's safe mode")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="where model.py and model.pt go")
+    p.add_argument("--masks", choices=("right-padded", "any"), default="right-padded", help="see xf.to_torch")
+    p.add_argument("--steps", type=_positive, default=1, help="SGD steps of the parity check (default 1)")
+    p.add_argument("--plain", action="store_true", help="plain-text table")
+    args = p.parse_args(argv)
+    from rnn_xframework import frameworks
+
+    frameworks.import_triton_first()
+    import torch  # noqa: F401 (before TensorFlow: rnn_xframework.frameworks)
+
+    import rnn_xframework as xf
+    from rnn_xframework.parity.report import print_report
+
+    try:
+        with without_import_noise():
+            import keras  # noqa: F401
+        module = xf.to_torch(args.model, masks=args.masks)
+        py, pt = xf.to_torch_source(args.model, args.output, masks=args.masks)
+    except FileNotFoundError as e:
+        print(f"{PROG} port: error: no such file: {e.filename or e}", file=sys.stderr)
+        return 2
+    except (RNNXError, OSError, ValueError) as e:
+        print(f"{PROG} port: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {py} and {pt}")
+    spec = importlib.util.spec_from_file_location("ported_model", py)
+    written = importlib.util.module_from_spec(spec)  # the file just written, not the live module
+    spec.loader.exec_module(written)
+    del module
+    report = xf.compare(args.model, written.load(), steps=args.steps, show=False, masks=args.masks)
+    print_report(report, plain=args.plain)
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

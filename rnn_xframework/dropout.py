@@ -4,7 +4,10 @@ As in ``keras.layers.DropoutRNNCell``: a cell draws its masks the first time a s
 and reuses them at every following step, until :meth:`DropoutMixin.reset_dropout_mask` (the
 ``RNN`` containers reset after each call, as Keras's ``RNN`` does). Masks are inverted: their
 entries are ``0`` or ``1 / (1 - rate)``, so nothing is rescaled at inference. They apply only
-when the cell is called with ``training=True``; ``training=None`` and ``False`` mean inference.
+when the cell is called with ``training=True``; ``False`` means inference, and ``None`` (not given)
+means inference on NumPy and TensorFlow (Keras's rule) and the module's mode on torch
+(``module.train()`` / ``.eval()``, PyTorch's rule: the torch objects resolve ``None`` before the
+cell's step sees it).
 
 The number of masks per kind is Keras's: one, except for gated cells (LSTM: 4, GRU: 3) with
 ``recurrent_dropout > 0``, where each gate gets its own input mask and its own recurrent mask

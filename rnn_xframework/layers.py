@@ -1,5 +1,5 @@
 """Keras-named entry points: ``SimpleRNNCell``, ``LSTMCell``, ``GRUCell``, ``StackedRNNCells``,
-``RNN``, and the one-layer sequence layers ``SimpleRNN``, ``LSTM``, ``GRU``.
+``RNN``, the one-layer sequence layers ``SimpleRNN``, ``LSTM``, ``GRU``, and ``Bidirectional``.
 
 Each name is called like the Keras class and returns the chosen backend's native object: a
 ``torch.nn.Module`` for ``backend="torch"``, a Keras layer for ``backend="tensorflow"`` (alias
@@ -20,8 +20,8 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from rnn_xframework import cells, config, loops, protocol, registry
-from rnn_xframework.errors import FrameworkMismatchError
+from rnn_xframework import bidirectional, cells, config, loops, protocol, registry
+from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 from rnn_xframework.protocol import Cell
 
 
@@ -211,8 +211,10 @@ class RNN(metaclass=_Factory):
             until then a torch RNN holds lazy parameters (``torch.nn.UninitializedParameter``)
             that an optimizer made beforehand still trains.
         input_shape: Keras's form of the same, e.g. ``(time, features)``; the last entry counts.
+        zero_output_for_mask: with a ``mask``, a masked step outputs zeros instead of repeating
+            the previous output (Keras's option of the same name; the state is kept either way).
 
-    Call: ``rnn(x, initial_state=None, training=None)`` with ``x`` ``[batch, time, features]``
+    Call: ``rnn(x, initial_state=None, training=None, mask=None)`` with ``x`` ``[batch, time, features]``
     (``[time, batch, features]`` with ``time_major``) and ``initial_state`` one list per layer
     (zeros by default).
     """
@@ -229,6 +231,7 @@ class RNN(metaclass=_Factory):
         backend: str | None = None,
         input_size: int | None = None,
         input_shape: tuple[int | None, ...] | None = None,
+        zero_output_for_mask: bool = False,
     ) -> Any:
         loops.check_order(order)
         dim = input_features(input_size, input_shape)
@@ -241,6 +244,7 @@ class RNN(metaclass=_Factory):
             go_backwards=bool(go_backwards),
             order=order,
             time_major=bool(time_major),
+            zero_output_for_mask=bool(zero_output_for_mask),
         )
         if dim is not None or stack.input_dim is not None:
             rnn.build((None, None, dim if dim is not None else stack.input_dim))
@@ -260,10 +264,18 @@ def _layer_factory(name: str, cell: type) -> type:
         return_sequences: bool = False,
         return_state: bool = False,
         go_backwards: bool = False,
+        *,
+        zero_output_for_mask: bool = False,
         **cell_kwargs: Any,
     ) -> Any:
         c = cell(units, **cell_kwargs)
-        return RNN(c, return_sequences=return_sequences, return_state=return_state, go_backwards=go_backwards)
+        return RNN(
+            c,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            zero_output_for_mask=zero_output_for_mask,
+        )
 
     # The signature shown: the layer's own arguments, then every argument of the cell after ``units``.
     own = list(inspect.signature(__new__, eval_str=True).parameters.values())[:-1]
@@ -293,11 +305,14 @@ def _layer_factory(name: str, cell: type) -> type:
         return_state: also return the final state, as every ``RNN`` does: one list per layer,
             here ``[[h]]`` (``[[h, c]]`` for LSTM), not Keras's flat ``output, h, c``.
         go_backwards: process the sequence in reverse.
+        zero_output_for_mask: a masked step outputs zeros instead of repeating the previous
+            output (Keras's option).
         **kwargs: the keyword arguments after these (``activation``, ``use_bias``,
             ``dropout``, ``recurrent_dropout``, ``backend``, ``dtype``, ``device``, ...) are
             ``{cell.__name__}``'s and mean what they mean there.
 
-    Call: ``layer(x, initial_state=None, training=None, mask=None)``; ``x`` ``[batch, time,
+    Call: ``layer(x, initial_state=None, training=None, mask=None)`` (``training=None``: on torch
+    the module's mode, ``.train()`` / ``.eval()``; elsewhere inference); ``x`` ``[batch, time,
     features]``; ``mask`` ``[batch, time]`` (true for real steps): a masked step keeps the
     state and repeats the previous output (zeros before the first real step), as in Keras.
     Layers stack like ``keras.Sequential``: ``y = l2(l1(x))`` with ``return_sequences=True`` on
@@ -310,3 +325,91 @@ def _layer_factory(name: str, cell: type) -> type:
 SimpleRNN = _layer_factory("SimpleRNN", SimpleRNNCell)
 LSTM = _layer_factory("LSTM", LSTMCell)
 GRU = _layer_factory("GRU", GRUCell)
+
+
+def wrap_bidirectional(forward_layer: Any, backward_layer: Any, merge_mode: Any = "concat") -> Any:
+    """The backend's ``Bidirectional`` over these two RNNs taken as they are (no copy, weights
+    kept): what ports and ``xf.convert`` build. :class:`Bidirectional` is the Keras-named
+    constructor, which copies its layer as Keras does."""
+    cls = registry.get(forward_layer.backend).bidirectional_class
+    if cls is None:
+        raise UnsupportedConfigError(f"backend {forward_layer.backend!r} has no Bidirectional")
+    return cls(forward_layer, backward_layer, merge_mode=merge_mode)
+
+
+class Bidirectional(metaclass=_Factory):
+    """Keras's ``Bidirectional`` wrapper: an RNN over the sequence and another over it backwards,
+    their outputs merged (:mod:`rnn_xframework.bidirectional` has the exact rules).
+
+    Args:
+        layer: an ``RNN`` of this library (``layers.LSTM(...)``, ``layers.RNN(cells)``, any
+            backend). As in Keras, the wrapper does not use it as it is: ``forward_layer`` is a
+            new RNN of its configuration, and without ``backward_layer`` ``backward_layer`` is
+            another with ``go_backwards=True``, both with new weights (built at once when
+            ``layer`` is built or ``input_size`` is given).
+        merge_mode: ``"concat"`` (default), ``"sum"``, ``"mul"``, ``"ave"``, or ``None`` (a list
+            ``[y, y_rev]``, both in time order).
+        backward_layer: an RNN to use as the backward layer, as it is (Keras's rule); its
+            ``go_backwards`` must differ from ``layer``'s and its ``return_sequences`` /
+            ``return_state`` must be the same.
+        weights: initial weights, the forward layer's then the backward layer's (canonical
+            layout, as ``get_weights()`` returns them).
+        input_size: the number of input features up front (PyTorch's name): builds both
+            layers at once, so a torch Bidirectional has its parameters before the first call.
+        input_shape: Keras's form of the same, e.g. ``(time, features)``; the last entry counts.
+
+    Call: ``bi(x, initial_state=None, training=None, mask=None)``; ``x`` ``[batch, time,
+    features]``; ``initial_state`` the forward layer's states then the backward layer's
+    (``[[h_f, c_f], [h_b, c_b]]``, or Keras's flat ``[h_f, c_f, h_b, c_b]``); ``mask``
+    ``[batch, time]``. Returns the merged output (``[batch, time, 2*units]`` for ``"concat"``
+    with ``return_sequences``), and with ``return_state`` ``(output, states)``, the forward
+    layer's states then the backward layer's, one list per layer (Keras returns the same
+    tensors flat: ``[output, h_f, c_f, h_b, c_b]``). With ``return_sequences`` both layers get
+    ``zero_output_for_mask=True`` (Keras forces it): masked steps output zeros.
+
+    On torch it is an ``nn.Module`` (``training=None`` follows ``.train()`` / ``.eval()``,
+    ``torch.jit.script`` works when built), on TensorFlow a serializable Keras layer, on NumPy
+    the reference. ``xf.from_keras(keras.layers.Bidirectional(...))`` and ``xf.to_keras`` port
+    it with its weights.
+
+    Example::
+
+        bi = layers.Bidirectional(layers.LSTM(16, return_sequences=True, backend="torch"), input_size=8)
+        y = bi(torch.randn(4, 10, 8))   # [4, 10, 32]
+    """
+
+    def __new__(
+        cls,
+        layer: Any,
+        merge_mode: str | None = "concat",
+        backward_layer: Any = None,
+        weights: Sequence[Any] | None = None,
+        *,
+        input_size: int | None = None,
+        input_shape: tuple[int | None, ...] | None = None,
+    ) -> Any:
+        bidirectional.check_merge_mode(merge_mode)
+        dim = input_features(input_size, input_shape)
+        for name, given in (("layer", layer), ("backward_layer", backward_layer)):
+            if given is None and name == "backward_layer":
+                continue
+            if not RNN._is(given) or hasattr(given, "method"):
+                raise FrameworkMismatchError(
+                    f"Bidirectional: {name} must be an (uncompiled) RNN made by rnn_xframework.layers "
+                    f"(layers.LSTM(...), layers.RNN(cells), ...), got {type(given).__module__}.{type(given).__name__}"
+                )
+        forward = layer.fresh_copy(go_backwards=layer.go_backwards, prefix="forward_")
+        if backward_layer is None:
+            backward_layer = layer.fresh_copy(go_backwards=True, prefix="backward_")
+        bi = wrap_bidirectional(forward, backward_layer, merge_mode)
+        if dim is not None:
+            bi.build((None, None, dim))
+        elif backward_layer.cells[0].input_dim is not None and forward.cells[0].input_dim is None:
+            bi.build((None, None, backward_layer.cells[0].input_dim))
+        if weights is not None:
+            bi.set_weights(weights)
+        return bi
+
+    @classmethod
+    def _is(cls, obj: Any) -> bool:
+        return protocol.is_structure(obj, "bidirectional")

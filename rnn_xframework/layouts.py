@@ -245,14 +245,20 @@ def weight_count(cell: Any) -> int:
 
 
 def validate_cells_weights(
-    cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str
+    cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str, starts: Sequence[int] = (0,)
 ) -> list[list[np.ndarray]]:
-    """Check every cell's canonical list (count, shapes, chained input sizes) before any write."""
+    """Check every cell's canonical list (count, shapes, chained input sizes) before any write.
+
+    ``starts``: the indices where a chain of layers begins (cell ``i`` takes cell ``i-1``'s
+    units as its input size, except at a start): ``(0,)`` for a stack, ``(0, n_forward)`` for a
+    ``Bidirectional``, whose backward layer takes the inputs too."""
     if len(weight_lists) != len(cells):
         raise WeightsError(f"{where}: expected weights for {len(cells)} cell(s), got {len(weight_lists)}")
     checked = []
     dim = None
     for i, (cell, weights) in enumerate(zip(cells, weight_lists, strict=True)):
+        if i in starts:
+            dim = None
         if cell.input_dim is not None:
             dim = cell.input_dim
         elif dim is None:
@@ -262,9 +268,14 @@ def validate_cells_weights(
     return checked
 
 
-def set_cells_weights(cells: Sequence[Any], weight_lists: Sequence[Sequence[Any]], where: str = "set_weights") -> None:
+def set_cells_weights(
+    cells: Sequence[Any],
+    weight_lists: Sequence[Sequence[Any]],
+    where: str = "set_weights",
+    starts: Sequence[int] = (0,),
+) -> None:
     """Set several cells' weights; on any failure every built cell gets its old weights back."""
-    checked = validate_cells_weights(cells, weight_lists, where)
+    checked = validate_cells_weights(cells, weight_lists, where, starts)
     backups = [cell.get_weights() if cell.input_dim is not None else None for cell in cells]
     try:
         for cell, weights in zip(cells, checked, strict=True):

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rnn_xframework import cells as cell_specs
 from rnn_xframework import dropout, layouts, protocol, registry
 from rnn_xframework.errors import (
     FrameworkMismatchError,
@@ -140,7 +141,9 @@ class RNNMixin(_Container):
     ``return_sequences=True``; with ``return_state=True`` a pair ``(output, states)`` where
     ``states`` is one list per layer. With ``time_major`` (PyTorch's ``batch_first=False``) the
     inputs are ``[time, batch, features]`` and the sequence output ``[time, batch, units]``;
-    ``mask`` stays ``[batch, time]``.
+    ``mask`` stays ``[batch, time]``. At a masked step the state is kept and the output repeats
+    the previous one (zeros before the first real step), or is zeros with
+    ``zero_output_for_mask=True`` (Keras's option; ``Bidirectional`` sets it, as Keras's does).
     """
 
     def __init__(
@@ -152,10 +155,12 @@ class RNNMixin(_Container):
         go_backwards: bool,
         order: str,
         time_major: bool = False,
+        zero_output_for_mask: bool = False,
         **kwargs: Any,
     ) -> None:
         self._init_base(kwargs)
         self.cell = cell
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.go_backwards = go_backwards
@@ -168,6 +173,30 @@ class RNNMixin(_Container):
     @property
     def cells(self) -> Sequence[Any]:
         return self.cell.cells
+
+    def fresh_copy(self, *, go_backwards: bool, prefix: str = "") -> Any:
+        """A new RNN of this configuration on this backend, with ``go_backwards`` and new
+        weights (initialized as a new layer's; built for the same inputs when this one is built):
+        what ``Bidirectional`` makes of its layer, as Keras makes its copies from the layer's
+        config. ``prefix`` names the copy where layers have names (Keras: ``"forward_"``)."""
+        ops = self._ops
+        new_cells = [
+            ops.cell_class(cell_specs.get(c.cell_kind))(dtype=c.dtype_name, **c.portable_config(), **c.backend_config())
+            for c in self.cells
+        ]
+        stack = ops.stack_class(new_cells)
+        rnn = ops.rnn_class(
+            stack,
+            return_sequences=self.return_sequences,
+            return_state=self.return_state,
+            go_backwards=bool(go_backwards),
+            order=self.order,
+            time_major=self.time_major,
+            zero_output_for_mask=self.zero_output_for_mask,
+        )
+        if self.cell.input_dim is not None:
+            rnn.build((None, None, self.cell.input_dim))
+        return rnn
 
     @property
     def units(self) -> int:
@@ -220,7 +249,8 @@ class RNNMixin(_Container):
                     out, state = cell(out, state, training=training)
                     new.append(state)
                 if masks[t] is not None:
-                    out = hold(ops, masks[t], out, outputs[-1] if outputs else None)
+                    previous = outputs[-1] if outputs and not self.zero_output_for_mask else None
+                    out = hold(ops, masks[t], out, previous)
                     new = [
                         [hold(ops, masks[t], n, o) for n, o in zip(nl, ol, strict=True)]
                         for nl, ol in zip(new, states, strict=True)
@@ -228,7 +258,9 @@ class RNNMixin(_Container):
                 outputs.append(out)
                 states = new
         else:
-            outputs, states = run_layer_major(ops, self.cell.cells, steps, states, training, masks)
+            outputs, states = run_layer_major(
+                ops, self.cell.cells, steps, states, training, masks, self.zero_output_for_mask
+            )
         y = ops.stack(outputs) if self.return_sequences else outputs[-1]
         if self.time_major and self.return_sequences:
             y = ops.swap_batch_time(y)
@@ -263,11 +295,14 @@ def run_layer_major(
     states: list[Any],
     training: bool | None,
     masks: list[Any] | None = None,
+    zero_output_for_mask: bool = False,
 ) -> tuple[list[Any], list[Any]]:
     """Layer 1 over every step, keep its outputs, then layer 2 over those, and so on.
 
     With ``masks``, a masked step keeps the layer's state and repeats its previous output
-    (zeros before the first real step), as Keras does.
+    (zeros before the first real step; always zeros with ``zero_output_for_mask``), as Keras
+    does. (Only the last layer's outputs are seen: a masked step's value in a lower layer feeds
+    a step whose result the layer above discards.)
     """
     masks = masks or [None] * len(steps)
     sequence = steps
@@ -277,7 +312,7 @@ def run_layer_major(
         for xt, m in zip(sequence, masks, strict=True):
             out, new = cell(xt, state, training=training)
             if m is not None:
-                out = hold(ops, m, out, outputs[-1] if outputs else None)
+                out = hold(ops, m, out, outputs[-1] if outputs and not zero_output_for_mask else None)
                 new = [hold(ops, m, n, o) for n, o in zip(new, state, strict=True)]
             state = new
             outputs.append(out)

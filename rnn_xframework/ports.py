@@ -22,7 +22,13 @@ from rnn_xframework.errors import BackendUnavailableError, FrameworkMismatchErro
 
 
 # --- Keras ---------------------------------------------------------------------------------------
-def from_keras(obj: Any, backend: str | None = None, *, ignore_training_settings: bool = False) -> Any:
+def from_keras(
+    obj: Any,
+    backend: str | None = None,
+    *,
+    ignore_training_settings: bool = False,
+    shared: dict[Any, Any] | None = None,
+) -> Any:
     """The library's object on ``backend`` with a Keras object's configuration and weights.
 
     Args:
@@ -33,7 +39,14 @@ def from_keras(obj: Any, backend: str | None = None, *, ignore_training_settings
             - a Keras ``StackedRNNCells`` -> ``layers.StackedRNNCells``;
             - a Keras recurrent layer (``SimpleRNN``, ``LSTM``, ``GRU``, or ``RNN`` over a cell,
               a list of cells or a ``StackedRNNCells``) -> ``layers.RNN`` with the same
-              ``return_sequences``, ``return_state``, ``go_backwards``;
+              ``return_sequences``, ``return_state``, ``go_backwards``, ``zero_output_for_mask``;
+            - a Keras ``Bidirectional`` over such a layer -> ``layers.Bidirectional`` (the same
+              ``merge_mode``, both layers' weights and settings);
+            - a list or tuple of the above -> a list of the ported objects, ported together:
+              a Keras cell met more than once (a cell used on its own *and* inside a Keras
+              ``RNN``, as TensorFlow's ``FeedBack`` tutorial does) becomes one library cell,
+              so the tie survives (``rnn, cell = xf.from_keras([lstm_rnn, lstm_cell]); cell is
+              rnn.cells[0]``);
             - a Keras ``Model`` (or the path of a ``.keras`` file, loaded in Keras's safe mode)
               -> ``dict[str, RNN]``: every recurrent layer of the model, nested models included,
               keyed by layer name in the model's order. Other layers (``Embedding``, ``Dense``)
@@ -42,6 +55,9 @@ def from_keras(obj: Any, backend: str | None = None, *, ignore_training_settings
             :func:`rnn_xframework.get_backend`.
         ignore_training_settings: port layers that carry regularizers or constraints to a
             backend without them (they change training only; without this flag they raise).
+        shared: a dict to keep ties across calls (as ``copy.deepcopy``'s memo): every call given
+            the same dict ports a Keras cell it met before to the same library cell. One call
+            always keeps the ties within what it ports (a model's layers sharing a cell too).
 
     Carried: ``units``, ``activation``, ``recurrent_activation``, ``use_bias``, ``dropout``,
     ``recurrent_dropout``, ``unit_forget_bias``, ``reset_after``, the dtype (``float32`` /
@@ -52,8 +68,8 @@ def from_keras(obj: Any, backend: str | None = None, *, ignore_training_settings
     ``unroll`` is accepted (it changes Keras's loop, not the numbers).
 
     Raises:
-        UnsupportedConfigError: ``stateful=True``, ``zero_output_for_mask=True``, a
-            ``Bidirectional`` wrapper, a mixed-precision dtype policy, an activation or
+        UnsupportedConfigError: ``stateful=True``, a ``Bidirectional`` over a layer that is
+            not recurrent, a mixed-precision dtype policy, an activation or
             ``reset_after=False`` that ``backend`` cannot run, a custom cell class; the message
             names the setting.
         FrameworkMismatchError: ``obj`` is not one of the above (or a model has no recurrent layer).
@@ -81,32 +97,63 @@ def from_keras(obj: Any, backend: str | None = None, *, ignore_training_settings
         )
     from rnn_xframework.backends import keras_port
 
-    return _from_port(keras_port.describe(obj, backend, ignore_training_settings), backend)
+    memo = {} if shared is None else shared
+    before = dict(memo)
+    try:
+        if isinstance(obj, (list, tuple)):
+            described = [keras_port.describe(o, backend, ignore_training_settings) for o in obj]  # all checked first
+            return [_from_port(port, backend, memo) for port in described]
+        return _from_port(keras_port.describe(obj, backend, ignore_training_settings), backend, memo)
+    except BaseException:  # a failed call leaves the caller's memo as it was
+        memo.clear()
+        memo.update(before)
+        raise
 
 
-def _from_port(port: Any, backend: str) -> Any:
-    """The library's object for a description made by ``keras_port.describe``."""
-    from rnn_xframework import layers, transfer
+def _from_port(port: Any, backend: str, memo: dict[Any, Any]) -> Any:
+    """The library's object for a description made by ``keras_port.describe``; ``memo`` maps a
+    Keras cell already ported (on ``backend``) to its library cell, so it is ported once."""
+    from rnn_xframework import layers, layouts, transfer
     from rnn_xframework.backends import keras_port
 
     if isinstance(port, dict):
-        return {name: _from_port(p, backend) for name, p in port.items()}
+        return {name: _from_port(p, backend, memo) for name, p in port.items()}
     if isinstance(port, keras_port.LibraryObject):
         return transfer.convert(port.obj, backend)
+    if isinstance(port, keras_port.BidirectionalPort):
+        forward, backward = _from_port(port.forward, backend, memo), _from_port(port.backward, backend, memo)
+        return layers.wrap_bidirectional(forward, backward, port.merge_mode)
     ports = [port] if isinstance(port, keras_port.CellPort) else port.cells
-    cells = [layers.make_cell(p.kind, backend=backend, **p.config) for p in ports]
-    if isinstance(port, keras_port.CellPort):
-        new = cells[0]
-    elif port.flags is None:
-        new = layers.StackedRNNCells(cells)
-    else:
-        new = layers.RNN(cells, backend=backend, **port.flags)
-    if ports[0].weights is not None:
-        new.set_weights([w for p in ports for w in p.weights or []])  # checked, all-or-nothing
-    for cell, p in zip(cells, ports, strict=True):
-        if not p.trainable:
+    known = [_memo_get(memo, p, backend) for p in ports]
+    fresh = [
+        (i, layers.make_cell(ports[i].kind, backend=backend, **ports[i].config))
+        for i, k in enumerate(known)
+        if k is None
+    ]
+    built = [(cell, ports[i].weights) for i, cell in fresh if ports[i].weights is not None]
+    if built:  # each cell checked against its own weights, all before any is written
+        starts = range(len(built))
+        layouts.set_cells_weights([c for c, _ in built], [w for _, w in built], "from_keras", starts)
+    cells = list(known)
+    for i, cell in fresh:
+        cells[i] = cell
+        if not ports[i].trainable:
             _freeze(cell)
-    return new
+        if ports[i].source is not None:  # the Keras cell is kept alive with it, so its id stays its own
+            memo[(id(ports[i].source), backend)] = (ports[i].source, cell)
+    if isinstance(port, keras_port.CellPort):
+        return cells[0]
+    if port.flags is None:
+        return layers.StackedRNNCells(cells)
+    return layers.RNN(cells, backend=backend, **port.flags)
+
+
+def _memo_get(memo: dict[Any, Any], port: Any, backend: str) -> Any:
+    """The library cell already ported from ``port``'s Keras cell on ``backend``, or ``None``."""
+    if port.source is None:
+        return None
+    found = memo.get((id(port.source), backend))
+    return found[1] if found is not None and found[0] is port.source else None
 
 
 def _freeze(cell: Any) -> None:
@@ -124,13 +171,14 @@ def to_keras(obj: Any) -> Any:
     A cell gives ``keras.layers.SimpleRNNCell`` / ``LSTMCell`` / ``GRUCell``; a stack
     ``keras.layers.StackedRNNCells``; an ``RNN`` of one cell ``keras.layers.SimpleRNN`` /
     ``LSTM`` / ``GRU``, and of several ``keras.layers.RNN(keras.layers.StackedRNNCells(...))``,
-    with ``return_sequences``, ``return_state`` and ``go_backwards``. ``order`` has no Keras
+    with ``return_sequences``, ``return_state``, ``go_backwards`` and ``zero_output_for_mask``;
+    a ``Bidirectional`` ``keras.layers.Bidirectional`` with its ``merge_mode``. ``order`` has no Keras
     counterpart and is not needed (both orders give the same numbers). The result needs only
     Keras at inference time; a built object gives a built layer with the same weights, an
     unbuilt one an unbuilt layer (Keras initializes it on its first call).
 
     Raises:
-        FrameworkMismatchError: ``obj`` is not a cell, stack or RNN made by this library.
+        FrameworkMismatchError: ``obj`` is not a cell, stack, RNN or Bidirectional made by this library.
         BackendUnavailableError: Keras is not installed.
 
     Shape: as the library object, except ``return_state=True``: the Keras layer returns Keras's
@@ -156,6 +204,10 @@ def to_keras(obj: Any) -> Any:
         )
     from rnn_xframework.backends import keras_port
 
+    if structure == "bidirectional":
+        forward, backward = to_keras(obj.forward_layer), to_keras(obj.backward_layer)
+        weights = obj.get_weights() if obj.input_dim is not None else []
+        return keras_port.build_bidirectional(forward, backward, obj.merge_mode, obj.input_dim, weights)
     cells = protocol.cells_of(obj)
     ports = [
         keras_port.CellPort(
@@ -169,7 +221,7 @@ def to_keras(obj: Any) -> Any:
         return keras_port.build(ports[0], cells[0].input_dim, structure)
     flags = None
     if structure == "rnn":
-        flags = {name: bool(getattr(obj, name)) for name in ("return_sequences", "return_state", "go_backwards")}
+        flags = {name: bool(getattr(obj, name, False)) for name in keras_port.RNN_FLAGS}
     return keras_port.build(keras_port.RNNPort(ports, flags), cells[0].input_dim, structure)
 
 
@@ -192,7 +244,8 @@ def from_torch(
               (``SimpleRNNCell`` with ``activation = nonlinearity``, ``LSTMCell``, ``GRUCell``),
               ``return_sequences=True`` like the module, and the module's layout:
               ``batch_first=False`` (PyTorch's default) gives ``time_major=True``, so the RNN
-              takes and returns ``[time, batch, ...]`` exactly as the module does;
+              takes and returns ``[time, batch, ...]`` exactly as the module does; a one-layer
+              ``bidirectional=True`` module -> ``layers.Bidirectional(merge_mode="concat")``;
             - ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` -> the library's cell.
         backend: ``"torch"``, ``"tensorflow"`` (``"tf"``) or ``"numpy"``; default
             :func:`rnn_xframework.get_backend`.
@@ -215,7 +268,7 @@ def from_torch(
     rounding (1e-5 in float32, 1e-12 in float64).
 
     Raises:
-        UnsupportedConfigError: ``bidirectional=True``, ``proj_size > 0``, between-layer
+        UnsupportedConfigError: ``bidirectional=True`` with ``num_layers > 1``, ``proj_size > 0``, between-layer
             ``dropout > 0``, or a setting ``backend`` cannot run; the message names it.
         FrameworkMismatchError: ``module`` is not one of the six classes above (subclasses too:
             their ``forward`` may compute something else).
@@ -234,7 +287,7 @@ def from_torch(
     from rnn_xframework import layers, transfer
 
     registry.get("torch")
-    from rnn_xframework.backends import torch_port
+    from rnn_xframework.backends.torch import port as torch_port
 
     torch_port.check_module(module)
     module = torch_port.loaded(module, state_dict, prefix)
@@ -255,7 +308,9 @@ def to_torch(obj: Any, *, device: Any = None) -> Any:
 
     Args:
         obj: a built object of any backend: an ``RNN`` of one cell type, size and bias setting
-            -> ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (``num_layers`` = its cells,
+            -> ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (``num_layers`` = its cells; a
+            ``Bidirectional`` of one cell per direction with ``merge_mode="concat"`` ->
+            ``bidirectional=True``;
             ``batch_first = not obj.time_major``; the module returns the whole sequence and
             the final states, as PyTorch's do: ``y[:, -1]`` is a ``return_sequences=False``
             output); a cell -> ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` (called
@@ -268,6 +323,6 @@ def to_torch(obj: Any, *, device: Any = None) -> Any:
             ``reset_after=False``, an unbuilt object, a ``StackedRNNCells``.
     """
     registry.get("torch")
-    from rnn_xframework.backends import torch_port
+    from rnn_xframework.backends.torch import port as torch_port
 
     return torch_port.to_torch(obj, device=device)

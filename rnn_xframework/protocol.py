@@ -98,9 +98,11 @@ class TensorOps(Protocol):
 
 # --- structure: the one definition of cell / stack / RNN ------------------------------------------
 def structure_of(obj: Any) -> str:
-    """``"rnn"``, ``"stack"`` or ``"cell"`` for objects made by this library (a compiled RNN is an
-    ``"rnn"``); :class:`FrameworkMismatchError` for anything else."""
+    """``"bidirectional"``, ``"rnn"``, ``"stack"`` or ``"cell"`` for objects made by this library
+    (a compiled RNN is an ``"rnn"``); :class:`FrameworkMismatchError` for anything else."""
     if isinstance(getattr(obj, "backend", None), str):
+        if hasattr(obj, "forward_layer") and hasattr(obj, "backward_layer") and hasattr(obj, "merge_mode"):
+            return "bidirectional"
         if hasattr(obj, "order") and hasattr(obj, "cell") and hasattr(obj, "return_sequences"):
             return "rnn"
         if hasattr(obj, "cells") and hasattr(obj, "step"):
@@ -108,13 +110,14 @@ def structure_of(obj: Any) -> str:
         if getattr(obj, "cell_kind", None) is not None:
             return "cell"
     raise FrameworkMismatchError(
-        f"expected a cell, StackedRNNCells or RNN made by rnn_xframework.layers, got "
+        f"expected a cell, StackedRNNCells, RNN or Bidirectional made by rnn_xframework.layers, got "
         f"{type(obj).__module__}.{type(obj).__name__}"
     )
 
 
 def is_structure(obj: Any, kind: str) -> bool:
-    """Whether ``obj`` is a ``kind`` (``"cell"``, ``"stack"``, ``"rnn"``) made by this library."""
+    """Whether ``obj`` is a ``kind`` (``"cell"``, ``"stack"``, ``"rnn"``, ``"bidirectional"``) made
+    by this library."""
     try:
         return structure_of(obj) == kind
     except FrameworkMismatchError:
@@ -122,8 +125,18 @@ def is_structure(obj: Any, kind: str) -> bool:
 
 
 def cells_of(obj: Any) -> list[Any]:
-    """The cells of a cell (itself), a stack, or an RNN, in layer order."""
+    """The cells of a cell (itself), a stack, an RNN, in layer order, or a Bidirectional (the
+    forward layer's, then the backward layer's)."""
     return [obj] if structure_of(obj) == "cell" else list(obj.cells)
+
+
+def chain_starts(obj: Any) -> tuple[int, ...]:
+    """Indices into :func:`cells_of` where a chain of layers begins (a layer there takes the
+    object's inputs, not the layer below's output): ``(0,)``, or ``(0, n)`` for a Bidirectional
+    whose forward layer has ``n`` cells."""
+    if structure_of(obj) == "bidirectional":
+        return (0, len(obj.forward_layer.cells))
+    return (0,)
 
 
 def dtype_name(dtype: Any) -> str:

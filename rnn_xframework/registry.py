@@ -92,6 +92,7 @@ class Backend:
     trainer: ClassVar[str | None] = None
     stack_class: ClassVar[type]
     rnn_class: ClassVar[type]
+    bidirectional_class: ClassVar[type | None] = None
     cell_bases: ClassVar[tuple[type, ...]] = ()
 
     def __init_subclass__(cls, *, name: str, **kwargs: Any) -> None:
@@ -161,6 +162,10 @@ class Backend:
 
     def swap_batch_time(self, x: Any) -> Any:
         """``[time, batch, features]`` <-> ``[batch, time, features]`` (for ``time_major`` RNNs)."""
+        raise NotImplementedError
+
+    def concat(self, xs: list[Any]) -> Any:
+        """Tensors joined along their last axis (``Bidirectional``'s ``merge_mode="concat"``)."""
         raise NotImplementedError
 
     # --- devices and numerics --------------------------------------------------------------------

@@ -13,12 +13,13 @@ from typing import Any
 
 from rnn_xframework import layouts, weightfile, weightload
 from rnn_xframework.errors import FrameworkMismatchError, NotBuiltError, WeightsError
-from rnn_xframework.protocol import cells_of, structure_of
+from rnn_xframework.protocol import cells_of, chain_starts, structure_of
 
 
 # --- between objects -------------------------------------------------------------------------
 def transfer_weights(src: Any, dst: Any) -> Any:
-    """Copy ``src``'s weights into ``dst`` (any backends; cells, stacks or RNNs of one shape).
+    """Copy ``src``'s weights into ``dst`` (any backends; cells, stacks, RNNs or Bidirectionals of
+    one shape).
 
     Raises :class:`WeightsError` if the structures differ; ``dst`` is unchanged then.
     Returns ``dst``.
@@ -36,12 +37,17 @@ def transfer_weights(src: Any, dst: Any) -> Any:
     rnn_xframework.errors.WeightsError: transfer_weights: structures differ: ...
     """
     src_cells, dst_cells = cells_of(src), cells_of(dst)
+    pair = (structure_of(src) == "bidirectional", structure_of(dst) == "bidirectional")
+    if pair[0] != pair[1]:
+        what = ["a Bidirectional" if p else "not a Bidirectional" for p in pair]
+        raise WeightsError(f"transfer_weights: structures differ: the source is {what[0]}, the destination {what[1]}")
     src_sig, dst_sig = layouts.signature(src_cells), layouts.signature(dst_cells)
     if src_sig != dst_sig:
         raise WeightsError(f"transfer_weights: structures differ: source {src_sig}, destination {dst_sig}")
     if any(c.input_dim is None for c in src_cells):
         raise WeightsError("transfer_weights: the source is not built yet; call build() or call it once first")
-    layouts.set_cells_weights(dst_cells, [c.get_weights() for c in src_cells], where="transfer_weights")
+    starts = chain_starts(dst)
+    layouts.set_cells_weights(dst_cells, [c.get_weights() for c in src_cells], "transfer_weights", starts)
     return dst
 
 
@@ -74,6 +80,17 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
 
     kind = structure_of(obj)
     src_cells = cells_of(obj)
+    if kind == "bidirectional":
+        if any(c.input_dim is None for c in src_cells):
+            raise NotBuiltError(
+                "convert: the source Bidirectional is not built yet, so it has no weights to carry over; build it "
+                "first with bi.build((None, None, features)), or call it once on an input"
+            )
+        return layers.wrap_bidirectional(
+            convert(obj.forward_layer, backend, dtype=dtype, device=device),
+            convert(obj.backward_layer, backend, dtype=dtype, device=device),
+            obj.merge_mode,
+        )
     if any(c.input_dim is None for c in src_cells):
         how = {
             "rnn": "rnn.build((None, None, features))",
@@ -101,6 +118,7 @@ def convert(obj: Any, backend: str, *, dtype: Any = None, device: Any = None) ->
             go_backwards=obj.go_backwards,
             order=obj.order,
             time_major=obj.time_major,
+            zero_output_for_mask=getattr(obj, "zero_output_for_mask", False),
         )
     transfer_weights(obj, new)
     return new
@@ -112,7 +130,7 @@ def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
     ``LSTM`` / ``GRU`` with the same weights and outputs (cuDNN on a GPU).
 
     Raises :class:`UnsupportedConfigError` for what a fused module cannot express (see
-    :mod:`rnn_xframework.backends.torch_fused`).
+    :mod:`rnn_xframework.backends.torch.nn_modules`).
     """
     from rnn_xframework import registry
 
@@ -121,9 +139,9 @@ def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
             f"to_torch_fused: expected an RNN made by rnn_xframework.layers, got {structure_of(rnn)}"
         )
     registry.get("torch")
-    from rnn_xframework.backends import torch_fused
+    from rnn_xframework.backends.torch import nn_modules
 
-    return torch_fused.to_fused(rnn, device=device)
+    return nn_modules.to_fused(rnn, device=device)
 
 
 def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = None, **rnn_kwargs: Any) -> Any:
@@ -134,9 +152,11 @@ def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = N
     from rnn_xframework import layers, registry
 
     registry.get("torch")
-    from rnn_xframework.backends import torch_fused
+    from rnn_xframework.backends.torch import nn_modules
 
-    fused = torch_fused.read_fused(module)
+    fused = nn_modules.read_fused(module)
+    if fused.bidirectional:
+        return _from_fused_bidirectional(fused, backend, device, rnn_kwargs)
     cells = [
         layers.make_cell(fused.kind, backend=backend, device=device, **fused.cell_kwargs)
         for _ in range(fused.num_layers)
@@ -145,6 +165,27 @@ def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = N
     rnn.build((None, None, fused.input_size))
     rnn.set_weights(fused.weights)
     return rnn
+
+
+def _from_fused_bidirectional(fused: Any, backend: str | None, device: Any, rnn_kwargs: dict[str, Any]) -> Any:
+    """``layers.Bidirectional(merge_mode="concat")`` for a one-layer ``bidirectional=True`` module."""
+    from rnn_xframework import layers
+
+    if "go_backwards" in rnn_kwargs:
+        raise TypeError("from_torch: a bidirectional module has both directions; go_backwards cannot be given")
+    kwargs = {"return_sequences": True, "time_major": not fused.batch_first, **rnn_kwargs}
+    forward, backward = (
+        layers.RNN(
+            [layers.make_cell(fused.kind, backend=backend, device=device, **fused.cell_kwargs)],
+            go_backwards=backwards,
+            **kwargs,
+        )
+        for backwards in (False, True)
+    )
+    bi = layers.wrap_bidirectional(forward, backward, "concat")
+    bi.build((None, None, fused.input_size))
+    bi.set_weights(fused.weights)
+    return bi
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -181,5 +222,6 @@ def load_weights(obj: Any, path: str | os.PathLike[str], *, max_bytes: int | Non
             (``np.savez_compressed`` of mostly zeros) into an unbuilt object.
     """
     cells = cells_of(obj)
-    layouts.set_cells_weights(cells, weightload.load(path, cells, max_bytes), where="load_weights")
+    starts = chain_starts(obj)
+    layouts.set_cells_weights(cells, weightload.load(path, cells, starts, max_bytes), "load_weights", starts)
     return obj

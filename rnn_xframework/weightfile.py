@@ -3,7 +3,7 @@
 A weight file is NumPy's ``.npz``: a zip archive of ``.npy`` arrays, never pickled.
 
 * ``__meta__.npy``: ``uint8``, 1-D, UTF-8 JSON ``{"format": "rnn_xframework.weights",
-  "version": 1, "structure": "cell" | "stack" | "rnn", "cells": [{"kind", "units", "use_bias",
+  "version": 1, "structure": "cell" | "stack" | "rnn" | "bidirectional", "cells": [{"kind", "units", "use_bias",
   "names", "shapes", "dtype"}, ...]}``, one record per cell in layer order.
 * ``cells.{i}.{name}.npy``: cell ``i``'s canonical weight ``name`` (``kernel``,
   ``recurrent_kernel``, ``bias``), of the recorded shape and dtype (``float32``/``float64``).
@@ -38,7 +38,7 @@ from rnn_xframework.errors import WeightsError
 FORMAT = "rnn_xframework.weights"
 FORMAT_VERSION = 1
 META = "__meta__"
-STRUCTURES = ("cell", "stack", "rnn")
+STRUCTURES = ("cell", "stack", "rnn", "bidirectional")
 DTYPES = ("float32", "float64")
 TEMP_MARK = ".rnnxf-tmp-"
 

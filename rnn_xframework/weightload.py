@@ -80,8 +80,11 @@ class _Fail:
         return WeightsError(f"load_weights: {self.path!r}: {problem}")
 
 
-def load(path: str | os.PathLike[str], cells: Sequence[Any], max_bytes: int | None = None) -> list[list[np.ndarray]]:
-    """Read the weight file at ``path`` for ``cells`` (checked, bounded; see the module doc).
+def load(
+    path: str | os.PathLike[str], cells: Sequence[Any], starts: Sequence[int] = (0,), max_bytes: int | None = None
+) -> list[list[np.ndarray]]:
+    """Read the weight file at ``path`` for ``cells`` (checked, bounded; see the module doc);
+    ``starts``: where a chain of layers begins (:func:`rnn_xframework.protocol.chain_starts`).
 
     Returns one canonical list per cell, native byte order. Raises :class:`WeightsError` for
     any file that is not a valid weight file for these cells (a named pipe, directory or device
@@ -101,7 +104,7 @@ def load(path: str | os.PathLike[str], cells: Sequence[Any], max_bytes: int | No
         except _ZIP_ERRORS as e:
             raise fail(f"is not an rnn_xframework weight file: not a readable zip archive ({e})") from e
         with archive:
-            return _load_archive(archive, size, cells, fail, max_bytes)
+            return _load_archive(archive, size, cells, fail, starts, max_bytes)
 
 
 def open_regular(name: str, fail: Any, what: str) -> Any:
@@ -161,7 +164,12 @@ def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
 
 
 def _load_archive(
-    archive: zipfile.ZipFile, size: int, cells: Sequence[Any], fail: _Fail, max_bytes: int | None
+    archive: zipfile.ZipFile,
+    size: int,
+    cells: Sequence[Any],
+    fail: _Fail,
+    starts: Sequence[int] = (0,),
+    max_bytes: int | None = None,
 ) -> list[list[np.ndarray]]:
     members: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
@@ -174,7 +182,7 @@ def _load_archive(
         raise fail(f"has no {META} record: not a weight file written by rnn_xframework.save_weights")
     raw = _read_npy(archive, meta_info, size, fail, _meta_header)
     records = weightfile.parse_meta(raw.tobytes(), fail)
-    expected = _expected_members(records, cells, fail)
+    expected = _expected_members(records, cells, fail, starts)
     undeclared = sorted(set(members) - set(expected) - {META + ".npy"})
     if undeclared:
         raise fail(
@@ -184,7 +192,7 @@ def _load_archive(
     missing = [m for m in expected if m not in members]
     if missing:
         raise fail(f"misses member(s) {missing} that its {META} record declares: a damaged file")
-    if cells and cells[0].input_dim is None:  # the file chooses the input size
+    if any(i < len(cells) and cells[i].input_dim is None for i in starts):  # the file chooses an input size
         _check_declared_total(expected, size, fail, max_bytes)
     for member, (shape, dtype) in expected.items():  # every size checked before any data is read
         _check_entry(members[member], size, fail, _nbytes(shape, dtype), NPY_HEADER_MAX, f"shape {shape} {dtype}")
@@ -229,7 +237,7 @@ def _check_declared_total(
 
 # --- the __meta__ record --------------------------------------------------------------------------
 def _expected_members(
-    records: list[dict[str, Any]], cells: Sequence[Any], fail: _Fail
+    records: list[dict[str, Any]], cells: Sequence[Any], fail: _Fail, starts: Sequence[int] = (0,)
 ) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{member: (shape, dtype)}`` the object needs, after checking the records against it."""
     saved, wanted = _signature(records), layouts.signature(cells)
@@ -238,6 +246,8 @@ def _expected_members(
     expected: dict[str, tuple[tuple[int, ...], str]] = {}
     dim = None
     for i, (cell, r) in enumerate(zip(cells, records, strict=True)):
+        if i in starts:  # the first layer of a chain takes the object's inputs, not the layer below
+            dim = None
         if cell.input_dim is not None:
             dim = cell.input_dim
         elif dim is None:  # an unbuilt first cell takes its input size from the file

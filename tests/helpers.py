@@ -40,6 +40,15 @@ def make_rnn(backend: str, n_layers: int, units: int, dtype: str, **kw: Any) -> 
     return layers.RNN(cells, **kw)
 
 
+def inference_mode(obj: Any) -> Any:
+    """``obj`` set up so that ``training=None`` means inference on its backend: a torch module
+    follows ``.train()`` / ``.eval()`` (PyTorch's rule) and is put in eval mode; Keras and NumPy
+    objects already infer when ``training`` is not given. Returns ``obj``."""
+    if hasattr(obj, "eval") and hasattr(obj, "train"):
+        obj.eval()
+    return obj
+
+
 def max_err(a: Any, b: Any) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL, require
-from helpers import KINDS, make_cells, max_err, native, numpy, random_cell_states, random_cell_weights
+from helpers import KINDS, inference_mode, make_cells, max_err, native, numpy, random_cell_states, random_cell_weights
 
 import rnn_xframework as xf
 from rnn_xframework import layers
@@ -117,7 +117,7 @@ def test_method_refuses_what_it_cannot_run(rng, backend, method):
     x, _ = inputs(backend, "LSTMCell", "float32", rng, layers_n=1)
     with pytest.raises(xf.UnsupportedConfigError, match="no dropout"):
         fast(x, training=True)
-    fast(x)  # inference: dropout is off, as in Keras
+    inference_mode(fast)(x)  # inference (torch: in eval mode, PyTorch's rule): dropout is off
     with pytest.raises(xf.UnsupportedConfigError, match="no mask"):
         fast(x, mask=np.ones((BATCH, STEPS), bool))
     with pytest.raises(xf.InputShapeError):
@@ -172,7 +172,7 @@ def test_tf_layer_major_graph(rng, monkeypatch, method, kind):
     """Large batches run the TF graph layer by layer (small ones time step by time step): the
     same outputs and gradients."""
     require("tensorflow")
-    from rnn_xframework.backends import tf_function
+    from rnn_xframework.backends.tensorflow.compile import function as tf_function
 
     monkeypatch.setattr(tf_function, "TIMESTEP_MAJOR_MAX", 0)
     rnn = built("tensorflow", kind, "float64", rng, return_sequences=True, return_state=True)

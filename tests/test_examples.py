@@ -57,3 +57,15 @@ def test_torch_to_keras_example():
     out = run(str(EXAMPLES / "torch_to_keras.py"), "--quick")
     assert "ported: max |keras - torch| logits" in out and "(tolerance 1e-5)" in out
     assert "saved and loaded classifier.keras with layers" in out and "'LSTM', 'GRU'" in out
+
+
+@pytest.mark.parametrize(
+    ("script", "native"),
+    [("sentiment_keras_port.py", "simple_rnn=rnn_xframework.RNN"), ("bidirectional_keras_port.py", "torch.nn.LSTM")],
+)
+def test_keras_model_ported_in_one_line(script, native):
+    """A whole Keras model -> xf.to_torch(model, check=True) -> trained a few steps in PyTorch."""
+    require("torch"), require("tensorflow")
+    out = run(str(EXAMPLES / script), "--quick")
+    assert "ported: embedding=" in out and native in out
+    assert "trained 5 steps in PyTorch" in out

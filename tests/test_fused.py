@@ -73,7 +73,7 @@ def test_fused_refuses_what_it_cannot_express():
     with pytest.raises(xf.UnsupportedConfigError, match="reset_after"):
         xf.to_torch_fused(reset_before)
     with pytest.raises(xf.UnsupportedConfigError, match="bidirectional"):
-        xf.from_torch_fused(torch.nn.LSTM(3, 4, bidirectional=True))
+        xf.from_torch_fused(torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True))
     with pytest.raises(xf.UnsupportedConfigError, match=r"expected torch\.nn\.RNN"):
         xf.from_torch_fused(torch.nn.Linear(3, 4))
 
@@ -100,6 +100,9 @@ def test_torchscript_refuses_dropout_in_training():
     rnn = layers.RNN([layers.LSTMCell(4, backend="torch", dropout=0.5)])
     rnn.build((None, None, 3))
     fast = xf.compile(rnn)
+    with pytest.raises(xf.UnsupportedConfigError, match="dropout"):
+        fast(torch.ones(2, 3, 3))  # a module in training mode (PyTorch's default) trains: refused
+    fast.eval()
     fast(torch.ones(2, 3, 3))  # inference is fine
     with pytest.raises(xf.UnsupportedConfigError, match="dropout"):
-        fast(torch.ones(2, 3, 3), training=True)
+        fast(torch.ones(2, 3, 3), training=True)  # an explicit training=True wins over eval()

@@ -4,7 +4,7 @@ semantics with explicit masks shared between backends."""
 import numpy as np
 import pytest
 from conftest import TOL, require
-from helpers import GATES, KINDS, N_STATES, make_cells, max_err, native, numpy, random_cell_weights
+from helpers import GATES, KINDS, N_STATES, inference_mode, make_cells, max_err, native, numpy, random_cell_weights
 
 from rnn_xframework import layers
 
@@ -140,7 +140,7 @@ def test_dropout_parity_with_keras_using_the_same_masks(backend, rng, kind, rate
     y = rnn(native(backend, x), training=True)
     assert max_err(numpy(backend, y), want) <= 1e-12, backend
     assert cells[0].get_dropout_masks() == (None, None)  # reset after the call, as Keras
-    plain = numpy(backend, rnn(native(backend, x)))  # training=None: inference, no dropout
+    plain = numpy(backend, inference_mode(rnn)(native(backend, x)))  # training=None: inference, no dropout
     nodrop = layers.RNN(make_cells("numpy", kind, 2, 5, "float64"), return_sequences=True)
     nodrop.build((None, None, 7)), nodrop.set_weights(weights)
     assert max_err(plain, nodrop(x)) <= 1e-12
@@ -167,7 +167,7 @@ def test_one_mask_per_sequence_until_reset(backend, rng, kind):
     assert not np.array_equal(numpy(backend, a), numpy(backend, c))  # new draw after reset
     for training in (None, False):
         assert N_STATES[kind] == len(cell(x, state, training=training)[1])
-    inf, _ = cell(x, state)
+    inf, _ = inference_mode(cell)(x, state)
     inf2, _ = cell(x, state, training=False)
     np.testing.assert_array_equal(numpy(backend, inf), numpy(backend, inf2))
 

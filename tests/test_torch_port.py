@@ -158,7 +158,7 @@ def test_time_major_on_every_backend_and_compiled(backend, kind, rng):
 
 def test_what_has_no_counterpart_is_refused():
     with pytest.raises(xf.UnsupportedConfigError, match="bidirectional"):
-        xf.from_torch(torch.nn.LSTM(3, 4, bidirectional=True), backend="numpy")
+        xf.from_torch(torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True), backend="numpy")
     with pytest.raises(xf.UnsupportedConfigError, match="proj_size"):
         xf.from_torch(torch.nn.LSTM(3, 4, proj_size=2), backend="numpy")
     with pytest.raises(xf.UnsupportedConfigError, match=r"dropout=0\.5"):

@@ -51,6 +51,9 @@ class CellPort:
     config: dict[str, Any]
     weights: list[np.ndarray] | None = None
     trainable: bool = True
+    source: Any = field(default=None, repr=False, compare=False)
+    """The Keras cell read (``None`` for a library object's description): a cell met twice (a
+    cell that is also inside a Keras ``RNN``) is ported once (:func:`rnn_xframework.from_keras`)."""
 
 
 @dataclass
@@ -59,6 +62,16 @@ class RNNPort:
 
     cells: list[CellPort]
     flags: dict[str, bool] | None = field(default=None)
+
+
+@dataclass
+class BidirectionalPort:
+    """A Keras ``Bidirectional``: its two layers as they are (the backward one has
+    ``go_backwards`` the other way round) and ``merge_mode``."""
+
+    forward: Any
+    backward: Any
+    merge_mode: Any
 
 
 @dataclass
@@ -170,6 +183,7 @@ def _describe_cells(cells: list[Any], backend: str, ignore: bool, layer: Any) ->
             config=_cell_kwargs(c, backend, ignore, layer),
             weights=[np.asarray(w) for w in c.get_weights()] if c.built else None,
             trainable=bool(c.trainable) and not frozen,
+            source=c,
         )
         for c in cells
     ]
@@ -180,11 +194,6 @@ def _check_layer(layer: Any) -> None:
         raise UnsupportedConfigError(
             f"from_keras: {layer.name} has stateful=True (states carried between batches); the library's "
             "RNN takes initial_state= on each call instead; rebuild the Keras layer with stateful=False"
-        )
-    if getattr(layer, "zero_output_for_mask", False):
-        raise UnsupportedConfigError(
-            f"from_keras: {layer.name} has zero_output_for_mask=True; the library repeats the previous "
-            "output at a masked step (Keras's default, zero_output_for_mask=False)"
         )
     # unroll=True changes how Keras builds its loop, not the numbers: nothing to carry.
 
@@ -208,16 +217,12 @@ def describe(obj: Any, backend: str, ignore_training_settings: bool = False) -> 
     if _is_library(obj):  # before the Keras checks: the library's TF cells subclass Keras's
         return LibraryObject(obj)
     if isinstance(obj, keras.layers.Bidirectional):
-        raise UnsupportedConfigError(
-            f"from_keras: {obj.name} is a Bidirectional wrapper, which the library has no form of; port its "
-            f"forward_layer and backward_layer separately (the backward one has go_backwards=True) and "
-            "concatenate their outputs"
-        )
+        return _describe_bidirectional(obj, backend, ignore_training_settings)
     if isinstance(obj, keras.Model):
         return _describe_model(obj, backend, ignore_training_settings)
     if isinstance(obj, keras.layers.RNN):
         _check_layer(obj)
-        flags = {name: bool(getattr(obj, name)) for name in ("return_sequences", "return_state", "go_backwards")}
+        flags = {name: bool(getattr(obj, name)) for name in RNN_FLAGS}
         return RNNPort(_describe_cells(_cells_of_keras(obj.cell), backend, ignore_training_settings, obj), flags)
     if isinstance(obj, keras.layers.StackedRNNCells):
         return RNNPort(_describe_cells(list(obj.cells), backend, ignore_training_settings, None))
@@ -227,6 +232,28 @@ def describe(obj: Any, backend: str, ignore_training_settings: bool = False) -> 
         f"from_keras: expected a Keras SimpleRNNCell/LSTMCell/GRUCell, StackedRNNCells, recurrent layer "
         f"(SimpleRNN, LSTM, GRU, RNN), a Model or a .keras path; got {type(obj).__module__}.{type(obj).__name__}"
     )
+
+
+RNN_FLAGS = ("return_sequences", "return_state", "go_backwards", "zero_output_for_mask")
+"""The settings of a Keras recurrent layer that the library's ``RNN`` takes under the same names."""
+
+
+def _describe_bidirectional(obj: Any, backend: str, ignore_training_settings: bool) -> BidirectionalPort:
+    parts = []
+    for layer in (obj.forward_layer, obj.backward_layer):
+        if not (isinstance(layer, keras.layers.RNN) or _is_library(layer)):
+            raise UnsupportedConfigError(
+                f"from_keras: {obj.name} wraps {type(layer).__module__}.{type(layer).__name__}; the library's "
+                "Bidirectional runs recurrent layers only (SimpleRNN, LSTM, GRU, RNN)"
+            )
+        parts.append(describe(layer, backend, ignore_training_settings))
+    inner = obj.forward_layer.dtype_policy.compute_dtype
+    if obj.dtype_policy.compute_dtype != inner:
+        raise UnsupportedConfigError(
+            f"from_keras: {obj.name} computes in {obj.dtype_policy.compute_dtype} around layers computing in "
+            f"{inner} (Keras casts their outputs); build the Bidirectional with dtype={inner!r}"
+        )
+    return BidirectionalPort(parts[0], parts[1], obj.merge_mode)
 
 
 def _is_library(obj: Any) -> bool:
@@ -292,6 +319,21 @@ def _keras_cell(cell: CellPort, input_dim: int | None) -> Any:
         new.build((None, input_dim))
         new.set_weights(cell.weights)
     return new
+
+
+def build_bidirectional(
+    forward: Any, backward: Any, merge_mode: Any, input_dim: int | None, weights: list[np.ndarray]
+) -> Any:
+    """``keras.layers.Bidirectional`` over two Keras layers (made by :func:`build`), with
+    ``weights`` (forward's then backward's) when ``input_dim`` is known. Keras makes its forward
+    layer anew from ``forward``'s config, so the weights are set after it is built."""
+    layer = keras.layers.Bidirectional(
+        forward, merge_mode=merge_mode, backward_layer=backward, dtype=forward.dtype_policy.name
+    )
+    if input_dim is not None:
+        layer.build((None, None, input_dim))
+        layer.set_weights(weights)
+    return layer
 
 
 def build(port: CellPort | RNNPort, input_dim: int | None, structure: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework import bidirectional, cells, layouts, loops, protocol, registry
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 from rnn_xframework.errors import UnsupportedConfigError
@@ -177,9 +177,17 @@ class RNN(loops.RNNMixin):
         return self.run(inputs, initial_state, training, mask)
 
 
+class Bidirectional(bidirectional.BidirectionalMixin):
+    backend = "numpy"
+
+    def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
+        return self.run(inputs, initial_state, training, mask)
+
+
 class NumpyBackend(registry.Backend, name="numpy"):
     stack_class = StackedRNNCells
     rnn_class = RNN
+    bidirectional_class = Bidirectional
     distributions = ("numpy",)
     forward_reference = 0
     cell_bases = (NumpyCell,)
@@ -207,6 +215,9 @@ class NumpyBackend(registry.Backend, name="numpy"):
 
     def swap_batch_time(self, x: Any) -> Any:
         return np.swapaxes(x, 0, 1)
+
+    def concat(self, xs: list[Any]) -> Any:
+        return np.concatenate(xs, axis=-1)
 
 
 OPS = registry.get(NumpyBackend.name)

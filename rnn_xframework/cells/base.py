@@ -96,6 +96,11 @@ class SpecCell(SpecNamed):
         """The arguments that rebuild this cell on any backend (``xf.convert``)."""
         return dict(self.config)
 
+    def backend_config(self) -> dict[str, Any]:
+        """The backend's own constructor arguments (torch: ``seed``, ``device``, ...) that a copy on
+        the same backend keeps, besides :meth:`portable_config` and the dtype."""
+        return {}
+
     @property
     def state_size(self) -> Any:
         """Keras's value: an int for single-state cells, a list otherwise."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework import bidirectional, cells, layouts, loops, protocol, registry
 from rnn_xframework.cells.base import SpecNamed
 from rnn_xframework.dropout import cached, check_masks
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
@@ -52,7 +52,7 @@ if _problem:
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rnn_xframework.backends.tf_ops import (  # noqa: E402
+from rnn_xframework.backends.tensorflow.ops import (  # noqa: E402
     STEP_OPS,
     checked,
     checked_states,
@@ -287,6 +287,7 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
             "go_backwards": self.go_backwards,
             "order": self.order,
             "time_major": self.time_major,
+            "zero_output_for_mask": self.zero_output_for_mask,
         }
 
     @classmethod
@@ -294,6 +295,16 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
         config = dict(config)
         cell = keras.saving.deserialize_keras_object(config.pop("cell"))
         return cls(cell, **config)
+
+    def fresh_copy(self, *, go_backwards: bool, prefix: str = "") -> Any:
+        """As Keras's ``Bidirectional`` copies its layer: from the config (``prefix`` + name), so
+        initializers, regularizers and constraints come along; new weights."""
+        config = {**self.get_config(), "go_backwards": bool(go_backwards)}
+        config["name"] = prefix + self.name.removeprefix(prefix)
+        new = type(self).from_config(config)
+        if self.cell.input_dim is not None:
+            new.build((None, None, self.cell.input_dim))
+        return new
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, **kwargs: Any) -> Any:
         inputs = checked(inputs, "RNN inputs")
@@ -304,12 +315,61 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
         return self.run(inputs, initial_state, training, mask)
 
 
+@_serializable
+class Bidirectional(bidirectional.BidirectionalMixin, keras.layers.Layer):
+    """``Bidirectional`` as a Keras layer (``"rnn_xframework>Bidirectional"``): ``forward_layer``
+    and ``backward_layer`` are its tracked sublayers; saved and loaded in ``.keras`` files."""
+
+    backend = "tensorflow"
+    base_kwargs = {"autocast": False}
+
+    def __init__(self, forward_layer: Any, backward_layer: Any, merge_mode: Any = "concat", **kwargs: Any) -> None:
+        super().__init__(forward_layer, backward_layer, merge_mode=merge_mode, **kwargs)
+        self.supports_masking = True
+
+    def get_config(self) -> dict[str, Any]:
+        config = keras.layers.Layer.get_config(self)
+        return {
+            **config,
+            "forward_layer": keras.saving.serialize_keras_object(self.forward_layer),
+            "backward_layer": keras.saving.serialize_keras_object(self.backward_layer),
+            "merge_mode": self.merge_mode,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        config = dict(config)
+        forward_layer = keras.saving.deserialize_keras_object(config.pop("forward_layer"))
+        backward_layer = keras.saving.deserialize_keras_object(config.pop("backward_layer"))
+        return cls(forward_layer, backward_layer, **config)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """Keras's: the input mask for sequences (twice with ``merge_mode=None``), none for states."""
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        out = mask if self.return_sequences else None
+        if self.merge_mode is None:
+            out = [out, out]
+        if self.return_state:
+            return [out, [None] * len(self.cells)]
+        return out
+
+    def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, **kwargs: Any) -> Any:
+        inputs = checked(inputs, "Bidirectional inputs")
+        initial_state = checked_states(initial_state, "Bidirectional initial_state")
+        return super().__call__(inputs, initial_state, training=training, **kwargs)
+
+    def call(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
+        return self.run(inputs, initial_state, training, mask)
+
+
 class TensorFlowBackend(registry.Backend, name="tensorflow"):
     stack_class = StackedRNNCells
     rnn_class = RNN
+    bidirectional_class = Bidirectional
     compile_methods = {
-        "tf.function": "rnn_xframework.backends.tf_function:compile_function",
-        "xla": "rnn_xframework.backends.tf_function:compile_xla",
+        "tf.function": "rnn_xframework.backends.tensorflow.compile.function:compile_function",
+        "xla": "rnn_xframework.backends.tensorflow.compile.function:compile_xla",
     }
     slow_to_compile = frozenset({"xla"})
     distributions = ("tensorflow", "tensorflow-cpu", "keras")
@@ -372,6 +432,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
     def swap_batch_time(self, x: Any) -> Any:
         return tf.transpose(x, [1, 0, 2])
+
+    def concat(self, xs: list[Any]) -> Any:
+        return tf.concat(xs, axis=-1)
 
 
 OPS = registry.get(TensorFlowBackend.name)

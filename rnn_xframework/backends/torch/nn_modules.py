@@ -14,8 +14,11 @@ states ``[[h_l], ...]`` ``h0`` ``(n, batch, units)`` (LSTM: ``(h0, c0)``)
 
 What a fused module cannot express raises :class:`UnsupportedConfigError`: mixed cell types or
 sizes, ``go_backwards``, Keras dropout (PyTorch's fused dropout is between layers, a different
-model), activations other than PyTorch's, GRU ``reset_after=False``, bidirectional modules,
-``proj_size``.
+model), activations other than PyTorch's, GRU ``reset_after=False``, ``proj_size``.
+
+A one-layer ``bidirectional=True`` module is a ``Bidirectional`` with ``merge_mode="concat"``
+(PyTorch concatenates the forward outputs and the backward outputs in time order, as Keras
+does): ``weight_ih_l0_reverse``, ... are the backward layer's weights.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class FusedStack(NamedTuple):
     input_size: int
     weights: list[np.ndarray]
     batch_first: bool
+    bidirectional: bool = False
+    """``weights`` then holds the forward layer's weights, then the backward layer's."""
 
 
 def native_kwargs(cell: Any, where: str) -> dict[str, Any]:
@@ -120,10 +125,11 @@ def read_fused(module: nn.Module) -> FusedStack:
             "from_torch_fused: expected torch.nn.RNN, LSTM or GRU, got "
             f"{type(module).__module__}.{type(module).__name__}"
         )
-    if module.bidirectional:
+    if module.bidirectional and module.num_layers > 1:
         raise UnsupportedConfigError(
-            "from_torch: bidirectional=True has no equivalent here (one direction per RNN); port the module "
-            "with bidirectional=False, or run two RNNs, one with go_backwards=True"
+            f"from_torch: bidirectional=True with num_layers={module.num_layers}: each layer of it reads both "
+            "directions' outputs of the layer below, a stack of Bidirectional layers; port one "
+            "nn.LSTM(bidirectional=True) per layer (-> layers.Bidirectional each)"
         )
     if getattr(module, "proj_size", 0):
         raise UnsupportedConfigError(
@@ -141,7 +147,55 @@ def read_fused(module: nn.Module) -> FusedStack:
     layout = layouts.get(kind)
     names = layouts.TORCH_NAMES if module.bias else layouts.TORCH_NAMES[:2]
     weights = []
-    for i in range(module.num_layers):
-        params = {n: getattr(module, f"{n}_l{i}").detach().cpu().numpy() for n in names}
+    suffixes = [f"_l{i}" for i in range(module.num_layers)] + (["_l0_reverse"] if module.bidirectional else [])
+    for suffix in suffixes:
+        params = {n: getattr(module, f"{n}{suffix}").detach().cpu().numpy() for n in names}
         weights += layout.from_torch(params)
-    return FusedStack(kind, kwargs, module.num_layers, module.input_size, weights, bool(module.batch_first))
+    return FusedStack(
+        kind, kwargs, module.num_layers, module.input_size, weights, bool(module.batch_first), module.bidirectional
+    )
+
+
+def to_fused_bidirectional(bi: Any, device: Any = None) -> nn.Module:
+    """``nn.RNN`` / ``LSTM`` / ``GRU`` with ``bidirectional=True`` for a ``Bidirectional`` of two
+    one-cell RNNs alike (forward forwards, ``merge_mode="concat"``); it returns the whole sequence
+    and the final states, as PyTorch's modules do."""
+    forward, backward = bi.forward_layer, bi.backward_layer
+    if bi.merge_mode != "concat":
+        raise UnsupportedConfigError(
+            f"to_torch: merge_mode={bi.merge_mode!r}; PyTorch's bidirectional modules concatenate (merge_mode='concat')"
+        )
+    if len(forward.cells) != 1 or len(backward.cells) != 1:
+        raise UnsupportedConfigError(
+            "to_torch: a Bidirectional of stacked RNNs has no torch.nn form (nn.LSTM(bidirectional=True) feeds both "
+            "directions into each next layer); use one cell per direction"
+        )
+    if forward.go_backwards or not backward.go_backwards:
+        raise UnsupportedConfigError(
+            "to_torch: the forward layer goes backwards; PyTorch's bidirectional modules run it forwards"
+        )
+    if layouts.signature(forward.cells) != layouts.signature(backward.cells) or native_kwargs(
+        forward.cells[0], "to_torch"
+    ) != native_kwargs(backward.cells[0], "to_torch"):
+        raise UnsupportedConfigError(
+            "to_torch: PyTorch's bidirectional modules need both directions alike (cell type, units, bias, "
+            f"activation), got {layouts.signature(forward.cells)} and {layouts.signature(backward.cells)}"
+        )
+    fused = to_fused(forward, device=device)
+    both = type(fused)(
+        fused.input_size,
+        fused.hidden_size,
+        bias=fused.bias,
+        batch_first=fused.batch_first,
+        bidirectional=True,
+        device=device,
+        dtype=fused.weight_ih_l0.dtype,
+        **({"nonlinearity": fused.nonlinearity} if isinstance(fused, nn.RNN) else {}),
+    )
+    layout = layouts.of(backward.cells[0])
+    with torch.no_grad():
+        for name, value in fused.named_parameters():
+            getattr(both, name).copy_(value)
+        for name, value in layout.to_torch(backward.cells[0].get_weights()).items():
+            getattr(both, f"{name}_l0_reverse").copy_(torch.from_numpy(value))
+    return both

@@ -23,7 +23,7 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
     the other. Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`):
     the fast loop has neither, and it never silently takes the slow path. ``train``, where given,
     replaces ``loop`` while autograd is on (same call and results; see
-    :mod:`~rnn_xframework.backends.torch_bptt`). ``export``, where given, makes the ScriptModule
+    :mod:`~rnn_xframework.backends.torch.compile.bptt`). ``export``, where given, makes the ScriptModule
     that ``torch.jit.save(fast, f)`` writes (:meth:`save`).
     """
 
@@ -37,6 +37,7 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
         object.__setattr__(self, "loop", loop)  # not submodules: parameters counted once
         object.__setattr__(self, "train_loop", train)
         object.__setattr__(self, "export", export)
+        self.train(rnn.training)  # the source's mode (module.train() / .eval()) carries over
 
     def _exported(self) -> Any:
         if self.export is None:
@@ -57,6 +58,7 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
 
     def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
+        training = self.training if training is None else training  # PyTorch's rule: the module's mode
         states = self.check_call(inputs, initial_state, training, mask)
         if source.time_major:  # the loops run batch-first: a transposed view in, one out
             inputs = inputs.transpose(0, 1)

@@ -3,7 +3,7 @@
 
 Every object here is a real module, so ``.to(device)``, ``.parameters()``, ``state_dict()``
 and optimizers work as usual. Until the input size is known, a cell's parameters are lazy, as
-``nn.LazyLinear``'s (:mod:`~rnn_xframework.backends.torch_params`; ``input_size=`` at
+``nn.LazyLinear``'s (:mod:`~rnn_xframework.backends.torch.params`; ``input_size=`` at
 construction builds at once). They are initialized like Keras's (glorot-uniform kernel,
 orthogonal recurrent kernel, zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
 
@@ -13,9 +13,10 @@ the same weights; ``train_recurrent_bias=True`` trains it as PyTorch does (canon
 then the sum). ``nn.GRUCell``'s two biases are Keras's two bias rows (``reset_after=True``): both
 are set and both train.
 
-Dropout follows Keras (see :mod:`rnn_xframework.dropout`), not ``torch.nn.Dropout``: one mask per
-sequence, and only with ``training=True``. ``training=None`` means inference, as in Keras, whatever
-``module.train()`` / ``module.eval()`` say.
+Dropout masks follow Keras (see :mod:`rnn_xframework.dropout`): one mask per sequence. Whether
+dropout applies follows PyTorch: ``training=None`` (the default) reads the module's mode,
+``module.train()`` / ``module.eval()`` (a new module is in training mode, as every
+``nn.Module``); an explicit ``training=True`` / ``False`` wins over the mode.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
-from rnn_xframework import cells, layouts, loops, protocol, registry
-from rnn_xframework.backends.torch_params import NATIVE, SpecParameters, finish_lazy, make_lazy, materialize
-from rnn_xframework.backends.torch_step import STEP_OPS, native_step
+from rnn_xframework import bidirectional, cells, layouts, loops, protocol, registry
+from rnn_xframework.backends.torch.params import NATIVE, SpecParameters, finish_lazy, make_lazy, materialize
+from rnn_xframework.backends.torch.step import STEP_OPS, native_step
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 from rnn_xframework.errors import NotBuiltError, UnsupportedConfigError
@@ -79,6 +80,9 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         if self.use_bias and self.layout.bias_rows == 1:  # one Keras bias: bias_hh stays at zero
             self.cell.bias_hh.requires_grad = self.train_recurrent_bias
         self.register_load_state_dict_post_hook(lambda module, _: finish_lazy(module.cell))
+
+    def backend_config(self) -> dict[str, Any]:
+        return {"seed": self.seed, "train_recurrent_bias": self.train_recurrent_bias, "device": self._device}
 
     # --- Keras-style attributes --------------------------------------------------------------
     @property
@@ -245,7 +249,10 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
     def forward(
         self, inputs: torch.Tensor, states: Any, training: bool | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``inputs`` ``[batch, input_dim]``, ``states`` a list of ``[batch, units]``."""
+        """``inputs`` ``[batch, input_dim]``, ``states`` a list of ``[batch, units]``; ``training``
+        ``None`` follows ``self.training`` (``module.train()`` / ``.eval()``)."""
+        if training is None:
+            training = self.training
         c = self._modules["cell"]
         if not self.__dict__.get("_build_done", False):
             # Once per cell: wait for a build another thread may be running (its parameters exist
@@ -332,7 +339,7 @@ class StackedRNNCells(loops.StackMixin, nn.Module):
     cell_list = nn.ModuleList
 
     def forward(self, inputs: torch.Tensor, states: Any, training: bool | None = None) -> tuple[Any, list[Any]]:
-        return self.step(inputs, states, training)
+        return self.step(inputs, states, self.training if training is None else training)
 
 
 class RNN(loops.RNNMixin, nn.Module):
@@ -344,25 +351,45 @@ class RNN(loops.RNNMixin, nn.Module):
         for cell in self.cells:
             if not is_lazy(cell.cell.weight_ih) and cell.cell.weight_ih.is_meta:
                 refuse_meta(cell.cell.weight_ih, "a call")
-        return self.run(inputs, initial_state, training, mask)
+        return self.run(inputs, initial_state, self.training if training is None else training, mask)
 
     def __prepare_scriptable__(self) -> nn.Module:
         """What ``torch.jit.script`` compiles in this RNN's place, alone or inside a user's
         model: the same call, outputs and parameters in TorchScript
-        (:class:`~rnn_xframework.backends.torchscript.ScriptedRNN`)."""
-        from rnn_xframework.backends import torchscript
+        (:class:`~rnn_xframework.backends.torch.compile.torchscript.ScriptedRNN`)."""
+        from rnn_xframework.backends.torch.compile import torchscript
 
         return torchscript.scriptable(self)
+
+
+class Bidirectional(bidirectional.BidirectionalMixin, nn.Module):
+    """``Bidirectional`` as an ``nn.Module``: ``forward_layer`` and ``backward_layer`` are its
+    submodules (``state_dict`` keys ``forward_layer.cell.cells.0.cell.weight_ih``, ...)."""
+
+    backend = "torch"
+
+    def forward(
+        self, inputs: torch.Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None
+    ) -> Any:
+        return self.run(inputs, initial_state, self.training if training is None else training, mask)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles in its place: both RNNs' scripted loops, flipped and
+        merged in TorchScript (:class:`~rnn_xframework.backends.torch.compile.torchscript.ScriptedBidirectional`)."""
+        from rnn_xframework.backends.torch.compile import torchscript
+
+        return torchscript.scriptable_bidirectional(self)
 
 
 class TorchBackend(registry.Backend, name="torch"):
     stack_class = StackedRNNCells
     rnn_class = RNN
+    bidirectional_class = Bidirectional
     compile_methods = {
-        "torchscript": "rnn_xframework.backends.torchscript:compile_rnn",
-        "inductor": "rnn_xframework.backends.torch_inductor:compile_rnn",
-        "triton": "rnn_xframework.backends.triton_rnn:compile_rnn",
-        "cudagraph": "rnn_xframework.backends.torch_cudagraph:compile_rnn",
+        "torchscript": "rnn_xframework.backends.torch.compile.torchscript:compile_rnn",
+        "inductor": "rnn_xframework.backends.torch.compile.inductor:compile_rnn",
+        "triton": "rnn_xframework.backends.torch.compile.triton:compile_rnn",
+        "cudagraph": "rnn_xframework.backends.torch.compile.cudagraph:compile_rnn",
     }
     slow_to_compile = frozenset({"inductor"})
     cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
@@ -375,13 +402,13 @@ class TorchBackend(registry.Backend, name="torch"):
     def auto_method(self, rnn: Any) -> str:
         """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"`` on the CPU; on CUDA
         ``"triton"`` where every cell has a kernel
-        (:func:`~rnn_xframework.backends.triton_rnn.supports`: cell types, dtype, triton
+        (:func:`~rnn_xframework.backends.torch.compile.triton.supports`: cell types, dtype, triton
         installed), else ``"cudagraph"``.
 
         CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is
         the fastest torch path at every measured size, forward (without autograd a SimpleRNN
         stack runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN
-        stacks, forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in
+        stacks, forward+backward (:mod:`~rnn_xframework.backends.torch.compile.bptt`). It compiles in
         well under a second for any shape, where inductor takes tens of seconds per shape; for
         LSTM/GRU training at small sizes inductor can be faster: pick it by name there. The CUDA
         choice follows the design (fused kernels, then graph replay) and is not yet measured on
@@ -389,9 +416,9 @@ class TorchBackend(registry.Backend, name="torch"):
         """
         param = next(iter(rnn.parameters()), None)
         if param is not None and param.device.type == "cuda":
-            from rnn_xframework.backends import triton_rnn
+            from rnn_xframework.backends.torch.compile import triton as triton_host
 
-            return "triton" if triton_rnn.supports(rnn) else "cudagraph"
+            return "triton" if triton_host.supports(rnn) else "cudagraph"
         return "torchscript"
 
     def is_native(self, x: Any) -> bool:
@@ -417,6 +444,9 @@ class TorchBackend(registry.Backend, name="torch"):
 
     def swap_batch_time(self, x: Any) -> Any:
         return x.transpose(0, 1)
+
+    def concat(self, xs: list[Any]) -> Any:
+        return torch.cat(xs, -1)
 
     def devices(self) -> list[str]:
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
