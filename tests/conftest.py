@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rnn_xframework import cells, registry
-from rnn_xframework.frameworks import import_triton_first
+from rnn_xframework.frameworks import load_triton
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,7 +23,7 @@ if importlib.util.find_spec("torch") is not None:
     torch.backends.cudnn.allow_tf32 = False
 # Triton (installed with the kernel extra) must be loaded before TensorFlow, or a later
 # triton load (torch.optim does one) aborts the process: rnn_xframework.frameworks.
-import_triton_first()
+load_triton()
 
 BACKENDS = registry.names()
 FRAMEWORK = {name: registry.framework(name) for name in BACKENDS}
