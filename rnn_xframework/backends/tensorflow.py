@@ -306,6 +306,7 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
 class TensorFlowBackend(registry.Backend, name="tensorflow"):
     stack_class = StackedRNNCells
     rnn_class = RNN
+    compiled_class = "rnn_xframework.backends.tf_function:CompiledRNN"
     compile_methods = {
         "tf.function": "rnn_xframework.backends.tf_function:compile_function",
         "xla": "rnn_xframework.backends.tf_function:compile_xla",
@@ -375,3 +376,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
 OPS = registry.get(TensorFlowBackend.name)
 SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
+
+
+def __getattr__(name: str) -> type:
+    """Any registered cell type's class by name (``MGUCell``), as pickle looks it up."""
+    ops = globals().get("OPS")
+    return cells.class_by_name(__name__, name, None if ops is None else ops.cell_class)

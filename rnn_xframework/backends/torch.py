@@ -31,12 +31,26 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
-from rnn_xframework.backends.torch_params import NATIVE, SpecParameters, finish_lazy, make_lazy, materialize
+from rnn_xframework.backends.torch_params import (
+    NATIVE,
+    SpecParameters,
+    finish_lazy,
+    lazy_kinds,
+    make_lazy,
+    materialize,
+    relazy,
+)
 from rnn_xframework.backends.torch_step import STEP_OPS, native_step
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _finish_loaded(module: TorchCell, _incompatible: Any) -> None:
+    """``load_state_dict`` post-hook: a lazy cell is built by the loaded weights (a module-level
+    function, not a lambda, so the cell pickles)."""
+    finish_lazy(module.cell)
 
 
 class TorchCell(SpecCell, DropoutMixin, nn.Module):
@@ -77,7 +91,19 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         self.cell = make_lazy(self.make_native(0, device="meta"), self._device, self._dtype)
         if self.use_bias and self.layout.bias_rows == 1:  # one Keras bias: bias_hh stays at zero
             self.cell.bias_hh.requires_grad = self.train_recurrent_bias
-        self.register_load_state_dict_post_hook(lambda module, _: finish_lazy(module.cell))
+        self.register_load_state_dict_post_hook(_finish_loaded)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """pickle / ``copy.deepcopy`` / ``torch.save``: the module's state, plus the device and
+        dtype of parameters not built yet (PyTorch's own pickling drops them)."""
+        state = dict(self.__dict__)
+        state["_lazy_kinds"] = lazy_kinds(self.cell)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        kinds = state.pop("_lazy_kinds", {})
+        nn.Module.__setstate__(self, state)
+        relazy(self.cell, kinds)
 
     # --- Keras-style attributes --------------------------------------------------------------
     @property
@@ -302,6 +328,7 @@ class TorchBackend(registry.Backend, name="torch"):
         "triton": "rnn_xframework.backends.triton_rnn:compile_rnn",
         "cudagraph": "rnn_xframework.backends.torch_cudagraph:compile_rnn",
     }
+    compiled_class = "rnn_xframework.backends.torch_compiled:CompiledRNN"
     slow_to_compile = frozenset({"inductor"})
     cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
     distributions = ("torch",)
@@ -378,3 +405,9 @@ class TorchBackend(registry.Backend, name="torch"):
 
 OPS = registry.get(TorchBackend.name)
 SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
+
+
+def __getattr__(name: str) -> type:
+    """Any registered cell type's class by name (``MGUCell``), as pickle looks it up."""
+    ops = globals().get("OPS")
+    return cells.class_by_name(__name__, name, None if ops is None else ops.cell_class)

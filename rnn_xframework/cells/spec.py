@@ -308,6 +308,28 @@ def names() -> list[str]:
     return list(_SPECS)
 
 
+def class_by_name(module: str, name: str, make: Callable[[CellSpec], type] | None) -> type:
+    """What a backend module's ``__getattr__`` gives for ``name``: the class of the registered
+    cell type ``name``, made by ``make`` (the backend's ``cell_class``).
+
+    :meth:`CellSpec.class_over` names its classes ``<module>.<spec name>``; pickle (and
+    ``torch.save``, ``copy``, multiprocessing) finds a class by exactly that lookup, so every
+    registered type, built-in or not (``MGUCell``), pickles on every backend. In another process
+    the type must be registered before unpickling (the module that calls :func:`register`
+    imported), as for any class pickle must find.
+    """
+    spec = _SPECS.get(name)
+    if spec is None or make is None:
+        hint = (
+            f" (a cell type's class is found here once its spec is registered: cells.register() it "
+            f"before unpickling; registered: {sorted(_SPECS)})"
+            if name.endswith("Cell")
+            else ""
+        )
+        raise AttributeError(f"module {module!r} has no attribute {name!r}{hint}")
+    return make(spec)
+
+
 def spec_of(cell: Any) -> CellSpec:
     """The spec of a cell made by this library."""
     return get(cell.cell_kind)

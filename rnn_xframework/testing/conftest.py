@@ -7,7 +7,7 @@ import pytest
 
 from rnn_xframework.frameworks import load_triton
 
-# Triton before TensorFlow (a later triton load aborts the process): rnn_xframework.frameworks.
+# Triton before TensorFlow (after it, the library loads it with RTLD_DEEPBIND): rnn_xframework.frameworks.
 load_triton()
 
 
