@@ -338,26 +338,21 @@ class TorchBackend(registry.Backend, name="torch"):
     cell_bases = (TorchCell,)
 
     def auto_method(self, rnn: Any) -> str:
-        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"`` on the CPU; on CUDA
-        ``"triton"`` where every cell has a kernel
-        (:func:`~rnn_xframework.backends.triton_rnn.supports`: cell types, dtype, triton
-        installed), else ``"cudagraph"``.
+        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``, on the CPU and on CUDA.
+
+        ``"auto"`` picks only measured, proven paths. On CUDA the Triton kernels
+        (``"triton"``) and graph replay (``"cudagraph"``) have never run on a GPU in this
+        project (nothing under ``benchmarks/results/`` measures them): they stay reachable by
+        name, and ``auto`` changes to them only with GPU results committed there (docs/cuda.md).
 
         CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is
         the fastest torch path at every measured size, forward (without autograd a SimpleRNN
         stack runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN
         stacks, forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in
         well under a second for any shape, where inductor takes tens of seconds per shape; for
-        LSTM/GRU training at small sizes inductor can be faster: pick it by name there. The CUDA
-        choice follows the design (fused kernels, then graph replay) and is not yet measured on
-        a GPU (docs/cuda.md).
+        LSTM/GRU training at small sizes inductor can be faster: pick it by name there.
         """
-        param = next(iter(rnn.parameters()), None)
-        if param is not None and param.device.type == "cuda":
-            from rnn_xframework.backends import triton_rnn
-
-            return "triton" if triton_rnn.supports(rnn) else "cudagraph"
-        return "torchscript"
+        return "torchscript"  # CPU and CUDA alike: see above before changing this per device
 
     def is_native(self, x: Any) -> bool:
         return isinstance(x, torch.Tensor)
