@@ -159,6 +159,37 @@ def test_tensorflow_first_xla_and_torchscript_in_one_process() -> None:
 
 
 @needs_all_three
+@pytest.mark.slow
+def test_tensorflow_first_then_torch_compile_triton_kernels_and_xla() -> None:
+    """After TensorFlow and `import rnn_xframework` (which loads triton, and nothing else):
+    the user's own torch.compile (inductor on the CPU), the library's inductor and Triton
+    kernels (interpreted) and an XLA tf.function, in one process."""
+    done = _run(
+        """
+        import os, sys
+        os.environ["TRITON_INTERPRET"] = "1"
+        import tensorflow as tf
+        import rnn_xframework as xf
+        print("loaded", "triton" in sys.modules, "torch" in sys.modules)
+        import torch
+        from rnn_xframework import layers
+        f = torch.compile(lambda a: torch.sin(a) * 2)
+        print("compile", abs(float(f(torch.ones(3)).sum()) - 6 * float(torch.sin(torch.ones(1)))) < 1e-5)
+        rnn = layers.RNN([layers.GRUCell(4, backend="torch")])
+        x = torch.randn(2, 5, 3)
+        want = rnn(x)
+        for method in ("triton", "inductor"):
+            print(method, float((xf.compile(rnn, method)(x) - want).abs().max()) < 1e-5)
+        g = tf.function(lambda a: tf.sin(a) * 2, jit_compile=True)
+        print("xla", float(tf.reduce_sum(g(tf.ones(3)))) > 5)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = done.stdout.split()
+    assert got == ["loaded", "True", "False", "compile", "True", "triton", "True", "inductor", "True", "xla", "True"]
+
+
+@needs_all_three
 def test_parity_cli_after_tensorflow() -> None:
     """The parity suite (both frameworks, torch training with torch.optim) started in a process
     that imported TensorFlow first."""
