@@ -234,7 +234,7 @@ def from_torch(
     from rnn_xframework import layers, transfer
 
     registry.get("torch")
-    from rnn_xframework.backends import torch_port
+    from rnn_xframework.backends.torch import port as torch_port
 
     torch_port.check_module(module)
     module = torch_port.loaded(module, state_dict, prefix)
@@ -268,6 +268,6 @@ def to_torch(obj: Any, *, device: Any = None) -> Any:
             ``reset_after=False``, an unbuilt object, a ``StackedRNNCells``.
     """
     registry.get("torch")
-    from rnn_xframework.backends import torch_port
+    from rnn_xframework.backends.torch import port as torch_port
 
     return torch_port.to_torch(obj, device=device)

@@ -112,7 +112,7 @@ def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
     ``LSTM`` / ``GRU`` with the same weights and outputs (cuDNN on a GPU).
 
     Raises :class:`UnsupportedConfigError` for what a fused module cannot express (see
-    :mod:`rnn_xframework.backends.torch_fused`).
+    :mod:`rnn_xframework.backends.torch.nn_modules`).
     """
     from rnn_xframework import registry
 
@@ -121,9 +121,9 @@ def to_torch_fused(rnn: Any, *, device: Any = None) -> Any:
             f"to_torch_fused: expected an RNN made by rnn_xframework.layers, got {structure_of(rnn)}"
         )
     registry.get("torch")
-    from rnn_xframework.backends import torch_fused
+    from rnn_xframework.backends.torch import nn_modules
 
-    return torch_fused.to_fused(rnn, device=device)
+    return nn_modules.to_fused(rnn, device=device)
 
 
 def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = None, **rnn_kwargs: Any) -> Any:
@@ -134,9 +134,9 @@ def from_torch_fused(module: Any, backend: str | None = None, *, device: Any = N
     from rnn_xframework import layers, registry
 
     registry.get("torch")
-    from rnn_xframework.backends import torch_fused
+    from rnn_xframework.backends.torch import nn_modules
 
-    fused = torch_fused.read_fused(module)
+    fused = nn_modules.read_fused(module)
     cells = [
         layers.make_cell(fused.kind, backend=backend, device=device, **fused.cell_kwargs)
         for _ in range(fused.num_layers)

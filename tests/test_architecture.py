@@ -2,8 +2,12 @@
 
 Every ``import`` in the package counts, at module level or inside a function. Layers, lowest
 first: errors; the framework-free core (protocol, layouts, weightfile, weightload, dropout,
-registry, config); the cell specs; the containers and the compiled base; the backends; the user API (layers, transfer,
-compile, ports); the parity suite and the package's front door; the tools."""
+registry, config); the cell specs; the device code (kernels); the containers and the compiled base; the backends
+(one package per framework); the user API (layers, transfer, compile, ports); the parity suite and the package's
+front door; the tools.
+
+Below the parity suite, a framework is imported only by its own backend package (:data:`FRAMEWORK_HOMES`), and the
+Triton device code only by the torch backend's compile package."""
 
 from __future__ import annotations
 
@@ -20,12 +24,26 @@ LAYERS = [
     ["errors"],
     ["protocol", "layouts", "weightfile", "weightload", "dropout", "frameworks", "registry", "config"],
     ["cells"],
+    ["kernels"],
     ["compiled", "loops"],
     ["backends"],
     ["layers", "transfer", "compile", "ports"],
     ["parity", ""],  # "": the package's front door, rnn_xframework/__init__.py
     ["testing", "cli", "bench", "__main__"],
 ]
+
+
+FRAMEWORK_HOMES = {
+    "torch": ("backends.torch",),
+    "tensorflow": ("backends.tensorflow",),
+    # Keras 3 runs on several frameworks; the Keras port reads Keras objects whichever one runs it
+    "keras": ("backends.tensorflow", "backends.keras_port"),
+    "triton": ("kernels.triton", "backends.torch.compile.triton"),
+}
+"""Where each framework may be imported, below the parity suite (whose trainers and the tools above it
+measure the frameworks themselves)."""
+TRITON_KERNELS = "kernels.triton"
+TRITON_KERNEL_USERS = ("kernels.triton", "backends.torch.compile")
 
 
 def module_names() -> dict[str, Path]:
@@ -57,6 +75,22 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+def frameworks_of(path: Path) -> set[str]:
+    """The frameworks (:data:`FRAMEWORK_HOMES`' keys) a module imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(FRAMEWORK_HOMES)
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether module ``name`` is one of ``prefixes`` (paths below the package) or inside one of them."""
+    return any(name == f"{PACKAGE}.{p}" or name.startswith(f"{PACKAGE}.{p}.") for p in prefixes)
+
+
 def layer_of(name: str) -> int:
     rest = name[len(PACKAGE) + 1 :] if name != PACKAGE else ""
     top = rest.split(".", 1)[0]
@@ -80,6 +114,41 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
         if layer_of(b) > layer_of(a)
     )
     assert upward == []
+
+
+def test_only_a_frameworks_backend_package_imports_it():
+    parity = next(i for i, layer in enumerate(LAYERS) if "parity" in layer)
+    stray = sorted(
+        f"{name} imports {framework}"
+        for name, path in MODULES.items()
+        if layer_of(name) < parity
+        for framework in frameworks_of(path)
+        if not within(name, FRAMEWORK_HOMES[framework])
+    )
+    assert stray == []
+    assert frameworks_of(MODULES[f"{PACKAGE}.backends.torch"]) == {"torch"}  # the checker sees imports
+    assert "triton" in frameworks_of(MODULES[f"{PACKAGE}.kernels.triton.common"])
+
+
+def test_triton_kernels_are_imported_only_by_the_torch_compile_package():
+    users = sorted(
+        f"{a} imports {b}"
+        for a, targets in GRAPH.items()
+        for b in targets
+        if within(b, (TRITON_KERNELS,)) and not within(a, TRITON_KERNEL_USERS)
+    )
+    assert users == []
+    assert f"{PACKAGE}.kernels.triton.persistent" in GRAPH[f"{PACKAGE}.backends.torch.compile.triton"]
+
+
+def test_one_package_per_framework_the_same_shape_in_each():
+    """``backends/`` holds the NumPy reference, one package per framework, each with ``__init__`` (the backend class)
+    and a ``compile`` subpackage, and the Keras port (Keras-level: it runs on whichever framework Keras runs on)."""
+    flat = sorted(n for n in MODULES if n.count(".") == 2 and n.startswith(f"{PACKAGE}.backends."))
+    assert flat == [f"{PACKAGE}.backends.{n}" for n in ("keras_port", "numpy", "tensorflow", "torch")]
+    for framework in ("torch", "tensorflow"):
+        package = f"{PACKAGE}.backends.{framework}"
+        assert MODULES[package].name == "__init__.py" and MODULES[f"{package}.compile"].name == "__init__.py"
 
 
 def test_no_import_circle():

@@ -51,7 +51,7 @@ def test_cuda_inference_paths_match_reference(dtype, path):
 
 
 def test_cuda_training_path_gradients_match_cpu():
-    """The hand-written backward (torch_bptt) on the GPU against autograd through the uncompiled
+    """The hand-written backward (backends/torch/compile/bptt.py) on the GPU against autograd through the uncompiled
     cells on the CPU, float64."""
     rng = np.random.default_rng(12)
     x = rng.normal(size=(4, 30, 20))

@@ -15,7 +15,7 @@ from rnn_xframework.errors import UnsupportedConfigError
 
 torch = pytest.importorskip("torch")
 
-from rnn_xframework.backends import torch_cudagraph  # noqa: E402 - after the skip
+from rnn_xframework.backends.torch.compile import cudagraph  # noqa: E402 - after the skip
 
 
 def built(kind, units=6, features=4, n=2, dtype="float32", device="cpu", seed=0, **kw):
@@ -37,7 +37,7 @@ def close(got, want, dtype="float32"):
 @pytest.mark.parametrize("kind", KINDS)
 def test_capture_cache_logic(kind):
     rnn = built(kind)
-    fast = torch_cudagraph.compile_rnn(rnn, torch_cudagraph.EagerCapture)
+    fast = cudagraph.compile_rnn(rnn, cudagraph.EagerCapture)
     loop = fast.loop
     loop.max_captures = 2
     x = torch.randn(3, 5, 4)
@@ -65,7 +65,7 @@ def test_capture_cache_logic(kind):
 
 def test_training_calls_run_uncaptured_with_gradients():
     rnn = built("SimpleRNNCell", dtype="float64")
-    fast = torch_cudagraph.compile_rnn(rnn, torch_cudagraph.EagerCapture)
+    fast = cudagraph.compile_rnn(rnn, cudagraph.EagerCapture)
     params = [p for p in rnn.parameters() if p.requires_grad]
     grads = []
     for model in (rnn, fast):

@@ -1,7 +1,7 @@
 """The inference fast paths behind ``xf.compile``, against the uncompiled RNN.
 
 torch (``"torchscript"``, autograd off, SimpleRNN stacks): :func:`~rnn_xframework.backends.
-torch_fast.wavefront` and :func:`~rnn_xframework.backends.torch_fast.time_major` (chunked), each
+torch.compile.loops.wavefront` and :func:`~rnn_xframework.backends.torch.compile.loops.time_major` (chunked), each
 forced on in turn, over layer counts, unequal units, mixed activations, no bias, chunk
 boundaries and the call flags. TensorFlow (``"xla"``, no tape recording): the fused-product
 loop, and that a recording tape takes the differentiable path instead.
@@ -150,7 +150,7 @@ def _loss(out, with_state):
 @pytest.mark.parametrize("flags", FLAGS)
 @pytest.mark.parametrize("steps", [STEPS, 1])
 def test_torch_training_path_gradients_match_uncompiled(rng, units, acts, use_bias, flags, steps):
-    """With autograd on, a compiled SimpleRNN stack trains through ``torch_bptt.StackFunction``:
+    """With autograd on, a compiled SimpleRNN stack trains through ``bptt.StackFunction``:
     the gradients w.r.t. inputs, initial states and every parameter are autograd's through the
     uncompiled cells."""
     require("torch")
@@ -182,8 +182,8 @@ def test_torch_training_path_gradcheck(rng, acts):
     require("torch")
     import torch
 
-    from rnn_xframework.backends.torch_bptt import StackFunction
-    from rnn_xframework.backends.torchscript import bptt_kernels
+    from rnn_xframework.backends.torch.compile.bptt import StackFunction
+    from rnn_xframework.backends.torch.compile.torchscript import bptt_kernels
 
     units, n = [3, 2], 2
     x = torch.tensor(rng.normal(size=(2, 4, 3)), requires_grad=True)

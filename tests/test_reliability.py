@@ -225,9 +225,9 @@ def test_inductor_compiles_more_than_8_shapes(monkeypatch, rng):
     require("torch")
     import torch
 
-    from rnn_xframework.backends import torch_inductor
+    from rnn_xframework.backends.torch.compile import inductor
 
-    monkeypatch.setattr(torch_inductor, "BACKEND", "eager")
+    monkeypatch.setattr(inductor, "BACKEND", "eager")
     rnn = layers.RNN([layers.SimpleRNNCell(2, backend="torch")], return_sequences=True)
     rnn.build((None, None, 3))
     fast = xf.compile(rnn, "inductor")
@@ -379,7 +379,7 @@ def test_use_backend_generator_finished_in_another_thread():
 # --- 16. "tf.function" does not unroll long sequences ----------------------------------------
 def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng, monkeypatch):
     require("tensorflow")
-    from rnn_xframework.backends import tf_function
+    from rnn_xframework.backends.tensorflow.compile import function as tf_function
 
     monkeypatch.setattr(tf_function, "UNROLL_MAX_STEPS", 8)
     rnn = layers.RNN([layers.LSTMCell(3, backend="tf", dtype="float64")], return_sequences=True)
@@ -505,7 +505,7 @@ def test_xla_gradient_without_a_releasable_registry_runs_eagerly(rng, monkeypatc
     require("tensorflow")
     import tensorflow as tf
 
-    from rnn_xframework.backends import tf_cache
+    from rnn_xframework.backends.tensorflow.compile import cache as tf_cache
 
     monkeypatch.setattr(tf_cache, "CAN_RELEASE_GRADIENTS", False)
     rnn = tf_simple_rnn(rng, 11)  # a structure no other test compiles: its shapes trace here

@@ -23,7 +23,7 @@ from rnn_xframework.errors import UnsupportedConfigError
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from rnn_xframework.backends import triton_rnn  # noqa: E402 - after the skips
+from rnn_xframework.backends.torch.compile import triton as triton_host  # noqa: E402 - after the skips
 
 # (batch, steps, features, units, layers, initial states given)
 SIZES = [
@@ -146,7 +146,7 @@ def test_refuses_what_it_does_not_cover(device):
     with pytest.raises(UnsupportedConfigError, match=r"float16"):
         xf.compile(half.to(torch.float16), "triton")
     with pytest.raises(UnsupportedConfigError, match=r"bfloat16"):  # the kernels' check, called directly
-        triton_rnn.check_tensor(torch.zeros(2, 3, dtype=torch.bfloat16))
+        triton_host.check_tensor(torch.zeros(2, 3, dtype=torch.bfloat16))
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch):
@@ -163,9 +163,9 @@ def test_wide_layers_take_the_column_split_kernels():
     wide = layers.RNN([layers.LSTMCell(65, backend="torch")])  # 4 x 128 x 128 weights
     for r in (rnn, wide):
         r.build((None, None, 3))
-    assert [p[2] for p in triton_rnn.StackRunner(rnn).plans] == [False, False]
-    assert [p[2] for p in triton_rnn.StackRunner(wide).plans] == [True]
-    assert triton_rnn.supports(rnn) and triton_rnn.supports(wide)
+    assert [p[2] for p in triton_host.StackRunner(rnn).plans] == [False, False]
+    assert [p[2] for p in triton_host.StackRunner(wide).plans] == [True]
+    assert triton_host.supports(rnn) and triton_host.supports(wide)
 
 
 SPLIT = (17, 3, 4, 40, 2, True)  # two row blocks, two column blocks of 32, two K slices
@@ -173,7 +173,7 @@ SPLIT = (17, 3, 4, 40, 2, True)  # two row blocks, two column blocks of 32, two 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_split_kernels_match_numpy_reference(device, dtype, kind, monkeypatch):
-    monkeypatch.setattr(triton_rnn, "MAX_WEIGHT_ELEMENTS", 0)  # every layer split
+    monkeypatch.setattr(triton_host, "MAX_WEIGHT_ELEMENTS", 0)  # every layer split
     rnn, ref, x, states = problem(kind, dtype, SPLIT, seed=8)
     fast = xf.compile(rnn.to(device), "triton")
     assert all(p[2] for p in fast.loop.plans)
@@ -188,7 +188,7 @@ def test_split_kernels_match_numpy_reference(device, dtype, kind, monkeypatch):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_split_kernels_gradients_match_autograd(device, kind, monkeypatch):
-    monkeypatch.setattr(triton_rnn, "MAX_WEIGHT_ELEMENTS", 0)
+    monkeypatch.setattr(triton_host, "MAX_WEIGHT_ELEMENTS", 0)
     rnn, _, x, states = problem(kind, "float64", SPLIT, seed=9)
     assert_gradients_match(rnn, x, states, device)
 
@@ -207,7 +207,7 @@ def test_auto_on_cuda_picks_torchscript_and_triton_stays_reachable():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_two_layer_stack_in_one_launch(device, dtype, kind):
-    """Inference of a small two-layer stack runs both layers in one launch (triton_fused);
+    """Inference of a small two-layer stack runs both layers in one launch (kernels/triton/two_layer.py);
     the per-layer kernels give the same numbers; both match the NumPy reference. Unequal units."""
     rng = np.random.default_rng(11)
     cells = [getattr(layers, kind)(u, backend="torch", dtype=dtype) for u in (5, 9)]
@@ -241,7 +241,7 @@ def test_fused_only_where_it_fits():
     def runner(*cells):
         rnn = layers.RNN(list(cells))
         rnn.build((None, None, 3))
-        return triton_rnn.StackRunner(rnn)
+        return triton_host.StackRunner(rnn)
 
     assert runner(layers.SimpleRNNCell(64, backend="torch"), layers.SimpleRNNCell(64, backend="torch")).fused
     assert not runner(layers.LSTMCell(64, backend="torch"), layers.LSTMCell(64, backend="torch")).fused  # too big

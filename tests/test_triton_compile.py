@@ -84,10 +84,10 @@ def test_the_check_sees_the_overrun_issue_9_measured(tmp_path, monkeypatch):
     (it needed 294,912 bytes; a block has 232,448). Made to run persistent at 256 units (a raised
     register budget), this library's kernel over-asks too (278,528 bytes with triton 3.9: the
     256 x 256 weight tile and one 16 x 256 state tile), and the check says so."""
-    from rnn_xframework.backends import triton_rnn
+    from rnn_xframework.backends.torch.compile import triton as triton_host
 
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(triton_rnn, "MAX_WEIGHT_ELEMENTS", 256 * 256)
+    monkeypatch.setattr(triton_host, "MAX_WEIGHT_ELEMENTS", 256 * 256)
     case = kr.Case("W2", "SimpleRNN", "float32", "inference, 1 layer")
     (config,) = kr.all_configs([case])
     assert config.kernel == "forward" and config.constant("UP") == 256
@@ -97,15 +97,15 @@ def test_the_check_sees_the_overrun_issue_9_measured(tmp_path, monkeypatch):
 
 
 def test_launches_are_the_librarys_own():
-    """The recorder sees what ``triton_rnn`` launches: W1's two-layer SimpleRNN inference is the
+    """The recorder sees what ``triton_host`` launches: W1's two-layer SimpleRNN inference is the
     fused kernel, its training a forward with ``SAVE`` and a backward per layer, and W2's
     inference the column-split step kernel once per step and layer."""
-    from rnn_xframework.backends import triton_rnn
+    from rnn_xframework.backends.torch.compile import triton as triton_host
 
     batch, _, _, units = kr.SIZES["W1"]
     (fused,) = kr.launches(kr.Case("W1", "SimpleRNN", "float32", "inference"))
     assert fused.kernel == "stack2_forward" and dict(fused.meta)["UP0"] == units
-    assert fused.grid == (triton_rnn.triton_cdiv(batch, triton_rnn.BLOCK_B),)
+    assert fused.grid == (triton_host.triton_cdiv(batch, triton_host.BLOCK_B),)
     training = kr.launches(kr.Case("W1", "SimpleRNN", "float32", "training"))
     kinds = [(x.kernel, dict(x.meta).get("SAVE")) for x in training]
     assert kinds == [("forward", True)] * 2 + [("backward", None)] * 2

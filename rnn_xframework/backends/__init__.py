@@ -1,5 +1,6 @@
-"""The backends: one module per technology, each translating the cell specs of
-:mod:`rnn_xframework.cells` to its framework.
+"""The backends, translating the cell specs of :mod:`rnn_xframework.cells` to a framework:
+:mod:`.numpy` (the reference), one package per framework (:mod:`.torch`, :mod:`.tensorflow`, each
+with its ``compile`` subpackage) and the Keras port :mod:`.keras_port`.
 
 The registry itself (names, aliases, lazy import, the :class:`Backend` base class) lives in
 :mod:`rnn_xframework.registry`, below the core modules that need it; its names are re-exported

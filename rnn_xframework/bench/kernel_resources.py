@@ -8,9 +8,9 @@ CPU build of triton compiles for a CUDA target without one (its wheel ships ``pt
 ``cuobjdump``). This module does that for exactly the launches the library makes:
 
 * :func:`launches` runs an ``xf.compile(rnn, "triton")`` RNN on ``meta`` tensors (shapes only:
-  no data, no arithmetic) with :mod:`~rnn_xframework.backends.triton_rnn`'s launch replaced by a
+  no data, no arithmetic) with :mod:`~rnn_xframework.backends.torch.compile.triton`'s launch replaced by a
   recorder, so each kernel, its constexprs, grid, arguments and compile options
-  (:func:`~rnn_xframework.backends.triton_rnn.launch_options`) are the library's own.
+  (:func:`~rnn_xframework.backends.torch.compile.triton.launch_options`) are the library's own.
 * :func:`specialize` turns a launch into what Triton's JIT compiles for it, through the JIT's own
   binder (an int argument equal to 1 becomes a constant; 16-divisible ints and 16-byte-aligned
   pointers get hints), pointers placed as on a CUDA allocation (aligned, plus the view's offset).
@@ -109,7 +109,7 @@ class Pointer:
 
 @dataclasses.dataclass(frozen=True)
 class Launch:
-    """One kernel launch as :mod:`~rnn_xframework.backends.triton_rnn` made it."""
+    """One kernel launch as :mod:`~rnn_xframework.backends.torch.compile.triton` made it."""
 
     kernel: str
     grid: tuple[int, ...]
@@ -120,11 +120,11 @@ class Launch:
 
 @contextmanager
 def _recording(into: list[Launch]) -> Iterator[None]:
-    """Within: every kernel launch of ``triton_rnn`` is appended to ``into`` instead of run, and
+    """Within: every kernel launch of ``triton_host`` is appended to ``into`` instead of run, and
     its tensor check accepts ``meta`` tensors (the dtype check still applies)."""
     import torch
 
-    from rnn_xframework.backends import triton_rnn
+    from rnn_xframework.backends.torch.compile import triton as triton_host
 
     def pointer(a: Any) -> Any:
         if isinstance(a, torch.Tensor):
@@ -132,14 +132,14 @@ def _recording(into: list[Launch]) -> Iterator[None]:
         return a
 
     def record(name: str, like: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
-        options = triton_rnn.launch_options(meta, like)
+        options = triton_host.launch_options(meta, like)
         into.append(Launch(name, grid, tuple(map(pointer, args)), tuple(meta.items()), tuple(options.items())))
 
     def check(x: Any) -> None:
-        if x.dtype not in triton_rnn.DTYPES:
-            triton_rnn.check_tensor(x)
+        if x.dtype not in triton_host.DTYPES:
+            triton_host.check_tensor(x)
 
-    with mock.patch.object(triton_rnn, "_launch", record), mock.patch.object(triton_rnn, "check_tensor", check):
+    with mock.patch.object(triton_host, "_launch", record), mock.patch.object(triton_host, "check_tensor", check):
         yield
 
 
@@ -212,9 +212,9 @@ def _jit(kernel: str) -> Any:
     the interpreter's wrapper where ``TRITON_INTERPRET=1`` is set)."""
     from triton.runtime.jit import JITFunction
 
-    from rnn_xframework.backends import triton_rnn
+    from rnn_xframework.backends.torch.compile import triton as triton_host
 
-    return JITFunction(triton_rnn.kernel_function(kernel))
+    return JITFunction(triton_host.kernel_function(kernel))
 
 
 @functools.cache

@@ -1,17 +1,17 @@
 """``xf.compile(rnn, "triton")``: a torch RNN stack run by the fused Triton kernels of
-:mod:`~rnn_xframework.backends.triton_persistent`, forward and backward through time.
+:mod:`~rnn_xframework.kernels.triton.persistent`, forward and backward through time.
 
 Per layer: the input projection ``xp = x W_ih^T + b`` for the whole sequence is one GEMM (torch,
 differentiable, so ``W_ih``'s and the input's gradients are whole-sequence GEMMs from autograd);
 the recurrence is one persistent kernel launch (:class:`LayerFunction`, a
 ``torch.autograd.Function``), whose backward is one more launch followed by ``dW_hh`` and
-``db_hh`` as whole-sequence GEMMs, as :mod:`~rnn_xframework.backends.torch_bptt` does on CPU.
+``db_hh`` as whole-sequence GEMMs, as :mod:`~rnn_xframework.backends.torch.compile.bptt` does on CPU.
 Layers run one launch each (the kernels do not fuse layers yet).
 
 Supported: SimpleRNN (tanh, relu), LSTM and GRU (``reset_after=True``) cells in any mix, float32
 and float64 (exact products, no TF32), any ``units``: a layer whose recurrent weights fit one
 program's registers (:data:`MAX_WEIGHT_ELEMENTS`) runs persistent, a wider one runs the
-column-split step kernels of :mod:`~rnn_xframework.backends.triton_split`. Anything else raises
+column-split step kernels of :mod:`~rnn_xframework.kernels.triton.split`. Anything else raises
 :class:`~rnn_xframework.errors.UnsupportedConfigError` naming what is unsupported (``auto``
 picks another method there: :func:`supports`). Tensors must be on CUDA, or on the CPU with
 ``TRITON_INTERPRET=1`` set (Triton's interpreter: slow, for tests).
@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnn_xframework import frameworks
-from rnn_xframework.backends import torch_fast
-from rnn_xframework.backends.torch_compiled import CompiledRNN
+from rnn_xframework.backends.torch.compile import loops
+from rnn_xframework.backends.torch.compile.compiled import CompiledRNN
 from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
@@ -44,7 +44,7 @@ WIDE_WARPS = 8
 BLOCK_B = 16
 """Batch rows per program (``tl.dot`` needs at least 16)."""
 SPLIT_BLOCK_N = 32
-"""Units per program in the column-split kernels (:mod:`~rnn_xframework.backends.triton_split`)."""
+"""Units per program in the column-split kernels (:mod:`~rnn_xframework.kernels.triton.split`)."""
 SPLIT_BLOCK_K = 32
 """Width of the ``h_{t-1}`` / ``W_hh`` slices the column-split forward multiplies at a time."""
 
@@ -60,9 +60,9 @@ def _interpreting() -> bool:
 def kernel_function(name: str) -> Any:
     """The plain Python function of kernel ``name`` (``"forward"``, ``"forward_step"``, ...),
     before :func:`_kernel` wraps it for a device."""
-    from rnn_xframework.backends import triton_fused, triton_persistent, triton_split
+    from rnn_xframework.kernels.triton import persistent, split, two_layer
 
-    return {**triton_persistent.KERNELS, **triton_split.KERNELS, **triton_fused.KERNELS}[name]
+    return {**persistent.KERNELS, **split.KERNELS, **two_layer.KERNELS}[name]
 
 
 @functools.cache
@@ -78,7 +78,7 @@ def _kernel(name: str, interpret: bool) -> Any:
 
 
 def _warps(meta: dict[str, Any], element_size: int) -> int:
-    from rnn_xframework.backends.triton_persistent import GATES
+    from rnn_xframework.kernels.triton.common import GATES
 
     if "UP" in meta:
         squares = meta["UP"] ** 2
@@ -124,7 +124,7 @@ class LayerFunction(torch.autograd.Function):
 
     ``xp [T, B, G*U]`` (time-major view, unit stride last), ``h0, c0 [B, U]`` (``c0`` LSTM only,
     else ``None``), ``w_hh [G*U, U]``, ``b_hh [G*U]`` (GRU only, else ``None``); ``cell`` a
-    kernel code (``triton_persistent.CODES``). ``out [T, B, U]`` contiguous; ``c_last`` is an
+    kernel code (``common.CODES``). ``out [T, B, U]`` contiguous; ``c_last`` is an
     empty tensor except for LSTM. ``save``: keep what the backward needs; ``split``: run the
     column-split step kernels instead of the persistent one.
     """
@@ -142,7 +142,7 @@ class LayerFunction(torch.autograd.Function):
         save: bool,
         split: bool,
     ) -> Any:
-        from rnn_xframework.backends.triton_persistent import GATES, SAVED
+        from rnn_xframework.kernels.triton.common import GATES, SAVED
 
         steps, batch, units = xp.shape[0], xp.shape[1], w_hh.shape[1]
         lstm = cell == 1
@@ -252,9 +252,9 @@ def triton_cdiv(a: int, b: int) -> int:
 
 def _layer_plan(cell: Any) -> tuple[int, bool, bool]:
     """``(kernel code, relu, split)`` for a built torch cell of this library (``split``: too wide
-    for one program, run by :mod:`~rnn_xframework.backends.triton_split`), or
+    for one program, run by :mod:`~rnn_xframework.kernels.triton.split`), or
     :class:`UnsupportedConfigError` naming what the kernels do not cover."""
-    from rnn_xframework.backends.triton_persistent import CODES, GATES
+    from rnn_xframework.kernels.triton.common import CODES, GATES
 
     kind = cell.cell_kind
     if kind not in CODES:
@@ -289,13 +289,13 @@ def _biases(c: Any, code: int) -> tuple[Tensor | None, Tensor | None]:
     inside (the reset gate multiplies ``h W_hh^T + b_hh``); the others fold it into the input side."""
     if code == 2:
         return c.bias_ih, (c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0]))
-    return torch_fast._bias_sum(c.bias_ih, c.bias_hh), None
+    return loops._bias_sum(c.bias_ih, c.bias_hh), None
 
 
 def fits_fused(plans: list[tuple[int, bool, bool]], cells: list[Any]) -> bool:
-    """Whether a stack runs inference in one launch (:mod:`~rnn_xframework.backends.triton_fused`):
+    """Whether a stack runs inference in one launch (:mod:`~rnn_xframework.kernels.triton.two_layer`):
     two layers of one cell type whose three weight sets fit :data:`MAX_WEIGHT_ELEMENTS`."""
-    from rnn_xframework.backends.triton_persistent import GATES
+    from rnn_xframework.kernels.triton.common import GATES
 
     if len(plans) != 2 or plans[0][0] != plans[1][0]:
         return False
@@ -375,7 +375,7 @@ class StackRunner:
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` whose loop is
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN` whose loop is
     :class:`StackRunner` (inference and training alike)."""
     frameworks.check_torch_order("xf.compile(rnn, 'triton')")
     if not frameworks.triton_installed():

@@ -1,7 +1,7 @@
 """``xf.compile(rnn, "cudagraph")``: inference of a torch RNN stack replayed from CUDA graphs.
 
 On a GPU a small RNN's time is the launch of its many small per-step kernels, not their
-arithmetic. Here the fast loop of :mod:`~rnn_xframework.backends.torch_fast` (eager, not
+arithmetic. Here the fast loop of :mod:`~rnn_xframework.backends.torch.compile.loops` (eager, not
 scripted: TorchScript's profiling executor re-optimizes the loop during its first calls, which
 is what made issue 9's capture of the scripted loop fail at W1) is captured once per input
 signature ``(batch, steps, features, dtype, device, parameter storage)`` into a
@@ -16,7 +16,7 @@ steps, ``set_weights``) are seen by the next replay; parameters replaced by new 
 the signature and capture again.
 
 Calls with autograd on (training) run the TorchScript path uncaptured
-(:mod:`~rnn_xframework.backends.torchscript`, same results). Tensors must be on CUDA; on the CPU
+(:mod:`~rnn_xframework.backends.torch.compile.torchscript`, same results). Tensors must be on CUDA; on the CPU
 this method raises :class:`~rnn_xframework.errors.UnsupportedConfigError` (the capture logic is
 tested on the CPU with :class:`EagerCapture` standing in for the graph).
 """
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnn_xframework.backends import torch_fast, torchscript
-from rnn_xframework.backends.torch_compiled import CompiledRNN
+from rnn_xframework.backends.torch.compile import loops, torchscript
+from rnn_xframework.backends.torch.compile.compiled import CompiledRNN
 from rnn_xframework.errors import UnsupportedConfigError
 
 MAX_CAPTURES = 8
@@ -85,7 +85,7 @@ class GraphLoop:
 
     def __init__(self, rnn: Any, capture_class: type = CudaCapture, max_captures: int = MAX_CAPTURES) -> None:
         self.rnn = rnn
-        self.loop = torch_fast.fast_loop(rnn, inplace=True)  # eager; shares the cells' parameters
+        self.loop = loops.fast_loop(rnn, inplace=True)  # eager; shares the cells' parameters
         self.capture_class = capture_class
         self.max_captures = max_captures
         self.captures: OrderedDict[tuple[Any, ...], tuple[Tensor, list[list[Tensor]], Any]] = OrderedDict()
@@ -124,7 +124,7 @@ class GraphLoop:
 
 
 def compile_rnn(rnn: Any, capture_class: type = CudaCapture) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` replaying :class:`GraphLoop`
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN` replaying :class:`GraphLoop`
     without autograd and running the TorchScript path with it."""
     scripted = torchscript.compile_rnn(rnn)
     train = scripted.train_loop if scripted.train_loop is not None else scripted.loop

@@ -52,7 +52,7 @@ if _problem:
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rnn_xframework.backends.tf_ops import (  # noqa: E402
+from rnn_xframework.backends.tensorflow.ops import (  # noqa: E402
     STEP_OPS,
     checked,
     checked_states,
@@ -306,10 +306,10 @@ class RNN(loops.RNNMixin, keras.layers.Layer):
 class TensorFlowBackend(registry.Backend, name="tensorflow"):
     stack_class = StackedRNNCells
     rnn_class = RNN
-    compiled_class = "rnn_xframework.backends.tf_function:CompiledRNN"
+    compiled_class = "rnn_xframework.backends.tensorflow.compile.function:CompiledRNN"
     compile_methods = {
-        "tf.function": "rnn_xframework.backends.tf_function:compile_function",
-        "xla": "rnn_xframework.backends.tf_function:compile_xla",
+        "tf.function": "rnn_xframework.backends.tensorflow.compile.function:compile_function",
+        "xla": "rnn_xframework.backends.tensorflow.compile.function:compile_xla",
     }
     slow_to_compile = frozenset({"xla"})
     distributions = ("tensorflow", "tensorflow-cpu", "keras")

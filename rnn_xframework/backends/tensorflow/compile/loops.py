@@ -1,7 +1,7 @@
 """The TensorFlow graph loops behind ``xf.compile(rnn, "tf.function" | "xla")``, written for
 tracing: each layer's input projected in one product, then only the recurrent product and the
 cell's spec step per time step (:func:`cell_step`), unrolled or in a ``tf.while_loop``.
-:mod:`~rnn_xframework.backends.tf_function` builds the graphs and the compiled object on them."""
+:mod:`~rnn_xframework.backends.tensorflow.compile.function` builds the graphs and the compiled object on them."""
 
 from __future__ import annotations
 

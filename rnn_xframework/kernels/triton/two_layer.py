@@ -7,19 +7,19 @@ step computes layer 0 at time ``t`` and then layer 1 at time ``t`` from it. Laye
 never leave the chip (no intermediate sequence in memory, one launch instead of two plus the
 second layer's input GEMM). Only the top layer's output sequence and both final states are
 written. Used without autograd when the three weight sets fit the register budget
-(:data:`~rnn_xframework.backends.triton_rnn.MAX_WEIGHT_ELEMENTS`); training and larger stacks
+(:data:`~rnn_xframework.backends.torch.compile.triton.MAX_WEIGHT_ELEMENTS`); training and larger stacks
 take the per-layer kernels. Same cells, gate order and exactness as
-:mod:`~rnn_xframework.backends.triton_persistent`.
+:mod:`~rnn_xframework.kernels.triton.persistent`.
 """
 
 from __future__ import annotations
 
 import triton.language as tl
 
-from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _DeviceFunction, _sigmoid, _tanh
+from rnn_xframework.kernels.triton.common import GRU, LSTM, SIMPLE, DeviceFunction, sigmoid, tanh
 
 
-@_DeviceFunction
+@DeviceFunction
 def _cell(CELL: tl.constexpr, RELU: tl.constexpr, a0, a1, a2, a3, r0, r1, r2, r3, h, c):
     """One step of a cell from its input parts ``a*`` (bias included) and recurrent parts ``r*``
     (GRU: ``b_hh`` included) -> ``(h, c)``; ``c`` passes through except for LSTM."""
@@ -27,14 +27,14 @@ def _cell(CELL: tl.constexpr, RELU: tl.constexpr, a0, a1, a2, a3, r0, r1, r2, r3
         if RELU:
             h = tl.maximum(a0 + r0, 0.0)
         else:
-            h = _tanh(a0 + r0)
+            h = tanh(a0 + r0)
     if CELL == LSTM:
-        c = _sigmoid(a1 + r1) * c + _sigmoid(a0 + r0) * _tanh(a2 + r2)
-        h = _sigmoid(a3 + r3) * _tanh(c)
+        c = sigmoid(a1 + r1) * c + sigmoid(a0 + r0) * tanh(a2 + r2)
+        h = sigmoid(a3 + r3) * tanh(c)
     if CELL == GRU:
-        r = _sigmoid(a0 + r0)
-        z = _sigmoid(a1 + r1)
-        n = _tanh(a2 + r * r2)
+        r = sigmoid(a0 + r0)
+        z = sigmoid(a1 + r1)
+        n = tanh(a2 + r * r2)
         h = (1.0 - z) * n + z * h
     return h, c
 

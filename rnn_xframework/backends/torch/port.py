@@ -5,7 +5,7 @@
 PyTorch                                        rnn_xframework
 =============================================  ==============================================
 ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``           ``layers.RNN`` of ``num_layers`` cells (see
-                                               :mod:`~rnn_xframework.backends.torch_fused`);
+                                               :mod:`~rnn_xframework.backends.torch.nn_modules`);
                                                ``batch_first=False`` -> ``time_major=True``
 ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell``  ``layers.SimpleRNNCell`` / ``LSTMCell`` / ``GRUCell``
 ``nonlinearity``                               ``activation`` (``"tanh"`` / ``"relu"``)
@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from rnn_xframework import cells, layouts, protocol
-from rnn_xframework.backends import torch_fused
-from rnn_xframework.backends.torch_params import NATIVE
+from rnn_xframework.backends.torch import nn_modules
+from rnn_xframework.backends.torch.params import NATIVE
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 
 
@@ -84,9 +84,9 @@ def is_cell(module: Any) -> bool:
 
 def check_module(module: Any) -> None:
     """:class:`FrameworkMismatchError` unless ``module`` is one of PyTorch's six recurrent classes."""
-    if is_cell(module) or type(module) in torch_fused.FUSED.values():
+    if is_cell(module) or type(module) in nn_modules.FUSED.values():
         return
-    known = (*NATIVE.values(), *torch_fused.FUSED.values())
+    known = (*NATIVE.values(), *nn_modules.FUSED.values())
     base = next((c.__name__ for c in known if isinstance(module, c)), None)
     why = f", a subclass of nn.{base}: its forward may compute something else" if base else ""
     raise FrameworkMismatchError(
@@ -118,15 +118,15 @@ def to_torch(obj: Any, device: Any = None) -> nn.Module:
     ``nn.RNN``/``LSTM``/``GRU`` (``batch_first = not time_major``), a cell ``nn.*Cell``."""
     kind = protocol.structure_of(obj)
     if kind == "rnn":
-        return torch_fused.to_fused(obj, device=device)
+        return nn_modules.to_fused(obj, device=device)
     if kind == "stack":
         raise UnsupportedConfigError(
             "to_torch: a StackedRNNCells has no torch.nn equivalent; port layers.RNN(stack) (-> nn.RNN/LSTM/GRU) "
             "or each cell (-> nn.*Cell)"
         )
-    extra = torch_fused.native_kwargs(obj, "to_torch")
+    extra = nn_modules.native_kwargs(obj, "to_torch")
     native = NATIVE[cells.get(obj.cell_kind).torch.module](
-        obj.input_dim, obj.units, bias=obj.use_bias, device=device, dtype=torch_fused.DTYPES[obj.dtype_name], **extra
+        obj.input_dim, obj.units, bias=obj.use_bias, device=device, dtype=nn_modules.DTYPES[obj.dtype_name], **extra
     )
     with torch.no_grad():
         for name, value in layouts.of(obj).to_torch(obj.get_weights()).items():

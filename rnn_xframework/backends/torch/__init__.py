@@ -3,7 +3,7 @@
 
 Every object here is a real module, so ``.to(device)``, ``.parameters()``, ``state_dict()``
 and optimizers work as usual. Until the input size is known, a cell's parameters are lazy, as
-``nn.LazyLinear``'s (:mod:`~rnn_xframework.backends.torch_params`; ``input_size=`` at
+``nn.LazyLinear``'s (:mod:`~rnn_xframework.backends.torch.params`; ``input_size=`` at
 construction builds at once). They are initialized like Keras's (glorot-uniform kernel,
 orthogonal recurrent kernel, zero bias; LSTM's forget-gate bias at one, ``unit_forget_bias``).
 
@@ -31,7 +31,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from rnn_xframework import cells, layouts, loops, protocol, registry
-from rnn_xframework.backends.torch_params import (
+from rnn_xframework.backends.torch.params import (
     NATIVE,
     SpecParameters,
     finish_lazy,
@@ -40,7 +40,7 @@ from rnn_xframework.backends.torch_params import (
     materialize,
     relazy,
 )
-from rnn_xframework.backends.torch_step import STEP_OPS, native_step
+from rnn_xframework.backends.torch.step import STEP_OPS, native_step
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 
@@ -313,8 +313,8 @@ class RNN(loops.RNNMixin, nn.Module):
     def __prepare_scriptable__(self) -> nn.Module:
         """What ``torch.jit.script`` compiles in this RNN's place, alone or inside a user's
         model: the same call, outputs and parameters in TorchScript
-        (:class:`~rnn_xframework.backends.torchscript.ScriptedRNN`)."""
-        from rnn_xframework.backends import torchscript
+        (:class:`~rnn_xframework.backends.torch.compile.torchscript.ScriptedRNN`)."""
+        from rnn_xframework.backends.torch.compile import torchscript
 
         return torchscript.scriptable(self)
 
@@ -323,12 +323,12 @@ class TorchBackend(registry.Backend, name="torch"):
     stack_class = StackedRNNCells
     rnn_class = RNN
     compile_methods = {
-        "torchscript": "rnn_xframework.backends.torchscript:compile_rnn",
-        "inductor": "rnn_xframework.backends.torch_inductor:compile_rnn",
-        "triton": "rnn_xframework.backends.triton_rnn:compile_rnn",
-        "cudagraph": "rnn_xframework.backends.torch_cudagraph:compile_rnn",
+        "torchscript": "rnn_xframework.backends.torch.compile.torchscript:compile_rnn",
+        "inductor": "rnn_xframework.backends.torch.compile.inductor:compile_rnn",
+        "triton": "rnn_xframework.backends.torch.compile.triton:compile_rnn",
+        "cudagraph": "rnn_xframework.backends.torch.compile.cudagraph:compile_rnn",
     }
-    compiled_class = "rnn_xframework.backends.torch_compiled:CompiledRNN"
+    compiled_class = "rnn_xframework.backends.torch.compile.compiled:CompiledRNN"
     slow_to_compile = frozenset({"inductor"})
     cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
     distributions = ("torch",)
@@ -348,7 +348,7 @@ class TorchBackend(registry.Backend, name="torch"):
         CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is
         the fastest torch path at every measured size, forward (without autograd a SimpleRNN
         stack runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN
-        stacks, forward+backward (:mod:`~rnn_xframework.backends.torch_bptt`). It compiles in
+        stacks, forward+backward (:mod:`~rnn_xframework.backends.torch.compile.bptt`). It compiles in
         well under a second for any shape, where inductor takes tens of seconds per shape; for
         LSTM/GRU training at small sizes inductor can be faster: pick it by name there.
         """

@@ -1,11 +1,11 @@
-"""``xf.compile(rnn, "torchscript")``: the fast loop of :mod:`~rnn_xframework.backends.torch_fast`
+"""``xf.compile(rnn, "torchscript")``: the fast loop of :mod:`~rnn_xframework.backends.torch.compile.loops`
 in TorchScript.
 
 The only module that touches ``torch.jit``. The scripted loop holds the stack's own
 ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` modules (any mix), so it shares their
 parameters: training or ``set_weights`` on either object shows in the other. Scripting takes
 well under a second and works for any batch size and sequence length; it supports autograd.
-A SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch_bptt`, whose two loops are
+A SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch.compile.bptt`, whose two loops are
 scripted here (:func:`bptt_kernels`).
 
 :class:`ScriptedRNN` is what ``torch.jit.script`` compiles in place of a library ``RNN`` (through
@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework.backends import torch_bptt, torch_fast
-from rnn_xframework.backends.torch_compiled import CompiledRNN
+from rnn_xframework.backends.torch.compile import bptt, loops
+from rnn_xframework.backends.torch.compile.compiled import CompiledRNN
 from rnn_xframework.errors import UnsupportedConfigError
 
 
@@ -37,21 +37,21 @@ def script(module: Any) -> Any:
 
 
 @functools.cache
-def bptt_kernels() -> torch_bptt.Kernels:
-    """The scripted forward and backward loops of :mod:`~rnn_xframework.backends.torch_bptt`,
+def bptt_kernels() -> bptt.Kernels:
+    """The scripted forward and backward loops of :mod:`~rnn_xframework.backends.torch.compile.bptt`,
     made on first use (scripting takes ~0.1 s)."""
-    return torch_bptt.Kernels(script(torch_fast.time_major_all), script(torch_bptt.backward_steps))
+    return bptt.Kernels(script(loops.time_major_all), script(bptt.backward_steps))
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch_compiled.CompiledRNN` running the scripted fast
-    loop; with autograd on, a SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch_bptt`."""
-    loop = script(torch_fast.fast_loop(rnn, inplace=True))
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN` running the scripted fast
+    loop; with autograd on, a SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch.compile.bptt`."""
+    loop = script(loops.fast_loop(rnn, inplace=True))
     return CompiledRNN(
         rnn,
         loop,
         "torchscript",
-        train=torch_bptt.simple_stack(rnn, bptt_kernels),
+        train=bptt.simple_stack(rnn, bptt_kernels),
         export=lambda: script(scriptable(rnn)),
     )
 
@@ -75,7 +75,7 @@ class _Scripted(nn.Module):
 
     def __init__(self, rnn: Any) -> None:
         super().__init__()
-        self.cell = torch_fast.fast_loop(rnn, inplace=True)
+        self.cell = loops.fast_loop(rnn, inplace=True)
         self.time_major = bool(rnn.time_major)
         self.has_dropout = any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells)
         self.units = [c.units for c in rnn.cells]  # never empty: TorchScript infers list[int]

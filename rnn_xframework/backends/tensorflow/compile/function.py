@@ -15,7 +15,7 @@ source show here, and ``tf.GradientTape`` differentiates through it. A new input
 (and for XLA compiles) once, into a bounded LRU cache of :data:`CACHE_SIZE` shapes (settable per
 object as ``fast.cache_size``): each shape gets its own ``tf.function``, so evicting a shape drops
 its graphs and XLA executables (and the gradient function its XLA graph registered with TensorFlow:
-:mod:`~rnn_xframework.backends.tf_cache`). The shared graphs of a structure are released when the last
+:mod:`~rnn_xframework.backends.tensorflow.compile.cache`). The shared graphs of a structure are released when the last
 compiled object using them is garbage-collected.
 """
 
@@ -37,9 +37,9 @@ except ImportError:  # pragma: no cover - other TensorFlow layouts: the differen
     _tf_context = _could_possibly_record = None
 
 from rnn_xframework import compiled
-from rnn_xframework.backends import tf_cache
-from rnn_xframework.backends.tf_cache import CACHE_SIZE, LRU, GradientNames, per_shape, shape_key
-from rnn_xframework.backends.tf_loops import (
+from rnn_xframework.backends.tensorflow.compile import cache
+from rnn_xframework.backends.tensorflow.compile.cache import CACHE_SIZE, LRU, GradientNames, per_shape, shape_key
+from rnn_xframework.backends.tensorflow.compile.loops import (
     Weights,
     fused_layer_major,
     layer_major,
@@ -111,7 +111,7 @@ class Graphs:
             return per_shape(self._run, jit_compile=False)
         forward = per_shape(self._loop, jit_compile=True)
         backward = per_shape(self._loop_gradients, jit_compile=True)
-        if not tf_cache.CAN_RELEASE_GRADIENTS:  # eager: a traced custom gradient would pin evicted shapes
+        if not cache.CAN_RELEASE_GRADIENTS:  # eager: a traced custom gradient would pin evicted shapes
             return lambda x, states, weights: self._run_xla(x, states, weights, forward, backward)
         # One graph per call, as for "tf.function". The custom gradient traced into it registers
         # its gradient function in TensorFlow's process-wide registry; ``names`` takes it back

@@ -9,16 +9,16 @@ the recurrent product per step, ``addmm(xp[t], h, W_hh^T)``, followed by the cel
 recurrent kernel is transposed to a contiguous ``(units, G*units)`` copy once per call (MKL is
 up to 2x faster on it than on a transposed view at small sizes); the copy is part of the
 autograd graph, so gradients reach the cells' own parameters. Training a SimpleRNN stack
-compiled with TorchScript goes through :mod:`~rnn_xframework.backends.torch_bptt` instead.
+compiled with TorchScript goes through :mod:`~rnn_xframework.backends.torch.compile.bptt` instead.
 
 Every step computes exactly what the per-step cell computes, with the bias sums grouped
 differently: results agree within float rounding (docs/performance.md gives the tolerances).
 Both ``order="timestep"`` and ``order="layer"`` give the same numbers, so these loops serve both.
 
 The modules are written for ``torch.jit.script`` and ``torch.compile`` alike (typed lists, no
-Python-side state); :mod:`rnn_xframework.backends.torchscript` and
-:mod:`rnn_xframework.backends.torch_inductor` wrap them in
-:class:`~rnn_xframework.backends.torch_compiled.CompiledRNN`. The kernels work on the native
+Python-side state); :mod:`rnn_xframework.backends.torch.compile.torchscript` and
+:mod:`rnn_xframework.backends.torch.compile.inductor` wrap them in
+:class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN`. The kernels work on the native
 ``torch.nn`` cells' parameters, in PyTorch's gate order; which kernel serves a cell type is read
 from its spec's :class:`~rnn_xframework.cells.TorchForm`.
 """
@@ -177,7 +177,7 @@ def time_major_all(
     x: Tensor, w_ih: list[Tensor], w_hh: list[Tensor], bias: list[Tensor], relu: list[bool], h0: list[Tensor]
 ) -> list[Tensor]:
     """Every layer's whole output ``[time, batch, units_l]``, time-major: what the backward of
-    :mod:`rnn_xframework.backends.torch_bptt` needs (arguments as :func:`wavefront`)."""
+    :mod:`rnn_xframework.backends.torch.compile.bptt` needs (arguments as :func:`wavefront`)."""
     seq = x.transpose(0, 1)
     steps, batch = seq.shape[0], seq.shape[1]
     outs: list[Tensor] = []

@@ -6,7 +6,7 @@ the state, on chip for the whole sequence (compiled, Triton keeps the weight til
 memory and the state in registers: docs/cuda.md); per step it reads the precomputed
 input projection ``xp[t]`` and writes the step's output. The input projection (``x W_ih^T + b``
 for the whole sequence) is one GEMM before the launch, and the weight gradients are
-whole-sequence GEMMs after the backward launch (:mod:`~rnn_xframework.backends.triton_rnn`).
+whole-sequence GEMMs after the backward launch (:mod:`~rnn_xframework.backends.torch.compile.triton`).
 
 Cells, in PyTorch's gate order (the order of ``weight_hh``'s row blocks; ``layouts.py`` maps
 it to Keras's), ``a = xp_t + h_{t-1} W_hh^T``:
@@ -23,51 +23,31 @@ writes ``dL/dxp`` per step (and for GRU ``dL/dhx``, which differs from it in the
 Products are ``tl.dot(..., input_precision="ieee")``: exact float32 (no TF32) and float64.
 Padding is exact: padded weight rows and columns are zero, so padded state columns never reach
 real ones. The kernels here are plain Python functions until
-:mod:`~rnn_xframework.backends.triton_rnn` wraps them, per device: ``triton.jit`` for CUDA
+:mod:`~rnn_xframework.backends.torch.compile.triton` wraps them, per device: ``triton.jit`` for CUDA
 tensors, Triton's interpreter for CPU tensors (with ``TRITON_INTERPRET=1`` set). So the choice
 does not depend on the environment at import time, they call only Triton's built-ins and the
-helpers below, never ``triton.language.standard``'s ``@triton.jit`` functions (``tl.zeros``,
+helpers of :mod:`.common`, never ``triton.language.standard``'s ``@triton.jit`` functions (``tl.zeros``,
 ``tl.sigmoid``), which are compiled-only when triton was imported without the interpreter.
 """
 
 from __future__ import annotations
 
-import triton
 import triton.language as tl
 
-from rnn_xframework import layouts
-
-CODES = {"SimpleRNNCell": 0, "LSTMCell": 1, "GRUCell": 2}
-"""Host side: the kernels' ``CELL`` argument per cell type."""
-GATES = {code: layouts.get(kind).gates for kind, code in CODES.items()}
-"""Gate blocks per ``CELL`` code, from the cell's weight layout."""
-SAVED = {0: 0, 1: 4, 2: 4}
-"""Blocks of ``units`` columns per step the forward saves for the backward."""
-SIMPLE = tl.constexpr(0)
-LSTM = tl.constexpr(1)
-GRU = tl.constexpr(2)
-
-
-class _DeviceFunction(triton.runtime.JITFunction):
-    """A ``@triton.jit`` helper that the interpreter can call too: compiled kernels inline it
-    like any JIT function; an interpreted kernel (plain Python) calls the Python function."""
-
-    def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
+from rnn_xframework.kernels.triton.common import (
+    GRU,
+    LSTM,
+    SIMPLE,
+    DeviceFunction,
+    load4,
+    sigmoid,
+    simple_grad,
+    store4,
+    tanh,
+)
 
 
-@_DeviceFunction
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
-
-
-@_DeviceFunction
-def _tanh(x):
-    # 2 s(2x) - 1: exact to rounding in float32 and float64, overflow-safe (exp -> inf gives -1).
-    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
-
-
-@_DeviceFunction
+@DeviceFunction
 def _block(B, U, BLOCK_B: tl.constexpr, UP: tl.constexpr):
     """This program's batch ``rows [BLOCK_B]``, the unit ``cols [UP]``, the mask of the real
     ``[rows, cols]`` entries, and their offsets in a contiguous ``[B, U]`` tensor."""
@@ -76,7 +56,7 @@ def _block(B, U, BLOCK_B: tl.constexpr, UP: tl.constexpr):
     return rows, cols, (rows[:, None] < B) & (cols[None, :] < U), rows[:, None] * U + cols[None, :]
 
 
-@_DeviceFunction
+@DeviceFunction
 def _gate_tiles(tile, U, mask, CELL: tl.constexpr):
     """The ``[UP, UP]`` register tiles of ``W_hh``'s gate blocks: ``tile`` addresses block 0's
     tile (in either orientation), block ``g`` lies ``g * U * U`` elements further. The blocks a
@@ -91,35 +71,6 @@ def _gate_tiles(tile, U, mask, CELL: tl.constexpr):
     if CELL == LSTM:
         w3 = tl.load(tile + 3 * U * U, mask=mask, other=0.0)
     return w0, w1, w2, w3
-
-
-@_DeviceFunction
-def _store4(ptr, step, U, a, b, c, d, mask):
-    """Store the four ``[B, U]`` blocks a forward step saves (``gs`` at ``step``, one per ``U`` columns)."""
-    tl.store(ptr + step, a, mask=mask)
-    tl.store(ptr + step + U, b, mask=mask)
-    tl.store(ptr + step + 2 * U, c, mask=mask)
-    tl.store(ptr + step + 3 * U, d, mask=mask)
-
-
-@_DeviceFunction
-def _load4(ptr, step, U, mask):
-    """The four ``[B, U]`` blocks :func:`_store4` saved at ``step``."""
-    a = tl.load(ptr + step, mask=mask, other=0.0)
-    b = tl.load(ptr + step + U, mask=mask, other=0.0)
-    c = tl.load(ptr + step + 2 * U, mask=mask, other=0.0)
-    d = tl.load(ptr + step + 3 * U, mask=mask, other=0.0)
-    return a, b, c, d
-
-
-@_DeviceFunction
-def _simple_grad(h, dh, RELU: tl.constexpr):
-    """dL/da of a SimpleRNN step ``h = act(a)`` (tanh, or relu with ``RELU``), from ``h`` and dL/dh."""
-    if RELU:
-        dz = tl.where(h > 0.0, dh, 0.0)
-    else:
-        dz = dh * (1.0 - h * h)
-    return dz
 
 
 def forward_kernel(
@@ -168,29 +119,29 @@ def forward_kernel(
             if RELU:
                 h = tl.maximum(a, 0.0)
             else:
-                h = _tanh(a)
+                h = tanh(a)
         if CELL == LSTM:
-            gi = _sigmoid(tl.load(x, mask=m2, other=0.0) + tl.dot(h, w0, input_precision="ieee"))
-            gf = _sigmoid(tl.load(x + U, mask=m2, other=0.0) + tl.dot(h, w1, input_precision="ieee"))
-            gg = _tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + tl.dot(h, w2, input_precision="ieee"))
-            go = _sigmoid(tl.load(x + 3 * U, mask=m2, other=0.0) + tl.dot(h, w3, input_precision="ieee"))
+            gi = sigmoid(tl.load(x, mask=m2, other=0.0) + tl.dot(h, w0, input_precision="ieee"))
+            gf = sigmoid(tl.load(x + U, mask=m2, other=0.0) + tl.dot(h, w1, input_precision="ieee"))
+            gg = tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + tl.dot(h, w2, input_precision="ieee"))
+            go = sigmoid(tl.load(x + 3 * U, mask=m2, other=0.0) + tl.dot(h, w3, input_precision="ieee"))
             c = gf * c + gi * gg
-            h = go * _tanh(c)
+            h = go * tanh(c)
             if SAVE:
                 g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
-                _store4(gs, g_t, U, gi, gf, gg, go, m2)
+                store4(gs, g_t, U, gi, gf, gg, go, m2)
                 tl.store(cs + o_t, c, mask=m2)
         if CELL == GRU:
             hr = tl.dot(h, w0, input_precision="ieee") + b0
             hz = tl.dot(h, w1, input_precision="ieee") + b1
             hn = tl.dot(h, w2, input_precision="ieee") + b2
-            r = _sigmoid(tl.load(x, mask=m2, other=0.0) + hr)
-            z = _sigmoid(tl.load(x + U, mask=m2, other=0.0) + hz)
-            n = _tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + r * hn)
+            r = sigmoid(tl.load(x, mask=m2, other=0.0) + hr)
+            z = sigmoid(tl.load(x + U, mask=m2, other=0.0) + hz)
+            n = tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + r * hn)
             h = (1.0 - z) * n + z * h
             if SAVE:
                 g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
-                _store4(gs, g_t, U, r, z, n, hn, m2)
+                store4(gs, g_t, U, r, z, n, hn, m2)
         tl.store(out + o_t, h, mask=m2)
     tl.store(h_last + su, h, mask=m2)
     if CELL == LSTM:
@@ -238,18 +189,18 @@ def backward_kernel(
         d_t = t * B * G * U + rows[:, None] * G * U + cols[None, :]
         first = (su * 0 + t) == 0  # step 0 reads the initial state instead of step t - 1
         if CELL == SIMPLE:
-            dz = _simple_grad(tl.load(out + o_t, mask=m2, other=0.0), dh, RELU)
+            dz = simple_grad(tl.load(out + o_t, mask=m2, other=0.0), dh, RELU)
             tl.store(dxp + d_t, dz, mask=m2)
             dh = tl.dot(dz, w0, input_precision="ieee")
         if CELL != SIMPLE:
             g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
-            ga, gb, gc_, gd = _load4(gs, g_t, U, m2)
+            ga, gb, gc_, gd = load4(gs, g_t, U, m2)
         if CELL == LSTM:  # ga, gb, gc_, gd = i, f, g, o
             c = tl.load(cs + o_t, mask=m2, other=0.0)
             c_prev = tl.load(cs + o_t - B * U, mask=m2 & (first == 0), other=0.0) + tl.load(
                 c0 + su, mask=m2 & first, other=0.0
             )
-            tc = _tanh(c)
+            tc = tanh(c)
             dc += dh * gd * (1.0 - tc * tc)
             dzi = dc * gc_ * ga * (1.0 - ga)
             dzf = dc * c_prev * gb * (1.0 - gb)

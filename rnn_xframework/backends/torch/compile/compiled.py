@@ -23,7 +23,7 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
     the other. Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`):
     the fast loop has neither, and it never silently takes the slow path. ``train``, where given,
     replaces ``loop`` while autograd is on (same call and results; see
-    :mod:`~rnn_xframework.backends.torch_bptt`). ``export``, where given, makes the ScriptModule
+    :mod:`~rnn_xframework.backends.torch.compile.bptt`). ``export``, where given, makes the ScriptModule
     that ``torch.jit.save(fast, f)`` writes (:meth:`save`).
     """
 

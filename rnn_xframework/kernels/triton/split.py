@@ -1,7 +1,7 @@
 """Triton kernels for layers too wide for one program: the weight columns split across programs.
 
 Where a layer's recurrent weights do not fit one program's registers
-(:data:`~rnn_xframework.backends.triton_rnn.MAX_WEIGHT_ELEMENTS`), each time step is one launch
+(:data:`~rnn_xframework.backends.torch.compile.triton.MAX_WEIGHT_ELEMENTS`), each time step is one launch
 of :func:`forward_step_kernel` over a grid of (batch blocks, unit-column blocks): program
 ``(b, n)`` computes every gate of units ``n*BLOCK_N ...`` for its batch rows, reading ``h_{t-1}``
 whole and its ``G`` column blocks of ``W_hh`` in ``BLOCK_K``-wide slices (from L2, not kept on
@@ -16,7 +16,7 @@ turns ``dL/dh_t`` into ``dL/dxp_t`` (and GRU's ``dL/dhx_t``) and carries ``dL/dc
 ``dL/dh_{t-1} = dhx_t W_hh`` (+ ``dL/dh_t z`` for GRU) is one torch product per step.
 
 Same cells, gate order, saved tensors and exactness (``input_precision="ieee"``) as
-:mod:`~rnn_xframework.backends.triton_persistent`, whose helpers this reuses; like those
+:mod:`~rnn_xframework.kernels.triton.persistent`, whose helpers this reuses; like those
 kernels, these call only Triton's built-ins (``tl.full``, not the ``@triton.jit`` helpers of
 ``triton.language.standard`` such as ``tl.zeros``), so that they also run in the interpreter
 when triton was imported before ``TRITON_INTERPRET=1`` was set.
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import triton.language as tl
 
-from rnn_xframework.backends.triton_persistent import GRU, LSTM, SIMPLE, _load4, _sigmoid, _simple_grad, _store4, _tanh
+from rnn_xframework.kernels.triton.common import GRU, LSTM, SIMPLE, load4, sigmoid, simple_grad, store4, tanh
 
 
 def forward_step_kernel(
@@ -76,27 +76,25 @@ def forward_step_kernel(
         if RELU:
             h_new = tl.maximum(a, 0.0)
         else:
-            h_new = _tanh(a)
+            h_new = tanh(a)
     if CELL == LSTM:
-        gi = _sigmoid(tl.load(x, mask=m2, other=0.0) + a0)
-        gf = _sigmoid(tl.load(x + U, mask=m2, other=0.0) + a1)
-        gg = _tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + a2)
-        go = _sigmoid(tl.load(x + 3 * U, mask=m2, other=0.0) + a3)
+        gi = sigmoid(tl.load(x, mask=m2, other=0.0) + a0)
+        gf = sigmoid(tl.load(x + U, mask=m2, other=0.0) + a1)
+        gg = tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + a2)
+        go = sigmoid(tl.load(x + 3 * U, mask=m2, other=0.0) + a3)
         c = gf * tl.load(c_prev + su, mask=m2, other=0.0) + gi * gg
-        h_new = go * _tanh(c)
+        h_new = go * tanh(c)
         tl.store(c_out + su, c, mask=m2)
         if SAVE:
-            _store4(gs, g_t, U, gi, gf, gg, go, m2)
+            store4(gs, g_t, U, gi, gf, gg, go, m2)
     if CELL == GRU:
         hn = a2 + tl.load(bh + 2 * U + cols, mask=cols < U, other=0.0)[None, :]
-        r = _sigmoid(tl.load(x, mask=m2, other=0.0) + a0 + tl.load(bh + cols, mask=cols < U, other=0.0)[None, :])
-        z = _sigmoid(
-            tl.load(x + U, mask=m2, other=0.0) + a1 + tl.load(bh + U + cols, mask=cols < U, other=0.0)[None, :]
-        )
-        n = _tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + r * hn)
+        r = sigmoid(tl.load(x, mask=m2, other=0.0) + a0 + tl.load(bh + cols, mask=cols < U, other=0.0)[None, :])
+        z = sigmoid(tl.load(x + U, mask=m2, other=0.0) + a1 + tl.load(bh + U + cols, mask=cols < U, other=0.0)[None, :])
+        n = tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + r * hn)
         h_new = (1.0 - z) * n + z * tl.load(h_prev + su, mask=m2, other=0.0)
         if SAVE:
-            _store4(gs, g_t, U, r, z, n, hn, m2)
+            store4(gs, g_t, U, r, z, n, hn, m2)
     tl.store(out + su, h_new, mask=m2)
 
 
@@ -131,12 +129,12 @@ def backward_step_kernel(
     g_t = rows[:, None] * 4 * U + cols[None, :]
     d = tl.load(dh + su, mask=m2, other=0.0)
     if CELL == SIMPLE:
-        dz = _simple_grad(tl.load(h + su, mask=m2, other=0.0), d, RELU)
+        dz = simple_grad(tl.load(h + su, mask=m2, other=0.0), d, RELU)
         tl.store(dxp + d_t, dz, mask=m2)
     if CELL != SIMPLE:
-        ga, gb, gc_, gd = _load4(gs, g_t, U, m2)
+        ga, gb, gc_, gd = load4(gs, g_t, U, m2)
     if CELL == LSTM:  # i, f, g, o
-        tc = _tanh(tl.load(c + su, mask=m2, other=0.0))
+        tc = tanh(tl.load(c + su, mask=m2, other=0.0))
         dcv = tl.load(dc + su, mask=m2, other=0.0) + d * gd * (1.0 - tc * tc)
         tl.store(dxp + d_t, dcv * gc_ * ga * (1.0 - ga), mask=m2)
         tl.store(dxp + d_t + U, dcv * tl.load(c_prev + su, mask=m2, other=0.0) * gb * (1.0 - gb), mask=m2)
