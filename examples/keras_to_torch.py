@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import argparse
 
+import keras  # TensorFlow first, then torch: any order works (docs/cuda.md)
 import numpy as np
 import torch
 
 import rnn_xframework as xf
-from rnn_xframework import frameworks
-
-# TensorFlow (under Keras) after torch's triton, where triton is installed: the other order
-# aborts the process once torch loads triton (docs/cuda.md). The library's loader orders them.
-frameworks.load("tensorflow")
-import keras  # noqa: E402
 
 
 def data(rng: np.random.Generator, n: int, steps: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,14 @@
 """rnn_xframework: one recurrent-network program on TensorFlow/Keras or PyTorch.
 
 Importing this package imports neither framework; each backend loads its framework the first
-time it is asked for.
+time it is asked for. The one exception: with TensorFlow already loaded and triton installed but
+not loaded, it loads triton in the way that cannot abort the process
+(:func:`rnn_xframework.frameworks.guard`), so any import order works.
 """
 
 from __future__ import annotations
 
-from rnn_xframework import backends, cells, layers
+from rnn_xframework import backends, cells, frameworks, layers
 from rnn_xframework.compile import compile
 from rnn_xframework.config import get_backend, set_backend, use_backend
 from rnn_xframework.errors import (
@@ -69,3 +71,5 @@ __all__ = [
     "transfer_weights",
     "use_backend",
 ]
+
+frameworks.guard()  # TensorFlow loaded first: triton now, with RTLD_DEEPBIND (any order works)

@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return port(argv[1:])
     from rnn_xframework import frameworks, parity
 
-    frameworks.import_triton_first()  # before any TensorFlow: rnn_xframework.frameworks
+    frameworks.load("tensorflow")  # triton before TensorFlow (after it: RTLD_DEEPBIND); never raises
     args = build_parser(list_orderings=argv[:1] == ["parity"] and ("-h" in argv or "--help" in argv)).parse_args(argv)
     sizes = parity.Sizes(args.batch, args.steps, args.features, args.units, args.layers)
     prog = f"{PROG} parity"

@@ -9,10 +9,9 @@ measurements behind them: docs/performance.md).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from rnn_xframework import protocol, registry
+from rnn_xframework import compiled, protocol, registry
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 
 
@@ -58,7 +57,9 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
     """Compile an ``RNN`` made by :func:`rnn_xframework.layers.RNN`.
 
     Args:
-        obj: the RNN to compile (built); it keeps its parameters, which the result shares.
+        obj: the RNN to compile; it keeps its parameters, which the result shares. An unbuilt
+            RNN compiles too, as ``torch.compile`` of a lazy module: the first call builds it
+            for the inputs' features, then compiles (``fast.built`` says whether it has).
         method: a method of the RNN's backend, or ``"auto"``. torch: ``"torchscript"`` (the fast
             loop in ``torch.jit.script``), ``"inductor"`` (``torch.compile``); TensorFlow:
             ``"tf.function"``, ``"xla"`` (``jit_compile=True``); ``"auto"``: the fastest
@@ -79,5 +80,4 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
             raise UnsupportedConfigError(f"unknown compile method {method!r}; expected one of {known}")
         backend = _source_backend(obj, method, owners[method])
     _source_backend(obj, method, backend.name)
-    module, func = backend.compile_methods[method].split(":")
-    return getattr(importlib.import_module(module), func)(obj)
+    return compiled.recompile(obj, method)

@@ -1,21 +1,67 @@
-"""What every compiled RNN shares, framework-free: the source it wraps, the checks of a call,
+r"""What every compiled RNN shares, framework-free: the source it wraps, the checks of a call,
 and the attributes it answers like its source.
 
 ``xf.compile`` returns an object of a backend's subclass of :class:`CompiledRNN` (torch's is a
 ``torch.nn.Module``; TensorFlow's a plain object around ``tf.function`` graphs). Parameters live
 in ``source`` only, so training or ``set_weights`` on either object shows in the other.
+
+An unbuilt RNN compiles too (:func:`pending`), as ``torch.compile`` of a lazy module does: the
+first call builds it for its inputs' features and compiles then. A compiled RNN pickles,
+deep-copies and ``torch.save``\ s as its recipe, the source RNN and the method
+(:meth:`CompiledRNN.__reduce__`): loading compiles the loaded source again.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
-from rnn_xframework import protocol
+from rnn_xframework import protocol, registry
 from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
+_PENDING_LOCK = threading.Lock()  # one first call compiles a pending object
+
 FORWARDED = ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units")
+
+
+def is_built(rnn: Any) -> bool:
+    """Whether every cell of ``rnn`` has weights."""
+    return all(c.input_dim is not None for c in rnn.cells)
+
+
+def compile_method(rnn: Any, method: str) -> Callable[[Any], Any]:
+    """The function of ``rnn``'s backend that compiles a built RNN with ``method``
+    (``compile_methods[method]``, imported on first use)."""
+    module, func = registry.get(rnn.backend).compile_methods[method].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def recompile(rnn: Any, method: str) -> Any:
+    """``method``'s compiled object of ``rnn`` (pending where ``rnn`` is unbuilt): what
+    unpickling a compiled RNN calls."""
+    make = compile_method(rnn, method)
+    return make(rnn) if is_built(rnn) else pending(rnn, method, make)
+
+
+def pending(rnn: Any, method: str, make: Callable[[Any], Any]) -> Any:
+    """A compiled RNN of the unbuilt ``rnn``: an object of its backend's compiled class
+    (``registry.Backend.compiled_class``) that, on its first call, builds ``rnn`` for the
+    inputs' features and compiles it with ``make`` (``make(rnn)``), then runs as that."""
+    spec = registry.get(rnn.backend).compiled_class
+    if spec is None:
+        raise UnsupportedConfigError(
+            f"compile: backend {rnn.backend!r} names no compiled_class, so an unbuilt RNN cannot be compiled "
+            "there; call rnn.build((None, None, features)) first"
+        )
+    module, name = spec.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    obj = cls.__new__(cls)
+    obj._init_pending(rnn, method, make)
+    return obj
 
 
 def check_built(rnn: Any) -> None:
@@ -66,6 +112,39 @@ class CompiledRNN:
         check_built(rnn)
         self.source = rnn
         self.method = method
+
+    def _init_pending(self, rnn: Any, method: str, make: Callable[[Any], Any]) -> None:
+        """The state of a :func:`pending` object (a subclass with more to set up extends it)."""
+        self.source = rnn
+        self.method = method
+        self.__dict__["_make"] = make
+
+    @property
+    def built(self) -> bool:
+        """Whether the loop is compiled (an RNN compiled unbuilt compiles on its first call)."""
+        return "_make" not in self.__dict__
+
+    def _ready(self, inputs: Any) -> None:
+        """Before a call: a :func:`pending` object builds its source for ``inputs``' features
+        and takes on the state of the compiled object (once; thread-safe)."""
+        if "_make" not in self.__dict__:
+            return
+        with _PENDING_LOCK:
+            make = self.__dict__.get("_make")
+            if make is None:
+                return
+            self.source.build((None, None, inputs.shape[-1]))
+            real = make(self.source)
+            for key, value in vars(real).items():
+                self.__dict__.setdefault(key, value)  # this object's own (hooks, source) kept
+            del self.__dict__["_make"]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """``pickle`` / ``copy.deepcopy`` / ``torch.save``: the recipe, the source RNN and the
+        method; loading compiles the loaded source again (:func:`recompile`). A compiled loop
+        (a TorchScript module, a ``torch.compile`` graph, ``tf.function`` graphs) holds nothing
+        of its own beyond what compiling its source makes, and most of them cannot be pickled."""
+        return (recompile, (self.source, self.method))
 
     def __getattr__(self, name: str) -> Any:
         if name in FORWARDED:

@@ -84,6 +84,9 @@ class Backend:
 
     name: ClassVar[str]
     compile_methods: ClassVar[dict[str, str]] = {}
+    compiled_class: ClassVar[str | None] = None
+    """``"module:Class"`` of the object its compile methods return (a ``compiled.CompiledRNN``
+    subclass): what ``xf.compile`` makes for an RNN that is not built yet (built on first call)."""
     slow_to_compile: ClassVar[frozenset[str]] = frozenset()
     cuda_only: ClassVar[frozenset[str]] = frozenset()
     distributions: ClassVar[tuple[str, ...]] = ()

@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 
 from rnn_xframework import cells, registry
-from rnn_xframework.frameworks import import_triton_first
+from rnn_xframework.frameworks import load_triton
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# As Keras's own conftest does: import torch before TensorFlow when both are present.
+# torch set up for correctness tests (any import order of the frameworks works).
 if importlib.util.find_spec("torch") is not None:
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False  # correctness tests compare in true fp32
     torch.backends.cudnn.allow_tf32 = False
-# Triton (installed with the kernel extra) must be loaded before TensorFlow, or a later
-# triton load (torch.optim does one) aborts the process: rnn_xframework.frameworks.
-import_triton_first()
+# Triton (installed with the kernel extra) loaded once, before any TensorFlow, the way every
+# test process has run; the other orders run in fresh interpreters (test_frameworks.py).
+load_triton()
 
 BACKENDS = registry.names()
 FRAMEWORK = {name: registry.framework(name) for name in BACKENDS}

@@ -7,13 +7,15 @@ tests/test_compile_inductor.py.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 from conftest import TOL, require
 from helpers import KINDS, inference_mode, make_cells, max_err, native, numpy, random_cell_states, random_cell_weights
 
 import rnn_xframework as xf
-from rnn_xframework import layers
+from rnn_xframework import layers, registry
 from rnn_xframework.compile import auto_method
 from rnn_xframework.parity import training
 
@@ -152,6 +154,24 @@ def test_auto_picks_the_measured_method(backend, units, expected):
     rnn.build((None, None, FEATURES))
     assert auto_method(rnn) == expected
     assert xf.compile(rnn, "auto").method == expected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_auto_on_cuda_picks_only_the_proven_path(kind, monkeypatch):
+    """On CUDA ``auto`` picks TorchScript: the Triton kernels and graph replay have no GPU results
+    under benchmarks/results/ (they never ran on one); they stay reachable by name. The CUDA
+    parameters are faked (the device check reads them), so this runs without a GPU; it picked
+    ``"triton"`` here before."""
+    require("torch")
+    import torch
+
+    rnn = layers.RNN(make_cells("torch", kind, 2, UNITS, "float32"))
+    rnn.build((None, None, FEATURES))
+    on_cuda = [types.SimpleNamespace(device=torch.device("cuda"), dtype=p.dtype) for p in rnn.parameters()]
+    monkeypatch.setattr(rnn, "parameters", lambda *a, **k: iter(on_cuda))
+    assert next(iter(rnn.parameters())).device.type == "cuda"
+    assert auto_method(rnn) == "torchscript"
+    assert "triton" in registry.get("torch").compile_methods and "cudagraph" in registry.get("torch").compile_methods
 
 
 @pytest.mark.parametrize("method", ["tf.function", "xla"])

@@ -1,10 +1,18 @@
 """The documentation runs: every code block of README.md and docs/*.md, and every docstring example.
 
-A fenced block must say what it is. ```` ```python ```` blocks run, in order, all blocks of one file in
-one namespace (a page reads top to bottom, each block may use the names of the blocks above it), in a
-temporary working directory. Blocks tagged with a language in :data:`NOT_RUN` (shell commands, program
-output, file contents) are not run; a block with no tag or another tag fails the test, so nothing is
-skipped silently. A page whose snippets need a framework that is not installed is skipped, naming it.
+A fenced block must say what it is. Each ```` ```python ```` block runs in a fresh interpreter of its
+own, top to bottom, in a temporary working directory, as a reader would run it from a file: nothing
+another block or this test process loaded (triton, TensorFlow, a registered cell type) is there.
+Two visible first lines change that, and the reader sees them too:
+
+* ``# continues the block above``: the block runs after the page's previous ``python`` block (and
+  that one's own predecessors, where it continues too), in the same fresh interpreter;
+* ``# illustrative: not run``: a deliberately partial block; it is not run, and only a few may say so
+  (:data:`MAX_ILLUSTRATIVE`).
+
+Blocks tagged with a language in :data:`NOT_RUN` (shell commands, program output, file contents) are
+not run; a block with no tag or another tag fails the test, so nothing is skipped silently. A block
+that needs a framework that is not installed is skipped, naming it.
 
 Docstring examples (``>>>``) of every module of the package run through :mod:`doctest`.
 """
@@ -13,15 +21,17 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import rnn_xframework as xf
-from rnn_xframework import cells
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
@@ -31,6 +41,11 @@ NOT_RUN = frozenset({"bash", "console", "text", "toml", "yaml", "json"})
 and diagrams (``text``), file contents."""
 OPTIONAL = frozenset({"torch", "tensorflow", "keras", "rich", "triton", "matplotlib"})
 """Packages whose absence skips a page or a module instead of failing it."""
+CONTINUES = "# continues the block above"
+ILLUSTRATIVE = "# illustrative: not run"
+MAX_ILLUSTRATIVE = 3
+"""At most this many python blocks of all the pages may be marked illustrative (not run)."""
+PACKAGE_ROOT = Path(xf.__file__).resolve().parents[1]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*)$")
 
 
@@ -87,30 +102,51 @@ def missing_optional(error: BaseException) -> str | None:
     return None
 
 
-RUNNABLE_PAGES = [page for page in PAGES if any(b.lang in RUN for b in blocks(page))]
+PYTHON_BLOCKS = [b for page in PAGES for b in blocks(page) if b.lang in RUN]
 
 
-@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=[str(p.relative_to(ROOT)) for p in RUNNABLE_PAGES])
-def test_page_snippets_run(page, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(xf.config.ENV_VAR, raising=False)
-    namespace: dict[str, object] = {"__name__": f"snippets:{page.name}"}
-    cell_types = set(cells.names())  # a page may register a cell type (docs/architecture.md does)
-    try:
-        for block in (b for b in blocks(page) if b.lang in RUN):
-            try:
-                exec(compile(block.code, block.where(), "exec"), namespace)
-            except Exception as error:
-                missing = missing_optional(error)
-                if missing:
-                    pytest.skip(f"{block.where()} needs {missing}")
-                raise AssertionError(
-                    f"the code block at {block.where()} failed: {type(error).__name__}: {error}"
-                ) from error
-    finally:
-        xf.set_backend(None)
-        for name in set(cells.names()) - cell_types:
-            cells.unregister(name)
+def first_line(block: Block) -> str:
+    return block.code.lstrip("\n").split("\n", 1)[0].strip()
+
+
+def program(block: Block) -> str:
+    """What a reader runs for ``block``: the block, after the blocks it continues."""
+    page = [b for b in PYTHON_BLOCKS if b.page == block.page]
+    chain = [block]
+    i = page.index(block)
+    while first_line(chain[0]) == CONTINUES:
+        if i == 0:
+            raise AssertionError(f"{block.where()} says it continues a block above, but none is")
+        i -= 1
+        chain.insert(0, page[i])
+    return "".join(f"# --- {b.where()}\n{b.code}" for b in chain)
+
+
+def test_few_blocks_are_illustrative():
+    marked = [b.where() for b in PYTHON_BLOCKS if first_line(b).startswith(ILLUSTRATIVE)]
+    assert len(marked) <= MAX_ILLUSTRATIVE, f"{len(marked)} blocks are not run: {marked}"
+    assert len(PYTHON_BLOCKS) - len(marked) >= 30  # the rest run, each in its own interpreter
+
+
+MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'|BackendUnavailableError: (.*not installed.*)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.where() for b in PYTHON_BLOCKS])
+def test_block_runs_in_a_fresh_interpreter(block, tmp_path):
+    if first_line(block).startswith(ILLUSTRATIVE):
+        pytest.skip(f"{block.where()} is marked illustrative (counted by test_few_blocks_are_illustrative)")
+    env = {k: v for k, v in os.environ.items() if k not in (xf.config.ENV_VAR, "TRITON_INTERPRET")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", program(block)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+    )
+    if done.returncode != 0:
+        missing = MISSING.search(done.stderr)
+        if missing and (missing[1] is None or missing[1].split(".")[0] in OPTIONAL):
+            pytest.skip(f"{block.where()} needs {missing[1] or missing[2]}")
+    assert done.returncode == 0, f"the code block at {block.where()} failed:\n{done.stderr[-3000:]}"
 
 
 def package_modules() -> list[str]:

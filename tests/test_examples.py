@@ -1,4 +1,6 @@
-"""The examples run (quick mode) in a subprocess, as a user would run them."""
+"""The examples run (quick mode) in a subprocess, as a user would run them; the torch ones also
+in a process that imported TensorFlow first (any import order works: rnn_xframework.frameworks).
+The two port examples import Keras above torch themselves."""
 
 import os
 import subprocess
@@ -11,18 +13,30 @@ from conftest import require
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run(*args: str) -> str:
+def run(*args: str, tensorflow_first: bool = False) -> str:
+    """``python *args``; with ``tensorflow_first`` the script runs (as ``__main__``) in a process
+    that has imported TensorFlow already."""
     env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if tensorflow_first:
+        code = f"import runpy, sys, tensorflow\nsys.argv = {list(args)!r}\n"
+        code += "runpy.run_path(sys.argv[0], run_name='__main__')"
+        args = ("-c", code)
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow", "numpy"])
-def test_tutorial_example(backend):
+@pytest.mark.parametrize(
+    "backend, tensorflow_first",
+    [("torch", False), ("tensorflow", False), ("numpy", False), ("torch", True)],
+    ids=["torch", "tensorflow", "numpy", "torch-after-tensorflow"],
+)
+def test_tutorial_example(backend, tensorflow_first):
     if backend != "numpy":
         require(backend)
-    out = run(str(EXAMPLES / "tutorial.py"), "--backend", backend)
+    if tensorflow_first:
+        require("tensorflow")
+    out = run(str(EXAMPLES / "tutorial.py"), "--backend", backend, tensorflow_first=tensorflow_first)
     assert "one step: (4, 64) (4, 64)" in out
     assert "orderings agree: max abs difference 0.0" in out
     assert "layers.RNN matches the loops: True" in out
@@ -36,10 +50,14 @@ def test_lstm_gru_example(backend):
     assert out.count("Sequential-style") == 2
 
 
-def test_sentiment_example_trains():
+@pytest.mark.parametrize("tensorflow_first", [False, True], ids=["alone", "after-tensorflow"])
+def test_sentiment_example_trains(tensorflow_first):
+    """Trains with torch.optim; after TensorFlow that loads triton, which must not abort."""
     require("torch")
     pytest.importorskip("rich")
-    out = run(str(EXAMPLES / "sentiment_torch.py"), "--quick")
+    if tensorflow_first:
+        require("tensorflow")
+    out = run(str(EXAMPLES / "sentiment_torch.py"), "--quick", tensorflow_first=tensorflow_first)
     assert "test accuracy" in out and "chance 0.5" in out
 
 

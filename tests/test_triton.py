@@ -194,15 +194,15 @@ def test_split_kernels_gradients_match_autograd(device, kind, monkeypatch):
 
 
 @pytest.mark.cuda
-def test_auto_on_cuda_picks_triton_then_cudagraph():
+def test_auto_on_cuda_picks_torchscript_and_triton_stays_reachable():
+    """Until GPU results under benchmarks/results/ prove the kernels, ``auto`` picks TorchScript
+    on CUDA; ``"triton"`` is still there by name."""
     from rnn_xframework.compile import auto_method
 
-    small = layers.RNN([layers.GRUCell(32, backend="torch", device="cuda")])
-    large = layers.RNN([layers.GRUCell(256, backend="torch", device="cuda")])
-    for rnn in (small, large):
-        rnn.build((None, None, 3))
-    assert auto_method(small) == "triton"
-    assert auto_method(large) == "cudagraph"
+    rnn = layers.RNN([layers.GRUCell(32, backend="torch", device="cuda")])
+    rnn.build((None, None, 3))
+    assert auto_method(rnn) == "torchscript"
+    assert xf.compile(rnn, "triton").method == "triton"
 
 
 @pytest.mark.parametrize("kind", KINDS)

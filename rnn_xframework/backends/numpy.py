@@ -222,3 +222,9 @@ class NumpyBackend(registry.Backend, name="numpy"):
 
 OPS = registry.get(NumpyBackend.name)
 SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
+
+
+def __getattr__(name: str) -> type:
+    """Any registered cell type's class by name (``MGUCell``), as pickle looks it up."""
+    ops = globals().get("OPS")
+    return cells.class_by_name(__name__, name, None if ops is None else ops.cell_class)

@@ -308,6 +308,30 @@ def names() -> list[str]:
     return list(_SPECS)
 
 
+def class_by_name(module: str, name: str, make: Callable[[CellSpec], type] | None) -> type:
+    """What a backend module's ``__getattr__`` gives for ``name``: the class of the registered
+    cell type ``name``, made by ``make`` (the backend's ``cell_class``).
+
+    :meth:`CellSpec.class_over` names its classes ``<module>.<spec name>``; pickle (and
+    ``torch.save``, ``copy``, multiprocessing) finds a class by exactly that lookup, so every
+    registered type, built-in or not (``MGUCell``), pickles on every backend. In another process
+    the type must be registered before unpickling (the module that calls :func:`register`
+    imported), as for any class pickle must find: a name that looks like a cell type's
+    (``...Cell``) and is not registered raises :class:`UnsupportedConfigError` saying so (pickle
+    would replace an ``AttributeError``'s message with its own); other names ``AttributeError``.
+    """
+    spec = _SPECS.get(name)
+    if spec is not None and make is not None:
+        return make(spec)
+    if make is not None and name.endswith("Cell") and not name.startswith("_"):
+        raise UnsupportedConfigError(
+            f"{module}.{name}: no cell type {name!r} is registered in this process (registered: "
+            f"{sorted(_SPECS)}); a registered type's class is found here by name, so to unpickle or "
+            "load an object of it, import the module that calls cells.register() for it first"
+        )
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
 def spec_of(cell: Any) -> CellSpec:
     """The spec of a cell made by this library."""
     return get(cell.cell_kind)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from rnn_xframework.frameworks import import_triton_first
+from rnn_xframework.frameworks import load_triton
 
-# Triton before TensorFlow (a later triton load aborts the process): rnn_xframework.frameworks.
-import_triton_first()
+# Triton before TensorFlow (after it, the library loads it with RTLD_DEEPBIND): rnn_xframework.frameworks.
+load_triton()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -367,6 +367,7 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
     stack_class = StackedRNNCells
     rnn_class = RNN
     bidirectional_class = Bidirectional
+    compiled_class = "rnn_xframework.backends.tensorflow.compile.function:CompiledRNN"
     compile_methods = {
         "tf.function": "rnn_xframework.backends.tensorflow.compile.function:compile_function",
         "xla": "rnn_xframework.backends.tensorflow.compile.function:compile_xla",
@@ -439,3 +440,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
 
 OPS = registry.get(TensorFlowBackend.name)
 SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
+
+
+def __getattr__(name: str) -> type:
+    """Any registered cell type's class by name (``MGUCell``), as pickle looks it up."""
+    ops = globals().get("OPS")
+    return cells.class_by_name(__name__, name, None if ops is None else ops.cell_class)

@@ -32,13 +32,27 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from rnn_xframework import bidirectional, cells, layouts, loops, protocol, registry
-from rnn_xframework.backends.torch.params import NATIVE, SpecParameters, finish_lazy, make_lazy, materialize
+from rnn_xframework.backends.torch.params import (
+    NATIVE,
+    SpecParameters,
+    finish_lazy,
+    lazy_kinds,
+    make_lazy,
+    materialize,
+    relazy,
+)
 from rnn_xframework.backends.torch.step import STEP_OPS, native_step
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 from rnn_xframework.errors import NotBuiltError, UnsupportedConfigError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _finish_loaded(module: TorchCell, _incompatible: Any) -> None:
+    """``load_state_dict`` post-hook: a lazy cell is built by the loaded weights (a module-level
+    function, not a lambda, so the cell pickles)."""
+    finish_lazy(module.cell)
 
 
 class TorchCell(SpecCell, DropoutMixin, nn.Module):
@@ -79,7 +93,19 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         self.cell = make_lazy(self.make_native(0, device="meta"), self._device, self._dtype)
         if self.use_bias and self.layout.bias_rows == 1:  # one Keras bias: bias_hh stays at zero
             self.cell.bias_hh.requires_grad = self.train_recurrent_bias
-        self.register_load_state_dict_post_hook(lambda module, _: finish_lazy(module.cell))
+        self.register_load_state_dict_post_hook(_finish_loaded)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """pickle / ``copy.deepcopy`` / ``torch.save``: the module's state, plus the device and
+        dtype of parameters not built yet (PyTorch's own pickling drops them)."""
+        state = dict(self.__dict__)
+        state["_lazy_kinds"] = lazy_kinds(self.cell)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        kinds = state.pop("_lazy_kinds", {})
+        nn.Module.__setstate__(self, state)
+        relazy(self.cell, kinds)
 
     def backend_config(self) -> dict[str, Any]:
         return {"seed": self.seed, "train_recurrent_bias": self.train_recurrent_bias, "device": self._device}
@@ -391,6 +417,7 @@ class TorchBackend(registry.Backend, name="torch"):
         "triton": "rnn_xframework.backends.torch.compile.triton:compile_rnn",
         "cudagraph": "rnn_xframework.backends.torch.compile.cudagraph:compile_rnn",
     }
+    compiled_class = "rnn_xframework.backends.torch.compile.compiled:CompiledRNN"
     slow_to_compile = frozenset({"inductor"})
     cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
     distributions = ("torch",)
@@ -400,26 +427,21 @@ class TorchBackend(registry.Backend, name="torch"):
     cell_bases = (TorchCell,)
 
     def auto_method(self, rnn: Any) -> str:
-        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"`` on the CPU; on CUDA
-        ``"triton"`` where every cell has a kernel
-        (:func:`~rnn_xframework.backends.torch.compile.triton.supports`: cell types, dtype, triton
-        installed), else ``"cudagraph"``.
+        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``, on the CPU and on CUDA.
+
+        ``"auto"`` picks only measured, proven paths. On CUDA the Triton kernels
+        (``"triton"``) and graph replay (``"cudagraph"``) have never run on a GPU in this
+        project (nothing under ``benchmarks/results/`` measures them): they stay reachable by
+        name, and ``auto`` changes to them only with GPU results committed there (docs/cuda.md).
 
         CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is
         the fastest torch path at every measured size, forward (without autograd a SimpleRNN
         stack runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN
         stacks, forward+backward (:mod:`~rnn_xframework.backends.torch.compile.bptt`). It compiles in
         well under a second for any shape, where inductor takes tens of seconds per shape; for
-        LSTM/GRU training at small sizes inductor can be faster: pick it by name there. The CUDA
-        choice follows the design (fused kernels, then graph replay) and is not yet measured on
-        a GPU (docs/cuda.md).
+        LSTM/GRU training at small sizes inductor can be faster: pick it by name there.
         """
-        param = next(iter(rnn.parameters()), None)
-        if param is not None and param.device.type == "cuda":
-            from rnn_xframework.backends.torch.compile import triton as triton_host
-
-            return "triton" if triton_host.supports(rnn) else "cudagraph"
-        return "torchscript"
+        return "torchscript"  # CPU and CUDA alike: see above before changing this per device
 
     def is_native(self, x: Any) -> bool:
         return isinstance(x, torch.Tensor)
@@ -470,3 +492,9 @@ class TorchBackend(registry.Backend, name="torch"):
 
 OPS = registry.get(TorchBackend.name)
 SimpleRNNCell, LSTMCell, GRUCell = (OPS.cell_class(cells.get(k)) for k in ("SimpleRNNCell", "LSTMCell", "GRUCell"))
+
+
+def __getattr__(name: str) -> type:
+    """Any registered cell type's class by name (``MGUCell``), as pickle looks it up."""
+    ops = globals().get("OPS")
+    return cells.class_by_name(__name__, name, None if ops is None else ops.cell_class)

@@ -40,6 +40,47 @@ class SpecParameters(nn.Module):
 _LAZY: dict[type[nn.Module], type[nn.Module]] = {}
 
 
+def _initialize_parameters(self: Any, *args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("rnn_xframework builds its lazy cells itself; call the library cell, not .cell")
+
+
+def lazy_class(native: type[nn.Module]) -> type[nn.Module]:
+    """``Lazy<Name>``, the lazy form of the native cell class ``native`` (made once; pickle finds
+    it in this module by name, :func:`__getattr__`)."""
+    if native not in _LAZY:
+        _LAZY[native] = type(
+            f"Lazy{native.__name__}",
+            (LazyModuleMixin, native),
+            {"cls_to_become": native, "initialize_parameters": _initialize_parameters, "__module__": __name__},
+        )
+    return _LAZY[native]
+
+
+def __getattr__(name: str) -> type[nn.Module]:
+    """``LazyLSTMCell``, ``LazySpecParameters``, ...: the lazy classes by name, as pickle looks them up."""
+    natives = {**{f"Lazy{k}": v for k, v in NATIVE.items()}, "LazySpecParameters": SpecParameters}
+    if name in natives:
+        return lazy_class(natives[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def lazy_kinds(module: nn.Module) -> dict[str, tuple[torch.device, torch.dtype]]:
+    """The device and dtype of each :class:`~torch.nn.UninitializedParameter` of ``module``:
+    PyTorch pickles one without them (it comes back float32 on the CPU), so a lazy cell keeps
+    them in its pickled state (:func:`relazy`)."""
+    return {n: (p.device, p.dtype) for n, p in module._parameters.items() if p is not None and is_lazy(p)}
+
+
+def relazy(module: nn.Module, kinds: dict[str, tuple[torch.device, torch.dtype]]) -> None:
+    """After unpickling: each uninitialized parameter of ``module`` on its device and dtype again."""
+    for name, (device, dtype) in kinds.items():
+        p = module._parameters[name]
+        if p is not None and is_lazy(p):
+            module._parameters[name] = nn.UninitializedParameter(
+                requires_grad=p.requires_grad, device=device, dtype=dtype
+            )
+
+
 def make_lazy(module: nn.Module, device: Any, dtype: Any) -> nn.Module:
     """``module`` (a native cell made for 0 input features on the ``meta`` device) as a PyTorch
     lazy module, as ``nn.LazyLinear`` is made: every parameter an
@@ -47,23 +88,13 @@ def make_lazy(module: nn.Module, device: Any, dtype: Any) -> nn.Module:
     ``Lazy<Name>`` (:class:`LazyModuleMixin` first) whose ``cls_to_become`` is the native class,
     and LazyModuleMixin's hooks (``load_state_dict`` fills the parameters from the checkpoint's
     shapes). :func:`materialize` / :func:`finish_lazy` make it the plain native module."""
-    native = type(module)
-    if native not in _LAZY:
-
-        def initialize_parameters(self: Any, *args: Any, **kwargs: Any) -> None:
-            raise RuntimeError("rnn_xframework builds its lazy cells itself; call the library cell, not .cell")
-
-        _LAZY[native] = type(
-            f"Lazy{native.__name__}",
-            (LazyModuleMixin, native),
-            {"cls_to_become": native, "initialize_parameters": initialize_parameters, "__module__": __name__},
-        )
+    cls = lazy_class(type(module))
     for name, p in list(module._parameters.items()):
         if p is not None:
             module._parameters[name] = nn.UninitializedParameter(
                 requires_grad=p.requires_grad, device=device, dtype=dtype
             )
-    module.__class__ = _LAZY[native]
+    module.__class__ = cls
     # what LazyModuleMixin.__init__ registers
     module._load_hook = module._register_load_state_dict_pre_hook(module._lazy_load_hook)
     module._initialize_hook = module.register_forward_pre_hook(module._infer_parameters, with_kwargs=True)

@@ -286,6 +286,8 @@ class CompiledRNN(compiled.CompiledRNN):
         }
 
     def __repr__(self) -> str:
+        if not self.built:
+            return f"CompiledRNN(method={self.method!r}, source={self.source.name!r}, compiled on the first call)"
         info = self.cache_info()
         extra = f", inference cache={info['inference']}/{info['size']} shapes" if self._fused else ""
         return (
@@ -344,6 +346,7 @@ class CompiledRNN(compiled.CompiledRNN):
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
         inputs = _native(inputs)
+        self._ready(inputs)
         if isinstance(initial_state, (list, tuple)):  # NumPy states, as Keras layers accept them
             initial_state = [
                 [_native(s) for s in x] if isinstance(x, (list, tuple)) else _native(x) for x in initial_state

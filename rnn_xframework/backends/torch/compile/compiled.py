@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from rnn_xframework import compiled
-from rnn_xframework.errors import UnsupportedConfigError
+from rnn_xframework.errors import NotBuiltError, UnsupportedConfigError
 
 Loop = Callable[[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]
 
@@ -39,7 +39,16 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
         object.__setattr__(self, "export", export)
         self.train(rnn.training)  # the source's mode (module.train() / .eval()) carries over
 
+    def _init_pending(self, rnn: Any, method: str, make: Callable[[Any], Any]) -> None:
+        nn.Module.__init__(self)
+        super()._init_pending(rnn, method, make)
+
     def _exported(self) -> Any:
+        if not self.built:
+            raise NotBuiltError(
+                f"torch.jit.save: this {self.method!r}-compiled RNN was compiled unbuilt and has not been called "
+                "yet; call it once (or compile a built RNN) first"
+            )
         if self.export is None:
             raise UnsupportedConfigError(
                 f"torch.jit.save: a {self.method!r}-compiled RNN cannot be saved as TorchScript; "
@@ -57,6 +66,7 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
         return self._exported().save_to_buffer(_extra_files=_extra_files or {})
 
     def forward(self, inputs: Tensor, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
+        self._ready(inputs)
         source = self.source
         training = self.training if training is None else training  # PyTorch's rule: the module's mode
         states = self.check_call(inputs, initial_state, training, mask)
