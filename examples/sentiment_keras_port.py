@@ -23,7 +23,7 @@ from torch import nn
 import rnn_xframework as xf
 from rnn_xframework import frameworks
 
-frameworks.import_triton_first()  # before Keras loads TensorFlow (docs/cuda.md)
+frameworks.load("tensorflow")  # triton before Keras loads TensorFlow, so torch.optim is safe (docs/cuda.md)
 
 
 def keras_model(length: int, units: int = 32, embed: int = 32):

@@ -325,8 +325,8 @@ def port(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     from rnn_xframework import frameworks
 
-    frameworks.import_triton_first()
-    import torch  # noqa: F401 (before TensorFlow: rnn_xframework.frameworks)
+    frameworks.load("torch")  # triton the safe way, before or after TensorFlow
+    import torch  # noqa: F401
 
     import rnn_xframework as xf
     from rnn_xframework.parity.report import print_report

@@ -26,8 +26,8 @@ def describe(obj: Any) -> Any:
     model, ``.keras`` path or built layer."""
     from rnn_xframework import frameworks
 
-    frameworks.import_triton_first()
-    import torch  # noqa: F401 (before TensorFlow: rnn_xframework.frameworks)
+    frameworks.load("torch")  # triton the safe way, before or after TensorFlow
+    import torch  # noqa: F401
 
     from rnn_xframework.models import keras_reader
 
