@@ -64,5 +64,5 @@ def test_compile_errors(rng):
         xf.compile(built(rng, "float32"), "tvm")
     with pytest.raises(TypeError, match="takes a torch RNN"):
         xf.compile(make_rnn("numpy", 1, 3, "float32"), "torchscript")
-    with pytest.raises(ValueError, match="not built"):
-        xf.compile(make_rnn("torch", 1, 3, "float32"), "torchscript")
+    # An unbuilt RNN is no error: it compiles on its first call (tests/test_pickle.py).
+    assert not xf.compile(make_rnn("torch", 1, 3, "float32"), "torchscript").built
