@@ -16,7 +16,7 @@ import argparse
 import tempfile
 
 import numpy as np
-import torch  # before TensorFlow (Keras loads it)
+import torch
 from sentiment_keras_port import train
 from sentiment_torch import VOCAB, make_reviews
 

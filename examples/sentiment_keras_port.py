@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch  # before TensorFlow (Keras loads it)
+import torch
 from sentiment_torch import VOCAB, make_reviews
 from torch import nn
 
