@@ -1,5 +1,5 @@
 """``Bidirectional``: two RNNs over one sequence, one of them backwards, written once for every
-backend (as :mod:`rnn_xframework.loops` writes ``RNN``).
+backend (as :mod:`rnn_xframework.orderings` writes ``RNN``).
 
 What it computes is Keras's ``keras.layers.Bidirectional``
 (``keras/src/layers/rnn/bidirectional.py``):
@@ -31,7 +31,7 @@ import numpy as np
 
 from rnn_xframework import layouts, protocol
 from rnn_xframework.errors import FrameworkMismatchError, StateStructureError, UnsupportedConfigError
-from rnn_xframework.loops import _Container
+from rnn_xframework.orderings import _Container
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 

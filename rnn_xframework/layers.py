@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from rnn_xframework import bidirectional, cells, config, loops, protocol, registry
+from rnn_xframework import bidirectional, cells, config, orderings, protocol, registry
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 from rnn_xframework.protocol import Cell
 
@@ -180,7 +180,7 @@ class StackedRNNCells(metaclass=_Factory):
     def __new__(cls, cells: Sequence[Cell], *, backend: str | None = None) -> Any:
         """``cells``: the layers in order, made on one backend; ``backend``: if given, must be theirs."""
         name = _backend_of_cells(cells, backend)
-        cells = loops.check_cells(cells, name)
+        cells = orderings.check_cells(cells, name)
         stack = registry.get(name).stack_class(cells)
         if stack.input_dim is not None:  # the first cell knows its input: build the layers above it too
             stack.build_cells((None, stack.input_dim))
@@ -233,7 +233,7 @@ class RNN(metaclass=_Factory):
         input_shape: tuple[int | None, ...] | None = None,
         zero_output_for_mask: bool = False,
     ) -> Any:
-        loops.check_order(order)
+        orderings.check_order(order)
         dim = input_features(input_size, input_shape)
         stack = cell if StackedRNNCells._is(cell) else StackedRNNCells(cell, backend=backend)
         _backend_of_cells(stack, backend)

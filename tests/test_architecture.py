@@ -25,7 +25,7 @@ LAYERS = [
     ["protocol", "layouts", "weightfile", "weightload", "dropout", "frameworks", "registry", "config"],
     ["cells"],
     ["kernels"],
-    ["compiled", "loops", "bidirectional"],
+    ["compiled", "orderings", "bidirectional"],
     ["backends"],
     ["layers", "transfer", "compile", "ports"],
     ["parity"],
@@ -183,7 +183,7 @@ def test_no_import_circle():
     assert circles == []
 
 
-@pytest.mark.parametrize("name", ["rnn_xframework.layouts", "rnn_xframework.loops"])
+@pytest.mark.parametrize("name", ["rnn_xframework.layouts", "rnn_xframework.orderings"])
 def test_the_checker_sees_function_level_imports(name):
     """The graph holds imports made inside functions too (the kind that hid the old circles)."""
     source = "def f():\n    from rnn_xframework import transfer\n"

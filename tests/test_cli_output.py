@@ -141,7 +141,7 @@ def test_bench_header_lines_are_never_broken_even_on_a_narrow_terminal():
     pytest.importorskip("rich")
     from rich.console import Console
 
-    from rnn_xframework.bench.report import render_all
+    from rnn_xframework.bench.tables import render_all
 
     doc = json.loads((ROOT / "benchmarks" / "results" / "final_cpu.json").read_text())
     console = Console(file=io.StringIO(), width=60, force_terminal=True, color_system=None)

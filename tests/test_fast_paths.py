@@ -1,7 +1,8 @@
 """The inference fast paths behind ``xf.compile``, against the uncompiled RNN.
 
 torch (``"torchscript"``, autograd off, SimpleRNN stacks): :func:`~rnn_xframework.backends.
-torch.compile.loops.wavefront` and :func:`~rnn_xframework.backends.torch.compile.loops.time_major` (chunked), each
+torch.compile.script_loops.wavefront` and
+:func:`~rnn_xframework.backends.torch.compile.script_loops.time_major` (chunked), each
 forced on in turn, over layer counts, unequal units, mixed activations, no bias, chunk
 boundaries and the call flags. TensorFlow (``"xla"``, no tape recording): the fused-product
 loop, and that a recording tape takes the differentiable path instead.

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import bidirectional, cells, layouts, loops, protocol, registry
+from rnn_xframework import bidirectional, cells, layouts, orderings, protocol, registry
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 from rnn_xframework.errors import UnsupportedConfigError
@@ -163,14 +163,14 @@ class NumpyCell(SpecCell, DropoutMixin):
         return out.astype(self.dtype_name, copy=False), [s.astype(self.dtype_name, copy=False) for s in new]
 
 
-class StackedRNNCells(loops.StackMixin):
+class StackedRNNCells(orderings.StackMixin):
     backend = "numpy"
 
     def __call__(self, inputs: Any, states: Any, training: bool | None = None) -> tuple[Any, list[list[Any]]]:
         return self.step(inputs, states, training)
 
 
-class RNN(loops.RNNMixin):
+class RNN(orderings.RNNMixin):
     backend = "numpy"
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:

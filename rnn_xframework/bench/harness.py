@@ -24,10 +24,10 @@ import json
 import sys
 from pathlib import Path
 
+from rnn_xframework.bench.methods import PlanError
 from rnn_xframework.bench.orchestrate import build_plan, run_plan
 from rnn_xframework.bench.prefault import prefault
-from rnn_xframework.bench.registry import PlanError
-from rnn_xframework.bench.report import (
+from rnn_xframework.bench.tables import (
     output_console,
     render_all,
     render_text,
@@ -157,7 +157,7 @@ def worker_main(args: argparse.Namespace) -> int:
 
 def list_methods() -> None:
     """Print the registries."""
-    from rnn_xframework.bench.registry import GEMM_METHODS, METHODS
+    from rnn_xframework.bench.methods import GEMM_METHODS, METHODS
 
     for m in METHODS.values():
         grad = "grad" if m.supports_grad else "fwd only"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rnn_xframework.bench.frameworks import check_device
-from rnn_xframework.bench.registry import Runner
+from rnn_xframework.bench.framework_setup import check_device
+from rnn_xframework.bench.methods import Runner
 from rnn_xframework.bench.timing import time_first_call
 from rnn_xframework.bench.workloads import Workload
 

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 
 from rnn_xframework.bench.contention import ContentionProbe
-from rnn_xframework.bench.registry import GEMM_METHODS, METHODS, Framework, PlanError
+from rnn_xframework.bench.methods import GEMM_METHODS, METHODS, Framework, PlanError
 from rnn_xframework.bench.timing import Budget
 from rnn_xframework.bench.worker import PROGRESS_TAG
 from rnn_xframework.bench.workloads import CELLS, Workload, parse_workload

@@ -10,7 +10,7 @@ module passed to the harness with ``--plugin``.
 from __future__ import annotations
 
 from rnn_xframework.bench import numpy_peers, tf_peers, torch_peers
-from rnn_xframework.bench.registry import ALL_CELLS, register, register_gemm
+from rnn_xframework.bench.methods import ALL_CELLS, register, register_gemm
 
 BASELINE = "torch nn.RNN"
 """Default baseline for the speedup column: ``nn.RNN``, or ``nn.LSTM`` / ``nn.GRU`` for those

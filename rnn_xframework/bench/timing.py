@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from rnn_xframework.bench.registry import Runner
+from rnn_xframework.bench.methods import Runner
 
 SyncFn = Callable[[], None]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rnn_xframework.bench.frameworks import check_device, sync_fn
-from rnn_xframework.bench.registry import Runner
+from rnn_xframework.bench.framework_setup import check_device, sync_fn
+from rnn_xframework.bench.methods import Runner
 from rnn_xframework.bench.timing import time_first_call
 from rnn_xframework.bench.workloads import Workload
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnn_xframework import frameworks
-from rnn_xframework.bench.frameworks import check_device, quiet_tensorflow, sync_fn, versions
-from rnn_xframework.bench.registry import (
+from rnn_xframework.bench.framework_setup import check_device, quiet_tensorflow, sync_fn, versions
+from rnn_xframework.bench.methods import (
     GEMM_METHODS,
     METHODS,
     DeviceUnavailableError,

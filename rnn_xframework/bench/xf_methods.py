@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from rnn_xframework.bench import tf_peers, torch_peers
-from rnn_xframework.bench.frameworks import quiet_tensorflow
-from rnn_xframework.bench.registry import ALL_CELLS, Runner, register
+from rnn_xframework.bench.framework_setup import quiet_tensorflow
+from rnn_xframework.bench.methods import ALL_CELLS, Runner, register
 from rnn_xframework.bench.workloads import LAYERS, Workload
 
 

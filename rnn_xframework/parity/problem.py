@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import cells, layers, layouts, loops, registry, transfer
+from rnn_xframework import cells, layers, layouts, orderings, registry, transfer
 from rnn_xframework.compile import compile as compile_rnn
 
 
@@ -70,7 +70,7 @@ def orderings_for(backend: str, device: str | None = None) -> list[str]:
     (the backend's ``cuda_only`` methods on ``"cuda"`` only; ``None``: every device)."""
     be = registry.get(backend)
     fast = (m for m in be.compile_methods if m not in be.slow_to_compile)
-    return [*loops.ORDERS, *(m for m in fast if device in (None, "cuda") or m not in be.cuda_only)]
+    return [*orderings.ORDERS, *(m for m in fast if device in (None, "cuda") or m not in be.cuda_only)]
 
 
 def random_weights(rng: np.random.Generator, kind: str, sizes: Sizes, dtype: str) -> list[np.ndarray]:
@@ -118,11 +118,11 @@ def build(problem: Problem, backend: str, ordering: str = "timestep", device: st
         layers.make_cell(problem.kind, backend=backend, units=sizes.units, dtype=problem.dtype, **kw)
         for _ in range(sizes.layers)
     ]
-    order = ordering if ordering in loops.ORDERS else "timestep"
+    order = ordering if ordering in orderings.ORDERS else "timestep"
     rnn = layers.RNN(stack, return_sequences=True, return_state=True, order=order)
     rnn.build((None, None, sizes.features))
     if source is not None:
         transfer.transfer_weights(source, rnn)
     else:
         rnn.set_weights(problem.weights)
-    return rnn if ordering in loops.ORDERS else compile_rnn(rnn, ordering)
+    return rnn if ordering in orderings.ORDERS else compile_rnn(rnn, ordering)

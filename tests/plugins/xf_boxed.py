@@ -8,7 +8,7 @@ another dtype (``TypeError``), and has no ``__array__``, so the only way out is
 computation, or took a box for an array, fails loudly instead of passing by accident.
 
 The module translates and restates nothing: the cell math is the spec's ``step``, run by
-:func:`rnn_xframework.cells.run_step`; the containers are :mod:`rnn_xframework.loops`'; the
+:func:`rnn_xframework.cells.run_step`; the containers are :mod:`rnn_xframework.orderings`'; the
 activation table and Keras's initializers are the NumPy backend's, applied inside the box.
 
 Registered by the tests (tests/test_custom_backend.py) with::
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import cells, layouts, loops, protocol, registry
+from rnn_xframework import cells, layouts, orderings, protocol, registry
 from rnn_xframework.backends import numpy as numpy_backend
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
@@ -178,14 +178,14 @@ class BoxCell(SpecCell, DropoutMixin):
         return cells.run_step(self.spec, STEP_OPS, self.config, w, inputs, states, x_masks, h_masks)
 
 
-class StackedRNNCells(loops.StackMixin):
+class StackedRNNCells(orderings.StackMixin):
     backend = NAME
 
     def __call__(self, inputs: Any, states: Any, training: bool | None = None) -> tuple[Any, list[list[Any]]]:
         return self.step(inputs, states, training)
 
 
-class RNN(loops.RNNMixin):
+class RNN(orderings.RNNMixin):
     backend = NAME
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:

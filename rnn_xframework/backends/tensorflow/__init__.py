@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework import bidirectional, cells, layouts, loops, protocol, registry
+from rnn_xframework import bidirectional, cells, layouts, orderings, protocol, registry
 from rnn_xframework.cells.base import SpecNamed
 from rnn_xframework.dropout import cached, check_masks
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
@@ -242,7 +242,7 @@ class SpecLayer(keras.layers.Layer):
 
 
 @_serializable
-class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
+class StackedRNNCells(orderings.StackMixin, keras.layers.Layer):
     """One step through every cell; state ``[[h0], [h1], ...]``, never unwrapped."""
 
     backend = "tensorflow"
@@ -267,7 +267,7 @@ class StackedRNNCells(loops.StackMixin, keras.layers.Layer):
 
 
 @_serializable
-class RNN(loops.RNNMixin, keras.layers.Layer):
+class RNN(orderings.RNNMixin, keras.layers.Layer):
     """Loop over ``[batch, time, features]`` in Python (unrolled when traced by ``tf.function``)."""
 
     backend = "tensorflow"

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
-from rnn_xframework import bidirectional, cells, layouts, loops, protocol, registry
+from rnn_xframework import bidirectional, cells, layouts, orderings, protocol, registry
 from rnn_xframework.backends.torch.params import (
     NATIVE,
     SpecParameters,
@@ -360,7 +360,7 @@ def refuse_meta(param: torch.Tensor, what: str) -> None:
         )
 
 
-class StackedRNNCells(loops.StackMixin, nn.Module):
+class StackedRNNCells(orderings.StackMixin, nn.Module):
     backend = "torch"
     cell_list = nn.ModuleList
 
@@ -368,7 +368,7 @@ class StackedRNNCells(loops.StackMixin, nn.Module):
         return self.step(inputs, states, self.training if training is None else training)
 
 
-class RNN(loops.RNNMixin, nn.Module):
+class RNN(orderings.RNNMixin, nn.Module):
     backend = "torch"
 
     def forward(
@@ -417,7 +417,7 @@ class TorchBackend(registry.Backend, name="torch"):
         "triton": "rnn_xframework.backends.torch.compile.triton:compile_rnn",
         "cudagraph": "rnn_xframework.backends.torch.compile.cudagraph:compile_rnn",
     }
-    compiled_class = "rnn_xframework.backends.torch.compile.compiled:CompiledRNN"
+    compiled_class = "rnn_xframework.backends.torch.compile.compiled_module:CompiledRNN"
     slow_to_compile = frozenset({"inductor"})
     cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
     distributions = ("torch",)

@@ -46,7 +46,7 @@ from rnn_xframework.backends.tensorflow.compile.cache import (
     per_shape,
     shape_key,
 )
-from rnn_xframework.backends.tensorflow.compile.loops import (
+from rnn_xframework.backends.tensorflow.compile.graph_loops import (
     Weights,
     fused_layer_major,
     layer_major,

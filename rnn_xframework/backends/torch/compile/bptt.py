@@ -4,7 +4,7 @@ as one ``torch.autograd.Function``, its products batched the way ``nn.RNN``'s ar
 Autograd through the per-step loop records two small products per step (the gradient with
 respect to ``h`` and the accumulation into ``W_hh``) plus the activation's and the ``stack``'s
 backward. Here the forward keeps every layer's output ``H_l [time, batch, units]`` (time-major,
-from :func:`~rnn_xframework.backends.torch.compile.loops.time_major_all`), and the backward runs, per
+from :func:`~rnn_xframework.backends.torch.compile.script_loops.time_major_all`), and the backward runs, per
 layer from the top:
 
 * per step, in place on the incoming gradient ``D [time, batch, units]``: ``D[t] *= act'(H[t])``
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnn_xframework.backends.torch.compile import loops
+from rnn_xframework.backends.torch.compile import script_loops
 
 
 def backward_steps(d: Tensor, out: Tensor, w_hh: Tensor, relu: bool) -> Tensor:
@@ -54,7 +54,7 @@ def backward_steps(d: Tensor, out: Tensor, w_hh: Tensor, relu: bool) -> Tensor:
 class Kernels(NamedTuple):
     """The two loops :class:`StackFunction` runs, scripted by
     :func:`rnn_xframework.backends.torch.compile.torchscript.bptt_kernels` (or plain, for tests):
-    ``forward`` is :func:`~rnn_xframework.backends.torch.compile.loops.time_major_all`, ``backward_steps``
+    ``forward`` is :func:`~rnn_xframework.backends.torch.compile.script_loops.time_major_all`, ``backward_steps``
     is :func:`backward_steps`."""
 
     forward: Callable[..., list[Tensor]]
@@ -126,7 +126,7 @@ def simple_stack(rnn: Any, kernels: Callable[[], Kernels]) -> Any:
 
     def train(x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         seq = x.flip(1) if rnn.go_backwards else x
-        sums = [loops._bias_sum(c.bias_ih, c.bias_hh) for c in cells]
+        sums = [script_loops._bias_sum(c.bias_ih, c.bias_hh) for c in cells]
         bias = [c.weight_hh.new_zeros(c.hidden_size) if b is None else b for c, b in zip(cells, sums, strict=True)]
         y_tm, *ends = StackFunction.apply(
             seq,

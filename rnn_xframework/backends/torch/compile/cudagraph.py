@@ -1,7 +1,7 @@
 """``xf.compile(rnn, "cudagraph")``: inference of a torch RNN stack replayed from CUDA graphs.
 
 On a GPU a small RNN's time is the launch of its many small per-step kernels, not their
-arithmetic. Here the fast loop of :mod:`~rnn_xframework.backends.torch.compile.loops` (eager, not
+arithmetic. Here the fast loop of :mod:`~rnn_xframework.backends.torch.compile.script_loops` (eager, not
 scripted: TorchScript's profiling executor re-optimizes the loop during its first calls, which
 is what made issue 9's capture of the scripted loop fail at W1) is captured once per input
 signature ``(batch, steps, features, dtype, device, parameter storage)`` into a
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnn_xframework.backends.torch.compile import loops, torchscript
-from rnn_xframework.backends.torch.compile.compiled import CompiledRNN
+from rnn_xframework.backends.torch.compile import script_loops, torchscript
+from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 from rnn_xframework.errors import UnsupportedConfigError
 
 MAX_CAPTURES = 8
@@ -86,7 +86,7 @@ class GraphLoop:
 
     def __init__(self, rnn: Any, capture_class: type = CudaCapture, max_captures: int = MAX_CAPTURES) -> None:
         self.rnn = rnn
-        self.loop = loops.fast_loop(rnn, inplace=True)  # eager; shares the cells' parameters
+        self.loop = script_loops.fast_loop(rnn, inplace=True)  # eager; shares the cells' parameters
         self.capture_class = capture_class
         self.max_captures = max_captures
         self.captures: OrderedDict[tuple[Any, ...], tuple[Tensor, list[list[Tensor]], Any]] = OrderedDict()
@@ -141,7 +141,7 @@ def _on_cuda_only(loop: Loop) -> Loop:
 
 
 def compile_rnn(rnn: Any, capture_class: type = CudaCapture) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN` replaying :class:`GraphLoop`
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` replaying :class:`GraphLoop`
     without autograd and running the TorchScript path with it; CUDA tensors only, either way
     (with :class:`EagerCapture`, the CPU tests' stand-in, CPU tensors run)."""
     scripted = torchscript.compile_rnn(rnn)

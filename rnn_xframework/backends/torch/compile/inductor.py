@@ -1,4 +1,4 @@
-"""``xf.compile(rnn, "inductor")``: the fast loop of :mod:`~rnn_xframework.backends.torch.compile.loops`
+"""``xf.compile(rnn, "inductor")``: the fast loop of :mod:`~rnn_xframework.backends.torch.compile.script_loops`
 through ``torch.compile`` (TorchDynamo + Inductor).
 
 The only module that touches ``torch.compile``. The loop is traced with ``fullgraph=True``
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from rnn_xframework.backends.torch.compile import loops
-from rnn_xframework.backends.torch.compile.compiled import CompiledRNN
+from rnn_xframework.backends.torch.compile import script_loops
+from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 
 
 def _import_quietly() -> None:
@@ -84,7 +84,7 @@ class CompiledLoop:
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN` running the compiled fast loop."""
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` running the compiled fast loop."""
     _import_quietly()
-    loop = CompiledLoop(loops.fast_loop(rnn, inplace=False))
+    loop = CompiledLoop(script_loops.fast_loop(rnn, inplace=False))
     return CompiledRNN(rnn, loop, "inductor")

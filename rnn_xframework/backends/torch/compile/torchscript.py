@@ -1,4 +1,4 @@
-"""``xf.compile(rnn, "torchscript")``: the fast loop of :mod:`~rnn_xframework.backends.torch.compile.loops`
+"""``xf.compile(rnn, "torchscript")``: the fast loop of :mod:`~rnn_xframework.backends.torch.compile.script_loops`
 in TorchScript.
 
 The only module that touches ``torch.jit``. The scripted loop holds the stack's own
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework.backends.torch.compile import bptt, loops
-from rnn_xframework.backends.torch.compile.compiled import CompiledRNN
+from rnn_xframework.backends.torch.compile import bptt, script_loops
+from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 from rnn_xframework.errors import UnsupportedConfigError
 
 SCRIPT_LOCK = threading.RLock()
@@ -48,13 +48,13 @@ def script(module: Any) -> Any:
 def bptt_kernels() -> bptt.Kernels:
     """The scripted forward and backward loops of :mod:`~rnn_xframework.backends.torch.compile.bptt`,
     made on first use (scripting takes ~0.1 s)."""
-    return bptt.Kernels(script(loops.time_major_all), script(bptt.backward_steps))
+    return bptt.Kernels(script(script_loops.time_major_all), script(bptt.backward_steps))
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN` running the scripted fast
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` running the scripted fast
     loop; with autograd on, a SimpleRNN stack trains through :mod:`~rnn_xframework.backends.torch.compile.bptt`."""
-    loop = script(loops.fast_loop(rnn, inplace=True))
+    loop = script(script_loops.fast_loop(rnn, inplace=True))
     return CompiledRNN(
         rnn,
         loop,
@@ -83,7 +83,7 @@ class _Scripted(nn.Module):
 
     def __init__(self, rnn: Any) -> None:
         super().__init__()
-        self.cell = loops.fast_loop(rnn, inplace=True)
+        self.cell = script_loops.fast_loop(rnn, inplace=True)
         self.time_major = bool(rnn.time_major)
         self.has_dropout = any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells)
         self.units = [c.units for c in rnn.cells]  # never empty: TorchScript infers list[int]

@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnn_xframework import frameworks
-from rnn_xframework.backends.torch.compile import loops
-from rnn_xframework.backends.torch.compile.compiled import CompiledRNN
+from rnn_xframework.backends.torch.compile import script_loops
+from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import BackendUnavailableError, UnsupportedConfigError
 
@@ -289,7 +289,7 @@ def _biases(c: Any, code: int) -> tuple[Tensor | None, Tensor | None]:
     inside (the reset gate multiplies ``h W_hh^T + b_hh``); the others fold it into the input side."""
     if code == 2:
         return c.bias_ih, (c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0]))
-    return loops._bias_sum(c.bias_ih, c.bias_hh), None
+    return script_loops._bias_sum(c.bias_ih, c.bias_hh), None
 
 
 def fits_fused(plans: list[tuple[int, bool, bool]], cells: list[Any]) -> bool:
@@ -375,7 +375,7 @@ class StackRunner:
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN` whose loop is
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` whose loop is
     :class:`StackRunner` (inference and training alike)."""
     frameworks.check_torch_order("xf.compile(rnn, 'triton')")
     if not frameworks.triton_installed():

@@ -18,7 +18,7 @@ Both ``order="timestep"`` and ``order="layer"`` give the same numbers, so these 
 The modules are written for ``torch.jit.script`` and ``torch.compile`` alike (typed lists, no
 Python-side state); :mod:`rnn_xframework.backends.torch.compile.torchscript` and
 :mod:`rnn_xframework.backends.torch.compile.inductor` wrap them in
-:class:`~rnn_xframework.backends.torch.compile.compiled.CompiledRNN`. The kernels work on the native
+:class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN`. The kernels work on the native
 ``torch.nn`` cells' parameters, in PyTorch's gate order; which kernel serves a cell type is read
 from its spec's :class:`~rnn_xframework.cells.TorchForm`.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 
-from rnn_xframework.bench.registry import DeviceUnavailableError, Framework
+from rnn_xframework.bench.methods import DeviceUnavailableError, Framework
 from rnn_xframework.bench.timing import SyncFn, _no_sync
 
 

@@ -4,7 +4,7 @@ A *method* turns a workload into a zero-argument callable that runs one
 forward (or forward + backward) pass. Registering one takes one line, from any
 module that the harness is told to import with ``--plugin MODULE``::
 
-    from rnn_xframework.bench.registry import register
+    from rnn_xframework.bench.methods import register
     register("xf torch torchscript", "torch", my_setup)
 
 ``my_setup(workload, grad, device)`` must import its framework lazily (inside

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rnn_xframework.bench.registry import PlanError
+from rnn_xframework.bench.methods import PlanError
 
 Record = dict[str, object]
 
