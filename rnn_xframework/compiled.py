@@ -25,6 +25,9 @@ from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 _PENDING_LOCK = threading.Lock()  # one first call compiles a pending object
 
+MASKED_METHODS = ("torchscript", "inductor", "cudagraph", "tf.function", "xla")
+"""The compile methods whose loops run ``mask=`` (named in the refusal of the others)."""
+
 FORWARDED = ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units")
 
 
@@ -73,13 +76,24 @@ def check_built(rnn: Any) -> None:
 
 
 def check_compiled_call(
-    rnn: Any, method: str, inputs: Any, initial_state: Any, training: bool | None, mask: Any
+    rnn: Any,
+    method: str,
+    inputs: Any,
+    initial_state: Any,
+    training: bool | None,
+    mask: Any,
+    takes_mask: bool = True,
 ) -> list[list[Any]] | None:
     """The uncompiled ``rnn``'s checks, for an object compiled from it: refuses what the compiled
-    loop does not have (``mask``, dropout in training) rather than silently running another path,
-    and returns the checked initial states (one list per layer), or ``None`` when none are given."""
-    if mask is not None:
-        raise UnsupportedConfigError(f"compile: the {method} loop takes no mask; call the uncompiled RNN")
+    loop does not have (dropout in training; ``mask`` unless ``takes_mask``) rather than silently
+    running another path, checks a mask's shape (``[batch, time]``, as the uncompiled RNN's), and
+    returns the checked initial states (one list per layer), or ``None`` when none are given."""
+    if mask is not None and not takes_mask:
+        raise UnsupportedConfigError(
+            f"compile: the {method} loop takes no mask; compile with a method that does "
+            f"({', '.join(repr(m) for m in registry.get(rnn.backend).compile_methods if m in MASKED_METHODS)}), "
+            "or call the uncompiled RNN (same weights)"
+        )
     if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells):
         raise UnsupportedConfigError(
             f"compile: the {method} loop has no dropout; train with the uncompiled RNN (same weights)"
@@ -89,6 +103,11 @@ def check_compiled_call(
     time_axis, batch_axis = (0, 1) if rnn.time_major else (1, 0)
     if ops.shape(inputs)[time_axis] == 0:
         raise InputShapeError("RNN inputs: expected at least one time step, got a sequence of length 0")
+    if mask is not None:
+        want = (ops.shape(inputs)[batch_axis], ops.shape(inputs)[time_axis])
+        got = tuple(np.shape(mask))
+        if got != want:
+            raise InputShapeError(f"RNN mask: expected shape {want} (batch, time), got {got}")
     if initial_state is None:
         return None
     batch = ops.shape(inputs)[batch_axis]
@@ -163,5 +182,8 @@ class CompiledRNN:
     def set_weights(self, weights: Any) -> None:
         self.source.set_weights(weights)
 
+    takes_mask: ClassVar[bool] = True
+    """Whether this method's loop runs ``mask=`` (a subclass or an instance without one says no)."""
+
     def check_call(self, inputs: Any, initial_state: Any, training: bool | None, mask: Any) -> list[list[Any]] | None:
-        return check_compiled_call(self.source, self.method, inputs, initial_state, training, mask)
+        return check_compiled_call(self.source, self.method, inputs, initial_state, training, mask, self.takes_mask)

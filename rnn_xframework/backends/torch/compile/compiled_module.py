@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -10,9 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from rnn_xframework import compiled
+from rnn_xframework.backends.torch.compile import masked_loops
 from rnn_xframework.errors import NotBuiltError, UnsupportedConfigError
 
 Loop = Callable[[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]
+MaskedLoop = Callable[[Tensor, list[list[Tensor]], Tensor], tuple[Tensor, list[list[Tensor]]]]
 
 
 class CompiledRNN(compiled.CompiledRNN, nn.Module):
@@ -20,9 +23,10 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
     exactly like the source: ``y = fast(x, initial_state=None, training=None)``.
 
     Parameters live in ``source`` only, so training or ``set_weights`` on either object shows in
-    the other. Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`):
-    the fast loop has neither, and it never silently takes the slow path. ``train``, where given,
-    replaces ``loop`` while autograd is on (same call and results; see
+    the other. ``masked``, where given, runs calls with ``mask=`` (``masked(x, states, mask)``,
+    :mod:`~rnn_xframework.backends.torch.compile.masked_loops`); without it ``mask`` is refused, as is
+    dropout in training (:class:`UnsupportedConfigError`): the object never silently takes the slow
+    path. ``train``, where given, replaces ``loop`` while autograd is on (same call and results; see
     :mod:`~rnn_xframework.backends.torch.compile.bptt`). ``export``, where given, makes the ScriptModule
     that ``torch.jit.save(fast, f)`` writes (:meth:`save`).
     """
@@ -30,14 +34,25 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
     backend = "torch"
 
     def __init__(
-        self, rnn: Any, loop: Loop, method: str, train: Loop | None = None, export: Callable[[], Any] | None = None
+        self,
+        rnn: Any,
+        loop: Loop,
+        method: str,
+        train: Loop | None = None,
+        export: Callable[[], Any] | None = None,
+        masked: MaskedLoop | None = None,
     ) -> None:
         nn.Module.__init__(self)
         self._init_compiled(rnn, method)
         object.__setattr__(self, "loop", loop)  # not submodules: parameters counted once
         object.__setattr__(self, "train_loop", train)
         object.__setattr__(self, "export", export)
+        object.__setattr__(self, "masked_loop", masked)
         self.train(rnn.training)  # the source's mode (module.train() / .eval()) carries over
+
+    @property
+    def takes_mask(self) -> bool:  # type: ignore[override]
+        return self.__dict__.get("masked_loop") is not None
 
     def _init_pending(self, rnn: Any, method: str, make: Callable[[Any], Any]) -> None:
         nn.Module.__init__(self)
@@ -74,13 +89,33 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
             inputs = inputs.transpose(0, 1)
         if states is None:
             states = source.cell.get_initial_state(inputs.shape[0])
-        run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
-        y, states = run(inputs, states)
+        if mask is not None:
+            y, states = self.masked_loop(inputs, states, masked_loops.as_mask(mask, inputs))
+        else:
+            run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
+            y, states = run(inputs, states)
         if torch.is_grad_enabled():
             y, states = _defined_gradients(y, states)
         if source.time_major and source.return_sequences:
             y = y.transpose(0, 1)
         return (y, states) if source.return_state else y
+
+
+class OnFirstCall:
+    """A loop made by ``make()`` on its first call (thread-safe): the masked loop of a compiled
+    RNN costs its scripting / compile time only to objects that are called with a mask."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.loop: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> Any:
+        if self.loop is None:
+            with self._lock:
+                if self.loop is None:
+                    self.loop = self.make()
+        return self.loop(*args)
 
 
 class _DefinedGradients(torch.autograd.Function):

@@ -15,8 +15,9 @@ again and the least recently used capture is dropped. Parameters updated in plac
 steps, ``set_weights``) are seen by the next replay; parameters replaced by new tensors change
 the signature and capture again.
 
-Calls with autograd on (training) run the TorchScript path uncaptured
-(:mod:`~rnn_xframework.backends.torch.compile.torchscript`, same results). Tensors must be on
+Calls with autograd on (training), and calls with ``mask=``, run the TorchScript path uncaptured
+(:mod:`~rnn_xframework.backends.torch.compile.torchscript`, same results; the masked loop:
+:mod:`~rnn_xframework.backends.torch.compile.masked_loops`). Tensors must be on
 CUDA, with autograd on or off; on the CPU every call raises
 :class:`~rnn_xframework.errors.UnsupportedConfigError` (the capture logic is tested on the CPU
 with :class:`EagerCapture` standing in for the graph).
@@ -132,10 +133,10 @@ def require_cuda(x: Tensor) -> None:
         )
 
 
-def _on_cuda_only(loop: Loop) -> Loop:
-    def run(x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
+def _on_cuda_only(loop: Callable[..., Any]) -> Any:
+    def run(x: Tensor, states: list[list[Tensor]], *mask: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
         require_cuda(x)
-        return loop(x, states)
+        return loop(x, states, *mask)
 
     return run
 
@@ -146,6 +147,7 @@ def compile_rnn(rnn: Any, capture_class: type = CudaCapture) -> CompiledRNN:
     (with :class:`EagerCapture`, the CPU tests' stand-in, CPU tensors run)."""
     scripted = torchscript.compile_rnn(rnn)
     train = scripted.train_loop if scripted.train_loop is not None else scripted.loop
+    masked = scripted.masked_loop
     if capture_class is CudaCapture:
-        train = _on_cuda_only(train)
-    return CompiledRNN(rnn, GraphLoop(rnn, capture_class), "cudagraph", train=train)
+        train, masked = _on_cuda_only(train), _on_cuda_only(masked)
+    return CompiledRNN(rnn, GraphLoop(rnn, capture_class), "cudagraph", train=train, masked=masked)

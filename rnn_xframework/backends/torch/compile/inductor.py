@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rnn_xframework.backends.torch.compile import script_loops
+from rnn_xframework.backends.torch.compile import masked_loops, script_loops
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 
 
@@ -68,8 +68,9 @@ class CompiledLoop:
             regions = {"recompile_limit": 2 * self.cache_size, "isolate_recompiles": True}  # 2x: unkeyed guards
         return torch.compile(self.module, backend=BACKEND, fullgraph=True, dynamic=False, **regions)
 
-    def __call__(self, x: torch.Tensor, states: list[list[torch.Tensor]]) -> Any:
-        flat = [x, *(s for layer in states for s in layer)]
+    def __call__(self, x: torch.Tensor, states: list[list[torch.Tensor]], *extra: torch.Tensor) -> Any:
+        """``module(x, states, *extra)``; ``extra`` (a mask) is part of the call signature too."""
+        flat = [x, *(s for layer in states for s in layer), *extra]
         key = (torch.is_grad_enabled(), *((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in flat))
         with self._lock:
             if key in self._seen:
@@ -80,11 +81,11 @@ class CompiledLoop:
                     self._seen.clear()
                 self._seen[key] = None
             compiled = self._compiled
-        return compiled(x, states)
+        return compiled(x, states, *extra)
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` running the compiled fast loop."""
     _import_quietly()
     loop = CompiledLoop(script_loops.fast_loop(rnn, inplace=False))
-    return CompiledRNN(rnn, loop, "inductor")
+    return CompiledRNN(rnn, loop, "inductor", masked=CompiledLoop(masked_loops.masked_loop(rnn)))

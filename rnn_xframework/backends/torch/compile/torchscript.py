@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework.backends.torch.compile import bptt, script_loops
-from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
+from rnn_xframework.backends.torch.compile import bptt, masked_loops, script_loops
+from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN, OnFirstCall
 from rnn_xframework.errors import UnsupportedConfigError
 
 SCRIPT_LOCK = threading.RLock()
@@ -61,6 +61,7 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
         "torchscript",
         train=bptt.simple_stack(rnn, bptt_kernels),
         export=lambda: script(scriptable(rnn)),
+        masked=OnFirstCall(lambda: script(masked_loops.masked_loop(rnn))),
     )
 
 

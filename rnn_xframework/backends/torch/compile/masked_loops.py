@@ -1,0 +1,187 @@
+"""The masked torch loops behind ``xf.compile(...)(x, mask=m)``: Keras's mask semantics in a
+loop written for ``torch.jit.script`` and ``torch.compile``.
+
+``mask`` is ``[batch, time]``, true for a real step, as for the uncompiled ``RNN``
+(:mod:`rnn_xframework.orderings`). At a masked step every state is kept and the output repeats
+the layer's previous output (zeros before its first real step), or is zeros with
+``zero_output_for_mask``. Each layer projects its whole input sequence in one product, as the
+unmasked loops of :mod:`~rnn_xframework.backends.torch.compile.script_loops` do, and each step
+computes the cell's step, then selects per row with ``torch.where`` (two or three selections a
+step: the output and each state), so a right-padded batch runs at nearly the unmasked cost.
+
+The eager path's rule holds (:func:`rnn_xframework.orderings.hold`): a selection, never a
+blend, so NaN or inf in a padding step never reaches the outputs. Here the padding steps'
+inputs are also replaced by zeros before the projection: a discarded step then computes finite
+numbers, so the gradients stay finite too (with a blend, or with NaN fed to the cell, backward
+multiplies NaN by the zero gradient of the discarded step). Every kept step computes exactly
+what the cell computes, with the bias sums grouped differently: results agree with the
+uncompiled masked RNN within float rounding, in both orderings (a lower layer's output at a
+masked step feeds only steps whose results the layer above discards).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnn_xframework import cells
+from rnn_xframework.backends.torch.compile.script_loops import _bias_sum, _project, gate_positions
+from rnn_xframework.compiled import check_built
+from rnn_xframework.errors import UnsupportedConfigError
+
+
+def _held_output(keep: Tensor, new: Tensor, previous: Tensor, zero_output: bool) -> Tensor:
+    """The output of a step: ``new`` where ``keep``, else zeros (``zero_output``) or the previous output."""
+    return torch.where(keep, new, torch.zeros_like(new) if zero_output else previous)
+
+
+class MaskedSimpleRNN(nn.Module):
+    """``h_t = act(xp_t + h_{t-1} W_hh^T)`` where the step is real, ``h_{t-1}`` kept where it is not."""
+
+    __constants__ = ["relu"]
+
+    def __init__(self, cell: nn.RNNCell, relu: bool) -> None:
+        super().__init__()
+        self.cell = cell
+        self.relu = relu
+
+    def forward(self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool) -> tuple[Tensor, list[Tensor]]:
+        c = self.cell
+        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
+        u = c.weight_hh.t().contiguous()
+        h = state[0]
+        out = torch.zeros_like(h)
+        outs: list[Tensor] = []
+        for t in range(xp.shape[1]):
+            z = torch.addmm(xp[:, t], h, u)
+            new = torch.relu(z) if self.relu else torch.tanh(z)
+            k = keep[:, t]
+            out = _held_output(k, new, out, zero_output)
+            h = torch.where(k, new, h)
+            outs.append(out)
+        return torch.stack(outs, 1), [h]
+
+
+class MaskedLSTM(nn.Module):
+    """Keras's LSTM step (gate blocks ``i, f, c, o`` at ``positions``); ``h`` and ``c`` kept at masked steps."""
+
+    __constants__ = ["gi", "gf", "gc", "go"]
+
+    def __init__(self, cell: nn.LSTMCell, positions: list[int]) -> None:
+        super().__init__()
+        self.cell = cell
+        self.gi, self.gf, self.gc, self.go = positions
+
+    def forward(self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool) -> tuple[Tensor, list[Tensor]]:
+        c = self.cell
+        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
+        u = c.weight_hh.t().contiguous()
+        h, cs = state[0], state[1]
+        out = torch.zeros_like(h)
+        outs: list[Tensor] = []
+        for t in range(xp.shape[1]):
+            z = torch.addmm(xp[:, t], h, u).chunk(4, 1)
+            c_new = torch.sigmoid(z[self.gf]) * cs + torch.sigmoid(z[self.gi]) * torch.tanh(z[self.gc])
+            new = torch.sigmoid(z[self.go]) * torch.tanh(c_new)
+            k = keep[:, t]
+            out = _held_output(k, new, out, zero_output)
+            h = torch.where(k, new, h)
+            cs = torch.where(k, c_new, cs)
+            outs.append(out)
+        return torch.stack(outs, 1), [h, cs]
+
+
+class MaskedGRU(nn.Module):
+    """Keras's GRU step with ``reset_after=True`` (gate blocks ``z, r, h`` at ``positions``); ``h`` kept at masked steps."""
+
+    __constants__ = ["gz", "gr", "gh"]
+
+    def __init__(self, cell: nn.GRUCell, positions: list[int]) -> None:
+        super().__init__()
+        self.cell = cell
+        self.gz, self.gr, self.gh = positions
+
+    def forward(self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool) -> tuple[Tensor, list[Tensor]]:
+        c = self.cell
+        xp = _project(seq, c.weight_ih, c.bias_ih)
+        u = c.weight_hh.t().contiguous()
+        bias_hh = c.bias_hh
+        h = state[0]
+        out = torch.zeros_like(h)
+        outs: list[Tensor] = []
+        for t in range(xp.shape[1]):
+            hu = torch.mm(h, u) if bias_hh is None else torch.addmm(bias_hh, h, u)
+            xg, hg = xp[:, t].chunk(3, 1), hu.chunk(3, 1)
+            r = torch.sigmoid(xg[self.gr] + hg[self.gr])
+            z = torch.sigmoid(xg[self.gz] + hg[self.gz])
+            n = torch.tanh(xg[self.gh] + r * hg[self.gh])
+            new = (1 - z) * n + z * h
+            k = keep[:, t]
+            out = _held_output(k, new, out, zero_output)
+            h = torch.where(k, new, h)
+            outs.append(out)
+        return torch.stack(outs, 1), [h]
+
+
+def masked_layer_for(cell: Any) -> nn.Module:
+    """The masked layer around a built torch cell of this library (shares its parameters), chosen
+    by the ``torch.nn`` cell its spec names."""
+    form = cells.get(cell.cell_kind).torch
+    module = None if form is None else form.module
+    if module == "RNNCell":
+        return MaskedSimpleRNN(cell.cell, cell.cell.nonlinearity == "relu")
+    if module == "LSTMCell":
+        return MaskedLSTM(cell.cell, gate_positions(cell))
+    if module == "GRUCell":
+        return MaskedGRU(cell.cell, gate_positions(cell))
+    raise UnsupportedConfigError(
+        f"compile: no masked torch layer for {cell.cell_kind}; call the uncompiled RNN with mask= (same weights)"
+    )
+
+
+class MaskedLoop(nn.Module):
+    """``(x [batch, time, in], states [[...] per layer], mask [batch, time] bool) -> (y, states)``,
+    layer by layer; ``y`` and ``go_backwards`` as :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`
+    (the mask is reversed with the sequence)."""
+
+    __constants__ = ["return_sequences", "go_backwards", "zero_output"]
+
+    def __init__(self, layers: list[nn.Module], return_sequences: bool, go_backwards: bool, zero_output: bool) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList(layers)
+        self.return_sequences = return_sequences
+        self.go_backwards = go_backwards
+        self.zero_output = zero_output
+
+    def forward(self, x: Tensor, states: list[list[Tensor]], mask: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
+        keep = (mask.flip(1) if self.go_backwards else mask).unsqueeze(2)
+        seq = x.flip(1) if self.go_backwards else x
+        seq = torch.where(keep, seq, torch.zeros_like(seq))  # padding never enters the arithmetic
+        new_states: list[list[Tensor]] = []
+        i = 0
+        for layer in self.cells:
+            seq, state = layer(seq, states[i], keep, self.zero_output)
+            new_states.append(state)
+            i += 1
+        y = seq if self.return_sequences else seq[:, -1]
+        return y, new_states
+
+
+def masked_loop(rnn: Any) -> MaskedLoop:
+    """A :class:`MaskedLoop` over a built torch ``RNN``'s cells (sharing their parameters)."""
+    check_built(rnn)
+    return MaskedLoop(
+        [masked_layer_for(c) for c in rnn.cells],
+        bool(rnn.return_sequences),
+        bool(rnn.go_backwards),
+        bool(rnn.zero_output_for_mask),
+    )
+
+
+def as_mask(mask: Any, like: Tensor) -> Tensor:
+    """``mask`` (a tensor, array or nested list, ``[batch, time]``, any dtype: nonzero = real) as a
+    boolean tensor on ``like``'s device, outside autograd."""
+    m = torch.as_tensor(mask, device=like.device).detach()
+    return m if m.dtype == torch.bool else m != 0
