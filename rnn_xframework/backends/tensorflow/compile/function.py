@@ -73,6 +73,7 @@ class Structure(NamedTuple):
     return_sequences: bool
     jit_compile: bool
     timestep_major_max: int  # TIMESTEP_MAJOR_MAX when compiled
+    zero_output_for_mask: bool
 
 
 def structure_of(rnn: Any, jit_compile: bool) -> Structure:
@@ -87,7 +88,14 @@ def structure_of(rnn: Any, jit_compile: bool) -> Structure:
         )
         for c in rnn.cells
     )
-    return Structure(cells, bool(rnn.go_backwards), bool(rnn.return_sequences), jit_compile, TIMESTEP_MAJOR_MAX)
+    return Structure(
+        cells,
+        bool(rnn.go_backwards),
+        bool(rnn.return_sequences),
+        jit_compile,
+        TIMESTEP_MAJOR_MAX,
+        bool(rnn.zero_output_for_mask),
+    )
 
 
 class Graphs:
@@ -109,15 +117,18 @@ class Graphs:
         self.cells = tuple(template)
         self.cache = LRU(CACHE_SIZE)
 
-    def function(self, x: Any, states: Any) -> Any:
-        """The ``tf.function`` for this call's shapes: ``(x, states, flat_weights) -> (y, states)``."""
-        return self.cache.get(shape_key(x, states), self._make)
+    def function(self, x: Any, states: Any, masked: bool = False) -> Any:
+        """The ``tf.function`` for this call's shapes: ``(x, states, flat_weights) -> (y, states)``;
+        ``masked``: ``(x, states, flat_weights, mask [batch, time] bool) -> (y, states)``."""
+        return self.cache.get((*shape_key(x, states), masked), lambda: self._make(masked))
 
-    def _make(self) -> Any:
+    def _make(self, masked: bool) -> Any:
         if not self.structure.jit_compile:  # one graph per call: the eager work is one function call
-            return per_shape(self._run, jit_compile=False)
+            return per_shape(self._run_masked if masked else self._run, jit_compile=False)
         forward = per_shape(self._loop, jit_compile=True)
         backward = per_shape(self._loop_gradients, jit_compile=True)
+        if masked:
+            return self._make_xla_masked(forward, backward)
         if not cache.CAN_RELEASE_GRADIENTS:  # eager: a traced custom gradient would pin evicted shapes
             return lambda x, states, weights: self._run_xla(x, states, weights, forward, backward)
         # One graph per call, as for "tf.function". The custom gradient traced into it registers
@@ -132,11 +143,33 @@ class Graphs:
 
         return names.release_with(per_shape(run, jit_compile=False))
 
+    def _make_xla_masked(self, forward: Any, backward: Any) -> Any:
+        """:meth:`_make`'s XLA function for masked calls (the same, with the mask passed on)."""
+        if not cache.CAN_RELEASE_GRADIENTS:
+            return lambda x, states, weights, mask: self._run_xla(x, states, weights, forward, backward, mask)
+        names = GradientNames()
+
+        def run(x: tf.Tensor, states: Any, weights: list[Any], mask: tf.Tensor) -> tuple[tf.Tensor, list[Any]]:
+            y, new = self._run_xla(x, states, weights, forward, backward, mask)
+            names.add(y)
+            return y, new
+
+        return names.release_with(per_shape(run, jit_compile=False))
+
     def _loop(
-        self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights]
+        self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights], mask: Any = None
     ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
-        """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell."""
+        """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell; with
+        ``mask [batch, time]`` (bool), Keras's masked loop: the padding's inputs are zeros before
+        any arithmetic (so NaN there reaches neither outputs nor gradients), then each step holds
+        the states and output where the mask is false (graph_loops.hold_step)."""
         s = self.structure
+        keep = None
+        if mask is not None:
+            keep = tf.transpose(mask)[:, :, None]  # [time, batch, 1]
+            x = tf.where(tf.transpose(keep, [1, 0, 2]), x, tf.zeros_like(x))
+            if s.go_backwards:
+                keep = tf.reverse(keep, [0])
         if s.go_backwards:
             x = tf.reverse(x, [1])
         seq = tf.transpose(x, [1, 0, 2])
@@ -144,7 +177,8 @@ class Graphs:
         small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.cells) <= s.timestep_major_max
         run = timestep_major if (small or not s.jit_compile) and len(layers) > 1 else layer_major
         # unrolled up to UNROLL_MAX_STEPS (fastest); longer: one while loop, a graph that does not grow with T
-        seq, new_states = run(layers, seq, states, unroll=not s.jit_compile and x.shape[1] <= UNROLL_MAX_STEPS)
+        unroll = not s.jit_compile and x.shape[1] <= UNROLL_MAX_STEPS
+        seq, new_states = run(layers, seq, states, unroll, keep, s.zero_output_for_mask)
         y = tf.transpose(seq, [1, 0, 2]) if s.return_sequences else seq[-1]
         return y, new_states
 
@@ -154,7 +188,7 @@ class Graphs:
         return [Weights(*(None if v is None else next(values) for v in weights_of(c))) for c in self.cells]
 
     def _loop_gradients(
-        self, x: tf.Tensor, flat: list[tf.Tensor], weights: list[tf.Tensor], upstream: list[Any]
+        self, x: tf.Tensor, flat: list[tf.Tensor], weights: list[tf.Tensor], upstream: list[Any], mask: Any = None
     ) -> Any:
         """Forward and backward of :meth:`_loop` in one XLA function: gradients of
         ``sum(y * dy) + sum(s * ds)`` (``upstream = [dy, *ds]``) w.r.t. ``x``, the flat states
@@ -163,7 +197,7 @@ class Graphs:
         sources = [x, *flat, *weights]
         with tf.GradientTape() as tape:
             tape.watch(sources)
-            y, new = self._loop(x, tf.nest.pack_sequence_as(structure, flat), self._pack_weights(weights))
+            y, new = self._loop(x, tf.nest.pack_sequence_as(structure, flat), self._pack_weights(weights), mask)
         grads = tape.gradient([y, *tf.nest.flatten(new)], sources, output_gradients=upstream)
         return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)]
 
@@ -178,8 +212,12 @@ class Graphs:
         """The plain ``tf.function`` graph."""
         return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights))
 
+    def _run_masked(self, x: tf.Tensor, states: Any, flat_weights: list[Any], mask: tf.Tensor) -> Any:
+        """The plain ``tf.function`` graph of a masked call."""
+        return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights), mask)
+
     def _run_xla(
-        self, x: tf.Tensor, states: Any, flat_weights: list[Any], forward: Any, backward: Any
+        self, x: tf.Tensor, states: Any, flat_weights: list[Any], forward: Any, backward: Any, mask: Any = None
     ) -> tuple[tf.Tensor, list[Any]]:
         """The XLA while loop ``forward``, its gradient a second XLA function ``backward`` (the
         forward recomputed).
@@ -188,8 +226,9 @@ class Graphs:
         compiled function ("TensorList crossing the XLA/TF boundary"), so the gradient is a
         ``tf.custom_gradient`` that runs forward and backward in one XLA function, as Keras's
         XLA training step does. The weights enter as tensors read from the variables, so
-        gradients reach the variables through those reads.
+        gradients reach the variables through those reads. A ``mask`` goes to both (no gradient).
         """
+        extra = () if mask is None else (mask,)
         structure = self._initial(x, states)
         flat_states = tf.nest.flatten(structure)
         n_states = len(flat_states)
@@ -198,12 +237,12 @@ class Graphs:
         def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
             frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
             states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
-            y, new = forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]))
+            y, new = forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]), *extra)
             outputs = [y, *tf.nest.flatten(new)]
 
             def grad(*upstream: Any) -> list[tf.Tensor]:
                 upstream_ = [tf.zeros_like(o) if d is None else d for d, o in zip(upstream, outputs, strict=True)]
-                return backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_)
+                return backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_, *extra)
 
             return tuple(outputs), grad
 
@@ -230,8 +269,9 @@ class CompiledRNN(compiled.CompiledRNN):
     """A TensorFlow ``RNN`` run as one ``tf.function`` graph; called and answering like the
     source: ``y = fast(x, initial_state=None, training=None)``.
 
-    Dropout in training and ``mask`` are refused (:class:`UnsupportedConfigError`): the graph
-    has neither, and it never silently takes the slow path.
+    ``mask=`` runs Keras's masked loop in the graph (its own trace per shape). Dropout in
+    training is refused (:class:`UnsupportedConfigError`): the graph has none, and it never
+    silently takes the slow path.
     """
 
     backend = "tensorflow"
@@ -358,7 +398,11 @@ class CompiledRNN(compiled.CompiledRNN):
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         device = source.cell.cells[0].device
         with tf.device(device) if device is not None else contextlib.nullcontext():
-            if self._fused and not _recording():
+            if mask is not None:
+                mask = tf.cast(mask, tf.bool) if isinstance(mask, tf.Tensor) else tf.constant(np.asarray(mask) != 0)
+                fn = self._graphs.function(inputs, states, masked=True)
+                y, new_states = fn(inputs, states, self._flat_weights(), mask)
+            elif self._fused and not _recording():
                 result = self._inference(inputs, states)
                 y, new_states = (result, None) if not source.return_state else result
             else:

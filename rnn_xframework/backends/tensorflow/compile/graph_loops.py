@@ -79,6 +79,34 @@ def run_steps(n: int, step: Step, state: Any, unroll: bool) -> tuple[tf.Tensor, 
 Layers = list[tuple[Any, Weights]]
 
 
+def hold_step(step: Step, keep: Any, zero_output: bool) -> Step:
+    """``step`` with Keras's mask (``keep[t]`` ``[batch, 1]``, true = real step), on the carry
+    ``(state, previous output)``: at a masked step the state is kept and the output repeats the
+    previous one (zeros before the first real step), or is zeros with ``zero_output``. A selection
+    (``tf.where``), never a blend, as the uncompiled RNN's :func:`rnn_xframework.orderings.hold`."""
+
+    def masked(t: Any, carry: Any) -> tuple[tf.Tensor, Any]:
+        state, previous = carry
+        out, new = step(t, state)
+        k = keep[t]
+        new = tf.nest.map_structure(lambda n, o: tf.where(k, n, o), new, state)
+        out = tf.where(k, out, tf.zeros_like(out) if zero_output else previous)
+        return out, (new, out)
+
+    return masked
+
+
+def run_masked(n: int, step: Step, state: Any, unroll: bool, keep: Any, zero_output: bool, units: int) -> Any:
+    """:func:`run_steps`, through :func:`hold_step` when ``keep`` (``[time, batch, 1]`` bool) is given."""
+    if keep is None:
+        return run_steps(n, step, state, unroll)
+    first = tf.nest.flatten(state)[0]
+    batch = first.shape[0] if first.shape[0] is not None else tf.shape(first)[0]  # static where known
+    previous = tf.zeros([batch, units], first.dtype)
+    outs, (state, _) = run_steps(n, hold_step(step, steps_of(keep, unroll), zero_output), (state, previous), unroll)
+    return outs, state
+
+
 class _Steps:
     """``seq [time, ...]`` read a step at a time inside a ``tf.while_loop``: ``steps[t]``.
 
@@ -99,8 +127,11 @@ def steps_of(xp: tf.Tensor, unroll: bool) -> Any:
     return tf.unstack(xp, num=xp.shape[0]) if unroll else _Steps(xp)
 
 
-def layer_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
-    """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product."""
+def layer_major(
+    layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool, keep: Any = None, zero_output: bool = False
+) -> tuple[tf.Tensor, list[Any]]:
+    """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product
+    (with ``keep``, masked: :func:`hold_step`)."""
     steps = seq.shape[0]
     new_states = []
     for (cell, w), state in zip(layers, states, strict=True):
@@ -111,13 +142,16 @@ def layer_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool)
         def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: tf.Tensor = xp) -> Any:
             return cell_step(cell, w, xp[t], s)
 
-        seq, state = run_steps(steps, step, state, unroll)
+        seq, state = run_masked(steps, step, state, unroll, keep, zero_output, cell.units)
         new_states.append(state)
     return seq, new_states
 
 
-def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool) -> tuple[tf.Tensor, list[Any]]:
-    """One loop over time through every layer; only the first layer's projection is precomputed.
+def timestep_major(
+    layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool, keep: Any = None, zero_output: bool = False
+) -> tuple[tf.Tensor, list[Any]]:
+    """One loop over time through every layer; only the first layer's projection is precomputed
+    (with ``keep``, masked: :func:`hold_step` on every layer's state and the top output).
 
     Half the loop iterations of :func:`layer_major` for two layers: faster where per-step
     overhead, not matrix products, dominates (small batch and units).
@@ -134,7 +168,7 @@ def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bo
             new_states.append(new)
         return out, new_states
 
-    return run_steps(seq.shape[0], step, states, unroll)
+    return run_masked(seq.shape[0], step, states, unroll, keep, zero_output, layers[-1][0].units)
 
 
 def fused_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
