@@ -66,8 +66,9 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
             measured method for the backend, device and sizes (:func:`auto_method`).
 
     Returns an object called like ``obj`` (``y = fast(x, initial_state=None, training=None)``)
-    with the same outputs (within float rounding: input projections are precomputed). It raises
-    :class:`UnsupportedConfigError` for ``mask=`` and for dropout with ``training=True``.
+    with the same outputs (within float rounding: input projections are precomputed), ``mask=``
+    included (Keras's semantics, as the uncompiled RNN; ``"triton"`` has no masked kernel and
+    refuses it). It raises :class:`UnsupportedConfigError` for dropout with ``training=True``.
     """
     if method == "auto":
         method = auto_method(obj)

@@ -120,8 +120,6 @@ def test_method_refuses_what_it_cannot_run(rng, backend, method):
     with pytest.raises(xf.UnsupportedConfigError, match="no dropout"):
         fast(x, training=True)
     inference_mode(fast)(x)  # inference (torch: in eval mode, PyTorch's rule): dropout is off
-    with pytest.raises(xf.UnsupportedConfigError, match="no mask"):
-        fast(x, mask=np.ones((BATCH, STEPS), bool))
     with pytest.raises(xf.InputShapeError):
         fast(native(backend, np.ones((BATCH, STEPS, FEATURES + 1), "float32")))
     with pytest.raises(xf.DTypeMismatchError):

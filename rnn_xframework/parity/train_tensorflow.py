@@ -16,14 +16,16 @@ from rnn_xframework.parity.training import Gradients, Optimizer
 OPS = registry.get("tensorflow")
 
 
-def _loss_and_tape(model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tuple[Any, ...]:
+def _loss_and_tape(
+    model: Any, x: Any, states: Any, loss_weights: Any, device: Any, mask: Any = None
+) -> tuple[Any, ...]:
     with device_scope(device):
         xt = tf.convert_to_tensor(x)
         st = [[tf.convert_to_tensor(s) for s in layer] for layer in states]
         w_y, w_states = loss_weights
         with tf.GradientTape() as tape:
             tape.watch([xt, *[s for layer in st for s in layer]])
-            y, final = model(xt, st)
+            y, final = model(xt, st) if mask is None else model(xt, st, mask=mask)
             loss = tf.reduce_sum(y * w_y)
             for layer, weights in zip(final, w_states, strict=True):
                 for s, w in zip(layer, weights, strict=True):
@@ -36,10 +38,12 @@ def _canonical_variables(model: Any) -> list[Any]:
     return [v for cell in protocol.cells_of(model) for v in cell.trainable_weights]
 
 
-def loss_and_grads(model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Gradients:
+def loss_and_grads(
+    model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None, mask: Any = None
+) -> Gradients:
     """``tf.GradientTape``; Keras variables are the canonical weights, in ``get_weights()`` order."""
     variables = _canonical_variables(model)
-    loss, tape, xt, st = _loss_and_tape(model, x, states, loss_weights, device)
+    loss, tape, xt, st = _loss_and_tape(model, x, states, loss_weights, device, mask)
     flat_states = [s for layer in st for s in layer]
     grads = iter(tape.gradient(loss, [xt, *flat_states, *variables]))
     grad_x = OPS.to_numpy(next(grads))

@@ -16,10 +16,10 @@ from rnn_xframework.parity.training import Gradients, Optimizer
 OPS = registry.get("torch")
 
 
-def _loss(model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tuple[Any, Any, Any]:
+def _loss(model: Any, x: Any, states: Any, loss_weights: Any, device: Any, mask: Any = None) -> tuple[Any, Any, Any]:
     xt = OPS.from_numpy(x, device).requires_grad_()
     st = [[OPS.from_numpy(s, device).requires_grad_() for s in layer] for layer in states]
-    y, final = model(xt, st)
+    y, final = model(xt, st) if mask is None else model(xt, st, mask=mask)
     w_y, w_states = loss_weights
     loss = (y * OPS.from_numpy(w_y, device)).sum()
     for layer, weights in zip(final, w_states, strict=True):
@@ -28,7 +28,9 @@ def _loss(model: Any, x: Any, states: Any, loss_weights: Any, device: Any) -> tu
     return loss, xt, st
 
 
-def loss_and_grads(model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Gradients:
+def loss_and_grads(
+    model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None, mask: Any = None
+) -> Gradients:
     """``torch.autograd``; weight gradients mapped to the canonical layout by the cell's layout.
 
     Each trainable torch parameter is one canonical weight rearranged (``weight_ih`` is
@@ -44,7 +46,7 @@ def loss_and_grads(model: Any, x: Any, states: Any, loss_weights: Any, device: A
         )
     named = [(i, name, p) for i, c in enumerate(cells) for name, p in c.cell.named_parameters()]
     trainable = [p for _, _, p in named if p.requires_grad]
-    loss, xt, st = _loss(model, x, states, loss_weights, device)
+    loss, xt, st = _loss(model, x, states, loss_weights, device, mask)
     flat_states = [s for layer in st for s in layer]
     grads = iter(torch.autograd.grad(loss, [xt, *flat_states, *trainable], allow_unused=True))
     grad_x = OPS.to_numpy(next(grads))

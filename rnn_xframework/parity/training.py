@@ -57,7 +57,9 @@ def trainer(name: str) -> ModuleType:
     return importlib.import_module(backend.trainer)
 
 
-def loss_and_grads(name: str, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None) -> Gradients:
+def loss_and_grads(
+    name: str, model: Any, x: Any, states: Any, loss_weights: Any, device: Any = None, mask: Any = None
+) -> Gradients:
     """Gradients of the loss for ``model`` (an ``RNN`` of backend ``name``, or its compiled form,
     with ``return_sequences`` and ``return_state``).
 
@@ -65,8 +67,10 @@ def loss_and_grads(name: str, model: Any, x: Any, states: Any, loss_weights: Any
         x: NumPy ``[batch, time, features]``; states: NumPy, one list per layer.
         loss_weights: ``(w_y [batch, time, units], [[w_s [batch, size], ...] per layer])``.
         device: where to put ``x`` and ``states`` (``None``: the default device).
+        mask: NumPy ``[batch, time]`` bool, passed as ``model(x, states, mask=mask)`` (``None``: no mask).
     """
-    return trainer(name).loss_and_grads(model, x, states, loss_weights, device)
+    extra = {} if mask is None else {"mask": mask}  # a trainer without masks is called as before
+    return trainer(name).loss_and_grads(model, x, states, loss_weights, device, **extra)
 
 
 def train_step(
