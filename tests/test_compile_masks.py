@@ -50,8 +50,12 @@ def test_masked_method_matches_uncompiled(rng, dtype, backend, method, kind, ord
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "flags",  # return_sequences, return_state, go_backwards, zero_output_for_mask, time_major
-    [(False, False, False, False, False), (True, False, True, True, False), (True, True, True, False, True)]
-    + [(False, True, False, True, True)],
+    [
+        (False, False, False, False, False),
+        (True, False, True, True, False),
+        (True, True, True, False, True),
+        (False, True, False, True, True),
+    ],
 )
 def test_masked_method_flags(rng, backend, method, kind, flags):
     seq, state, back, zero, time_major = flags
@@ -165,7 +169,7 @@ def test_methods_without_a_masked_loop_refuse_naming_those_with_one(rng):
     rnn = built("torch", "SimpleRNNCell", "float32", rng)
     fast = xf.compile(rnn, "triton")  # the mask is refused before any kernel runs (on any device)
     x = native("torch", rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32"))
-    with pytest.raises(xf.UnsupportedConfigError, match="takes no mask.*'torchscript', 'inductor'"):
+    with pytest.raises(xf.UnsupportedConfigError, match=r"takes no mask.*'torchscript', 'inductor'"):
         fast(x, mask=GENERAL)
 
 

@@ -94,7 +94,8 @@ class MaskedLSTM(nn.Module):
 
 
 class MaskedGRU(nn.Module):
-    """Keras's GRU step with ``reset_after=True`` (gate blocks ``z, r, h`` at ``positions``); ``h`` kept at masked steps."""
+    """Keras's GRU step with ``reset_after=True`` (gate blocks ``z, r, h`` at ``positions``); ``h``
+    kept at masked steps."""
 
     __constants__ = ["gz", "gr", "gh"]
 
