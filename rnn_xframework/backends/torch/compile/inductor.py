@@ -88,4 +88,4 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` running the compiled fast loop."""
     _import_quietly()
     loop = CompiledLoop(script_loops.fast_loop(rnn, inplace=False))
-    return CompiledRNN(rnn, loop, "inductor", masked=CompiledLoop(masked_loops.masked_loop(rnn)))
+    return CompiledRNN(rnn, loop, "inductor", masked=CompiledLoop(masked_loops.masked_loop(rnn, trim=False)))

@@ -7,7 +7,10 @@ the layer's previous output (zeros before its first real step), or is zeros with
 ``zero_output_for_mask``. Each layer projects its whole input sequence in one product, as the
 unmasked loops of :mod:`~rnn_xframework.backends.torch.compile.script_loops` do, and each step
 computes the cell's step, then selects per row with ``torch.where`` (two or three selections a
-step: the output and each state), so a right-padded batch runs at nearly the unmasked cost.
+step: the output and each state). In TorchScript the loop reads where the mask is all true
+(before the shortest row's end: no selection) and all false (after the longest row's end: no
+arithmetic, the output held), so a right-padded batch runs the unmasked step up to its shortest
+length and computes nothing past its longest.
 
 The eager path's rule holds (:func:`rnn_xframework.orderings.hold`): a selection, never a
 blend, so NaN or inf in a padding step never reaches the outputs. Here the padding steps'
@@ -37,6 +40,25 @@ def _held_output(keep: Tensor, new: Tensor, previous: Tensor, zero_output: bool)
     return torch.where(keep, new, torch.zeros_like(new) if zero_output else previous)
 
 
+def _past_the_end(out: Tensor, zero_output: bool) -> Tensor:
+    """The output of a step after the last real step of every row."""
+    return torch.zeros_like(out) if zero_output else out
+
+
+def real_span(keep: Tensor) -> tuple[int, int]:
+    """``(lo, hi)`` of ``keep [batch, time]`` (bool): every row is real before step ``lo`` and
+    none from step ``hi`` on (``hi`` at least 1) (a right-padded batch: ``lo`` the shortest length, ``hi`` the
+    longest). Steps before ``lo`` need no selection; steps from ``hi`` on, no arithmetic."""
+    steps = keep.shape[1]
+    every = keep.all(0)
+    lo = steps if bool(every.all()) else int(every.to(torch.int32).argmin())
+    some = keep.any(0)
+    # at least one step computed (selected away when none is real): the outputs stay connected to
+    # the inputs and weights, whose gradients are then zeros, as the uncompiled RNN's, not None
+    hi = 1 if not bool(some.any()) else steps - int(some.flip(0).to(torch.int32).argmax())
+    return lo, hi
+
+
 class MaskedSimpleRNN(nn.Module):
     """``h_t = act(xp_t + h_{t-1} W_hh^T)`` where the step is real, ``h_{t-1}`` kept where it is not."""
 
@@ -47,7 +69,9 @@ class MaskedSimpleRNN(nn.Module):
         self.cell = cell
         self.relu = relu
 
-    def forward(self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool, lo: int, hi: int
+    ) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
         xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
         u = c.weight_hh.t().contiguous()
@@ -55,11 +79,17 @@ class MaskedSimpleRNN(nn.Module):
         out = torch.zeros_like(h)
         outs: list[Tensor] = []
         for t in range(xp.shape[1]):
+            if t >= hi:  # every row masked from here: states kept, the output held
+                outs.append(_past_the_end(out, zero_output))
+                continue
             z = torch.addmm(xp[:, t], h, u)
             new = torch.relu(z) if self.relu else torch.tanh(z)
-            k = keep[:, t]
-            out = _held_output(k, new, out, zero_output)
-            h = torch.where(k, new, h)
+            if t < lo:  # every row real
+                out, h = new, new
+            else:
+                k = keep[:, t]
+                out = _held_output(k, new, out, zero_output)
+                h = torch.where(k, new, h)
             outs.append(out)
         return torch.stack(outs, 1), [h]
 
@@ -74,7 +104,9 @@ class MaskedLSTM(nn.Module):
         self.cell = cell
         self.gi, self.gf, self.gc, self.go = positions
 
-    def forward(self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool, lo: int, hi: int
+    ) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
         xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
         u = c.weight_hh.t().contiguous()
@@ -82,13 +114,19 @@ class MaskedLSTM(nn.Module):
         out = torch.zeros_like(h)
         outs: list[Tensor] = []
         for t in range(xp.shape[1]):
+            if t >= hi:
+                outs.append(_past_the_end(out, zero_output))
+                continue
             z = torch.addmm(xp[:, t], h, u).chunk(4, 1)
             c_new = torch.sigmoid(z[self.gf]) * cs + torch.sigmoid(z[self.gi]) * torch.tanh(z[self.gc])
             new = torch.sigmoid(z[self.go]) * torch.tanh(c_new)
-            k = keep[:, t]
-            out = _held_output(k, new, out, zero_output)
-            h = torch.where(k, new, h)
-            cs = torch.where(k, c_new, cs)
+            if t < lo:
+                out, h, cs = new, new, c_new
+            else:
+                k = keep[:, t]
+                out = _held_output(k, new, out, zero_output)
+                h = torch.where(k, new, h)
+                cs = torch.where(k, c_new, cs)
             outs.append(out)
         return torch.stack(outs, 1), [h, cs]
 
@@ -104,7 +142,9 @@ class MaskedGRU(nn.Module):
         self.cell = cell
         self.gz, self.gr, self.gh = positions
 
-    def forward(self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool, lo: int, hi: int
+    ) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
         xp = _project(seq, c.weight_ih, c.bias_ih)
         u = c.weight_hh.t().contiguous()
@@ -113,15 +153,21 @@ class MaskedGRU(nn.Module):
         out = torch.zeros_like(h)
         outs: list[Tensor] = []
         for t in range(xp.shape[1]):
+            if t >= hi:
+                outs.append(_past_the_end(out, zero_output))
+                continue
             hu = torch.mm(h, u) if bias_hh is None else torch.addmm(bias_hh, h, u)
             xg, hg = xp[:, t].chunk(3, 1), hu.chunk(3, 1)
             r = torch.sigmoid(xg[self.gr] + hg[self.gr])
             z = torch.sigmoid(xg[self.gz] + hg[self.gz])
             n = torch.tanh(xg[self.gh] + r * hg[self.gh])
             new = (1 - z) * n + z * h
-            k = keep[:, t]
-            out = _held_output(k, new, out, zero_output)
-            h = torch.where(k, new, h)
+            if t < lo:
+                out, h = new, new
+            else:
+                k = keep[:, t]
+                out = _held_output(k, new, out, zero_output)
+                h = torch.where(k, new, h)
             outs.append(out)
         return torch.stack(outs, 1), [h]
 
@@ -147,37 +193,48 @@ class MaskedLoop(nn.Module):
     layer by layer; ``y`` and ``go_backwards`` as :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`
     (the mask is reversed with the sequence)."""
 
-    __constants__ = ["return_sequences", "go_backwards", "zero_output"]
+    __constants__ = ["return_sequences", "go_backwards", "zero_output", "trim"]
 
-    def __init__(self, layers: list[nn.Module], return_sequences: bool, go_backwards: bool, zero_output: bool) -> None:
+    def __init__(
+        self, layers: list[nn.Module], return_sequences: bool, go_backwards: bool, zero_output: bool, trim: bool
+    ) -> None:
         super().__init__()
         self.cells = nn.ModuleList(layers)
         self.return_sequences = return_sequences
         self.go_backwards = go_backwards
         self.zero_output = zero_output
+        self.trim = trim
 
     def forward(self, x: Tensor, states: list[list[Tensor]], mask: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
-        keep = (mask.flip(1) if self.go_backwards else mask).unsqueeze(2)
+        mask = mask.flip(1) if self.go_backwards else mask
+        keep = mask.unsqueeze(2)
         seq = x.flip(1) if self.go_backwards else x
         seq = torch.where(keep, seq, torch.zeros_like(seq))  # padding never enters the arithmetic
+        lo, hi = 0, x.shape[1]
+        if self.trim:
+            lo, hi = real_span(mask)
         new_states: list[list[Tensor]] = []
         i = 0
         for layer in self.cells:
-            seq, state = layer(seq, states[i], keep, self.zero_output)
+            seq, state = layer(seq, states[i], keep, self.zero_output, lo, hi)
             new_states.append(state)
             i += 1
         y = seq if self.return_sequences else seq[:, -1]
         return y, new_states
 
 
-def masked_loop(rnn: Any) -> MaskedLoop:
-    """A :class:`MaskedLoop` over a built torch ``RNN``'s cells (sharing their parameters)."""
+def masked_loop(rnn: Any, trim: bool) -> MaskedLoop:
+    """A :class:`MaskedLoop` over a built torch ``RNN``'s cells (sharing their parameters).
+    ``trim``: read the mask's :func:`real_span` (the host reads two numbers a call) and skip the
+    selections before it and the arithmetic after it; ``torch.compile`` (one graph per shape,
+    ``fullgraph``) gets ``False``."""
     check_built(rnn)
     return MaskedLoop(
         [masked_layer_for(c) for c in rnn.cells],
         bool(rnn.return_sequences),
         bool(rnn.go_backwards),
         bool(rnn.zero_output_for_mask),
+        trim,
     )
 
 

@@ -61,7 +61,7 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
         "torchscript",
         train=bptt.simple_stack(rnn, bptt_kernels),
         export=lambda: script(scriptable(rnn)),
-        masked=OnFirstCall(lambda: script(masked_loops.masked_loop(rnn))),
+        masked=OnFirstCall(lambda: script(masked_loops.masked_loop(rnn, trim=True))),
     )
 
 
