@@ -75,6 +75,11 @@ def check_built(rnn: Any) -> None:
         )
 
 
+def has_dropout(rnn: Any) -> bool:
+    """Whether any cell of ``rnn`` has a dropout rate (in training its masks apply)."""
+    return any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells)
+
+
 def check_compiled_call(
     rnn: Any,
     method: str,
@@ -83,9 +88,10 @@ def check_compiled_call(
     training: bool | None,
     mask: Any,
     takes_mask: bool = True,
+    takes_dropout: bool = False,
 ) -> list[list[Any]] | None:
     """The uncompiled ``rnn``'s checks, for an object compiled from it: refuses what the compiled
-    loop does not have (dropout in training; ``mask`` unless ``takes_mask``) rather than silently
+    loop does not have (dropout in training unless ``takes_dropout``; ``mask`` unless ``takes_mask``) rather than silently
     running another path, checks a mask's shape (``[batch, time]``, as the uncompiled RNN's), and
     returns the checked initial states (one list per layer), or ``None`` when none are given."""
     if mask is not None and not takes_mask:
@@ -94,9 +100,10 @@ def check_compiled_call(
             f"({', '.join(repr(m) for m in registry.get(rnn.backend).compile_methods if m in MASKED_METHODS)}), "
             "or call the uncompiled RNN (same weights)"
         )
-    if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells):
+    if training and not takes_dropout and has_dropout(rnn):
         raise UnsupportedConfigError(
             f"compile: the {method} loop has no dropout; train with the uncompiled RNN (same weights)"
+            + ("" if rnn.backend != "torch" else ", or compile with 'torchscript' or 'inductor'")
         )
     ops, stack = rnn._ops, rnn.cell
     protocol.check_tensor(ops, inputs, "RNN inputs", (None, None, stack.input_dim), stack.dtype_name)
@@ -184,6 +191,10 @@ class CompiledRNN:
 
     takes_mask: ClassVar[bool] = True
     """Whether this method's loop runs ``mask=`` (a subclass or an instance without one says no)."""
+    takes_dropout: ClassVar[bool] = False
+    """Whether this method's loop applies dropout in training (else such a call is refused)."""
 
     def check_call(self, inputs: Any, initial_state: Any, training: bool | None, mask: Any) -> list[list[Any]] | None:
-        return check_compiled_call(self.source, self.method, inputs, initial_state, training, mask, self.takes_mask)
+        return check_compiled_call(
+            self.source, self.method, inputs, initial_state, training, mask, self.takes_mask, self.takes_dropout
+        )

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework import compiled
+from rnn_xframework import compiled, dropout
 from rnn_xframework.backends.torch.compile import masked_loops
 from rnn_xframework.errors import NotBuiltError, UnsupportedConfigError
 
 Loop = Callable[[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]
-MaskedLoop = Callable[[Tensor, list[list[Tensor]], Tensor], tuple[Tensor, list[list[Tensor]]]]
+MaskedLoop = Callable[..., tuple[Tensor, list[list[Tensor]]]]
 
 
 class CompiledRNN(compiled.CompiledRNN, nn.Module):
@@ -23,10 +23,10 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
     exactly like the source: ``y = fast(x, initial_state=None, training=None)``.
 
     Parameters live in ``source`` only, so training or ``set_weights`` on either object shows in
-    the other. ``masked``, where given, runs calls with ``mask=`` (``masked(x, states, mask)``,
-    :mod:`~rnn_xframework.backends.torch.compile.masked_loops`); without it ``mask`` is refused, as is
-    dropout in training (:class:`UnsupportedConfigError`): the object never silently takes the slow
-    path. ``train``, where given, replaces ``loop`` while autograd is on (same call and results; see
+    the other. ``masked``, where given, runs calls with ``mask=`` and training calls with dropout
+    (``masked(x, states, mask, xm, hm)``, :mod:`~rnn_xframework.backends.torch.compile.masked_loops`);
+    without it both are refused (:class:`UnsupportedConfigError`): the object never silently takes
+    the slow path. ``train``, where given, replaces ``loop`` while autograd is on (same call and results; see
     :mod:`~rnn_xframework.backends.torch.compile.bptt`). ``export``, where given, makes the ScriptModule
     that ``torch.jit.save(fast, f)`` writes (:meth:`save`).
     """
@@ -53,6 +53,26 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
     @property
     def takes_mask(self) -> bool:  # type: ignore[override]
         return self.__dict__.get("masked_loop") is not None
+
+    takes_dropout = takes_mask  # the masked loop also applies the dropout masks
+
+    def _masked(self, x: Tensor, states: list[list[Tensor]], mask: Any, dropping: bool) -> Any:
+        """The masked loop (:mod:`~rnn_xframework.backends.torch.compile.masked_loops`): with
+        ``mask`` (else every step real), and in training with dropout, the cells' dropout masks
+        for this call, drawn as the uncompiled RNN draws them and reset after it."""
+        source = self.source
+        keep = masked_loops.as_mask(mask, x) if mask is not None else x.new_ones(x.shape[:2], dtype=torch.bool)
+        xm: list[list[Tensor]] = [[] for _ in source.cells]
+        hm: list[list[Tensor]] = [[] for _ in source.cells]
+        if dropping:
+            try:
+                with dropout.call_scope():
+                    xm, hm = masked_loops.dropout_masks(source, x, states)
+            finally:
+                for cell in source.cells:
+                    cell.reset_dropout_mask()
+                    cell.reset_recurrent_dropout_mask()
+        return self.masked_loop(x, states, keep, xm, hm)
 
     def _init_pending(self, rnn: Any, method: str, make: Callable[[Any], Any]) -> None:
         nn.Module.__init__(self)
@@ -89,8 +109,9 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
             inputs = inputs.transpose(0, 1)
         if states is None:
             states = source.cell.get_initial_state(inputs.shape[0])
-        if mask is not None:
-            y, states = self.masked_loop(inputs, states, masked_loops.as_mask(mask, inputs))
+        dropping = bool(training) and compiled.has_dropout(source)
+        if mask is not None or dropping:
+            y, states = self._masked(inputs, states, mask, dropping)
         else:
             run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
             y, states = run(inputs, states)

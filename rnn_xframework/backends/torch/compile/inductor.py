@@ -68,10 +68,13 @@ class CompiledLoop:
             regions = {"recompile_limit": 2 * self.cache_size, "isolate_recompiles": True}  # 2x: unkeyed guards
         return torch.compile(self.module, backend=BACKEND, fullgraph=True, dynamic=False, **regions)
 
-    def __call__(self, x: torch.Tensor, states: list[list[torch.Tensor]], *extra: torch.Tensor) -> Any:
-        """``module(x, states, *extra)``; ``extra`` (a mask) is part of the call signature too."""
-        flat = [x, *(s for layer in states for s in layer), *extra]
-        key = (torch.is_grad_enabled(), *((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in flat))
+    def __call__(self, x: torch.Tensor, states: list[list[torch.Tensor]], *extra: Any) -> Any:
+        """``module(x, states, *extra)``; ``extra`` (a mask, dropout masks: tensors or lists of
+        lists of them) is part of the call signature too."""
+        more = [t for e in extra for t in ([e] if isinstance(e, torch.Tensor) else [m for layer in e for m in layer])]
+        flat = [x, *(s for layer in states for s in layer), *more]
+        shapes = tuple(tuple(len(layer) for layer in e) for e in extra if not isinstance(e, torch.Tensor))
+        key = (torch.is_grad_enabled(), shapes, *((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in flat))
         with self._lock:
             if key in self._seen:
                 self._seen.move_to_end(key)

@@ -40,6 +40,45 @@ def _held_output(keep: Tensor, new: Tensor, previous: Tensor, zero_output: bool)
     return torch.where(keep, new, torch.zeros_like(new) if zero_output else previous)
 
 
+def canonical_gates(positions: list[int]) -> list[int]:
+    """The canonical gate (the spec's order) at each of PyTorch's gate blocks: the inverse of
+    :func:`~rnn_xframework.backends.torch.compile.script_loops.gate_positions`."""
+    return [positions.index(j) for j in range(len(positions))]
+
+
+def dropped_projection(
+    seq: Tensor, weight: Tensor, bias: Tensor | None, xm: list[Tensor], canon: list[int]
+) -> Tensor:
+    """``seq [batch, time, in]`` projected with Keras's input dropout masks (``[batch, in]``,
+    one per sequence): none, one for every gate, or one per gate (``xm[g]`` for canonical gate
+    ``g``, in PyTorch's block ``j`` where ``canon[j] == g``), as :func:`rnn_xframework.cells.run_step`."""
+    if len(xm) == 0:
+        return _project(seq, weight, bias)
+    if len(xm) == 1:
+        return _project(seq * xm[0].unsqueeze(1), weight, bias)
+    n = weight.shape[0] // len(canon)
+    parts: list[Tensor] = []
+    for j in range(len(canon)):
+        b = None if bias is None else bias[j * n : (j + 1) * n]
+        parts.append(_project(seq * xm[canon[j]].unsqueeze(1), weight[j * n : (j + 1) * n], b))
+    return torch.cat(parts, 2)
+
+
+def dropped_recurrent(h: Tensor, u: Tensor, bias: Tensor | None, hm: list[Tensor], canon: list[int]) -> Tensor:
+    """``h @ u (+ bias)`` with Keras's recurrent dropout masks (``[batch, units]``): none, one,
+    or one per gate (:func:`dropped_projection`'s order)."""
+    if len(hm) < 2:
+        hh = h if len(hm) == 0 else h * hm[0]
+        return torch.mm(hh, u) if bias is None else torch.addmm(bias, hh, u)
+    n = u.shape[1] // len(canon)
+    parts: list[Tensor] = []
+    for j in range(len(canon)):
+        hh = h * hm[canon[j]]
+        uj = u[:, j * n : (j + 1) * n]
+        parts.append(torch.mm(hh, uj) if bias is None else torch.addmm(bias[j * n : (j + 1) * n], hh, uj))
+    return torch.cat(parts, 1)
+
+
 def _past_the_end(out: Tensor, zero_output: bool) -> Tensor:
     """The output of a step after the last real step of every row."""
     return torch.zeros_like(out) if zero_output else out
@@ -70,10 +109,18 @@ class MaskedSimpleRNN(nn.Module):
         self.relu = relu
 
     def forward(
-        self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool, lo: int, hi: int
+        self,
+        seq: Tensor,
+        state: list[Tensor],
+        keep: Tensor,
+        zero_output: bool,
+        lo: int,
+        hi: int,
+        xm: list[Tensor],
+        hm: list[Tensor],
     ) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
+        xp = dropped_projection(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh), xm, [0])
         u = c.weight_hh.t().contiguous()
         h = state[0]
         out = torch.zeros_like(h)
@@ -82,7 +129,7 @@ class MaskedSimpleRNN(nn.Module):
             if t >= hi:  # every row masked from here: states kept, the output held
                 outs.append(_past_the_end(out, zero_output))
                 continue
-            z = torch.addmm(xp[:, t], h, u)
+            z = torch.addmm(xp[:, t], h if len(hm) == 0 else h * hm[0], u)
             new = torch.relu(z) if self.relu else torch.tanh(z)
             if t < lo:  # every row real
                 out, h = new, new
@@ -103,12 +150,21 @@ class MaskedLSTM(nn.Module):
         super().__init__()
         self.cell = cell
         self.gi, self.gf, self.gc, self.go = positions
+        self.canon = canonical_gates(positions)
 
     def forward(
-        self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool, lo: int, hi: int
+        self,
+        seq: Tensor,
+        state: list[Tensor],
+        keep: Tensor,
+        zero_output: bool,
+        lo: int,
+        hi: int,
+        xm: list[Tensor],
+        hm: list[Tensor],
     ) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
+        xp = dropped_projection(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh), xm, self.canon)
         u = c.weight_hh.t().contiguous()
         h, cs = state[0], state[1]
         out = torch.zeros_like(h)
@@ -117,7 +173,10 @@ class MaskedLSTM(nn.Module):
             if t >= hi:
                 outs.append(_past_the_end(out, zero_output))
                 continue
-            z = torch.addmm(xp[:, t], h, u).chunk(4, 1)
+            if len(hm) < 2:
+                z = torch.addmm(xp[:, t], h if len(hm) == 0 else h * hm[0], u).chunk(4, 1)
+            else:
+                z = (xp[:, t] + dropped_recurrent(h, u, None, hm, self.canon)).chunk(4, 1)
             c_new = torch.sigmoid(z[self.gf]) * cs + torch.sigmoid(z[self.gi]) * torch.tanh(z[self.gc])
             new = torch.sigmoid(z[self.go]) * torch.tanh(c_new)
             if t < lo:
@@ -141,12 +200,21 @@ class MaskedGRU(nn.Module):
         super().__init__()
         self.cell = cell
         self.gz, self.gr, self.gh = positions
+        self.canon = canonical_gates(positions)
 
     def forward(
-        self, seq: Tensor, state: list[Tensor], keep: Tensor, zero_output: bool, lo: int, hi: int
+        self,
+        seq: Tensor,
+        state: list[Tensor],
+        keep: Tensor,
+        zero_output: bool,
+        lo: int,
+        hi: int,
+        xm: list[Tensor],
+        hm: list[Tensor],
     ) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        xp = _project(seq, c.weight_ih, c.bias_ih)
+        xp = dropped_projection(seq, c.weight_ih, c.bias_ih, xm, self.canon)
         u = c.weight_hh.t().contiguous()
         bias_hh = c.bias_hh
         h = state[0]
@@ -156,7 +224,7 @@ class MaskedGRU(nn.Module):
             if t >= hi:
                 outs.append(_past_the_end(out, zero_output))
                 continue
-            hu = torch.mm(h, u) if bias_hh is None else torch.addmm(bias_hh, h, u)
+            hu = dropped_recurrent(h, u, bias_hh, hm, self.canon)
             xg, hg = xp[:, t].chunk(3, 1), hu.chunk(3, 1)
             r = torch.sigmoid(xg[self.gr] + hg[self.gr])
             z = torch.sigmoid(xg[self.gz] + hg[self.gz])
@@ -189,9 +257,10 @@ def masked_layer_for(cell: Any) -> nn.Module:
 
 
 class MaskedLoop(nn.Module):
-    """``(x [batch, time, in], states [[...] per layer], mask [batch, time] bool) -> (y, states)``,
+    """``(x [batch, time, in], states [[...] per layer], mask [batch, time] bool, xm, hm) -> (y, states)``,
     layer by layer; ``y`` and ``go_backwards`` as :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`
-    (the mask is reversed with the sequence)."""
+    (the mask is reversed with the sequence). ``xm[l]`` / ``hm[l]``: layer ``l``'s dropout masks
+    in training (:func:`dropout_masks`; empty lists without dropout)."""
 
     __constants__ = ["return_sequences", "go_backwards", "zero_output", "trim"]
 
@@ -205,7 +274,14 @@ class MaskedLoop(nn.Module):
         self.zero_output = zero_output
         self.trim = trim
 
-    def forward(self, x: Tensor, states: list[list[Tensor]], mask: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
+    def forward(
+        self,
+        x: Tensor,
+        states: list[list[Tensor]],
+        mask: Tensor,
+        xm: list[list[Tensor]],
+        hm: list[list[Tensor]],
+    ) -> tuple[Tensor, list[list[Tensor]]]:
         mask = mask.flip(1) if self.go_backwards else mask
         keep = mask.unsqueeze(2)
         seq = x.flip(1) if self.go_backwards else x
@@ -216,7 +292,7 @@ class MaskedLoop(nn.Module):
         new_states: list[list[Tensor]] = []
         i = 0
         for layer in self.cells:
-            seq, state = layer(seq, states[i], keep, self.zero_output, lo, hi)
+            seq, state = layer(seq, states[i], keep, self.zero_output, lo, hi, xm[i], hm[i])
             new_states.append(state)
             i += 1
         y = seq if self.return_sequences else seq[:, -1]
@@ -243,3 +319,16 @@ def as_mask(mask: Any, like: Tensor) -> Tensor:
     boolean tensor on ``like``'s device, outside autograd."""
     m = torch.as_tensor(mask, device=like.device).detach()
     return m if m.dtype == torch.bool else m != 0
+
+
+def dropout_masks(rnn: Any, x: Tensor, states: list[list[Tensor]]) -> tuple[list[list[Tensor]], list[list[Tensor]]]:
+    """Each cell's dropout masks for one training call, as the uncompiled RNN draws them (its
+    cells' own ``get_dropout_mask`` / ``get_recurrent_dropout_mask``, cell by cell, inputs first:
+    the same draws from the same generators, and masks set by ``set_dropout_masks`` used).
+    Call inside :func:`rnn_xframework.dropout.call_scope`."""
+    xm: list[list[Tensor]] = []
+    hm: list[list[Tensor]] = []
+    for cell, state in zip(rnn.cells, states, strict=True):
+        xm.append(list(cell.get_dropout_mask(x.new_empty(x.shape[0], cell.input_dim)) or []))
+        hm.append(list(cell.get_recurrent_dropout_mask(state[0]) or []))
+    return xm, hm
