@@ -91,9 +91,10 @@ def check_compiled_call(
     takes_dropout: bool = False,
 ) -> list[list[Any]] | None:
     """The uncompiled ``rnn``'s checks, for an object compiled from it: refuses what the compiled
-    loop does not have (dropout in training unless ``takes_dropout``; ``mask`` unless ``takes_mask``) rather than silently
-    running another path, checks a mask's shape (``[batch, time]``, as the uncompiled RNN's), and
-    returns the checked initial states (one list per layer), or ``None`` when none are given."""
+    loop does not have (dropout in training unless ``takes_dropout``; ``mask`` unless
+    ``takes_mask``) rather than silently running another path, checks a mask's shape (``[batch,
+    time]``, as the uncompiled RNN's), and returns the checked initial states (one list per
+    layer), or ``None`` when none are given."""
     if mask is not None and not takes_mask:
         raise UnsupportedConfigError(
             f"compile: the {method} loop takes no mask; compile with a method that does "

@@ -109,6 +109,7 @@ def test_inductor_dropout_matches_uncompiled():
     y, states, grads = run_and_grads(fast, x, GENERAL)
     y_want, states_want, grads_want = run_and_grads(eager, x, GENERAL)
     assert max_err(y, y_want) <= TOL["float64"]
+    assert all(max_err(s, w) <= TOL["float64"] for s, w in zip(states, states_want, strict=True))
     assert all(max_err(g, w) <= TOL["float64"] for g, w in zip(grads, grads_want, strict=True))
 
 
@@ -128,5 +129,5 @@ def test_triton_still_refuses_dropout():
 
     rnn = layers.RNN(make_cells("torch", "GRUCell", 1, UNITS, "float32", dropout=0.5))
     rnn.build((None, None, FEATURES))
-    with pytest.raises(xf.UnsupportedConfigError, match="no dropout.*'torchscript' or 'inductor'"):
+    with pytest.raises(xf.UnsupportedConfigError, match=r"no dropout.*'torchscript' or 'inductor'"):
         xf.compile(rnn, "triton")(torch.zeros(BATCH, STEPS, FEATURES), training=True)

@@ -46,9 +46,7 @@ def canonical_gates(positions: list[int]) -> list[int]:
     return [positions.index(j) for j in range(len(positions))]
 
 
-def dropped_projection(
-    seq: Tensor, weight: Tensor, bias: Tensor | None, xm: list[Tensor], canon: list[int]
-) -> Tensor:
+def dropped_projection(seq: Tensor, weight: Tensor, bias: Tensor | None, xm: list[Tensor], canon: list[int]) -> Tensor:
     """``seq [batch, time, in]`` projected with Keras's input dropout masks (``[batch, in]``,
     one per sequence): none, one for every gate, or one per gate (``xm[g]`` for canonical gate
     ``g``, in PyTorch's block ``j`` where ``canon[j] == g``), as :func:`rnn_xframework.cells.run_step`."""
