@@ -68,7 +68,8 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
     Returns an object called like ``obj`` (``y = fast(x, initial_state=None, training=None)``)
     with the same outputs (within float rounding: input projections are precomputed), ``mask=``
     included (Keras's semantics, as the uncompiled RNN; ``"triton"`` has no masked kernel and
-    refuses it). It raises :class:`UnsupportedConfigError` for dropout with ``training=True``.
+    refuses it), and dropout with ``training=True`` on the torch methods but ``"triton"`` (the
+    cells' own masks); the others raise :class:`UnsupportedConfigError` for it.
     """
     if method == "auto":
         method = auto_method(obj)
