@@ -1,6 +1,7 @@
 """PyTorch's rule on every torch object of the library: without ``training=``, dropout follows
-``module.train()`` / ``module.eval()``; an explicit ``training=`` wins; compiled and scripted
-RNNs, which have no dropout, refuse a call in training mode rather than skip it."""
+``module.train()`` / ``module.eval()``; an explicit ``training=`` wins; compiled RNNs apply
+dropout in training mode; scripted RNNs, which have no dropout, refuse such a call rather than
+skip it."""
 
 from __future__ import annotations
 
@@ -62,8 +63,11 @@ def test_compiled_and_scripted_rnns_follow_the_mode():
     rnn = layers.LSTM(UNITS, dropout=0.5, backend="torch", input_size=FEATURES)
     x = torch.randn(2, 5, FEATURES)
     fast = xf.compile(rnn, "torchscript")
-    with pytest.raises(xf.UnsupportedConfigError, match="no dropout"):
-        fast(x)  # training mode: the compiled loop would silently skip dropout, so it refuses
+    torch.manual_seed(0)
+    trained = fast(x)  # training mode: the compiled loop applies the cells' dropout masks (issue 20)
+    torch.manual_seed(0)
+    assert torch.allclose(trained, rnn(x), atol=1e-6)  # the same draws as the uncompiled RNN's
+    assert not torch.allclose(trained, fast(x, training=False))
     fast.eval()
     assert np.allclose(fast(x).detach().numpy(), rnn.eval()(x).detach().numpy(), atol=1e-6)
     assert not xf.compile(rnn, "torchscript").training  # compiled from an RNN in eval mode: eval mode
