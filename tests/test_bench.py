@@ -254,25 +254,39 @@ def test_the_masked_keras_peer_computes_each_sequence_on_its_real_steps(cell_typ
     assert np.abs(got - model(x).numpy()).max() > 1e-3  # and the mask changed the answer
 
 
-@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize(
+    ("bidirectional", "masked"), [(False, True), (True, False), (True, True)], ids=["masked", "bi", "bi masked"]
+)
 def test_every_variant_peer_runs_forward_and_backward(cell_type, bidirectional, masked):
-    """One call each (setup, first call, a gradient call) of the peers and our eager methods for the
-    variant, in this process: PyTorch's module, Keras's layer (its eager and XLA rows), ours."""
+    """Set up and call (forward + backward) the peers and our eager methods for the variant, in this
+    process: PyTorch's module (packed when masked), Keras's layer, ours. (The tf.function and XLA rows
+    wrap the same forward: the end-to-end run below and test_the_new_keras_rows_compile cover them.)"""
     require("torch")
     require("tensorflow")
     from rnn_xframework.bench.methods import METHODS
     from rnn_xframework.bench.worker import load_plugins
 
     load_plugins([])
-    short = cell_type.removesuffix("Cell")
     w = _tiny(cell_type, bidirectional, masked)
-    names = ["torch nn.RNN", f"keras {short} eager", f"keras {short} xla", "xf torch eager", "xf tf eager"]
+    names = ["torch nn.RNN", f"keras {cell_type.removesuffix('Cell')} eager", "xf torch eager", "xf tf eager"]
     assert all(METHODS[n].runs(w) for n in names)
     for name in names:
-        for grad in (False, True):
-            run, first_s = METHODS[name].setup(w, grad, "cpu")
-            assert first_s > 0 and run() is not None, name
+        run, first_s = METHODS[name].setup(w, True, "cpu")
+        assert first_s > 0 and run() is not None, name
+
+
+@pytest.mark.parametrize("name", ["keras LSTM xla", "keras GRU xla"])
+def test_the_new_keras_rows_compile(name):
+    require("tensorflow")
+    from rnn_xframework.bench.methods import METHODS
+    from rnn_xframework.bench.worker import load_plugins
+
+    load_plugins([])
+    cell = name.split()[1] + "Cell"
+    w = _tiny(cell, False, False)
+    assert METHODS[name].runs(w) and not METHODS[name].runs(_tiny("SimpleRNNCell", False, False))
+    run, _ = METHODS[name].setup(w, False, "cpu")
+    assert tuple(run().shape) == (w.batch, w.units)  # Keras's stack: layer 2's last output, as in the tutorial
 
 
 def test_a_refused_variant_is_an_unsupported_row_not_an_error(monkeypatch):
@@ -317,6 +331,10 @@ def test_mask_and_bidirectional_expand_the_workloads_and_filter_the_methods(monk
     cmd = orchestrate.worker_command(job, plan, "out.json")
     assert cmd[cmd.index("--mask") + 1] == "on" and cmd[cmd.index("--bidirectional") + 1] == "on"
     assert cmd[cmd.index("--cell") + 1] == "LSTMCell"
+    _, loops = _plan(["--workloads", "W1", "--mask", "--methods", "torch RNNCell loop", "--gemm", "0"], monkeypatch)
+    assert not loops.jobs and loops.notes == [
+        "no chosen method runs 'W1 masked' (each method's cells and variants: --list)"
+    ]
     _, plain = _plan(["--workloads", "W1", "--methods", methods, "--gemm", "0"], monkeypatch)
     assert [w.name for w in plain.workloads] == ["W1"]
     assert "--mask" not in orchestrate.worker_command(plain.jobs[0], plain, "out.json")

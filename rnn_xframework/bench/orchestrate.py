@@ -171,6 +171,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
                 mine = [n for n in chosen if METHODS[n].framework == fw and METHODS[n].runs(workload)]
                 if mine:
                     plan.jobs.append(Job(fw, mine, budget, workload, grad))
+        if not any(j.workload == workload for j in plan.jobs):
+            plan.notes.append(f"no chosen method runs {workload.name!r} (each method's cells and variants: --list)")
     gemm_n = 1024 if args.quick and args.gemm == 2048 else args.gemm
     if gemm_n > 0:
         gemm_budget = Budget(budget_s=1.0 * args.budget_scale, min_repeats=5, max_repeats=20)
