@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from rnn_xframework.backends.torch.compile import masked_loops, script_loops
-from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
+from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN, OnFirstCall
 
 
 def _import_quietly() -> None:
@@ -91,4 +91,6 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` running the compiled fast loop."""
     _import_quietly()
     loop = CompiledLoop(script_loops.fast_loop(rnn, inplace=False))
-    return CompiledRNN(rnn, loop, "inductor", masked=CompiledLoop(masked_loops.masked_loop(rnn, trim=False)))
+    return CompiledRNN(
+        rnn, loop, "inductor", masked=OnFirstCall(lambda: CompiledLoop(masked_loops.masked_loop(rnn, trim=False)))
+    )

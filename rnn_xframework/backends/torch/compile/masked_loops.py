@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework import cells
-from rnn_xframework.backends.torch.compile.script_loops import _bias_sum, _project, gate_positions
+from rnn_xframework.backends.torch import kinds
+from rnn_xframework.backends.torch.compile.script_loops import _bias_sum, gate_positions
+from rnn_xframework.backends.torch.compile.spec_layer import project as _project
 from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import UnsupportedConfigError
 
@@ -101,10 +102,15 @@ class MaskedSimpleRNN(nn.Module):
 
     __constants__ = ["relu"]
 
-    def __init__(self, cell: nn.RNNCell, relu: bool) -> None:
+    def __init__(self, cell: nn.Module, relu: bool) -> None:
         super().__init__()
         self.cell = cell
         self.relu = relu
+
+    @classmethod
+    def of(cls, cell: Any) -> MaskedSimpleRNN:
+        """The layer around a built library cell (sharing its ``nn.RNNCell``)."""
+        return cls(cell.cell, cell.cell.nonlinearity == "relu")
 
     def forward(
         self,
@@ -144,11 +150,15 @@ class MaskedLSTM(nn.Module):
 
     __constants__ = ["gi", "gf", "gc", "go"]
 
-    def __init__(self, cell: nn.LSTMCell, positions: list[int]) -> None:
+    def __init__(self, cell: nn.Module, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
         self.gi, self.gf, self.gc, self.go = positions
         self.canon = canonical_gates(positions)
+
+    @classmethod
+    def of(cls, cell: Any) -> MaskedLSTM:
+        return cls(cell.cell, gate_positions(cell))
 
     def forward(
         self,
@@ -194,11 +204,15 @@ class MaskedGRU(nn.Module):
 
     __constants__ = ["gz", "gr", "gh"]
 
-    def __init__(self, cell: nn.GRUCell, positions: list[int]) -> None:
+    def __init__(self, cell: nn.Module, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
         self.gz, self.gr, self.gh = positions
         self.canon = canonical_gates(positions)
+
+    @classmethod
+    def of(cls, cell: Any) -> MaskedGRU:
+        return cls(cell.cell, gate_positions(cell))
 
     def forward(
         self,
@@ -239,19 +253,15 @@ class MaskedGRU(nn.Module):
 
 
 def masked_layer_for(cell: Any) -> nn.Module:
-    """The masked layer around a built torch cell of this library (shares its parameters), chosen
-    by the ``torch.nn`` cell its spec names."""
-    form = cells.get(cell.cell_kind).torch
-    module = None if form is None else form.module
-    if module == "RNNCell":
-        return MaskedSimpleRNN(cell.cell, cell.cell.nonlinearity == "relu")
-    if module == "LSTMCell":
-        return MaskedLSTM(cell.cell, gate_positions(cell))
-    if module == "GRUCell":
-        return MaskedGRU(cell.cell, gate_positions(cell))
-    raise UnsupportedConfigError(
-        f"compile: no masked torch layer for {cell.cell_kind}; call the uncompiled RNN with mask= (same weights)"
-    )
+    """The masked layer around a built torch cell of this library (shares its parameters): its
+    type's ``masked`` layer in :data:`~rnn_xframework.backends.torch.kinds.KINDS`."""
+    row = kinds.get(cell.cell_kind)
+    if row is None or not row.masked:
+        raise UnsupportedConfigError(
+            f"compile: no masked torch loop for {cell.cell_kind} (mask= or dropout in training); call the "
+            "uncompiled RNN for those calls (same weights)"
+        )
+    return row.layer_class("masked").of(cell)
 
 
 class MaskedLoop(nn.Module):
