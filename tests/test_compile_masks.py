@@ -188,3 +188,18 @@ def test_cudagraph_masked_runs_the_scripted_masked_loop(rng):
     on_cpu = cudagraph.compile_rnn(rnn)
     with pytest.raises(xf.UnsupportedConfigError, match="CUDA graphs need CUDA tensors"):
         on_cpu(x, mask=GENERAL)
+
+
+@pytest.mark.parametrize(("backend", "method"), METHODS)
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell"])
+def test_compiled_bidirectional_takes_the_mask(rng, backend, method, kind):
+    """``xf.compile(Bidirectional)`` compiles both RNNs: a mask reaches both masked loops (zeros
+    in the padding, as Keras's Bidirectional sets)."""
+    require(backend)
+    from rnn_xframework import layers
+
+    inner = layers.RNN([getattr(layers, kind)(UNITS, backend=backend, dtype="float64")], return_sequences=True)
+    bi = layers.Bidirectional(inner, input_size=FEATURES)
+    x = native(backend, rng.normal(size=(BATCH, STEPS, FEATURES)))
+    got, want = xf.compile(bi, method)(x, mask=RIGHT_PADDED), bi(x, mask=RIGHT_PADDED)
+    assert max_err(numpy(backend, got), numpy(backend, want)) <= TOL["float64"]
