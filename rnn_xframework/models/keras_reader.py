@@ -138,7 +138,7 @@ def _recurrent(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[
             f"runs its cells in a {type(layer.cell).__name__} of dtype {layer.cell.dtype_policy.name!r} (the layer's "
             f"is {layer.dtype_policy.name!r}); Keras casts between them: give the StackedRNNCells the same dtype=",
         )
-    ports = keras_port._describe_cells(cells, "torch", False, layer)  # every cell setting checked there
+    ports = keras_port.describe_cells(cells, "torch", False, layer)  # every cell setting checked there
     config: dict[str, Any] = {
         "cells": [{"kind": p.kind, "config": {k: v for k, v in p.config.items() if k != "dtype"}} for p in ports],
         "return_sequences": bool(layer.return_sequences),
