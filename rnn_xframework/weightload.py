@@ -277,18 +277,32 @@ def _check_entry(info: zipfile.ZipInfo, size: int, fail: _Fail, data_bytes: int,
     """Refuse a member, from its directory entry alone, unless it can be read within the sizes
     the metadata declares: ``data_bytes`` after a header of at most ``header_max`` bytes."""
     name = info.filename
-    if info.flag_bits & 0x1:
-        raise fail(f"member {name!r} is encrypted; weight files never are")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise fail(
-            f"member {name!r} uses zip compression method {info.compress_type}; only stored "
-            "(np.savez, xf.save_weights) and deflated (np.savez_compressed) members are read"
-        )
+    _check_flags_and_method(
+        info,
+        fail,
+        "weight files never are",
+        "only stored (np.savez, xf.save_weights) and deflated (np.savez_compressed) members are read",
+    )
     if not data_bytes <= info.file_size <= data_bytes + header_max:
         raise fail(
             f"member {name!r}: the metadata declares {what} ({data_bytes} bytes of data), but the "
             f"zip directory says the member holds {info.file_size} bytes; refused unread"
         )
+    _check_sizes(info, size, fail)
+
+
+def _check_flags_and_method(info: zipfile.ZipInfo, fail: Any, never_encrypted: str, methods: str) -> None:
+    """Refuse an encrypted member, or one compressed other than stored or deflated (the zip
+    checks that weight files and ``.keras`` archives share; the texts say which file it is)."""
+    if info.flag_bits & 0x1:
+        raise fail(f"member {info.filename!r} is encrypted; {never_encrypted}")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise fail(f"member {info.filename!r} uses zip compression method {info.compress_type}; {methods}")
+
+
+def _check_sizes(info: zipfile.ZipInfo, size: int, fail: Any) -> None:
+    """Refuse a member whose directory sizes cannot be true in a file of ``size`` bytes."""
+    name = info.filename
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
         raise fail(f"member {name!r} is stored, yet its sizes differ ({info.compress_size} != {info.file_size})")
     if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
@@ -463,16 +477,7 @@ def check_keras_archive(path: str, fail: Any) -> None:
 
 
 def _check_keras_entry(info: zipfile.ZipInfo, size: int, fail: Any) -> None:
-    name = info.filename
-    if info.flag_bits & 0x1:
-        raise fail(f"member {name!r} is encrypted; Keras never writes encrypted members")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise fail(f"member {name!r} uses zip compression method {info.compress_type}; only stored and deflated")
-    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise fail(f"member {name!r} is stored, yet its sizes differ ({info.compress_size} != {info.file_size})")
-    if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
-        raise fail(f"member {name!r} declares {info.file_size} bytes that {info.compress_size} compressed cannot hold")
-    if info.header_offset + info.compress_size > size:
-        raise fail(f"member {name!r} extends past the end of the file ({size} bytes): truncated?")
-    if name == "config.json" and info.file_size > KERAS_CONFIG_MAX_BYTES:
+    _check_flags_and_method(info, fail, "Keras never writes encrypted members", "only stored and deflated")
+    _check_sizes(info, size, fail)
+    if info.filename == "config.json" and info.file_size > KERAS_CONFIG_MAX_BYTES:
         raise fail(f"has a config.json of {info.file_size} bytes, more than {KERAS_CONFIG_MAX_BYTES}: refused unread")

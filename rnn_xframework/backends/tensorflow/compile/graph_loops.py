@@ -137,7 +137,7 @@ def timestep_major(layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bo
     return run_steps(seq.shape[0], step, states, unroll)
 
 
-def fused_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+def one_product_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
     """SimpleRNN layers for XLA inference: one product per step, ``[x_t, h] @ [kernel; recurrent_kernel]``.
 
     Nothing is precomputed: XLA's CPU matrix products are slow on a whole-sequence projection
