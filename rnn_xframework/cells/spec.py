@@ -145,10 +145,12 @@ class CellSpec:
         bias = np.zeros(shape, dtype)
         return bias if self.bias_init is None else self.bias_init(config, bias).astype(dtype)
 
-    def check_torch(self, config: Mapping[str, Any]) -> None:
-        """Raise :class:`UnsupportedConfigError` unless PyTorch's native cell expresses ``config``."""
+    def check_torch(self, config: Mapping[str, Any], own: bool = False) -> None:
+        """Raise :class:`UnsupportedConfigError` unless PyTorch's native cell expresses ``config``;
+        with ``own`` (this library's torch cells, which run a layout PyTorch's cell lacks on
+        their own parameters), only the activations PyTorch's cell supports are required."""
         problem = self.layout(config).torch_problem
-        if problem is not None:
+        if problem is not None and not own:
             raise UnsupportedConfigError(f"{self.layout(config).name} has no PyTorch equivalent: {problem}")
         if self.torch is None:
             return

@@ -307,6 +307,10 @@ def layer_for(cell: Any, inplace: bool) -> nn.Module:
         return SimpleRNNLayer(cell.cell, cell.cell.nonlinearity == "relu", inplace)
     if module == "LSTMCell":
         return LSTMLayer(cell.cell, gate_positions(cell))
+    if module == "GRUCell" and cell.layout.torch_problem is not None:  # reset_after=False: not nn.GRUCell's form
+        from rnn_xframework.backends.torch.compile import script_gru
+
+        return script_gru.layer(cell)
     if module == "GRUCell":
         return GRULayer(cell.cell, gate_positions(cell))
     raise UnsupportedConfigError(f"compile: no fast torch layer for {cell.cell_kind}")
