@@ -1,10 +1,10 @@
-"""``xf.compile(rnn, "fused")`` (the C loop of LSTM / GRU layers, oneDNN's LSTM above a batch of 8
-in float32) and Keras's ``GRUCell(reset_after=False)`` on torch, eager and compiled, against the
-uncompiled RNN (itself in the parity matrix) at the stated tolerances.
+"""``xf.compile(rnn, "fused")`` (the C loop of LSTM / GRU layers; oneDNN's LSTM primitive for a
+float32 LSTM, the C loop forced too) and Keras's ``GRUCell(reset_after=False)`` on torch, eager
+and compiled, against the uncompiled RNN (itself in the parity matrix) at the stated tolerances.
 
 Sizes are picked to run every code path of the kernel: 20 units (4*20 = 80 gate columns: the
 64-wide and 16-wide vector blocks; 3*20 = 60: the scalar tail), 6 units (tails only), batch 3
-(the kernel's own small product) and batch 12 (the BLAS, and oneDNN for a float32 LSTM).
+(the kernel's own small product) and batch 12 (the BLAS).
 """
 
 from __future__ import annotations
@@ -25,20 +25,25 @@ torch = pytest.importorskip("torch")
 from rnn_xframework.backends.torch.compile import fused, fused_kernel  # noqa: E402
 
 FEATURES, STEPS = 5, 7
-# (name, cell type, cell arguments): the configurations the kernel computes
+# name -> (cell type, cell arguments, float32 LSTM on the C loop instead of oneDNN)
 CONFIGS = {
-    "LSTM": ("LSTMCell", {}),
-    "GRU": ("GRUCell", {}),
-    "GRU reset_before": ("GRUCell", {"reset_after": False}),
-    "LSTM no bias": ("LSTMCell", {"use_bias": False}),
-    "GRU reset_before no bias": ("GRUCell", {"reset_after": False, "use_bias": False}),
+    "LSTM": ("LSTMCell", {}, False),
+    "LSTM C loop": ("LSTMCell", {}, True),
+    "GRU": ("GRUCell", {}, False),
+    "GRU reset_before": ("GRUCell", {"reset_after": False}, False),
+    "LSTM no bias": ("LSTMCell", {"use_bias": False}, False),
+    "LSTM no bias C loop": ("LSTMCell", {"use_bias": False}, True),
+    "GRU reset_before no bias": ("GRUCell", {"reset_after": False, "use_bias": False}, False),
 }
 SIZES = [(3, 20), (12, 6)]  # (batch, units)
 
 
 @pytest.fixture(params=list(CONFIGS))
-def config(request: pytest.FixtureRequest) -> tuple[str, dict]:
-    return CONFIGS[request.param]
+def config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict]:
+    kind, cell_kw, c_loop = CONFIGS[request.param]
+    if c_loop:  # float64 LSTMs always run the C loop; float32 ones run oneDNN unless told otherwise
+        monkeypatch.setattr(fused, "ONEDNN_MIN_BATCH", 10**9)
+    return kind, cell_kw
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,7 +122,7 @@ def test_gradients_match_uncompiled(rng, dtype, config, batch, units, steps, met
 
 
 def test_fused_trains_the_cells_own_parameters(rng):
-    rnn = built(CONFIGS["GRU reset_before"], "float32", rng, 6, return_sequences=True)
+    rnn = built(CONFIGS["GRU reset_before"][:2], "float32", rng, 6, return_sequences=True)
     fast = xf.compile(rnn, "fused")
     x, _ = torch_inputs(rng, "GRUCell", "float32", 3, 6)
     fast(x).square().sum().backward()
@@ -146,7 +151,7 @@ def test_fused_refuses_where_the_kernel_cannot_build(monkeypatch):
 
 
 def test_fused_saves_as_torchscript(rng):
-    rnn = built(CONFIGS["GRU reset_before"], "float64", rng, 6, return_sequences=True)
+    rnn = built(CONFIGS["GRU reset_before"][:2], "float64", rng, 6, return_sequences=True)
     fast = xf.compile(rnn, "fused")
     x, _ = torch_inputs(rng, "GRUCell", "float64", 3, 6)
     buffer = io.BytesIO()

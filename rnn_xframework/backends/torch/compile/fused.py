@@ -147,11 +147,13 @@ def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> 
     return out.view(steps, batch, weight.shape[0])
 
 
-ONEDNN_MIN_BATCH = 8
-"""Above this batch a float32 LSTM layer runs oneDNN's LSTM primitive (``aten::mkldnn_rnn_layer``,
-what ``nn.LSTM`` runs on the CPU, without its per-call checks); at most, the C loop. Measured
-(docs/performance.md): at batch 64 oneDNN's products are 1.5x faster than the BLAS under the C
-loop on an AMD CPU; at batch 4 the C loop's own small product wins."""
+ONEDNN_MIN_BATCH = 0
+"""A float32 LSTM layer with a batch above this runs oneDNN's LSTM primitive
+(``aten::mkldnn_rnn_layer``: what ``nn.LSTM`` runs on the CPU, minus its per-call checks; bit for bit
+``nn.LSTM``'s results, and PyTorch's own backward), else the C loop. 0: always, where PyTorch has
+oneDNN enabled. Measured in one process, interleaved, 1 thread (docs/performance.md): at W1 the C loop
+and oneDNN are at parity (1.05x and 1.0x ``nn.LSTM``), at W2 oneDNN's products are 1.5x faster than the
+BLAS under the C loop, and oneDNN also splits a step over threads, which the C loop does not."""
 
 
 def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
