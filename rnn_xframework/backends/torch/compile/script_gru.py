@@ -10,12 +10,9 @@ the one Keras bias in ``bias_ih``, ``bias_hh`` zero unless trained), so the laye
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework.backends.torch.compile import script_loops
 from rnn_xframework.errors import UnsupportedConfigError
 
 
@@ -38,7 +35,10 @@ class GRUResetBeforeLayer(nn.Module):
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
         hid = c.weight_hh.shape[1]
-        xp = script_loops._project(seq, c.weight_ih, c.bias_ih)
+        b_in = c.bias_ih
+        flat = seq.reshape(seq.shape[0] * seq.shape[1], seq.shape[2])  # one GEMM for the whole sequence
+        xp = torch.mm(flat, c.weight_ih.t()) if b_in is None else torch.addmm(b_in, flat, c.weight_ih.t())
+        xp = xp.view(seq.shape[0], seq.shape[1], c.weight_ih.shape[0])
         u_gates = c.weight_hh[: 2 * hid].t().contiguous()
         u_h = c.weight_hh[2 * hid :].t().contiguous()
         b = c.bias_hh
@@ -56,8 +56,3 @@ class GRUResetBeforeLayer(nn.Module):
             h = z * h + (1 - z) * n
             outs.append(h)
         return torch.stack(outs, 1), [h]
-
-
-def layer(cell: Any) -> nn.Module:
-    """The layer around a built torch ``GRUCell(reset_after=False)`` (shares its parameters)."""
-    return GRUResetBeforeLayer(cell.cell, script_loops.gate_positions(cell))

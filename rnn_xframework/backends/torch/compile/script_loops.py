@@ -310,7 +310,7 @@ def layer_for(cell: Any, inplace: bool) -> nn.Module:
     if module == "GRUCell" and cell.layout.torch_problem is not None:  # reset_after=False: not nn.GRUCell's form
         from rnn_xframework.backends.torch.compile import script_gru
 
-        return script_gru.layer(cell)
+        return script_gru.GRUResetBeforeLayer(cell.cell, gate_positions(cell))
     if module == "GRUCell":
         return GRULayer(cell.cell, gate_positions(cell))
     raise UnsupportedConfigError(f"compile: no fast torch layer for {cell.cell_kind}")
