@@ -164,7 +164,8 @@ def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor
     zeros = c.weight_hh.new_zeros(4 * hid)
     has_bias = c.bias_ih is not None
     out = torch.ops.aten.mkldnn_rnn_layer(
-        tm, c.weight_ih, c.weight_hh, c.bias_ih if has_bias else zeros, c.bias_hh if has_bias else zeros,
+        tm, c.weight_ih.contiguous(), c.weight_hh.contiguous(), c.bias_ih if has_bias else zeros,
+        c.bias_hh if has_bias else zeros,
         state[0].contiguous(), state[1].contiguous(), False, [], 2, hid, 1, has_bias, False, False,
         torch.is_grad_enabled(),
     )  # fmt: skip
@@ -233,8 +234,8 @@ def layer_for(cell: Any) -> nn.Module:
 
 class FusedLoop(nn.Module):
     """``(x [batch, time, in], states) -> (y, states)``, layer by layer, as
-    :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`. A zero-length
-    sequence or a device other than the CPU runs the script loop's layers (same results)."""
+    :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`. An empty batch or
+    sequence, or a device other than the CPU, runs the script loop's layers (same results)."""
 
     def __init__(self, rnn: Any) -> None:
         super().__init__()
@@ -245,7 +246,7 @@ class FusedLoop(nn.Module):
 
     def forward(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         seq = x.flip(1) if self.go_backwards else x
-        layers = self.cells if x.shape[1] > 0 and x.device.type == "cpu" else self.plain
+        layers = self.cells if x.shape[0] > 0 and x.shape[1] > 0 and x.device.type == "cpu" else self.plain
         new_states = []
         for layer, state in zip(layers, states, strict=True):
             seq, state = layer(seq, state)
