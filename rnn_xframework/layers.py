@@ -142,11 +142,22 @@ LSTMCell = cell_factory("LSTMCell")
 GRUCell = cell_factory("GRUCell")
 
 
+_MADE: dict[str, tuple[Any, type]] = {}  # name -> (the spec it was made for, the constructor)
+
+
 def __getattr__(name: str) -> Any:
-    """``layers.<name>`` for a cell type registered after import (:func:`rnn_xframework.cells.register`)."""
-    if name in cells.names():
-        return cell_factory(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """``layers.<name>`` for a cell type registered after import (:func:`rnn_xframework.cells.register`):
+    ``layers.MGUCell`` the cell, ``layers.MGU`` its one-layer sequence layer (Keras's naming,
+    ``LSTMCell`` / ``LSTM``); made once per registered spec."""
+    kind = name if name in cells.names() else f"{name}Cell"
+    if kind not in cells.names() or name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    spec = cells.get(kind)
+    made = _MADE.get(name)
+    if made is None or made[0] is not spec:
+        cell = cell_factory(kind)
+        made = _MADE[name] = (spec, cell if name == kind else _layer_factory(name, cell))
+    return made[1]
 
 
 def _backend_of_cells(cells: Any, backend: str | None) -> str:

@@ -46,7 +46,6 @@ ACTIVATIONS = {
 """Keras activation -> the same function in PyTorch (Keras 3's ``leaky_relu`` slope is 0.2, which
 TensorFlow holds as a float32). In float64, ``gelu`` differs from TensorFlow's by up to 5e-9
 (TensorFlow's ``erf``), every other one by rounding only."""
-NATIVE_RNN = {"SimpleRNNCell": "nn.RNN", "LSTMCell": "nn.LSTM", "GRUCell": "nn.GRU"}
 MASK_POLICIES = ("right-padded", "any")
 
 

@@ -32,8 +32,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from rnn_xframework import bidirectional, cells, layouts, orderings, protocol, registry
+from rnn_xframework.backends.torch import kinds
 from rnn_xframework.backends.torch.params import (
-    NATIVE,
     SpecParameters,
     finish_lazy,
     lazy_kinds,
@@ -41,7 +41,7 @@ from rnn_xframework.backends.torch.params import (
     materialize,
     relazy,
 )
-from rnn_xframework.backends.torch.step import STEP_OPS, native_step
+from rnn_xframework.backends.torch.step import STEP_OPS
 from rnn_xframework.cells.base import SpecCell
 from rnn_xframework.dropout import DropoutMixin
 from rnn_xframework.errors import NotBuiltError, UnsupportedConfigError
@@ -91,8 +91,8 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         self._generator: torch.Generator | None = None
         # A layout torch.nn's cell cannot hold (GRU reset_after=False) keeps its own parameters
         # under PyTorch's names and runs the spec's step (the compiled loops have its math too).
-        native = self.spec.torch is not None and self.layout.torch_problem is None
-        self.native = NATIVE[self.spec.torch.module] if native else None
+        native = self.kind is not None and self.layout.torch_problem is None
+        self.native = self.kind.cell if native else None
         self.cell = make_lazy(self.make_native(0, device="meta"), self._device, self._dtype)
         if self.use_bias and self.layout.bias_rows == 1:  # one Keras bias: bias_hh stays at zero
             self.cell.bias_hh.requires_grad = self.train_recurrent_bias
@@ -106,12 +106,17 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        kinds = state.pop("_lazy_kinds", {})
+        lazy = state.pop("_lazy_kinds", {})
         nn.Module.__setstate__(self, state)
-        relazy(self.cell, kinds)
+        relazy(self.cell, lazy)
 
     def backend_config(self) -> dict[str, Any]:
         return {"seed": self.seed, "train_recurrent_bias": self.train_recurrent_bias, "device": self._device}
+
+    @property
+    def kind(self) -> kinds.TorchKind | None:
+        """PyTorch's classes and kernel for this cell type (:data:`kinds.KINDS`), or ``None``."""
+        return kinds.get(self.spec.name)
 
     # --- Keras-style attributes --------------------------------------------------------------
     @property
@@ -165,14 +170,12 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         kw: dict[str, Any] = {"bias": self.use_bias, "device": device or self._device, "dtype": self._dtype}
         if self.native is None:
             return SpecParameters(dim, self.units, self.gates, **kw)
-        if self.native is nn.RNNCell:
-            kw["nonlinearity"] = self.config["activation"]
-        return self.native(dim, self.units, **kw)
+        return self.native(dim, self.units, **kw, **self.kind.kwargs(self.config))
 
     def check_config(self, config: dict[str, Any]) -> None:
-        """Activations PyTorch's cell of the type lacks are refused (:meth:`CellSpec.check_torch`);
+        """What PyTorch's native cell of the type cannot express is refused (:func:`kinds.check`);
         a layout it cannot hold runs on this cell's own parameters (``own=True``)."""
-        self.spec.check_torch(config, own=True)
+        kinds.check(self.spec.name, config, own=True)
 
     def make_weights(self, dim: int) -> None:
         """Fill the parameters for ``dim`` features (in place: an optimizer made before keeps
@@ -261,7 +264,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             h_masks = self.get_recurrent_dropout_mask(states[0])
             if training and h_masks:
                 states = [states[0] * h_masks[0], *states[1:]]
-        return native_step(self.cell, x, states)
+        return self.kind.step(self.cell, x, states)
 
     def _fits(self, c: Any, inputs: Any, states: Any) -> bool:
         """The common case, checked in a few comparisons: a list of native tensors of the cell's
@@ -306,7 +309,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             and not (training and (self.dropout or self.recurrent_dropout))
             and self._fits(c, inputs, states)
         ):
-            return native_step(c, inputs, states)  # the eager fast path: nearly free over nn.*Cell
+            return self.kind.step(c, inputs, states)  # the eager fast path: nearly free over nn.*Cell
         states = protocol.check_step(self, OPS, inputs, states)
         return self.step(inputs, states, training)
 

@@ -24,14 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from rnn_xframework import cells
+from rnn_xframework.backends.torch import kinds
 from rnn_xframework.backends.torch.compile import fused_kernel, script_loops
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import UnsupportedConfigError
-
-FUSED_KINDS = {"LSTMCell": "lstm", "GRUCell": "gru"}
-"""The ``torch.nn`` cells (a spec's :class:`~rnn_xframework.cells.TorchForm`) whose math the kernel has."""
 
 
 def _p(t: Tensor) -> int:
@@ -215,18 +212,18 @@ class FusedGRULayer(nn.Module):
 
 
 def fusable(cell: Any) -> bool:
-    """Whether the kernel computes this built torch cell's step: a cell type whose spec names
-    ``nn.LSTMCell`` or ``nn.GRUCell`` (its parameters are then in that cell's gate order), with
-    that cell's activations."""
-    form = cells.get(cell.cell_kind).torch
-    if form is None or form.module not in FUSED_KINDS:
+    """Whether the kernel computes this built torch cell's step: a cell type whose torch row
+    (:data:`~rnn_xframework.backends.torch.kinds.KINDS`) names a ``fused`` recurrence (its
+    parameters are then in that row's ``torch.nn`` cell's gate order), with that cell's activations."""
+    row = kinds.get(cell.cell_kind)
+    if row is None or row.fused is None:
         return False
-    return all(cell.config[k] in allowed for k, allowed in form.supports.items())
+    return all(cell.config[k] in allowed for k, allowed in row.supports.items())
 
 
 def layer_for(cell: Any) -> nn.Module:
     if fusable(cell):
-        if cells.get(cell.cell_kind).torch.module == "LSTMCell":
+        if kinds.get(cell.cell_kind).fused == "lstm":
             return FusedLSTMLayer(cell.cell)
         return FusedGRULayer(cell.cell, bool(cell.config.get("reset_after", True)))
     return script_loops.layer_for(cell, inplace=False)

@@ -1,5 +1,5 @@
 """The TorchScript-ready layer of Keras's ``GRUCell(reset_after=False)`` on torch, for
-:func:`~rnn_xframework.backends.torch.compile.script_loops.layer_for` (``"torchscript"``,
+``GRULayer.of`` in :mod:`~rnn_xframework.backends.torch.compile.script_loops` (``"torchscript"``,
 ``"inductor"``, ``torch.jit.script`` of an ``RNN``, and the saved form of ``"fused"``).
 
 ``torch.nn.GRUCell`` cannot express this form (its reset gate multiplies the recurrent product);
@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnn_xframework.backends.torch.compile.spec_layer import project
 from rnn_xframework.errors import UnsupportedConfigError
 
 
@@ -35,10 +36,7 @@ class GRUResetBeforeLayer(nn.Module):
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
         hid = c.weight_hh.shape[1]
-        b_in = c.bias_ih
-        flat = seq.reshape(seq.shape[0] * seq.shape[1], seq.shape[2])  # one GEMM for the whole sequence
-        xp = torch.mm(flat, c.weight_ih.t()) if b_in is None else torch.addmm(b_in, flat, c.weight_ih.t())
-        xp = xp.view(seq.shape[0], seq.shape[1], c.weight_ih.shape[0])
+        xp = project(seq, c.weight_ih, c.bias_ih)
         u_gates = c.weight_hh[: 2 * hid].t().contiguous()
         u_h = c.weight_hh[2 * hid :].t().contiguous()
         b = c.bias_hh
