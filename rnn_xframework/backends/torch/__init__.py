@@ -89,7 +89,10 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         self._dtype = DTYPES[protocol.dtype_name(dtype)]
         self._device = resolve_device(device)
         self._generator: torch.Generator | None = None
-        self.native = None if self.kind is None else self.kind.cell
+        # A layout torch.nn's cell cannot hold (GRU reset_after=False) keeps its own parameters
+        # under PyTorch's names and runs the spec's step (the compiled loops have its math too).
+        native = self.kind is not None and self.layout.torch_problem is None
+        self.native = self.kind.cell if native else None
         self.cell = make_lazy(self.make_native(0, device="meta"), self._device, self._dtype)
         if self.use_bias and self.layout.bias_rows == 1:  # one Keras bias: bias_hh stays at zero
             self.cell.bias_hh.requires_grad = self.train_recurrent_bias
@@ -170,8 +173,9 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
         return self.native(dim, self.units, **kw, **self.kind.kwargs(self.config))
 
     def check_config(self, config: dict[str, Any]) -> None:
-        """What PyTorch's native cell of the type cannot express is refused (:func:`kinds.check`)."""
-        kinds.check(self.spec.name, config)
+        """What PyTorch's native cell of the type cannot express is refused (:func:`kinds.check`);
+        a layout it cannot hold runs on this cell's own parameters (``own=True``)."""
+        kinds.check(self.spec.name, config, own=True)
 
     def make_weights(self, dim: int) -> None:
         """Fill the parameters for ``dim`` features (in place: an optimizer made before keeps
@@ -186,7 +190,7 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             if self.use_bias:
                 g = self.gates * self.units
                 zeros = [np.zeros((1, g)), np.zeros((1, g))]
-                bias = layout.to_torch([*zeros, self.spec.initial_bias(self.config, self.dtype_name)])
+                bias = layout.to_torch([*zeros, self.spec.initial_bias(self.config, self.dtype_name)], own=True)
                 cell.bias_ih.copy_(torch.from_numpy(bias["bias_ih"]))
                 cell.bias_hh.copy_(torch.from_numpy(bias["bias_hh"]))
 
@@ -203,14 +207,16 @@ class TorchCell(SpecCell, DropoutMixin, nn.Module):
             return []
         refuse_meta(self.cell.weight_ih, "get_weights")
         params = {n: p.detach().cpu().numpy() for n, p in self.cell.named_parameters()}
-        return self.layout.from_torch(params)
+        return self.layout.from_torch(params, own=True)
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Set from the canonical layout (see :mod:`rnn_xframework.layouts`); checked first."""
         dim = self.input_dim if self.input_dim is not None else layouts.input_dim_of(self.cell_kind, weights)
         arrays = layouts.check(self.layout_name, weights, dim, self.units, self.use_bias)
         # every tensor made before anything is built or written: all or nothing
-        values = {n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in self.layout.to_torch(arrays).items()}
+        values = {
+            n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in self.layout.to_torch(arrays, own=True).items()
+        }
         self.build((None, dim))
         params = dict(self.cell.named_parameters())
         with torch.no_grad():
@@ -416,6 +422,7 @@ class TorchBackend(registry.Backend, name="torch"):
     bidirectional_class = Bidirectional
     compile_methods = {
         "torchscript": "rnn_xframework.backends.torch.compile.torchscript:compile_rnn",
+        "fused": "rnn_xframework.backends.torch.compile.fused:compile_rnn",
         "inductor": "rnn_xframework.backends.torch.compile.inductor:compile_rnn",
         "triton": "rnn_xframework.backends.torch.compile.triton:compile_rnn",
         "cudagraph": "rnn_xframework.backends.torch.compile.cudagraph:compile_rnn",
@@ -430,21 +437,34 @@ class TorchBackend(registry.Backend, name="torch"):
     cell_bases = (TorchCell,)
 
     def auto_method(self, rnn: Any) -> str:
-        """``xf.compile(rnn, "auto")`` on torch: ``"torchscript"``, on the CPU and on CUDA.
+        """``xf.compile(rnn, "auto")`` on torch: ``"fused"`` for a CPU stack of LSTM / GRU cells
+        where its kernel builds, else ``"torchscript"`` (CPU and CUDA).
 
-        ``"auto"`` picks only measured, proven paths. On CUDA the Triton kernels
-        (``"triton"``) and graph replay (``"cudagraph"``) have never run on a GPU in this
-        project (nothing under ``benchmarks/results/`` measures them): they stay reachable by
-        name, and ``auto`` changes to them only with GPU results committed there (docs/cuda.md).
+        ``"auto"`` picks only measured, proven paths. The rule for ``"fused"``: every cell is one
+        the kernel computes exactly (:func:`~rnn_xframework.backends.torch.compile.fused.fusable`:
+        a cell type on ``nn.LSTMCell`` / ``nn.GRUCell``, either GRU form), the cells are on the CPU,
+        and the C kernel builds here (a compiler and PyTorch's BLAS; built once per machine). It
+        accepts everything ``"torchscript"`` accepts for those stacks (float32 and float64, any
+        sizes, autograd), so ``"auto"`` refuses nothing new; measured against ``nn.LSTM`` /
+        ``nn.GRU`` in docs/performance.md. A SimpleRNN stack (or a mix) keeps ``"torchscript"``.
 
-        CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): the scripted fast loop is
-        the fastest torch path at every measured size, forward (without autograd a SimpleRNN
-        stack runs ``wavefront`` or ``time_major``, chosen per call by size) and, for SimpleRNN
-        stacks, forward+backward (:mod:`~rnn_xframework.backends.torch.compile.bptt`). It compiles in
-        well under a second for any shape, where inductor takes tens of seconds per shape; for
-        LSTM/GRU training at small sizes inductor can be faster: pick it by name there.
+        On CUDA the Triton kernels (``"triton"``) and graph replay (``"cudagraph"``) have never
+        run on a GPU in this project (nothing under ``benchmarks/results/`` measures them): they
+        stay reachable by name, and ``auto`` changes to them only with GPU results committed there
+        (docs/cuda.md).
+
+        CPU, measured on a 2-core AVX-512 CPU (docs/performance.md): for SimpleRNN stacks the
+        scripted fast loop is the fastest torch path at every measured size, forward (without
+        autograd a SimpleRNN stack runs ``wavefront`` or ``time_major``, chosen per call by size)
+        and forward+backward (:mod:`~rnn_xframework.backends.torch.compile.bptt`). It compiles in
+        well under a second for any shape, where inductor takes tens of seconds per shape.
         """
-        return "torchscript"  # CPU and CUDA alike: see above before changing this per device
+        from rnn_xframework.backends.torch.compile import fused, fused_kernel
+
+        on_cpu = all(p.device.type == "cpu" for p in rnn.parameters())
+        if on_cpu and rnn.cells and all(fused.fusable(c) for c in rnn.cells) and fused_kernel.available():
+            return "fused"
+        return "torchscript"
 
     def is_native(self, x: Any) -> bool:
         return isinstance(x, torch.Tensor)
