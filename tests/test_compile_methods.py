@@ -23,7 +23,7 @@ FEATURES, UNITS, BATCH, STEPS = 4, 6, 3, 5
 # (backend, method); "auto" resolves to a registered method of the backend
 METHODS = [
     ("torch", "torchscript"),
-    ("torch", "fused"),
+    ("torch", "cpu"),
     ("torch", "auto"),
     ("tensorflow", "tf.function"),
     ("tensorflow", "xla"),

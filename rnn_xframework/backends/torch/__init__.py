@@ -422,7 +422,7 @@ class TorchBackend(registry.Backend, name="torch"):
     bidirectional_class = Bidirectional
     compile_methods = {
         "torchscript": "rnn_xframework.backends.torch.compile.torchscript:compile_rnn",
-        "fused": "rnn_xframework.backends.torch.compile.fused:compile_rnn",
+        "cpu": "rnn_xframework.backends.torch.compile.cpu:compile_rnn",
         "inductor": "rnn_xframework.backends.torch.compile.inductor:compile_rnn",
         "triton": "rnn_xframework.backends.torch.compile.triton:compile_rnn",
         "cudagraph": "rnn_xframework.backends.torch.compile.cudagraph:compile_rnn",
@@ -437,11 +437,11 @@ class TorchBackend(registry.Backend, name="torch"):
     cell_bases = (TorchCell,)
 
     def auto_method(self, rnn: Any) -> str:
-        """``xf.compile(rnn, "auto")`` on torch: ``"fused"`` for a CPU stack of LSTM / GRU cells
+        """``xf.compile(rnn, "auto")`` on torch: ``"cpu"`` for a CPU stack of LSTM / GRU cells
         where its kernel builds, else ``"torchscript"`` (CPU and CUDA).
 
-        ``"auto"`` picks only measured, proven paths. The rule for ``"fused"``: every cell is one
-        the kernel computes exactly (:func:`~rnn_xframework.backends.torch.compile.fused.fusable`:
+        ``"auto"`` picks only measured, proven paths. The rule for ``"cpu"``: every cell is one
+        the kernel computes exactly (:func:`~rnn_xframework.backends.torch.compile.cpu.supports_cell`:
         a cell type on ``nn.LSTMCell`` / ``nn.GRUCell``, either GRU form), the cells are on the CPU,
         and the C kernel builds here (a compiler and PyTorch's BLAS; built once per machine). It
         accepts everything ``"torchscript"`` accepts for those stacks (float32 and float64, any
@@ -459,11 +459,11 @@ class TorchBackend(registry.Backend, name="torch"):
         and forward+backward (:mod:`~rnn_xframework.backends.torch.compile.bptt`). It compiles in
         well under a second for any shape, where inductor takes tens of seconds per shape.
         """
-        from rnn_xframework.backends.torch.compile import fused, fused_kernel
+        from rnn_xframework.backends.torch.compile import cpu, cpu_build
 
         on_cpu = all(p.device.type == "cpu" for p in rnn.parameters())
-        if on_cpu and rnn.cells and all(fused.fusable(c) for c in rnn.cells) and fused_kernel.available():
-            return "fused"
+        if on_cpu and rnn.cells and all(cpu.supports_cell(c) for c in rnn.cells) and cpu_build.available():
+            return "cpu"
         return "torchscript"
 
     def is_native(self, x: Any) -> bool:

@@ -68,8 +68,8 @@ class TorchKind:
             :mod:`rnn_xframework.backends.torch.compile` (imported when a stack is compiled).
         triton: the Triton kernels' ``CELL`` code (:mod:`rnn_xframework.kernels.triton.common`).
         nonlinearity: whether the classes take the activation as ``nonlinearity=`` (``nn.RNN``).
-        fused: the recurrence of ``xf.compile(rnn, "fused")``'s C kernel computing the type
-            (``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.fused`), or ``None``.
+        cpu: the recurrence of ``xf.compile(rnn, "cpu")``'s C kernel computing the type
+            (``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.cpu`), or ``None``.
     """
 
     cell: type[nn.Module]
@@ -79,7 +79,7 @@ class TorchKind:
     layer: str
     triton: int
     nonlinearity: bool = False
-    fused: str | None = None
+    cpu: str | None = None
 
     def kwargs(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The constructor arguments of :attr:`cell` / :attr:`module` beyond sizes and bias."""
@@ -95,8 +95,8 @@ KINDS: dict[str, TorchKind] = {
     "SimpleRNNCell": TorchKind(
         nn.RNNCell, nn.RNN, {"activation": ("tanh", "relu")}, rnn_step, "script_loops:SimpleRNNLayer", 0, True
     ),
-    "LSTMCell": TorchKind(nn.LSTMCell, nn.LSTM, GATED, lstm_step, "script_loops:LSTMLayer", 1, fused="lstm"),
-    "GRUCell": TorchKind(nn.GRUCell, nn.GRU, GATED, gru_step, "script_loops:GRULayer", 2, fused="gru"),
+    "LSTMCell": TorchKind(nn.LSTMCell, nn.LSTM, GATED, lstm_step, "script_loops:LSTMLayer", 1, cpu="lstm"),
+    "GRUCell": TorchKind(nn.GRUCell, nn.GRU, GATED, gru_step, "script_loops:GRULayer", 2, cpu="gru"),
 }
 """PyTorch's classes, kernels and our compiled layers, by the spec's name."""
 

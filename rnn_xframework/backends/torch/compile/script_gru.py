@@ -1,6 +1,6 @@
 """The TorchScript-ready layer of Keras's ``GRUCell(reset_after=False)`` on torch, for
 ``GRULayer.of`` in :mod:`~rnn_xframework.backends.torch.compile.script_loops` (``"torchscript"``,
-``"inductor"``, ``torch.jit.script`` of an ``RNN``, and the saved form of ``"fused"``).
+``"inductor"``, ``torch.jit.script`` of an ``RNN``, and the saved form of ``"cpu"``).
 
 ``torch.nn.GRUCell`` cannot express this form (its reset gate multiplies the recurrent product);
 the library's torch cell holds its parameters under PyTorch's names and gate order (``r, z, n``;

@@ -1,9 +1,9 @@
-"""The native kernel behind ``xf.compile(rnn, "fused")``: ``fused_cells.c`` built once per machine.
+"""The native kernel behind ``xf.compile(rnn, "cpu")``: ``cpu_cells.c`` built once per machine.
 
 The C file (next to this module) runs the recurrence of one LSTM or GRU layer over a whole
 sequence, forward and backward, float32 and float64: per step one product by the recurrent
 kernel through the BLAS PyTorch itself runs on (``sgemm_`` / ``dgemm_`` from ``libtorch_cpu``,
-MKL in PyTorch's x86 wheels), then the gates in one fused, vectorized pass (glibc's vector
+MKL in PyTorch's x86 wheels), then the gates in one vectorized pass (glibc's vector
 ``expf`` / ``tanhf``, within a few ulp, where available). No per-step dispatch, no per-step
 allocation: that is where PyTorch's own loops spend their time at small sizes.
 
@@ -33,15 +33,15 @@ import torch
 
 from rnn_xframework.errors import UnsupportedConfigError
 
-SOURCE = Path(__file__).with_name("fused_cells.c")
+SOURCE = Path(__file__).with_name("cpu_cells.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 _LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
-    """Where the built library is kept: ``$RNN_XFRAMEWORK_CACHE/fused`` (default ``~/.cache/rnn_xframework``)."""
+    """Where the built library is kept: ``$RNN_XFRAMEWORK_CACHE/cpu`` (default ``~/.cache/rnn_xframework``)."""
     root = os.environ.get("RNN_XFRAMEWORK_CACHE") or os.path.join("~", ".cache", "rnn_xframework")
-    return Path(root).expanduser() / "fused"
+    return Path(root).expanduser() / "cpu"
 
 
 def _cpu_flags() -> str:
@@ -64,7 +64,7 @@ def _build(compiler: str) -> Path:
         b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), platform.machine().encode()])
         + _cpu_flags().encode()
     ).hexdigest()[:20]
-    target = cache_dir() / f"fused_cells-{key}.so"
+    target = cache_dir() / f"cpu_cells-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def library() -> ctypes.CDLL:
     with _LOCK:
         lib = _load()
     if isinstance(lib, str):
-        raise UnsupportedConfigError(f"xf.compile(rnn, 'fused'): {lib}; use xf.compile(rnn, 'torchscript')")
+        raise UnsupportedConfigError(f"xf.compile(rnn, 'cpu'): {lib}; use xf.compile(rnn, 'torchscript')")
     return lib
 
 

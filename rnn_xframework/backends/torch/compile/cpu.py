@@ -1,8 +1,8 @@
-"""``xf.compile(rnn, "fused")``: LSTM and GRU layers whose whole time loop is one native call.
+"""``xf.compile(rnn, "cpu")``: LSTM and GRU layers whose whole time loop is one native call.
 
 Each LSTM / GRU layer projects its whole input sequence in one GEMM (``xp = x W_ih^T + b``, a
 PyTorch op, so autograd reaches ``weight_ih`` and the biases as usual), then runs the
-recurrence in :mod:`~rnn_xframework.backends.torch.compile.fused_kernel`'s C loop: forward and
+recurrence in :mod:`~rnn_xframework.backends.torch.compile.cpu_build`'s C loop: forward and
 a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per layer, whose
 gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
 contiguous sequences (no copy between layers). Other cell types in the stack run their
@@ -11,7 +11,7 @@ contiguous sequences (no copy between layers). Other cell types in the stack run
 Exact for what it accepts: PyTorch's LSTM and GRU gates (sigmoid, tanh), both GRU forms
 (``reset_after=True``, PyTorch's, and ``reset_after=False``, which ``nn.GRU`` lacks), with or
 without bias, float32 and float64, on the CPU; results agree with the uncompiled RNN within
-float rounding (tests/test_fused.py: 1e-5 / 1e-12). The backward is once-differentiable
+float rounding (tests/test_compile_cpu.py: 1e-5 / 1e-12). The backward is once-differentiable
 (no double backward). ``"auto"`` picks this method for a CPU stack of LSTM / GRU cells where
 the kernel builds (:meth:`~rnn_xframework.backends.torch.TorchBackend.auto_method`).
 """
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from rnn_xframework.backends.torch import kinds
-from rnn_xframework.backends.torch.compile import fused_kernel, script_loops
+from rnn_xframework.backends.torch.compile import cpu_build, script_loops
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import UnsupportedConfigError
@@ -47,7 +47,7 @@ def _lstm_forward(xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, save: bool) -> 
         if save
         else (xp.new_empty(2, batch, hid), xp.new_empty(batch, g), xp.new_empty(batch, hid))
     )
-    fused_kernel.kernel("lstm_fwd", xp.dtype)(
+    cpu_build.kernel("lstm_fwd", xp.dtype)(
         steps, batch, hid, int(save), _p(xp), _p(u), _p(h0), _p(c0), _p(y), _p(cs), _p(act), _p(tc)
     )
     return y, cs[steps - 1 if save else (steps - 1) % 2].clone(), cs, act, tc
@@ -65,7 +65,7 @@ def _gru_forward(xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, save
         else (xp.new_empty(batch, g), xp.new_empty(batch, hid))
     )
     scratch = xp.new_empty(batch, g)
-    fused_kernel.kernel("gru_fwd", xp.dtype)(
+    cpu_build.kernel("gru_fwd", xp.dtype)(
         steps, batch, hid, int(after), int(save), _p(xp), _p(u), _p(b.detach().contiguous()), _p(h0), _p(y),
         _p(act), _p(hn), _p(scratch),
     )  # fmt: skip
@@ -94,7 +94,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         dh = torch.zeros_like(h0)
         dc = torch.zeros_like(c0) if gc is None else gc.clone(memory_format=torch.contiguous_format)
         dz = act.new_empty(act.shape)
-        fused_kernel.kernel("lstm_bwd", y.dtype)(
+        cpu_build.kernel("lstm_bwd", y.dtype)(
             steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz)
         )
         prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
@@ -121,7 +121,7 @@ class _GRURecurrence(torch.autograd.Function):
         dh = torch.zeros_like(h0)
         dx, dhu = act.new_empty(act.shape), act.new_empty(act.shape)
         scratch = h0.new_empty(batch, hid)
-        fused_kernel.kernel("gru_bwd", y.dtype)(
+        cpu_build.kernel("gru_bwd", y.dtype)(
             steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
             _p(dhu), _p(scratch),
         )  # fmt: skip
@@ -169,7 +169,7 @@ def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor
     return out[0].transpose(0, 1), [out[1], out[2]]
 
 
-class FusedLSTMLayer(nn.Module):
+class CpuLSTMLayer(nn.Module):
     """An LSTM layer (PyTorch's gate order and parameters) over the native recurrence."""
 
     def __init__(self, cell: nn.Module) -> None:
@@ -190,7 +190,7 @@ class FusedLSTMLayer(nn.Module):
         return y.transpose(0, 1), [y[-1], c_last]
 
 
-class FusedGRULayer(nn.Module):
+class CpuGRULayer(nn.Module):
     """A GRU layer (PyTorch's gate order ``r, z, n`` and parameters) over the native recurrence;
     ``reset_after=False`` takes the reset gate before the candidate's recurrent product."""
 
@@ -211,25 +211,25 @@ class FusedGRULayer(nn.Module):
         return y.transpose(0, 1), [y[-1]]
 
 
-def fusable(cell: Any) -> bool:
+def supports_cell(cell: Any) -> bool:
     """Whether the kernel computes this built torch cell's step: a cell type whose torch row
-    (:data:`~rnn_xframework.backends.torch.kinds.KINDS`) names a ``fused`` recurrence (its
+    (:data:`~rnn_xframework.backends.torch.kinds.KINDS`) names a ``cpu`` recurrence (its
     parameters are then in that row's ``torch.nn`` cell's gate order), with that cell's activations."""
     row = kinds.get(cell.cell_kind)
-    if row is None or row.fused is None:
+    if row is None or row.cpu is None:
         return False
     return all(cell.config[k] in allowed for k, allowed in row.supports.items())
 
 
 def layer_for(cell: Any) -> nn.Module:
-    if fusable(cell):
-        if kinds.get(cell.cell_kind).fused == "lstm":
-            return FusedLSTMLayer(cell.cell)
-        return FusedGRULayer(cell.cell, bool(cell.config.get("reset_after", True)))
+    if supports_cell(cell):
+        if kinds.get(cell.cell_kind).cpu == "lstm":
+            return CpuLSTMLayer(cell.cell)
+        return CpuGRULayer(cell.cell, bool(cell.config.get("reset_after", True)))
     return script_loops.layer_for(cell, inplace=False)
 
 
-class FusedLoop(nn.Module):
+class CpuLoop(nn.Module):
     """``(x [batch, time, in], states) -> (y, states)``, layer by layer, as
     :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`. An empty batch or
     sequence, or a device other than the CPU, runs the script loop's layers (same results)."""
@@ -253,15 +253,15 @@ class FusedLoop(nn.Module):
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
-    """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` over :class:`FusedLoop`;
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` over :class:`CpuLoop`;
     ``torch.jit.save`` on it writes the TorchScript form (same results)."""
     check_built(rnn)
-    fused_kernel.library()  # refuses here, with the reason, where the kernel cannot be built
+    cpu_build.library()  # refuses here, with the reason, where the kernel cannot be built
     if any(c.device.type != "cpu" for c in rnn.cells):
         raise UnsupportedConfigError(
-            f"xf.compile(rnn, 'fused'): the kernel runs on the CPU, the RNN is on {rnn.cells[0].device}; "
+            f"xf.compile(rnn, 'cpu'): the kernel runs on the CPU, the RNN is on {rnn.cells[0].device}; "
             "use xf.compile(rnn, 'torchscript') (or 'auto')"
         )
     from rnn_xframework.backends.torch.compile import torchscript
 
-    return CompiledRNN(rnn, FusedLoop(rnn), "fused", export=lambda: torchscript.script(torchscript.scriptable(rnn)))
+    return CompiledRNN(rnn, CpuLoop(rnn), "cpu", export=lambda: torchscript.script(torchscript.scriptable(rnn)))

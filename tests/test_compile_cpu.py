@@ -1,4 +1,4 @@
-"""``xf.compile(rnn, "fused")`` (the C loop of LSTM / GRU layers; oneDNN's LSTM primitive for a
+"""``xf.compile(rnn, "cpu")`` (the C loop of LSTM / GRU layers; oneDNN's LSTM primitive for a
 float32 LSTM, the C loop forced too) and Keras's ``GRUCell(reset_after=False)`` on torch, eager
 and compiled, against the uncompiled RNN (itself in the parity matrix) at the stated tolerances.
 
@@ -22,7 +22,7 @@ from rnn_xframework.compile import auto_method
 from rnn_xframework.parity import training
 
 torch = pytest.importorskip("torch")
-from rnn_xframework.backends.torch.compile import fused, fused_kernel  # noqa: E402
+from rnn_xframework.backends.torch.compile import cpu, cpu_build  # noqa: E402
 
 FEATURES, STEPS = 5, 7
 # name -> (cell type, cell arguments, float32 LSTM on the C loop instead of oneDNN)
@@ -42,14 +42,14 @@ SIZES = [(3, 20), (12, 6)]  # (batch, units)
 def config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict]:
     kind, cell_kw, c_loop = CONFIGS[request.param]
     if c_loop:  # float64 LSTMs always run the C loop; float32 ones run oneDNN unless told otherwise
-        monkeypatch.setattr(fused, "ONEDNN_MIN_BATCH", 10**9)
+        monkeypatch.setattr(cpu, "ONEDNN_MIN_BATCH", 10**9)
     return kind, cell_kw
 
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel_builds() -> None:
     """The kernel builds on this machine (CI has a C compiler): a failure here is a failure."""
-    fused_kernel.library()
+    cpu_build.library()
 
 
 def built(config, dtype, rng, units, **kw):
@@ -84,7 +84,7 @@ def assert_outputs(got, want, dtype):
 
 @pytest.mark.parametrize(("batch", "units"), SIZES)
 @pytest.mark.parametrize("flags", [(True, False), (False, True)])  # (return_sequences, go_backwards)
-@pytest.mark.parametrize("method", ["fused", "auto", "torchscript"])
+@pytest.mark.parametrize("method", ["cpu", "auto", "torchscript"])
 def test_forward_matches_uncompiled(rng, dtype, config, batch, units, flags, method):
     seq, back = flags
     rnn = built(config, dtype, rng, units, return_sequences=seq, return_state=True, go_backwards=back)
@@ -100,7 +100,7 @@ def test_forward_matches_uncompiled(rng, dtype, config, batch, units, flags, met
 
 @pytest.mark.parametrize(("batch", "units"), SIZES)
 @pytest.mark.parametrize("steps", [STEPS, 1])
-@pytest.mark.parametrize("method", ["fused", "torchscript"])
+@pytest.mark.parametrize("method", ["cpu", "torchscript"])
 def test_gradients_match_uncompiled(rng, dtype, config, batch, units, steps, method):
     """The canonical gradients of the parity loss (inputs, every initial state, every weight)
     through the compiled object; float32 within the stated scale-relative 1e-4."""
@@ -121,9 +121,9 @@ def test_gradients_match_uncompiled(rng, dtype, config, batch, units, steps, met
         assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
 
 
-def test_fused_trains_the_cells_own_parameters(rng):
+def test_cpu_trains_the_cells_own_parameters(rng):
     rnn = built(CONFIGS["GRU reset_before"][:2], "float32", rng, 6, return_sequences=True)
-    fast = xf.compile(rnn, "fused")
+    fast = xf.compile(rnn, "cpu")
     x, _ = torch_inputs(rng, "GRUCell", "float32", 3, 6)
     fast(x).square().sum().backward()
     trained = [p for p in rnn.parameters() if p.requires_grad]
@@ -131,28 +131,28 @@ def test_fused_trains_the_cells_own_parameters(rng):
 
 
 @pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell"])
-def test_auto_picks_fused_for_cpu_lstm_gru_stacks(kind, monkeypatch):
+def test_auto_picks_cpu_for_cpu_lstm_gru_stacks(kind, monkeypatch):
     rnn = layers.RNN([getattr(layers, kind)(6, backend="torch") for _ in range(2)])
     rnn.build((None, None, FEATURES))
-    assert auto_method(rnn) == "fused" and xf.compile(rnn, "auto").method == "fused"
+    assert auto_method(rnn) == "cpu" and xf.compile(rnn, "auto").method == "cpu"
     mixed = layers.RNN([layers.SimpleRNNCell(6, backend="torch"), getattr(layers, kind)(6, backend="torch")])
     mixed.build((None, None, FEATURES))
     assert auto_method(mixed) == "torchscript"
-    monkeypatch.setattr(fused_kernel, "available", lambda: False)  # no compiler here: auto keeps TorchScript
+    monkeypatch.setattr(cpu_build, "available", lambda: False)  # no compiler here: auto keeps TorchScript
     assert auto_method(rnn) == "torchscript"
 
 
-def test_fused_refuses_where_the_kernel_cannot_build(monkeypatch):
+def test_cpu_refuses_where_the_kernel_cannot_build(monkeypatch):
     rnn = layers.RNN([layers.LSTMCell(6, backend="torch")])
     rnn.build((None, None, FEATURES))
-    monkeypatch.setattr(fused_kernel, "_load", lambda: "cc failed to build fused_cells.c: no such file")
+    monkeypatch.setattr(cpu_build, "_load", lambda: "cc failed to build cpu_cells.c: no such file")
     with pytest.raises(xf.UnsupportedConfigError, match=r"no such file.*'torchscript'"):
-        xf.compile(rnn, "fused")
+        xf.compile(rnn, "cpu")
 
 
-def test_fused_saves_as_torchscript(rng):
+def test_cpu_saves_as_torchscript(rng):
     rnn = built(CONFIGS["GRU reset_before"][:2], "float64", rng, 6, return_sequences=True)
-    fast = xf.compile(rnn, "fused")
+    fast = xf.compile(rnn, "cpu")
     x, _ = torch_inputs(rng, "GRUCell", "float64", 3, 6)
     buffer = io.BytesIO()
     torch.jit.save(fast, buffer)
@@ -163,10 +163,10 @@ def test_fused_saves_as_torchscript(rng):
 def test_kernel_is_built_once_per_machine(tmp_path, monkeypatch):
     """A new cache directory gets the library; a second build finds it (no compile)."""
     monkeypatch.setenv("RNN_XFRAMEWORK_CACHE", str(tmp_path))
-    first = fused_kernel._build("cc")
-    assert first.parent == tmp_path / "fused" and first.exists()
+    first = cpu_build._build("cc")
+    assert first.parent == tmp_path / "cpu" and first.exists()
     stamp = first.stat().st_mtime_ns
-    assert fused_kernel._build("cc") == first and first.stat().st_mtime_ns == stamp
+    assert cpu_build._build("cc") == first and first.stat().st_mtime_ns == stamp
 
 
 def test_gru_reset_before_eager_torch_matches_numpy(rng):
@@ -193,7 +193,9 @@ def test_gru_reset_before_eager_torch_matches_numpy(rng):
         xf.to_torch(ref)  # torch.nn has no such cell
 
 
-def test_fusable_rule():
+def test_supports_cell_rule():
     lstm = layers.LSTMCell(4, backend="torch", input_size=3)
-    assert fused.fusable(lstm) and fused.fusable(layers.GRUCell(4, backend="torch", reset_after=False, input_size=3))
-    assert not fused.fusable(layers.SimpleRNNCell(4, backend="torch", input_size=3))
+    assert cpu.supports_cell(lstm) and cpu.supports_cell(
+        layers.GRUCell(4, backend="torch", reset_after=False, input_size=3)
+    )
+    assert not cpu.supports_cell(layers.SimpleRNNCell(4, backend="torch", input_size=3))

@@ -1,10 +1,10 @@
 /* The recurrences of one LSTM or GRU layer over a whole sequence, forward and backward, for
- * rnn_xframework.backends.torch.compile.fused (which documents the contract and builds this file).
+ * rnn_xframework.backends.torch.compile.cpu (which documents the contract and builds this file).
  *
  * Buffers are time-major and contiguous. ``xp [T, B, G*H]`` is the layer's input projection (the
  * input bias included; LSTM: both biases); ``w [G*H, H]`` is PyTorch's ``weight_hh``, ``u [H, G*H]``
  * its transpose (contiguous); gate blocks in PyTorch's order (LSTM i, f, g, o; GRU r, z, n).
- * Per step: one product by the recurrent kernel (two for GRU reset_after=False) and one fused
+ * Per step: one product by the recurrent kernel (two for GRU reset_after=False) and one
  * elementwise pass. Large products go to the BLAS PyTorch runs on (``sgemm_`` / ``dgemm_``, resolved
  * from libtorch_cpu); a step's small ones to :c:func:`small_f` / ``small_d`` below. */
 /* glibc declares its vector math (libmvec: expf, tanhf, ... on 4/8/16 lanes, within a few ulp) only
