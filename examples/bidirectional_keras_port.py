@@ -12,12 +12,10 @@ different lengths. ``xf.to_torch_source`` writes the same module as ``model.py``
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import numpy as np
-import torch
-from sentiment_keras_port import train
+from sentiment_keras_port import show_port, sizes, train_and_score
 from sentiment_torch import VOCAB, make_reviews
 
 import rnn_xframework as xf
@@ -50,32 +48,21 @@ def padded_reviews(rng: np.random.Generator, n: int, length: int) -> tuple[np.nd
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    length, steps = (12, 5) if args.quick else (20, 300)
-    x_train, y_train = padded_reviews(rng, 256 if args.quick else 4000, length)
-    x_test, y_test = padded_reviews(rng, 500, length)
+    rng, length, steps, n_train = sizes(__doc__, argv)
+    train_set, test_set = padded_reviews(rng, n_train, length), padded_reviews(rng, 500, length)
     model = keras_model(length)
 
     module = xf.to_torch(model, check=True)  # the port: one line, checked against Keras
 
-    print("ported:", ", ".join(f"{name}=torch.nn.{type(m).__name__}" for name, m in module.named_children()))
-    report = xf.compare(model, module, [x_test[:8]], steps=1, show=False)
+    show_port(module)
+    report = xf.compare(model, module, [test_set[0][:8]], steps=1, show=False)
     print(f"parity on padded reviews: {report.verdict()}")
     assert report.passed
     with tempfile.TemporaryDirectory() as out:
         py, _ = xf.to_torch_source(model, out)
         imports = [line for line in open(py).read().splitlines() if line.startswith(("import", "from"))]
         print(f"model.py imports: {imports}")
-    loss = train(module, x_train, y_train, steps)
-    module.eval()
-    with torch.no_grad():
-        accuracy = float(((module(torch.from_numpy(x_test)).squeeze(-1) > 0).numpy() == y_test).mean())
-    print(f"trained {steps} steps in PyTorch: loss {loss:.3f}, test accuracy {accuracy:.3f} (chance 0.5)")
-    return accuracy
+    return train_and_score(module, train_set, test_set, steps)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,31 @@ def keras_model(length: int, units: int = 32, embed: int = 32):
     )
 
 
+def sizes(doc: str, argv: list[str] | None) -> tuple[np.random.Generator, int, int, int]:
+    """``(rng, length, steps, training reviews)`` from the command line (``--quick``: a few
+    steps, for the tests), with torch and NumPy seeded."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    length, steps, n_train = (12, 5, 256) if args.quick else (20, 300, 4000)
+    return np.random.default_rng(0), length, steps, n_train
+
+
+def show_port(module: nn.Module) -> None:
+    """Print what each child of the port is: PyTorch's own layer or the library's."""
+
+    def name(m: nn.Module) -> str:
+        where = type(m).__module__
+        return (
+            f"torch.nn.{type(m).__name__}"
+            if where.startswith("torch.nn")
+            else f"{where.split('.')[0]}.{type(m).__name__}"
+        )
+
+    print("ported:", ", ".join(f"{n}={name(m)}" for n, m in module.named_children()))
+
+
 def train(module: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, batch: int = 64) -> float:
     """``steps`` Adam steps on ``module`` (dropout on: ``module.train()``); returns the last loss."""
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
@@ -57,31 +82,31 @@ def train(module: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, batch: in
     return float(loss.detach())
 
 
+def train_and_score(module: nn.Module, train_set: tuple, test_set: tuple, steps: int) -> float:
+    """Train ``steps`` steps in PyTorch, print the loss and the test accuracy; return the accuracy."""
+    loss = train(module, *train_set, steps)
+    module.eval()
+    x_test, y_test = test_set
+    with torch.no_grad():
+        accuracy = float(((module(torch.from_numpy(x_test)).squeeze(-1) > 0).numpy() == y_test).mean())
+    print(f"trained {steps} steps in PyTorch: loss {loss:.3f}, test accuracy {accuracy:.3f} (chance 0.5)")
+    return accuracy
+
+
+def reviews(rng: np.random.Generator, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    words, labels = make_reviews(rng, n, length)
+    return words.astype("int32"), labels
+
+
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    length, steps = (12, 5) if args.quick else (20, 300)
-    x_train, y_train = make_reviews(rng, 256 if args.quick else 4000, length)
-    x_test, y_test = make_reviews(rng, 500, length)
+    rng, length, steps, n_train = sizes(__doc__, argv)
+    train_set, test_set = reviews(rng, n_train, length), reviews(rng, 500, length)
     model = keras_model(length)
 
     module = xf.to_torch(model, check=True)  # the port: one line, checked against Keras
 
-    print(
-        "ported:",
-        ", ".join(
-            f"{name}={type(m).__module__.split('.')[0]}.{type(m).__name__}" for name, m in module.named_children()
-        ),
-    )
-    loss = train(module, x_train.astype("int32"), y_train, steps)
-    module.eval()
-    with torch.no_grad():
-        accuracy = float(((module(torch.from_numpy(x_test.astype("int32"))).squeeze(-1) > 0).numpy() == y_test).mean())
-    print(f"trained {steps} steps in PyTorch: loss {loss:.3f}, test accuracy {accuracy:.3f} (chance 0.5)")
-    return accuracy
+    show_port(module)
+    return train_and_score(module, train_set, test_set, steps)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The seed tutorial (Keras SimpleRNNCell chapter), ported: same steps, backend by argument.
+"""The book's RNN chapter (Keras SimpleRNNCell tutorial), ported: same steps, backend by argument.
 
     python examples/tutorial.py --backend torch
     python examples/tutorial.py --backend tensorflow

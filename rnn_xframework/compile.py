@@ -61,7 +61,8 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
             RNN compiles too, as ``torch.compile`` of a lazy module: the first call builds it
             for the inputs' features, then compiles (``fast.built`` says whether it has).
         method: a method of the RNN's backend, or ``"auto"``. torch: ``"torchscript"`` (the fast
-            loop in ``torch.jit.script``), ``"inductor"`` (``torch.compile``); TensorFlow:
+            loop in ``torch.jit.script``), ``"cpu"`` (each LSTM / GRU layer's recurrence in one C
+            call, CPU), ``"inductor"`` (``torch.compile``); TensorFlow:
             ``"tf.function"``, ``"xla"`` (``jit_compile=True``); ``"auto"``: the fastest
             measured method for the backend, device and sizes (:func:`auto_method`).
 

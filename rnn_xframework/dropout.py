@@ -150,14 +150,6 @@ class DropoutMixin:
     def _as_mask(self, m: Any) -> Any:
         return m
 
-    def masked(self, x: Any, masks: list[Any] | None, training: bool | None) -> list[Any]:
-        """``x`` as seen by each gate: ``[x * m_g]``, or ``[x] * gates`` without dropout."""
-        if not training or masks is None:
-            return [x] * self.gates
-        if len(masks) == 1:
-            return [x * masks[0]] * self.gates
-        return [x * m for m in masks]
-
 
 def check_masks(cell: Any, what: str, masks: Any, rate: float) -> None:
     """Raise unless ``masks`` is a list of the cell's mask count and its rate is not zero."""

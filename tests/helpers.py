@@ -88,3 +88,35 @@ def make_cells(backend: str, kind: str, n_layers: int, units: int, dtype: str, *
 
 def to_native_states(backend: str, states: list[list[np.ndarray]]) -> list[list[Any]]:
     return [[native(backend, s) for s in layer] for layer in states]
+
+
+CHAPTER = (4, 80, 100, 64, 2)  # the book's RNN chapter: batch, steps, features, units, layers
+
+
+def chapter_problem(
+    rng: np.random.Generator, kind: str, dtype: str, sizes: tuple[int, ...] = CHAPTER
+) -> tuple[np.ndarray, list[np.ndarray], list[list[np.ndarray]]]:
+    """``(x, canonical weights, states)`` for a stack of ``kind`` at ``sizes``."""
+    batch, steps, features, units, n = sizes
+    x = rng.normal(size=(batch, steps, features)).astype(dtype)
+    weights = random_cell_weights(rng, kind, [features] + [units] * (n - 1), units, dtype)
+    return x, weights, random_cell_states(rng, kind, n, batch, units, dtype)
+
+
+def run_rnn(
+    backend: str,
+    kind: str,
+    dtype: str,
+    x: np.ndarray,
+    weights: list[np.ndarray],
+    states: list[list[np.ndarray]],
+    order: str = "timestep",
+    **kw: Any,
+) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+    """The library's stack of ``kind`` on ``backend`` with these weights: ``(y, states)`` in NumPy."""
+    rnn = layers.RNN(make_cells(backend, kind, len(states), weights[1].shape[0], dtype, **kw), order=order)
+    rnn.return_sequences = rnn.return_state = True
+    rnn.build((None, None, x.shape[2]))
+    rnn.set_weights(weights)
+    y, s = rnn(native(backend, x), to_native_states(backend, states))
+    return numpy(backend, y), [[numpy(backend, t) for t in layer] for layer in s]

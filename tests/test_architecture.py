@@ -22,7 +22,10 @@ ROOT = Path(rnn_xframework.__file__).parent
 PACKAGE = "rnn_xframework"
 LAYERS = [
     ["errors"],
-    ["protocol", "layouts", "weightfile", "weightload", "dropout", "frameworks", "registry", "config"],
+    [
+        *("protocol", "layouts", "weightfile", "archives", "weightload", "dropout", "frameworks", "registry"),
+        *("config", "constructors"),
+    ],
     ["cells"],
     ["kernels"],
     ["compiled", "orderings", "bidirectional"],

@@ -82,7 +82,7 @@ def test_keras_default_initialization(backend):
 
 @pytest.mark.parametrize("kind", ["SimpleRNNCell", "LSTMCell", "GRUCell"])
 def test_torch_fast_path_is_the_checked_path(kind, rng, monkeypatch):
-    """The eager fast path (fused ATen kernel after a few comparisons) gives exactly what the fully
+    """The eager fast path (ATen's cell kernel after a few comparisons) gives exactly what the fully
     checked path gives, gradients included, and falls back to it for anything unusual."""
     torch = pytest.importorskip("torch")
     from rnn_xframework.backends import torch as torch_backend

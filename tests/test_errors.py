@@ -1,5 +1,6 @@
 """Bad input: a typed error that names expected and given, and nothing changes."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from conftest import require
 from helpers import make_rnn, native
 
 import rnn_xframework as xf
-from rnn_xframework import backends, layers
+from rnn_xframework import backends, layers, registry
 
 FOREIGN = {"numpy": "torch", "torch": "numpy", "tensorflow": "torch"}
 
@@ -79,12 +80,12 @@ def test_unknown_backend_name():
 
 
 def test_backend_not_installed_says_how_to_install(monkeypatch):
-    monkeypatch.delitem(backends._REGISTRY, "tensorflow", raising=False)
-    real = backends.importlib.util.find_spec
-    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda n: None if n == "tensorflow" else real(n))
+    monkeypatch.delitem(registry._REGISTRY, "tensorflow", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None if n == "tensorflow" else real(n))
     with pytest.raises(xf.BackendUnavailableError, match=r"pip install .*rnn_xframework\[tensorflow\]"):
         layers.SimpleRNNCell(3, backend="tf")
-    assert "tensorflow" not in backends._REGISTRY  # the failed call registered nothing
+    assert "tensorflow" not in registry._REGISTRY  # the failed call registered nothing
     assert "tensorflow" in backends.names()  # and the backend stays known, for when it is installed
 
 

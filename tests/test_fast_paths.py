@@ -4,8 +4,9 @@ torch (``"torchscript"``, autograd off, SimpleRNN stacks): :func:`~rnn_xframewor
 torch.compile.script_loops.wavefront` and
 :func:`~rnn_xframework.backends.torch.compile.script_loops.time_major` (chunked), each
 forced on in turn, over layer counts, unequal units, mixed activations, no bias, chunk
-boundaries and the call flags. TensorFlow (``"xla"``, no tape recording): the fused-product
-loop, and that a recording tape takes the differentiable path instead.
+boundaries and the call flags. TensorFlow (``"xla"``, no tape recording):
+:func:`~rnn_xframework.backends.tensorflow.compile.graph_loops.one_product_layer_major` (one
+product per step), and that a recording tape takes the differentiable path instead.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def test_xla_gated_cells_have_no_inference_shortcut(rng):
     rnn = layers.RNN([layers.LSTMCell(4, backend="tensorflow")])
     rnn.build((None, None, FEATURES))
     fast = xf.compile(rnn, "xla")
-    assert not fast._fused
+    assert not fast._inference_shortcut
     x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
     assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
     assert inference_traces(fast) == []  # still no shortcut after a call

@@ -1,5 +1,6 @@
-"""LSTMCell and GRUCell on every backend: the NumPy reference, Keras and PyTorch called directly,
-transfers in every direction, and the configurations PyTorch cannot hold."""
+"""LSTMCell and GRUCell on every backend: the NumPy reference, transfers in every direction, and
+the configurations PyTorch cannot hold. Whole sequences against Keras and PyTorch called directly,
+for every cell type: tests/test_stacks.py."""
 
 import itertools
 
@@ -9,6 +10,7 @@ from conftest import BACKENDS, TOL, require
 from helpers import (
     KINDS,
     N_STATES,
+    chapter_problem,
     make_cells,
     max_err,
     native,
@@ -22,23 +24,6 @@ import rnn_xframework as xf
 from rnn_xframework import layers, layouts
 
 GATED = ["LSTMCell", "GRUCell"]
-CHAPTER = (4, 80, 100, 64, 2)  # batch, steps, features, units, layers
-
-
-def chapter_problem(rng, kind, dtype, sizes=CHAPTER):
-    batch, steps, features, units, n = sizes
-    x = rng.normal(size=(batch, steps, features)).astype(dtype)
-    weights = random_cell_weights(rng, kind, [features] + [units] * (n - 1), units, dtype)
-    return x, weights, random_cell_states(rng, kind, n, batch, units, dtype)
-
-
-def run_rnn(backend, kind, dtype, x, weights, states, order="timestep", **kw):
-    rnn = layers.RNN(make_cells(backend, kind, len(states), weights[1].shape[0], dtype, **kw), order=order)
-    rnn.return_sequences = rnn.return_state = True
-    rnn.build((None, None, x.shape[2]))
-    rnn.set_weights(weights)
-    y, s = rnn(native(backend, x), to_native_states(backend, states))
-    return numpy(backend, y), [[numpy(backend, t) for t in layer] for layer in s]
 
 
 @pytest.mark.parametrize("kind", GATED)
@@ -82,48 +67,6 @@ def test_numpy_reference_is_the_textbook_math(rng):
     assert max_err(gru(x, [h])[0], want) <= 1e-15
 
 
-@pytest.mark.parametrize("kind", GATED)
-@pytest.mark.parametrize("order", ["timestep", "layer"])
-def test_chapter_sequence_every_backend_matches_keras(backend, dtype, rng, kind, order):
-    require("tensorflow")
-    import keras
-
-    x, weights, states = chapter_problem(rng, kind, dtype)
-    kcells = [getattr(keras.layers, kind)(64, dtype=dtype) for _ in range(2)]
-    krnn = keras.layers.RNN(
-        keras.layers.StackedRNNCells(kcells, dtype=dtype), return_sequences=True, return_state=True, dtype=dtype
-    )
-    krnn.build((None, None, 100))
-    for i, c in enumerate(kcells):
-        c.set_weights(weights[3 * i : 3 * i + 3])
-    want_y, *want_states = krnn(x, initial_state=[list(layer) for layer in states])
-    flat = keras.tree.flatten(want_states)
-    y, got = run_rnn(backend, kind, dtype, x, weights, states, order)
-    assert max_err(y, want_y) <= TOL[dtype], backend
-    assert max_err(np.concatenate([s for layer in got for s in layer]), np.concatenate(flat)) <= TOL[dtype]
-
-
-@pytest.mark.parametrize("kind", GATED)
-def test_chapter_sequence_matches_pytorch_fused(backend, dtype, rng, kind):
-    require("torch")
-    import torch
-
-    x, weights, states = chapter_problem(rng, kind, dtype)
-    fused = {"LSTMCell": torch.nn.LSTM, "GRUCell": torch.nn.GRU}[kind](
-        100, 64, num_layers=2, batch_first=True, dtype=getattr(torch, dtype)
-    )
-    layout = layouts.get(kind)
-    with torch.no_grad():
-        for i in range(2):
-            for name, value in layout.to_torch(weights[3 * i : 3 * i + 3]).items():
-                getattr(fused, f"{name}_l{i}").copy_(torch.from_numpy(value))
-    h0 = torch.from_numpy(np.stack([layer[0] for layer in states]))
-    init = (h0, torch.from_numpy(np.stack([layer[1] for layer in states]))) if kind == "LSTMCell" else h0
-    want_y, _ = fused(torch.from_numpy(x), init)
-    y, _ = run_rnn(backend, kind, dtype, x, weights, states)
-    assert max_err(y, want_y.detach()) <= TOL[dtype], backend
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("src,dst", list(itertools.permutations(BACKENDS, 2)))
 def test_transfer_and_convert_every_direction(src, dst, rng, kind):
@@ -142,7 +85,9 @@ def test_transfer_and_convert_every_direction(src, dst, rng, kind):
             np.testing.assert_array_equal(wa, wb)
 
 
-def test_gru_reset_before_lives_on_numpy_and_tensorflow_only(rng):
+def test_gru_reset_before_runs_everywhere_but_has_no_torch_nn_form(rng):
+    """Keras's ``reset_after=False`` GRU runs on every backend (on torch with the library's own
+    parameters, refused there before); ``torch.nn`` has no such cell, so exporting to it raises."""
     require("tensorflow"), require("torch")
     w = random_cell_weights(rng, "GRUCell", [3], 4, "float64", reset_after=False)
     ref = layers.GRUCell(4, backend="numpy", dtype="float64", reset_after=False)
@@ -151,10 +96,11 @@ def test_gru_reset_before_lives_on_numpy_and_tensorflow_only(rng):
     tf_cell = xf.convert(ref, "tensorflow")
     x, h = rng.normal(size=(2, 3)), rng.normal(size=(2, 4))
     assert max_err(tf_cell(native("tensorflow", x), [native("tensorflow", h)])[0], ref(x, [h])[0]) <= 1e-12
+    torch_cell = xf.convert(ref, "torch")
+    got = torch_cell(native("torch", x), [native("torch", h)])[0]
+    assert max_err(numpy("torch", got), ref(x, [h])[0]) <= 1e-12
     with pytest.raises(xf.UnsupportedConfigError, match="reset_after"):
-        xf.convert(ref, "torch")
-    with pytest.raises(xf.UnsupportedConfigError, match="reset_after"):
-        layers.GRUCell(4, backend="torch", reset_after=False)
+        xf.to_torch(ref)
     with pytest.raises(xf.UnsupportedConfigError, match="no PyTorch equivalent"):
         layouts.get("GRUCell(reset_after=False)").to_torch(w)
     with pytest.raises(xf.WeightsError, match="structures differ"):

@@ -1,14 +1,26 @@
 """Stacks and whole sequences: both orderings, every backend, the NumPy reference, and Keras and
-PyTorch called directly with the same weights."""
+PyTorch called directly with the same weights (every cell type)."""
 
 import numpy as np
 import pytest
 from conftest import TOL, require
-from helpers import make_rnn, max_err, native, numpy, random_states, random_weights
+from helpers import (
+    KINDS,
+    N_STATES,
+    chapter_problem,
+    make_rnn,
+    max_err,
+    native,
+    numpy,
+    random_states,
+    random_weights,
+    run_rnn,
+)
 
 from rnn_xframework import layers, layouts
 
 TUTORIAL = (4, 80, 100, 64, 2)
+TORCH_MODULES = {"SimpleRNNCell": "RNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}  # torch.nn class names
 SIZES = [TUTORIAL, (1, 3, 2, 5, 1), (7, 11, 9, 4, 3), (2, 1, 6, 6, 2)]
 
 
@@ -112,13 +124,16 @@ def test_stack_is_a_cell_equal_to_its_cells_in_sequence(backend, rng):
     np.testing.assert_array_equal(numpy(backend, states[0][0]), numpy(backend, s0[0]))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("order", ["timestep", "layer"])
-def test_tensorflow_matches_keras_itself(dtype, rng, order):
+def test_chapter_sequence_every_backend_matches_keras_itself(backend, dtype, rng, kind, order):
+    """The book's stack (2 layers, 64 units, 80 steps) of each cell type on every backend gives what
+    Keras's own ``RNN(StackedRNNCells)`` gives, and what the chapter's loop over raw Keras cells gives."""
     require("tensorflow")
     import keras
 
-    x, weights, states = problem(rng, TUTORIAL, dtype)
-    keras_cells = [keras.layers.SimpleRNNCell(64, dtype=dtype) for _ in range(2)]
+    x, weights, states = chapter_problem(rng, kind, dtype)
+    keras_cells = [getattr(keras.layers, kind)(64, dtype=dtype) for _ in range(2)]
     # An explicit float64 stack: keras.layers.RNN(list_of_cells) wraps them in a float32
     # StackedRNNCells that casts float64 inputs down to float32 (Keras 3.15).
     stacked = keras.layers.StackedRNNCells(keras_cells, dtype=dtype)
@@ -126,39 +141,43 @@ def test_tensorflow_matches_keras_itself(dtype, rng, order):
     keras_rnn.build((None, None, 100))
     for i, cell in enumerate(keras_cells):
         cell.set_weights(weights[3 * i : 3 * i + 3])
-    want_y, *want_states = keras_rnn(x, initial_state=[s[0] for s in states])
-    # and the tutorial's own loop over raw Keras cells
-    h = [[s[0]] for s in states]
+    want_y, *want_states = keras_rnn(x, initial_state=[list(layer) for layer in states])
+    # and the chapter's own loop over raw Keras cells
+    h = [list(layer) for layer in states]
     for xt in np.moveaxis(x, 1, 0):
         out0, h[0] = keras_cells[0](xt, h[0])
         out1, h[1] = keras_cells[1](out0, h[1])
-    rnn = make_rnn("tensorflow", 2, 64, dtype, return_sequences=True, return_state=True, order=order)
-    rnn.build((None, None, 100))
-    rnn.set_weights(weights)
-    y, got_states = rnn(x, [[native("tensorflow", s[0])] for s in states])
-    assert max_err(y, want_y) <= TOL[dtype]
-    assert max_err(y[:, -1], out1) <= TOL[dtype]
-    for got, want in zip(got_states, want_states, strict=True):
-        assert max_err(got[0], want) <= TOL[dtype]
+    y, got_states = run_rnn(backend, kind, dtype, x, weights, states, order)
+    assert max_err(y, want_y) <= TOL[dtype], backend
+    assert max_err(y[:, -1], out1) <= TOL[dtype], backend
+    want_flat = [np.asarray(s) for s in keras.tree.flatten(want_states)]
+    got_flat = [s for layer in got_states for s in layer]
+    assert len(got_flat) == len(want_flat) == 2 * N_STATES[kind]
+    for got, want in zip(got_flat, want_flat, strict=True):
+        assert max_err(got, want) <= TOL[dtype], backend
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("order", ["timestep", "layer"])
-def test_torch_matches_pytorch_itself(dtype, rng, order):
+def test_chapter_sequence_every_backend_matches_pytorch_itself(backend, dtype, rng, kind, order):
+    """The same stack gives what PyTorch's multi-layer ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with the
+    same weights gives: outputs and every layer's final states."""
     require("torch")
     import torch
 
-    x, weights, states = problem(rng, TUTORIAL, dtype)
-    fused = torch.nn.RNN(100, 64, num_layers=2, batch_first=True, dtype=getattr(torch, dtype))
-    layout = layouts.get("SimpleRNNCell")
+    x, weights, states = chapter_problem(rng, kind, dtype)
+    module_class = getattr(torch.nn, TORCH_MODULES[kind])
+    module = module_class(100, 64, num_layers=2, batch_first=True, dtype=getattr(torch, dtype))
+    layout = layouts.get(kind)
     with torch.no_grad():
         for i in range(2):
             for name, value in layout.to_torch(weights[3 * i : 3 * i + 3]).items():
-                getattr(fused, f"{name}_l{i}").copy_(torch.from_numpy(value))
-    want_y, want_h = fused(torch.from_numpy(x), torch.from_numpy(np.stack([s[0] for s in states])))
-    rnn = make_rnn("torch", 2, 64, dtype, return_sequences=True, return_state=True, order=order)
-    rnn.build((None, None, 100))
-    rnn.set_weights(weights)
-    y, got_states = rnn(torch.from_numpy(x), [[torch.from_numpy(s[0])] for s in states])
-    assert max_err(y.detach(), want_y.detach()) <= TOL[dtype]
-    for i, got in enumerate(got_states):
-        assert max_err(got[0].detach(), want_h[i].detach()) <= TOL[dtype]
+                getattr(module, f"{name}_l{i}").copy_(torch.from_numpy(value))
+    stacked = [torch.from_numpy(np.stack([layer[j] for layer in states])) for j in range(N_STATES[kind])]
+    want_y, want_end = module(torch.from_numpy(x), tuple(stacked) if kind == "LSTMCell" else stacked[0])
+    want_end = [t.detach().numpy() for t in (want_end if kind == "LSTMCell" else (want_end,))]
+    y, got_states = run_rnn(backend, kind, dtype, x, weights, states, order)
+    assert max_err(y, want_y.detach()) <= TOL[dtype], backend
+    for i, layer in enumerate(got_states):
+        for j, got in enumerate(layer):
+            assert max_err(got, want_end[j][i]) <= TOL[dtype], backend

@@ -1,4 +1,4 @@
-"""The fused Triton kernels (``xf.compile(rnn, "triton")``) against the NumPy reference and
+"""The Triton kernels (``xf.compile(rnn, "triton")``) against the NumPy reference and
 against autograd through the uncompiled cells.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors: each test sets
@@ -224,10 +224,10 @@ def test_two_layer_stack_in_one_launch(device, dtype, kind):
     states = [[rng.uniform(-1, 1, (17, u)).astype(dtype) for _ in range(n_states)] for u in (5, 9)]
     want_y, want_s = ref(x, states)
     fast = xf.compile(rnn.to(device), "triton")
-    assert fast.loop.fused
+    assert fast.loop.two_layer
     results = []
-    for fused in (True, False):
-        fast.loop.fused = fused
+    for two_layer in (True, False):
+        fast.loop.two_layer = two_layer
         with torch.no_grad():
             results.append(fast(to_torch(x, device), [[to_torch(s, device) for s in layer] for layer in states]))
     for y, got_s in results:
@@ -237,24 +237,24 @@ def test_two_layer_stack_in_one_launch(device, dtype, kind):
                 assert max_err(g.cpu(), w) <= TOL[dtype]
 
 
-def test_fused_only_where_it_fits():
+def test_two_layer_kernel_only_where_it_fits():
     def runner(*cells):
         rnn = layers.RNN(list(cells))
         rnn.build((None, None, 3))
         return triton_host.StackRunner(rnn)
 
-    assert runner(layers.SimpleRNNCell(64, backend="torch"), layers.SimpleRNNCell(64, backend="torch")).fused
-    assert not runner(layers.LSTMCell(64, backend="torch"), layers.LSTMCell(64, backend="torch")).fused  # too big
-    assert not runner(layers.LSTMCell(8, backend="torch"), layers.GRUCell(8, backend="torch")).fused  # mixed
-    assert not runner(layers.GRUCell(8, backend="torch")).fused  # one layer
+    assert runner(layers.SimpleRNNCell(64, backend="torch"), layers.SimpleRNNCell(64, backend="torch")).two_layer
+    assert not runner(layers.LSTMCell(64, backend="torch"), layers.LSTMCell(64, backend="torch")).two_layer  # too big
+    assert not runner(layers.LSTMCell(8, backend="torch"), layers.GRUCell(8, backend="torch")).two_layer  # mixed
+    assert not runner(layers.GRUCell(8, backend="torch")).two_layer  # one layer
 
 
-@pytest.mark.parametrize("path", ["persistent", "fused", "split"])
+@pytest.mark.parametrize("path", ["persistent", "two_layer", "split"])
 def test_relu_propagates_nan_forward_and_backward(device, path, monkeypatch):
     """A NaN in the input of a relu SimpleRNN stays NaN (issue 18: ``tl.maximum(a, 0)`` made it 0,
     and the outputs went on finite and wrong): the outputs and every gradient are NaN exactly
     where the uncompiled RNN's are, and equal to it elsewhere. ``path``: one layer (persistent
-    kernel), two layers in inference (the fused kernel), a layer split across programs."""
+    kernel), two layers in inference (the two-layer kernel), a layer split across programs."""
     if path == "split":
         monkeypatch.setattr(triton_host, "MAX_WEIGHT_ELEMENTS", 8)
     n = 1 if path == "persistent" else 2
@@ -271,8 +271,8 @@ def test_relu_propagates_nan_forward_and_backward(device, path, monkeypatch):
         (want, _), (got, _) = rnn(to_torch(x, device)), fast(to_torch(x, device))
     assert np.isnan(want.cpu().numpy()[1, 1:]).all() and np.isfinite(want.cpu().numpy()[[0, 2]]).all()
     np.testing.assert_allclose(got.cpu().numpy(), want.cpu().numpy(), rtol=0, atol=1e-12, equal_nan=True)
-    if path == "fused":
-        return  # the fused kernel serves inference only; training takes the per-layer kernels
+    if path == "two_layer":
+        return  # the two-layer kernel serves inference only; training takes the per-layer kernels
     params = [p for p in rnn.parameters() if p.requires_grad]
     grads = []
     for model in (rnn, fast):

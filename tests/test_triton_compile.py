@@ -5,7 +5,7 @@
 never runs Triton's compiler. Here the CPU build of triton compiles them for ``sm_90``
 (:mod:`rnn_xframework.bench.kernel_resources`): the launches are recorded from the library itself
 (its kernels, constexprs and ``num_warps``, run on ``meta`` tensors), for each cell type (SimpleRNN
-tanh and relu, LSTM, GRU), float32 and float64, inference (the fused two-layer kernel where it
+tanh and relu, LSTM, GRU), float32 and float64, inference (the two-layer kernel where it
 fits, else the forward without ``SAVE``), a single layer's inference, and training (forward with
 ``SAVE`` and the backward), at issue 9's W1, W2, W3, an odd size (17 units) and 128 units. Each
 distinct compile configuration is compiled once per module (in a fresh Triton cache).
@@ -98,14 +98,14 @@ def test_the_check_sees_the_overrun_issue_9_measured(tmp_path, monkeypatch):
 
 def test_launches_are_the_librarys_own():
     """The recorder sees what ``triton_host`` launches: W1's two-layer SimpleRNN inference is the
-    fused kernel, its training a forward with ``SAVE`` and a backward per layer, and W2's
+    two-layer kernel, its training a forward with ``SAVE`` and a backward per layer, and W2's
     inference the column-split step kernel once per step and layer."""
     from rnn_xframework.backends.torch.compile import triton as triton_host
 
     batch, _, _, units = kr.SIZES["W1"]
-    (fused,) = kr.launches(kr.Case("W1", "SimpleRNN", "float32", "inference"))
-    assert fused.kernel == "stack2_forward" and dict(fused.meta)["UP0"] == units
-    assert fused.grid == (triton_host.triton_cdiv(batch, triton_host.BLOCK_B),)
+    (two_layer,) = kr.launches(kr.Case("W1", "SimpleRNN", "float32", "inference"))
+    assert two_layer.kernel == "stack2_forward" and dict(two_layer.meta)["UP0"] == units
+    assert two_layer.grid == (triton_host.triton_cdiv(batch, triton_host.BLOCK_B),)
     training = kr.launches(kr.Case("W1", "SimpleRNN", "float32", "training"))
     kinds = [(x.kernel, dict(x.meta).get("SAVE")) for x in training]
     assert kinds == [("forward", True)] * 2 + [("backward", None)] * 2

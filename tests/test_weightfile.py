@@ -147,10 +147,6 @@ def npy(descr: str, shape: tuple[int, ...], data: bytes = b"", fortran: bool = F
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1") + data
 
 
-def npy_of(a: np.ndarray) -> bytes:
-    return npy(a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes())
-
-
 def members_of(data: bytes) -> dict[str, bytes]:
     import io
 

@@ -10,12 +10,7 @@ framework.
 
 from __future__ import annotations
 
-import importlib
-
 from rnn_xframework.registry import (
-    _ALIASES,
-    _MODULES,
-    _REGISTRY,
     Backend,
     backend_for,
     canonical_name,
@@ -28,14 +23,10 @@ from rnn_xframework.registry import (
 )
 
 __all__ = [
-    "_ALIASES",
-    "_MODULES",
-    "_REGISTRY",
     "Backend",
     "backend_for",
     "canonical_name",
     "get",
-    "importlib",
     "installed",
     "names",
     "of",

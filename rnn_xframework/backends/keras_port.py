@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnn_xframework import cells, protocol, weightload
+from rnn_xframework import archives, cells, protocol
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 from rnn_xframework.weightfile import short
 
@@ -170,7 +170,11 @@ def _training_only_message(owner: Any, attr: str, value: Any, backend: str) -> s
     )
 
 
-def _describe_cells(cells: list[Any], backend: str, ignore: bool, layer: Any) -> list[CellPort]:
+def describe_cells(cells: list[Any], backend: str, ignore: bool, layer: Any) -> list[CellPort]:
+    """One :class:`CellPort` per Keras cell of a stack, every setting checked for ``backend``
+    (``ignore``: drop training-only settings instead of refusing them); ``layer`` is the Keras
+    layer holding the cells (its ``trainable`` freezes them), or ``None``. Shared by
+    :func:`describe` and the whole-model reader (:mod:`rnn_xframework.models.keras_reader`)."""
     built = [c.built for c in cells]
     if any(built) and not all(built):
         raise WeightsError(
@@ -223,11 +227,11 @@ def describe(obj: Any, backend: str, ignore_training_settings: bool = False) -> 
     if isinstance(obj, keras.layers.RNN):
         _check_layer(obj)
         flags = {name: bool(getattr(obj, name)) for name in RNN_FLAGS}
-        return RNNPort(_describe_cells(_cells_of_keras(obj.cell), backend, ignore_training_settings, obj), flags)
+        return RNNPort(describe_cells(_cells_of_keras(obj.cell), backend, ignore_training_settings, obj), flags)
     if isinstance(obj, keras.layers.StackedRNNCells):
-        return RNNPort(_describe_cells(list(obj.cells), backend, ignore_training_settings, None))
+        return RNNPort(describe_cells(list(obj.cells), backend, ignore_training_settings, None))
     if isinstance(obj, tuple(_keras_cells().values())):
-        return _describe_cells([obj], backend, ignore_training_settings, None)[0]
+        return describe_cells([obj], backend, ignore_training_settings, None)[0]
     raise FrameworkMismatchError(
         f"from_keras: expected a Keras SimpleRNNCell/LSTMCell/GRUCell, StackedRNNCells, recurrent layer "
         f"(SimpleRNN, LSTM, GRU, RNN), a Model or a .keras path; got {type(obj).__module__}.{type(obj).__name__}"
@@ -298,7 +302,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     def fail(problem: str) -> WeightsError:
         return WeightsError(f"from_keras: {path!r} {problem}")
 
-    weightload.check_keras_archive(path, fail)
+    archives.check_keras_archive(path, fail)
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # the file is untrusted: whatever Keras raises on it, say which file

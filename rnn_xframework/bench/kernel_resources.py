@@ -19,7 +19,7 @@ CPU build of triton compiles for a CUDA target without one (its wheel ships ``pt
 The GPU machine of issue 9 runs triton 3.6; this compiles with the installed triton (3.9 in
 CI), so it catches compile errors and resource overruns of the kernels as written, not what only
 3.6 does. ``enable_fp_fusion`` is :data:`FP_FUSION`: the library's launches pass none, so they
-get Triton's default, fused multiply-adds on (3.6, 3.9; 3.10 announces the opposite).
+get Triton's default, multiply-add contraction (FMA) on (3.6, 3.9; 3.10 announces the opposite).
 
 Nothing here imports torch or triton at import time.
 """
@@ -73,9 +73,9 @@ MODES: dict[str, tuple[int, bool]] = {
     "inference, 1 layer": (1, False),
     "training": (LAYERS, True),
 }
-"""``name -> (layers, autograd on)``: a two-layer stack's inference (the fused kernel where it
+"""``name -> (layers, autograd on)``: a two-layer stack's inference (the two-layer kernel where it
 fits, else one forward per layer without ``SAVE``), a single layer's (the per-layer forward
-where the stack would be fused), and training (forward with ``SAVE``, then the backward)."""
+where the stack would take the two-layer kernel), and training (forward with ``SAVE``, then the backward)."""
 
 
 @dataclasses.dataclass(frozen=True)

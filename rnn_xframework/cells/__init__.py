@@ -4,7 +4,7 @@ A :class:`CellSpec` holds everything about one cell type that is not a framework
 its Keras name, gate blocks and their order, its states, its weight layouts (canonical and
 PyTorch's), its options and their defaults, and its :attr:`~CellSpec.step`, the formula written
 once against a handful of tensor operations (:class:`StepOps`). Each backend translates a spec:
-the eager backends run :func:`run_step` (or a native fused kernel that gives the same numbers,
+the eager backends run :func:`run_step` (or a native kernel that gives the same numbers,
 such as ``torch.nn.LSTMCell`` or Keras's own cells); compiled kernels stay concrete where their
 compilers need it but read gate order and layouts from here.
 

@@ -1,7 +1,7 @@
 """A Keras model (``Sequential``, functional ``Model``, nested models, or a ``.keras`` file) or a
 single Keras layer -> the framework-neutral :class:`~rnn_xframework.models.graph.Graph`.
 
-Settings are read per layer class (:data:`READERS`); a layer outside the vocabulary, an operation
+Settings are read per layer class (:mod:`.keras_layers`); a layer outside the vocabulary, an operation
 that is not a layer (``keras.ops.add`` in a functional model), a ``Lambda`` or a custom layer
 raises :class:`UnsupportedConfigError` naming the layer and its class, before anything is
 returned. Nested models are inlined (their layers named ``outer_inner``); a layer object used
@@ -16,222 +16,17 @@ from __future__ import annotations
 import keyword
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 from keras.src.layers.layer import CallSpec
 
-from rnn_xframework import layouts, protocol
 from rnn_xframework.backends import keras_port
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
-from rnn_xframework.models import graph
+from rnn_xframework.models import graph, keras_layers
 from rnn_xframework.models.graph import Graph, Input, Layer, Node
 
 RESERVED = {"forward", "training", "load", "state_dict", "parameters", "modules", "buffers", "to", "cuda", "cpu"}
-
-
-def _refuse(layer: Any, why: str) -> UnsupportedConfigError:
-    return UnsupportedConfigError(
-        f"to_torch: layer {layer.name!r} ({type(layer).__module__}.{type(layer).__name__}) {why}"
-    )
-
-
-def _activation(layer: Any, fn: Any) -> str:
-    name = keras.activations.serialize(fn)
-    if not isinstance(name, str):
-        raise _refuse(layer, f"has the custom activation {fn!r}; only Keras's built-in activations port")
-    return name
-
-
-def _weights(layer: Any) -> dict[str, np.ndarray]:
-    """The layer's own weights by their Keras names (``kernel``, ``moving_mean``, ...)."""
-    return {v.name: np.array(v.numpy()) for v in layer.weights}
-
-
-def _dense(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-        raise _refuse(layer, "is a LoRA or quantized Dense; merge or dequantize it first")
-    config = {"units": layer.units, "activation": _activation(layer, layer.activation), "use_bias": layer.use_bias}
-    return config, _weights(layer), {}
-
-
-def _embedding(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    if getattr(layer, "quantization_mode", None):
-        raise _refuse(layer, "is quantized; dequantize it first")
-    config = {"input_dim": layer.input_dim, "output_dim": layer.output_dim, "mask_zero": bool(layer.mask_zero)}
-    return config, {"embeddings": np.array(layer.embeddings.numpy())}, {}
-
-
-def _dropout(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    if getattr(layer, "noise_shape", None) is not None and type(layer) is keras.layers.Dropout:
-        raise _refuse(layer, f"has noise_shape={layer.noise_shape}; PyTorch's dropout draws per element")
-    return {"rate": float(layer.rate)}, {}, {}
-
-
-def _data_format(layer: Any) -> None:
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise _refuse(layer, f"has data_format={layer.data_format!r}; only 'channels_last' (Keras's default) ports")
-
-
-def _plain(*attrs: str) -> Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]]:
-    def read(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-        _data_format(layer)
-        config = {}
-        for a in attrs:
-            value = getattr(layer, a)
-            config[a] = list(value) if isinstance(value, tuple) else value
-        return config, {}, {}
-
-    return read
-
-
-def _activation_layer(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    return {"activation": _activation(layer, layer.activation)}, {}, {}
-
-
-def _normalization(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
-    rank = len(layer.input.shape) if _has_input(layer) else None
-    last = [-1] if rank is None else [-1, rank - 1]
-    if axis not in last and axis != [rank - 1 if rank else -1] and axis != [-1]:
-        raise _refuse(layer, f"normalizes axis={layer.axis}; only the last axis (Keras's default) ports")
-    config = {"epsilon": float(layer.epsilon), "center": bool(layer.center), "scale": bool(layer.scale)}
-    if isinstance(layer, keras.layers.BatchNormalization):
-        if layer.renorm:
-            raise _refuse(layer, "has renorm=True, which PyTorch's BatchNorm lacks")
-        config["momentum"] = float(layer.momentum)
-    elif getattr(layer, "rms_scaling", False):
-        raise _refuse(layer, "has rms_scaling=True; use nn.RMSNorm by hand")
-    return config, _weights(layer), {}
-
-
-def _conv1d(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    _data_format(layer)
-    config = {
-        "filters": layer.filters,
-        "kernel_size": int(layer.kernel_size[0]),
-        "strides": int(layer.strides[0]),
-        "padding": layer.padding,
-        "dilation_rate": int(layer.dilation_rate[0]),
-        "groups": int(layer.groups),
-        "activation": _activation(layer, layer.activation),
-        "use_bias": layer.use_bias,
-    }
-    return config, _weights(layer), {}
-
-
-def _pool1d(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    _data_format(layer)
-    config = {"pool_size": int(layer.pool_size[0]), "strides": int(layer.strides[0]), "padding": layer.padding}
-    return config, {}, {}
-
-
-def _recurrent(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    if not layer.built:
-        raise _refuse(layer, "is not built; call the model once (or build it) first")
-    cells = list(layer.cell.cells) if isinstance(layer.cell, keras.layers.StackedRNNCells) else [layer.cell]
-    if layer.cell.dtype_policy.name != layer.dtype_policy.name:
-        raise _refuse(
-            layer,
-            f"runs its cells in a {type(layer.cell).__name__} of dtype {layer.cell.dtype_policy.name!r} (the layer's "
-            f"is {layer.dtype_policy.name!r}); Keras casts between them: give the StackedRNNCells the same dtype=",
-        )
-    ports = keras_port._describe_cells(cells, "torch", False, layer)  # every cell setting checked there
-    config: dict[str, Any] = {
-        "cells": [{"kind": p.kind, "config": {k: v for k, v in p.config.items() if k != "dtype"}} for p in ports],
-        "return_sequences": bool(layer.return_sequences),
-        "return_state": bool(layer.return_state),
-        "go_backwards": bool(layer.go_backwards),
-        "stateful": bool(layer.stateful),
-        "zero_output_for_mask": bool(layer.zero_output_for_mask),
-    }
-    weights = {}
-    for i, p in enumerate(ports):
-        names = layouts.get(p.kind).names(p.config["use_bias"])
-        weights.update({f"{i}.{n}": np.array(w) for n, w in zip(names, p.weights or [], strict=True)})
-    return config, weights, {}
-
-
-def _bidirectional(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    inner = {
-        "forward": _read_layer(layer.forward_layer, "forward"),
-        "backward": _read_layer(layer.backward_layer, "backward"),
-    }
-    config = {
-        "merge_mode": layer.merge_mode,
-        "return_sequences": bool(layer.return_sequences),
-        "return_state": bool(layer.return_state),
-    }
-    return config, {}, inner
-
-
-def _time_distributed(layer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]:
-    if not isinstance(layer.layer, keras.layers.Dense):
-        raise _refuse(layer, f"wraps a {type(layer.layer).__name__}; only TimeDistributed(Dense) ports")
-    return {}, {}, {"layer": _read_layer(layer.layer, "layer")}
-
-
-READERS: dict[str, Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Layer]]]] = {
-    "Dense": _dense,
-    "Embedding": _embedding,
-    "Dropout": _dropout,
-    "SpatialDropout1D": _dropout,
-    "Activation": _activation_layer,
-    "Flatten": _plain(),
-    "Reshape": _plain("target_shape"),
-    "Permute": _plain("dims"),
-    "RepeatVector": _plain("n"),
-    "TimeDistributed": _time_distributed,
-    "Concatenate": _plain("axis"),
-    "Add": _plain(),
-    "Multiply": _plain(),
-    "Average": _plain(),
-    "Masking": _plain("mask_value"),
-    "GlobalAveragePooling1D": _plain("keepdims"),
-    "GlobalMaxPooling1D": _plain("keepdims"),
-    "BatchNormalization": _normalization,
-    "LayerNormalization": _normalization,
-    "Conv1D": _conv1d,
-    "MaxPooling1D": _pool1d,
-    "SimpleRNN": _recurrent,
-    "LSTM": _recurrent,
-    "GRU": _recurrent,
-    "RNN": _recurrent,
-    "Bidirectional": _bidirectional,
-}
-
-
-def _has_input(layer: Any) -> bool:
-    try:
-        layer.input  # noqa: B018 (raises for a layer never called on a symbolic tensor)
-    except (AttributeError, ValueError):
-        return False
-    return True
-
-
-def _kind(layer: Any) -> str:
-    cls = type(layer)
-    kind = cls.__name__
-    if kind not in READERS or getattr(keras.layers, kind, None) is not cls:
-        raise _refuse(
-            layer,
-            "is outside the vocabulary a whole-model port knows (a custom layer, a Lambda, or a Keras layer "
-            f"not yet ported); the vocabulary: {', '.join(READERS)}",
-        )
-    return kind
-
-
-def _read_layer(layer: Any, name: str) -> Layer:
-    kind = _kind(layer)
-    policy = layer.dtype_policy
-    if policy.compute_dtype != policy.variable_dtype or policy.compute_dtype not in protocol.DTYPES:
-        if kind not in ("Embedding",) or policy.variable_dtype not in protocol.DTYPES:
-            raise _refuse(layer, f"has the dtype policy {policy.name!r}; only float32 or float64 port")
-    config, weights, inner = READERS[kind](layer)
-    dtype = policy.compute_dtype if policy.compute_dtype in protocol.DTYPES else policy.variable_dtype
-    return Layer(name, kind, config, weights, bool(layer.trainable), inner, keras_name=layer.name, dtype=dtype)
 
 
 def identifier(name: str, taken: set[str]) -> str:
@@ -267,7 +62,7 @@ class _Reader:
     def layer(self, keras_layer: Any, scope: str) -> str:
         if id(keras_layer) not in self.by_id:
             name = identifier(scope + keras_layer.name, set(self.layers) | RESERVED)
-            self.layers[name] = _read_layer(keras_layer, name)
+            self.layers[name] = keras_layers.read_layer(keras_layer, name)
             self.by_id[id(keras_layer)] = name
         return self.by_id[id(keras_layer)]
 
@@ -303,10 +98,10 @@ class _Reader:
             f"argument {i}" for i, a in enumerate(args[1:]) if _flat(a)
         ]
         if extra:
-            raise _refuse(op, f"is called with tensors in {extra}; only inputs and initial_state= port")
+            raise keras_layers.refuse(op, f"is called with tensors in {extra}; only inputs and initial_state= port")
         for t in (*inputs, *initial_state):
             if id(t) not in self.tensors:
-                raise _refuse(op, "takes a tensor from outside the model")
+                raise keras_layers.refuse(op, "takes a tensor from outside the model")
         in_names = [self.tensors[id(t)] for t in inputs]
         spec = CallSpec(op._call_signature, op._call_context_args, args, kwargs)
         gets_mask = (
@@ -315,14 +110,14 @@ class _Reader:
             and any(self.masked[n] for n in in_names)
         )
         if top and (recorded_mask is not None) != gets_mask:
-            raise _refuse(op, f"receives a mask where the reader expected {'one' if gets_mask else 'none'}")
+            raise keras_layers.refuse(op, f"receives a mask where the reader expected {'one' if gets_mask else 'none'}")
         layer = self.layers[name]
         outputs = [self._tensor(t, name) for t in node.outputs]
         masks = _output_masks(layer, [self.masked[n] for n in in_names], len(outputs))
         if top:
             seen = [getattr(t, "_keras_mask", None) is not None for t in node.outputs]
             if seen != masks:
-                raise _refuse(op, f"gives outputs with masks {seen} where the reader expected {masks}")
+                raise keras_layers.refuse(op, f"gives outputs with masks {seen} where the reader expected {masks}")
         self.masked.update(zip(outputs, masks, strict=True))
         self.nodes.append(Node(name, in_names, outputs, [self.tensors[id(t)] for t in initial_state], gets_mask, masks))
 
@@ -330,7 +125,7 @@ class _Reader:
         fn = _functional(model)
         outer = [self.tensors[id(t)] for t in _flat(args[0])]
         if len(outer) != len(fn.inputs):
-            raise _refuse(model, f"takes {len(fn.inputs)} inputs, called with {len(outer)}")
+            raise keras_layers.refuse(model, f"takes {len(fn.inputs)} inputs, called with {len(outer)}")
         for inner, name in zip(fn.inputs, outer, strict=True):
             self.tensors[id(inner)] = name
         self.model(model, f"{scope}{model.name}_", top=False)
@@ -433,13 +228,13 @@ def _read_model(model: Any) -> Graph:
 
 def _read_single(layer: Any) -> Graph:
     if not layer.built:
-        raise _refuse(layer, "is not built; build it (layer.build(input_shape)) or call it once first")
+        raise keras_layers.refuse(layer, "is not built; build it (layer.build(input_shape)) or call it once first")
     shapes = getattr(layer, "_build_shapes_dict", None) or {}
     shape = next(iter(shapes.values()), None)
     if shape is None or not isinstance(shape, (tuple, list)) or (shape and isinstance(shape[0], (tuple, list))):
-        raise _refuse(layer, "has no single known input shape; port it inside a keras.Model instead")
+        raise keras_layers.refuse(layer, "has no single known input shape; port it inside a keras.Model instead")
     reader = _Reader(layer.name)
-    kind = _kind(layer)
+    kind = keras_layers.kind_of(layer)
     dtype = "int32" if kind == "Embedding" else layer.dtype_policy.compute_dtype
     x = Input("inputs", tuple(shape[1:]), dtype)
     name = reader.layer(layer, "")

@@ -192,20 +192,29 @@ def _native_call(e: Any, layer: Layer, node: Node, x: str, y: str, m: str | None
     if m is None:
         e.add(f"{target} = self.{n}({x}{init})")
     else:
-        e.code.helpers.update({"mask_lengths", "pack", "unpack", "keep_empty"})
-        e.add(f"{y}_lengths = mask_lengths({m})")
-        e.add(f"{target} = self.{n}(pack({x}, {y}_lengths){init})")
-        hold = not c.get("zero_output_for_mask")
-        e.add(f"{y} = unpack({y}, {y}_lengths, {x}.shape[1], {hold})")
-        if c["return_state"] or c.get("stateful"):  # an empty row keeps its initial state, as in Keras
-            for h, old in zip(hs, _olds(init, hs), strict=True):
-                e.add(f"{h} = keep_empty({y}_lengths, {h}, {old})")
+        kept = hs if c["return_state"] or c.get("stateful") else []
+        _packed_call(e, n, x, y, m, target, init, y, not c.get("zero_output_for_mask"), kept, hs)
     if not c["return_sequences"]:
         e.add(f"{y} = {y}[:, -1]")
     if c.get("stateful"):
         e.add(f"self.{n}_state = [{', '.join(f'{h}.detach()' for h in hs)}]")
     if c["return_state"]:
         e.add(f"{', '.join(states)} = {', '.join(f'{h}[0]' for h in hs)}")
+
+
+def _packed_call(
+    e: Any, n: str, x: str, y: str, m: str, target: str, init: str, out: str, hold: bool, kept: list[str], hs: list[str]
+) -> None:
+    """The call of PyTorch's ``self.{n}`` on the sequences packed by the mask ``m``: ``out``
+    unpacked to the full length (``hold``: padded steps repeat the last output, as Keras's
+    ``zero_output_for_mask=False``), and each state in ``kept`` of a row with no step left at its
+    initial value, as in Keras."""
+    e.code.helpers.update({"mask_lengths", "pack", "unpack", "keep_empty"})
+    e.add(f"{y}_lengths = mask_lengths({m})")
+    e.add(f"{target} = self.{n}(pack({x}, {y}_lengths){init})")
+    e.add(f"{out} = unpack({out}, {y}_lengths, {x}.shape[1], {hold})")
+    for h, old in zip(kept, _olds(init, hs)[: len(kept)], strict=True):
+        e.add(f"{h} = keep_empty({y}_lengths, {h}, {old})")
 
 
 def _olds(init: str, hs: list[str]) -> list[str]:
@@ -305,14 +314,8 @@ def bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
     if m is None:
         e.add(f"{target} = self.{n}({x}{init})")
     else:
-        e.code.helpers.update({"mask_lengths", "pack", "unpack", "keep_empty"})
-        e.add(f"{y}_lengths = mask_lengths({m})")
-        e.add(f"{target} = self.{n}(pack({x}, {y}_lengths){init})")
-        e.add(f"{seq} = unpack({seq}, {y}_lengths, {x}.shape[1], False)")
         used = hs if c["return_state"] else [] if c["return_sequences"] else hs[:1]
-        if used:
-            for h, old in zip(used, _olds(init, hs), strict=False):
-                e.add(f"{h} = keep_empty({y}_lengths, {h}, {old})")
+        _packed_call(e, n, x, y, m, target, init, seq, False, used, hs)
     if c["return_sequences"]:
         a, b = f"{seq}[..., :{units}]", f"{seq}[..., {units}:]"
     else:

@@ -30,9 +30,6 @@ class Tolerance:
     gradient: float
     training: float
 
-    def for_check(self, check: str) -> float:
-        return self.forward if check == "forward" else self.gradient if check == "backward" else self.training
-
 
 # (dtype, device) -> Tolerance. Stated once, never tuned to pass; docs/parity.md says why.
 _F32 = Tolerance(forward=1e-5, gradient=1e-4, training=1e-4)

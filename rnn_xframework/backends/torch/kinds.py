@@ -68,6 +68,8 @@ class TorchKind:
             :mod:`rnn_xframework.backends.torch.compile` (imported when a stack is compiled).
         triton: the Triton kernels' ``CELL`` code (:mod:`rnn_xframework.kernels.triton.common`).
         nonlinearity: whether the classes take the activation as ``nonlinearity=`` (``nn.RNN``).
+        cpu: the recurrence of ``xf.compile(rnn, "cpu")``'s C kernel computing the type
+            (``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.cpu`), or ``None``.
         masked: the scripted masked layer (``mask=``, dropout in training), as :attr:`layer`.
     """
 
@@ -78,6 +80,7 @@ class TorchKind:
     layer: str
     triton: int
     nonlinearity: bool = False
+    cpu: str | None = None
     masked: str = ""
 
     def kwargs(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,10 +106,17 @@ KINDS: dict[str, TorchKind] = {
         masked="masked_loops:MaskedSimpleRNN",
     ),
     "LSTMCell": TorchKind(
-        nn.LSTMCell, nn.LSTM, GATED, lstm_step, "script_loops:LSTMLayer", 1, masked="masked_loops:MaskedLSTM"
+        nn.LSTMCell,
+        nn.LSTM,
+        GATED,
+        lstm_step,
+        "script_loops:LSTMLayer",
+        1,
+        cpu="lstm",
+        masked="masked_loops:MaskedLSTM",
     ),
     "GRUCell": TorchKind(
-        nn.GRUCell, nn.GRU, GATED, gru_step, "script_loops:GRULayer", 2, masked="masked_loops:MaskedGRU"
+        nn.GRUCell, nn.GRU, GATED, gru_step, "script_loops:GRULayer", 2, cpu="gru", masked="masked_loops:MaskedGRU"
     ),
 }
 """PyTorch's classes, kernels and our compiled layers, by the spec's name."""
@@ -127,12 +137,15 @@ def of_module_class(cls: type) -> str | None:
     return next((k for k, row in KINDS.items() if row.module is cls and k in cells.names()), None)
 
 
-def check(kind: str, config: Mapping[str, Any]) -> None:
+def check(kind: str, config: Mapping[str, Any], own: bool = False) -> None:
     """Raise :class:`UnsupportedConfigError` unless torch can hold ``config`` of cell type ``kind``:
-    its weight layout has a PyTorch form, and PyTorch's cell (where it has one) expresses it."""
+    its weight layout has a PyTorch form, and PyTorch's cell (where it has one) expresses it. With
+    ``own`` (this library's torch cells, which hold a layout ``torch.nn`` lacks in their own
+    parameters and run the spec's step on it: GRU ``reset_after=False``) only the option values
+    PyTorch's cell supports are required."""
     spec = cells.get(kind)
     layout = spec.layout(config)
-    if layout.torch_problem is not None:
+    if layout.torch_problem is not None and not own:
         raise UnsupportedConfigError(f"{layout.name} has no PyTorch equivalent: {layout.torch_problem}")
     row = get(kind)
     if row is None:

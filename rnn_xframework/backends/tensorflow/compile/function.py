@@ -5,7 +5,7 @@ The only module that calls ``tf.function`` for ``xf.compile``. Each layer projec
 input sequence in one product, ``xp = x[time*batch, in] @ kernel + bias``, then the traced loop
 (unrolled over the static number of steps) runs only the recurrent product per step and the
 cell's gates with the cell's own activations. ``"xla"`` adds ``jit_compile=True``; an XLA
-call of a SimpleRNN stack that no ``tf.GradientTape`` records runs :func:`fused_layer_major`
+call of a SimpleRNN stack that no ``tf.GradientTape`` records runs :func:`one_product_layer_major`
 instead (one product per step, no gradient wrapper), through a cached concrete function.
 
 Every step computes what the Keras cell computes, with the bias sums grouped differently:
@@ -48,8 +48,8 @@ from rnn_xframework.backends.tensorflow.compile.cache import (
 )
 from rnn_xframework.backends.tensorflow.compile.graph_loops import (
     Weights,
-    fused_layer_major,
     layer_major,
+    one_product_layer_major,
     timestep_major,
     weights_of,
 )
@@ -280,10 +280,10 @@ class CompiledRNN(compiled.CompiledRNN):
         self._init_compiled(rnn, "xla" if jit_compile else "tf.function")
         self.jit_compile = jit_compile
         self._graphs = graphs_for(rnn, jit_compile)
-        fused = jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells)
+        shortcut = jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells)
         # Plain functions, not bound methods, and no ``None`` argument: each of those costs
         # tf.function about 0.07 ms per call, 15% of W1 (measured).
-        self._fused = fused
+        self._inference_shortcut = shortcut
         # key -> (tf.function, its concrete function for eager calls or None): one per shape
         self._inference_cache = LRU(self._graphs.cache.size)
 
@@ -329,7 +329,7 @@ class CompiledRNN(compiled.CompiledRNN):
         if not self.built:
             return f"CompiledRNN(method={self.method!r}, source={self.source.name!r}, compiled on the first call)"
         info = self.cache_info()
-        extra = f", inference cache={info['inference']}/{info['size']} shapes" if self._fused else ""
+        extra = f", inference cache={info['inference']}/{info['size']} shapes" if self._inference_shortcut else ""
         return (
             f"CompiledRNN(method={self.method!r}, source={self.source.name!r}, "
             f"cache={info['graphs']}/{info['size']} shapes{extra})"
@@ -352,13 +352,13 @@ class CompiledRNN(compiled.CompiledRNN):
         return self._graphs._initial(x, states)
 
     def _run_inference(self, x: tf.Tensor, states: Any) -> Any:
-        """XLA without a gradient (no tape records): :func:`fused_layer_major` on the variables.
+        """XLA without a gradient (no tape records): :func:`one_product_layer_major` on the variables.
 
         Returns ``(y, states)`` with ``return_state``, else ``y`` alone (each output of an XLA
         function costs time at W1's sizes)."""
         seq = tf.reverse(x, [1]) if self.source.go_backwards else x
         layers = [(c, weights_of(c)) for c in self.source.cells]
-        seq, new_states = fused_layer_major(layers, tf.transpose(seq, [1, 0, 2]), self._initial(x, states))
+        seq, new_states = one_product_layer_major(layers, tf.transpose(seq, [1, 0, 2]), self._initial(x, states))
         y = tf.transpose(seq, [1, 0, 2]) if self.source.return_sequences else seq[-1]
         return (y, new_states) if self.source.return_state else y
 
@@ -402,7 +402,7 @@ class CompiledRNN(compiled.CompiledRNN):
                 mask = tf.cast(mask, tf.bool) if isinstance(mask, tf.Tensor) else tf.constant(np.asarray(mask) != 0)
                 fn = self._graphs.function(inputs, states, masked=True)
                 y, new_states = fn(inputs, states, self._flat_weights(), mask)
-            elif self._fused and not _recording():
+            elif self._inference_shortcut and not _recording():
                 result = self._inference(inputs, states)
                 y, new_states = (result, None) if not source.return_state else result
             else:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from rnn_xframework import cells, layouts
-from rnn_xframework.backends.tensorflow import STEP_OPS
+from rnn_xframework.backends.tensorflow.ops import STEP_OPS
 
 
 class Weights(NamedTuple):
@@ -171,7 +171,7 @@ def timestep_major(
     return run_masked(seq.shape[0], step, states, unroll, keep, zero_output, layers[-1][0].units)
 
 
-def fused_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+def one_product_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
     """SimpleRNN layers for XLA inference: one product per step, ``[x_t, h] @ [kernel; recurrent_kernel]``.
 
     Nothing is precomputed: XLA's CPU matrix products are slow on a whole-sequence projection

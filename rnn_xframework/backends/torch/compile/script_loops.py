@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from rnn_xframework import cells
 from rnn_xframework.backends.torch import kinds
+from rnn_xframework.backends.torch.compile import script_gru
 from rnn_xframework.backends.torch.compile.spec_layer import SpecLayer, project
 from rnn_xframework.compiled import check_built
 
@@ -280,8 +281,11 @@ class GRULayer(nn.Module):
         self.gz, self.gr, self.gh = positions
 
     @classmethod
-    def of(cls, cell: Any, inplace: bool) -> GRULayer:
-        """The layer around a built library cell (sharing its native cell)."""
+    def of(cls, cell: Any, inplace: bool) -> nn.Module:
+        """The layer around a built library cell (sharing its native cell); a layout
+        ``nn.GRUCell`` cannot hold (``reset_after=False``) gets :mod:`.script_gru`'s layer."""
+        if cell.layout.torch_problem is not None:
+            return script_gru.GRUResetBeforeLayer(cell.cell, gate_positions(cell))
         return cls(cell.cell, gate_positions(cell))
 
     def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:

@@ -1,4 +1,4 @@
-"""``xf.compile(rnn, "triton")``: a torch RNN stack run by the fused Triton kernels of
+"""``xf.compile(rnn, "triton")``: a torch RNN stack run by the Triton kernels of
 :mod:`~rnn_xframework.kernels.triton.persistent`, forward and backward through time.
 
 Per layer: the input projection ``xp = x W_ih^T + b`` for the whole sequence is one GEMM (torch,
@@ -293,7 +293,7 @@ def _biases(c: Any, code: int) -> tuple[Tensor | None, Tensor | None]:
     return script_loops._bias_sum(c.bias_ih, c.bias_hh), None
 
 
-def fits_fused(plans: list[tuple[int, bool, bool]], cells: list[Any]) -> bool:
+def fits_two_layer(plans: list[tuple[int, bool, bool]], cells: list[Any]) -> bool:
     """Whether a stack runs inference in one launch (:mod:`~rnn_xframework.kernels.triton.two_layer`):
     two layers of one cell type whose three weight sets fit :data:`MAX_WEIGHT_ELEMENTS`."""
     from rnn_xframework.kernels.triton.common import GATES
@@ -307,13 +307,13 @@ def fits_fused(plans: list[tuple[int, bool, bool]], cells: list[Any]) -> bool:
 
 class StackRunner:
     """``(x [batch, time, in], states) -> (y, states)`` for a built torch ``RNN``: without
-    autograd a small two-layer stack in one launch (:func:`fits_fused`), else one kernel launch
+    autograd a small two-layer stack in one launch (:func:`fits_two_layer`), else one kernel launch
     per layer (and one per layer backward)."""
 
     def __init__(self, rnn: Any) -> None:
         self.rnn = rnn
         self.plans = [_layer_plan(c) for c in rnn.cells]
-        self.fused = fits_fused(self.plans, list(rnn.cells))
+        self.two_layer = fits_two_layer(self.plans, list(rnn.cells))
 
     def __call__(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         rnn = self.rnn
@@ -323,8 +323,8 @@ class StackRunner:
         batch, steps = seq.shape[0], seq.shape[1]
         # the first layer reads the batch-first input; xp is then seen time-major (a view)
         inp = seq.reshape(batch * steps, seq.shape[2])
-        if self.fused and not save:
-            out, ends = self._fused(inp, batch, steps, states)
+        if self.two_layer and not save:
+            out, ends = self._two_layer(inp, batch, steps, states)
             return (out.transpose(0, 1) if rnn.return_sequences else out[-1]), ends
         time_major = False
         ends: list[list[Tensor]] = []
@@ -344,7 +344,7 @@ class StackRunner:
         y = out.transpose(0, 1) if rnn.return_sequences else out[-1]
         return y, ends
 
-    def _fused(
+    def _two_layer(
         self, inp: Tensor, batch: int, steps: int, states: list[list[Tensor]]
     ) -> tuple[Tensor, list[list[Tensor]]]:
         c0, c1 = (w.cell for w in self.rnn.cells)
