@@ -25,7 +25,7 @@ from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 _PENDING_LOCK = threading.Lock()  # one first call compiles a pending object
 
-MASKED_METHODS = ("torchscript", "inductor", "cudagraph", "tf.function", "xla")
+MASKED_METHODS = ("torchscript", "inductor", "cudagraph", "cpu", "tf.function", "xla")
 """The compile methods whose loops run ``mask=`` (named in the refusal of the others)."""
 
 FORWARDED = (

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL, require
-from helpers import KINDS, max_err, native, numpy, random_cell_states
+from helpers import KINDS, make_cells, max_err, native, numpy, random_cell_states
 from test_compile_methods import BATCH, FEATURES, METHODS, STEPS, UNITS, assert_same, assert_same_gradients, built
 
 import rnn_xframework as xf
+from rnn_xframework import layers
 from rnn_xframework.parity import training
 
 # a general mask (holes, a row starting masked, a row all masked) and a right-padded one (lengths
@@ -171,7 +172,7 @@ def test_methods_without_a_masked_loop_refuse_naming_those_with_one(rng):
     rnn = built("torch", "SimpleRNNCell", "float32", rng)
     fast = xf.compile(rnn, "triton")  # the mask is refused before any kernel runs (on any device)
     x = native("torch", rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32"))
-    with pytest.raises(xf.UnsupportedConfigError, match=r"takes no mask.*'torchscript', 'inductor'"):
+    with pytest.raises(xf.UnsupportedConfigError, match=r"takes no mask.*'torchscript'.*'inductor'"):
         fast(x, mask=GENERAL)
 
 
@@ -196,10 +197,25 @@ def test_compiled_bidirectional_takes_the_mask(rng, backend, method, kind):
     """``xf.compile(Bidirectional)`` compiles both RNNs: a mask reaches both masked loops (zeros
     in the padding, as Keras's Bidirectional sets)."""
     require(backend)
-    from rnn_xframework import layers
-
     inner = layers.RNN([getattr(layers, kind)(UNITS, backend=backend, dtype="float64")], return_sequences=True)
     bi = layers.Bidirectional(inner, input_size=FEATURES)
     x = native(backend, rng.normal(size=(BATCH, STEPS, FEATURES)))
     got, want = xf.compile(bi, method)(x, mask=RIGHT_PADDED), bi(x, mask=RIGHT_PADDED)
     assert max_err(numpy(backend, got), numpy(backend, want)) <= TOL["float64"]
+
+
+@pytest.mark.parametrize("method", ["torchscript", "cpu"])
+def test_torch_gru_reset_before_refuses_masks_typed(rng, method):
+    """No masked torch layer computes ``reset_after=False`` yet: a typed refusal, never the
+    ``reset_after=True`` step silently."""
+    require("torch")
+    cells = make_cells("torch", "GRUCell", 1, UNITS, "float64", reset_after=False)
+    rnn = layers.RNN(cells, return_sequences=True)
+    rnn.build((None, None, FEATURES))
+    try:
+        fast = xf.compile(rnn, method)
+    except xf.UnsupportedConfigError as e:  # "cpu" where no C compiler builds its kernel
+        pytest.skip(f"compile {method!r} unavailable here: {e}")
+    x = native("torch", rng.normal(size=(BATCH, STEPS, FEATURES)))
+    with pytest.raises(xf.UnsupportedConfigError, match=r"reset_after=False.*uncompiled RNN"):
+        fast(x, mask=GENERAL)

@@ -264,4 +264,10 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
         )
     from rnn_xframework.backends.torch.compile import torchscript
 
-    return CompiledRNN(rnn, CpuLoop(rnn), "cpu", export=lambda: torchscript.script(torchscript.scriptable(rnn)))
+    return CompiledRNN(
+        rnn,
+        CpuLoop(rnn),
+        "cpu",
+        export=lambda: torchscript.script(torchscript.scriptable(rnn)),
+        masked=torchscript.masked(rnn),  # mask= and dropout in training: the scripted masked loop
+    )

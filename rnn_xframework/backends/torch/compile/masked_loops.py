@@ -212,6 +212,11 @@ class MaskedGRU(nn.Module):
 
     @classmethod
     def of(cls, cell: Any) -> MaskedGRU:
+        if cell.layout.torch_problem is not None:  # reset_after=False: another step
+            raise UnsupportedConfigError(
+                f"compile: no masked torch loop for a GRUCell with layout {cell.layout.name!r} (reset_after=False) "
+                "(mask= or dropout in training); call the uncompiled RNN for those calls (same weights)"
+            )
         return cls(cell.cell, gate_positions(cell))
 
     def forward(

@@ -61,8 +61,14 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
         "torchscript",
         train=bptt.simple_stack(rnn, bptt_kernels),
         export=lambda: script(scriptable(rnn)),
-        masked=OnFirstCall(lambda: script(masked_loops.masked_loop(rnn, trim=True))),
+        masked=masked(rnn),
     )
+
+
+def masked(rnn: Any) -> OnFirstCall:
+    """The scripted masked loop of ``rnn`` (:mod:`~rnn_xframework.backends.torch.compile.masked_loops`),
+    scripted on its first call: what ``mask=`` and dropout in training run."""
+    return OnFirstCall(lambda: script(masked_loops.masked_loop(rnn, trim=True)))
 
 
 States = list[list[Tensor]]
