@@ -197,3 +197,18 @@ def _tmp(source: str) -> Path:
     path = Path(tempfile.mkdtemp()) / "m.py"
     path.write_text(source)
     return path
+
+
+def test_the_slow_lists_name_files_and_tests_that_exist():
+    """Every entry of tests/conftest.py's SLOW_FILES and SLOW_TESTS (what ``pytest -m "not slow"``
+    leaves out) names a test file, or a test function in one: a rename cannot leave a stale entry
+    and silently put a slow test back into the quick subset."""
+    from conftest import SLOW_FILES, SLOW_TESTS
+
+    repo = ROOT.parent
+    missing = [f for f in SLOW_FILES if not (repo / f).is_file()]
+    for entry in SLOW_TESTS:
+        path, name = entry.split("::")
+        if not (repo / path).is_file() or f"def {name}(" not in (repo / path).read_text():
+            missing.append(entry)
+    assert missing == []
