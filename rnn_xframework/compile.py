@@ -54,23 +54,40 @@ def auto_method(obj: Any) -> str:
 
 
 def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torch.compile
-    """Compile an ``RNN`` made by :func:`rnn_xframework.layers.RNN`.
+    """Compile an ``RNN`` made by :func:`rnn_xframework.layers.RNN`, or a ``Bidirectional``.
 
     Args:
         obj: the RNN to compile; it keeps its parameters, which the result shares. An unbuilt
             RNN compiles too, as ``torch.compile`` of a lazy module: the first call builds it
             for the inputs' features, then compiles (``fast.built`` says whether it has).
         method: a method of the RNN's backend, or ``"auto"``. torch: ``"torchscript"`` (the fast
-            loop in ``torch.jit.script``), ``"inductor"`` (``torch.compile``); TensorFlow:
+            loop in ``torch.jit.script``), ``"cpu"`` (each LSTM / GRU layer's recurrence in one C
+            call, CPU), ``"inductor"`` (``torch.compile``); TensorFlow:
             ``"tf.function"``, ``"xla"`` (``jit_compile=True``); ``"auto"``: the fastest
             measured method for the backend, device and sizes (:func:`auto_method`).
 
-    Returns an object called like ``obj`` (``y = fast(x, initial_state=None, training=None)``)
-    with the same outputs (within float rounding: input projections are precomputed). It raises
-    :class:`UnsupportedConfigError` for ``mask=`` and for dropout with ``training=True``.
+    Returns an object called like ``obj`` (``y = fast(x, initial_state=None, training=None,
+    mask=None)``) with the same outputs (within float rounding: input projections are
+    precomputed). A ``Bidirectional`` compiles as its backend's ``Bidirectional`` of its two RNNs,
+    each compiled with ``method`` (``fast.method``; ``fast.source`` is ``obj``). It raises
+    :class:`UnsupportedConfigError` for dropout with ``training=True``, and for ``mask=`` where
+    the method's loop takes none.
     """
+    if protocol.is_structure(obj, "bidirectional") and not hasattr(obj, "method"):
+        if method == "auto":
+            method = auto_method(obj.forward_layer)
+        for layer in obj.layers:  # the checks of compiling each alone
+            _source_backend(layer, method, _method_owner(layer, method).name)
+        return compiled.recompile_bidirectional(obj, method)
     if method == "auto":
         method = auto_method(obj)
+    _source_backend(obj, method, _method_owner(obj, method).name)
+    return compiled.recompile(obj, method)
+
+
+def _method_owner(obj: Any, method: str) -> registry.Backend:
+    """The backend whose ``method`` compiles ``obj``: its own, or the one that has the method
+    (:class:`FrameworkMismatchError` from :func:`_source_backend` if that is another)."""
     own = getattr(obj, "backend", None)
     backend = registry.get(own) if isinstance(own, str) and own in registry.names() else None
     if backend is None or method not in backend.compile_methods:
@@ -79,5 +96,4 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
             known = sorted([*owners, "auto"])
             raise UnsupportedConfigError(f"unknown compile method {method!r}; expected one of {known}")
         backend = _source_backend(obj, method, owners[method])
-    _source_backend(obj, method, backend.name)
-    return compiled.recompile(obj, method)
+    return backend

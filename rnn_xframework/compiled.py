@@ -25,7 +25,17 @@ from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 _PENDING_LOCK = threading.Lock()  # one first call compiles a pending object
 
-FORWARDED = ("order", "return_sequences", "return_state", "go_backwards", "cells", "cell", "units")
+FORWARDED = (
+    "order",
+    "return_sequences",
+    "return_state",
+    "go_backwards",
+    "time_major",
+    "zero_output_for_mask",
+    "cells",
+    "cell",
+    "units",
+)
 
 
 def is_built(rnn: Any) -> bool:
@@ -45,6 +55,32 @@ def recompile(rnn: Any, method: str) -> Any:
     unpickling a compiled RNN calls."""
     make = compile_method(rnn, method)
     return make(rnn) if is_built(rnn) else pending(rnn, method, make)
+
+
+_BIDIRECTIONAL: dict[type, type] = {}  # a backend's Bidirectional class -> its compiled subclass
+_BIDIRECTIONAL_LOCK = threading.Lock()
+
+
+def recompile_bidirectional(source: Any, method: str) -> Any:
+    """A compiled ``Bidirectional``: its backend's ``Bidirectional`` class (a subclass of it that
+    pickles as its recipe) over ``source``'s two RNNs, each compiled with ``method``
+    (:func:`recompile`), merging as ``source`` does. It holds ``method`` and ``source``; pickling
+    it (``copy.deepcopy``, ``torch.save``) stores ``source`` and ``method``, as a compiled RNN does."""
+    base = registry.get(source.backend).bidirectional_class
+    with _BIDIRECTIONAL_LOCK:
+        cls = _BIDIRECTIONAL.get(base)
+        if cls is None:
+            doc = f"``xf.compile`` of a ``Bidirectional``: {base.__name__} over two compiled RNNs."
+            namespace = {"__reduce__": _reduce_bidirectional, "__doc__": doc, "__module__": base.__module__}
+            cls = _BIDIRECTIONAL[base] = type("CompiledBidirectional", (base,), namespace)
+    out = cls(*(recompile(layer, method) for layer in source.layers), merge_mode=source.merge_mode)
+    # plain attributes: a module or Keras layer would track ``source`` as a second owner of its parameters
+    out.__dict__.update(method=method, source=source)
+    return out
+
+
+def _reduce_bidirectional(self: Any) -> tuple[Any, ...]:
+    return (recompile_bidirectional, (self.source, self.method))
 
 
 def pending(rnn: Any, method: str, make: Callable[[Any], Any]) -> Any:

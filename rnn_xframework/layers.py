@@ -21,22 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rnn_xframework import bidirectional, cells, config, orderings, protocol, registry
+from rnn_xframework.constructors import INPUT_SIZE_DOC, Factory, input_features, with_cls, with_input_size
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
 from rnn_xframework.protocol import Cell
-
-
-def input_features(input_size: int | None, input_shape: Any) -> int | None:
-    """The number of input features given up front: PyTorch's ``input_size`` or the last entry
-    of Keras's ``input_shape`` (``(features,)``, ``(time, features)`` or with a batch entry)."""
-    if input_size is not None and input_shape is not None:
-        raise ValueError(
-            f"give input_size (PyTorch's name) or input_shape (Keras's), not both; got input_size={input_size!r}, "
-            f"input_shape={input_shape!r}"
-        )
-    dim = input_size if input_shape is None else tuple(input_shape)[-1]
-    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
-        raise ValueError(f"input_size / input_shape[-1] must be a positive integer, got {dim!r}")
-    return dim
 
 
 def _built(cell: Any, dim: int | None) -> Any:
@@ -56,49 +43,6 @@ def make_cell(
     return _built(cls(**kwargs), dim)
 
 
-INPUT_SIZE_DOC = """
-    Input size up front: ``input_size=`` (PyTorch's name) or ``input_shape=`` (Keras's, the last
-    entry counts) builds the cell at once. Without them it is built by ``build()``, the first
-    call or, on torch, ``load_state_dict``; until then a torch cell holds lazy parameters
-    (``torch.nn.UninitializedParameter``) that an optimizer made beforehand still trains.
-"""
-
-
-def _with_input_size(signature: inspect.Signature) -> inspect.Signature:
-    """``signature`` with the keyword-only ``input_size`` and ``input_shape`` before ``**kwargs``."""
-    P = inspect.Parameter
-    params = list(signature.parameters.values())
-    at = next((i for i, p in enumerate(params) if p.kind is P.VAR_KEYWORD), len(params))
-    extra = [
-        P("input_size", P.KEYWORD_ONLY, default=None, annotation="int | None"),
-        P("input_shape", P.KEYWORD_ONLY, default=None, annotation="tuple | None"),
-    ]
-    return signature.replace(parameters=[*params[:at], *extra, *params[at:]])
-
-
-class _Factory(type):
-    """Metaclass of the Keras-named constructors. Calling ``layers.LSTMCell(...)`` runs the class's
-    ``__new__``, which returns the chosen backend's native object (a ``torch.nn.Module``, a Keras
-    layer, ...; not an instance of the class, so no ``__init__`` follows). ``isinstance(obj,
-    layers.LSTMCell)`` checks the object's kind on every backend. The real signature of ``__new__``
-    is what ``help()``, ``inspect.signature`` and the API reference show."""
-
-    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
-        super().__init__(name, bases, namespace)
-        if "__signature__" not in namespace and "__new__" in namespace:
-            new = inspect.signature(namespace["__new__"], eval_str=True)
-            cls.__signature__ = new.replace(parameters=list(new.parameters.values())[1:])
-
-    def __instancecheck__(cls, obj: Any) -> bool:
-        return cls._is(obj)  # type: ignore[attr-defined]
-
-
-def _with_cls(signature: inspect.Signature) -> inspect.Signature:
-    """``signature`` with a leading ``cls``: the signature of a ``__new__`` taking those arguments."""
-    cls = inspect.Parameter("cls", inspect.Parameter.POSITIONAL_ONLY)
-    return signature.replace(parameters=[cls, *signature.parameters.values()])
-
-
 def cell_factory(kind: str) -> type:
     """The Keras-named constructor of a registered cell type: ``layers.LSTMCell(units, ...)``.
 
@@ -107,7 +51,7 @@ def cell_factory(kind: str) -> type:
     ``dtype``, ``device``, and ``**kwargs`` for a backend's own arguments (Keras's initializers and
     ``name``; torch's ``train_recurrent_bias``)."""
     spec = cells.get(kind)
-    signature = _with_input_size(spec.signature())
+    signature = with_input_size(spec.signature())
 
     def __new__(
         cls: type,
@@ -122,7 +66,7 @@ def cell_factory(kind: str) -> type:
         cls_ = registry.get(config.resolve(backend)).cell_class(cells.get(kind))
         return _built(cls_(units, *args, **kwargs), dim)
 
-    __new__.__signature__ = _with_cls(signature)  # type: ignore[attr-defined]
+    __new__.__signature__ = with_cls(signature)  # type: ignore[attr-defined]
 
     def _is(cls: type, obj: Any) -> bool:
         return getattr(obj, "cell_kind", None) == kind and protocol.is_structure(obj, "cell")
@@ -134,7 +78,7 @@ def cell_factory(kind: str) -> type:
         "__new__": __new__,
         "_is": classmethod(_is),
     }
-    return _Factory(kind, (), namespace)
+    return Factory(kind, (), namespace)
 
 
 SimpleRNNCell = cell_factory("SimpleRNNCell")
@@ -142,11 +86,22 @@ LSTMCell = cell_factory("LSTMCell")
 GRUCell = cell_factory("GRUCell")
 
 
+_MADE: dict[str, tuple[Any, type]] = {}  # name -> (the spec it was made for, the constructor)
+
+
 def __getattr__(name: str) -> Any:
-    """``layers.<name>`` for a cell type registered after import (:func:`rnn_xframework.cells.register`)."""
-    if name in cells.names():
-        return cell_factory(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """``layers.<name>`` for a cell type registered after import (:func:`rnn_xframework.cells.register`):
+    ``layers.MGUCell`` the cell, ``layers.MGU`` its one-layer sequence layer (Keras's naming,
+    ``LSTMCell`` / ``LSTM``); made once per registered spec."""
+    kind = name if name in cells.names() else f"{name}Cell"
+    if kind not in cells.names() or name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    spec = cells.get(kind)
+    made = _MADE.get(name)
+    if made is None or made[0] is not spec:
+        cell = cell_factory(kind)
+        made = _MADE[name] = (spec, cell if name == kind else _layer_factory(name, cell))
+    return made[1]
 
 
 def _backend_of_cells(cells: Any, backend: str | None) -> str:
@@ -164,7 +119,7 @@ def _backend_of_cells(cells: Any, backend: str | None) -> str:
     return found
 
 
-class StackedRNNCells(metaclass=_Factory):
+class StackedRNNCells(metaclass=Factory):
     """Several cells run as one: each time step goes through every layer in order.
 
     ``StackedRNNCells([cell0, cell1])`` returns the cells' backend's native stack, itself a
@@ -191,7 +146,7 @@ class StackedRNNCells(metaclass=_Factory):
         return protocol.is_structure(obj, "stack")
 
 
-class RNN(metaclass=_Factory):
+class RNN(metaclass=Factory):
     """Run a cell, a list of cells or a stack over a whole sequence (Keras ``RNN``).
 
     Args:
@@ -290,7 +245,7 @@ def _layer_factory(name: str, cell: type) -> type:
         ],
         return_annotation=Any,
     )
-    __new__.__signature__ = _with_cls(shown)  # type: ignore[attr-defined]
+    __new__.__signature__ = with_cls(shown)  # type: ignore[attr-defined]
 
     def _is(cls: type, obj: Any) -> bool:
         cells = getattr(obj, "cells", None) if RNN._is(obj) else None
@@ -319,7 +274,7 @@ def _layer_factory(name: str, cell: type) -> type:
     ``l1``.
     """
     namespace = {"__doc__": doc, "__module__": __name__, "__signature__": shown, "__new__": __new__}
-    return _Factory(name, (), {**namespace, "_is": classmethod(_is)})
+    return Factory(name, (), {**namespace, "_is": classmethod(_is)})
 
 
 SimpleRNN = _layer_factory("SimpleRNN", SimpleRNNCell)
@@ -337,7 +292,7 @@ def wrap_bidirectional(forward_layer: Any, backward_layer: Any, merge_mode: Any 
     return cls(forward_layer, backward_layer, merge_mode=merge_mode)
 
 
-class Bidirectional(metaclass=_Factory):
+class Bidirectional(metaclass=Factory):
     """Keras's ``Bidirectional`` wrapper: an RNN over the sequence and another over it backwards,
     their outputs merged (:mod:`rnn_xframework.bidirectional` has the exact rules).
 

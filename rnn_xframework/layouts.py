@@ -87,12 +87,14 @@ class Layout:
         inverse = [self.torch_order.index(i) for i in range(len(self.torch_order))]
         return _blocks(a, inverse, axis)
 
-    def to_torch(self, weights: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def to_torch(self, weights: Sequence[np.ndarray], own: bool = False) -> dict[str, np.ndarray]:
         """Canonical list -> ``{"weight_ih", "weight_hh"[, "bias_ih", "bias_hh"]}``.
 
-        Raises :class:`UnsupportedConfigError` for layouts PyTorch has no equivalent of.
+        Raises :class:`UnsupportedConfigError` for layouts PyTorch has no equivalent of, unless
+        ``own``: for this library's torch cells, which hold every layout under PyTorch's names
+        (a one-row bias in ``bias_ih``, ``bias_hh`` zero) and run the spec's step on them.
         """
-        if self.torch_problem is not None:
+        if self.torch_problem is not None and not own:
             raise UnsupportedConfigError(f"{self.name} has no PyTorch equivalent: {self.torch_problem}")
         out = {
             "weight_ih": np.ascontiguousarray(self._to_torch_order(np.asarray(weights[0]), 1).T),
@@ -108,9 +110,10 @@ class Layout:
                 out["bias_hh"] = np.zeros_like(bias)
         return out
 
-    def from_torch(self, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """PyTorch parameters -> canonical list (biases summed, or stacked for GRU)."""
-        if self.torch_problem is not None:
+    def from_torch(self, params: Mapping[str, np.ndarray], own: bool = False) -> list[np.ndarray]:
+        """PyTorch parameters -> canonical list (biases summed, or stacked for GRU); ``own`` as
+        :meth:`to_torch`."""
+        if self.torch_problem is not None and not own:
             raise UnsupportedConfigError(f"{self.name} has no PyTorch equivalent: {self.torch_problem}")
         out = [
             np.ascontiguousarray(self._from_torch_order(np.asarray(params["weight_ih"]).T, 1)),

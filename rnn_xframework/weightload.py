@@ -14,19 +14,16 @@ and the problem; the caller writes nothing until everything has been read. Keras
 from __future__ import annotations
 
 import ast
-import json
 import os
-import stat
 import struct
 import zipfile
-import zlib
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from rnn_xframework import layouts, weightfile
+from rnn_xframework import archives, layouts, weightfile
 from rnn_xframework.errors import WeightsError
 from rnn_xframework.weightfile import META, short
 
@@ -34,8 +31,6 @@ META_MAX_BYTES = 1 << 20
 """Largest ``__meta__`` record read (a few hundred bytes per cell are written)."""
 NPY_HEADER_MAX = 1 << 16
 """Largest ``.npy`` header read (NumPy writes 128 bytes for these arrays)."""
-DEFLATE_MAX_RATIO = 1032
-"""Deflate cannot expand data more than about 1032:1; a member declaring more is refused."""
 UNBUILT_MAX_EXPANSION = 16
 """Into an object whose sizes the file chooses (an unbuilt first cell takes its input size from
 the file), the weights may declare at most this many times the file's size, or
@@ -44,26 +39,6 @@ of a few hundred KiB of deflated zeros could otherwise declare hundreds of MiB (
 383 KiB file took a load from 35 to 802 MiB). ``xf.save_weights`` stores members uncompressed,
 so its files declare less than their size."""
 UNBUILT_MIN_BYTES = 1 << 20
-CHUNK = 1 << 20
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-# Errors that zipfile, zlib and struct raise on damaged archives; turned into WeightsError.
-_ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-    struct.error,
-    EOFError,
-    OSError,
-    ValueError,
-    OverflowError,
-    UnicodeDecodeError,
-    NotImplementedError,
-    RuntimeError,
-    IndexError,
-    KeyError,
-)
-
 
 def _signature(records: list[dict[str, Any]]) -> list[str]:
     """:func:`layouts.signature` of the cells a file's records describe."""
@@ -96,44 +71,26 @@ def load(
         raise WeightsError(f"load_weights: max_bytes must be a non-negative int (bytes), got {max_bytes!r}")
     name = os.fspath(path)
     fail = _Fail(name)
-    with open_regular(name, fail, "weight files are regular files (.npz from xf.save_weights)") as f:
+    with archives.open_regular(name, fail, "weight files are regular files (.npz from xf.save_weights)") as f:
         size = os.fstat(f.fileno()).st_size
         _refuse_foreign_start(f, size, fail)
         try:
             archive = zipfile.ZipFile(f)
-        except _ZIP_ERRORS as e:
+        except archives.ZIP_ERRORS as e:
             raise fail(f"is not an rnn_xframework weight file: not a readable zip archive ({e})") from e
         with archive:
             return _load_archive(archive, size, cells, fail, starts, max_bytes)
-
-
-def open_regular(name: str, fail: Any, what: str) -> Any:
-    """``name`` opened for binary reading, if it is a regular file: a named pipe, a directory or a
-    device raises ``fail(...)`` at once (opened non-blocking, so a pipe never waits for a
-    writer; issue 18). ``FileNotFoundError`` propagates; other ``OSError``s become ``fail``."""
-    try:
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise fail(f"cannot be read ({e})") from e
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise fail(f"is {kind}; {what}: refused unread")
-    return open(fd, "rb")
 
 
 def _refuse_foreign_start(f: Any, size: int, fail: _Fail) -> None:
     """Name what the file is when its first bytes say it is not a zip archive."""
     head = f.read(8)
     f.seek(0)
-    hdf5 = head == HDF5_SIGNATURE
+    hdf5 = head == archives.HDF5_SIGNATURE
     for offset in (512, 1024, 2048):  # HDF5 allows a user block before its signature
         if not hdf5 and size >= offset + 8:
             f.seek(offset)
-            hdf5 = f.read(8) == HDF5_SIGNATURE
+            hdf5 = f.read(8) == archives.HDF5_SIGNATURE
             f.seek(0)
     if hdf5:
         p = fail.path
@@ -277,7 +234,7 @@ def _check_entry(info: zipfile.ZipInfo, size: int, fail: _Fail, data_bytes: int,
     """Refuse a member, from its directory entry alone, unless it can be read within the sizes
     the metadata declares: ``data_bytes`` after a header of at most ``header_max`` bytes."""
     name = info.filename
-    _check_flags_and_method(
+    archives.check_flags_and_method(
         info,
         fail,
         "weight files never are",
@@ -288,27 +245,7 @@ def _check_entry(info: zipfile.ZipInfo, size: int, fail: _Fail, data_bytes: int,
             f"member {name!r}: the metadata declares {what} ({data_bytes} bytes of data), but the "
             f"zip directory says the member holds {info.file_size} bytes; refused unread"
         )
-    _check_sizes(info, size, fail)
-
-
-def _check_flags_and_method(info: zipfile.ZipInfo, fail: Any, never_encrypted: str, methods: str) -> None:
-    """Refuse an encrypted member, or one compressed other than stored or deflated (the zip
-    checks that weight files and ``.keras`` archives share; the texts say which file it is)."""
-    if info.flag_bits & 0x1:
-        raise fail(f"member {info.filename!r} is encrypted; {never_encrypted}")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise fail(f"member {info.filename!r} uses zip compression method {info.compress_type}; {methods}")
-
-
-def _check_sizes(info: zipfile.ZipInfo, size: int, fail: Any) -> None:
-    """Refuse a member whose directory sizes cannot be true in a file of ``size`` bytes."""
-    name = info.filename
-    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise fail(f"member {name!r} is stored, yet its sizes differ ({info.compress_size} != {info.file_size})")
-    if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
-        raise fail(f"member {name!r} declares {info.file_size} bytes that {info.compress_size} compressed cannot hold")
-    if info.header_offset + info.compress_size > size:
-        raise fail(f"member {name!r} extends past the end of the file ({size} bytes): truncated?")
+    archives.check_sizes(info, size, fail)
 
 
 class _Capped:
@@ -401,7 +338,7 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, fail: 
                 raise fail(f"member {name!r} needs {nbytes} bytes, more than this process can allocate") from e
             view, pos = memoryview(buf), 0
             while pos < nbytes:
-                chunk = r.read(min(CHUNK, nbytes - pos))
+                chunk = r.read(min(archives.CHUNK, nbytes - pos))
                 if not chunk:
                     raise EOFError("the member's data ends early")
                 view[pos : pos + len(chunk)] = chunk
@@ -410,74 +347,10 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, fail: 
                 raise fail(f"member {name!r} holds more data than its header declares")
     except WeightsError:
         raise
-    except (*_ZIP_ERRORS, SyntaxError, RecursionError, MemoryError, TypeError) as e:
+    except (*archives.ZIP_ERRORS, SyntaxError, RecursionError, MemoryError, TypeError) as e:
         problem = "bad CRC-32: damaged data" if "CRC" in str(e) else str(e) or type(e).__name__
         raise fail(f"member {name!r} cannot be read ({problem})") from e
     array = buf.view(dtype).reshape(shape, order="F" if fortran else "C")
     return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
-# --- .keras archives (xf.from_keras(path)): checked before Keras reads them -----------------------
-KERAS_CONFIG_MAX_BYTES = 16 << 20
-"""Largest ``config.json`` of a ``.keras`` file read (a model's configuration is kilobytes)."""
-KERAS_MAX_EXPANSION = 16
-"""A ``.keras`` file's members may declare at most this many times the file's size (plus
-:data:`KERAS_CONFIG_MAX_BYTES`) in all: Keras stores them uncompressed; a file declaring more is
-a zip bomb (load a trusted one with ``keras.saving.load_model`` yourself, then pass the model)."""
-
-
-def check_keras_archive(path: str, fail: Any) -> None:
-    """Refuse, with ``fail(problem)``, a ``.keras`` file that Keras should not be given: not a
-    regular file (a pipe is never waited on), empty, not a readable zip, members that are
-    encrypted, compressed oddly, lie about their sizes, extend past the file or fail their CRC-32,
-    a missing or oversized ``config.json``, or one that is not a JSON object naming a class.
-    Everything is read with the declared sizes as caps, so memory stays bounded."""
-    with open_regular(path, fail, "a .keras model file is a regular file") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise fail("is empty (0 bytes): not a .keras model file; was it saved completely?")
-        head = f.read(8)
-        f.seek(0)
-        if head == HDF5_SIGNATURE:
-            raise fail("is an HDF5 file (a legacy Keras .h5 model?), not a .keras zip archive; rename it to .h5")
-        try:
-            archive = zipfile.ZipFile(f)
-        except _ZIP_ERRORS as e:
-            raise fail(f"is not a .keras model file: not a readable zip archive ({e})") from e
-        with archive:
-            infos = archive.infolist()
-            names = [i.filename for i in infos]
-            if len(set(names)) != len(names):
-                raise fail("holds a member twice: a damaged or tampered file")
-            total = 0
-            for info in infos:
-                _check_keras_entry(info, size, fail)
-                total += info.file_size
-            if total > KERAS_MAX_EXPANSION * size + KERAS_CONFIG_MAX_BYTES:
-                raise fail(
-                    f"declares {total} bytes in its members, far more than its {size} bytes can hold "
-                    "(a zip bomb?): refused unread"
-                )
-            if "config.json" not in names:
-                raise fail(f"has no config.json, so it is not a .keras model file (it holds {short(names, 200)})")
-            for info in infos:  # every CRC-32, before Keras reads anything
-                try:
-                    with archive.open(info) as raw:
-                        while raw.read(CHUNK):
-                            pass
-                except _ZIP_ERRORS as e:
-                    problem = "bad CRC-32: damaged data" if "CRC" in str(e) else str(e) or type(e).__name__
-                    raise fail(f"member {info.filename!r} cannot be read ({problem})") from e
-            try:
-                config = json.loads(archive.read("config.json"))
-            except (*_ZIP_ERRORS, RecursionError) as e:
-                raise fail(f"has a config.json that is not valid JSON ({short(str(e), 200)})") from e
-    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
-        raise fail(f"has a config.json that is not a Keras object's configuration: {short(config)}")
-
-
-def _check_keras_entry(info: zipfile.ZipInfo, size: int, fail: Any) -> None:
-    _check_flags_and_method(info, fail, "Keras never writes encrypted members", "only stored and deflated")
-    _check_sizes(info, size, fail)
-    if info.filename == "config.json" and info.file_size > KERAS_CONFIG_MAX_BYTES:
-        raise fail(f"has a config.json of {info.file_size} bytes, more than {KERAS_CONFIG_MAX_BYTES}: refused unread")

@@ -22,7 +22,10 @@ ROOT = Path(rnn_xframework.__file__).parent
 PACKAGE = "rnn_xframework"
 LAYERS = [
     ["errors"],
-    ["protocol", "layouts", "weightfile", "weightload", "dropout", "frameworks", "registry", "config"],
+    [
+        *("protocol", "layouts", "weightfile", "archives", "weightload", "dropout", "frameworks", "registry"),
+        *("config", "constructors"),
+    ],
     ["cells"],
     ["kernels"],
     ["compiled", "orderings", "bidirectional"],
@@ -197,6 +200,53 @@ def _tmp(source: str) -> Path:
     path = Path(tempfile.mkdtemp()) / "m.py"
     path.write_text(source)
     return path
+
+
+def test_no_module_name_is_used_twice():
+    """A module's file name says what it is, once in the package (``loops.py`` three times and
+    ``compiled.py`` twice made a reader guess which one a traceback meant)."""
+    stems: dict[str, list[str]] = {}
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            stems.setdefault(path.stem, []).append(name)
+    assert {s: names for s, names in stems.items() if len(names) > 1} == {}
+
+
+TORCH_PER_TYPE = frozenset(
+    {"RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"}
+)
+"""PyTorch's per-cell-type classes and ATen kernels: named in code only by the torch backend's table."""
+KINDS_TABLE = f"{PACKAGE}.backends.torch.kinds"
+
+
+def torch_per_type_names(path: Path) -> set[str]:
+    """The ``nn.LSTM`` / ``torch.lstm_cell`` / ``torch.nn.GRUCell`` references in a module's code
+    (docstrings and messages are text, not code, and do not count)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in TORCH_PER_TYPE:
+            base = node.value
+            owner = base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else None
+            if owner in ("nn", "torch"):
+                found.add(f"{owner}.{node.attr}")
+    return found
+
+
+def test_per_type_torch_facts_live_only_in_the_kinds_table():
+    """Which ``torch.nn`` cell, multi-layer module, ATen step, scripted layer and Triton code
+    serve a cell type is one row of ``backends/torch/kinds.py``; every library path (eager cell,
+    ports, compiled loops, kernels' host code, whole-model emitter) reads it. The benchmark and
+    the parity trainers, which measure PyTorch itself, may name its classes."""
+    parity = next(i for i, layer in enumerate(LAYERS) if "parity" in layer)
+    stray = sorted(
+        f"{name}: {ref}"
+        for name, path in MODULES.items()
+        if name != KINDS_TABLE and (layer_of(name) < parity or within(name, ("models",)))
+        for ref in torch_per_type_names(path)
+    )
+    assert stray == []
+    assert torch_per_type_names(MODULES[KINDS_TABLE]) >= {"nn.LSTMCell", "nn.GRU", "torch.lstm_cell"}
+    assert torch_per_type_names(_tmp("import torch\nc = torch.nn.GRUCell(1, 2)\n")) == {"nn.GRUCell"}
 
 
 def test_the_slow_lists_name_files_and_tests_that_exist():

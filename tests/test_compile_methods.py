@@ -21,7 +21,13 @@ from rnn_xframework.parity import training
 
 FEATURES, UNITS, BATCH, STEPS = 4, 6, 3, 5
 # (backend, method); "auto" resolves to a registered method of the backend
-METHODS = [("torch", "torchscript"), ("torch", "auto"), ("tensorflow", "tf.function"), ("tensorflow", "xla")]
+METHODS = [
+    ("torch", "torchscript"),
+    ("torch", "cpu"),
+    ("torch", "auto"),
+    ("tensorflow", "tf.function"),
+    ("tensorflow", "xla"),
+]
 
 
 def built(backend, kind, dtype, rng, *, layers_n=2, **kw):

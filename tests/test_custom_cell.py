@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TOL
+from conftest import TOL, require
 from helpers import max_err, native, numpy
 
 import rnn_xframework as xf
@@ -118,17 +118,54 @@ def test_unregistered_cell_type_is_unknown():
         layers.make_cell("MGUCell", backend="numpy", units=3)
     with pytest.raises(AttributeError):
         layers.MGUCell  # noqa: B018
+    with pytest.raises(AttributeError):
+        layers.MGU  # noqa: B018
 
 
-def test_registered_cell_compiles_where_the_graph_is_generic(mgu, rng):
-    """``tf.function`` traces the spec's step, so it serves a new type as is; the TorchScript
-    kernels are written per type and refuse one they do not have (no silent slow path)."""
-    pytest.importorskip("tensorflow")
-    x, weights, states = problem(rng, "float64")
-    rnn = mgu_rnn("tensorflow", "float64")
+AUTO = {"torch": "torchscript", "tensorflow": "xla"}  # what "auto" picks for a registered type (CPU)
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_registered_cell_compiles_with_auto_on_every_framework(mgu, framework, dtype, rng):
+    """``xf.compile(rnn, "auto")`` compiles a registered type: torch runs the spec's step traced
+    inside its scripted loop (backends/torch/compile/spec_layer.py), TensorFlow traces it into
+    its graph. Outputs and final states match the NumPy reference written out above; on torch the
+    gradients match the eager RNN's, and other shapes run on the same compiled object."""
+    require(framework)
+    x, weights, states = problem(rng, dtype)
+    rnn = mgu_rnn(framework, dtype)
     rnn.set_weights(weights)
-    fast = xf.compile(rnn, "tf.function")
-    assert max_err(run(fast, "tensorflow", x, states)[0], run(rnn, "tensorflow", x, states)[0]) <= TOL["float64"]
-    pytest.importorskip("torch")
-    with pytest.raises(xf.UnsupportedConfigError, match="no fast torch layer for MGUCell"):
-        xf.compile(xf.convert(rnn, backend="torch"), "torchscript")
+    fast = xf.compile(rnn, "auto")
+    assert fast.method == AUTO[framework]
+    y, final = run(fast, framework, x, states)
+    want_y, want_final = reference(x.astype(np.float64), weights, states)
+    assert max_err(y, want_y) <= TOL[dtype]
+    for layer in range(2):
+        assert max_err(final[layer][0], want_final[layer][0]) <= TOL[dtype]
+    longer = rng.normal(size=(BATCH + 2, STEPS + 3, FEATURES)).astype(dtype)
+    zeros = [[np.zeros((BATCH + 2, UNITS), dtype)] for _ in range(2)]
+    assert max_err(run(fast, framework, longer, zeros)[0], run(rnn, framework, longer, zeros)[0]) <= TOL[dtype]
+    if framework == "torch":
+        import torch
+
+        xt = native("torch", x).requires_grad_(True)
+        trained = [xt, *(p for p in rnn.parameters() if p.requires_grad)]
+        eager = torch.autograd.grad(rnn(xt)[0].square().sum(), trained)
+        compiled = torch.autograd.grad(fast(xt)[0].square().sum(), trained)
+        for got, want in zip(compiled, eager, strict=True):
+            assert max_err(got, want) <= TOL[dtype] * 10  # sums over batch and steps
+
+
+def test_registered_cell_has_a_sequence_layer(mgu, backend, rng):
+    """``layers.MGU`` for ``MGUCell``, as ``layers.LSTM`` for ``LSTMCell``: one object per
+    registration, an ``RNN`` over one cell, gone with the type."""
+    x, weights, _ = problem(rng, "float64")
+    layer = layers.MGU(
+        UNITS, return_sequences=True, return_state=True, backend=backend, dtype="float64", input_size=FEATURES
+    )
+    assert layers.MGU is layers.MGU and isinstance(layer, layers.MGU) and isinstance(layer.cells[0], layers.MGUCell)
+    layer.set_weights(weights[:3])
+    zeros = [[np.zeros((BATCH, UNITS))]]
+    want = reference(x, weights[:3], [[np.zeros((BATCH, UNITS))]])[0]
+    assert max_err(run(layer, backend, x, zeros)[0], want) <= TOL["float64"]
+    assert not isinstance(layers.LSTM(3, backend="numpy"), layers.MGU)

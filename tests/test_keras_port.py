@@ -40,8 +40,6 @@ def unsupported(kind: str, setting: str, backend: str) -> str | None:
         return "torch's gated cells are tanh only"
     if kw.get("activation") == "linear" and backend == "torch":
         return "torch.nn.RNNCell is tanh/relu"
-    if kw.get("reset_after") is False and backend == "torch":
-        return "torch has no reset_after=False"
     return None
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from rnn_xframework import cells, protocol, weightload
+from rnn_xframework import archives, cells, protocol
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 from rnn_xframework.weightfile import short
 
@@ -302,7 +302,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     def fail(problem: str) -> WeightsError:
         return WeightsError(f"from_keras: {path!r} {problem}")
 
-    weightload.check_keras_archive(path, fail)
+    archives.check_keras_archive(path, fail)
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # the file is untrusted: whatever Keras raises on it, say which file

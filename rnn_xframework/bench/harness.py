@@ -6,6 +6,8 @@ Orchestrator (default)::
     rnn-xframework bench --grad --grad-methods "torch nn.RNN,keras SimpleRNN xla"
     rnn-xframework bench --quick                # W1 only, few repeats (< ~60 s)
     rnn-xframework bench --device cuda --grad --cells all   # every cell type against cuDNN
+    rnn-xframework bench --cells LSTM,GRU --mask both       # random lengths, and unmasked alongside
+    rnn-xframework bench --cells LSTM --bidirectional       # both directions, each layer
     rnn-xframework bench --json out.json --table out.txt [--plot out.png]
     rnn-xframework bench --plugin mypkg.bench_methods   # extra registered methods
 
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     """All options of the orchestrator and of the worker mode."""
     p = argparse.ArgumentParser(
         prog="rnn-xframework bench",
-        description="Time framework peers of a two-layer SimpleRNN, one subprocess per framework.",
+        description="Time framework peers of a two-layer RNN stack, one subprocess per framework.",
     )
     p.add_argument(
         "--workloads",
@@ -61,6 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--cells",
         default="SimpleRNN",
         help="comma list of SimpleRNN, LSTM, GRU, or all: the cell type of the two-layer stack",
+    )
+    variants = ("off", "on", "both")
+    p.add_argument(
+        "--mask",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=variants,
+        help="masked workloads: random lengths (each drawn uniformly in [T/2, T], seeded), right-padded; "
+        "torch peers on a PackedSequence, Keras and ours given mask=. 'both': unmasked ones too (default: off)",
+    )
+    p.add_argument(
+        "--bidirectional",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=variants,
+        help="bidirectional workloads: both directions in each layer (nn.RNN(bidirectional=True), "
+        "keras.layers.Bidirectional, ours). 'both': unidirectional ones too (default: off)",
     )
     p.add_argument(
         "--methods",
@@ -146,7 +167,11 @@ def worker_main(args: argparse.Namespace) -> int:
         methods=_split(args.methods),
         device=args.device,
         budget=budget,
-        workload=parse_workload(args.workload).with_cell(args.cell) if args.workload else None,
+        workload=parse_workload(args.workload).variant(
+            args.cell, bidirectional=args.bidirectional == "on", masked=args.mask == "on"
+        )
+        if args.workload
+        else None,
         grad=args.grad,
         gemm_n=0 if args.workload else args.gemm,
     )
@@ -162,7 +187,11 @@ def list_methods() -> None:
     for m in METHODS.values():
         grad = "grad" if m.supports_grad else "fwd only"
         cells = ",".join(c.removesuffix("Cell") for c in m.cells)
-        print(f"{m.name:32s} {m.framework:11s} {grad:9s} devices={','.join(m.devices):9s} cells={cells}")
+        variants = ",".join(v for v, ok in (("masked", m.masks), ("bi", m.bidirectional)) if ok) or "-"
+        print(
+            f"{m.name:32s} {m.framework:11s} {grad:9s} devices={','.join(m.devices):9s} "
+            f"cells={cells:18s} variants={variants}"
+        )
     for g in GEMM_METHODS.values():
         print(f"{g.name:32s} {g.framework:11s} {'gemm':9s} devices={','.join(g.devices)}")
 

@@ -12,6 +12,12 @@ the function), build random weights and inputs, make the first call, and
 return ``(callable, compile_s)`` where ``compile_s`` is the wall time of that
 first call (tracing, compilation, first-touch allocation). The harness never
 times the first call again.
+
+A method runs the workloads of its ``cells``, and the bidirectional / masked variants
+(``workload.bidirectional``, ``workload.masked``: ``workload.lengths()``) only if registered with
+``bidirectional=True`` / ``masks=True``. A setup that raises
+:class:`~rnn_xframework.errors.UnsupportedConfigError` (a compiled method refusing ``mask=``) gets an
+``unsupported`` row with the message, not an error.
 """
 
 from __future__ import annotations
@@ -48,6 +54,16 @@ class Method:
     devices: tuple[str, ...] = ("cpu",)
     description: str = ""
     cells: tuple[str, ...] = ("SimpleRNNCell",)
+    masks: bool = False
+    bidirectional: bool = False
+
+    def runs(self, workload: Workload) -> bool:
+        """Whether this method is planned for ``workload`` (its cell type and variant)."""
+        return (
+            workload.cell in self.cells
+            and (self.masks or not workload.masked)
+            and (self.bidirectional or not workload.bidirectional)
+        )
 
 
 @dataclass(frozen=True)
@@ -94,10 +110,12 @@ def register(
     devices: tuple[str, ...] = ("cpu",),
     description: str = "",
     cells: tuple[str, ...] = ("SimpleRNNCell",),
+    masks: bool = False,
+    bidirectional: bool = False,
 ) -> Method:
     """Add a method to :data:`METHODS` and return it."""
     _check_new(name, framework, METHODS)
-    method = Method(name, framework, setup, supports_grad, devices, description, cells)
+    method = Method(name, framework, setup, supports_grad, devices, description, cells, masks, bidirectional)
     METHODS[name] = method
     return method
 

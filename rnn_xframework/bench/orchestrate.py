@@ -115,6 +115,11 @@ def parse_cells(text: str) -> list[str]:
     return [CELLS[n] for n in names]
 
 
+def _flags(value: str) -> list[bool]:
+    """``--mask`` / ``--bidirectional``: ``off`` -> [False], ``on`` -> [True], ``both`` -> [False, True]."""
+    return {"off": [False], "on": [True], "both": [False, True]}[value]
+
+
 def _installed(framework: str) -> bool:
     return framework == "numpy" or importlib.util.find_spec(framework) is not None
 
@@ -123,7 +128,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
     """Turn the command line into worker jobs (framework-grouped, per workload and cell type).
 
     Methods of a framework that is not installed are dropped with a note (a torch-only GPU
-    machine benchmarks torch), as are methods that do not run a workload's cell type."""
+    machine benchmarks torch), as are methods that do not run a workload's cell type or variant
+    (bidirectional, masked: :meth:`Method.runs`)."""
     if not 0.0 < args.budget_scale < math.inf:
         raise PlanError(f"--budget-scale must be a number > 0 (0.5 halves every budget), got {args.budget_scale!r}")
     names = [w for w in args.workloads.split(",") if w.strip()]
@@ -132,7 +138,12 @@ def build_plan(args: argparse.Namespace) -> Plan:
         bases = [parse_workload("W1")] if args.quick else [parse_workload(n) for n in names]
     except ValueError as exc:
         raise PlanError(str(exc)) from exc
-    workloads = [w.with_cell(c) for c in cells for w in bases]
+    variants = [
+        (bi, masked)
+        for bi in _flags(getattr(args, "bidirectional", "off"))
+        for masked in _flags(getattr(args, "mask", "off"))
+    ]
+    workloads = [w.variant(c, bidirectional=bi, masked=m) for c in cells for bi, m in variants for w in bases]
     plan = Plan(workloads, args.device, args.baseline, list(args.plugin))
     split = [n.strip() for n in args.methods.split(",") if n.strip()]
     methods = _select(split or list(METHODS), args.device, plan.notes)
@@ -157,9 +168,11 @@ def build_plan(args: argparse.Namespace) -> Plan:
         budget = default_budget(workload, args.quick, args.budget_scale)
         for grad, chosen in ((False, methods), (True, grad_methods)):
             for fw in FRAMEWORK_ORDER:
-                mine = [n for n in chosen if METHODS[n].framework == fw and workload.cell in METHODS[n].cells]
+                mine = [n for n in chosen if METHODS[n].framework == fw and METHODS[n].runs(workload)]
                 if mine:
                     plan.jobs.append(Job(fw, mine, budget, workload, grad))
+        if not any(j.workload == workload for j in plan.jobs):
+            plan.notes.append(f"no chosen method runs {workload.name!r} (each method's cells and variants: --list)")
     gemm_n = 1024 if args.quick and args.gemm == 2048 else args.gemm
     if gemm_n > 0:
         gemm_budget = Budget(budget_s=1.0 * args.budget_scale, min_repeats=5, max_repeats=20)
@@ -186,6 +199,8 @@ def worker_command(job: Job, plan: Plan, json_path: str) -> list[str]:
         w = job.workload
         spec = w.base if w.base in ("W1", "W2", "W3") else f"{w.batch}x{w.steps}x{w.features}x{w.units}"
         cmd += ["--workload", spec, "--cell", w.cell]
+        cmd += ["--mask", "on"] if w.masked else []
+        cmd += ["--bidirectional", "on"] if w.bidirectional else []
     else:
         cmd += ["--gemm", str(job.gemm_n)]
     if job.grad:

@@ -45,6 +45,12 @@ def _ms(seconds: float) -> str:
     return f"{value:.3g}" if value < 10 else f"{value:.1f}"
 
 
+def timed(record: Record) -> bool:
+    """Whether the record has timings: not an ``error`` nor an ``unsupported`` one (a method that
+    refused the workload, e.g. a compiled one given ``mask=``)."""
+    return "error" not in record and "unsupported" not in record
+
+
 def _index(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
     return {(row_label(r), str(r["workload"])): r for r in records}
 
@@ -68,11 +74,11 @@ def results_table(records: list[Record], workloads: list[str], baseline: str, ti
             rec = cells.get((label, name))
             if rec is None:
                 row += ["", "", "", ""]
-            elif "error" in rec:
-                row += ["error", "", "", ""]
+            elif not timed(rec):
+                row += ["error" if "error" in rec else "unsupported", "", "", ""]
             else:
                 base = cells.get((base_label, name))
-                ok = base is not None and "error" not in base
+                ok = base is not None and timed(base)
                 speedup = f"{num(base, 'median_s') / num(rec, 'median_s'):.2f}" if ok else "-"
                 iqr = num(rec, "q3_s") - num(rec, "q1_s")
                 gflops = f"{num(rec, 'gflops'):.1f}"
@@ -97,7 +103,7 @@ def details_table(records: list[Record], workloads: list[str]) -> Table:
         row = [escape(label)]
         for name in workloads:
             rec = cells.get((label, name))
-            if rec is None or "error" in rec:
+            if rec is None or not timed(rec):
                 row += ["", "", ""]
             else:
                 first = f"{num(rec, 'compile_s'):.3g}"
@@ -152,7 +158,9 @@ def render_all(
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if records:
         legend = (
-            f"two-layer SimpleRNN, float32, device={doc['device']}; median over samples; "
+            f"two-layer stacks (SimpleRNN unless the workload names LSTM or GRU; 'bi' = bidirectional; "
+            f"'masked' = random lengths in [T/2, T], right-padded, torch peers on a PackedSequence), "
+            f"float32, device={doc['device']}; median over samples; "
             f"IQR = q3-q1; x = speedup vs '{baseline}' (baseline ms / method ms)"
         )
         console.print(legend, highlight=False, markup=False, soft_wrap=True)
@@ -163,11 +171,11 @@ def render_all(
     for note in _strings(doc, "notes"):
         console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     for rec in [*records, *gemm]:
-        if "error" in rec:
-            where = rec.get("workload", f"n={rec.get('n')}")
-            console.print(
-                f"error: {row_label(rec)} @ {where}: {rec['error']}", highlight=False, markup=False, soft_wrap=True
-            )
+        for kind in ("unsupported", "error"):
+            if kind in rec:
+                where = rec.get("workload", f"n={rec.get('n')}")
+                line = f"{kind}: {row_label(rec)} @ {where}: {rec[kind]}"
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def output_console() -> Console:
@@ -218,8 +226,7 @@ def write_plot(doc: dict[str, object], workloads: list[str], path: Path) -> None
         values = []
         for label in labels:
             rec = cells.get((label, name))
-            ok = rec is not None and "error" not in rec
-            values.append(num(rec, "gflops") if rec is not None and ok else 0.0)
+            values.append(num(rec, "gflops") if rec is not None and timed(rec) else 0.0)
         ys = [i + j * height for i in range(len(labels))]
         ax.barh(ys, values, height=height, label=name)
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(labels))], labels)

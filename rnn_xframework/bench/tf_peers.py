@@ -1,11 +1,15 @@
-"""TensorFlow / Keras 3 peers: ``SimpleRNN`` stacks and ``SimpleRNNCell`` loops.
+"""TensorFlow / Keras 3 peers: ``SimpleRNN`` / ``LSTM`` / ``GRU`` stacks and ``SimpleRNNCell`` loops.
 
-The Keras stack is ``Sequential([SimpleRNN(u, return_sequences=True),
-SimpleRNN(u)])``: as in the Keras tutorial the second layer returns only its
-last output, while the torch peers and the cell loops return the whole
-sequence of the second layer; all of them compute every step of both layers.
-With ``grad=True`` a call is forward + ``tape.gradient(sum(outputs), [x,
-*weights])``.
+The Keras stack is ``Sequential([Layer(u, return_sequences=True), Layer(u)])``
+(``Layer`` the workload's ``keras.layers.SimpleRNN``, ``LSTM`` or ``GRU``): as in the
+Keras tutorial the second layer returns only its last output, while the torch
+peers and the cell loops return the whole sequence of the second layer; all of
+them compute every step of both layers. Bidirectional: each layer wrapped in
+``keras.layers.Bidirectional`` (concatenated). Masked: the two layers called with
+``mask=`` (the workload's lengths; the first with ``zero_output_for_mask=True``,
+zeros in the padding as PyTorch's packed output has), since ``Sequential`` drops a
+mask given to it. With ``grad=True`` a call is forward + ``tape.gradient(sum(outputs),
+[x, *weights])``.
 """
 
 from __future__ import annotations
@@ -76,39 +80,58 @@ def _compile(
     return run, time_first_call(run, sync_fn("tensorflow", device))
 
 
-def _keras_stack(w: Workload, grad: bool, device: str, mode: Mode) -> tuple[Runner, float]:
+KERAS_LAYERS = {"SimpleRNNCell": "SimpleRNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
+
+
+def mask(w: Workload) -> tf.Tensor:
+    """The ``[batch, steps]`` boolean mask of ``w.lengths()`` (true for real steps, right-padded)."""
+    import tensorflow as tf
+
+    return tf.sequence_mask(w.lengths(), w.steps)
+
+
+def keras_stack(w: Workload, device: str) -> tuple[Forward, Any, tf.Tensor]:
+    """``(forward, model, x)``: the Keras stack of ``w`` (a ``Sequential``), the function that runs
+    it (masked: its two layers called with the workload's ``mask=``) and the input."""
     quiet_tensorflow()
     import keras
     import tensorflow as tf
 
+    layer = getattr(keras.layers, KERAS_LAYERS[w.cell])
+    wrap = keras.layers.Bidirectional if w.bidirectional else (lambda inner: inner)
     with tf.device(_device_name(device)):
         x = _input(w)
-        model = keras.Sequential(
-            [
-                keras.Input(shape=(w.steps, w.features)),
-                keras.layers.SimpleRNN(w.units, return_sequences=True),
-                keras.layers.SimpleRNN(w.units),
-            ]
-        )
+        m = mask(w) if w.masked else None
+        first = wrap(layer(w.units, return_sequences=True, zero_output_for_mask=w.masked))
+        model = keras.Sequential([keras.Input(shape=(w.steps, w.features)), first, wrap(layer(w.units))])
 
     def forward(x: tf.Tensor) -> tf.Tensor:
         return model(x)
 
+    def forward_masked(x: tf.Tensor) -> tf.Tensor:
+        layer1, layer2 = model.layers
+        return layer2(layer1(x, mask=m), mask=m)
+
+    return (forward_masked if w.masked else forward), model, x
+
+
+def _keras_stack(w: Workload, grad: bool, device: str, mode: Mode) -> tuple[Runner, float]:
+    forward, model, x = keras_stack(w, device)
     return _compile(forward, list(model.trainable_variables), x, grad, mode, device)
 
 
 def setup_stack_eager(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
-    """Keras ``SimpleRNN`` x2 called eagerly."""
+    """The workload's Keras layer (``SimpleRNN``, ``LSTM``, ``GRU``) x2 called eagerly."""
     return _keras_stack(w, grad, device, "eager")
 
 
 def setup_stack_function(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
-    """Keras ``SimpleRNN`` x2 inside ``tf.function``."""
+    """The workload's Keras layer x2 inside ``tf.function``."""
     return _keras_stack(w, grad, device, "function")
 
 
 def setup_stack_xla(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
-    """Keras ``SimpleRNN`` x2 inside ``tf.function(jit_compile=True)`` (XLA)."""
+    """The workload's Keras layer x2 inside ``tf.function(jit_compile=True)`` (XLA)."""
     return _keras_stack(w, grad, device, "xla")
 
 

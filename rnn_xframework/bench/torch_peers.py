@@ -1,5 +1,7 @@
 """PyTorch peers: ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (``num_layers=2``; cuDNN on CUDA), the
-same CUDA-graphed, and a raw ``nn.RNNCell`` loop.
+same CUDA-graphed, and a raw ``nn.RNNCell`` loop. For a bidirectional workload the module has
+``bidirectional=True``; for a masked one ``nn.RNN`` runs on a ``PackedSequence`` of the workload's
+lengths (:func:`packed_forward`).
 
 Forward calls run under ``torch.no_grad()``. With ``grad=True`` a call is
 forward + ``torch.autograd.grad(sum(outputs), [x, *weights])``.
@@ -60,20 +62,44 @@ def _nn_module(w: Workload, device: str) -> torch.nn.Module:
     import torch
 
     module = getattr(torch.nn, NN_MODULES[w.cell])
-    return module(w.features, w.units, num_layers=2, batch_first=True).to(device)
+    return module(w.features, w.units, num_layers=2, batch_first=True, bidirectional=w.bidirectional).to(device)
+
+
+def mask(w: Workload, device: str) -> torch.Tensor:
+    """The ``[batch, steps]`` boolean mask of ``w.lengths()`` (true for real steps, right-padded)."""
+    import torch
+
+    lengths = torch.tensor(w.lengths())
+    return (torch.arange(w.steps)[None, :] < lengths[:, None]).to(device)
+
+
+def packed_forward(module: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``module`` (batch-first) over the real steps only, as a PyTorch user writes it:
+    ``pack_padded_sequence(x, lengths, enforce_sorted=False)``, the module, then
+    ``pad_packed_sequence`` back to ``x``'s steps (zeros in the padding)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    return pad_packed_sequence(module(packed)[0], batch_first=True, total_length=x.shape[1])[0]
 
 
 def setup_nn_rnn(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
     """``torch.nn.RNN`` (``LSTM``, ``GRU`` for those workloads) ``(features, units,
-    num_layers=2, batch_first=True)``: cuDNN on CUDA."""
+    num_layers=2, batch_first=True, bidirectional=w.bidirectional)``: cuDNN on CUDA. Masked: on a
+    ``PackedSequence`` (packing and unpacking are in the timed call)."""
+    import torch
 
     x = _input(w, grad, device)
     rnn = _nn_module(w, device)
+    lengths = torch.tensor(w.lengths())  # on the CPU, as pack_padded_sequence wants them
 
     def forward() -> torch.Tensor:
         return rnn(x)[0]
 
-    return _finish(forward, x, list(rnn.parameters()), grad, device)
+    def forward_packed() -> torch.Tensor:
+        return packed_forward(rnn, x, lengths)
+
+    return _finish(forward_packed if w.masked else forward, x, list(rnn.parameters()), grad, device)
 
 
 def setup_nn_rnn_graphed(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:

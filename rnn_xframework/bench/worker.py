@@ -28,6 +28,7 @@ from rnn_xframework.bench.methods import (
 )
 from rnn_xframework.bench.timing import Budget, measure
 from rnn_xframework.bench.workloads import Workload, gemm_flops
+from rnn_xframework.errors import UnsupportedConfigError
 
 PROGRESS_TAG = "@@bench-progress "
 EXIT_DEVICE_UNAVAILABLE = 3
@@ -69,7 +70,8 @@ def _setup_thunk(job: WorkerJob, name: str) -> tuple[Framework, Setup, int, dict
         def setup() -> tuple[Runner, float]:
             return method.setup(workload, job.grad, device)
 
-        fields: dict[str, object] = {"workload": workload.name, "grad": job.grad}
+        fields: dict[str, object] = {"workload": workload.name, "grad": job.grad, "cell": workload.cell}
+        fields.update(bidirectional=workload.bidirectional, masked=workload.masked)
         return method.framework, setup, workload.flops(job.grad), fields
 
     gemm = GEMM_METHODS[name]
@@ -81,7 +83,8 @@ def _setup_thunk(job: WorkerJob, name: str) -> tuple[Framework, Setup, int, dict
 
 
 def _measure_one(job: WorkerJob, name: str) -> dict[str, object]:
-    """Set up and time one method; errors become an ``error`` field, not a crash."""
+    """Set up and time one method; errors become an ``error`` field, not a crash, and a refusal
+    (:class:`UnsupportedConfigError`: a compiled method given ``mask=``) an ``unsupported`` one."""
     framework, setup, flops, fields = _setup_thunk(job, name)
     if framework != job.framework:
         raise ValueError(f"{name!r} is a {framework} method, not {job.framework}")
@@ -98,6 +101,8 @@ def _measure_one(job: WorkerJob, name: str) -> dict[str, object]:
         record["compile_s"] = compile_s
         record.update(result.to_dict())
         record["gflops"] = flops / result.median_s / 1e9
+    except UnsupportedConfigError as exc:
+        record["unsupported"] = str(exc)
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc()

@@ -1,7 +1,10 @@
-"""Workload shapes for the two-layer RNN benchmark and their FLOP counts."""
+"""Workload shapes for the two-layer RNN benchmark, their variants (cell type, bidirectional,
+masked) and their FLOP counts."""
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import asdict, dataclass, replace
 
 from rnn_xframework import layouts
@@ -12,11 +15,19 @@ float32, batch-first."""
 CELLS = {"SimpleRNN": "SimpleRNNCell", "LSTM": "LSTMCell", "GRU": "GRUCell"}
 """``--cells`` names -> cell types; a workload of another cell than SimpleRNN is named
 ``"W1 LSTM"``."""
+LENGTHS_SEED = 0
+"""Seed of a masked workload's random lengths (:meth:`Workload.lengths`): every framework's worker
+draws the same lengths."""
 
 
 @dataclass(frozen=True)
 class Workload:
-    """One benchmark shape; the input is ``x[batch, steps, features]``."""
+    """One benchmark shape; the input is ``x[batch, steps, features]``.
+
+    ``bidirectional``: each of the two layers runs both directions (PyTorch's ``bidirectional=True``,
+    Keras's ``Bidirectional``, concatenated), so layer 2 reads ``2 * units`` features.
+    ``masked``: the sequences have random lengths (:meth:`lengths`), right-padded to ``steps``.
+    """
 
     name: str
     batch: int
@@ -24,30 +35,49 @@ class Workload:
     features: int
     units: int
     cell: str = "SimpleRNNCell"
+    bidirectional: bool = False
+    masked: bool = False
 
     @property
     def base(self) -> str:
-        """The shape without the cell type: ``"W1"`` or ``"BxTxFxU"``."""
+        """The shape without the cell type and variant: ``"W1"`` or ``"BxTxFxU"``."""
         return self.name.split(" ", 1)[0]
 
-    def with_cell(self, cell: str) -> Workload:
-        """The same shape for another cell type (``"LSTMCell"``), named ``"W1 LSTM"``."""
+    def variant(self, cell: str | None = None, *, bidirectional: bool = False, masked: bool = False) -> Workload:
+        """The same shape for a cell type (default: this one) and variant, named
+        ``"W1 LSTM bi masked"`` (no cell name for SimpleRNN; ``bi`` / ``masked`` when set)."""
+        cell = cell or self.cell
         short = next(k for k, v in CELLS.items() if v == cell)
-        return replace(self, cell=cell, name=self.base if cell == "SimpleRNNCell" else f"{self.base} {short}")
+        parts = [self.base, *([short] if cell != "SimpleRNNCell" else [])]
+        parts += [*(["bi"] if bidirectional else []), *(["masked"] if masked else [])]
+        return replace(self, cell=cell, name=" ".join(parts), bidirectional=bidirectional, masked=masked)
+
+    def lengths(self) -> list[int]:
+        """The sequence lengths: for a masked workload each drawn uniformly from
+        ``[ceil(steps / 2), steps]`` with :data:`LENGTHS_SEED` (the same on every framework), else
+        ``steps`` for every sequence. Sequence ``i`` is real at steps ``t < lengths[i]``."""
+        if not self.masked:
+            return [self.steps] * self.batch
+        rng = random.Random(LENGTHS_SEED)
+        return [rng.randint(math.ceil(self.steps / 2), self.steps) for _ in range(self.batch)]
 
     def forward_flops(self) -> int:
-        """FLOPs of one forward pass of the two-layer SimpleRNN.
+        """FLOPs of one forward pass of the two-layer stack.
 
         Counting a multiply-add as 2 FLOPs and ignoring bias, activations, gates' elementwise
-        work and the initial state, with ``G`` gate blocks (1 SimpleRNN, 4 LSTM, 3 GRU):
+        work and the initial state, with ``G`` gate blocks (1 SimpleRNN, 4 LSTM, 3 GRU), ``D``
+        directions (2 when bidirectional) and ``S`` real steps (``batch * steps``, or the sum of
+        :meth:`lengths` when masked: padding is not counted as work):
 
-        * layer 1: ``2 * batch * steps * G * (features * units + units * units)``
-        * layer 2: ``2 * batch * steps * G * (units * units + units * units)``
+        * layer 1: ``D * 2 * S * G * (features * units + units * units)``
+        * layer 2: ``D * 2 * S * G * (D * units * units + units * units)``
         """
-        b, t, f, u = self.batch, self.steps, self.features, self.units
+        f, u = self.features, self.units
         g = layouts.get(self.cell).gates
-        layer1 = 2 * b * t * g * (f * u + u * u)
-        layer2 = 2 * b * t * g * (u * u + u * u)
+        d = 2 if self.bidirectional else 1
+        s = sum(self.lengths())
+        layer1 = d * 2 * s * g * (f * u + u * u)
+        layer2 = d * 2 * s * g * (d * u * u + u * u)
         return layer1 + layer2
 
     def flops(self, grad: bool) -> int:
@@ -60,9 +90,9 @@ class Workload:
         fwd = self.forward_flops()
         return 3 * fwd if grad else fwd
 
-    def to_dict(self) -> dict[str, int | str]:
-        """Plain-dict form for JSON output."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, object]:
+        """Plain-dict form for JSON output (with the ``lengths`` of a masked workload)."""
+        return {**asdict(self), **({"lengths": self.lengths()} if self.masked else {})}
 
 
 WORKLOADS: dict[str, Workload] = {

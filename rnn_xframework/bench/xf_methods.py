@@ -6,6 +6,13 @@ on its backend (Keras-style initialization) and runs it uncompiled (``eager``) o
 ``xf.compile(rnn, method)``. The compile (tracing, scripting, XLA, Inductor) happens in the
 first call, which the harness reports as ``compile_s``. Frameworks are imported lazily, inside
 the worker subprocess.
+
+A bidirectional workload is two ``layers.Bidirectional(layers.RNN([Cell(units)],
+return_sequences=True))`` in a row (``nn.LSTM(num_layers=2, bidirectional=True)``'s structure),
+each compiled. A masked one passes ``mask=`` (the workload's lengths) to every call, with
+``zero_output_for_mask=True`` (zeros in the padding, as PyTorch's packed output); a compiled
+method that refuses it (:class:`~rnn_xframework.errors.UnsupportedConfigError`) gets an
+``unsupported`` row, as does ``xf.compile`` refusing a ``Bidirectional``.
 """
 
 from __future__ import annotations
@@ -23,24 +30,70 @@ def _rnn(backend: str, w: Workload, device: str) -> Any:
 
     kw = {"device": device} if backend == "torch" else {}
     cells = [getattr(layers, w.cell)(w.units, backend=backend, **kw) for _ in range(LAYERS)]
-    rnn = layers.RNN(cells, return_sequences=True)
+    rnn = layers.RNN(cells, return_sequences=True, zero_output_for_mask=w.masked)
     rnn.build((None, None, w.features))
     return rnn
 
 
-def _compiled(rnn: Any, method: str) -> Any:
-    import rnn_xframework as xf
+def network(backend: str, w: Workload, device: str) -> list[Any]:
+    """The layers run one after the other for ``w``: ``[RNN]`` of two cells, or two built
+    ``Bidirectional`` of one cell each for a bidirectional workload."""
+    from rnn_xframework import layers
 
-    return rnn if method == "eager" else xf.compile(rnn, method)
+    if not w.bidirectional:
+        return [_rnn(backend, w, device)]
+    kw = {"device": device} if backend == "torch" else {}
+    sizes = [w.features, *[2 * w.units] * (LAYERS - 1)]
+    return [
+        layers.Bidirectional(
+            layers.RNN([getattr(layers, w.cell)(w.units, backend=backend, **kw)], return_sequences=True),
+            input_size=size,
+        )
+        for size in sizes
+    ]
+
+
+def _compiled(layer: Any, method: str) -> Any:
+    import rnn_xframework as xf
+    from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
+    from rnn_xframework.protocol import is_structure
+
+    if method == "eager":
+        return layer
+    try:
+        return xf.compile(layer, method)
+    except FrameworkMismatchError as exc:
+        if not is_structure(layer, "bidirectional"):
+            raise
+        raise UnsupportedConfigError(
+            f"xf.compile(layer, {method!r}) takes an RNN, not a Bidirectional (it raised {type(exc).__name__}); "
+            "the eager row runs the Bidirectional uncompiled"
+        ) from exc
+
+
+def chain(fast: list[Any], mask: Any) -> Any:
+    """A function of ``x``: ``x`` through the (compiled) layers in turn, each given ``mask`` unless
+    it is ``None`` (one unmasked layer: that layer itself, no wrapper in the timed call)."""
+    if len(fast) == 1 and mask is None:
+        return fast[0]
+
+    def forward(x: Any) -> Any:
+        for layer in fast:
+            x = layer(x) if mask is None else layer(x, mask=mask)
+        return x
+
+    return forward
 
 
 def _torch(method: str) -> Any:
     def setup(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
         x = torch_peers._input(w, grad, device)
-        rnn = _rnn("torch", w, device)
-        fast = _compiled(rnn, method)
-        params = [p for p in rnn.parameters() if p.requires_grad]
-        return torch_peers._finish(lambda: fast(x), x, params, grad, device)
+        mask = torch_peers.mask(w, device) if w.masked else None
+        net = network("torch", w, device)
+        fast = [_compiled(layer, method) for layer in net]
+        params = [p for layer in net for p in layer.parameters() if p.requires_grad]
+        forward = chain(fast, mask)
+        return torch_peers._finish(lambda: forward(x), x, params, grad, device)
 
     setup.__doc__ = f"``xf.compile(rnn, {method!r})`` on torch" if method != "eager" else "uncompiled torch RNN"
     return setup
@@ -53,9 +106,11 @@ def _tf(method: str) -> Any:
 
         with tf.device(tf_peers._device_name(device)):
             x = tf_peers._input(w)
-            rnn = _rnn("tensorflow", w, device)
-        fast = _compiled(rnn, method)
-        return tf_peers._compile(fast, list(rnn.trainable_variables), x, grad, "eager", device)
+            mask = tf_peers.mask(w) if w.masked else None
+            net = network("tensorflow", w, device)
+        fast = [_compiled(layer, method) for layer in net]
+        weights = [v for layer in net for v in layer.trainable_variables]
+        return tf_peers._compile(chain(fast, mask), weights, x, grad, "eager", device)
 
     setup.__doc__ = f"``xf.compile(rnn, {method!r})`` on TensorFlow" if method != "eager" else "uncompiled TF RNN"
     return setup
@@ -90,16 +145,17 @@ def _tf_cell_loop(w: Workload, grad: bool, device: str) -> tuple[Runner, float]:
 
 
 DEVICES = ("cpu", "cuda")
-ANY = ALL_CELLS
+ANY = {"cells": ALL_CELLS, "masks": True, "bidirectional": True}
+"""Every cell type and variant: a compiled method that refuses one reports it per row."""
 register("xf torch cell loop", "torch", _torch_cell_loop, devices=DEVICES)
 register("xf tf cell loop", "tensorflow", _tf_cell_loop, devices=DEVICES)
-register("xf torch eager", "torch", _torch("eager"), devices=DEVICES, cells=ANY)
-register("xf torch torchscript", "torch", _torch("torchscript"), devices=DEVICES, cells=ANY)
-register("xf torch inductor", "torch", _torch("inductor"), devices=DEVICES, cells=ANY)
-register("xf torch triton", "torch", _torch("triton"), devices=("cuda",), cells=ANY)
-register("xf torch cudagraph", "torch", _torch("cudagraph"), devices=("cuda",), cells=ANY)
-register("xf torch auto", "torch", _torch("auto"), devices=DEVICES, cells=ANY)
-register("xf tf eager", "tensorflow", _tf("eager"), devices=DEVICES, cells=ANY)
-register("xf tf tf.function", "tensorflow", _tf("tf.function"), devices=DEVICES, cells=ANY)
-register("xf tf xla", "tensorflow", _tf("xla"), devices=DEVICES, cells=ANY)
-register("xf tf auto", "tensorflow", _tf("auto"), devices=DEVICES, cells=ANY)
+register("xf torch eager", "torch", _torch("eager"), devices=DEVICES, **ANY)
+register("xf torch torchscript", "torch", _torch("torchscript"), devices=DEVICES, **ANY)
+register("xf torch inductor", "torch", _torch("inductor"), devices=DEVICES, **ANY)
+register("xf torch triton", "torch", _torch("triton"), devices=("cuda",), **ANY)
+register("xf torch cudagraph", "torch", _torch("cudagraph"), devices=("cuda",), **ANY)
+register("xf torch auto", "torch", _torch("auto"), devices=DEVICES, **ANY)
+register("xf tf eager", "tensorflow", _tf("eager"), devices=DEVICES, **ANY)
+register("xf tf tf.function", "tensorflow", _tf("tf.function"), devices=DEVICES, **ANY)
+register("xf tf xla", "tensorflow", _tf("xla"), devices=DEVICES, **ANY)
+register("xf tf auto", "tensorflow", _tf("auto"), devices=DEVICES, **ANY)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, TorchForm, register
+from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, register
 from rnn_xframework.layouts import Layout
 
 TORCH_ORDER = (1, 0, 2)  # PyTorch's r, z, n are canonical blocks 1, 0, 2
@@ -99,7 +99,6 @@ SPEC = register(
         activations={"activation": "tanh", "recurrent_activation": "sigmoid"},
         options={"reset_after": True},
         layout_name=layout_name,
-        torch=TorchForm("GRUCell", {"activation": ("tanh",), "recurrent_activation": ("sigmoid",)}),
         keras_class="GRUCell",
         doc=DOC,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, TorchForm, register
+from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, register
 from rnn_xframework.layouts import Layout
 
 
@@ -85,7 +85,6 @@ SPEC = register(
         activations={"activation": "tanh", "recurrent_activation": "sigmoid"},
         options={"unit_forget_bias": True},
         bias_init=bias_init,
-        torch=TorchForm("LSTMCell", {"activation": ("tanh",), "recurrent_activation": ("sigmoid",)}),
         keras_class="LSTMCell",
         doc=DOC,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, TorchForm, register
+from rnn_xframework.cells.spec import COMMON_ARGS_DOC, CellSpec, StepOps, register
 from rnn_xframework.layouts import Layout
 
 
@@ -57,7 +57,6 @@ SPEC = register(
         states=("h",),
         step=step,
         layouts=(Layout("SimpleRNNCell"),),
-        torch=TorchForm("RNNCell", {"activation": ("tanh", "relu")}),
         keras_class="SimpleRNNCell",
         doc=DOC,
     )

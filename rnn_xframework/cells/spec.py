@@ -51,20 +51,6 @@ class StepOps(Protocol):
 
 
 @dataclass(frozen=True)
-class TorchForm:
-    """How PyTorch's own cell expresses a spec, for backends that call it natively.
-
-    Attributes:
-        module: the ``torch.nn`` class name (``"LSTMCell"``); the torch backend maps it to the class.
-        supports: the option values that module can express (``{"activation": ("tanh",)}``); a
-            cell asking for another value is refused with :class:`UnsupportedConfigError`.
-    """
-
-    module: str
-    supports: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class CellSpec:
     """One cell type, framework-free.
 
@@ -78,7 +64,6 @@ class CellSpec:
         options: keyword-only options of this type and their defaults (``reset_after``).
         layout_name: the layout a configuration uses (default: always the first).
         bias_init: Keras's initial bias, ``(config, zeros) -> bias`` (default: zeros).
-        torch: PyTorch's native cell for this type, if any.
         keras_class: the ``keras.layers`` class that computes the same cell, if any.
         doc: the user-facing docstring (formula, Args, Shape, Example).
     """
@@ -92,7 +77,6 @@ class CellSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     layout_name: Callable[[Mapping[str, Any]], str] | None = None
     bias_init: Callable[[Mapping[str, Any], np.ndarray], np.ndarray] | None = None
-    torch: TorchForm | None = None
     keras_class: str | None = None
     doc: str = ""
 
@@ -144,20 +128,6 @@ class CellSpec:
         shape = self.layout(config).shapes(1, config["units"], True)[2][1]
         bias = np.zeros(shape, dtype)
         return bias if self.bias_init is None else self.bias_init(config, bias).astype(dtype)
-
-    def check_torch(self, config: Mapping[str, Any]) -> None:
-        """Raise :class:`UnsupportedConfigError` unless PyTorch's native cell expresses ``config``."""
-        problem = self.layout(config).torch_problem
-        if problem is not None:
-            raise UnsupportedConfigError(f"{self.layout(config).name} has no PyTorch equivalent: {problem}")
-        if self.torch is None:
-            return
-        for key, allowed in self.torch.supports.items():
-            if config[key] not in allowed:
-                raise UnsupportedConfigError(
-                    f"torch.nn.{self.torch.module} supports {key} {' or '.join(repr(a) for a in allowed)}, got "
-                    f"{config[key]!r}; use backend='tensorflow' or 'numpy' for other configurations"
-                )
 
     def signature(self) -> inspect.Signature:
         """The constructor's signature, for ``help()`` and ``inspect`` on ``layers.<name>``."""

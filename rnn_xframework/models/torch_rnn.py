@@ -21,7 +21,17 @@ from rnn_xframework import cells, layouts
 from rnn_xframework.errors import UnsupportedConfigError
 from rnn_xframework.models.graph import Layer, Node
 
-NATIVE = {"SimpleRNNCell": "nn.RNN", "LSTMCell": "nn.LSTM", "GRUCell": "nn.GRU"}
+
+def _native(kind: str) -> Any:
+    """The torch backend's row for ``kind`` (:data:`~rnn_xframework.backends.torch.kinds.KINDS`), or ``None``."""
+    return _kinds().get(kind)
+
+
+def _kinds() -> Any:
+    """The torch backend's per-type table, imported on use (importing this module loads no framework)."""
+    from rnn_xframework.backends.torch import kinds
+
+    return kinds
 
 
 def _why_not_native(layer: Layer, masked: bool, masks: str) -> str | None:
@@ -29,10 +39,10 @@ def _why_not_native(layer: Layer, masked: bool, masks: str) -> str | None:
     if len(c["cells"]) != 1:
         return "stacked cells"
     kind, config = c["cells"][0]["kind"], c["cells"][0]["config"]
-    if kind not in NATIVE:
+    if _native(kind) is None:
         return f"{kind} has no torch.nn module"
     try:
-        cells.get(kind).check_torch(config)
+        _kinds().check(kind, config)
     except UnsupportedConfigError as e:
         return str(e)
     if config.get("dropout", 0) or config.get("recurrent_dropout", 0):
@@ -53,12 +63,11 @@ def _native_state(kind: str, weights: list[np.ndarray], suffix: str) -> dict[str
 
 
 def _native_ctor(e: Any, kind: str, config: dict[str, Any], input_size: int, bidirectional: bool) -> str:
-    extra = (
-        f", nonlinearity={config['activation']!r}" if kind == "SimpleRNNCell" and config["activation"] != "tanh" else ""
-    )
+    row = _native(kind)
+    extra = "".join(f", {k}={v!r}" for k, v in row.kwargs(config).items() if (k, v) != ("nonlinearity", "tanh"))
     bias = "" if config["use_bias"] else ", bias=False"
     both = ", bidirectional=True" if bidirectional else ""
-    return f"{NATIVE[kind]}({input_size}, {config['units']}{bias}{extra}, batch_first=True{both}{e.dt})"
+    return f"nn.{row.module.__name__}({input_size}, {config['units']}{bias}{extra}, batch_first=True{both}{e.dt})"
 
 
 def _freeze_hh(e: Any, layer: Layer, kind: str, config: dict[str, Any], suffixes: tuple[str, ...]) -> None:
@@ -166,7 +175,7 @@ def _initial(node: Node, lstm: bool, halves: int = 1) -> str:
 
 
 def _native_call(e: Any, layer: Layer, node: Node, x: str, y: str, m: str | None, kind: str, states: list[str]) -> None:
-    n, c, lstm = layer.name, layer.config, kind == "LSTMCell"
+    n, c, lstm = layer.name, layer.config, cells.get(kind).n_states == 2  # nn.LSTM: (h, c)
     hs = [f"{y}_h", f"{y}_c"] if lstm else [f"{y}_h"]
     target = f"{y}, ({hs[0]}, {hs[1]})" if lstm else f"{y}, {hs[0]}"
     if not (c["return_state"] or c.get("stateful")):
@@ -289,7 +298,7 @@ def bidirectional_call(e: Any, layer: Layer, node: Node) -> None:
     fwd = layer.inner["forward"]
     kind = fwd.config["cells"][0]["kind"]
     units = fwd.config["cells"][0]["config"]["units"]
-    lstm, c, n, x = kind == "LSTMCell", layer.config, layer.name, node.inputs[0]
+    lstm, c, n, x = cells.get(kind).n_states == 2, layer.config, layer.name, node.inputs[0]
     merge = c["merge_mode"]
     outs = node.outputs[: 2 if merge is None else 1]
     y = outs[0]

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from rnn_xframework import protocol, registry
-from rnn_xframework.backends.tensorflow import device_scope
+from rnn_xframework.backends.tensorflow.ops import device_scope
 from rnn_xframework.errors import UnsupportedConfigError
 from rnn_xframework.parity.training import Gradients, Optimizer
 

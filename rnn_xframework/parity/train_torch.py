@@ -53,7 +53,7 @@ def loss_and_grads(model: Any, x: Any, states: Any, loss_weights: Any, device: A
     for i, name, p in named:
         g = next(grads) if p.requires_grad else None
         per_cell[i][name] = OPS.to_numpy(g) if g is not None else np.zeros(tuple(p.shape), OPS.dtype_name(p))
-    weights = [w for c, g in zip(cells, per_cell, strict=True) for w in layouts.of(c).from_torch(g)]
+    weights = [w for c, g in zip(cells, per_cell, strict=True) for w in layouts.of(c).from_torch(g, own=True)]
     return Gradients(float(loss.detach()), grad_x, grad_states, weights)
 
 

@@ -29,17 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnn_xframework import cells, layouts, protocol
+from rnn_xframework import layouts, protocol
+from rnn_xframework.backends.torch import kinds
 from rnn_xframework.errors import UnsupportedConfigError
 
-FUSED = {"RNNCell": nn.RNN, "LSTMCell": nn.LSTM, "GRUCell": nn.GRU}
-"""The fused module of each ``torch.nn`` cell a spec names (:class:`~rnn_xframework.cells.TorchForm`)."""
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _fused_class(kind: str) -> type[nn.Module] | None:
-    form = cells.get(kind).torch
-    return None if form is None else FUSED.get(form.module)
 
 
 class FusedStack(NamedTuple):
@@ -64,20 +58,20 @@ def native_kwargs(cell: Any, where: str) -> dict[str, Any]:
     dropout, a cell type without a PyTorch cell, an unbuilt cell."""
     if cell.input_dim is None:
         raise UnsupportedConfigError(f"{where}: the object is not built yet; call build() or call it once first")
-    spec = cells.get(cell.cell_kind)
     config = cell.portable_config()
     try:
-        spec.check_torch(config)
+        kinds.check(cell.cell_kind, config)
     except UnsupportedConfigError as e:
         raise UnsupportedConfigError(f"{where}: {e}") from None
-    if spec.torch is None:
+    row = kinds.get(cell.cell_kind)
+    if row is None:
         raise UnsupportedConfigError(f"{where}: PyTorch has no module for {cell.cell_kind}")
     if config.get("dropout", 0) > 0 or config.get("recurrent_dropout", 0) > 0:
         raise UnsupportedConfigError(
             f"{where}: Keras dropout (one mask per sequence, recurrent masks) has no torch.nn equivalent; "
             "build the cells with dropout=0 and recurrent_dropout=0 to port them"
         )
-    return {"nonlinearity": config["activation"]} if spec.torch.module == "RNNCell" else {}
+    return row.kwargs(config)
 
 
 def to_fused(rnn: Any, device: Any = None) -> nn.Module:
@@ -95,10 +89,7 @@ def to_fused(rnn: Any, device: Any = None) -> nn.Module:
     if any(k != kwargs[0] for k in kwargs):
         raise UnsupportedConfigError(f"to_torch_fused: a fused module has one nonlinearity, got {kwargs}")
     first = cells_[0]
-    fused_class = _fused_class(first.cell_kind)
-    if fused_class is None:
-        raise UnsupportedConfigError(f"to_torch_fused: PyTorch has no fused module for {first.cell_kind}")
-    fused = fused_class(
+    fused = kinds.get(first.cell_kind).module(  # native_kwargs refused a type without a row
         first.input_dim,
         first.units,
         num_layers=len(cells_),
@@ -119,7 +110,7 @@ def to_fused(rnn: Any, device: Any = None) -> nn.Module:
 def read_fused(module: nn.Module) -> FusedStack:
     """The cell type, arguments, canonical weights and layout of a fused ``nn.RNN`` / ``LSTM`` /
     ``GRU``."""
-    kind = next((k for k in cells.names() if _fused_class(k) is type(module)), None)
+    kind = kinds.of_module_class(type(module))
     if kind is None:
         raise UnsupportedConfigError(
             "from_torch_fused: expected torch.nn.RNN, LSTM or GRU, got "
@@ -142,7 +133,7 @@ def read_fused(module: nn.Module) -> FusedStack:
         )
     dtype = protocol.dtype_name(module.weight_ih_l0.dtype)
     kwargs: dict[str, Any] = {"units": module.hidden_size, "use_bias": module.bias, "dtype": dtype}
-    if isinstance(module, nn.RNN):
+    if kinds.get(kind).nonlinearity:
         kwargs["activation"] = module.nonlinearity
     layout = layouts.get(kind)
     names = layouts.TORCH_NAMES if module.bias else layouts.TORCH_NAMES[:2]
@@ -190,7 +181,7 @@ def to_fused_bidirectional(bi: Any, device: Any = None) -> nn.Module:
         bidirectional=True,
         device=device,
         dtype=fused.weight_ih_l0.dtype,
-        **({"nonlinearity": fused.nonlinearity} if isinstance(fused, nn.RNN) else {}),
+        **native_kwargs(forward.cells[0], "to_torch"),
     )
     layout = layouts.of(backward.cells[0])
     with torch.no_grad():

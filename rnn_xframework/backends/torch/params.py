@@ -1,5 +1,5 @@
 """The parameters a :class:`~rnn_xframework.backends.torch.TorchCell` holds: a native ``torch.nn``
-cell (:data:`NATIVE`, by the name a spec gives) or :class:`SpecParameters` for a cell type without
+cell (its row of :data:`~rnn_xframework.backends.torch.kinds.KINDS`) or :class:`SpecParameters` for a cell type without
 one, lazy until the input size is known.
 
 Until the input size is known, a cell's native ``nn.*Cell`` is a PyTorch lazy module
@@ -18,8 +18,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
-NATIVE = {"RNNCell": nn.RNNCell, "LSTMCell": nn.LSTMCell, "GRUCell": nn.GRUCell}
-"""``torch.nn`` classes by the name a spec's :class:`~rnn_xframework.cells.TorchForm` gives."""
+from rnn_xframework.backends.torch import kinds
 
 
 class SpecParameters(nn.Module):
@@ -58,7 +57,8 @@ def lazy_class(native: type[nn.Module]) -> type[nn.Module]:
 
 def __getattr__(name: str) -> type[nn.Module]:
     """``LazyLSTMCell``, ``LazySpecParameters``, ...: the lazy classes by name, as pickle looks them up."""
-    natives = {**{f"Lazy{k}": v for k, v in NATIVE.items()}, "LazySpecParameters": SpecParameters}
+    natives = {f"Lazy{row.cell.__name__}": row.cell for row in kinds.KINDS.values()}
+    natives["LazySpecParameters"] = SpecParameters
     if name in natives:
         return lazy_class(natives[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

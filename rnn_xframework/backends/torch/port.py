@@ -34,9 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnn_xframework import cells, layouts, protocol
-from rnn_xframework.backends.torch import nn_modules
-from rnn_xframework.backends.torch.params import NATIVE
+from rnn_xframework import layouts, protocol
+from rnn_xframework.backends.torch import kinds, nn_modules
 from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError, WeightsError
 
 
@@ -48,11 +47,6 @@ class NativeCell(NamedTuple):
     cell_kwargs: dict[str, Any]
     input_size: int
     weights: list[np.ndarray]
-
-
-def _kind_of(cls: type) -> str | None:
-    """The registered cell type whose PyTorch cell is ``cls`` (exactly; not a subclass)."""
-    return next((k for k in cells.names() if cells.get(k).torch and NATIVE[cells.get(k).torch.module] is cls), None)
 
 
 def loaded(module: nn.Module, state_dict: Mapping[str, Any] | None, prefix: str) -> nn.Module:
@@ -90,14 +84,14 @@ def loaded(module: nn.Module, state_dict: Mapping[str, Any] | None, prefix: str)
 
 def is_cell(module: Any) -> bool:
     """Whether ``module`` is a ``torch.nn`` cell (``RNNCell`` / ``LSTMCell`` / ``GRUCell``)."""
-    return _kind_of(type(module)) is not None
+    return kinds.of_cell_class(type(module)) is not None
 
 
 def check_module(module: Any) -> None:
     """:class:`FrameworkMismatchError` unless ``module`` is one of PyTorch's six recurrent classes."""
-    if is_cell(module) or type(module) in nn_modules.FUSED.values():
+    if is_cell(module) or kinds.of_module_class(type(module)) is not None:
         return
-    known = (*NATIVE.values(), *nn_modules.FUSED.values())
+    known = [c for row in kinds.KINDS.values() for c in (row.cell, row.module)]
     base = next((c.__name__ for c in known if isinstance(module, c)), None)
     why = f", a subclass of nn.{base}: its forward may compute something else" if base else ""
     raise FrameworkMismatchError(
@@ -108,7 +102,7 @@ def check_module(module: Any) -> None:
 
 def read_cell(module: nn.Module) -> NativeCell:
     """The cell type, arguments, input size and canonical weights of a ``torch.nn`` cell."""
-    kind = _kind_of(type(module))
+    kind = kinds.of_cell_class(type(module))
     if kind is None:
         check_module(module)
         raise FrameworkMismatchError(f"from_torch: not a cell: {type(module).__name__}")
@@ -117,7 +111,7 @@ def read_cell(module: nn.Module) -> NativeCell:
         "use_bias": module.bias,
         "dtype": protocol.dtype_name(module.weight_ih.dtype),
     }
-    if isinstance(module, nn.RNNCell):
+    if kinds.get(kind).nonlinearity:
         kwargs["activation"] = module.nonlinearity
     names = layouts.TORCH_NAMES if module.bias else layouts.TORCH_NAMES[:2]
     params = {n: getattr(module, n).detach().cpu().numpy() for n in names}
@@ -138,7 +132,7 @@ def to_torch(obj: Any, device: Any = None) -> nn.Module:
             "or each cell (-> nn.*Cell)"
         )
     extra = nn_modules.native_kwargs(obj, "to_torch")
-    native = NATIVE[cells.get(obj.cell_kind).torch.module](
+    native = kinds.get(obj.cell_kind).cell(  # native_kwargs refused a type without a row
         obj.input_dim, obj.units, bias=obj.use_bias, device=device, dtype=nn_modules.DTYPES[obj.dtype_name], **extra
     )
     with torch.no_grad():

@@ -1,6 +1,6 @@
-"""One step of a :class:`~rnn_xframework.backends.torch.TorchCell`: the ATen kernel a native
-``torch.nn`` cell runs (:func:`native_step`), or the spec's formula on :data:`STEP_OPS`, the
-:class:`~rnn_xframework.cells.StepOps` in PyTorch."""
+"""The spec's formula on torch: :data:`STEP_OPS`, the :class:`~rnn_xframework.cells.StepOps` in
+PyTorch (a type with a ``torch.nn`` cell runs that cell's ATen kernel instead, named by its row of
+:data:`~rnn_xframework.backends.torch.kinds.KINDS`)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from rnn_xframework.errors import UnsupportedConfigError
-
-
-def native_step(c: Any, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[Any, list[Any]]:
-    """The ATen kernel that ``c.forward`` calls (``c`` a ``torch.nn.*Cell``), on checked arguments."""
-    if isinstance(c, nn.LSTMCell):
-        h, cs = torch.lstm_cell(x, states, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
-        return h, [h, cs]
-    if isinstance(c, nn.GRUCell):
-        h = torch.gru_cell(x, states[0], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
-        return h, [h]
-    kernel = torch.rnn_tanh_cell if c.nonlinearity == "tanh" else torch.rnn_relu_cell
-    h = kernel(x, states[0], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
-    return h, [h]
 
 
 class TorchOps:

@@ -1,5 +1,5 @@
 """What the three Triton kernel files (:mod:`.persistent`, :mod:`.split`, :mod:`.two_layer`) share:
-the cell codes of their ``CELL`` argument, the host-side tables keyed by them, and the device
+the host-side tables keyed by their ``CELL`` code, and the device
 helpers (``@DeviceFunction``: inlined by compiled kernels, called as Python by the interpreter).
 
 Cells, in PyTorch's gate order: ``SIMPLE`` (G = 1), ``LSTM`` (G = 4, i f g o), ``GRU`` (G = 3,
@@ -13,12 +13,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from rnn_xframework import layouts
-
-CODES = {"SimpleRNNCell": 0, "LSTMCell": 1, "GRUCell": 2}
-"""Host side: the kernels' ``CELL`` argument per cell type."""
-GATES = {code: layouts.get(kind).gates for kind, code in CODES.items()}
-"""Gate blocks per ``CELL`` code, from the cell's weight layout."""
+GATES = {0: 1, 1: 4, 2: 3}
+"""Gate blocks per ``CELL`` code (which cell type has which code: the torch backend's table,
+:data:`rnn_xframework.backends.torch.kinds.KINDS`)."""
 SAVED = {0: 0, 1: 4, 2: 4}
 """Blocks of ``units`` columns per step the forward saves for the backward."""
 SIMPLE = tl.constexpr(0)

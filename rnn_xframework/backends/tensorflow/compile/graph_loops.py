@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from rnn_xframework import cells, layouts
-from rnn_xframework.backends.tensorflow import STEP_OPS
+from rnn_xframework.backends.tensorflow.ops import STEP_OPS
 
 
 class Weights(NamedTuple):

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnn_xframework.backends.torch import kinds
 from rnn_xframework.backends.torch.compile import script_loops
 
 
@@ -115,12 +116,13 @@ class StackFunction(torch.autograd.Function):
 
 
 def simple_stack(rnn: Any, kernels: Callable[[], Kernels]) -> Any:
-    """For a built torch ``RNN`` of ``nn.RNNCell``-backed cells only: ``train(x, states) -> (y,
-    states)`` running :class:`StackFunction` with ``kernels()`` (same results and flags as the
-    ``RNN``); else ``None``."""
-    cells = [c.cell for c in rnn.cells]
-    if not all(isinstance(c, torch.nn.RNNCell) for c in cells):
+    """For a built torch ``RNN`` whose cells' types all run :class:`~.script_loops.SimpleRNNLayer`
+    (:data:`~rnn_xframework.backends.torch.kinds.KINDS`): ``train(x, states) -> (y, states)`` running
+    :class:`StackFunction` with ``kernels()`` (same results and flags as the ``RNN``); else ``None``."""
+    rows = [kinds.get(c.cell_kind) for c in rnn.cells]
+    if not all(row is not None and row.layer_class() is script_loops.SimpleRNNLayer for row in rows):
         return None
+    cells = [c.cell for c in rnn.cells]
     relu = tuple(c.nonlinearity == "relu" for c in cells)
     n_layers = len(cells)
 

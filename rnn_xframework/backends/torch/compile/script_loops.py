@@ -19,8 +19,10 @@ The modules are written for ``torch.jit.script`` and ``torch.compile`` alike (ty
 Python-side state); :mod:`rnn_xframework.backends.torch.compile.torchscript` and
 :mod:`rnn_xframework.backends.torch.compile.inductor` wrap them in
 :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN`. The kernels work on the native
-``torch.nn`` cells' parameters, in PyTorch's gate order; which kernel serves a cell type is read
-from its spec's :class:`~rnn_xframework.cells.TorchForm`.
+``torch.nn`` cells' parameters, in PyTorch's gate order; which layer serves a cell type is read
+from its row of :data:`~rnn_xframework.backends.torch.kinds.KINDS`. A type without a row (a
+registered ``MGUCell``) runs :class:`SpecLayer`: the same layer-major loop around its spec's step,
+traced once (``torch.jit.trace``) so that the scripted loop can call it.
 """
 
 from __future__ import annotations
@@ -31,19 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from rnn_xframework import cells
+from rnn_xframework.backends.torch import kinds
+from rnn_xframework.backends.torch.compile import script_gru
+from rnn_xframework.backends.torch.compile.spec_layer import SpecLayer, project
 from rnn_xframework.compiled import check_built
-from rnn_xframework.errors import UnsupportedConfigError
-
-
-def _project(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``seq [batch, time, in] @ weight^T (+ bias)`` -> ``[batch, time, G*units]`` in one GEMM.
-
-    Batch-major throughout: the reshape is a view (no copy of the input), and step ``t`` reads
-    ``xp[:, t]``, a strided ``[batch, G*units]`` matrix that BLAS takes as it is."""
-    b, t = seq.shape[0], seq.shape[1]
-    flat = seq.reshape(b * t, seq.shape[2])
-    out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
-    return out.view(b, t, weight.shape[0])
 
 
 def _activate_(z: Tensor, relu: bool) -> Tensor:
@@ -96,7 +89,7 @@ def wavefront(
             big[offs[i - 1] : offs[i], offs[i] : offs[i + 1]] = w_ih[i].t()
     rows = x.new_empty(steps + n_layers, batch, n)  # rows[k + 1]: the row step k computes
     first = offs[1]
-    rows[1 : steps + 1, :, :first] = _project(x, w_ih[0], bias[0]).transpose(0, 1)
+    rows[1 : steps + 1, :, :first] = project(x, w_ih[0], bias[0]).transpose(0, 1)
     rows[steps + 1 :, :, :first] = 0.0  # layer 0 past the end: computed, never read
     for i in range(1, n_layers):
         rows[1:, :, offs[i] : offs[i + 1]] = bias[i]
@@ -200,11 +193,16 @@ class SimpleRNNLayer(nn.Module):
 
     __constants__ = ["relu", "inplace"]
 
-    def __init__(self, cell: nn.RNNCell, relu: bool, inplace: bool) -> None:
+    def __init__(self, cell: nn.Module, relu: bool, inplace: bool) -> None:
         super().__init__()
         self.cell = cell
         self.relu = relu
         self.inplace = inplace
+
+    @classmethod
+    def of(cls, cell: Any, inplace: bool) -> SimpleRNNLayer:
+        """The layer around a built library cell (sharing its ``nn.RNNCell``)."""
+        return cls(cell.cell, cell.cell.nonlinearity == "relu", inplace)
 
     def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
         """``(W_ih, W_hh, b_ih + b_hh (zeros without bias), relu)`` for the whole-stack loops."""
@@ -214,7 +212,7 @@ class SimpleRNNLayer(nn.Module):
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
+        xp = project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
         u = c.weight_hh.t().contiguous()
         h = state[0]
         if self.inplace and not torch.is_grad_enabled():
@@ -243,17 +241,22 @@ class LSTMLayer(nn.Module):
 
     __constants__ = ["gi", "gf", "gc", "go"]
 
-    def __init__(self, cell: nn.LSTMCell, positions: list[int]) -> None:
+    def __init__(self, cell: nn.Module, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
         self.gi, self.gf, self.gc, self.go = positions
+
+    @classmethod
+    def of(cls, cell: Any, inplace: bool) -> LSTMLayer:
+        """The layer around a built library cell (sharing its native cell)."""
+        return cls(cell.cell, gate_positions(cell))
 
     def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
         raise RuntimeError("simple_weights: not a SimpleRNN layer")
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        xp = _project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
+        xp = project(seq, c.weight_ih, _bias_sum(c.bias_ih, c.bias_hh))
         u = c.weight_hh.t().contiguous()
         h, cs = state[0], state[1]
         outs: list[Tensor] = []
@@ -272,17 +275,25 @@ class GRULayer(nn.Module):
 
     __constants__ = ["gz", "gr", "gh"]
 
-    def __init__(self, cell: nn.GRUCell, positions: list[int]) -> None:
+    def __init__(self, cell: nn.Module, positions: list[int]) -> None:
         super().__init__()
         self.cell = cell
         self.gz, self.gr, self.gh = positions
+
+    @classmethod
+    def of(cls, cell: Any, inplace: bool) -> nn.Module:
+        """The layer around a built library cell (sharing its native cell); a layout
+        ``nn.GRUCell`` cannot hold (``reset_after=False``) gets :mod:`.script_gru`'s layer."""
+        if cell.layout.torch_problem is not None:
+            return script_gru.GRUResetBeforeLayer(cell.cell, gate_positions(cell))
+        return cls(cell.cell, gate_positions(cell))
 
     def simple_weights(self) -> tuple[Tensor, Tensor, Tensor, bool]:
         raise RuntimeError("simple_weights: not a SimpleRNN layer")
 
     def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         c = self.cell
-        xp = _project(seq, c.weight_ih, c.bias_ih)
+        xp = project(seq, c.weight_ih, c.bias_ih)
         u = c.weight_hh.t().contiguous()
         bias_hh = c.bias_hh
         h = state[0]
@@ -299,17 +310,11 @@ class GRULayer(nn.Module):
 
 
 def layer_for(cell: Any, inplace: bool) -> nn.Module:
-    """The fast layer around a built torch cell of this library (shares its parameters), chosen by
-    the ``torch.nn`` cell its spec names."""
-    form = cells.get(cell.cell_kind).torch
-    module = None if form is None else form.module
-    if module == "RNNCell":
-        return SimpleRNNLayer(cell.cell, cell.cell.nonlinearity == "relu", inplace)
-    if module == "LSTMCell":
-        return LSTMLayer(cell.cell, gate_positions(cell))
-    if module == "GRUCell":
-        return GRULayer(cell.cell, gate_positions(cell))
-    raise UnsupportedConfigError(f"compile: no fast torch layer for {cell.cell_kind}")
+    """The whole-sequence layer around a built torch cell of this library (sharing its
+    parameters): its type's layer in :data:`~rnn_xframework.backends.torch.kinds.KINDS`, or
+    :class:`SpecLayer` for a type without a row."""
+    row = kinds.get(cell.cell_kind)
+    return (SpecLayer if row is None else row.layer_class()).of(cell, inplace)
 
 
 WAVEFRONT_MAX_UNITS = 128

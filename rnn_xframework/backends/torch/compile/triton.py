@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnn_xframework import frameworks
+from rnn_xframework.backends.torch import kinds
 from rnn_xframework.backends.torch.compile import script_loops
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 from rnn_xframework.compiled import check_built
@@ -124,7 +125,8 @@ class LayerFunction(torch.autograd.Function):
 
     ``xp [T, B, G*U]`` (time-major view, unit stride last), ``h0, c0 [B, U]`` (``c0`` LSTM only,
     else ``None``), ``w_hh [G*U, U]``, ``b_hh [G*U]`` (GRU only, else ``None``); ``cell`` a
-    kernel code (``common.CODES``). ``out [T, B, U]`` contiguous; ``c_last`` is an
+    kernel code (the type's ``triton`` in :data:`~rnn_xframework.backends.torch.kinds.KINDS`).
+    ``out [T, B, U]`` contiguous; ``c_last`` is an
     empty tensor except for LSTM. ``save``: keep what the backward needs; ``split``: run the
     column-split step kernels instead of the persistent one.
     """
@@ -254,21 +256,20 @@ def _layer_plan(cell: Any) -> tuple[int, bool, bool]:
     """``(kernel code, relu, split)`` for a built torch cell of this library (``split``: too wide
     for one program, run by :mod:`~rnn_xframework.kernels.triton.split`), or
     :class:`UnsupportedConfigError` naming what the kernels do not cover."""
-    from rnn_xframework.kernels.triton.common import CODES, GATES
+    from rnn_xframework.kernels.triton.common import GATES
 
-    kind = cell.cell_kind
-    if kind not in CODES:
-        raise UnsupportedConfigError(f"compile 'triton': no kernel for {kind}; supported: {sorted(CODES)}")
-    relu = kind == "SimpleRNNCell" and cell.activation == "relu"
-    if kind == "SimpleRNNCell" and cell.activation not in ("tanh", "relu"):
-        raise UnsupportedConfigError(f"compile 'triton': SimpleRNNCell activation {cell.activation!r} has no kernel")
+    kind, row = cell.cell_kind, kinds.get(cell.cell_kind)
+    if row is None:
+        supported = sorted(k for k, r in kinds.KINDS.items() if r.triton is not None)
+        raise UnsupportedConfigError(f"compile 'triton': no kernel for {kind}; supported: {supported}")
+    relu = row.nonlinearity and cell.activation == "relu"
     dtype = cell.cell.weight_hh.dtype
     if dtype not in DTYPES:
         raise UnsupportedConfigError(
             f"compile 'triton': the kernels compute in float32 or float64 exactly, got a {kind} in {dtype}; "
             "use a float32/float64 RNN"
         )
-    code = CODES[kind]
+    code = row.triton
     up = _pow2(cell.units)
     scale = 2 if dtype == torch.float64 else 1  # float64 takes twice the registers
     return code, relu, GATES[code] * up * up * scale > MAX_WEIGHT_ELEMENTS

@@ -1,0 +1,267 @@
+"""``xf.compile(rnn, "cpu")``: LSTM and GRU layers whose whole time loop is one native call.
+
+Each LSTM / GRU layer projects its whole input sequence in one GEMM (``xp = x W_ih^T + b``, a
+PyTorch op, so autograd reaches ``weight_ih`` and the biases as usual), then runs the
+recurrence in :mod:`~rnn_xframework.backends.torch.compile.cpu_build`'s C loop: forward and
+a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per layer, whose
+gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
+contiguous sequences (no copy between layers). Other cell types in the stack run their
+:mod:`~rnn_xframework.backends.torch.compile.script_loops` layer.
+
+Exact for what it accepts: PyTorch's LSTM and GRU gates (sigmoid, tanh), both GRU forms
+(``reset_after=True``, PyTorch's, and ``reset_after=False``, which ``nn.GRU`` lacks), with or
+without bias, float32 and float64, on the CPU; results agree with the uncompiled RNN within
+float rounding (tests/test_compile_cpu.py: 1e-5 / 1e-12). The backward is once-differentiable
+(no double backward). ``"auto"`` picks this method for a CPU stack of LSTM / GRU cells where
+the kernel builds (:meth:`~rnn_xframework.backends.torch.TorchBackend.auto_method`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from rnn_xframework.backends.torch import kinds
+from rnn_xframework.backends.torch.compile import cpu_build, script_loops
+from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
+from rnn_xframework.compiled import check_built
+from rnn_xframework.errors import UnsupportedConfigError
+
+
+def _p(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+def _lstm_forward(xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, save: bool) -> tuple[Tensor, ...]:
+    """``(y, c_T, cs, act, tc)``: with ``save`` every step's cell state, gates and ``tanh(c)`` for
+    the backward; without, the kernel keeps them in one step's scratch."""
+    steps, batch, g = xp.shape
+    hid = g // 4
+    u = w.detach().t().contiguous()
+    y = xp.new_empty(steps, batch, hid)
+    cs, act, tc = (
+        (xp.new_empty(steps, batch, hid), xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
+        if save
+        else (xp.new_empty(2, batch, hid), xp.new_empty(batch, g), xp.new_empty(batch, hid))
+    )
+    cpu_build.kernel("lstm_fwd", xp.dtype)(
+        steps, batch, hid, int(save), _p(xp), _p(u), _p(h0), _p(c0), _p(y), _p(cs), _p(act), _p(tc)
+    )
+    return y, cs[steps - 1 if save else (steps - 1) % 2].clone(), cs, act, tc
+
+
+def _gru_forward(xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, save: bool) -> tuple[Tensor, ...]:
+    """``(y, act, hn)``: with ``save`` every step's gates and ``hn`` for the backward."""
+    steps, batch, g = xp.shape
+    hid = g // 3
+    u = w.detach().t().contiguous()
+    y = xp.new_empty(steps, batch, hid)
+    act, hn = (
+        (xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
+        if save
+        else (xp.new_empty(batch, g), xp.new_empty(batch, hid))
+    )
+    scratch = xp.new_empty(batch, g)
+    cpu_build.kernel("gru_fwd", xp.dtype)(
+        steps, batch, hid, int(after), int(save), _p(xp), _p(u), _p(b.detach().contiguous()), _p(h0), _p(y),
+        _p(act), _p(hn), _p(scratch),
+    )  # fmt: skip
+    return y, act, hn
+
+
+def _recording(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+class _LSTMRecurrence(torch.autograd.Function):
+    """``(xp [T, B, 4H], weight_hh [4H, H], h0, c0) -> (y [T, B, H], c_T)``."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor]:
+        y, c_last, cs, act, tc = _lstm_forward(xp, w, h0, c0, save=True)
+        ctx.save_for_backward(w.detach().contiguous(), h0, c0, y, cs, act, tc)
+        return y, c_last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor | None, gc: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        w, h0, c0, y, cs, act, tc = ctx.saved_tensors
+        steps, batch, hid = y.shape
+        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
+        dh = torch.zeros_like(h0)
+        dc = torch.zeros_like(c0) if gc is None else gc.clone(memory_format=torch.contiguous_format)
+        dz = act.new_empty(act.shape)
+        cpu_build.kernel("lstm_bwd", y.dtype)(
+            steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz)
+        )
+        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
+        dw = torch.mm(dz.view(steps * batch, 4 * hid).t(), prev)
+        return dz, dw, dh, dc
+
+
+class _GRURecurrence(torch.autograd.Function):
+    """``(xp [T, B, 3H], weight_hh [3H, H], bias_hh [3H], h0, reset_after) -> y [T, B, H]``."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool) -> Tensor:
+        y, act, hn = _gru_forward(xp, w, b, h0, after, save=True)
+        ctx.save_for_backward(w.detach().contiguous(), h0, y, act, hn)
+        ctx.after = after
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, None]:
+        w, h0, y, act, hn = ctx.saved_tensors
+        steps, batch, hid = y.shape
+        gy = gy.contiguous()
+        dh = torch.zeros_like(h0)
+        dx, dhu = act.new_empty(act.shape), act.new_empty(act.shape)
+        scratch = h0.new_empty(batch, hid)
+        cpu_build.kernel("gru_bwd", y.dtype)(
+            steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
+            _p(dhu), _p(scratch),
+        )  # fmt: skip
+        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
+        flat = dhu.view(steps * batch, 3 * hid)
+        if ctx.after:
+            dw = torch.mm(flat.t(), prev)
+        else:  # the candidate's product reads r * h (saved as hn), the gates' read h
+            dw = torch.cat([torch.mm(flat[:, : 2 * hid].t(), prev), torch.mm(flat[:, 2 * hid :].t(), hn.view(-1, hid))])
+        return dx, dw, flat.sum(0), dh, None
+
+
+def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``seq`` (batch-first, any strides; a time-major contiguous sequence seen batch-first costs
+    no copy) projected time-major: ``[time, batch, G*units]`` contiguous, one GEMM."""
+    tm = seq.transpose(0, 1)
+    steps, batch = tm.shape[0], tm.shape[1]
+    flat = tm.reshape(steps * batch, tm.shape[2])
+    out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
+    return out.view(steps, batch, weight.shape[0])
+
+
+ONEDNN_MIN_BATCH = 0
+"""A float32 LSTM layer with a batch above this runs oneDNN's LSTM primitive
+(``aten::mkldnn_rnn_layer``: what ``nn.LSTM`` runs on the CPU, minus its per-call checks; bit for bit
+``nn.LSTM``'s results, and PyTorch's own backward), else the C loop. 0: always, where PyTorch has
+oneDNN enabled. Measured in one process, interleaved, 1 thread (docs/performance.md): at W1 the C loop
+and oneDNN are at parity (1.05x and 1.0x ``nn.LSTM``), at W2 oneDNN's products are 1.5x faster than the
+BLAS under the C loop, and oneDNN also splits a step over threads, which the C loop does not."""
+
+
+def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """One LSTM layer through ``aten::mkldnn_rnn_layer`` (time-major, PyTorch's gate order; its
+    autograd formula is PyTorch's own). Same results as ``nn.LSTM`` on the CPU, bit for bit."""
+    tm = seq.transpose(0, 1).contiguous()
+    hid = c.weight_hh.shape[1]
+    zeros = c.weight_hh.new_zeros(4 * hid)
+    has_bias = c.bias_ih is not None
+    out = torch.ops.aten.mkldnn_rnn_layer(
+        tm, c.weight_ih.contiguous(), c.weight_hh.contiguous(), c.bias_ih if has_bias else zeros,
+        c.bias_hh if has_bias else zeros,
+        state[0].contiguous(), state[1].contiguous(), False, [], 2, hid, 1, has_bias, False, False,
+        torch.is_grad_enabled(),
+    )  # fmt: skip
+    return out[0].transpose(0, 1), [out[1], out[2]]
+
+
+class CpuLSTMLayer(nn.Module):
+    """An LSTM layer (PyTorch's gate order and parameters) over the native recurrence."""
+
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        c = self.cell
+        if seq.dtype == torch.float32 and seq.shape[0] > ONEDNN_MIN_BATCH and torch._C._get_mkldnn_enabled():
+            return _onednn_lstm(c, seq, state)
+        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        xp = _time_major_projection(seq, c.weight_ih, bias)
+        h0, c0 = state[0].contiguous(), state[1].contiguous()
+        if _recording(xp, c.weight_hh, h0, c0):
+            y, c_last = _LSTMRecurrence.apply(xp, c.weight_hh, h0, c0)
+        else:
+            y, c_last = _lstm_forward(xp, c.weight_hh, h0, c0, save=False)[:2]
+        return y.transpose(0, 1), [y[-1], c_last]
+
+
+class CpuGRULayer(nn.Module):
+    """A GRU layer (PyTorch's gate order ``r, z, n`` and parameters) over the native recurrence;
+    ``reset_after=False`` takes the reset gate before the candidate's recurrent product."""
+
+    def __init__(self, cell: nn.Module, reset_after: bool) -> None:
+        super().__init__()
+        self.cell = cell
+        self.reset_after = reset_after
+
+    def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        c = self.cell
+        xp = _time_major_projection(seq, c.weight_ih, c.bias_ih)
+        b = c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0])
+        h0 = state[0].contiguous()
+        if _recording(xp, c.weight_hh, b, h0):
+            y = _GRURecurrence.apply(xp, c.weight_hh, b, h0, self.reset_after)
+        else:
+            y = _gru_forward(xp, c.weight_hh, b, h0, self.reset_after, save=False)[0]
+        return y.transpose(0, 1), [y[-1]]
+
+
+def supports_cell(cell: Any) -> bool:
+    """Whether the kernel computes this built torch cell's step: a cell type whose torch row
+    (:data:`~rnn_xframework.backends.torch.kinds.KINDS`) names a ``cpu`` recurrence (its
+    parameters are then in that row's ``torch.nn`` cell's gate order), with that cell's activations."""
+    row = kinds.get(cell.cell_kind)
+    if row is None or row.cpu is None:
+        return False
+    return all(cell.config[k] in allowed for k, allowed in row.supports.items())
+
+
+def layer_for(cell: Any) -> nn.Module:
+    if supports_cell(cell):
+        if kinds.get(cell.cell_kind).cpu == "lstm":
+            return CpuLSTMLayer(cell.cell)
+        return CpuGRULayer(cell.cell, bool(cell.config.get("reset_after", True)))
+    return script_loops.layer_for(cell, inplace=False)
+
+
+class CpuLoop(nn.Module):
+    """``(x [batch, time, in], states) -> (y, states)``, layer by layer, as
+    :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`. An empty batch or
+    sequence, or a device other than the CPU, runs the script loop's layers (same results)."""
+
+    def __init__(self, rnn: Any) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList([layer_for(c) for c in rnn.cells])
+        self.plain = nn.ModuleList([script_loops.layer_for(c, inplace=False) for c in rnn.cells])
+        self.return_sequences = rnn.return_sequences
+        self.go_backwards = rnn.go_backwards
+
+    def forward(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
+        seq = x.flip(1) if self.go_backwards else x
+        layers = self.cells if x.shape[0] > 0 and x.shape[1] > 0 and x.device.type == "cpu" else self.plain
+        new_states = []
+        for layer, state in zip(layers, states, strict=True):
+            seq, state = layer(seq, state)
+            new_states.append(state)
+        y = seq if self.return_sequences else seq[:, -1]
+        return y, new_states
+
+
+def compile_rnn(rnn: Any) -> CompiledRNN:
+    """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` over :class:`CpuLoop`;
+    ``torch.jit.save`` on it writes the TorchScript form (same results)."""
+    check_built(rnn)
+    cpu_build.library()  # refuses here, with the reason, where the kernel cannot be built
+    if any(c.device.type != "cpu" for c in rnn.cells):
+        raise UnsupportedConfigError(
+            f"xf.compile(rnn, 'cpu'): the kernel runs on the CPU, the RNN is on {rnn.cells[0].device}; "
+            "use xf.compile(rnn, 'torchscript') (or 'auto')"
+        )
+    from rnn_xframework.backends.torch.compile import torchscript
+
+    return CompiledRNN(rnn, CpuLoop(rnn), "cpu", export=lambda: torchscript.script(torchscript.scriptable(rnn)))

@@ -1,0 +1,141 @@
+"""The native kernel behind ``xf.compile(rnn, "cpu")``: ``cpu_cells.c`` built once per machine.
+
+The C file (next to this module) runs the recurrence of one LSTM or GRU layer over a whole
+sequence, forward and backward, float32 and float64: per step one product by the recurrent
+kernel through the BLAS PyTorch itself runs on (``sgemm_`` / ``dgemm_`` from ``libtorch_cpu``,
+MKL in PyTorch's x86 wheels), then the gates in one vectorized pass (glibc's vector
+``expf`` / ``tanhf``, within a few ulp, where available). No per-step dispatch, no per-step
+allocation: that is where PyTorch's own loops spend their time at small sizes.
+
+Building takes about a second with the system C compiler (``$CC``, else ``cc``) and happens
+once per machine, not per shape or process: the library is cached under
+``$RNN_XFRAMEWORK_CACHE`` (default ``~/.cache/rnn_xframework``), keyed by the source, the
+compiler command and the CPU's flags (it is built with ``-march=native``). Where no compiler,
+no BLAS symbol or no cache directory is usable, :func:`library` raises
+:class:`~rnn_xframework.errors.UnsupportedConfigError` with the reason, and ``"auto"`` keeps
+``"torchscript"`` (:func:`available`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from rnn_xframework.errors import UnsupportedConfigError
+
+SOURCE = Path(__file__).with_name("cpu_cells.c")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where the built library is kept: ``$RNN_XFRAMEWORK_CACHE/cpu`` (default ``~/.cache/rnn_xframework``)."""
+    root = os.environ.get("RNN_XFRAMEWORK_CACHE") or os.path.join("~", ".cache", "rnn_xframework")
+    return Path(root).expanduser() / "cpu"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
+def _torch_library() -> ctypes.CDLL:
+    lib_dir = Path(torch.__file__).with_name("lib")
+    names = {"darwin": "libtorch_cpu.dylib", "win32": "torch_cpu.dll"}
+    return ctypes.CDLL(str(lib_dir / names.get(sys.platform, "libtorch_cpu.so")))
+
+
+def _build(compiler: str) -> Path:
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), platform.machine().encode()])
+        + _cpu_flags().encode()
+    ).hexdigest()[:20]
+    target = cache_dir() / f"cpu_cells-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # then an atomic rename: processes may race
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise UnsupportedConfigError(f"{compiler} failed to build {SOURCE.name}: {done.stderr.strip()[-800:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+P = ctypes.c_void_p
+N = ctypes.c_int
+SIGNATURES = {
+    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P],
+    "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P],
+    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P],
+    "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P],
+}
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | str:
+    """The loaded library, or why it cannot be had (a string; cached like the library)."""
+    compiler = os.environ.get("CC") or "cc"
+    try:
+        blas = _torch_library()
+        sgemm, dgemm = blas.sgemm_, blas.dgemm_
+    except (OSError, AttributeError) as e:
+        return f"this PyTorch exports no Fortran BLAS (sgemm_/dgemm_) from libtorch_cpu ({e})"
+    try:
+        lib = ctypes.CDLL(str(_build(compiler)))
+    except UnsupportedConfigError as e:
+        return str(e)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot build or load {SOURCE.name} with {compiler!r} in {cache_dir()}: {e}"
+    lib.xf_set_blas(ctypes.cast(sgemm, P), ctypes.cast(dgemm, P))
+    for name, args in SIGNATURES.items():
+        for suffix in ("f", "d"):
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes, fn.restype = args, None
+    return lib
+
+
+def library() -> ctypes.CDLL:
+    """The built kernel library (built on first use, about a second; then cached on disk).
+
+    Raises:
+        UnsupportedConfigError: why it is not available here (no compiler, no BLAS symbol, ...),
+        with the fix: ``xf.compile(rnn, "torchscript")`` runs everywhere.
+    """
+    with _LOCK:
+        lib = _load()
+    if isinstance(lib, str):
+        raise UnsupportedConfigError(f"xf.compile(rnn, 'cpu'): {lib}; use xf.compile(rnn, 'torchscript')")
+    return lib
+
+
+def available() -> bool:
+    """Whether :func:`library` loads here (builds it if needed)."""
+    with _LOCK:
+        return not isinstance(_load(), str)
+
+
+def kernel(name: str, dtype: torch.dtype) -> ctypes._CFuncPtr:
+    """``xf_<name>_f`` / ``_d`` for a float32 / float64 tensor."""
+    return getattr(library(), f"xf_{name}_{'f' if dtype == torch.float32 else 'd'}")

@@ -1,0 +1,201 @@
+"""``xf.compile(rnn, "cpu")`` (the C loop of LSTM / GRU layers; oneDNN's LSTM primitive for a
+float32 LSTM, the C loop forced too) and Keras's ``GRUCell(reset_after=False)`` on torch, eager
+and compiled, against the uncompiled RNN (itself in the parity matrix) at the stated tolerances.
+
+Sizes are picked to run every code path of the kernel: 20 units (4*20 = 80 gate columns: the
+64-wide and 16-wide vector blocks; 3*20 = 60: the scalar tail), 6 units (tails only), batch 3
+(the kernel's own small product) and batch 12 (the BLAS).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import TOL, require
+from helpers import max_err, random_cell_states, random_cell_weights
+
+import rnn_xframework as xf
+from rnn_xframework import layers
+from rnn_xframework.compile import auto_method
+from rnn_xframework.parity import training
+
+torch = pytest.importorskip("torch")
+from rnn_xframework.backends.torch.compile import cpu, cpu_build  # noqa: E402
+
+FEATURES, STEPS = 5, 7
+# name -> (cell type, cell arguments, float32 LSTM on the C loop instead of oneDNN)
+CONFIGS = {
+    "LSTM": ("LSTMCell", {}, False),
+    "LSTM C loop": ("LSTMCell", {}, True),
+    "GRU": ("GRUCell", {}, False),
+    "GRU reset_before": ("GRUCell", {"reset_after": False}, False),
+    "LSTM no bias": ("LSTMCell", {"use_bias": False}, False),
+    "LSTM no bias C loop": ("LSTMCell", {"use_bias": False}, True),
+    "GRU reset_before no bias": ("GRUCell", {"reset_after": False, "use_bias": False}, False),
+}
+SIZES = [(3, 20), (12, 6)]  # (batch, units)
+
+
+@pytest.fixture(params=list(CONFIGS))
+def config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict]:
+    kind, cell_kw, c_loop = CONFIGS[request.param]
+    if c_loop:  # float64 LSTMs always run the C loop; float32 ones run oneDNN unless told otherwise
+        monkeypatch.setattr(cpu, "ONEDNN_MIN_BATCH", 10**9)
+    return kind, cell_kw
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_builds() -> None:
+    """The kernel builds on this machine (CI has a C compiler): a failure here is a failure."""
+    cpu_build.library()
+
+
+def built(config, dtype, rng, units, **kw):
+    kind, cell_kw = config
+    require("torch")
+    cells = [getattr(layers, kind)(units, backend="torch", dtype=dtype, **cell_kw) for _ in range(2)]
+    rnn = layers.RNN(cells, **kw)
+    rnn.build((None, None, FEATURES))
+    after = cell_kw.get("reset_after", True)
+    weights = random_cell_weights(rng, kind, [FEATURES, units], units, dtype, reset_after=after)
+    if not cell_kw.get("use_bias", True):
+        weights = [w for i, w in enumerate(weights) if i % 3 != 2]
+    rnn.set_weights(weights)
+    return rnn
+
+
+def torch_inputs(rng, kind, dtype, batch, units):
+    x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES)).astype(dtype))
+    states = random_cell_states(rng, kind, 2, batch, units, dtype)
+    return x, [[torch.from_numpy(s) for s in layer] for layer in states]
+
+
+def assert_outputs(got, want, dtype):
+    (y, states), (y_want, states_want) = got, want
+    assert tuple(y.shape) == tuple(y_want.shape)
+    assert max_err(y.detach(), y_want.detach()) <= TOL[dtype]
+    flat, flat_want = [s for lay in states for s in lay], [s for lay in states_want for s in lay]
+    assert len(flat) == len(flat_want) > 0
+    for s, w in zip(flat, flat_want, strict=True):
+        assert max_err(s.detach(), w.detach()) <= TOL[dtype]
+
+
+@pytest.mark.parametrize(("batch", "units"), SIZES)
+@pytest.mark.parametrize("flags", [(True, False), (False, True)])  # (return_sequences, go_backwards)
+@pytest.mark.parametrize("method", ["cpu", "auto", "torchscript"])
+def test_forward_matches_uncompiled(rng, dtype, config, batch, units, flags, method):
+    seq, back = flags
+    rnn = built(config, dtype, rng, units, return_sequences=seq, return_state=True, go_backwards=back)
+    fast = xf.compile(rnn, method)
+    x, states = torch_inputs(rng, config[0], dtype, batch, units)
+    want = rnn(x, states)
+    assert_outputs(fast(x, states), want, dtype)  # autograd on: the saving forward
+    with torch.no_grad():
+        assert_outputs(fast(x, states), want, dtype)  # autograd off: one step's scratch
+    y = fast(x)  # zero initial states
+    assert max_err(y[0].detach(), rnn(x)[0].detach()) <= TOL[dtype]
+
+
+@pytest.mark.parametrize(("batch", "units"), SIZES)
+@pytest.mark.parametrize("steps", [STEPS, 1])
+@pytest.mark.parametrize("method", ["cpu", "torchscript"])
+def test_gradients_match_uncompiled(rng, dtype, config, batch, units, steps, method):
+    """The canonical gradients of the parity loss (inputs, every initial state, every weight)
+    through the compiled object; float32 within the stated scale-relative 1e-4."""
+    kind = config[0]
+    rnn = built(config, dtype, rng, units, return_sequences=True, return_state=True)
+    fast = xf.compile(rnn, method)
+    x = rng.normal(size=(batch, steps, FEATURES)).astype(dtype)
+    states = random_cell_states(rng, kind, 2, batch, units, dtype)
+    loss_weights = (rng.uniform(-1, 1, (batch, steps, units)), random_cell_states(rng, kind, 2, batch, units, dtype))
+    got = training.loss_and_grads("torch", fast, x, states, loss_weights)
+    want = training.loss_and_grads("torch", rnn, x, states, loss_weights)
+    tol = 1e-4 if dtype == "float32" else 1e-10  # docs/parity.md: gradients, scale-relative
+    assert abs(got.loss - want.loss) <= tol * max(1.0, abs(want.loss))
+    got_all = [got.inputs, *[s for lay in got.states for s in lay], *got.weights]
+    want_all = [want.inputs, *[s for lay in want.states for s in lay], *want.weights]
+    assert len(got_all) == len(want_all) > 3
+    for g, w in zip(got_all, want_all, strict=True):
+        assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
+
+
+def test_cpu_trains_the_cells_own_parameters(rng):
+    rnn = built(CONFIGS["GRU reset_before"][:2], "float32", rng, 6, return_sequences=True)
+    fast = xf.compile(rnn, "cpu")
+    x, _ = torch_inputs(rng, "GRUCell", "float32", 3, 6)
+    fast(x).square().sum().backward()
+    trained = [p for p in rnn.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell"])
+def test_auto_picks_cpu_for_cpu_lstm_gru_stacks(kind, monkeypatch):
+    rnn = layers.RNN([getattr(layers, kind)(6, backend="torch") for _ in range(2)])
+    rnn.build((None, None, FEATURES))
+    assert auto_method(rnn) == "cpu" and xf.compile(rnn, "auto").method == "cpu"
+    mixed = layers.RNN([layers.SimpleRNNCell(6, backend="torch"), getattr(layers, kind)(6, backend="torch")])
+    mixed.build((None, None, FEATURES))
+    assert auto_method(mixed) == "torchscript"
+    monkeypatch.setattr(cpu_build, "available", lambda: False)  # no compiler here: auto keeps TorchScript
+    assert auto_method(rnn) == "torchscript"
+
+
+def test_cpu_refuses_where_the_kernel_cannot_build(monkeypatch):
+    rnn = layers.RNN([layers.LSTMCell(6, backend="torch")])
+    rnn.build((None, None, FEATURES))
+    monkeypatch.setattr(cpu_build, "_load", lambda: "cc failed to build cpu_cells.c: no such file")
+    with pytest.raises(xf.UnsupportedConfigError, match=r"no such file.*'torchscript'"):
+        xf.compile(rnn, "cpu")
+
+
+def test_cpu_saves_as_torchscript(rng):
+    rnn = built(CONFIGS["GRU reset_before"][:2], "float64", rng, 6, return_sequences=True)
+    fast = xf.compile(rnn, "cpu")
+    x, _ = torch_inputs(rng, "GRUCell", "float64", 3, 6)
+    buffer = io.BytesIO()
+    torch.jit.save(fast, buffer)
+    buffer.seek(0)
+    assert max_err(torch.jit.load(buffer)(x).detach(), rnn(x).detach()) <= TOL["float64"]
+
+
+def test_kernel_is_built_once_per_machine(tmp_path, monkeypatch):
+    """A new cache directory gets the library; a second build finds it (no compile)."""
+    monkeypatch.setenv("RNN_XFRAMEWORK_CACHE", str(tmp_path))
+    first = cpu_build._build("cc")
+    assert first.parent == tmp_path / "cpu" and first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert cpu_build._build("cc") == first and first.stat().st_mtime_ns == stamp
+
+
+def test_gru_reset_before_eager_torch_matches_numpy(rng):
+    """``GRUCell(reset_after=False)`` on torch (refused before: nn.GRUCell lacks it) computes
+    NumPy's step, holds the same weights, and its gradients pass a finite-difference check."""
+    w = random_cell_weights(rng, "GRUCell", [3], 4, "float64", reset_after=False)
+    ref = layers.GRUCell(4, backend="numpy", dtype="float64", reset_after=False)
+    ref.set_weights(w)
+    cell = xf.convert(ref, "torch")
+    for a, b in zip(cell.get_weights(), w, strict=True):
+        np.testing.assert_array_equal(a, b)
+    x, h = rng.normal(size=(2, 3)), rng.normal(size=(2, 4))
+    got, _ = cell(torch.from_numpy(x), [torch.from_numpy(h)])
+    assert max_err(got.detach(), ref(x, [h])[0]) <= TOL["float64"]
+    params = [p for p in cell.parameters() if p.requires_grad]
+    assert len(params) == 3  # kernel, recurrent kernel, the one bias (bias_hh frozen, as Keras has one)
+
+    def step(xt, ht, *_):
+        return cell(xt, [ht])[0]
+
+    xt, ht = torch.from_numpy(x).requires_grad_(), torch.from_numpy(h).requires_grad_()
+    assert torch.autograd.gradcheck(step, (xt, ht, *params))
+    with pytest.raises(xf.UnsupportedConfigError, match="reset_after"):
+        xf.to_torch(ref)  # torch.nn has no such cell
+
+
+def test_supports_cell_rule():
+    lstm = layers.LSTMCell(4, backend="torch", input_size=3)
+    assert cpu.supports_cell(lstm) and cpu.supports_cell(
+        layers.GRUCell(4, backend="torch", reset_after=False, input_size=3)
+    )
+    assert not cpu.supports_cell(layers.SimpleRNNCell(4, backend="torch", input_size=3))
