@@ -7,6 +7,7 @@ import importlib.util
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,7 +136,105 @@ def mgu() -> Iterator[cells.CellSpec]:
     cells.unregister(MGU.name)
 
 
+SLOW_FILES = frozenset(
+    {
+        "rnn_xframework/testing/test_parity.py",  # the whole parity matrix and golden files, per backend
+        "tests/test_bidirectional.py",
+        "tests/test_compile_methods.py",
+        "tests/test_examples.py",  # each example in a subprocess
+        "tests/test_frameworks.py",  # import orders, each in a fresh interpreter
+        "tests/test_gpu_script.py",  # scripts/gpu_checks.py dry run in a subprocess
+        "tests/test_keras_distribute.py",  # a MirroredStrategy over two CPU replicas
+        "tests/test_main_job.py",  # the README's parity command in a subprocess
+        "tests/test_models_deploy.py",
+        "tests/test_models_port.py",
+        "tests/test_properties.py",  # about 5,000 Hypothesis examples
+        "tests/test_torch_ddp.py",  # two processes
+        "tests/test_triton.py",  # the kernels in Triton's interpreter
+        "tests/test_triton_compile.py",  # Triton's compiler for sm_90
+    }
+)
+"""Files whose every test is ``slow``: left out of the quick subset, ``pytest -m "not slow"``.
+Chosen by ``pytest FILE -m "not slow" --durations=0`` run one file at a time (README, "Tests and
+CUDA"); CI runs everything."""
+SLOW_TESTS = frozenset(
+    {
+        "tests/test_bench.py::test_bench_runs_every_kind_of_method_and_writes_json",
+        "tests/test_cli_output.py::test_help_has_no_raw_markup_and_no_worker_flags",
+        "tests/test_cli_output.py::test_parity_help_lists_every_accepted_ordering",
+        "tests/test_cli_output.py::test_parity_prints_a_line_per_group_off_a_terminal",
+        "tests/test_cli_output.py::test_parity_stderr_has_progress_and_nothing_else",
+        "tests/test_compile.py::test_compile_errors",
+        "tests/test_compile_bidirectional.py::test_compiled_bidirectional_matches_the_uncompiled",
+        "tests/test_compile_bidirectional.py::test_compiled_bidirectional_pickles_as_its_recipe",
+        "tests/test_compile_cpu.py::test_forward_matches_uncompiled",
+        "tests/test_compile_cpu.py::test_gradients_match_uncompiled",
+        "tests/test_custom_backend.py::test_convert_and_transfer_to_and_from_every_backend",
+        "tests/test_custom_backend.py::test_the_shipped_parity_tests_take_a_registered_backend",
+        "tests/test_errors.py::test_keras_on_another_backend_is_refused",
+        "tests/test_fast_paths.py::test_torch_auto_rule_picks_the_wavefront_for_small_stacks",
+        "tests/test_fast_paths.py::test_xla_gated_cells_have_no_inference_shortcut",
+        "tests/test_fast_paths.py::test_xla_inference_cache_follows_weights_shapes_and_scopes",
+        "tests/test_fast_paths.py::test_xla_inference_matches_uncompiled",
+        "tests/test_fast_paths.py::test_xla_under_a_tape_takes_the_differentiable_path",
+        "tests/test_fused.py::test_to_torch_fused_matches_the_stack",
+        "tests/test_keras_files.py::test_bit_flips_load_exactly_or_are_refused",
+        "tests/test_keras_files.py::test_every_truncation_is_refused",
+        "tests/test_keras_files.py::test_random_splices_load_exactly_or_are_refused",
+        "tests/test_keras_saving.py::test_model_holding_a_library_layer_saves_and_loads",
+        "tests/test_layers_dropout.py::test_dropout_parity_with_keras_using_the_same_masks",
+        "tests/test_layers_dropout.py::test_stack_of_layers_matches_keras_sequential",
+        "tests/test_parity.py::test_a_perturbed_weight_fails_every_check",
+        "tests/test_parity.py::test_every_cell_type_at_the_chapter_sizes",
+        "tests/test_parity.py::test_every_check_passes_on_torch_and_tensorflow",
+        "tests/test_parity.py::test_golden_round_trip_and_a_corrupted_file_fails",
+        "tests/test_parity.py::test_shipped_golden_checks_torch_and_numpy_forward",
+        "tests/test_parity_cli.py::test_bad_flags_exit_2_with_one_line",
+        "tests/test_parity_cli.py::test_golden_check_of_the_shipped_files",
+        "tests/test_parity_cli.py::test_passing_run_exits_0_and_writes_json",
+        "tests/test_pickle.py::test_compile_of_an_unbuilt_rnn_builds_on_the_first_call",
+        "tests/test_pickle.py::test_compiled_rnns_round_trip_as_their_recipe",
+        "tests/test_reliability.py::test_dropout_training_from_threads_draws_one_mask_per_call",
+        "tests/test_reliability.py::test_inductor_compiles_more_than_8_shapes",
+        "tests/test_reliability.py::test_keras_json_selecting_torch_is_refused",
+        "tests/test_reliability.py::test_masked_padding_may_hold_nan_and_inf",
+        "tests/test_reliability.py::test_tf_compiled_cache_stays_bounded_over_many_shapes",
+        "tests/test_reliability.py::test_tf_compiled_graphs_go_with_the_last_object",
+        "tests/test_reliability.py::test_xla_gradient_without_a_releasable_registry_runs_eagerly",
+        "tests/test_reliability.py::test_xla_recompiles_are_counted_and_can_be_bounded",
+        "tests/test_shared_cells.py::test_feedback_ported_to_torch_trains_like_keras",
+        "tests/test_stacks.py::test_chapter_sequence_every_backend_matches_keras_itself",
+        "tests/test_stacks.py::test_chapter_sequence_every_backend_matches_pytorch_itself",
+        "tests/test_stacks.py::test_sequence_matches_reference",
+        "tests/test_torch_lazy.py::test_an_optimizer_made_before_the_first_call_trains_the_rnn",
+        "tests/test_torch_lazy.py::test_input_size_on_every_backend",
+        "tests/test_torch_port.py::test_module_round_trip",
+        "tests/test_torch_port.py::test_time_major_on_every_backend_and_compiled",
+        "tests/test_torch_script.py::test_a_user_model_holding_the_rnn_scripts",
+        "tests/test_torch_script.py::test_compile_from_8_threads_in_a_fresh_process",
+        "tests/test_torch_script.py::test_jit_save_of_a_scripted_user_model_runs_without_the_library",
+        "tests/test_torch_script.py::test_jit_save_of_the_compiled_rnn_runs_without_the_library",
+        "tests/test_transfer.py::test_transfer_between_backends_gives_same_outputs",
+        "tests/test_weightfile.py::test_every_byte_with_a_bit_flipped",
+        "tests/test_weightfile.py::test_mutations_on_framework_backends",
+        "tests/test_weightfile.py::test_random_mutations_load_exactly_or_are_refused",
+    }
+)
+"""Single tests (every parametrization) that are ``slow``, as :data:`SLOW_FILES`; a test may also
+carry ``@pytest.mark.slow`` itself."""
+
+
+def _mark_slow(items: list[pytest.Item], root: Path) -> None:
+    for item in items:
+        path = item.path.resolve().relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        name = getattr(item, "originalname", item.name)
+        if path in SLOW_FILES or f"{path}::{name}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _mark_slow(items, Path(__file__).resolve().parents[1])
     has_cuda = False
     if importlib.util.find_spec("torch") is not None:
         import torch

@@ -247,3 +247,18 @@ def test_per_type_torch_facts_live_only_in_the_kinds_table():
     assert stray == []
     assert torch_per_type_names(MODULES[KINDS_TABLE]) >= {"nn.LSTMCell", "nn.GRU", "torch.lstm_cell"}
     assert torch_per_type_names(_tmp("import torch\nc = torch.nn.GRUCell(1, 2)\n")) == {"nn.GRUCell"}
+
+
+def test_the_slow_lists_name_files_and_tests_that_exist():
+    """Every entry of tests/conftest.py's SLOW_FILES and SLOW_TESTS (what ``pytest -m "not slow"``
+    leaves out) names a test file, or a test function in one: a rename cannot leave a stale entry
+    and silently put a slow test back into the quick subset."""
+    from conftest import SLOW_FILES, SLOW_TESTS
+
+    repo = ROOT.parent
+    missing = [f for f in SLOW_FILES if not (repo / f).is_file()]
+    for entry in SLOW_TESTS:
+        path, name = entry.split("::")
+        if not (repo / path).is_file() or f"def {name}(" not in (repo / path).read_text():
+            missing.append(entry)
+    assert missing == []
