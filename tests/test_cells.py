@@ -85,12 +85,12 @@ def test_torch_fast_path_is_the_checked_path(kind, rng, monkeypatch):
     """The eager fast path (ATen's cell kernel after a few comparisons) gives exactly what the fully
     checked path gives, gradients included, and falls back to it for anything unusual."""
     torch = pytest.importorskip("torch")
-    from rnn_xframework.backends import torch as torch_backend
+    from rnn_xframework.backends.torch import cell as torch_cell
 
     checked = []
-    real_check = torch_backend.protocol.check_step
+    real_check = torch_cell.protocol.check_step
     monkeypatch.setattr(
-        torch_backend.protocol, "check_step", lambda *a: checked.append(type(a[3]).__name__) or real_check(*a)
+        torch_cell.protocol, "check_step", lambda *a: checked.append(type(a[3]).__name__) or real_check(*a)
     )
     cell = layers.make_cell(kind, units=5, backend="torch", dtype="float64")
     cell.build((None, 4))

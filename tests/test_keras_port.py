@@ -261,7 +261,6 @@ def test_unbuilt_layer_gives_unbuilt_object(backend):
         (lambda: keras.layers.GRU(3, recurrent_constraint="non_neg"), "recurrent_constraint"),
         (lambda: keras.layers.LSTM(3, activity_regularizer="l1"), "activity_regularizer"),
         (lambda: keras.layers.SimpleRNN(3, kernel_initializer="ones"), "kernel_initializer"),
-        (lambda: keras.layers.GRU(3, reset_after=False), "reset_after"),
     ],
 )
 def test_settings_that_cannot_be_carried_raise_by_name(make, setting):
