@@ -25,8 +25,6 @@ from rnn_xframework.errors import InputShapeError, UnsupportedConfigError
 
 _PENDING_LOCK = threading.Lock()  # one first call compiles a pending object
 
-MASKED_METHODS = ("torchscript", "inductor", "cudagraph", "cpu", "tf.function", "xla")
-"""The compile methods whose loops run ``mask=`` (named in the refusal of the others)."""
 
 FORWARDED = (
     "order",
@@ -132,9 +130,10 @@ def check_compiled_call(
     time]``, as the uncompiled RNN's), and returns the checked initial states (one list per
     layer), or ``None`` when none are given."""
     if mask is not None and not takes_mask:
+        backend = registry.get(rnn.backend)
+        others = ", ".join(repr(m) for m in backend.compile_methods if m in backend.masked_methods)
         raise UnsupportedConfigError(
-            f"compile: the {method} loop takes no mask; compile with a method that does "
-            f"({', '.join(repr(m) for m in registry.get(rnn.backend).compile_methods if m in MASKED_METHODS)}), "
+            f"compile: the {method} loop takes no mask; compile with a method that does ({others}), "
             "or call the uncompiled RNN (same weights)"
         )
     if training and not takes_dropout and has_dropout(rnn):

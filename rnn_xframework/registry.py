@@ -89,6 +89,8 @@ class Backend:
     subclass): what ``xf.compile`` makes for an RNN that is not built yet (built on first call)."""
     slow_to_compile: ClassVar[frozenset[str]] = frozenset()
     cuda_only: ClassVar[frozenset[str]] = frozenset()
+    masked_methods: ClassVar[frozenset[str]] = frozenset()
+    """The compile methods whose loops take ``mask=`` (the others' refusal names these)."""
     distributions: ClassVar[tuple[str, ...]] = ()
     forward_reference: ClassVar[int | None] = None
     gradient_reference: ClassVar[int | None] = None

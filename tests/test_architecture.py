@@ -262,3 +262,13 @@ def test_the_slow_lists_name_files_and_tests_that_exist():
         if not (repo / path).is_file() or f"def {name}(" not in (repo / path).read_text():
             missing.append(entry)
     assert missing == []
+
+
+MAX_LINES = 400
+
+
+def test_no_module_is_over_400_lines():
+    """A module is one idea a reader can hold: past 400 lines it is split along a real seam
+    (``archives`` out of ``weightload``, ``keras_cells`` out of the TensorFlow backend, ...)."""
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}

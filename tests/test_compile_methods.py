@@ -197,9 +197,9 @@ def test_tf_layer_major_graph(rng, monkeypatch, method, kind):
     """Large batches run the TF graph layer by layer (small ones time step by time step): the
     same outputs and gradients."""
     require("tensorflow")
-    from rnn_xframework.backends.tensorflow.compile import function as tf_function
+    from rnn_xframework.backends.tensorflow.compile import graphs as tf_graphs
 
-    monkeypatch.setattr(tf_function, "TIMESTEP_MAJOR_MAX", 0)
+    monkeypatch.setattr(tf_graphs, "TIMESTEP_MAJOR_MAX", 0)
     rnn = built("tensorflow", kind, "float64", rng, return_sequences=True, return_state=True)
     fast = xf.compile(rnn, method)
     x = rng.normal(size=(BATCH, STEPS, FEATURES))

@@ -379,9 +379,9 @@ def test_use_backend_generator_finished_in_another_thread():
 # --- 16. "tf.function" does not unroll long sequences ----------------------------------------
 def test_tf_function_graph_size_does_not_grow_with_length_past_the_threshold(rng, monkeypatch):
     require("tensorflow")
-    from rnn_xframework.backends.tensorflow.compile import function as tf_function
+    from rnn_xframework.backends.tensorflow.compile import graphs as tf_graphs
 
-    monkeypatch.setattr(tf_function, "UNROLL_MAX_STEPS", 8)
+    monkeypatch.setattr(tf_graphs, "UNROLL_MAX_STEPS", 8)
     rnn = layers.RNN([layers.LSTMCell(3, backend="tf", dtype="float64")], return_sequences=True)
     rnn.build((None, None, 2))
     rnn.set_weights(random_cell_weights(rng, "LSTMCell", [2], 3, "float64"))

@@ -55,20 +55,10 @@ def network(backend: str, w: Workload, device: str) -> list[Any]:
 
 def _compiled(layer: Any, method: str) -> Any:
     import rnn_xframework as xf
-    from rnn_xframework.errors import FrameworkMismatchError, UnsupportedConfigError
-    from rnn_xframework.protocol import is_structure
 
     if method == "eager":
         return layer
-    try:
-        return xf.compile(layer, method)
-    except FrameworkMismatchError as exc:
-        if not is_structure(layer, "bidirectional"):
-            raise
-        raise UnsupportedConfigError(
-            f"xf.compile(layer, {method!r}) takes an RNN, not a Bidirectional (it raised {type(exc).__name__}); "
-            "the eager row runs the Bidirectional uncompiled"
-        ) from exc
+    return xf.compile(layer, method)
 
 
 def chain(fast: list[Any], mask: Any) -> Any:

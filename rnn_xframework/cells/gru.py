@@ -65,7 +65,8 @@ DOC = (
         activation: ``"tanh"`` (default; the only one on torch); others on TF/NumPy.
         recurrent_activation: ``"sigmoid"`` (default; the only one on torch).
         reset_after: ``True`` (default, PyTorch's form). ``False`` applies the reset gate before
-            the recurrent matmul, ``(r * h) U_h``, with a ``(3*units,)`` bias: TF/NumPy only.
+            the recurrent matmul, ``(r * h) U_h``, with a ``(3*units,)`` bias: every backend (on
+            torch the library's own parameters and loops: ``nn.GRUCell`` cannot express it).
 """
     + COMMON_ARGS_DOC
     + """

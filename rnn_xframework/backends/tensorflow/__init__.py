@@ -189,6 +189,7 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
         "xla": "rnn_xframework.backends.tensorflow.compile.function:compile_xla",
     }
     slow_to_compile = frozenset({"xla"})
+    masked_methods = frozenset({"tf.function", "xla"})
     distributions = ("tensorflow", "tensorflow-cpu", "keras")
     forward_reference = 1
     gradient_reference = 0

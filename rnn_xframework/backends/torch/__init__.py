@@ -101,6 +101,7 @@ class TorchBackend(registry.Backend, name="torch"):
     compiled_class = "rnn_xframework.backends.torch.compile.compiled_module:CompiledRNN"
     slow_to_compile = frozenset({"inductor"})
     cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
+    masked_methods = frozenset({"torchscript", "inductor", "cudagraph", "cpu"})
     distributions = ("torch",)
     forward_reference = 2
     gradient_reference = 1

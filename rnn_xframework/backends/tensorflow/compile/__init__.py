@@ -1,2 +1,3 @@
 """The TensorFlow compile methods of :func:`rnn_xframework.compile`: ``"tf.function"`` and ``"xla"``
-(:mod:`.function`), on the traced loops of :mod:`.graph_loops` and the bounded per-shape caches of :mod:`.cache`."""
+(:mod:`.function`, the compiled object), on the per-structure graphs of :mod:`.graphs`, the traced
+loops of :mod:`.graph_loops` and the bounded per-shape caches of :mod:`.cache`."""
