@@ -140,6 +140,9 @@ SLOW_FILES = frozenset(
     {
         "rnn_xframework/testing/test_parity.py",  # the whole parity matrix and golden files, per backend
         "tests/test_bidirectional.py",
+        "tests/test_compile_bidirectional.py",  # both RNNs compiled per case, TF's XLA among them
+        "tests/test_compile_dropout.py",
+        "tests/test_compile_masks.py",  # every method x cell type x ordering x dtype x mask form
         "tests/test_compile_methods.py",
         "tests/test_examples.py",  # each example in a subprocess
         "tests/test_frameworks.py",  # import orders, each in a fresh interpreter

@@ -96,13 +96,24 @@ def test_torchscript_compiles_any_mix_of_cells(rng, dtype, order, kinds):
         assert all(max_err(a.detach(), b.detach()) <= TOL[dtype] for a, b in zip(g, w, strict=True))
 
 
-def test_torchscript_refuses_dropout_in_training():
-    rnn = layers.RNN([layers.LSTMCell(4, backend="torch", dropout=0.5)])
-    rnn.build((None, None, 3))
-    fast = xf.compile(rnn)
-    with pytest.raises(xf.UnsupportedConfigError, match="dropout"):
-        fast(torch.ones(2, 3, 3))  # a module in training mode (PyTorch's default) trains: refused
+def test_compiled_applies_dropout_in_training_as_the_uncompiled():
+    """A compiled RNN in training mode (PyTorch's default for a new module) applies the cells'
+    Keras dropout, drawn as the uncompiled RNN draws it; ``eval()`` turns it off and an explicit
+    ``training=True`` wins over ``eval()``, as on the uncompiled RNN (it refused dropout before)."""
+
+    def make():
+        rnn = layers.RNN([layers.LSTMCell(4, backend="torch", dropout=0.5, seed=3)], return_sequences=True)
+        rnn.build((None, None, 3))
+        return rnn
+
+    eager, source = make(), make()
+    source.set_weights(eager.get_weights())
+    fast = xf.compile(source)
+    x = torch.randn(2, 5, 3)
+    assert torch.allclose(fast(x), eager(x), atol=1e-6)
     fast.eval()
-    fast(torch.ones(2, 3, 3))  # inference is fine
-    with pytest.raises(xf.UnsupportedConfigError, match="dropout"):
-        fast(torch.ones(2, 3, 3), training=True)  # an explicit training=True wins over eval()
+    eager.eval()
+    assert torch.allclose(fast(x), eager(x), atol=1e-6)
+    dropped = fast(x, training=True)
+    assert torch.allclose(dropped, eager(x, training=True), atol=1e-6)
+    assert not torch.allclose(dropped, fast(x), atol=1e-3)  # the masks did apply
