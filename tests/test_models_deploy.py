@@ -225,9 +225,9 @@ def test_cli_port(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "wrote" in out.stdout and "3 passed, 0 failed" in out.stdout
     assert (tmp_path / "port" / "model.py").exists() and (tmp_path / "port" / "model.pt").exists()
-    unsupported = keras.Sequential([keras.Input((4, 3)), L.GRU(2, reset_after=False)])
-    unsupported.save(tmp_path / "gru.keras")
-    out = _cli(str(tmp_path / "gru.keras"), "-o", str(tmp_path / "gru"))
-    assert out.returncode == 2 and "reset_after" in out.stderr
+    unsupported = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(2, 2, name="c2")])
+    unsupported.save(tmp_path / "conv.keras")
+    out = _cli(str(tmp_path / "conv.keras"), "-o", str(tmp_path / "conv"))
+    assert out.returncode == 2 and "'c2'" in out.stderr and not (tmp_path / "conv").exists()
     out = _cli(str(tmp_path / "missing.keras"), "-o", str(tmp_path / "x"))
     assert out.returncode == 2 and "no such file" in out.stderr

@@ -58,6 +58,14 @@ def test_model_matches_keras_float64(name):
     check(model, module)
 
 
+def test_gru_reset_before_ports_on_the_librarys_layer():
+    """``GRU(reset_after=False)``, which ``nn.GRU`` cannot express, ports through the library's
+    torch GRU (its own parameters and loop), trained and compared with Keras."""
+    model = keras.Sequential([keras.Input((5, 3)), L.GRU(4, reset_after=False, return_sequences=True), L.Dense(2)])
+    report = check(model, xf.to_torch(model))
+    assert report.results[0].ordering == "library layers"
+
+
 def test_two_sgd_steps_and_check_true():
     model = build("normalization")
     report = check(model, xf.to_torch(model, check=True), steps=2)
