@@ -2,7 +2,9 @@
 structure of stack (:func:`structure_of`: cell types, sizes, flags), shared by every compiled
 object of that structure (:func:`graphs_for`) and released with the last; each input shape gets
 its own ``tf.function`` in a bounded cache (:mod:`~rnn_xframework.backends.tensorflow.compile.cache`),
-traced from the loops of :mod:`~rnn_xframework.backends.tensorflow.compile.graph_loops`.
+traced from the loops of :mod:`~rnn_xframework.backends.tensorflow.compile.graph_loops`. A
+masked call and a training call with dropout each get their own function per shape, the mask and
+the dropout masks among its inputs (one trace serves every mask and every draw).
 :mod:`~rnn_xframework.backends.tensorflow.compile.function` builds the compiled object on them."""
 
 from __future__ import annotations
