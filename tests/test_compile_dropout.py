@@ -178,6 +178,36 @@ def test_tensorflow_dropout_traces_once_per_shape(method):
     assert max_err(numpy("tensorflow", inferred), numpy("tensorflow", eager(x)[0])) <= TOL["float64"]
 
 
+@pytest.mark.parametrize("method", TF_METHODS)
+def test_tensorflow_dropout_inside_a_tf_function(method):
+    """A training step traced by the user's own ``tf.function``: the masks are drawn in that
+    graph (the cells' generators advance per call) and match the uncompiled RNN's, call after call."""
+    import tensorflow as tf
+
+    eager, source = seeded_pair("GRUCell", (0.3, 0.4), "tensorflow")
+    fast = xf.compile(source, method)
+
+    def traced(model):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                y, _ = model(x, training=True)
+                loss = tf.reduce_sum(y * y)
+            return y, tape.gradient(loss, model.trainable_variables)
+
+        return step
+
+    got, want = traced(fast), traced(eager)
+    x = sequence("tensorflow", "float64", 8)
+    outputs = []
+    for _ in range(3):
+        (y, grads), (y_want, grads_want) = got(x), want(x)
+        assert max_err(y.numpy(), y_want.numpy()) <= TOL["float64"]
+        assert all(max_err(g.numpy(), w.numpy()) <= TOL["float64"] for g, w in zip(grads, grads_want, strict=True))
+        outputs.append(y.numpy())
+    assert max_err(outputs[0], outputs[1]) > 0  # new masks per call of the traced step
+
+
 @pytest.mark.parametrize("method", ["torchscript", *TF_METHODS])
 @pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell"])
 def test_compiled_dropout_uses_masks_set_by_hand(method, kind):
