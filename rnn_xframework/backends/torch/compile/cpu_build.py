@@ -85,11 +85,11 @@ def _build(compiler: str) -> Path:
 
 P = ctypes.c_void_p
 N = ctypes.c_int
-SIGNATURES = {
-    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P],
-    "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P],
-    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P],
-    "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P],
+SIGNATURES = {  # the last pointer of each: ``active`` (NULL, or int32 [T]: cpu_cells.c's hold_rows)
+    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P, P],
+    "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P, P],
+    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P, P],
+    "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P, P],
 }
 
 
