@@ -156,13 +156,14 @@ def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> 
     return out.view(steps, batch, weight.shape[0])
 
 
-ONEDNN_MIN_BATCH = 0
+ONEDNN_MIN_BATCH = 8
 """A float32 LSTM layer with a batch above this runs oneDNN's LSTM primitive
 (``aten::mkldnn_rnn_layer``: what ``nn.LSTM`` runs on the CPU, minus its per-call checks; bit for bit
-``nn.LSTM``'s results, and PyTorch's own backward), else the C loop. 0: always, where PyTorch has
-oneDNN enabled. Measured in one process, interleaved, 1 thread (docs/performance.md): at W1 the C loop
-and oneDNN are at parity (1.05x and 1.0x ``nn.LSTM``), at W2 oneDNN's products are 1.5x faster than the
-BLAS under the C loop, and oneDNN also splits a step over threads, which the C loop does not."""
+``nn.LSTM``'s results, and PyTorch's own backward), else the C loop. 8 is the C kernel's own product's
+limit (``SMALL_ROWS`` in ``cpu_cells.c``): up to it the C loop's register-blocked product wins (W1,
+batch 4: 0.14 ms a layer against oneDNN's 0.4-0.5, forward); above it the product is the BLAS's, and
+oneDNN's (weights reordered once per call, a step split over the threads) wins (W2: about 1.4x
+faster). Measured in one process, interleaved (docs/performance.md)."""
 
 
 def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:

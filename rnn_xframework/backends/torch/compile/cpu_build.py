@@ -34,7 +34,7 @@ import torch
 from rnn_xframework.errors import UnsupportedConfigError
 
 SOURCE = Path(__file__).with_name("cpu_cells.c")
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 _LOCK = threading.Lock()
 
 

@@ -37,54 +37,63 @@ void xf_set_blas(void *s, void *d) {
  * accumulators, one pass over m; it is about 1.6x faster than MKL's sgemm_ at 4 x 64 x 256 (its
  * call overhead dominates there). More rows go to the BLAS. */
 #define SMALL_ROWS 8
-#define DEFINE_MM(T, S, LANES, GEMM)                                                                              \
-    typedef T v_##S __attribute__((vector_size(64), aligned(sizeof(T))));                                       \
-    static void small_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,       \
-                          int ldo) {                                                                             \
-        for (int b = 0; b < rows; b += 4) {                                                                      \
-            const int nb = rows - b < 4 ? rows - b : 4;                                                          \
-            int j = 0;                                                                                           \
-            for (; j + 4 * LANES <= n; j += 4 * LANES) {                                                         \
-                v_##S acc[4][4] = {{{0}}}, mv[4];                                                                \
-                if (beta != 0)                                                                                   \
-                    for (int r = 0; r < nb; r++)                                                                 \
-                        for (int q = 0; q < 4; q++) memcpy(&acc[r][q], out + (b + r) * ldo + j + LANES * q, 64); \
-                for (int kk = 0; kk < k; kk++) {                                                                 \
-                    for (int q = 0; q < 4; q++) memcpy(&mv[q], m + (long)kk * ldm + j + LANES * q, 64);          \
-                    for (int r = 0; r < nb; r++) {                                                               \
-                        T s = a[(b + r) * lda + kk];                                                             \
-                        for (int q = 0; q < 4; q++) acc[r][q] += s * mv[q];                                      \
-                    }                                                                                            \
-                }                                                                                                \
-                for (int r = 0; r < nb; r++)                                                                     \
-                    for (int q = 0; q < 4; q++) memcpy(out + (b + r) * ldo + j + LANES * q, &acc[r][q], 64);     \
-            }                                                                                                    \
-            for (; j + LANES <= n; j += LANES) {                                                                 \
-                v_##S acc[4] = {{0}}, mv;                                                                        \
-                if (beta != 0)                                                                                   \
-                    for (int r = 0; r < nb; r++) memcpy(&acc[r], out + (b + r) * ldo + j, 64);                   \
-                for (int kk = 0; kk < k; kk++) {                                                                 \
-                    memcpy(&mv, m + (long)kk * ldm + j, 64);                                                     \
-                    for (int r = 0; r < nb; r++) acc[r] += a[(b + r) * lda + kk] * mv;                           \
-                }                                                                                                \
-                for (int r = 0; r < nb; r++) memcpy(out + (b + r) * ldo + j, &acc[r], 64);                       \
-            }                                                                                                    \
-            for (; j < n; j++)                                                                                   \
-                for (int r = 0; r < nb; r++) {                                                                   \
-                    T acc = beta != 0 ? out[(b + r) * ldo + j] : 0;                                              \
-                    for (int kk = 0; kk < k; kk++) acc += a[(b + r) * lda + kk] * m[(long)kk * ldm + j];         \
-                    out[(b + r) * ldo + j] = acc;                                                                \
-                }                                                                                                \
-        }                                                                                                        \
-    }                                                                                                            \
-    static void mm_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,          \
-                       int ldo) {                                                                                \
-        if (rows <= SMALL_ROWS) {                                                                                \
-            small_##S(rows, k, n, a, lda, m, ldm, beta, out, ldo);                                               \
-            return;                                                                                              \
-        }                                                                                                        \
-        const T one = 1;                                                                                         \
-        GEMM("N", "N", &n, &rows, &k, &one, m, &ldm, a, &lda, &beta, out, &ldo);                                 \
+#define DEFINE_MM(T, S, LANES, GEMM)                                                                                 \
+    typedef T v_##S __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));                                            \
+    /* NB (1-4, a constant at each call: the accumulators stay in registers) rows of the product. */                 \
+    static inline __attribute__((always_inline)) void rows_##S(const int NB, int k, int n, const T *a, int lda,      \
+                                                                const T *m, int ldm, T beta, T *out, int ldo) {      \
+        int j = 0;                                                                                                   \
+        for (; j + 4 * LANES <= n; j += 4 * LANES) {                                                                 \
+            v_##S acc[4][4] = {{{0}}}, mv[4];                                                                        \
+            if (beta != 0)                                                                                           \
+                for (int r = 0; r < NB; r++)                                                                         \
+                    for (int q = 0; q < 4; q++) acc[r][q] = *(const v_##S *)(out + r * ldo + j + LANES * q);               \
+            for (int kk = 0; kk < k; kk++) {                                                                         \
+                for (int q = 0; q < 4; q++) mv[q] = *(const v_##S *)(m + (long)kk * ldm + j + LANES * q);                  \
+                for (int r = 0; r < NB; r++) {                                                                       \
+                    T s = a[r * lda + kk];                                                                           \
+                    for (int q = 0; q < 4; q++) acc[r][q] += s * mv[q];                                              \
+                }                                                                                                    \
+            }                                                                                                        \
+            for (int r = 0; r < NB; r++)                                                                             \
+                for (int q = 0; q < 4; q++) *(v_##S *)(out + r * ldo + j + LANES * q) = acc[r][q];                   \
+        }                                                                                                            \
+        for (; j + LANES <= n; j += LANES) {                                                                         \
+            v_##S acc[4] = {{0}}, mv;                                                                                \
+            if (beta != 0)                                                                                           \
+                for (int r = 0; r < NB; r++) acc[r] = *(const v_##S *)(out + r * ldo + j);                                 \
+            for (int kk = 0; kk < k; kk++) {                                                                         \
+                mv = *(const v_##S *)(m + (long)kk * ldm + j);                                                             \
+                for (int r = 0; r < NB; r++) acc[r] += a[r * lda + kk] * mv;                                         \
+            }                                                                                                        \
+            for (int r = 0; r < NB; r++) *(v_##S *)(out + r * ldo + j) = acc[r];                                     \
+        }                                                                                                            \
+        for (; j < n; j++)                                                                                           \
+            for (int r = 0; r < NB; r++) {                                                                           \
+                T acc = beta != 0 ? out[r * ldo + j] : 0;                                                            \
+                for (int kk = 0; kk < k; kk++) acc += a[r * lda + kk] * m[(long)kk * ldm + j];                       \
+                out[r * ldo + j] = acc;                                                                              \
+            }                                                                                                        \
+    }                                                                                                                \
+    static void small_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,          \
+                          int ldo) {                                                                                 \
+        int b = 0;                                                                                                   \
+        for (; b + 4 <= rows; b += 4) rows_##S(4, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo);         \
+        switch (rows - b) {                                                                                          \
+        case 3: rows_##S(3, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
+        case 2: rows_##S(2, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
+        case 1: rows_##S(1, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
+        default: break;                                                                                              \
+        }                                                                                                            \
+    }                                                                                                                \
+    static void mm_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,             \
+                       int ldo) {                                                                                    \
+        if (rows <= SMALL_ROWS) {                                                                                    \
+            small_##S(rows, k, n, a, lda, m, ldm, beta, out, ldo);                                                   \
+            return;                                                                                                  \
+        }                                                                                                            \
+        const T one = 1;                                                                                             \
+        GEMM("N", "N", &n, &rows, &k, &one, m, &ldm, a, &lda, &beta, out, &ldo);                                     \
     }
 
 DEFINE_MM(float, f, 16, sgemm_p)
