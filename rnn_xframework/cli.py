@@ -135,7 +135,7 @@ def build_parser(list_orderings: bool = False) -> argparse.ArgumentParser:
         help="compare backends, orderings, devices and dtypes",
         prog=f"{PROG} parity",
     )
-    p.add_argument("--checks", nargs="+", choices=CHECKS, default=list(CHECKS), help="default: all three")
+    p.add_argument("--checks", nargs="+", choices=CHECKS, default=list(CHECKS), help="default: all four")
     golden = p.add_subparsers(dest="parity_command", parser_class=_Parser).add_parser(
         "golden",
         parents=[_common(SIZES, orderings)],

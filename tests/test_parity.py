@@ -23,6 +23,9 @@ def small_run(**kw):
     return parity.run(parity.Config(sizes=SMALL, **kw))
 
 
+MASKED = ("masked", "masked:grad")  # the call with mask=: outputs and states, gradients
+
+
 def by_check(report, backend):
     out = {}
     for r in report.results:
@@ -37,9 +40,10 @@ def test_every_check_passes_on_torch_and_tensorflow():
     report = small_run(backends=["numpy", "torch", "tensorflow"])
     assert report.passed, parity.format_plain(report)
     torch_checks = by_check(report, "torch")
-    assert torch_checks == {c: {PASS} for c in ("forward", "backward", "train:sgd", "train:adam")}
+    assert torch_checks == {c: {PASS} for c in ("forward", "backward", "train:sgd", "train:adam", *MASKED)}
     numpy_checks = by_check(report, "numpy")
-    assert numpy_checks == {"forward": {PASS}, "backward": {SKIP}, "train:sgd": {SKIP}, "train:adam": {SKIP}}
+    skips = {c: {SKIP} for c in ("backward", "train:sgd", "train:adam", "masked:grad")}
+    assert numpy_checks == {"forward": {PASS}, "masked": {PASS}, **skips}
     notes = {}
     for r in report.results:
         if r.backend == "torch" and r.check.startswith("train"):
@@ -66,11 +70,36 @@ def test_a_perturbed_weight_fails_every_check(monkeypatch, dtype):
     monkeypatch.setattr(transfer, "transfer_weights", perturbed)
     report = small_run(backends=["torch"], dtypes=[dtype])
     statuses = by_check(report, "torch")
-    assert statuses == {c: {FAIL} for c in ("forward", "backward", "train:sgd", "train:adam")}, parity.format_plain(
-        report
-    )
+    checks = ("forward", "backward", "train:sgd", "train:adam", *MASKED)
+    assert statuses == {c: {FAIL} for c in checks}, parity.format_plain(report)
     assert not report.passed
     assert all("worst:" in r.note for r in report.results)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_a_mask_ignored_fails_the_masked_checks(monkeypatch, backend):
+    """Compiled objects that drop the mask (run the call unmasked) pass forward, backward and
+    training, and the masked rows alone catch them."""
+    require(backend)
+    require("tensorflow")
+    if backend == "torch":
+        from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN as cls
+
+        name = "forward"
+    else:
+        from rnn_xframework.backends.tensorflow.compile.function import CompiledRNN as cls
+
+        name = "__call__"
+    real = getattr(cls, name)
+    monkeypatch.setattr(
+        cls, name, lambda self, x, initial_state=None, training=None, mask=None: real(self, x, initial_state, training)
+    )
+    report = small_run(backends=[backend], dtypes=["float64"])
+    compiled_rows = [r for r in report.results if r.ordering not in ("timestep", "layer", "all")]
+    assert compiled_rows and not report.passed
+    for r in compiled_rows:
+        assert r.status == (FAIL if r.check in MASKED else PASS), parity.format_plain(report)
+    assert all(r.status == PASS for r in report.results if r.ordering in ("timestep", "layer"))
 
 
 def test_a_trainable_bias_hh_fails_training(monkeypatch):

@@ -7,6 +7,9 @@
 * ``training``: one SGD step and one Adam step from the same weights; the updates of the
   canonical weights are compared with the reference backend's, and parameters a backend keeps
   frozen (torch's ``bias_hh``) must not move.
+* ``masked``: the call with ``mask=`` (the problem's right-padded lengths, Keras's semantics):
+  outputs and final states against the NumPy reference's masked call (rows ``masked``), and the
+  gradients of the same loss against the gradient reference's (rows ``masked:grad``).
 
 References always run ``order="timestep"`` on the CPU in the row's dtype; a reference is not
 compared with itself.
@@ -40,7 +43,7 @@ from rnn_xframework.parity.report import (
 )
 from rnn_xframework.parity.training import Gradients, Optimizer
 
-CHECKS = ("forward", "backward", "training")
+CHECKS = ("forward", "backward", "training", "masked")
 # Exactly representable in float32, so Keras (which keeps hyper-parameters in float32) and torch
 # (Python floats) use the very same numbers, in float32 and in float64.
 LEARNING_RATE = 2.0**-8
@@ -159,11 +162,15 @@ def _native(name: str, a: np.ndarray, device: str) -> object:
     return registry.get(name).from_numpy(a, None if device == "cpu" else device)
 
 
-def forward_arrays(model: object, problem: Problem, name: str, device: str) -> list[np.ndarray]:
-    """``[y [batch, steps, units], final state per layer and tensor...]`` as NumPy."""
+def forward_arrays(
+    model: object, problem: Problem, name: str, device: str, mask: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """``[y [batch, steps, units], final state per layer and tensor...]`` as NumPy (called with
+    ``mask=`` when one is given)."""
     ops = registry.get(name)
     states = [[_native(name, s, device) for s in layer] for layer in problem.states]
-    y, final = model(_native(name, problem.x, device), states)  # type: ignore[operator]
+    extra = {} if mask is None else {"mask": mask}
+    y, final = model(_native(name, problem.x, device), states, **extra)  # type: ignore[operator]
     return [ops.to_numpy(y), *(ops.to_numpy(s) for layer in final for s in layer)]
 
 
@@ -245,9 +252,9 @@ def _first(role: str, kind: str) -> str | None:
 def new_result(check: str, kind: str, backend: str, ordering: str, device: str, dtype: str, reference: str) -> Result:
     """An unjudged row with the stated tolerance of its check, dtype and device."""
     tol = TOLERANCES[(dtype, device)]
-    if check == "forward":
+    if check in ("forward", "masked"):
         return Result(check, kind, backend, ordering, device, dtype, reference, metric="abs", tolerance=tol.forward)
-    bound = tol.gradient if check == "backward" else tol.training
+    bound = tol.gradient if check in ("backward", "masked:grad") else tol.training
     return Result(check, kind, backend, ordering, device, dtype, reference, metric="rel", tolerance=bound)
 
 
@@ -266,7 +273,7 @@ def judge(
 def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
     kind, dtype = problem.kind, problem.dtype
     fwd_ref = _first("forward", kind)
-    grad_ref = _first("gradient", kind) if {"backward", "training"} & set(p.checks) else None
+    grad_ref = _first("gradient", kind) if {"backward", "training", "masked"} & set(p.checks) else None
     if fwd_ref is None:
         raise UnsupportedConfigError(f"no installed backend has {kind} to serve as the reference")
     line = f"references for {kind}/{dtype}: forward vs {fwd_ref}"
@@ -274,11 +281,17 @@ def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
     source = build(problem, fwd_ref)
     expected = forward_arrays(source, problem, fwd_ref, "cpu")
     args = (problem.x, problem.states, problem.loss_weights)
+    masked = "masked" in p.checks and problem.mask is not None
+    expected_masked = forward_arrays(source, problem, fwd_ref, "cpu", problem.mask) if masked else []
     opts: list[Optimizer] = []
     if grad_ref is not None:
         ref_grads = training.loss_and_grads(grad_ref, build(problem, grad_ref, source=source), *args)
         opts = optimizers(ref_grads)
         ref_updates = {o.name: train(problem, grad_ref, "timestep", "cpu", o, source)[0] for o in opts}
+    want_masked_grads: list[np.ndarray] = []  # the gradient reference's, of the masked call
+    if masked and grad_ref is not None:
+        ref_model = build(problem, grad_ref, source=source)
+        want_masked_grads = gradient_arrays(training.loss_and_grads(grad_ref, ref_model, *args, mask=problem.mask))
     skipped: set[tuple[str, str]] = set()  # (backend, check) that said "not supported" once
     for name, ordering, device in variants(p, kind):
         is_ref = ordering == "timestep" and device == "cpu"
@@ -286,11 +299,17 @@ def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
             got = forward_arrays(build(problem, name, ordering, device, source), problem, name, device)
             r = new_result("forward", kind, name, ordering, device, dtype, fwd_ref)
             report.results.append(judge(r, got, expected, forward_names(problem)))
+        if masked and not (is_ref and name == fwd_ref):
+            model = build(problem, name, ordering, device, source)
+            got = forward_arrays(model, problem, name, device, problem.mask)
+            r = new_result("masked", kind, name, ordering, device, dtype, fwd_ref)
+            report.results.append(judge(r, got, expected_masked, forward_names(problem)))
         if grad_ref is None or (is_ref and name == grad_ref):
             continue
         dev = None if device == "cpu" else device
         wanted = ["backward"] if "backward" in p.checks else []
         wanted += [f"train:{o.name}" for o in opts] if "training" in p.checks else []
+        wanted += ["masked:grad"] if want_masked_grads else []
         for check in wanted:
             if (name, check) in skipped:
                 continue
@@ -300,6 +319,10 @@ def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
                     model = build(problem, name, ordering, device, source)
                     got = gradient_arrays(training.loss_and_grads(name, model, *args, dev))
                     report.results.append(judge(r, got, gradient_arrays(ref_grads), gradient_names(problem)))
+                elif check == "masked:grad":
+                    model = build(problem, name, ordering, device, source)
+                    got = gradient_arrays(training.loss_and_grads(name, model, *args, dev, mask=problem.mask))
+                    report.results.append(judge(r, got, want_masked_grads, gradient_names(problem)))
                 else:
                     opt = next(o for o in opts if check == f"train:{o.name}")
                     updates, note = train(problem, name, ordering, device, opt, source)

@@ -48,6 +48,9 @@ class Problem:
         states: initial states, one list per layer of ``[batch, state_size]`` arrays.
         loss_weights: ``(w_y [batch, steps, units], [[w_s [batch, state_size], ...] per layer])``;
             the loss is ``sum(y * w_y) + sum(final_state * w_s)``.
+        mask: ``[batch, steps]`` bool for the masked checks: right-padded, each row's length drawn
+            in ``[steps/2, steps]``, the first row full, the last ``steps/2`` (``None`` in golden files
+            written before).
     """
 
     kind: str
@@ -57,6 +60,7 @@ class Problem:
     weights: list[np.ndarray]
     states: list[list[np.ndarray]]
     loss_weights: tuple[np.ndarray, list[list[np.ndarray]]]
+    mask: np.ndarray | None = None
 
 
 def cell_kinds(backend_names: list[str]) -> list[str]:
@@ -102,7 +106,10 @@ def random_problem(kind: str, sizes: Sizes, dtype: str, seed: int = 0) -> Proble
 
     states = per_layer()
     loss_weights = (rng.uniform(-1, 1, (sizes.batch, sizes.steps, sizes.units)).astype(dtype), per_layer())
-    return Problem(kind, dtype, sizes, x, weights, states, loss_weights)
+    lengths = rng.integers((sizes.steps + 1) // 2, sizes.steps + 1, sizes.batch)
+    lengths[-1], lengths[0] = (sizes.steps + 1) // 2, sizes.steps  # never all real (batch > 1)
+    mask = np.arange(sizes.steps)[None, :] < lengths[:, None]
+    return Problem(kind, dtype, sizes, x, weights, states, loss_weights, mask)
 
 
 def build(problem: Problem, backend: str, ordering: str = "timestep", device: str = "cpu", source: Any = None) -> Any:

@@ -110,7 +110,7 @@ Layers = list[tuple[Any, Weights]]
 
 
 def hold_step(step: Step, keep: Any, zero_output: bool) -> Step:
-    """``step`` with Keras's mask (``keep[t]`` ``[batch, 1]``, true = real step), on the carry
+    """``step`` with Keras's mask (``keep[t]`` ``[batch, 1]`` bool, true = real step), on the carry
     ``(state, previous output)``: at a masked step the state is kept and the output repeats the
     previous one (zeros before the first real step), or is zeros with ``zero_output``. A selection
     (``tf.where``), never a blend, as the uncompiled RNN's :func:`rnn_xframework.orderings.hold`."""
@@ -127,14 +127,33 @@ def hold_step(step: Step, keep: Any, zero_output: bool) -> Step:
 
 
 def run_masked(n: int, step: Step, state: Any, unroll: bool, keep: Any, zero_output: bool, units: int) -> Any:
-    """:func:`run_steps`, through :func:`hold_step` when ``keep`` (``[time, batch, 1]`` bool) is given."""
+    """:func:`run_steps`, through :func:`hold_step` when ``keep`` (``[batch, time]`` bool, true =
+    real) is given."""
     if keep is None:
         return run_steps(n, step, state, unroll)
     first = tf.nest.flatten(state)[0]
     batch = first.shape[0] if first.shape[0] is not None else tf.shape(first)[0]  # static where known
     previous = tf.zeros([batch, units], first.dtype)
-    outs, (state, _) = run_steps(n, hold_step(step, steps_of(keep, unroll), zero_output), (state, previous), unroll)
+    outs, (state, _) = run_steps(n, hold_step(step, mask_steps(keep, unroll), zero_output), (state, previous), unroll)
     return outs, state
+
+
+class _Columns:
+    """``keep [batch, time]`` read a step at a time inside a ``tf.while_loop``: ``columns[t]`` ``[batch, 1]``."""
+
+    def __init__(self, keep: tf.Tensor) -> None:
+        self.keep = keep
+
+    def __getitem__(self, t: Any) -> tf.Tensor:
+        return tf.gather(self.keep, t, axis=1)[:, None]
+
+
+def mask_steps(keep: tf.Tensor, unroll: bool) -> Any:
+    """``keep [batch, time]`` (bool) indexed by step as ``[batch, 1]`` columns: a list from one
+    ``unstack`` when unrolled, else :class:`_Columns`. Never transposed: TensorFlow's oneDNN graph
+    pass logs an error to stderr for a bool transpose ("oneDNN supports DT_BOOL only on platforms
+    with AVX-512"), and grappler moves a transpose of the mask cast to floats onto the bool."""
+    return [k[:, None] for k in tf.unstack(keep, num=keep.shape[1], axis=1)] if unroll else _Columns(keep)
 
 
 class _Steps:

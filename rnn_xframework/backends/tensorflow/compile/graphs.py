@@ -148,10 +148,8 @@ class Graphs:
         s = self.structure
         keep = None
         if mask is not None:
-            keep = tf.transpose(mask)[:, :, None]  # [time, batch, 1]
-            x = tf.where(tf.transpose(keep, [1, 0, 2]), x, tf.zeros_like(x))
-            if s.go_backwards:
-                keep = tf.reverse(keep, [0])
+            x = tf.where(mask[:, :, None], x, tf.zeros_like(x))
+            keep = tf.reverse(mask, [1]) if s.go_backwards else mask  # [batch, time], read by column
         if s.go_backwards:
             x = tf.reverse(x, [1])
         seq = tf.transpose(x, [1, 0, 2])
