@@ -69,7 +69,7 @@ class TorchKind:
         triton: the Triton kernels' ``CELL`` code (:mod:`rnn_xframework.kernels.triton.common`).
         nonlinearity: whether the classes take the activation as ``nonlinearity=`` (``nn.RNN``).
         cpu: the recurrence of ``xf.compile(rnn, "cpu")``'s C kernel computing the type
-            (``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.cpu`), or ``None``.
+            (``"rnn"``, ``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.cpu`), or ``None``.
         masked: the scripted masked layer (``mask=``, dropout in training), as :attr:`layer`.
     """
 
@@ -103,6 +103,7 @@ KINDS: dict[str, TorchKind] = {
         "script_loops:SimpleRNNLayer",
         0,
         True,
+        cpu="rnn",
         masked="masked_loops:MaskedSimpleRNN",
     ),
     "LSTMCell": TorchKind(

@@ -72,6 +72,15 @@ def _gru_forward(xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, save
     return y, act, hn
 
 
+def _rnn_forward(xp: Tensor, w: Tensor, h0: Tensor, relu: bool) -> Tensor:
+    """``y [T, B, H]``: the outputs, which are the states (the backward reads them)."""
+    steps, batch, hid = xp.shape
+    y = xp.new_empty(steps, batch, hid)
+    u = w.detach().t().contiguous()
+    cpu_build.kernel("rnn_fwd", xp.dtype)(steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(y), None)
+    return y
+
+
 def _recording(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -132,6 +141,31 @@ class _GRURecurrence(torch.autograd.Function):
         else:  # the candidate's product reads r * h (saved as hn), the gates' read h
             dw = torch.cat([torch.mm(flat[:, : 2 * hid].t(), prev), torch.mm(flat[:, 2 * hid :].t(), hn.view(-1, hid))])
         return dx, dw, flat.sum(0), dh, None
+
+
+class _RNNRecurrence(torch.autograd.Function):
+    """``(xp [T, B, H], weight_hh [H, H], h0, relu) -> y [T, B, H]``."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, relu: bool) -> Tensor:
+        y = _rnn_forward(xp, w, h0, relu)
+        ctx.save_for_backward(w.detach().contiguous(), h0, y)
+        ctx.relu = relu
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        w, h0, y = ctx.saved_tensors
+        steps, batch, hid = y.shape
+        gy = gy.contiguous()
+        dh = torch.zeros_like(h0)
+        dz = y.new_empty(y.shape)
+        cpu_build.kernel("rnn_bwd", y.dtype)(
+            steps, batch, hid, int(ctx.relu), _p(w), _p(y), _p(gy), _p(dh), _p(dz), None
+        )
+        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
+        return dz, torch.mm(dz.view(steps * batch, hid).t(), prev), dh, None
 
 
 def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -211,6 +245,27 @@ class CpuGRULayer(nn.Module):
         return y.transpose(0, 1), [y[-1]]
 
 
+class CpuSimpleRNNLayer(nn.Module):
+    """A SimpleRNN layer (``nn.RNNCell``'s parameters, tanh or relu) over the native recurrence:
+    ``h_t = act(x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T)``."""
+
+    def __init__(self, cell: nn.Module, relu: bool) -> None:
+        super().__init__()
+        self.cell = cell
+        self.relu = relu
+
+    def forward(self, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        c = self.cell
+        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        xp = _time_major_projection(seq, c.weight_ih, bias)
+        h0 = state[0].contiguous()
+        if _recording(xp, c.weight_hh, h0):
+            y = _RNNRecurrence.apply(xp, c.weight_hh, h0, self.relu)
+        else:
+            y = _rnn_forward(xp, c.weight_hh, h0, self.relu)
+        return y.transpose(0, 1), [y[-1]]
+
+
 def supports_cell(cell: Any) -> bool:
     """Whether the kernel computes this built torch cell's step: a cell type whose torch row
     (:data:`~rnn_xframework.backends.torch.kinds.KINDS`) names a ``cpu`` recurrence (its
@@ -222,11 +277,16 @@ def supports_cell(cell: Any) -> bool:
 
 
 def layer_for(cell: Any) -> nn.Module:
-    if supports_cell(cell):
-        if kinds.get(cell.cell_kind).cpu == "lstm":
-            return CpuLSTMLayer(cell.cell)
+    """The layer of a built torch cell: its row's ``cpu`` recurrence where :func:`supports_cell`,
+    else the script loop's layer (same results)."""
+    if not supports_cell(cell):
+        return script_loops.layer_for(cell, inplace=False)
+    recurrence = kinds.get(cell.cell_kind).cpu
+    if recurrence == "lstm":
+        return CpuLSTMLayer(cell.cell)
+    if recurrence == "gru":
         return CpuGRULayer(cell.cell, bool(cell.config.get("reset_after", True)))
-    return script_loops.layer_for(cell, inplace=False)
+    return CpuSimpleRNNLayer(cell.cell, cell.config["activation"] == "relu")
 
 
 class CpuLoop(nn.Module):

@@ -90,6 +90,8 @@ SIGNATURES = {
     "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P],
     "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P],
     "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P],
+    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P],  # the last: active, NULL (None) or int32 [T]
+    "xf_rnn_bwd": [N, N, N, N, P, P, P, P, P, P],
 }
 
 

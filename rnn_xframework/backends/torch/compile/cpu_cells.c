@@ -246,3 +246,51 @@ DEFINE_MM(double, d, 8, dgemm_p)
 
 DEFINE_ALL(float, f, expf, tanhf, 1.0f)
 DEFINE_ALL(double, d, exp, tanh, 1.0)
+
+/* SimpleRNN: h_t = act(xp_t + h_{t-1} @ u), act tanh (relu = 0) or relu (relu = 1); ``xp [T,B,H]`` holds
+ * both biases, ``u [H,H]`` is weight_hh^T, ``w [H,H]`` weight_hh. ``active`` NULL: every row at every step;
+ * else ``active[t]`` (non-increasing in t) rows are real at step t, and only those are computed: the
+ * forward writes the other rows of ``y_t`` as 0 and reads nothing of them; the backward writes the other
+ * rows of ``dz_t`` as 0 and leaves those rows of ``dh`` as they are. */
+#define DEFINE_RNN(T, S, TANH, ONE)                                                                               \
+    /* SimpleRNN forward: y [T,B,H] (the outputs, which are the states; the backward reads them). */            \
+    void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,      \
+                        const int *active) {                                                                     \
+        const T *h = h0;                                                                                         \
+        for (int t = 0; t < steps; t++) {                                                                        \
+            const int rows = active ? active[t] : batch;                                                         \
+            const long n = (long)rows * hid;                                                                     \
+            T *yt = y + (long)t * batch * hid;                                                                   \
+            memcpy(yt, xp + (long)t * batch * hid, sizeof(T) * n);                                               \
+            if (rows > 0) mm_##S(rows, hid, hid, h, hid, u, hid, ONE, yt, hid);                                  \
+            if (relu) {                                                                                          \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = yt[k] < 0 ? 0 : yt[k];                  \
+            } else {                                                                                             \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = TANH(yt[k]);                            \
+            }                                                                                                    \
+            memset(yt + n, 0, sizeof(T) * ((long)batch * hid - n));                                              \
+            h = yt;                                                                                              \
+        }                                                                                                        \
+    }                                                                                                            \
+                                                                                                                 \
+    /* SimpleRNN backward: y [T,B,H] the forward's outputs, dy [T,B,H] their grads; dh [B,H] in: grad of h_T, \
+       out: of h0; dz [T,B,H] out: grads of the pre-activations (= of xp). */                                   \
+    void xf_rnn_bwd_##S(int steps, int batch, int hid, int relu, const T *w, const T *y, const T *dy, T *dh,     \
+                        T *dz, const int *active) {                                                              \
+        for (int t = steps - 1; t >= 0; t--) {                                                                   \
+            const int rows = active ? active[t] : batch;                                                         \
+            const long n = (long)rows * hid, off = (long)t * batch * hid;                                        \
+            const T *yt = y + off, *dyt = dy + off;                                                              \
+            T *d = dz + off;                                                                                     \
+            if (relu) {                                                                                          \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = yt[k] > 0 ? dyt[k] + dh[k] : 0;          \
+            } else {                                                                                             \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = (dyt[k] + dh[k]) * (ONE - yt[k] * yt[k]); \
+            }                                                                                                    \
+            memset(d + n, 0, sizeof(T) * ((long)batch * hid - n));                                               \
+            if (rows > 0) mm_##S(rows, hid, hid, d, hid, w, hid, 0, dh, hid);                                    \
+        }                                                                                                        \
+    }
+
+DEFINE_RNN(float, f, tanhf, 1.0f)
+DEFINE_RNN(double, d, tanh, 1.0)
