@@ -72,10 +72,11 @@ def _gru_forward(xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, save
     return y, act, hn
 
 
-def _rnn_forward(xp: Tensor, w: Tensor, h0: Tensor, relu: bool) -> Tensor:
-    """``y [T, B, H]``: the outputs, which are the states (the backward reads them)."""
+def _rnn_forward(xp: Tensor, w: Tensor, h0: Tensor, relu: bool, inplace: bool = False) -> Tensor:
+    """``y [T, B, H]``: the outputs, which are the states (the backward reads them); with
+    ``inplace`` written over ``xp`` (no second sequence-sized buffer)."""
     steps, batch, hid = xp.shape
-    y = xp.new_empty(steps, batch, hid)
+    y = xp if inplace else xp.new_empty(steps, batch, hid)
     u = w.detach().t().contiguous()
     cpu_build.kernel("rnn_fwd", xp.dtype)(steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(y), None)
     return y
@@ -144,28 +145,33 @@ class _GRURecurrence(torch.autograd.Function):
 
 
 class _RNNRecurrence(torch.autograd.Function):
-    """``(xp [T, B, H], weight_hh [H, H], h0, relu) -> y [T, B, H]``."""
+    """``(xp [T, B, H], weight_hh [H, H], h0, relu) -> (y [T, B, H], h_T)``: the final state is an
+    output of its own (a copy), so its gradient arrives as ``[B, H]``, not as a full-size
+    ``y[-1]`` select's backward."""
 
     @staticmethod
-    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, relu: bool) -> Tensor:
+    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
         y = _rnn_forward(xp, w, h0, relu)
         ctx.save_for_backward(w.detach().contiguous(), h0, y)
         ctx.relu = relu
-        return y
+        return y, y[-1].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+    def backward(ctx: Any, gy: Tensor | None, gh: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None]:
         w, h0, y = ctx.saved_tensors
         steps, batch, hid = y.shape
-        gy = gy.contiguous()
-        dh = torch.zeros_like(h0)
-        dz = y.new_empty(y.shape)
+        owned = gy is None or not gy.is_contiguous()  # then a new buffer, which dz may overwrite
+        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
+        dh = torch.zeros_like(h0) if gh is None else gh.clone(memory_format=torch.contiguous_format)
+        dz = gy if owned else y.new_empty(y.shape)
         cpu_build.kernel("rnn_bwd", y.dtype)(
             steps, batch, hid, int(ctx.relu), _p(w), _p(y), _p(gy), _p(dh), _p(dz), None
         )
-        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
-        return dz, torch.mm(dz.view(steps * batch, hid).t(), prev), dh, None
+        dw = dz[0].t().mm(h0)  # sum_t dz_t^T h_{t-1}, h_{-1} = h0: two products, no concatenated copy
+        if steps > 1:
+            dw.addmm_(dz[1:].view(-1, hid).t(), y[:-1].view(-1, hid))
+        return dz, dw, dh, None
 
 
 def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -260,9 +266,9 @@ class CpuSimpleRNNLayer(nn.Module):
         xp = _time_major_projection(seq, c.weight_ih, bias)
         h0 = state[0].contiguous()
         if _recording(xp, c.weight_hh, h0):
-            y = _RNNRecurrence.apply(xp, c.weight_hh, h0, self.relu)
-        else:
-            y = _rnn_forward(xp, c.weight_hh, h0, self.relu)
+            y, h_last = _RNNRecurrence.apply(xp, c.weight_hh, h0, self.relu)
+            return y.transpose(0, 1), [h_last]
+        y = _rnn_forward(xp, c.weight_hh, h0, self.relu, inplace=True)
         return y.transpose(0, 1), [y[-1]]
 
 
