@@ -282,6 +282,19 @@ def supports_cell(cell: Any) -> bool:
     return all(cell.config[k] in allowed for k, allowed in row.supports.items())
 
 
+AUTO_RECURRENCES = ("lstm", "gru")
+"""The recurrences for which ``"auto"`` picks this method (:func:`auto_picks`). Not ``"rnn"``: in one
+process, interleaved, float32, a two-layer SimpleRNN stack on the C loop beats ``"torchscript"`` at
+W1 (batch 4, 64 units) but not with backward at W2 (batch 64, 256 units), where the scripted loop's
+chunked in-place forward and its batched backward are as fast or faster (docs/performance.md)."""
+
+
+def auto_picks(cell: Any) -> bool:
+    """Whether ``"auto"`` runs this built torch cell on the kernel: :func:`supports_cell`, and its
+    recurrence is one of :data:`AUTO_RECURRENCES`."""
+    return supports_cell(cell) and kinds.get(cell.cell_kind).cpu in AUTO_RECURRENCES
+
+
 def layer_for(cell: Any) -> nn.Module:
     """The layer of a built torch cell: its row's ``cpu`` recurrence where :func:`supports_cell`,
     else the script loop's layer (same results)."""
