@@ -9,9 +9,9 @@ compiled loops (:mod:`~rnn_xframework.backends.torch.compile.script_loops`), the
 (:mod:`rnn_xframework.models`).
 
 - ``SimpleRNNCell``: ``nn.RNNCell`` / ``nn.RNN``, ATen ``rnn_tanh_cell`` / ``rnn_relu_cell``,
-  scripted ``SimpleRNNLayer`` (masked: ``MaskedSimpleRNN``), Triton code 0;
-- ``LSTMCell``: ``nn.LSTMCell`` / ``nn.LSTM``, ATen ``lstm_cell``, ``LSTMLayer`` (``MaskedLSTM``), code 1;
-- ``GRUCell``: ``nn.GRUCell`` / ``nn.GRU``, ATen ``gru_cell``, ``GRULayer`` (``MaskedGRU``), code 2.
+  scripted ``SimpleRNNLayer`` (masked: ``MaskedSimpleRNN``), Triton code 0, C recurrence ``"rnn"``;
+- ``LSTMCell``: ``nn.LSTMCell`` / ``nn.LSTM``, ATen ``lstm_cell``, ``LSTMLayer`` (``MaskedLSTM``), code 1, ``"lstm"``;
+- ``GRUCell``: ``nn.GRUCell`` / ``nn.GRU``, ATen ``gru_cell``, ``GRULayer`` (``MaskedGRU``), code 2, ``"gru"``.
 
 A registered type with no row (the tests' ``MGUCell``) runs the spec's step everywhere on torch:
 eager (:class:`~rnn_xframework.backends.torch.params.SpecParameters`) and compiled

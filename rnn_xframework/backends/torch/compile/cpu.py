@@ -1,19 +1,23 @@
-"""``xf.compile(rnn, "cpu")``: LSTM and GRU layers whose whole time loop is one native call.
+"""``xf.compile(rnn, "cpu")``: SimpleRNN, LSTM and GRU layers whose whole time loop is one native call.
 
-Each LSTM / GRU layer projects its whole input sequence in one GEMM (``xp = x W_ih^T + b``, a
+Each layer projects its whole input sequence in one GEMM (``xp = x W_ih^T + b``, a
 PyTorch op, so autograd reaches ``weight_ih`` and the biases as usual), then runs the
 recurrence in :mod:`~rnn_xframework.backends.torch.compile.cpu_build`'s C loop: forward and
 a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per layer, whose
 gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
-contiguous sequences (no copy between layers). Other cell types in the stack run their
+contiguous sequences (no copy between layers). A SimpleRNN layer's recurrence is
+``h_t = act(xp_t + h_{t-1} W_hh^T)`` (tanh or relu; without autograd written over ``xp``), its
+backward ``dz_t = (dy_t + dh) act'``, ``dh = dz_t W_hh``. Cell types without a ``cpu`` recurrence
+in :data:`~rnn_xframework.backends.torch.kinds.KINDS` run their
 :mod:`~rnn_xframework.backends.torch.compile.script_loops` layer.
 
-Exact for what it accepts: PyTorch's LSTM and GRU gates (sigmoid, tanh), both GRU forms
-(``reset_after=True``, PyTorch's, and ``reset_after=False``, which ``nn.GRU`` lacks), with or
-without bias, float32 and float64, on the CPU; results agree with the uncompiled RNN within
-float rounding (tests/test_compile_cpu.py: 1e-5 / 1e-12). The backward is once-differentiable
-(no double backward). ``"auto"`` picks this method for a CPU stack of LSTM / GRU cells where
-the kernel builds (:meth:`~rnn_xframework.backends.torch.TorchBackend.auto_method`).
+Exact for what it accepts: ``nn.RNN``'s tanh and relu, PyTorch's LSTM and GRU gates (sigmoid,
+tanh), both GRU forms (``reset_after=True``, PyTorch's, and ``reset_after=False``, which
+``nn.GRU`` lacks), with or without bias, float32 and float64, on the CPU; results agree with the
+uncompiled RNN within float rounding (tests/test_compile_cpu.py: 1e-5 / 1e-12). The backward is
+once-differentiable (no double backward). ``"auto"`` picks this method for a CPU stack of LSTM /
+GRU cells where the kernel builds (:data:`AUTO_RECURRENCES`;
+:meth:`~rnn_xframework.backends.torch.TorchBackend.auto_method`); SimpleRNN layers run here by name.
 """
 
 from __future__ import annotations
@@ -145,13 +149,15 @@ class _GRURecurrence(torch.autograd.Function):
 
 
 class _RNNRecurrence(torch.autograd.Function):
-    """``(xp [T, B, H], weight_hh [H, H], h0, relu) -> (y [T, B, H], h_T)``: the final state is an
-    output of its own (a copy), so its gradient arrives as ``[B, H]``, not as a full-size
-    ``y[-1]`` select's backward."""
+    """``(xp [T, B, H], weight_hh [H, H], h0, relu) -> (y [T, B, H], h_T)``. ``y`` is written over
+    ``xp`` (marked dirty: the projection's GEMM saves only its operands, so nothing reads ``xp``
+    later); the final state is an output of its own (a copy), so its gradient arrives as
+    ``[B, H]``, not as a full-size ``y[-1]`` select's backward."""
 
     @staticmethod
     def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
-        y = _rnn_forward(xp, w, h0, relu)
+        y = _rnn_forward(xp, w, h0, relu, inplace=True)
+        ctx.mark_dirty(y)
         ctx.save_for_backward(w.detach().contiguous(), h0, y)
         ctx.relu = relu
         return y, y[-1].clone()
@@ -176,12 +182,14 @@ class _RNNRecurrence(torch.autograd.Function):
 
 def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``seq`` (batch-first, any strides; a time-major contiguous sequence seen batch-first costs
-    no copy) projected time-major: ``[time, batch, G*units]`` contiguous, one GEMM."""
+    no copy) projected time-major: ``[time, batch, G*units]`` contiguous, one GEMM; a tensor of its
+    own to autograd (``_unsafe_view``, as ``torch.matmul`` returns), which an in-place Function may
+    overwrite without the copies autograd makes for a view's base."""
     tm = seq.transpose(0, 1)
     steps, batch = tm.shape[0], tm.shape[1]
     flat = tm.reshape(steps * batch, tm.shape[2])
     out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
-    return out.view(steps, batch, weight.shape[0])
+    return torch.ops.aten._unsafe_view(out, (steps, batch, weight.shape[0]))
 
 
 ONEDNN_MIN_BATCH = 0

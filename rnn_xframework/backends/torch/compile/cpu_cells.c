@@ -1,5 +1,6 @@
-/* The recurrences of one LSTM or GRU layer over a whole sequence, forward and backward, for
- * rnn_xframework.backends.torch.compile.cpu (which documents the contract and builds this file).
+/* The recurrences of one LSTM or GRU layer (and, in the block at the end, SimpleRNN) over a whole sequence,
+ * forward and backward, for rnn_xframework.backends.torch.compile.cpu (which documents the contract and
+ * builds this file).
  *
  * Buffers are time-major and contiguous. ``xp [T, B, G*H]`` is the layer's input projection (the
  * input bias included; LSTM: both biases); ``w [G*H, H]`` is PyTorch's ``weight_hh``, ``u [H, G*H]``
