@@ -214,19 +214,16 @@ def test_supports_cell_rule():
 ACTIVE = [11, 11, 9, 9, 6, 3, 3, 1, 0]  # rows real per step (non-increasing); the batch has 12: row 11 never
 
 
-def row_lengths(active: list[int], batch: int) -> list[int]:
-    return [sum(a > b for a in active) for b in range(batch)]
-
-
 @pytest.mark.parametrize("relu", [False, True])
 def test_rnn_kernel_active_rows(rng, dtype, relu):
-    """``xf_rnn_fwd`` / ``xf_rnn_bwd`` with ``active`` (ctypes, as the masked path will call them):
-    each row is the plain recurrence over its own first steps, zero after them; the backward is
-    autograd's over exactly those steps, ``dh`` rows past their end pass through, ``dz`` is zero there.
-    Batch 12: the BLAS for the steps with more than 8 rows, the kernel's small product below."""
+    """``xf_rnn_fwd`` / ``xf_rnn_bwd`` with ``active`` through ctypes: each row is the plain recurrence
+    over its own first steps, then holds its last state (the identity step of ``hold_rows``, as the
+    LSTM / GRU functions); the backward is torch autograd's of that function, so ``dz`` is zero at
+    a held step and ``dh`` of a row that is never real passes through (plus its ``dy``). Batch 12:
+    the BLAS at the steps with more than 8 rows, the kernel's small product below."""
     tdt = getattr(torch, dtype)
     steps, batch, hid = len(ACTIVE), 12, 20
-    lengths = row_lengths(ACTIVE, batch)
+    lengths = [sum(a > b for a in ACTIVE) for b in range(batch)]
     xp = torch.from_numpy(rng.normal(size=(steps, batch, hid))).to(tdt)
     w = torch.from_numpy(rng.uniform(-1, 1, (hid, hid)) * np.sqrt(1.5 / hid)).to(tdt)
     h0, dy, dh_in = (torch.from_numpy(rng.normal(size=s)).to(tdt) for s in [(batch, hid), xp.shape, (batch, hid)])
@@ -234,31 +231,34 @@ def test_rnn_kernel_active_rows(rng, dtype, relu):
 
     xr, hr = xp.clone().requires_grad_(), h0.clone().requires_grad_()  # the reference, row by row in torch
     act = torch.relu if relu else torch.tanh
-    want, loss = torch.zeros(steps, batch, hid, dtype=tdt), 0
+    rows = []
     for b, n in enumerate(lengths):
-        h = hr[b]
-        for t in range(n):
-            h = act(xr[t, b] + w @ h)
-            want[t, b] = h.detach()
-            loss = loss + (dy[t, b] * h).sum() + (dh_in[b] * h).sum() * (t == n - 1)
-    dz_want, dh_want = torch.autograd.grad(loss, [xr, hr])
-    dh_want[[b for b, n in enumerate(lengths) if n == 0]] = dh_in[[b for b, n in enumerate(lengths) if n == 0]]
+        h, out = hr[b], []
+        for t in range(steps):
+            h = act(xr[t, b] + w @ h) if t < n else h
+            out.append(h)
+        rows.append(torch.stack(out))
+    want = torch.stack(rows, 1)
+    dz_want, dh_want = torch.autograd.grad((dy * want).sum() + (dh_in * want[-1]).sum(), [xr, hr])
 
     y = torch.full((steps, batch, hid), float("nan"), dtype=tdt)
     u = w.t().contiguous()
     p = torch.Tensor.data_ptr
     cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y), p(active))
-    assert max_err(y, want) <= TOL[dtype]  # rows past their end are 0, not the NaN there before
+    assert max_err(y, want.detach()) <= TOL[dtype]
     dh, dz = dh_in.clone(), torch.full_like(xp, float("nan"))
     cpu_build.kernel("rnn_bwd", tdt)(steps, batch, hid, int(relu), p(w), p(y), p(dy), p(dh), p(dz), p(active))
     assert max_err(dz, dz_want) <= TOL[dtype] * max(1.0, float(dz_want.abs().max()))
     assert max_err(dh, dh_want) <= TOL[dtype] * max(1.0, float(dh_want.abs().max()))
-    assert torch.equal(dh[lengths.index(0)], dh_in[lengths.index(0)])  # a row never active: untouched
-    for t, n in enumerate(ACTIVE):
-        assert torch.all(y[t, n:] == 0) and torch.all(dz[t, n:] == 0)
-    full = torch.empty_like(y)  # NULL: every row at every step, as a full ``active``
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(full), None)
-    every = torch.full((steps,), batch, dtype=torch.int32)
+    never = lengths.index(0)
+    assert max_err(dh[never], dh_in[never] + dy[:, never].sum(0)) <= TOL[dtype] * 10
+    for t, n in enumerate(ACTIVE):  # a held step: no gradient reaches its projection
+        assert torch.all(dz[t, n:] == 0)
+    inplace = xp.clone()  # the forward may write over its projection, as the layer does
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(inplace), p(u), p(h0), p(inplace), p(active))
+    assert torch.equal(inplace, y)
+    full, every = torch.empty_like(y), torch.full((steps,), batch, dtype=torch.int32)
     y_every = torch.empty_like(y)
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(full), None)
     cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y_every), p(every))
-    assert torch.equal(full, y_every)
+    assert torch.equal(full, y_every)  # NULL: every row at every step

@@ -5,11 +5,10 @@ whole sequence, forward and backward, float32 and float64: per step one product 
 kernel through the BLAS PyTorch itself runs on (``sgemm_`` / ``dgemm_`` from ``libtorch_cpu``,
 MKL in PyTorch's x86 wheels), then the gates in one vectorized pass (glibc's vector
 ``expf`` / ``tanhf``, within a few ulp, where available). No per-step dispatch, no per-step
-allocation: that is where PyTorch's own loops spend their time at small sizes. The SimpleRNN
-functions (``xf_rnn_fwd`` / ``xf_rnn_bwd``) take a last ``active`` argument: ``None`` (NULL), every
-row at every step, or an int32 ``[T]`` array, the number of leading rows (sorted by length,
-longest first) real at step ``t``; only those are computed (the others: ``y`` and ``dz`` rows 0,
-``dh`` rows unchanged).
+allocation: that is where PyTorch's own loops spend their time at small sizes. Every function
+takes a last ``active`` argument: ``None`` (NULL), every row at every step, or an int32 ``[T]``
+array, the number of leading rows (sorted by length, longest first) real at step ``t``; only
+those are computed, the others take an identity step (``cpu_cells.c``'s ``hold_rows``).
 
 Building takes about a second with the system C compiler (``$CC``, else ``cc``) and happens
 once per machine, not per shape or process: the library is cached under
@@ -38,7 +37,7 @@ import torch
 from rnn_xframework.errors import UnsupportedConfigError
 
 SOURCE = Path(__file__).with_name("cpu_cells.c")
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 _LOCK = threading.Lock()
 
 
@@ -89,12 +88,12 @@ def _build(compiler: str) -> Path:
 
 P = ctypes.c_void_p
 N = ctypes.c_int
-SIGNATURES = {
-    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P],
-    "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P],
-    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P],
-    "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P],
-    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P],  # the last: active, NULL (None) or int32 [T]
+SIGNATURES = {  # the last pointer of each: ``active`` (NULL, or int32 [T]: cpu_cells.c's hold_rows)
+    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P, P],
+    "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P, P],
+    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P, P],
+    "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P, P],
+    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P],
     "xf_rnn_bwd": [N, N, N, N, P, P, P, P, P, P],
 }
 

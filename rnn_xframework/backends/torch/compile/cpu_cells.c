@@ -38,269 +38,299 @@ void xf_set_blas(void *s, void *d) {
  * accumulators, one pass over m; it is about 1.6x faster than MKL's sgemm_ at 4 x 64 x 256 (its
  * call overhead dominates there). More rows go to the BLAS. */
 #define SMALL_ROWS 8
-#define DEFINE_MM(T, S, LANES, GEMM)                                                                              \
-    typedef T v_##S __attribute__((vector_size(64), aligned(sizeof(T))));                                       \
-    static void small_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,       \
-                          int ldo) {                                                                             \
-        for (int b = 0; b < rows; b += 4) {                                                                      \
-            const int nb = rows - b < 4 ? rows - b : 4;                                                          \
-            int j = 0;                                                                                           \
-            for (; j + 4 * LANES <= n; j += 4 * LANES) {                                                         \
-                v_##S acc[4][4] = {{{0}}}, mv[4];                                                                \
-                if (beta != 0)                                                                                   \
-                    for (int r = 0; r < nb; r++)                                                                 \
-                        for (int q = 0; q < 4; q++) memcpy(&acc[r][q], out + (b + r) * ldo + j + LANES * q, 64); \
-                for (int kk = 0; kk < k; kk++) {                                                                 \
-                    for (int q = 0; q < 4; q++) memcpy(&mv[q], m + (long)kk * ldm + j + LANES * q, 64);          \
-                    for (int r = 0; r < nb; r++) {                                                               \
-                        T s = a[(b + r) * lda + kk];                                                             \
-                        for (int q = 0; q < 4; q++) acc[r][q] += s * mv[q];                                      \
-                    }                                                                                            \
-                }                                                                                                \
-                for (int r = 0; r < nb; r++)                                                                     \
-                    for (int q = 0; q < 4; q++) memcpy(out + (b + r) * ldo + j + LANES * q, &acc[r][q], 64);     \
-            }                                                                                                    \
-            for (; j + LANES <= n; j += LANES) {                                                                 \
-                v_##S acc[4] = {{0}}, mv;                                                                        \
-                if (beta != 0)                                                                                   \
-                    for (int r = 0; r < nb; r++) memcpy(&acc[r], out + (b + r) * ldo + j, 64);                   \
-                for (int kk = 0; kk < k; kk++) {                                                                 \
-                    memcpy(&mv, m + (long)kk * ldm + j, 64);                                                     \
-                    for (int r = 0; r < nb; r++) acc[r] += a[(b + r) * lda + kk] * mv;                           \
-                }                                                                                                \
-                for (int r = 0; r < nb; r++) memcpy(out + (b + r) * ldo + j, &acc[r], 64);                       \
-            }                                                                                                    \
-            for (; j < n; j++)                                                                                   \
-                for (int r = 0; r < nb; r++) {                                                                   \
-                    T acc = beta != 0 ? out[(b + r) * ldo + j] : 0;                                              \
-                    for (int kk = 0; kk < k; kk++) acc += a[(b + r) * lda + kk] * m[(long)kk * ldm + j];         \
-                    out[(b + r) * ldo + j] = acc;                                                                \
-                }                                                                                                \
-        }                                                                                                        \
-    }                                                                                                            \
-    static void mm_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,          \
-                       int ldo) {                                                                                \
-        if (rows <= SMALL_ROWS) {                                                                                \
-            small_##S(rows, k, n, a, lda, m, ldm, beta, out, ldo);                                               \
-            return;                                                                                              \
-        }                                                                                                        \
-        const T one = 1;                                                                                         \
-        GEMM("N", "N", &n, &rows, &k, &one, m, &ldm, a, &lda, &beta, out, &ldo);                                 \
+#define DEFINE_MM(T, S, LANES, GEMM)                                                                                 \
+    typedef T v_##S __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));                                            \
+    /* NB (1-4, a constant at each call: the accumulators stay in registers) rows of the product. */                 \
+    static inline __attribute__((always_inline)) void rows_##S(const int NB, int k, int n, const T *a, int lda,      \
+                                                                const T *m, int ldm, T beta, T *out, int ldo) {      \
+        int j = 0;                                                                                                   \
+        for (; j + 4 * LANES <= n; j += 4 * LANES) {                                                                 \
+            v_##S acc[4][4] = {{{0}}}, mv[4];                                                                        \
+            if (beta != 0)                                                                                           \
+                for (int r = 0; r < NB; r++)                                                                         \
+                    for (int q = 0; q < 4; q++) acc[r][q] = *(const v_##S *)(out + r * ldo + j + LANES * q);               \
+            for (int kk = 0; kk < k; kk++) {                                                                         \
+                for (int q = 0; q < 4; q++) mv[q] = *(const v_##S *)(m + (long)kk * ldm + j + LANES * q);                  \
+                for (int r = 0; r < NB; r++) {                                                                       \
+                    T s = a[r * lda + kk];                                                                           \
+                    for (int q = 0; q < 4; q++) acc[r][q] += s * mv[q];                                              \
+                }                                                                                                    \
+            }                                                                                                        \
+            for (int r = 0; r < NB; r++)                                                                             \
+                for (int q = 0; q < 4; q++) *(v_##S *)(out + r * ldo + j + LANES * q) = acc[r][q];                   \
+        }                                                                                                            \
+        for (; j + LANES <= n; j += LANES) {                                                                         \
+            v_##S acc[4] = {{0}}, mv;                                                                                \
+            if (beta != 0)                                                                                           \
+                for (int r = 0; r < NB; r++) acc[r] = *(const v_##S *)(out + r * ldo + j);                                 \
+            for (int kk = 0; kk < k; kk++) {                                                                         \
+                mv = *(const v_##S *)(m + (long)kk * ldm + j);                                                             \
+                for (int r = 0; r < NB; r++) acc[r] += a[r * lda + kk] * mv;                                         \
+            }                                                                                                        \
+            for (int r = 0; r < NB; r++) *(v_##S *)(out + r * ldo + j) = acc[r];                                     \
+        }                                                                                                            \
+        for (; j < n; j++)                                                                                           \
+            for (int r = 0; r < NB; r++) {                                                                           \
+                T acc = beta != 0 ? out[r * ldo + j] : 0;                                                            \
+                for (int kk = 0; kk < k; kk++) acc += a[r * lda + kk] * m[(long)kk * ldm + j];                       \
+                out[r * ldo + j] = acc;                                                                              \
+            }                                                                                                        \
+    }                                                                                                                \
+    static void small_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,          \
+                          int ldo) {                                                                                 \
+        int b = 0;                                                                                                   \
+        for (; b + 4 <= rows; b += 4) rows_##S(4, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo);         \
+        switch (rows - b) {                                                                                          \
+        case 3: rows_##S(3, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
+        case 2: rows_##S(2, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
+        case 1: rows_##S(1, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
+        default: break;                                                                                              \
+        }                                                                                                            \
+    }                                                                                                                \
+    static void mm_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,             \
+                       int ldo) {                                                                                    \
+        if (rows <= SMALL_ROWS) {                                                                                    \
+            small_##S(rows, k, n, a, lda, m, ldm, beta, out, ldo);                                                   \
+            return;                                                                                                  \
+        }                                                                                                            \
+        const T one = 1;                                                                                             \
+        GEMM("N", "N", &n, &rows, &k, &one, m, &ldm, a, &lda, &beta, out, &ldo);                                     \
     }
 
 DEFINE_MM(float, f, 16, sgemm_p)
 DEFINE_MM(double, d, 8, dgemm_p)
 
-#define DEFINE_ALL(T, S, EXP, TANH, ONE)                                                                          \
-    static inline T sig_##S(T v) { return ONE / (ONE + EXP(-v)); }                                               \
-                                                                                                                 \
-    /* LSTM forward: y [T,B,H]; with save (for the backward) cs [T,B,H] cell states, act [T,B,4H] activated  \
-       gates, tc [T,B,H] tanh(c); without, scratch: cs [2,B,H] (the last c in cs[(T-1)%2]), act [B,4H], tc [B,H]. */ \
+#define DEFINE_ALL(T, S, EXP, TANH, ONE)                                                                             \
+    static inline T sig_##S(T v) { return ONE / (ONE + EXP(-v)); }                                                   \
+                                                                                                                     \
+    /* With ``active`` (right-padded batches, rows longest first): at step t the rows from active[t] on              \
+       take an identity step: forward, the state is held and the output is the held state (hold_rows);               \
+       backward, their dh passes through plus dy (pass_rows) and the gradients of their step are zeros. */           \
+    static void hold_rows_##S(int nb, int batch, int width, const T *from, T *to) {                                  \
+        if (nb < batch) memcpy(to + (long)nb * width, from + (long)nb * width, sizeof(T) * (batch - nb) * width);    \
+    }                                                                                                                \
+    static void zero_rows_##S(int nb, int batch, int width, T *buf) {                                                \
+        if (nb < batch) memset(buf + (long)nb * width, 0, sizeof(T) * (batch - nb) * width);                         \
+    }                                                                                                                \
+    static void pass_rows_##S(int nb, int batch, int hid, const T *dy, T *dh) {                                      \
+        for (long k = (long)nb * hid; k < (long)batch * hid; k++) dh[k] += dy[k];                                    \
+    }                                                                                                                \
+                                                                                                                     \
+    /* LSTM forward: y [T,B,H]; with save (for the backward) cs [T,B,H] cell states, act [T,B,4H] activated          \
+       gates, tc [T,B,H] tanh(c); without, scratch: cs [2,B,H] (the last c in cs[(T-1)%2]), act [B,4H], tc [B,H].    \
+       active: NULL (every row real) or [T] (see hold_rows). */                                                      \
     void xf_lstm_fwd_##S(int steps, int batch, int hid, int save, const T *xp, const T *u, const T *h0, const T *c0, \
-                         T *y, T *cs, T *act, T *tc) {                                                           \
-        const int g = 4 * hid;                                                                                   \
-        const T *h = h0, *c = c0;                                                                                \
-        for (int t = 0; t < steps; t++) {                                                                        \
-            T *z = save ? act + (long)t * batch * g : act;                                                       \
-            memcpy(z, xp + (long)t * batch * g, sizeof(T) * batch * g);                                          \
-            mm_##S(batch, hid, g, h, hid, u, g, ONE, z, g);                                                      \
-            T *yt = y + (long)t * batch * hid, *ct = cs + (long)(save ? t : t & 1) * batch * hid;                \
-            T *tt = save ? tc + (long)t * batch * hid : tc;                                                      \
-            for (int b = 0; b < batch; b++) {                                                                    \
-                T *zb = z + b * g;                                                                               \
-                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) zb[j] = sig_##S(zb[j]);                    \
-                _Pragma("omp simd") for (int j = 2 * hid; j < 3 * hid; j++) zb[j] = TANH(zb[j]);                 \
-                _Pragma("omp simd") for (int j = 3 * hid; j < g; j++) zb[j] = sig_##S(zb[j]);                    \
-                const T *cb = c + b * hid;                                                                       \
-                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
-                    T cn = zb[hid + j] * cb[j] + zb[j] * zb[2 * hid + j];                                        \
-                    ct[b * hid + j] = cn;                                                                        \
-                    T th = TANH(cn);                                                                             \
-                    tt[b * hid + j] = th;                                                                        \
-                    yt[b * hid + j] = zb[3 * hid + j] * th;                                                      \
-                }                                                                                                \
-            }                                                                                                    \
-            h = yt;                                                                                              \
-            c = ct;                                                                                              \
-        }                                                                                                        \
-    }                                                                                                            \
-                                                                                                                 \
-    /* LSTM backward: dy [T,B,H] grads of y, dh/dc [B,H] in: grads of the final states, out: of h0, c0;   \
-       dz [T,B,4H] out: grads of the pre-activations (= of xp). w [4H,H]. */                                    \
-    void xf_lstm_bwd_##S(int steps, int batch, int hid, const T *w, const T *c0, const T *cs, const T *act,       \
-                         const T *tc, T *dy, T *dh, T *dc, T *dz) {                                              \
-        const int g = 4 * hid;                                                                                   \
-        for (int t = steps - 1; t >= 0; t--) {                                                                   \
-            const T *a = act + (long)t * batch * g, *tt = tc + (long)t * batch * hid;                            \
-            const T *cp = t > 0 ? cs + (long)(t - 1) * batch * hid : c0;                                         \
-            T *d = dz + (long)t * batch * g, *dyt = dy + (long)t * batch * hid;                                  \
-            for (int b = 0; b < batch; b++) {                                                                    \
-                const T *ab = a + b * g;                                                                         \
-                T *db = d + b * g;                                                                               \
-                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
-                    int k = b * hid + j;                                                                         \
-                    T i = ab[j], f = ab[hid + j], gg = ab[2 * hid + j], o = ab[3 * hid + j], th = tt[k];         \
-                    T dhv = dyt[k] + dh[k];                                                                      \
-                    T dcv = dc[k] + dhv * o * (ONE - th * th);                                                   \
-                    db[j] = dcv * gg * i * (ONE - i);                                                            \
-                    db[hid + j] = dcv * cp[k] * f * (ONE - f);                                                   \
-                    db[2 * hid + j] = dcv * i * (ONE - gg * gg);                                                 \
-                    db[3 * hid + j] = dhv * th * o * (ONE - o);                                                  \
-                    dc[k] = dcv * f;                                                                             \
-                }                                                                                                \
-            }                                                                                                    \
-            mm_##S(batch, g, hid, d, g, w, hid, 0, dh, hid);                                                     \
-        }                                                                                                        \
-    }                                                                                                            \
-                                                                                                                 \
-    /* GRU forward. after=1 (reset_after): hu = h @ u + bhh, n = tanh(xn + r * hu_n), saved hn [T,B,H] =    \
-       hu_n. after=0: r, z from h @ u_rz + bhh_rz; n = tanh(xn + (r*h) @ u_n + bhh_n), saved hn = r*h.      \
-       act [T,B,3H]: r, z, n activated; hu [B,3H] scratch. Without save, act [B,3H] and hn [B,H] are scratch. */ \
-    void xf_gru_fwd_##S(int steps, int batch, int hid, int after, int save, const T *xp, const T *u, const T *bhh, \
-                        const T *h0, T *y, T *act, T *hn, T *hu) {                                               \
-        const int g = 3 * hid;                                                                                   \
-        const T *h = h0;                                                                                         \
-        for (int t = 0; t < steps; t++) {                                                                        \
-            const T *x = xp + (long)t * batch * g;                                                               \
-            T *a = save ? act + (long)t * batch * g : act, *hnt = save ? hn + (long)t * batch * hid : hn;        \
-            T *yt = y + (long)t * batch * hid;                                                                   \
-            int cols = after ? g : 2 * hid;                                                                      \
-            for (int b = 0; b < batch; b++) memcpy(hu + b * g, bhh, sizeof(T) * g);                              \
-            mm_##S(batch, hid, cols, h, hid, u, g, ONE, hu, g);                                                  \
-            for (int b = 0; b < batch; b++) {                                                                    \
-                const T *xb = x + b * g, *hb = hu + b * g;                                                       \
-                T *ab = a + b * g;                                                                               \
-                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) ab[j] = sig_##S(xb[j] + hb[j]);            \
-                if (after) {                                                                                     \
-                    _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                          \
-                        hnt[b * hid + j] = hb[2 * hid + j];                                                      \
-                        ab[2 * hid + j] = TANH(xb[2 * hid + j] + ab[j] * hb[2 * hid + j]);                       \
-                    }                                                                                            \
-                } else {                                                                                         \
-                    _Pragma("omp simd") for (int j = 0; j < hid; j++) hnt[b * hid + j] = ab[j] * h[b * hid + j]; \
-                }                                                                                                \
-            }                                                                                                    \
-            if (!after) {                                                                                        \
-                mm_##S(batch, hid, hid, hnt, hid, u + 2 * hid, g, ONE, hu + 2 * hid, g);                         \
-                for (int b = 0; b < batch; b++) {                                                                \
-                    const T *xb = x + b * g, *hb = hu + b * g;                                                   \
-                    T *ab = a + b * g;                                                                           \
-                    _Pragma("omp simd") for (int j = 0; j < hid; j++) ab[2 * hid + j] =                          \
-                        TANH(xb[2 * hid + j] + hb[2 * hid + j]);                                                 \
-                }                                                                                                \
-            }                                                                                                    \
-            for (int b = 0; b < batch; b++) {                                                                    \
-                const T *ab = a + b * g;                                                                         \
-                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
-                    T z = ab[hid + j];                                                                           \
-                    yt[b * hid + j] = z * h[b * hid + j] + (ONE - z) * ab[2 * hid + j];                          \
-                }                                                                                                \
-            }                                                                                                    \
-            h = yt;                                                                                              \
-        }                                                                                                        \
-    }                                                                                                            \
-                                                                                                                 \
-    /* GRU backward: dy [T,B,H] grads of y, dh [B,H] in: grad of h_T, out: of h0; dx [T,B,3H] out: grads   \
-       of xp; dhu [T,B,3H] out: grads of the recurrent products (+ bhh); drh [B,H] scratch. */                  \
-    void xf_gru_bwd_##S(int steps, int batch, int hid, int after, const T *w, const T *h0, const T *y,           \
-                        const T *act, const T *hn, T *dy, T *dh, T *dx, T *dhu, T *drh) {                        \
-        const int g = 3 * hid;                                                                                   \
-        for (int t = steps - 1; t >= 0; t--) {                                                                   \
-            const T *a = act + (long)t * batch * g, *hnt = hn + (long)t * batch * hid;                           \
-            const T *hp = t > 0 ? y + (long)(t - 1) * batch * hid : h0;                                          \
-            T *dxt = dx + (long)t * batch * g, *dht = dhu + (long)t * batch * g, *dyt = dy + (long)t * batch * hid; \
-            for (int b = 0; b < batch; b++) {                                                                    \
-                const T *ab = a + b * g;                                                                         \
-                T *xb = dxt + b * g, *hb = dht + b * g;                                                          \
-                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
-                    int k = b * hid + j;                                                                         \
-                    T r = ab[j], z = ab[hid + j], n = ab[2 * hid + j];                                           \
-                    T dhv = dyt[k] + dh[k];                                                                      \
-                    T dan = dhv * (ONE - z) * (ONE - n * n);                                                     \
-                    xb[hid + j] = hb[hid + j] = dhv * (hp[k] - n) * z * (ONE - z);                               \
-                    xb[2 * hid + j] = dan;                                                                       \
-                    if (after) {                                                                                 \
-                        hb[2 * hid + j] = dan * r;                                                               \
-                        xb[j] = hb[j] = dan * hnt[k] * r * (ONE - r);                                            \
-                    } else {                                                                                     \
-                        hb[2 * hid + j] = dan;                                                                   \
-                    }                                                                                            \
-                    dh[k] = dhv * z;                                                                             \
-                }                                                                                                \
-            }                                                                                                    \
-            if (!after) {                                                                                        \
-                mm_##S(batch, hid, hid, dht + 2 * hid, g, w + (long)2 * hid * hid, hid, 0, drh, hid);            \
-                for (int b = 0; b < batch; b++) {                                                                \
-                    const T *ab = a + b * g;                                                                     \
-                    T *xb = dxt + b * g, *hb = dht + b * g;                                                      \
-                    _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                          \
-                        int k = b * hid + j;                                                                     \
-                        T r = ab[j];                                                                             \
-                        xb[j] = hb[j] = drh[k] * hp[k] * r * (ONE - r);                                          \
-                        dh[k] += drh[k] * r;                                                                     \
-                    }                                                                                            \
-                }                                                                                                \
-            }                                                                                                    \
-            mm_##S(batch, after ? g : 2 * hid, hid, dht, g, w, hid, ONE, dh, hid);                               \
-        }                                                                                                        \
+                         T *y, T *cs, T *act, T *tc, const int *active) {                                            \
+        const int g = 4 * hid;                                                                                       \
+        const T *h = h0, *c = c0;                                                                                    \
+        for (int t = 0; t < steps; t++) {                                                                            \
+            const int nb = active ? active[t] : batch;                                                               \
+            T *z = save ? act + (long)t * batch * g : act;                                                           \
+            memcpy(z, xp + (long)t * batch * g, sizeof(T) * nb * g);                                                 \
+            mm_##S(nb, hid, g, h, hid, u, g, ONE, z, g);                                                             \
+            T *yt = y + (long)t * batch * hid, *ct = cs + (long)(save ? t : t & 1) * batch * hid;                    \
+            T *tt = save ? tc + (long)t * batch * hid : tc;                                                          \
+            hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
+            hold_rows_##S(nb, batch, hid, c, ct);                                                                    \
+            for (int b = 0; b < nb; b++) {                                                                           \
+                T *zb = z + b * g;                                                                                   \
+                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) zb[j] = sig_##S(zb[j]);                        \
+                _Pragma("omp simd") for (int j = 2 * hid; j < 3 * hid; j++) zb[j] = TANH(zb[j]);                     \
+                _Pragma("omp simd") for (int j = 3 * hid; j < g; j++) zb[j] = sig_##S(zb[j]);                        \
+                const T *cb = c + b * hid;                                                                           \
+                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                  \
+                    T cn = zb[hid + j] * cb[j] + zb[j] * zb[2 * hid + j];                                            \
+                    ct[b * hid + j] = cn;                                                                            \
+                    T th = TANH(cn);                                                                                 \
+                    tt[b * hid + j] = th;                                                                            \
+                    yt[b * hid + j] = zb[3 * hid + j] * th;                                                          \
+                }                                                                                                    \
+            }                                                                                                        \
+            h = yt;                                                                                                  \
+            c = ct;                                                                                                  \
+        }                                                                                                            \
+    }                                                                                                                \
+                                                                                                                     \
+    /* LSTM backward: dy [T,B,H] grads of y, dh/dc [B,H] in: grads of the final states, out: of h0, c0;              \
+       dz [T,B,4H] out: grads of the pre-activations (= of xp). w [4H,H]. */                                         \
+    void xf_lstm_bwd_##S(int steps, int batch, int hid, const T *w, const T *c0, const T *cs, const T *act,          \
+                         const T *tc, T *dy, T *dh, T *dc, T *dz, const int *active) {                               \
+        const int g = 4 * hid;                                                                                       \
+        for (int t = steps - 1; t >= 0; t--) {                                                                       \
+            const T *a = act + (long)t * batch * g, *tt = tc + (long)t * batch * hid;                                \
+            const T *cp = t > 0 ? cs + (long)(t - 1) * batch * hid : c0;                                             \
+            T *d = dz + (long)t * batch * g, *dyt = dy + (long)t * batch * hid;                                      \
+            const int nb = active ? active[t] : batch;                                                               \
+            pass_rows_##S(nb, batch, hid, dyt, dh);                                                                  \
+            zero_rows_##S(nb, batch, g, d);                                                                          \
+            for (int b = 0; b < nb; b++) {                                                                           \
+                const T *ab = a + b * g;                                                                             \
+                T *db = d + b * g;                                                                                   \
+                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                  \
+                    int k = b * hid + j;                                                                             \
+                    T i = ab[j], f = ab[hid + j], gg = ab[2 * hid + j], o = ab[3 * hid + j], th = tt[k];             \
+                    T dhv = dyt[k] + dh[k];                                                                          \
+                    T dcv = dc[k] + dhv * o * (ONE - th * th);                                                       \
+                    db[j] = dcv * gg * i * (ONE - i);                                                                \
+                    db[hid + j] = dcv * cp[k] * f * (ONE - f);                                                       \
+                    db[2 * hid + j] = dcv * i * (ONE - gg * gg);                                                     \
+                    db[3 * hid + j] = dhv * th * o * (ONE - o);                                                      \
+                    dc[k] = dcv * f;                                                                                 \
+                }                                                                                                    \
+            }                                                                                                        \
+            mm_##S(nb, g, hid, d, g, w, hid, 0, dh, hid);                                                            \
+        }                                                                                                            \
+    }                                                                                                                \
+                                                                                                                     \
+    /* GRU forward. after=1 (reset_after): hu = h @ u + bhh, n = tanh(xn + r * hu_n), saved hn [T,B,H] =             \
+       hu_n. after=0: r, z from h @ u_rz + bhh_rz; n = tanh(xn + (r*h) @ u_n + bhh_n), saved hn = r*h.               \
+       act [T,B,3H]: r, z, n activated; hu [B,3H] scratch. Without save, act [B,3H] and hn [B,H] are scratch.        \
+       active: NULL or [T] (see hold_rows). */                                                                       \
+    void xf_gru_fwd_##S(int steps, int batch, int hid, int after, int save, const T *xp, const T *u, const T *bhh,   \
+                        const T *h0, T *y, T *act, T *hn, T *hu, const int *active) {                                \
+        const int g = 3 * hid;                                                                                       \
+        const T *h = h0;                                                                                             \
+        for (int t = 0; t < steps; t++) {                                                                            \
+            const T *x = xp + (long)t * batch * g;                                                                   \
+            T *a = save ? act + (long)t * batch * g : act, *hnt = save ? hn + (long)t * batch * hid : hn;            \
+            T *yt = y + (long)t * batch * hid;                                                                       \
+            const int cols = after ? g : 2 * hid, nb = active ? active[t] : batch;                                   \
+            hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
+            if (save) zero_rows_##S(nb, batch, hid, hnt); /* read by the weight gradient (times zeros) */            \
+            for (int b = 0; b < nb; b++) memcpy(hu + b * g, bhh, sizeof(T) * g);                                     \
+            mm_##S(nb, hid, cols, h, hid, u, g, ONE, hu, g);                                                         \
+            for (int b = 0; b < nb; b++) {                                                                           \
+                const T *xb = x + b * g, *hb = hu + b * g;                                                           \
+                T *ab = a + b * g;                                                                                   \
+                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) ab[j] = sig_##S(xb[j] + hb[j]);                \
+                if (after) {                                                                                         \
+                    _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
+                        hnt[b * hid + j] = hb[2 * hid + j];                                                          \
+                        ab[2 * hid + j] = TANH(xb[2 * hid + j] + ab[j] * hb[2 * hid + j]);                           \
+                    }                                                                                                \
+                } else {                                                                                             \
+                    _Pragma("omp simd") for (int j = 0; j < hid; j++) hnt[b * hid + j] = ab[j] * h[b * hid + j];     \
+                }                                                                                                    \
+            }                                                                                                        \
+            if (!after) {                                                                                            \
+                mm_##S(nb, hid, hid, hnt, hid, u + 2 * hid, g, ONE, hu + 2 * hid, g);                                \
+                for (int b = 0; b < nb; b++) {                                                                       \
+                    const T *xb = x + b * g, *hb = hu + b * g;                                                       \
+                    T *ab = a + b * g;                                                                               \
+                    _Pragma("omp simd") for (int j = 0; j < hid; j++) ab[2 * hid + j] =                              \
+                        TANH(xb[2 * hid + j] + hb[2 * hid + j]);                                                     \
+                }                                                                                                    \
+            }                                                                                                        \
+            for (int b = 0; b < nb; b++) {                                                                           \
+                const T *ab = a + b * g;                                                                             \
+                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                  \
+                    T z = ab[hid + j];                                                                               \
+                    yt[b * hid + j] = z * h[b * hid + j] + (ONE - z) * ab[2 * hid + j];                              \
+                }                                                                                                    \
+            }                                                                                                        \
+            h = yt;                                                                                                  \
+        }                                                                                                            \
+    }                                                                                                                \
+                                                                                                                     \
+    /* GRU backward: dy [T,B,H] grads of y, dh [B,H] in: grad of h_T, out: of h0; dx [T,B,3H] out: grads             \
+       of xp; dhu [T,B,3H] out: grads of the recurrent products (+ bhh); drh [B,H] scratch; active as forward. */    \
+    void xf_gru_bwd_##S(int steps, int batch, int hid, int after, const T *w, const T *h0, const T *y,               \
+                        const T *act, const T *hn, T *dy, T *dh, T *dx, T *dhu, T *drh, const int *active) {         \
+        const int g = 3 * hid;                                                                                       \
+        for (int t = steps - 1; t >= 0; t--) {                                                                       \
+            const T *a = act + (long)t * batch * g, *hnt = hn + (long)t * batch * hid;                               \
+            const T *hp = t > 0 ? y + (long)(t - 1) * batch * hid : h0;                                              \
+            T *dxt = dx + (long)t * batch * g, *dht = dhu + (long)t * batch * g, *dyt = dy + (long)t * batch * hid;  \
+            const int nb = active ? active[t] : batch;                                                               \
+            pass_rows_##S(nb, batch, hid, dyt, dh);                                                                  \
+            zero_rows_##S(nb, batch, g, dxt);                                                                        \
+            zero_rows_##S(nb, batch, g, dht);                                                                        \
+            for (int b = 0; b < nb; b++) {                                                                           \
+                const T *ab = a + b * g;                                                                             \
+                T *xb = dxt + b * g, *hb = dht + b * g;                                                              \
+                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                  \
+                    int k = b * hid + j;                                                                             \
+                    T r = ab[j], z = ab[hid + j], n = ab[2 * hid + j];                                               \
+                    T dhv = dyt[k] + dh[k];                                                                          \
+                    T dan = dhv * (ONE - z) * (ONE - n * n);                                                         \
+                    xb[hid + j] = hb[hid + j] = dhv * (hp[k] - n) * z * (ONE - z);                                   \
+                    xb[2 * hid + j] = dan;                                                                           \
+                    if (after) {                                                                                     \
+                        hb[2 * hid + j] = dan * r;                                                                   \
+                        xb[j] = hb[j] = dan * hnt[k] * r * (ONE - r);                                                \
+                    } else {                                                                                         \
+                        hb[2 * hid + j] = dan;                                                                       \
+                    }                                                                                                \
+                    dh[k] = dhv * z;                                                                                 \
+                }                                                                                                    \
+            }                                                                                                        \
+            if (!after) {                                                                                            \
+                mm_##S(nb, hid, hid, dht + 2 * hid, g, w + (long)2 * hid * hid, hid, 0, drh, hid);                   \
+                for (int b = 0; b < nb; b++) {                                                                       \
+                    const T *ab = a + b * g;                                                                         \
+                    T *xb = dxt + b * g, *hb = dht + b * g;                                                          \
+                    _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
+                        int k = b * hid + j;                                                                         \
+                        T r = ab[j];                                                                                 \
+                        xb[j] = hb[j] = drh[k] * hp[k] * r * (ONE - r);                                              \
+                        dh[k] += drh[k] * r;                                                                         \
+                    }                                                                                                \
+                }                                                                                                    \
+            }                                                                                                        \
+            mm_##S(nb, after ? g : 2 * hid, hid, dht, g, w, hid, ONE, dh, hid);                                      \
+        }                                                                                                            \
     }
 
 DEFINE_ALL(float, f, expf, tanhf, 1.0f)
 DEFINE_ALL(double, d, exp, tanh, 1.0)
 
 /* SimpleRNN: h_t = act(xp_t + h_{t-1} @ u), act tanh (relu = 0) or relu (relu = 1); ``xp [T,B,H]`` holds
- * both biases, ``u [H,H]`` is weight_hh^T, ``w [H,H]`` weight_hh. ``active`` NULL: every row at every step;
- * else ``active[t]`` (non-increasing in t) rows are real at step t, and only those are computed: the
- * forward writes the other rows of ``y_t`` as 0 and reads nothing of them; the backward writes the other
- * rows of ``dz_t`` as 0 and leaves those rows of ``dh`` as they are. */
-/* The SimpleRNN's elementwise loops run at the full vector width where AVX-512 is there (GCC prefers
- * 256-bit vectors by default; glibc's 16-lane tanhf is about 2.4x its 8-lane one per element). */
-#define XF_PRAGMA(x) _Pragma(#x)
-#if defined(__AVX512F__)
-#define XF_SIMD(lanes) XF_PRAGMA(omp simd simdlen(lanes))
-#else
-#define XF_SIMD(lanes) XF_PRAGMA(omp simd)
-#endif
-#define DEFINE_RNN(T, S, LANES, TANH, ONE)                                                                             \
-    /* SimpleRNN forward: y [T,B,H] (the outputs, which are the states; the backward reads them); y may be xp \
-       itself (in place). */                                                                                    \
-    void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,      \
-                        const int *active) {                                                                     \
-        const T *h = h0;                                                                                         \
-        for (int t = 0; t < steps; t++) {                                                                        \
-            const int rows = active ? active[t] : batch;                                                         \
-            const long n = (long)rows * hid;                                                                     \
-            T *yt = y + (long)t * batch * hid;                                                                   \
-            if (yt != xp + (long)t * batch * hid) memcpy(yt, xp + (long)t * batch * hid, sizeof(T) * n);         \
-            if (rows > 0) mm_##S(rows, hid, hid, h, hid, u, hid, ONE, yt, hid);                                  \
-            if (relu) {                                                                                          \
-                XF_SIMD(LANES) for (long k = 0; k < n; k++) yt[k] = yt[k] < 0 ? 0 : yt[k];                  \
-            } else {                                                                                             \
-                XF_SIMD(LANES) for (long k = 0; k < n; k++) yt[k] = TANH(yt[k]);                            \
-            }                                                                                                    \
-            memset(yt + n, 0, sizeof(T) * ((long)batch * hid - n));                                              \
-            h = yt;                                                                                              \
-        }                                                                                                        \
-    }                                                                                                            \
-                                                                                                                 \
-    /* SimpleRNN backward: y [T,B,H] the forward's outputs, dy [T,B,H] their grads; dh [B,H] in: grad of h_T, \
-       out: of h0; dz [T,B,H] out: grads of the pre-activations (= of xp). */                                   \
-    void xf_rnn_bwd_##S(int steps, int batch, int hid, int relu, const T *w, const T *y, const T *dy, T *dh,     \
-                        T *dz, const int *active) {                                                              \
-        for (int t = steps - 1; t >= 0; t--) {                                                                   \
-            const int rows = active ? active[t] : batch;                                                         \
-            const long n = (long)rows * hid, off = (long)t * batch * hid;                                        \
-            const T *yt = y + off, *dyt = dy + off;                                                              \
-            T *d = dz + off;                                                                                     \
-            if (relu) {                                                                                          \
-                XF_SIMD(LANES) for (long k = 0; k < n; k++) d[k] = yt[k] > 0 ? dyt[k] + dh[k] : 0;          \
-            } else {                                                                                             \
-                XF_SIMD(LANES) for (long k = 0; k < n; k++) d[k] = (dyt[k] + dh[k]) * (ONE - yt[k] * yt[k]); \
-            }                                                                                                    \
-            memset(d + n, 0, sizeof(T) * ((long)batch * hid - n));                                               \
-            if (rows > 0) mm_##S(rows, hid, hid, d, hid, w, hid, 0, dh, hid);                                    \
-        }                                                                                                        \
+ * both biases, ``u [H,H]`` is weight_hh^T, ``w [H,H]`` weight_hh. ``active``: NULL (every row real at every
+ * step) or [T], as the LSTM / GRU functions (hold_rows): only the rows below active[t] are computed at step
+ * t (the product's row count); the others take an identity step, the state held (forward: y_t's row is
+ * h_{t-1}'s) and, backward, dh passing through plus dy, with a zero dz. */
+#define DEFINE_RNN(T, S, TANH, ONE)                                                                                  \
+    /* SimpleRNN forward: y [T,B,H] (the outputs, which are the states; the backward reads them); y may be xp    \
+       itself (written in place). */                                                                               \
+    void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,         \
+                        const int *active) {                                                                        \
+        const T *h = h0;                                                                                            \
+        for (int t = 0; t < steps; t++) {                                                                           \
+            const int nb = active ? active[t] : batch;                                                              \
+            const long n = (long)nb * hid;                                                                          \
+            const T *xt = xp + (long)t * batch * hid;                                                               \
+            T *yt = y + (long)t * batch * hid;                                                                      \
+            if (yt != xt) memcpy(yt, xt, sizeof(T) * n);                                                            \
+            mm_##S(nb, hid, hid, h, hid, u, hid, ONE, yt, hid);                                                     \
+            hold_rows_##S(nb, batch, hid, h, yt);                                                                   \
+            if (relu) {                                                                                             \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = yt[k] < 0 ? 0 : yt[k];                     \
+            } else {                                                                                                \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = TANH(yt[k]);                               \
+            }                                                                                                       \
+            h = yt;                                                                                                 \
+        }                                                                                                           \
+    }                                                                                                               \
+                                                                                                                    \
+    /* SimpleRNN backward: y [T,B,H] the forward's outputs, dy [T,B,H] their grads; dh [B,H] in: grad of h_T,     \
+       out: of h0; dz [T,B,H] out: grads of the pre-activations (= of xp); dz may be dy itself. */                  \
+    void xf_rnn_bwd_##S(int steps, int batch, int hid, int relu, const T *w, const T *y, const T *dy, T *dh,        \
+                        T *dz, const int *active) {                                                                 \
+        for (int t = steps - 1; t >= 0; t--) {                                                                      \
+            const int nb = active ? active[t] : batch;                                                              \
+            const long n = (long)nb * hid, off = (long)t * batch * hid;                                             \
+            const T *yt = y + off, *dyt = dy + off;                                                                 \
+            T *d = dz + off;                                                                                        \
+            pass_rows_##S(nb, batch, hid, dyt, dh);                                                                 \
+            zero_rows_##S(nb, batch, hid, d);                                                                       \
+            if (relu) {                                                                                             \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = yt[k] > 0 ? dyt[k] + dh[k] : 0;             \
+            } else {                                                                                                \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = (dyt[k] + dh[k]) * (ONE - yt[k] * yt[k]);   \
+            }                                                                                                       \
+            mm_##S(nb, hid, hid, d, hid, w, hid, 0, dh, hid);                                                       \
+        }                                                                                                           \
     }
 
-DEFINE_RNN(float, f, 16, tanhf, 1.0f)
-DEFINE_RNN(double, d, 8, tanh, 1.0)
+DEFINE_RNN(float, f, tanhf, 1.0f)
+DEFINE_RNN(double, d, tanh, 1.0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -330,6 +331,8 @@ def masked_loop(rnn: Any, trim: bool) -> MaskedLoop:
 def as_mask(mask: Any, like: Tensor) -> Tensor:
     """``mask`` (a tensor, array or nested list, ``[batch, time]``, any dtype: nonzero = real) as a
     boolean tensor on ``like``'s device, outside autograd."""
+    if isinstance(mask, np.ndarray):  # a flipped or sliced array has strides torch refuses
+        mask = np.ascontiguousarray(mask)
     m = torch.as_tensor(mask, device=like.device).detach()
     return m if m.dtype == torch.bool else m != 0
 

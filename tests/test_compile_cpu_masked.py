@@ -1,0 +1,169 @@
+"""Right-padded masks on ``xf.compile(rnn, "cpu")`` (issue 20): the C loop with the batch sorted
+longest first and the rows that have ended skipped (``cpu_masked.py``), against the uncompiled
+masked RNN (Keras's semantics), outputs, final states and every gradient, at the stated
+tolerances; NaN / inf in the padding reaching nothing; and the calls that must not take this
+path (gaps, left padding, ``go_backwards``, dropout) running the scripted masked loop.
+
+Every test here that expects the C loop replaces the fallback by one that fails: a pass is
+proof that the C loop ran. The configurations and sizes are ``test_compile_cpu.py``'s (both
+product paths of the kernel, SimpleRNN tanh / relu, every LSTM / GRU form, with and without bias).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import test_compile_cpu as base
+from conftest import TOL
+from helpers import max_err, random_cell_states
+from test_compile_cpu import FEATURES, SIZES, STEPS, assert_outputs, built
+from test_compile_masks import poisoned
+
+import rnn_xframework as xf
+from rnn_xframework.parity import training
+
+torch = pytest.importorskip("torch")
+from rnn_xframework.backends.torch.compile import cpu_masked  # noqa: E402
+
+config = base.config  # the fixtures of test_compile_cpu.py: every SimpleRNN / LSTM / GRU form; the kernel builds
+kernel_builds = base.kernel_builds
+
+
+def lengths_for(case: str, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Row lengths: ``unsorted`` (an empty row, a full one, random others), ``sorted`` (longest
+    first: no permutation), ``all real``, ``none real``."""
+    if case == "all real":
+        return np.full(batch, STEPS)
+    if case == "none real":
+        return np.zeros(batch, int)
+    lengths = rng.integers(1, STEPS, batch)
+    lengths[0], lengths[-1] = 0, STEPS
+    return np.sort(lengths)[::-1].copy() if case == "sorted" else lengths
+
+
+CASES = ["unsorted", "sorted", "all real", "none real"]
+
+
+def mask_of(lengths: np.ndarray) -> np.ndarray:
+    return np.arange(STEPS)[None, :] < lengths[:, None]
+
+
+def _no_fallback(*args):
+    raise AssertionError("the scripted masked loop ran: the C loop should have run this right-padded call")
+
+
+def c_loop_only(fast):
+    """``fast`` with its fallback replaced by a failure."""
+    assert isinstance(fast.masked_loop, cpu_masked.CpuMaskedLoop)
+    fast.masked_loop.fallback = _no_fallback
+    return fast
+
+
+@pytest.mark.parametrize(("batch", "units"), SIZES)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("flags", [(True, False), (False, True)])  # (return_sequences, zero_output_for_mask)
+def test_right_padded_runs_the_c_loop(rng, dtype, config, batch, units, case, flags):
+    seq, zero = flags
+    rnn = built(config, dtype, rng, units, return_sequences=seq, return_state=True, zero_output_for_mask=zero)
+    fast = c_loop_only(xf.compile(rnn, "cpu"))
+    mask = mask_of(lengths_for(case, batch, rng))
+    x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES)).astype(dtype))
+    states = [[torch.from_numpy(s) for s in lay] for lay in random_cell_states(rng, config[0], 2, batch, units, dtype)]
+    want = rnn(x, states, mask=mask)
+    assert_outputs(fast(x, states, mask=mask), want, dtype)  # autograd on: the saving forward
+    with torch.no_grad():
+        assert_outputs(fast(x, states, mask=torch.from_numpy(mask)), want, dtype)  # a torch mask, scratch states
+
+
+@pytest.mark.parametrize(("batch", "units"), SIZES)
+@pytest.mark.parametrize("case", CASES)
+def test_right_padded_gradients_match(rng, dtype, config, batch, units, case):
+    """The canonical gradients of the parity loss (inputs, every initial state, every weight);
+    float32 within the stated scale-relative 1e-4."""
+    kind = config[0]
+    rnn = built(config, dtype, rng, units, return_sequences=True, return_state=True)
+    fast = c_loop_only(xf.compile(rnn, "cpu"))
+    mask = mask_of(lengths_for(case, batch, rng))
+    x = rng.normal(size=(batch, STEPS, FEATURES)).astype(dtype)
+    states = random_cell_states(rng, kind, 2, batch, units, dtype)
+    loss_weights = (rng.uniform(-1, 1, (batch, STEPS, units)), random_cell_states(rng, kind, 2, batch, units, dtype))
+    got = training.loss_and_grads("torch", fast, x, states, loss_weights, mask=mask)
+    want = training.loss_and_grads("torch", rnn, x, states, loss_weights, mask=mask)
+    tol = 1e-4 if dtype == "float32" else 1e-10  # docs/parity.md: gradients, scale-relative
+    assert abs(got.loss - want.loss) <= tol * max(1.0, abs(want.loss))
+    got_all = [got.inputs, *[s for lay in got.states for s in lay], *got.weights]
+    want_all = [want.inputs, *[s for lay in want.states for s in lay], *want.weights]
+    assert len(got_all) == len(want_all) > 3
+    for g, w in zip(got_all, want_all, strict=True):
+        assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_nan_in_right_padding_never_leaks(rng, config):
+    """NaN / inf in the padding: outputs and states as with zeros there, every gradient finite
+    and equal to the zero-padded call's."""
+    kind, batch, units = config[0], 12, 6
+    rnn = built(config, "float64", rng, units, return_sequences=True, return_state=True)
+    fast = c_loop_only(xf.compile(rnn, "cpu"))
+    mask = mask_of(lengths_for("unsorted", batch, rng))
+    x = rng.normal(size=(batch, STEPS, FEATURES))
+    clean = np.where(mask[:, :, None], x, 0.0)
+    want_outputs = rnn(torch.from_numpy(clean), mask=mask)
+    got = fast(torch.from_numpy(poisoned(x, mask)), mask=mask)
+    assert torch.isfinite(got[0]).all()
+    assert_outputs(got, want_outputs, "float64")
+    with torch.no_grad():  # no zeroing there: the C loop never reads a padding step's projection
+        got = fast(torch.from_numpy(poisoned(x, mask)), mask=mask)
+    assert torch.isfinite(got[0]).all()
+    assert_outputs(got, want_outputs, "float64")
+    states = random_cell_states(rng, kind, 2, batch, units, "float64")
+    w_states = random_cell_states(rng, kind, 2, batch, units, "float64")
+    loss_weights = (rng.uniform(-1, 1, (batch, STEPS, units)), w_states)
+    grads = training.loss_and_grads("torch", fast, poisoned(x, mask), states, loss_weights, mask=mask)
+    want = training.loss_and_grads("torch", rnn, clean, states, loss_weights, mask=mask)
+    flat = [grads.inputs, *(s for lay in grads.states for s in lay), *grads.weights]
+    flat_want = [want.inputs, *(s for lay in want.states for s in lay), *want.weights]
+    for g, w in zip(flat, flat_want, strict=True):
+        assert np.isfinite(g).all()
+        assert max_err(g, w) <= TOL["float64"] * max(1.0, float(np.max(np.abs(w))))
+
+
+class Spy:
+    def __init__(self, fallback):
+        self.fallback, self.calls = fallback, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fallback(*args)
+
+
+@pytest.mark.parametrize("case", ["gaps", "left-padded", "go_backwards", "dropout"])
+def test_other_masked_calls_run_the_scripted_masked_loop(rng, case):
+    """Where the C loop cannot express the call, the scripted masked loop runs it (same results)."""
+    back, rate = case == "go_backwards", 0.3 if case == "dropout" else 0.0
+    rnn = built(("LSTMCell", {"dropout": rate}), "float64", rng, 6, return_sequences=True, go_backwards=back)
+    fast = xf.compile(rnn, "cpu")
+    spy = fast.masked_loop.fallback = Spy(fast.masked_loop.fallback)
+    lengths = np.array([STEPS, 3, 5])
+    mask = {"gaps": np.array([[1, 0, 1, 1, 1, 1, 0]] * 3, bool), "left-padded": mask_of(lengths)[:, ::-1]}.get(
+        case, mask_of(lengths)
+    )
+    x = torch.from_numpy(rng.normal(size=(3, STEPS, FEATURES)))
+    if case == "dropout":
+        torch.manual_seed(5)
+        got = fast(x, mask=mask, training=True)
+        torch.manual_seed(5)
+        want = rnn(x, mask=mask, training=True)
+    else:
+        got, want = fast(x, mask=mask), rnn(x, mask=mask)
+    assert spy.calls == 1
+    assert max_err(got.detach(), want.detach()) <= TOL["float64"]
+
+
+def test_right_padded_lengths_rule():
+    keep = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    assert cpu_masked.right_padded_lengths(keep).tolist() == [2, 1, 0, 3]
+    assert cpu_masked.right_padded_lengths(torch.tensor([[1, 0, 1]], dtype=torch.bool)) is None
+    assert cpu_masked.right_padded_lengths(torch.tensor([[0, 1, 1]], dtype=torch.bool)) is None
+    active = cpu_masked.active_counts(np.array([3, 2, 2, 0]), 4)
+    assert active.dtype == torch.int32 and active.tolist() == [3, 3, 1, 0]
