@@ -121,7 +121,7 @@ class TorchBackend(registry.Backend, name="torch"):
         sizes, autograd), so ``"auto"`` refuses nothing new; measured against ``nn.LSTM`` /
         ``nn.GRU`` in docs/performance.md. A SimpleRNN stack (or a mix) keeps ``"torchscript"``:
         the kernel computes SimpleRNN layers too (``xf.compile(rnn, "cpu")`` by name), faster at
-        small sizes, but not faster with backward at W2 (measured there).
+        W1, at parity at W2 (measured there).
 
         On CUDA the Triton kernels (``"triton"``) and graph replay (``"cudagraph"``) have never
         run on a GPU in this project (nothing under ``benchmarks/results/`` measures them): they

@@ -6,7 +6,7 @@ recurrence in :mod:`~rnn_xframework.backends.torch.compile.cpu_build`'s C loop: 
 a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per layer, whose
 gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
 contiguous sequences (no copy between layers). A SimpleRNN layer's recurrence is
-``h_t = act(xp_t + h_{t-1} W_hh^T)`` (tanh or relu; without autograd written over ``xp``), its
+``h_t = act(xp_t + h_{t-1} W_hh^T)`` (tanh or relu; written over ``xp``), its
 backward ``dz_t = (dy_t + dh) act'``, ``dh = dz_t W_hh``. Cell types without a ``cpu`` recurrence
 in :data:`~rnn_xframework.backends.torch.kinds.KINDS` run their
 :mod:`~rnn_xframework.backends.torch.compile.script_loops` layer.
@@ -320,8 +320,9 @@ def supports_cell(cell: Any) -> bool:
 AUTO_RECURRENCES = ("lstm", "gru")
 """The recurrences for which ``"auto"`` picks this method (:func:`auto_picks`). Not ``"rnn"``: in one
 process, interleaved, float32, a two-layer SimpleRNN stack on the C loop beats ``"torchscript"`` at
-W1 (batch 4, 64 units) but not with backward at W2 (batch 64, 256 units), where the scripted loop's
-chunked in-place forward and its batched backward are as fast or faster (docs/performance.md)."""
+W1 (batch 4, 64 units: 0.5-0.64x) but only matches it at W2 (batch 64, 256 units: 0.96-1.22x forward,
+0.97-1.03x with backward), where both are bound by the same products and the scripted loop's chunked
+forward keeps the lower layer in cache (docs/performance.md)."""
 
 
 def auto_picks(cell: Any) -> bool:
