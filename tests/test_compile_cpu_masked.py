@@ -167,3 +167,39 @@ def test_right_padded_lengths_rule():
     assert cpu_masked.right_padded_lengths(torch.tensor([[0, 1, 1]], dtype=torch.bool)) is None
     active = cpu_masked.active_counts(np.array([3, 2, 2, 0]), 4)
     assert active.dtype == torch.int32 and active.tolist() == [3, 3, 1, 0]
+
+
+@pytest.fixture(params=["packed GEMM", "sgemm_ only"])
+def blas_products(request: pytest.FixtureRequest, dtype):
+    """Both BLAS paths of the kernel's products: MKL's packed GEMM (where libtorch_cpu has it)
+    and ``sgemm_`` / ``dgemm_`` alone."""
+    from rnn_xframework.backends.torch.compile import cpu_build
+
+    lib = cpu_build.library()
+    packed = cpu_build._packed_gemm(cpu_build._torch_library())
+    if request.param == "packed GEMM" and packed[0 if dtype == "float32" else 3] is None:
+        pytest.skip(f"this PyTorch's BLAS has no packed GEMM for {dtype} (cblas_?gemm_pack)")
+    if request.param == "sgemm_ only":
+        lib.xf_set_packed(*[None] * len(packed))
+    yield request.param
+    lib.xf_set_packed(*packed)
+
+
+@pytest.mark.parametrize("case", ["unsorted", "all real"])
+def test_blas_paths_agree(rng, dtype, config, blas_products, case):
+    """Batch 12 (the BLAS's products): every step of an all-real call, and the steps before the
+    first row ends, compute from the packed matrix; the shorter steps from ``sgemm_``."""
+    rnn = built(config, dtype, rng, 6, return_sequences=True, return_state=True)
+    fast = xf.compile(rnn, "cpu")
+    mask = mask_of(lengths_for(case, 12, rng))
+    x = rng.normal(size=(12, STEPS, FEATURES)).astype(dtype)
+    states = random_cell_states(rng, config[0], 2, 12, 6, dtype)
+    loss_weights = (rng.uniform(-1, 1, (12, STEPS, 6)), random_cell_states(rng, config[0], 2, 12, 6, dtype))
+    for m in (mask, None):
+        got = training.loss_and_grads("torch", fast, x, states, loss_weights, mask=m)
+        want = training.loss_and_grads("torch", rnn, x, states, loss_weights, mask=m)
+        tol = 1e-4 if dtype == "float32" else 1e-10
+        for g, w in zip(
+            [got.inputs, *got.weights], [want.inputs, *want.weights], strict=True
+        ):  # fmt: skip
+            assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))

@@ -205,17 +205,59 @@ def test_compiled_bidirectional_takes_the_mask(rng, backend, method, kind):
 
 
 @pytest.mark.parametrize("method", ["torchscript", "cpu"])
-def test_torch_gru_reset_before_refuses_masks_typed(rng, method):
-    """No masked torch layer computes ``reset_after=False`` yet: a typed refusal, never the
-    ``reset_after=True`` step silently."""
+@pytest.mark.parametrize("mask", sorted(EDGES))
+@pytest.mark.parametrize("order", ["timestep", "layer"])
+def test_torch_gru_reset_before_masked_matches_uncompiled(rng, method, mask, order):
+    """Keras's ``GRUCell(reset_after=False)`` on torch, masked and compiled (it was refused, typed):
+    outputs, states and the canonical gradients against the uncompiled masked RNN."""
     require("torch")
-    cells = make_cells("torch", "GRUCell", 1, UNITS, "float64", reset_after=False)
-    rnn = layers.RNN(cells, return_sequences=True)
+    cells = make_cells("torch", "GRUCell", 2, UNITS, "float64", reset_after=False)
+    rnn = layers.RNN(cells, return_sequences=True, return_state=True, order=order)
     rnn.build((None, None, FEATURES))
+    rnn.set_weights([rng.normal(scale=0.5, size=np.shape(w)) for w in rnn.get_weights()])
     try:
         fast = xf.compile(rnn, method)
     except xf.UnsupportedConfigError as e:  # "cpu" where no C compiler builds its kernel
         pytest.skip(f"compile {method!r} unavailable here: {e}")
-    x = native("torch", rng.normal(size=(BATCH, STEPS, FEATURES)))
-    with pytest.raises(xf.UnsupportedConfigError, match=r"reset_after=False.*uncompiled RNN"):
-        fast(x, mask=GENERAL)
+    x = rng.normal(size=(BATCH, STEPS, FEATURES))
+    xt = native("torch", x)
+    assert_same("torch", fast(xt, mask=EDGES[mask]), rnn(xt, mask=EDGES[mask]), "float64")
+    got = _gradients("torch", fast, x, EDGES[mask], "GRUCell", np.random.default_rng(7))
+    want = _gradients("torch", rnn, x, EDGES[mask], "GRUCell", np.random.default_rng(7))
+    assert abs(got.loss - want.loss) <= TOL["float64"] * max(1.0, abs(want.loss))
+    assert_same_gradients(got, want)
+
+
+@pytest.mark.parametrize("rates", [(0.3, 0.0), (0.0, 0.4), (0.3, 0.4)])  # dropout, recurrent_dropout
+@pytest.mark.parametrize("masked", [False, True])
+def test_torch_gru_reset_before_dropout_matches_uncompiled(rng, rates, masked):
+    """Dropout in training on the compiled ``GRUCell(reset_after=False)`` (it was refused): the same
+    masks as the uncompiled cells draw (same seeds), the same outputs, states and gradients."""
+    require("torch")
+    import torch
+
+    weights = None
+    pair = []
+    for _ in range(2):  # seed=: the cells' own generators, the same draws in both RNNs
+        cells = make_cells(
+            "torch", "GRUCell", 2, UNITS, "float64", reset_after=False, dropout=rates[0], recurrent_dropout=rates[1],
+            seed=10,
+        )  # fmt: skip
+        rnn = layers.RNN(cells, return_sequences=True, return_state=True)
+        rnn.build((None, None, FEATURES))
+        weights = weights or [rng.normal(scale=0.5, size=np.shape(w)) for w in rnn.get_weights()]
+        rnn.set_weights(weights)
+        pair.append(rnn)
+    eager, fast = pair[0], xf.compile(pair[1], "torchscript")
+    mask = GENERAL if masked else None
+    x = torch.tensor(rng.normal(size=(BATCH, STEPS, FEATURES)), requires_grad=True)
+    results = []
+    for model in (eager, fast):
+        y, states = model(x, mask=mask, training=True)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()
+        loss = loss + sum((s * 0.5).sum() for layer in states for s in layer)
+        params = [p for c in model.cells for p in c.cell.parameters() if p.requires_grad]
+        results.append([y, *(s for layer in states for s in layer), *torch.autograd.grad(loss, [x, *params])])
+    assert not torch.equal(results[0][0], eager(x, mask=mask, training=False)[0])  # dropout applied
+    for got, want in zip(results[1], results[0], strict=True):
+        assert max_err(got.detach(), want.detach()) <= TOL["float64"]

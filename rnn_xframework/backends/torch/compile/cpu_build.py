@@ -98,6 +98,24 @@ SIGNATURES = {  # the last pointer of each: ``active`` (NULL, or int32 [T]: cpu_
 }
 
 
+PACKED_GEMM = tuple(f"cblas_{t}gemm_{name}" for t in "sd" for name in ("pack_get_size", "pack", "compute"))
+"""MKL's packed GEMM, where ``libtorch_cpu`` exports it (PyTorch's x86 wheels): a step's recurrent
+matrix is packed once per call, not once per step (``cpu_cells.c``'s ``rec_open``)."""
+
+
+def _packed_gemm(blas: ctypes.CDLL) -> list[ctypes.c_void_p | None]:
+    """The :data:`PACKED_GEMM` functions as pointers; ``None`` for each of a type whose three
+    functions are not all there (PyTorch's x86 wheels export the float32 ones only): that type's
+    products go through ``sgemm_`` / ``dgemm_``."""
+    out: list[ctypes.c_void_p | None] = []
+    for names in (PACKED_GEMM[:3], PACKED_GEMM[3:]):
+        try:
+            out += [ctypes.cast(getattr(blas, name), P) for name in names]
+        except AttributeError:
+            out += [None] * len(names)
+    return out
+
+
 @functools.cache
 def _load() -> ctypes.CDLL | str:
     """The loaded library, or why it cannot be had (a string; cached like the library)."""
@@ -114,6 +132,7 @@ def _load() -> ctypes.CDLL | str:
     except (OSError, subprocess.SubprocessError) as e:
         return f"cannot build or load {SOURCE.name} with {compiler!r} in {cache_dir()}: {e}"
     lib.xf_set_blas(ctypes.cast(sgemm, P), ctypes.cast(dgemm, P))
+    lib.xf_set_packed(*_packed_gemm(blas))
     for name, args in SIGNATURES.items():
         for suffix in ("f", "d"):
             fn = getattr(lib, f"{name}_{suffix}")

@@ -18,6 +18,7 @@
 #else
 #include <math.h>
 #endif
+#include <stdlib.h>
 #include <string.h>
 
 typedef void (*sgemm_t)(const char *, const char *, const int *, const int *, const int *, const float *,
@@ -27,6 +28,28 @@ typedef void (*dgemm_t)(const char *, const char *, const int *, const int *, co
                         const int *);
 static sgemm_t sgemm_p;
 static dgemm_t dgemm_p;
+
+typedef size_t (*pack_size_t)(int, int, int, int);
+typedef void (*spack_t)(int, int, int, int, int, int, float, const float *, int, float *);
+typedef void (*dpack_t)(int, int, int, int, int, int, double, const double *, int, double *);
+typedef void (*scompute_t)(int, int, int, int, int, int, const float *, int, const float *, int, float, float *, int);
+typedef void (*dcompute_t)(int, int, int, int, int, int, const double *, int, const double *, int, double, double *,
+                           int);
+static pack_size_t spack_size_p, dpack_size_p;
+static spack_t spack_p;
+static dpack_t dpack_p;
+static scompute_t scompute_p;
+static dcompute_t dcompute_p;
+
+/* MKL's packed GEMM (cblas_?gemm_pack_get_size, _pack, _compute), or NULLs where the BLAS lacks it. */
+void xf_set_packed(void *ssize, void *spack, void *scompute, void *dsize, void *dpack, void *dcompute) {
+    spack_size_p = (pack_size_t)ssize;
+    spack_p = (spack_t)spack;
+    scompute_p = (scompute_t)scompute;
+    dpack_size_p = (pack_size_t)dsize;
+    dpack_p = (dpack_t)dpack;
+    dcompute_p = (dcompute_t)dcompute;
+}
 
 void xf_set_blas(void *s, void *d) {
     sgemm_p = (sgemm_t)s;
@@ -38,8 +61,8 @@ void xf_set_blas(void *s, void *d) {
  * accumulators, one pass over m; it is about 1.6x faster than MKL's sgemm_ at 4 x 64 x 256 (its
  * call overhead dominates there). More rows go to the BLAS. */
 #define SMALL_ROWS 8
-#define DEFINE_MM(T, S, LANES, GEMM)                                                                                 \
-    typedef T v_##S __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));                                            \
+#define DEFINE_MM(T, S, LANES, GEMM, PACK_SIZE, PACK, COMPUTE)                                                       \
+    typedef T v_##S __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));                                 \
     /* NB (1-4, a constant at each call: the accumulators stay in registers) rows of the product. */                 \
     static inline __attribute__((always_inline)) void rows_##S(const int NB, int k, int n, const T *a, int lda,      \
                                                                 const T *m, int ldm, T beta, T *out, int ldo) {      \
@@ -48,9 +71,9 @@ void xf_set_blas(void *s, void *d) {
             v_##S acc[4][4] = {{{0}}}, mv[4];                                                                        \
             if (beta != 0)                                                                                           \
                 for (int r = 0; r < NB; r++)                                                                         \
-                    for (int q = 0; q < 4; q++) acc[r][q] = *(const v_##S *)(out + r * ldo + j + LANES * q);               \
+                    for (int q = 0; q < 4; q++) acc[r][q] = *(const v_##S *)(out + r * ldo + j + LANES * q);         \
             for (int kk = 0; kk < k; kk++) {                                                                         \
-                for (int q = 0; q < 4; q++) mv[q] = *(const v_##S *)(m + (long)kk * ldm + j + LANES * q);                  \
+                for (int q = 0; q < 4; q++) mv[q] = *(const v_##S *)(m + (long)kk * ldm + j + LANES * q);            \
                 for (int r = 0; r < NB; r++) {                                                                       \
                     T s = a[r * lda + kk];                                                                           \
                     for (int q = 0; q < 4; q++) acc[r][q] += s * mv[q];                                              \
@@ -62,9 +85,9 @@ void xf_set_blas(void *s, void *d) {
         for (; j + LANES <= n; j += LANES) {                                                                         \
             v_##S acc[4] = {{0}}, mv;                                                                                \
             if (beta != 0)                                                                                           \
-                for (int r = 0; r < NB; r++) acc[r] = *(const v_##S *)(out + r * ldo + j);                                 \
+                for (int r = 0; r < NB; r++) acc[r] = *(const v_##S *)(out + r * ldo + j);                           \
             for (int kk = 0; kk < k; kk++) {                                                                         \
-                mv = *(const v_##S *)(m + (long)kk * ldm + j);                                                             \
+                mv = *(const v_##S *)(m + (long)kk * ldm + j);                                                       \
                 for (int r = 0; r < NB; r++) acc[r] += a[r * lda + kk] * mv;                                         \
             }                                                                                                        \
             for (int r = 0; r < NB; r++) *(v_##S *)(out + r * ldo + j) = acc[r];                                     \
@@ -95,10 +118,35 @@ void xf_set_blas(void *s, void *d) {
         }                                                                                                            \
         const T one = 1;                                                                                             \
         GEMM("N", "N", &n, &rows, &k, &one, m, &ldm, a, &lda, &beta, out, &ldo);                                     \
+    }                                                                                                                \
+    /* A recurrent matrix m [k, n] (ldm) of one call: packed once for the BLAS (MKL's cblas_?gemm_pack, where        \
+       libtorch_cpu has it) when its products have more rows than SMALL_ROWS; a product with the rows it was         \
+       packed for computes from the packed form, any other row count from m. */                                      \
+    typedef struct {                                                                                                 \
+        const T *m;                                                                                                  \
+        T *packed;                                                                                                   \
+        int rows, k, n, ldm;                                                                                         \
+    } rec_##S;                                                                                                       \
+    static rec_##S rec_open_##S(int rows, int k, int n, const T *m, int ldm) {                                       \
+        rec_##S r = {m, NULL, rows, k, n, ldm};                                                                      \
+        if (rows > SMALL_ROWS && PACK_SIZE && PACK && COMPUTE) {                                                     \
+            r.packed = (T *)malloc(PACK_SIZE(162, rows, n, k)); /* CblasBMatrix */                                   \
+            if (r.packed) PACK(101, 162, 111, rows, n, k, 1, m, ldm, r.packed); /* CblasRowMajor, CblasNoTrans */    \
+        }                                                                                                            \
+        return r;                                                                                                    \
+    }                                                                                                                \
+    static void rec_close_##S(rec_##S *r) { free(r->packed); }                                                       \
+    /* out[rows, n] = beta * out + a[rows, k] @ m */                                                                 \
+    static void rec_mm_##S(const rec_##S *r, int rows, const T *a, int lda, T beta, T *out, int ldo) {               \
+        if (r->packed && rows == r->rows) {                                                                          \
+            COMPUTE(101, 111, 151, rows, r->n, r->k, a, lda, r->packed, r->ldm, beta, out, ldo); /* CblasPacked */   \
+            return;                                                                                                  \
+        }                                                                                                            \
+        mm_##S(rows, r->k, r->n, a, lda, r->m, r->ldm, beta, out, ldo);                                              \
     }
 
-DEFINE_MM(float, f, 16, sgemm_p)
-DEFINE_MM(double, d, 8, dgemm_p)
+DEFINE_MM(float, f, 16, sgemm_p, spack_size_p, spack_p, scompute_p)
+DEFINE_MM(double, d, 8, dgemm_p, dpack_size_p, dpack_p, dcompute_p)
 
 #define DEFINE_ALL(T, S, EXP, TANH, ONE)                                                                             \
     static inline T sig_##S(T v) { return ONE / (ONE + EXP(-v)); }                                                   \
@@ -123,11 +171,12 @@ DEFINE_MM(double, d, 8, dgemm_p)
                          T *y, T *cs, T *act, T *tc, const int *active) {                                            \
         const int g = 4 * hid;                                                                                       \
         const T *h = h0, *c = c0;                                                                                    \
+        rec_##S ru = rec_open_##S(batch, hid, g, u, g);                                                              \
         for (int t = 0; t < steps; t++) {                                                                            \
             const int nb = active ? active[t] : batch;                                                               \
             T *z = save ? act + (long)t * batch * g : act;                                                           \
             memcpy(z, xp + (long)t * batch * g, sizeof(T) * nb * g);                                                 \
-            mm_##S(nb, hid, g, h, hid, u, g, ONE, z, g);                                                             \
+            rec_mm_##S(&ru, nb, h, hid, ONE, z, g);                                                                  \
             T *yt = y + (long)t * batch * hid, *ct = cs + (long)(save ? t : t & 1) * batch * hid;                    \
             T *tt = save ? tc + (long)t * batch * hid : tc;                                                          \
             hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
@@ -149,6 +198,7 @@ DEFINE_MM(double, d, 8, dgemm_p)
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
         }                                                                                                            \
+        rec_close_##S(&ru);                                                                                          \
     }                                                                                                                \
                                                                                                                      \
     /* LSTM backward: dy [T,B,H] grads of y, dh/dc [B,H] in: grads of the final states, out: of h0, c0;              \
@@ -156,6 +206,7 @@ DEFINE_MM(double, d, 8, dgemm_p)
     void xf_lstm_bwd_##S(int steps, int batch, int hid, const T *w, const T *c0, const T *cs, const T *act,          \
                          const T *tc, T *dy, T *dh, T *dc, T *dz, const int *active) {                               \
         const int g = 4 * hid;                                                                                       \
+        rec_##S rw = rec_open_##S(batch, g, hid, w, hid);                                                            \
         for (int t = steps - 1; t >= 0; t--) {                                                                       \
             const T *a = act + (long)t * batch * g, *tt = tc + (long)t * batch * hid;                                \
             const T *cp = t > 0 ? cs + (long)(t - 1) * batch * hid : c0;                                             \
@@ -178,8 +229,9 @@ DEFINE_MM(double, d, 8, dgemm_p)
                     dc[k] = dcv * f;                                                                                 \
                 }                                                                                                    \
             }                                                                                                        \
-            mm_##S(nb, g, hid, d, g, w, hid, 0, dh, hid);                                                            \
+            rec_mm_##S(&rw, nb, d, g, 0, dh, hid);                                                                   \
         }                                                                                                            \
+        rec_close_##S(&rw);                                                                                          \
     }                                                                                                                \
                                                                                                                      \
     /* GRU forward. after=1 (reset_after): hu = h @ u + bhh, n = tanh(xn + r * hu_n), saved hn [T,B,H] =             \
@@ -190,15 +242,17 @@ DEFINE_MM(double, d, 8, dgemm_p)
                         const T *h0, T *y, T *act, T *hn, T *hu, const int *active) {                                \
         const int g = 3 * hid;                                                                                       \
         const T *h = h0;                                                                                             \
+        rec_##S ru = rec_open_##S(batch, hid, after ? g : 2 * hid, u, g);                                            \
+        rec_##S rn = rec_open_##S(after ? 0 : batch, hid, hid, u + 2 * hid, g); /* reset_after=False's candidate */  \
         for (int t = 0; t < steps; t++) {                                                                            \
             const T *x = xp + (long)t * batch * g;                                                                   \
             T *a = save ? act + (long)t * batch * g : act, *hnt = save ? hn + (long)t * batch * hid : hn;            \
             T *yt = y + (long)t * batch * hid;                                                                       \
-            const int cols = after ? g : 2 * hid, nb = active ? active[t] : batch;                                   \
+            const int nb = active ? active[t] : batch;                                                               \
             hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
             if (save) zero_rows_##S(nb, batch, hid, hnt); /* read by the weight gradient (times zeros) */            \
             for (int b = 0; b < nb; b++) memcpy(hu + b * g, bhh, sizeof(T) * g);                                     \
-            mm_##S(nb, hid, cols, h, hid, u, g, ONE, hu, g);                                                         \
+            rec_mm_##S(&ru, nb, h, hid, ONE, hu, g);                                                                 \
             for (int b = 0; b < nb; b++) {                                                                           \
                 const T *xb = x + b * g, *hb = hu + b * g;                                                           \
                 T *ab = a + b * g;                                                                                   \
@@ -213,7 +267,7 @@ DEFINE_MM(double, d, 8, dgemm_p)
                 }                                                                                                    \
             }                                                                                                        \
             if (!after) {                                                                                            \
-                mm_##S(nb, hid, hid, hnt, hid, u + 2 * hid, g, ONE, hu + 2 * hid, g);                                \
+                rec_mm_##S(&rn, nb, hnt, hid, ONE, hu + 2 * hid, g);                                                 \
                 for (int b = 0; b < nb; b++) {                                                                       \
                     const T *xb = x + b * g, *hb = hu + b * g;                                                       \
                     T *ab = a + b * g;                                                                               \
@@ -230,6 +284,8 @@ DEFINE_MM(double, d, 8, dgemm_p)
             }                                                                                                        \
             h = yt;                                                                                                  \
         }                                                                                                            \
+        rec_close_##S(&ru);                                                                                          \
+        rec_close_##S(&rn);                                                                                          \
     }                                                                                                                \
                                                                                                                      \
     /* GRU backward: dy [T,B,H] grads of y, dh [B,H] in: grad of h_T, out: of h0; dx [T,B,3H] out: grads             \
@@ -237,6 +293,8 @@ DEFINE_MM(double, d, 8, dgemm_p)
     void xf_gru_bwd_##S(int steps, int batch, int hid, int after, const T *w, const T *h0, const T *y,               \
                         const T *act, const T *hn, T *dy, T *dh, T *dx, T *dhu, T *drh, const int *active) {         \
         const int g = 3 * hid;                                                                                       \
+        rec_##S rw = rec_open_##S(batch, after ? g : 2 * hid, hid, w, hid);                                          \
+        rec_##S rn = rec_open_##S(after ? 0 : batch, hid, hid, w + (long)2 * hid * hid, hid);                        \
         for (int t = steps - 1; t >= 0; t--) {                                                                       \
             const T *a = act + (long)t * batch * g, *hnt = hn + (long)t * batch * hid;                               \
             const T *hp = t > 0 ? y + (long)(t - 1) * batch * hid : h0;                                              \
@@ -265,7 +323,7 @@ DEFINE_MM(double, d, 8, dgemm_p)
                 }                                                                                                    \
             }                                                                                                        \
             if (!after) {                                                                                            \
-                mm_##S(nb, hid, hid, dht + 2 * hid, g, w + (long)2 * hid * hid, hid, 0, drh, hid);                   \
+                rec_mm_##S(&rn, nb, dht + 2 * hid, g, 0, drh, hid);                                                  \
                 for (int b = 0; b < nb; b++) {                                                                       \
                     const T *ab = a + b * g;                                                                         \
                     T *xb = dxt + b * g, *hb = dht + b * g;                                                          \
@@ -277,8 +335,10 @@ DEFINE_MM(double, d, 8, dgemm_p)
                     }                                                                                                \
                 }                                                                                                    \
             }                                                                                                        \
-            mm_##S(nb, after ? g : 2 * hid, hid, dht, g, w, hid, ONE, dh, hid);                                      \
+            rec_mm_##S(&rw, nb, dht, g, ONE, dh, hid);                                                               \
         }                                                                                                            \
+        rec_close_##S(&rw);                                                                                          \
+        rec_close_##S(&rn);                                                                                          \
     }
 
 DEFINE_ALL(float, f, expf, tanhf, 1.0f)
@@ -295,13 +355,14 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
     void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,         \
                         const int *active) {                                                                        \
         const T *h = h0;                                                                                            \
+        rec_##S ru = rec_open_##S(batch, hid, hid, u, hid);                                                         \
         for (int t = 0; t < steps; t++) {                                                                           \
             const int nb = active ? active[t] : batch;                                                              \
             const long n = (long)nb * hid;                                                                          \
             const T *xt = xp + (long)t * batch * hid;                                                               \
             T *yt = y + (long)t * batch * hid;                                                                      \
             if (yt != xt) memcpy(yt, xt, sizeof(T) * n);                                                            \
-            mm_##S(nb, hid, hid, h, hid, u, hid, ONE, yt, hid);                                                     \
+            rec_mm_##S(&ru, nb, h, hid, ONE, yt, hid);                                                              \
             hold_rows_##S(nb, batch, hid, h, yt);                                                                   \
             if (relu) {                                                                                             \
                 _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = yt[k] < 0 ? 0 : yt[k];                     \
@@ -310,12 +371,14 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
             }                                                                                                       \
             h = yt;                                                                                                 \
         }                                                                                                           \
+        rec_close_##S(&ru);                                                                                         \
     }                                                                                                               \
                                                                                                                     \
     /* SimpleRNN backward: y [T,B,H] the forward's outputs, dy [T,B,H] their grads; dh [B,H] in: grad of h_T,     \
        out: of h0; dz [T,B,H] out: grads of the pre-activations (= of xp); dz may be dy itself. */                  \
     void xf_rnn_bwd_##S(int steps, int batch, int hid, int relu, const T *w, const T *y, const T *dy, T *dh,        \
                         T *dz, const int *active) {                                                                 \
+        rec_##S rw = rec_open_##S(batch, hid, hid, w, hid);                                                         \
         for (int t = steps - 1; t >= 0; t--) {                                                                      \
             const int nb = active ? active[t] : batch;                                                              \
             const long n = (long)nb * hid, off = (long)t * batch * hid;                                             \
@@ -328,8 +391,9 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
             } else {                                                                                                \
                 _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = (dyt[k] + dh[k]) * (ONE - yt[k] * yt[k]);   \
             }                                                                                                       \
-            mm_##S(nb, hid, hid, d, hid, w, hid, 0, dh, hid);                                                       \
+            rec_mm_##S(&rw, nb, d, hid, 0, dh, hid);                                                                \
         }                                                                                                           \
+        rec_close_##S(&rw);                                                                                         \
     }
 
 DEFINE_RNN(float, f, tanhf, 1.0f)

@@ -200,25 +200,25 @@ class MaskedLSTM(nn.Module):
 
 
 class MaskedGRU(nn.Module):
-    """Keras's GRU step with ``reset_after=True`` (gate blocks ``z, r, h`` at ``positions``); ``h``
-    kept at masked steps."""
+    """Keras's GRU step (gate blocks ``z, r, h`` at ``positions``), both forms; ``h`` kept at masked
+    steps. ``reset_after=False`` (the library's own torch cell: ``nn.GRUCell`` lacks it) applies the
+    reset gate before the candidate's recurrent product, ``tanh(xh + (r * h) U_h + b_h)``."""
 
-    __constants__ = ["gz", "gr", "gh"]
+    __constants__ = ["gz", "gr", "gh", "reset_after"]
 
-    def __init__(self, cell: nn.Module, positions: list[int]) -> None:
+    def __init__(self, cell: nn.Module, positions: list[int], reset_after: bool = True) -> None:
         super().__init__()
         self.cell = cell
         self.gz, self.gr, self.gh = positions
+        self.reset_after = reset_after
         self.canon = canonical_gates(positions)
+        self.canon_gates, self.canon_h = self.canon[:2], self.canon[2:]
+        if not reset_after and self.gh != 2:
+            raise UnsupportedConfigError(f"GRU reset_after=False: expected the candidate block last, got {positions}")
 
     @classmethod
     def of(cls, cell: Any) -> MaskedGRU:
-        if cell.layout.torch_problem is not None:  # reset_after=False: another step
-            raise UnsupportedConfigError(
-                f"compile: no masked torch loop for a GRUCell with layout {cell.layout.name!r} (reset_after=False) "
-                "(mask= or dropout in training); call the uncompiled RNN for those calls (same weights)"
-            )
-        return cls(cell.cell, gate_positions(cell))
+        return cls(cell.cell, gate_positions(cell), bool(cell.config.get("reset_after", True)))
 
     def forward(
         self,
@@ -234,7 +234,12 @@ class MaskedGRU(nn.Module):
         c = self.cell
         xp = dropped_projection(seq, c.weight_ih, c.bias_ih, xm, self.canon)
         u = c.weight_hh.t().contiguous()
+        hid = u.shape[0]
         bias_hh = c.bias_hh
+        b_gates: Tensor | None = None
+        b_h: Tensor | None = None
+        if bias_hh is not None:
+            b_gates, b_h = bias_hh[: 2 * hid], bias_hh[2 * hid :]
         h = state[0]
         out = torch.zeros_like(h)
         outs: list[Tensor] = []
@@ -242,11 +247,17 @@ class MaskedGRU(nn.Module):
             if t >= hi:
                 outs.append(_past_the_end(out, zero_output))
                 continue
-            hu = dropped_recurrent(h, u, bias_hh, hm, self.canon)
-            xg, hg = xp[:, t].chunk(3, 1), hu.chunk(3, 1)
-            r = torch.sigmoid(xg[self.gr] + hg[self.gr])
-            z = torch.sigmoid(xg[self.gz] + hg[self.gz])
-            n = torch.tanh(xg[self.gh] + r * hg[self.gh])
+            xg = xp[:, t].chunk(3, 1)
+            if self.reset_after:
+                hg = dropped_recurrent(h, u, bias_hh, hm, self.canon).chunk(3, 1)
+                r = torch.sigmoid(xg[self.gr] + hg[self.gr])
+                z = torch.sigmoid(xg[self.gz] + hg[self.gz])
+                n = torch.tanh(xg[self.gh] + r * hg[self.gh])
+            else:
+                hg = dropped_recurrent(h, u[:, : 2 * hid], b_gates, hm, self.canon_gates).chunk(2, 1)
+                r = torch.sigmoid(xg[self.gr] + hg[self.gr])
+                z = torch.sigmoid(xg[self.gz] + hg[self.gz])
+                n = torch.tanh(xg[self.gh] + dropped_recurrent(r * h, u[:, 2 * hid :], b_h, hm, self.canon_h))
             new = (1 - z) * n + z * h
             if t < lo:
                 out, h = new, new
