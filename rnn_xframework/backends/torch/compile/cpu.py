@@ -320,7 +320,7 @@ def supports_cell(cell: Any) -> bool:
 AUTO_RECURRENCES = ("lstm", "gru")
 """The recurrences for which ``"auto"`` picks this method (:func:`auto_picks`). Not ``"rnn"``: in one
 process, interleaved, float32, a two-layer SimpleRNN stack on the C loop beats ``"torchscript"`` at
-W1 (batch 4, 64 units: 0.44-0.82x) but only matches it at W2 (batch 64, 256 units: 0.96-1.22x forward,
+W1 (batch 4, 64 units: 0.43-0.82x) but only matches it at W2 (batch 64, 256 units: 0.96-1.22x forward,
 0.96-1.03x with backward), where both are bound by the same products and the scripted loop's chunked
 forward keeps the lower layer in cache (docs/performance.md)."""
 
