@@ -69,8 +69,9 @@ def compile(obj: Any, method: str = "auto") -> Any:  # noqa: A001 - mirrors torc
     Returns an object called like ``obj`` (``y = fast(x, initial_state=None, training=None,
     mask=None)``) with the same outputs (within float rounding: input projections are
     precomputed), ``mask=`` included (Keras's semantics, as the uncompiled RNN; ``"triton"`` has
-    no masked kernel and refuses it), and dropout with ``training=True`` on the torch methods but
-    ``"triton"`` (the cells' own masks); the others raise :class:`UnsupportedConfigError` for it.
+    no masked kernel and refuses it), and dropout with ``training=True`` on every method but
+    ``"triton"`` (the cells' own masks, drawn as for the uncompiled RNN); ``"triton"`` raises
+    :class:`UnsupportedConfigError` for it.
     A ``Bidirectional`` compiles as its backend's ``Bidirectional`` of its two RNNs, each compiled
     with ``method`` (``fast.method``; ``fast.source`` is ``obj``).
     """

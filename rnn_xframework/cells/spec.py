@@ -196,16 +196,24 @@ def run_step(
         xp = ops.concat([ops.matmul(x * m, k) for m, k in zip(x_masks, ops.split(w.kernel, g), strict=True)])
     if w.input_bias is not None:
         xp = xp + w.input_bias
+    return spec.step(ops, config, xp, dropped_recurrent(ops, w, units, g, h_masks), states)
 
-    if h_masks and len(h_masks) > 1:
-        blocks = ops.split(w.recurrent_kernel, g)
 
-        def recurrent(h: Any, start: int, stop: int) -> Any:
-            r = ops.concat([ops.matmul(h * h_masks[i], blocks[i]) for i in range(start, stop)])
-            return r if w.recurrent_bias is None else r + gate_slice(w.recurrent_bias, units, g, start, stop)
+def dropped_recurrent(
+    ops: StepOps, w: StepWeights, units: int, gates: int, h_masks: Sequence[Any] | None = None
+) -> Callable[[Any, int, int], Any]:
+    """``recurrent(h, start, stop)`` for a spec's step with Keras's recurrent dropout masks in
+    force (``[batch, units]`` each): none or one (:func:`recurrent_product`), or one per gate
+    (gate block ``i``'s product on ``h * h_masks[i]``, as Keras's ``implementation=1``)."""
+    if not h_masks or len(h_masks) == 1:
+        return recurrent_product(w, units, gates, h_masks[0] if h_masks else None)
+    blocks = ops.split(w.recurrent_kernel, gates)
 
-        return spec.step(ops, config, xp, recurrent, states)
-    return spec.step(ops, config, xp, recurrent_product(w, units, g, h_masks[0] if h_masks else None), states)
+    def recurrent(h: Any, start: int, stop: int) -> Any:
+        r = ops.concat([ops.matmul(h * h_masks[i], blocks[i]) for i in range(start, stop)])
+        return r if w.recurrent_bias is None else r + gate_slice(w.recurrent_bias, units, gates, start, stop)
+
+    return recurrent
 
 
 def gate_slice(a: Any, units: int, gates: int, start: int, stop: int) -> Any:

@@ -8,6 +8,12 @@ cell's gates with the cell's own activations. ``"xla"`` adds ``jit_compile=True`
 call of a SimpleRNN stack that no ``tf.GradientTape`` records runs :func:`one_product_layer_major`
 instead (one product per step, no gradient wrapper), through a cached concrete function.
 
+A training call (``training=True``) of a stack with ``dropout`` / ``recurrent_dropout`` draws each
+cell's masks as the uncompiled RNN does (:func:`dropout_masks`: the cells' own generators, or the
+masks set by ``set_dropout_masks``) and passes them to the graph as inputs, so one trace per shape
+serves every draw; the graph multiplies the inputs before the projection and the state before the
+recurrent product, per gate where Keras has a mask per gate (with or without ``mask=``).
+
 Every step computes what the Keras cell computes, with the bias sums grouped differently:
 results agree within float rounding. Both orderings give the same numbers, so this graph serves
 both. The graph reads the cells' variables, so ``set_weights`` and optimizer steps on the
@@ -33,7 +39,7 @@ try:
 except ImportError:  # pragma: no cover - other TensorFlow layouts: the differentiable path, no cache
     _tf_context = _could_possibly_record = None
 
-from rnn_xframework import compiled
+from rnn_xframework import compiled, dropout
 from rnn_xframework.backends.tensorflow.compile.cache import (
     LRU,
     check_max_compiles,
@@ -41,6 +47,7 @@ from rnn_xframework.backends.tensorflow.compile.cache import (
     shape_key,
 )
 from rnn_xframework.backends.tensorflow.compile.graph_loops import (
+    Dropped,
     one_product_layer_major,
     weights_of,
 )
@@ -52,12 +59,13 @@ class CompiledRNN(compiled.CompiledRNN):
     """A TensorFlow ``RNN`` run as one ``tf.function`` graph; called and answering like the
     source: ``y = fast(x, initial_state=None, training=None)``.
 
-    ``mask=`` runs Keras's masked loop in the graph (its own trace per shape). Dropout in
-    training is refused (:class:`UnsupportedConfigError`): the graph has none, and it never
-    silently takes the slow path.
+    ``mask=`` runs Keras's masked loop in the graph (its own trace per shape). A training call
+    with dropout runs the graph with the cells' dropout masks for the call (its own trace per
+    shape; the masks drawn as the uncompiled RNN draws them, then reset), with or without ``mask=``.
     """
 
     backend = "tensorflow"
+    takes_dropout = True
 
     def __init__(self, rnn: Any, jit_compile: bool) -> None:
         self._init_compiled(rnn, "xla" if jit_compile else "tf.function")
@@ -180,11 +188,18 @@ class CompiledRNN(compiled.CompiledRNN):
         if inputs.shape[1] is None:
             raise UnsupportedConfigError(f"compile: the {self.method} graph needs a static number of time steps")
         device = source.cell.cells[0].device
+        dropping = bool(training) and compiled.has_dropout(source)
         with tf.device(device) if device is not None else contextlib.nullcontext():
-            if mask is not None:
-                mask = tf.cast(mask, tf.bool) if isinstance(mask, tf.Tensor) else tf.constant(np.asarray(mask) != 0)
-                fn = self._graphs.function(inputs, states, masked=True)
-                y, new_states = fn(inputs, states, self._flat_weights(), mask)
+            if mask is not None or dropping:
+                extra: list[Any] = []
+                if mask is not None:
+                    extra.append(
+                        tf.cast(mask, tf.bool) if isinstance(mask, tf.Tensor) else tf.constant(np.asarray(mask) != 0)
+                    )
+                if dropping:
+                    extra.append(dropout_masks(source, inputs))
+                fn = self._graphs.function(inputs, states, masked=mask is not None, dropped=dropping)
+                y, new_states = fn(inputs, states, self._flat_weights(), *extra)
             elif self._inference_shortcut and not _recording():
                 result = self._inference(inputs, states)
                 y, new_states = (result, None) if not source.return_state else result
@@ -193,6 +208,32 @@ class CompiledRNN(compiled.CompiledRNN):
         if source.time_major and source.return_sequences:
             y = tf.transpose(y, [1, 0, 2])
         return (y, [list(s) for s in new_states]) if source.return_state else y
+
+
+def dropout_masks(rnn: Any, x: tf.Tensor) -> list[Dropped]:
+    """Each cell's dropout masks for one training call on ``x [batch, time, in]``, as the
+    uncompiled RNN draws them: its cells' own ``get_dropout_mask`` / ``get_recurrent_dropout_mask``,
+    cell by cell, inputs first (the same draws from the same generators; masks set by
+    ``set_dropout_masks`` used), in a :func:`rnn_xframework.dropout.call_scope`; every cell's
+    masks are reset after, as the uncompiled RNN resets them after a call."""
+    batch = tf.shape(x)[0]
+
+    def listed(masks: Any) -> list[tf.Tensor]:  # Keras's one tensor, or one per gate
+        masks = [] if masks is None else masks if isinstance(masks, (list, tuple)) else [masks]
+        return [tf.convert_to_tensor(m) for m in masks]
+
+    drops = []
+    try:
+        with dropout.call_scope():
+            for cell in rnn.cells:  # a step's input and state: shapes and dtype are what a draw reads
+                inputs = listed(cell.get_dropout_mask(tf.zeros([batch, cell.input_dim], x.dtype)))
+                recurrent = listed(cell.get_recurrent_dropout_mask(tf.zeros([batch, cell.units], x.dtype)))
+                drops.append(Dropped(inputs, recurrent))
+    finally:
+        for cell in rnn.cells:
+            cell.reset_dropout_mask()
+            cell.reset_recurrent_dropout_mask()
+    return drops
 
 
 def _recording() -> bool:

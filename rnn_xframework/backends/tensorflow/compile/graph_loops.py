@@ -1,11 +1,13 @@
 """The TensorFlow graph loops behind ``xf.compile(rnn, "tf.function" | "xla")``, written for
 tracing: each layer's input projected in one product, then only the recurrent product and the
-cell's spec step per time step (:func:`cell_step`), unrolled or in a ``tf.while_loop``.
+cell's spec step per time step (:func:`cell_step`), unrolled or in a ``tf.while_loop``. In a
+training call with dropout each cell's masks (:class:`Dropped`) enter as tensors: the inputs are
+multiplied before the projection and the state before the recurrent product, as Keras's cells do.
 :mod:`~rnn_xframework.backends.tensorflow.compile.function` builds the graphs and the compiled object on them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import tensorflow as tf
@@ -26,21 +28,49 @@ def weights_of(cell: Any) -> Weights:
     return Weights(cell.kernel, cell.recurrent_kernel, cell.bias)
 
 
-def project(cell: Any, w: Weights, x: tf.Tensor) -> tf.Tensor:
-    """``x [n, in] @ kernel + input bias`` -> ``[n, G*units]`` (GRU ``reset_after``: bias row 0)."""
-    xp = tf.matmul(x, w.kernel)
+class Dropped(NamedTuple):
+    """One cell's dropout masks in a training call, as its ``get_dropout_mask`` /
+    ``get_recurrent_dropout_mask`` give them (Keras's count: none, one, or one per gate)."""
+
+    inputs: list[Any]  # [batch, in] each
+    recurrent: list[Any]  # [batch, units] each
+
+
+NO_DROPOUT = Dropped([], [])
+
+
+def project(cell: Any, w: Weights, x: tf.Tensor, masks: Sequence[Any] = ()) -> tf.Tensor:
+    """``x [(time,) batch, in] @ kernel + input bias`` -> ``[(time,) batch, G*units]`` (GRU
+    ``reset_after``: bias row 0), one product over every step. With input dropout ``masks``
+    (``[batch, in]``, the same at every step): ``x`` times the one mask, or gate block ``g``'s
+    product on ``x * masks[g]`` (as :func:`rnn_xframework.cells.run_step`)."""
+
+    def product(x: tf.Tensor, kernel: Any) -> tf.Tensor:
+        if x.shape.rank == 2:
+            return tf.matmul(x, kernel)
+        flat = tf.matmul(tf.reshape(x, [-1, x.shape[2]]), kernel)
+        return tf.reshape(flat, [x.shape[0], -1, kernel.shape[1]])
+
+    if len(masks) < 2:
+        xp = product(x if not masks else x * masks[0], w.kernel)
+    else:
+        blocks = tf.split(w.kernel, len(masks), axis=1)
+        xp = tf.concat([product(x * m, k) for m, k in zip(masks, blocks, strict=True)], -1)
     if w.bias is None:
         return xp
     return xp + layouts.get(cell.layout_name).bias_parts(w.bias)[0]
 
 
-def cell_step(cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+def cell_step(
+    cell: Any, w: Weights, xp: tf.Tensor, state: list[tf.Tensor], masks: Sequence[Any] = ()
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """The cell's spec step (:mod:`rnn_xframework.cells`) on a projected input ``xp`` (input bias
-    included); the recurrent product and bias read ``w``."""
+    included); the recurrent product and bias read ``w``, on the state times its recurrent
+    dropout ``masks`` (:func:`rnn_xframework.cells.dropped_recurrent`)."""
     spec = cells.spec_of(cell)
     b_rec = None if w.bias is None else layouts.get(cell.layout_name).bias_parts(w.bias)[1]
     weights = cells.StepWeights(w.kernel, w.recurrent_kernel, None, b_rec)
-    recurrent = cells.recurrent_product(weights, cell.units, spec.n_gates)
+    recurrent = cells.dropped_recurrent(STEP_OPS, weights, cell.units, spec.n_gates, masks)
     return spec.step(STEP_OPS, cell.portable_config(), xp, recurrent, state)
 
 
@@ -128,19 +158,23 @@ def steps_of(xp: tf.Tensor, unroll: bool) -> Any:
 
 
 def layer_major(
-    layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool, keep: Any = None, zero_output: bool = False
+    layers: Layers,
+    seq: tf.Tensor,
+    states: list[Any],
+    unroll: bool,
+    keep: Any = None,
+    zero_output: bool = False,
+    drops: Sequence[Dropped] | None = None,
 ) -> tuple[tf.Tensor, list[Any]]:
     """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product
-    (with ``keep``, masked: :func:`hold_step`)."""
+    (with ``keep``, masked: :func:`hold_step`; with ``drops``, one :class:`Dropped` per layer)."""
     steps = seq.shape[0]
     new_states = []
-    for (cell, w), state in zip(layers, states, strict=True):
-        xp = steps_of(
-            tf.reshape(project(cell, w, tf.reshape(seq, [-1, seq.shape[2]])), [steps, -1, w.kernel.shape[1]]), unroll
-        )
+    for (cell, w), state, d in zip(layers, states, drops or [NO_DROPOUT] * len(layers), strict=True):
+        xp = steps_of(project(cell, w, seq, d.inputs), unroll)
 
-        def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: tf.Tensor = xp) -> Any:
-            return cell_step(cell, w, xp[t], s)
+        def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: Any = xp, hm: Any = d.recurrent) -> Any:
+            return cell_step(cell, w, xp[t], s, hm)
 
         seq, state = run_masked(steps, step, state, unroll, keep, zero_output, cell.units)
         new_states.append(state)
@@ -148,23 +182,30 @@ def layer_major(
 
 
 def timestep_major(
-    layers: Layers, seq: tf.Tensor, states: list[Any], unroll: bool, keep: Any = None, zero_output: bool = False
+    layers: Layers,
+    seq: tf.Tensor,
+    states: list[Any],
+    unroll: bool,
+    keep: Any = None,
+    zero_output: bool = False,
+    drops: Sequence[Dropped] | None = None,
 ) -> tuple[tf.Tensor, list[Any]]:
     """One loop over time through every layer; only the first layer's projection is precomputed
-    (with ``keep``, masked: :func:`hold_step` on every layer's state and the top output).
+    (with ``keep``, masked: :func:`hold_step` on every layer's state and the top output; with
+    ``drops``, one :class:`Dropped` per layer).
 
     Half the loop iterations of :func:`layer_major` for two layers: faster where per-step
     overhead, not matrix products, dominates (small batch and units).
     """
+    drops = list(drops or [NO_DROPOUT] * len(layers))
     first, w0 = layers[0]
-    xp = tf.reshape(project(first, w0, tf.reshape(seq, [-1, seq.shape[2]])), [seq.shape[0], -1, w0.kernel.shape[1]])
-    xp = steps_of(xp, unroll)
+    xp = steps_of(project(first, w0, seq, drops[0].inputs), unroll)
 
     def step(t: Any, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-        out, new = cell_step(first, w0, xp[t], states[0])
+        out, new = cell_step(first, w0, xp[t], states[0], drops[0].recurrent)
         new_states = [new]
-        for (cell, w), state in zip(layers[1:], states[1:], strict=True):
-            out, new = cell_step(cell, w, project(cell, w, out), state)
+        for (cell, w), state, d in zip(layers[1:], states[1:], drops[1:], strict=True):
+            out, new = cell_step(cell, w, project(cell, w, out, d.inputs), state, d.recurrent)
             new_states.append(new)
         return out, new_states
 

@@ -2,7 +2,9 @@
 structure of stack (:func:`structure_of`: cell types, sizes, flags), shared by every compiled
 object of that structure (:func:`graphs_for`) and released with the last; each input shape gets
 its own ``tf.function`` in a bounded cache (:mod:`~rnn_xframework.backends.tensorflow.compile.cache`),
-traced from the loops of :mod:`~rnn_xframework.backends.tensorflow.compile.graph_loops`.
+traced from the loops of :mod:`~rnn_xframework.backends.tensorflow.compile.graph_loops`. A
+masked call and a training call with dropout each get their own function per shape, the mask and
+the dropout masks among its inputs (one trace serves every mask and every draw).
 :mod:`~rnn_xframework.backends.tensorflow.compile.function` builds the compiled object on them."""
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rnn_xframework.backends.tensorflow.compile.cache import (
     shape_key,
 )
 from rnn_xframework.backends.tensorflow.compile.graph_loops import (
+    Dropped,
     Weights,
     layer_major,
     timestep_major,
@@ -91,52 +94,57 @@ class Graphs:
         self.cells = tuple(template)
         self.cache = LRU(CACHE_SIZE)
 
-    def function(self, x: Any, states: Any, masked: bool = False) -> Any:
-        """The ``tf.function`` for this call's shapes: ``(x, states, flat_weights) -> (y, states)``;
-        ``masked``: ``(x, states, flat_weights, mask [batch, time] bool) -> (y, states)``."""
-        return self.cache.get((*shape_key(x, states), masked), lambda: self._make(masked))
+    def function(self, x: Any, states: Any, masked: bool = False, dropped: bool = False) -> Any:
+        """The ``tf.function`` for this call's shapes: ``(x, states, flat_weights, *extra) -> (y,
+        states)``, ``extra`` being ``mask [batch, time]`` (bool) when ``masked``, then the dropout
+        masks (one :class:`~rnn_xframework.backends.tensorflow.compile.graph_loops.Dropped` per
+        cell, a list) when ``dropped``. The masks are inputs: one trace serves every draw."""
+        key = (*shape_key(x, states), masked, dropped)
+        return self.cache.get(key, lambda: self._make(masked, dropped))
 
-    def _make(self, masked: bool) -> Any:
+    def _make(self, masked: bool, dropped: bool) -> Any:
+        def loop_args(extra: tuple[Any, ...]) -> tuple[Any, Any]:  # -> (mask, drops) for _loop
+            return (extra[0] if masked else None), (extra[-1] if dropped else None)
+
         if not self.structure.jit_compile:  # one graph per call: the eager work is one function call
-            return per_shape(self._run_masked if masked else self._run, jit_compile=False)
+            if not (masked or dropped):
+                return per_shape(self._run, jit_compile=False)
+
+            def run_plain(x: tf.Tensor, states: Any, weights: list[Any], *extra: Any) -> Any:
+                return self._loop(x, self._initial(x, states), self._pack_weights(weights), *loop_args(extra))
+
+            return per_shape(run_plain, jit_compile=False)
         forward = per_shape(self._loop, jit_compile=True)
         backward = per_shape(self._loop_gradients, jit_compile=True)
-        if masked:
-            return self._make_xla_masked(forward, backward)
         if not cache.CAN_RELEASE_GRADIENTS:  # eager: a traced custom gradient would pin evicted shapes
-            return lambda x, states, weights: self._run_xla(x, states, weights, forward, backward)
+            return lambda x, states, weights, *extra: self._run_xla(
+                x, states, weights, forward, backward, *loop_args(extra)
+            )
         # One graph per call, as for "tf.function". The custom gradient traced into it registers
         # its gradient function in TensorFlow's process-wide registry; ``names`` takes it back
         # when this shape's function is evicted and collected (else it keeps the graphs alive).
         names = GradientNames()
 
-        def run(x: tf.Tensor, states: Any, weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-            y, new = self._run_xla(x, states, weights, forward, backward)
-            names.add(y)
-            return y, new
-
-        return names.release_with(per_shape(run, jit_compile=False))
-
-    def _make_xla_masked(self, forward: Any, backward: Any) -> Any:
-        """:meth:`_make`'s XLA function for masked calls (the same, with the mask passed on)."""
-        if not cache.CAN_RELEASE_GRADIENTS:
-            return lambda x, states, weights, mask: self._run_xla(x, states, weights, forward, backward, mask)
-        names = GradientNames()
-
-        def run(x: tf.Tensor, states: Any, weights: list[Any], mask: tf.Tensor) -> tuple[tf.Tensor, list[Any]]:
-            y, new = self._run_xla(x, states, weights, forward, backward, mask)
+        def run(x: tf.Tensor, states: Any, weights: list[Any], *extra: Any) -> tuple[tf.Tensor, list[Any]]:
+            y, new = self._run_xla(x, states, weights, forward, backward, *loop_args(extra))
             names.add(y)
             return y, new
 
         return names.release_with(per_shape(run, jit_compile=False))
 
     def _loop(
-        self, x: tf.Tensor, states: list[list[tf.Tensor]], weights: list[Weights], mask: Any = None
+        self,
+        x: tf.Tensor,
+        states: list[list[tf.Tensor]],
+        weights: list[Weights],
+        mask: Any = None,
+        drops: list[Dropped] | None = None,
     ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
         """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell; with
         ``mask [batch, time]`` (bool), Keras's masked loop: the padding's inputs are zeros before
         any arithmetic (so NaN there reaches neither outputs nor gradients), then each step holds
-        the states and output where the mask is false (graph_loops.hold_step)."""
+        the states and output where the mask is false (graph_loops.hold_step). ``drops``: each
+        cell's dropout masks in a training call (graph_loops.Dropped), else ``None``."""
         s = self.structure
         keep = None
         if mask is not None:
@@ -152,7 +160,7 @@ class Graphs:
         run = timestep_major if (small or not s.jit_compile) and len(layers) > 1 else layer_major
         # unrolled up to UNROLL_MAX_STEPS (fastest); longer: one while loop, a graph that does not grow with T
         unroll = not s.jit_compile and x.shape[1] <= UNROLL_MAX_STEPS
-        seq, new_states = run(layers, seq, states, unroll, keep, s.zero_output_for_mask)
+        seq, new_states = run(layers, seq, states, unroll, keep, s.zero_output_for_mask, drops)
         y = tf.transpose(seq, [1, 0, 2]) if s.return_sequences else seq[-1]
         return y, new_states
 
@@ -162,16 +170,23 @@ class Graphs:
         return [Weights(*(None if v is None else next(values) for v in weights_of(c))) for c in self.cells]
 
     def _loop_gradients(
-        self, x: tf.Tensor, flat: list[tf.Tensor], weights: list[tf.Tensor], upstream: list[Any], mask: Any = None
+        self,
+        x: tf.Tensor,
+        flat: list[tf.Tensor],
+        weights: list[tf.Tensor],
+        upstream: list[Any],
+        mask: Any = None,
+        drops: list[Dropped] | None = None,
     ) -> Any:
         """Forward and backward of :meth:`_loop` in one XLA function: gradients of
         ``sum(y * dy) + sum(s * ds)`` (``upstream = [dy, *ds]``) w.r.t. ``x``, the flat states
-        and the flat weights."""
+        and the flat weights (the masks are constants of the call)."""
         structure = [list(c.state_sizes) for c in self.cells]
         sources = [x, *flat, *weights]
         with tf.GradientTape() as tape:
             tape.watch(sources)
-            y, new = self._loop(x, tf.nest.pack_sequence_as(structure, flat), self._pack_weights(weights), mask)
+            packed = tf.nest.pack_sequence_as(structure, flat)
+            y, new = self._loop(x, packed, self._pack_weights(weights), mask, drops)
         grads = tape.gradient([y, *tf.nest.flatten(new)], sources, output_gradients=upstream)
         return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)]
 
@@ -186,12 +201,15 @@ class Graphs:
         """The plain ``tf.function`` graph."""
         return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights))
 
-    def _run_masked(self, x: tf.Tensor, states: Any, flat_weights: list[Any], mask: tf.Tensor) -> Any:
-        """The plain ``tf.function`` graph of a masked call."""
-        return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights), mask)
-
     def _run_xla(
-        self, x: tf.Tensor, states: Any, flat_weights: list[Any], forward: Any, backward: Any, mask: Any = None
+        self,
+        x: tf.Tensor,
+        states: Any,
+        flat_weights: list[Any],
+        forward: Any,
+        backward: Any,
+        mask: Any = None,
+        drops: list[Dropped] | None = None,
     ) -> tuple[tf.Tensor, list[Any]]:
         """The XLA while loop ``forward``, its gradient a second XLA function ``backward`` (the
         forward recomputed).
@@ -200,9 +218,10 @@ class Graphs:
         compiled function ("TensorList crossing the XLA/TF boundary"), so the gradient is a
         ``tf.custom_gradient`` that runs forward and backward in one XLA function, as Keras's
         XLA training step does. The weights enter as tensors read from the variables, so
-        gradients reach the variables through those reads. A ``mask`` goes to both (no gradient).
+        gradients reach the variables through those reads. A ``mask`` and dropout masks ``drops``
+        go to both (no gradient).
         """
-        extra = () if mask is None else (mask,)
+        extra = () if mask is None and drops is None else (mask, drops)
         structure = self._initial(x, states)
         flat_states = tf.nest.flatten(structure)
         n_states = len(flat_states)
