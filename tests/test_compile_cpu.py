@@ -1,4 +1,4 @@
-"""``xf.compile(rnn, "cpu")`` (the C loop of LSTM / GRU layers; oneDNN's LSTM primitive for a
+"""``xf.compile(rnn, "cpu")`` (the C loop of SimpleRNN / LSTM / GRU layers; oneDNN's LSTM primitive for a
 float32 LSTM, the C loop forced too) and Keras's ``GRUCell(reset_after=False)`` on torch, eager
 and compiled, against the uncompiled RNN (itself in the parity matrix) at the stated tolerances.
 
@@ -34,6 +34,9 @@ CONFIGS = {
     "LSTM no bias": ("LSTMCell", {"use_bias": False}, False),
     "LSTM no bias C loop": ("LSTMCell", {"use_bias": False}, True),
     "GRU reset_before no bias": ("GRUCell", {"reset_after": False, "use_bias": False}, False),
+    "SimpleRNN": ("SimpleRNNCell", {}, False),
+    "SimpleRNN relu": ("SimpleRNNCell", {"activation": "relu"}, False),
+    "SimpleRNN relu no bias": ("SimpleRNNCell", {"activation": "relu", "use_bias": False}, False),
 }
 SIZES = [(3, 20), (12, 6)]  # (batch, units)
 
@@ -137,7 +140,12 @@ def test_auto_picks_cpu_for_cpu_lstm_gru_stacks(kind, monkeypatch):
     assert auto_method(rnn) == "cpu" and xf.compile(rnn, "auto").method == "cpu"
     mixed = layers.RNN([layers.SimpleRNNCell(6, backend="torch"), getattr(layers, kind)(6, backend="torch")])
     mixed.build((None, None, FEATURES))
-    assert auto_method(mixed) == "torchscript"
+    simple = layers.RNN([layers.SimpleRNNCell(6, backend="torch") for _ in range(2)])
+    simple.build((None, None, FEATURES))
+    # the kernel computes SimpleRNN layers ("cpu" by name), but auto keeps TorchScript for them
+    # (slower with backward at W2, docs/performance.md)
+    assert auto_method(mixed) == auto_method(simple) == "torchscript"
+    assert all(isinstance(c, cpu.CpuSimpleRNNLayer) for c in xf.compile(simple, "cpu").loop.cells)
     monkeypatch.setattr(cpu_build, "available", lambda: False)  # no compiler here: auto keeps TorchScript
     assert auto_method(rnn) == "torchscript"
 
@@ -198,4 +206,59 @@ def test_supports_cell_rule():
     assert cpu.supports_cell(lstm) and cpu.supports_cell(
         layers.GRUCell(4, backend="torch", reset_after=False, input_size=3)
     )
-    assert not cpu.supports_cell(layers.SimpleRNNCell(4, backend="torch", input_size=3))
+    simple = layers.SimpleRNNCell(4, backend="torch", activation="relu", input_size=3)
+    assert cpu.supports_cell(simple) and not cpu.auto_picks(simple) and cpu.auto_picks(lstm)
+    assert isinstance(cpu.layer_for(simple), cpu.CpuSimpleRNNLayer) and cpu.layer_for(simple).relu
+
+
+ACTIVE = [11, 11, 9, 9, 6, 3, 3, 1, 0]  # rows real per step (non-increasing); the batch has 12: row 11 never
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_rnn_kernel_active_rows(rng, dtype, relu):
+    """``xf_rnn_fwd`` / ``xf_rnn_bwd`` with ``active`` through ctypes: each row is the plain recurrence
+    over its own first steps, then holds its last state (the identity step of ``hold_rows``, as the
+    LSTM / GRU functions); the backward is torch autograd's of that function, so ``dz`` is zero at
+    a held step and ``dh`` of a row that is never real passes through (plus its ``dy``). Batch 12:
+    the BLAS at the steps with more than 8 rows, the kernel's small product below."""
+    tdt = getattr(torch, dtype)
+    steps, batch, hid = len(ACTIVE), 12, 20
+    lengths = [sum(a > b for a in ACTIVE) for b in range(batch)]
+    xp = torch.from_numpy(rng.normal(size=(steps, batch, hid))).to(tdt)
+    w = torch.from_numpy(rng.uniform(-1, 1, (hid, hid)) * np.sqrt(1.5 / hid)).to(tdt)
+    h0, dy, dh_in = (torch.from_numpy(rng.normal(size=s)).to(tdt) for s in [(batch, hid), xp.shape, (batch, hid)])
+    active = torch.tensor(ACTIVE, dtype=torch.int32)
+
+    xr, hr = xp.clone().requires_grad_(), h0.clone().requires_grad_()  # the reference, row by row in torch
+    act = torch.relu if relu else torch.tanh
+    rows = []
+    for b, n in enumerate(lengths):
+        h, out = hr[b], []
+        for t in range(steps):
+            h = act(xr[t, b] + w @ h) if t < n else h
+            out.append(h)
+        rows.append(torch.stack(out))
+    want = torch.stack(rows, 1)
+    dz_want, dh_want = torch.autograd.grad((dy * want).sum() + (dh_in * want[-1]).sum(), [xr, hr])
+
+    y = torch.full((steps, batch, hid), float("nan"), dtype=tdt)
+    u = w.t().contiguous()
+    p = torch.Tensor.data_ptr
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y), p(active))
+    assert max_err(y, want.detach()) <= TOL[dtype]
+    dh, dz = dh_in.clone(), torch.full_like(xp, float("nan"))
+    cpu_build.kernel("rnn_bwd", tdt)(steps, batch, hid, int(relu), p(w), p(y), p(dy), p(dh), p(dz), p(active))
+    assert max_err(dz, dz_want) <= TOL[dtype] * max(1.0, float(dz_want.abs().max()))
+    assert max_err(dh, dh_want) <= TOL[dtype] * max(1.0, float(dh_want.abs().max()))
+    never = lengths.index(0)
+    assert max_err(dh[never], dh_in[never] + dy[:, never].sum(0)) <= TOL[dtype] * 10
+    for t, n in enumerate(ACTIVE):  # a held step: no gradient reaches its projection
+        assert torch.all(dz[t, n:] == 0)
+    inplace = xp.clone()  # the forward may write over its projection, as the layer does
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(inplace), p(u), p(h0), p(inplace), p(active))
+    assert torch.equal(inplace, y)
+    full, every = torch.empty_like(y), torch.full((steps,), batch, dtype=torch.int32)
+    y_every = torch.empty_like(y)
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(full), None)
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y_every), p(every))
+    assert torch.equal(full, y_every)  # NULL: every row at every step

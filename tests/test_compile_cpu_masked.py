@@ -6,7 +6,7 @@ path (gaps, left padding, ``go_backwards``, dropout) running the scripted masked
 
 Every test here that expects the C loop replaces the fallback by one that fails: a pass is
 proof that the C loop ran. The configurations and sizes are ``test_compile_cpu.py``'s (both
-product paths of the kernel, every LSTM / GRU form, with and without bias).
+product paths of the kernel, SimpleRNN tanh / relu, every LSTM / GRU form, with and without bias).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rnn_xframework.parity import training
 torch = pytest.importorskip("torch")
 from rnn_xframework.backends.torch.compile import cpu_masked  # noqa: E402
 
-config = base.config  # the fixtures of test_compile_cpu.py: every LSTM / GRU form; the kernel builds
+config = base.config  # the fixtures of test_compile_cpu.py: every SimpleRNN / LSTM / GRU form; the kernel builds
 kernel_builds = base.kernel_builds
 
 

@@ -114,11 +114,14 @@ class TorchBackend(registry.Backend, name="torch"):
 
         ``"auto"`` picks only measured, proven paths. The rule for ``"cpu"``: every cell is one
         the kernel computes exactly (:func:`~rnn_xframework.backends.torch.compile.cpu.supports_cell`:
-        a cell type on ``nn.LSTMCell`` / ``nn.GRUCell``, either GRU form), the cells are on the CPU,
+        a cell type on ``nn.LSTMCell`` / ``nn.GRUCell``, either GRU form;
+        :func:`~rnn_xframework.backends.torch.compile.cpu.auto_picks`), the cells are on the CPU,
         and the C kernel builds here (a compiler and PyTorch's BLAS; built once per machine). It
         accepts everything ``"torchscript"`` accepts for those stacks (float32 and float64, any
         sizes, autograd), so ``"auto"`` refuses nothing new; measured against ``nn.LSTM`` /
-        ``nn.GRU`` in docs/performance.md. A SimpleRNN stack (or a mix) keeps ``"torchscript"``.
+        ``nn.GRU`` in docs/performance.md. A SimpleRNN stack (or a mix) keeps ``"torchscript"``:
+        the kernel computes SimpleRNN layers too (``xf.compile(rnn, "cpu")`` by name), faster at
+        W1, at parity at W2 (measured there).
 
         On CUDA the Triton kernels (``"triton"``) and graph replay (``"cudagraph"``) have never
         run on a GPU in this project (nothing under ``benchmarks/results/`` measures them): they
@@ -134,7 +137,7 @@ class TorchBackend(registry.Backend, name="torch"):
         from rnn_xframework.backends.torch.compile import cpu, cpu_build
 
         on_cpu = all(p.device.type == "cpu" for p in rnn.parameters())
-        if on_cpu and rnn.cells and all(cpu.supports_cell(c) for c in rnn.cells) and cpu_build.available():
+        if on_cpu and rnn.cells and all(cpu.auto_picks(c) for c in rnn.cells) and cpu_build.available():
             return "cpu"
         return "torchscript"
 

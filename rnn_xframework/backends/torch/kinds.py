@@ -9,9 +9,9 @@ compiled loops (:mod:`~rnn_xframework.backends.torch.compile.script_loops`), the
 (:mod:`rnn_xframework.models`).
 
 - ``SimpleRNNCell``: ``nn.RNNCell`` / ``nn.RNN``, ATen ``rnn_tanh_cell`` / ``rnn_relu_cell``,
-  scripted ``SimpleRNNLayer`` (masked: ``MaskedSimpleRNN``), Triton code 0;
-- ``LSTMCell``: ``nn.LSTMCell`` / ``nn.LSTM``, ATen ``lstm_cell``, ``LSTMLayer`` (``MaskedLSTM``), code 1;
-- ``GRUCell``: ``nn.GRUCell`` / ``nn.GRU``, ATen ``gru_cell``, ``GRULayer`` (``MaskedGRU``), code 2.
+  scripted ``SimpleRNNLayer`` (masked: ``MaskedSimpleRNN``), Triton code 0, C recurrence ``"rnn"``;
+- ``LSTMCell``: ``nn.LSTMCell`` / ``nn.LSTM``, ATen ``lstm_cell``, ``LSTMLayer`` (``MaskedLSTM``), code 1, ``"lstm"``;
+- ``GRUCell``: ``nn.GRUCell`` / ``nn.GRU``, ATen ``gru_cell``, ``GRULayer`` (``MaskedGRU``), code 2, ``"gru"``.
 
 A registered type with no row (the tests' ``MGUCell``) runs the spec's step everywhere on torch:
 eager (:class:`~rnn_xframework.backends.torch.params.SpecParameters`) and compiled
@@ -69,7 +69,7 @@ class TorchKind:
         triton: the Triton kernels' ``CELL`` code (:mod:`rnn_xframework.kernels.triton.common`).
         nonlinearity: whether the classes take the activation as ``nonlinearity=`` (``nn.RNN``).
         cpu: the recurrence of ``xf.compile(rnn, "cpu")``'s C kernel computing the type
-            (``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.cpu`), or ``None``.
+            (``"rnn"``, ``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.cpu`), or ``None``.
         masked: the scripted masked layer (``mask=``, dropout in training), as :attr:`layer`.
     """
 
@@ -103,6 +103,7 @@ KINDS: dict[str, TorchKind] = {
         "script_loops:SimpleRNNLayer",
         0,
         True,
+        cpu="rnn",
         masked="masked_loops:MaskedSimpleRNN",
     ),
     "LSTMCell": TorchKind(

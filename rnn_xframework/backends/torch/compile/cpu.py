@@ -1,19 +1,23 @@
-"""``xf.compile(rnn, "cpu")``: LSTM and GRU layers whose whole time loop is one native call.
+"""``xf.compile(rnn, "cpu")``: SimpleRNN, LSTM and GRU layers whose whole time loop is one native call.
 
-Each LSTM / GRU layer projects its whole input sequence in one GEMM (``xp = x W_ih^T + b``, a
+Each layer projects its whole input sequence in one GEMM (``xp = x W_ih^T + b``, a
 PyTorch op, so autograd reaches ``weight_ih`` and the biases as usual), then runs the
 recurrence in :mod:`~rnn_xframework.backends.torch.compile.cpu_build`'s C loop: forward and
 a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per layer, whose
 gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
-contiguous sequences (no copy between layers). Other cell types in the stack run their
+contiguous sequences (no copy between layers). A SimpleRNN layer's recurrence is
+``h_t = act(xp_t + h_{t-1} W_hh^T)`` (tanh or relu; written over ``xp``), its
+backward ``dz_t = (dy_t + dh) act'``, ``dh = dz_t W_hh``. Cell types without a ``cpu`` recurrence
+in :data:`~rnn_xframework.backends.torch.kinds.KINDS` run their
 :mod:`~rnn_xframework.backends.torch.compile.script_loops` layer.
 
-Exact for what it accepts: PyTorch's LSTM and GRU gates (sigmoid, tanh), both GRU forms
-(``reset_after=True``, PyTorch's, and ``reset_after=False``, which ``nn.GRU`` lacks), with or
-without bias, float32 and float64, on the CPU; results agree with the uncompiled RNN within
-float rounding (tests/test_compile_cpu.py: 1e-5 / 1e-12). The backward is once-differentiable
-(no double backward). ``"auto"`` picks this method for a CPU stack of LSTM / GRU cells where
-the kernel builds (:meth:`~rnn_xframework.backends.torch.TorchBackend.auto_method`).
+Exact for what it accepts: ``nn.RNN``'s tanh and relu, PyTorch's LSTM and GRU gates (sigmoid,
+tanh), both GRU forms (``reset_after=True``, PyTorch's, and ``reset_after=False``, which
+``nn.GRU`` lacks), with or without bias, float32 and float64, on the CPU; results agree with the
+uncompiled RNN within float rounding (tests/test_compile_cpu.py: 1e-5 / 1e-12). The backward is
+once-differentiable (no double backward). ``"auto"`` picks this method for a CPU stack of LSTM /
+GRU cells where the kernel builds (:data:`AUTO_RECURRENCES`;
+:meth:`~rnn_xframework.backends.torch.TorchBackend.auto_method`); SimpleRNN layers run here by name.
 """
 
 from __future__ import annotations
@@ -83,6 +87,15 @@ def _gru_forward(
     return y, act, hn
 
 
+def _rnn_forward(xp: Tensor, w: Tensor, h0: Tensor, relu: bool, active: Active = None) -> Tensor:
+    """``y [T, B, H]``, the outputs, which are the states (the backward reads them), written over
+    ``xp`` (no second sequence-sized buffer)."""
+    steps, batch, hid = xp.shape
+    u = w.detach().t().contiguous()
+    cpu_build.kernel("rnn_fwd", xp.dtype)(steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(xp), _p(active))
+    return xp
+
+
 def _recording(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -146,14 +159,48 @@ class _GRURecurrence(torch.autograd.Function):
         return dx, dw, flat.sum(0), dh, None, None
 
 
+class _RNNRecurrence(torch.autograd.Function):
+    """``(xp [T, B, H], weight_hh [H, H], h0, relu, active) -> (y [T, B, H], h_T)``. ``y`` is written over
+    ``xp`` (marked dirty: the projection's GEMM saves only its operands, so nothing reads ``xp``
+    later); the final state is an output of its own (a copy), so its gradient arrives as
+    ``[B, H]``, not as a full-size ``y[-1]`` select's backward."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, relu: bool, active: Active) -> tuple[Tensor, Tensor]:
+        y = _rnn_forward(xp, w, h0, relu, active)
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(w.detach().contiguous(), h0, y)
+        ctx.relu, ctx.active = relu, active
+        return y, y[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor | None, gh: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None, None]:
+        w, h0, y = ctx.saved_tensors
+        steps, batch, hid = y.shape
+        owned = gy is None or not gy.is_contiguous()  # then a new buffer, which dz may overwrite
+        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
+        dh = torch.zeros_like(h0) if gh is None else gh.clone(memory_format=torch.contiguous_format)
+        dz = gy if owned else y.new_empty(y.shape)
+        cpu_build.kernel("rnn_bwd", y.dtype)(
+            steps, batch, hid, int(ctx.relu), _p(w), _p(y), _p(gy), _p(dh), _p(dz), _p(ctx.active)
+        )
+        dw = dz[0].t().mm(h0)  # sum_t dz_t^T h_{t-1}, h_{-1} = h0: two products, no concatenated copy
+        if steps > 1:
+            dw.addmm_(dz[1:].view(-1, hid).t(), y[:-1].view(-1, hid))
+        return dz, dw, dh, None, None
+
+
 def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``seq`` (batch-first, any strides; a time-major contiguous sequence seen batch-first costs
-    no copy) projected time-major: ``[time, batch, G*units]`` contiguous, one GEMM."""
+    no copy) projected time-major: ``[time, batch, G*units]`` contiguous, one GEMM; a tensor of its
+    own to autograd (``_unsafe_view``, as ``torch.matmul`` returns), which an in-place Function may
+    overwrite without the copies autograd makes for a view's base."""
     tm = seq.transpose(0, 1)
     steps, batch = tm.shape[0], tm.shape[1]
     flat = tm.reshape(steps * batch, tm.shape[2])
     out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
-    return out.view(steps, batch, weight.shape[0])
+    return torch.ops.aten._unsafe_view(out, (steps, batch, weight.shape[0]))
 
 
 ONEDNN_MIN_BATCH = 8
@@ -236,6 +283,30 @@ class CpuGRULayer(nn.Module):
         return y.transpose(0, 1), [y[-1]]
 
 
+class CpuSimpleRNNLayer(nn.Module):
+    """A SimpleRNN layer (``nn.RNNCell``'s parameters, tanh or relu) over the native recurrence:
+    ``h_t = act(x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T)``."""
+
+    takes_active = True
+
+    def __init__(self, cell: nn.Module, relu: bool) -> None:
+        super().__init__()
+        self.cell = cell
+        self.relu = relu
+
+    def forward(self, seq: Tensor, state: list[Tensor], active: Active = None) -> tuple[Tensor, list[Tensor]]:
+        """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active``: :data:`Active`."""
+        c = self.cell
+        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        xp = _time_major_projection(seq, c.weight_ih, bias)
+        h0 = state[0].contiguous()
+        if _recording(xp, c.weight_hh, h0):
+            y, h_last = _RNNRecurrence.apply(xp, c.weight_hh, h0, self.relu, active)
+            return y.transpose(0, 1), [h_last]
+        y = _rnn_forward(xp, c.weight_hh, h0, self.relu, active)
+        return y.transpose(0, 1), [y[-1]]
+
+
 def supports_cell(cell: Any) -> bool:
     """Whether the kernel computes this built torch cell's step: a cell type whose torch row
     (:data:`~rnn_xframework.backends.torch.kinds.KINDS`) names a ``cpu`` recurrence (its
@@ -246,12 +317,31 @@ def supports_cell(cell: Any) -> bool:
     return all(cell.config[k] in allowed for k, allowed in row.supports.items())
 
 
+AUTO_RECURRENCES = ("lstm", "gru")
+"""The recurrences for which ``"auto"`` picks this method (:func:`auto_picks`). Not ``"rnn"``: in one
+process, interleaved, float32, a two-layer SimpleRNN stack on the C loop beats ``"torchscript"`` at
+W1 (batch 4, 64 units: 0.43-0.82x) but only matches it at W2 (batch 64, 256 units: 0.96-1.22x forward,
+0.96-1.03x with backward), where both are bound by the same products and the scripted loop's chunked
+forward keeps the lower layer in cache (docs/performance.md)."""
+
+
+def auto_picks(cell: Any) -> bool:
+    """Whether ``"auto"`` runs this built torch cell on the kernel: :func:`supports_cell`, and its
+    recurrence is one of :data:`AUTO_RECURRENCES`."""
+    return supports_cell(cell) and kinds.get(cell.cell_kind).cpu in AUTO_RECURRENCES
+
+
 def layer_for(cell: Any) -> nn.Module:
-    if supports_cell(cell):
-        if kinds.get(cell.cell_kind).cpu == "lstm":
-            return CpuLSTMLayer(cell.cell)
+    """The layer of a built torch cell: its row's ``cpu`` recurrence where :func:`supports_cell`,
+    else the script loop's layer (same results)."""
+    if not supports_cell(cell):
+        return script_loops.layer_for(cell, inplace=False)
+    recurrence = kinds.get(cell.cell_kind).cpu
+    if recurrence == "lstm":
+        return CpuLSTMLayer(cell.cell)
+    if recurrence == "gru":
         return CpuGRULayer(cell.cell, bool(cell.config.get("reset_after", True)))
-    return script_loops.layer_for(cell, inplace=False)
+    return CpuSimpleRNNLayer(cell.cell, cell.config["activation"] == "relu")
 
 
 class CpuLoop(nn.Module):

@@ -1,11 +1,14 @@
 """The native kernel behind ``xf.compile(rnn, "cpu")``: ``cpu_cells.c`` built once per machine.
 
-The C file (next to this module) runs the recurrence of one LSTM or GRU layer over a whole
-sequence, forward and backward, float32 and float64: per step one product by the recurrent
+The C file (next to this module) runs the recurrence of one SimpleRNN, LSTM or GRU layer over a
+whole sequence, forward and backward, float32 and float64: per step one product by the recurrent
 kernel through the BLAS PyTorch itself runs on (``sgemm_`` / ``dgemm_`` from ``libtorch_cpu``,
 MKL in PyTorch's x86 wheels), then the gates in one vectorized pass (glibc's vector
 ``expf`` / ``tanhf``, within a few ulp, where available). No per-step dispatch, no per-step
-allocation: that is where PyTorch's own loops spend their time at small sizes.
+allocation: that is where PyTorch's own loops spend their time at small sizes. Every function
+takes a last ``active`` argument: ``None`` (NULL), every row at every step, or an int32 ``[T]``
+array, the number of leading rows (sorted by length, longest first) real at step ``t``; only
+those are computed, the others take an identity step (``cpu_cells.c``'s ``hold_rows``).
 
 Building takes about a second with the system C compiler (``$CC``, else ``cc``) and happens
 once per machine, not per shape or process: the library is cached under
@@ -90,6 +93,8 @@ SIGNATURES = {  # the last pointer of each: ``active`` (NULL, or int32 [T]: cpu_
     "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P, P],
     "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P, P],
     "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P, P],
+    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P],
+    "xf_rnn_bwd": [N, N, N, N, P, P, P, P, P, P],
 }
 
 

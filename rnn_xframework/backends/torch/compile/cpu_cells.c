@@ -1,5 +1,6 @@
-/* The recurrences of one LSTM or GRU layer over a whole sequence, forward and backward, for
- * rnn_xframework.backends.torch.compile.cpu (which documents the contract and builds this file).
+/* The recurrences of one LSTM or GRU layer (and, in the block at the end, SimpleRNN) over a whole sequence,
+ * forward and backward, for rnn_xframework.backends.torch.compile.cpu (which documents the contract and
+ * builds this file).
  *
  * Buffers are time-major and contiguous. ``xp [T, B, G*H]`` is the layer's input projection (the
  * input bias included; LSTM: both biases); ``w [G*H, H]`` is PyTorch's ``weight_hh``, ``u [H, G*H]``
@@ -342,3 +343,58 @@ DEFINE_MM(double, d, 8, dgemm_p, dpack_size_p, dpack_p, dcompute_p)
 
 DEFINE_ALL(float, f, expf, tanhf, 1.0f)
 DEFINE_ALL(double, d, exp, tanh, 1.0)
+
+/* SimpleRNN: h_t = act(xp_t + h_{t-1} @ u), act tanh (relu = 0) or relu (relu = 1); ``xp [T,B,H]`` holds
+ * both biases, ``u [H,H]`` is weight_hh^T, ``w [H,H]`` weight_hh. ``active``: NULL (every row real at every
+ * step) or [T], as the LSTM / GRU functions (hold_rows): only the rows below active[t] are computed at step
+ * t (the product's row count); the others take an identity step, the state held (forward: y_t's row is
+ * h_{t-1}'s) and, backward, dh passing through plus dy, with a zero dz. */
+#define DEFINE_RNN(T, S, TANH, ONE)                                                                                  \
+    /* SimpleRNN forward: y [T,B,H] (the outputs, which are the states; the backward reads them); y may be xp    \
+       itself (written in place). */                                                                               \
+    void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,         \
+                        const int *active) {                                                                        \
+        const T *h = h0;                                                                                            \
+        rec_##S ru = rec_open_##S(batch, hid, hid, u, hid);                                                         \
+        for (int t = 0; t < steps; t++) {                                                                           \
+            const int nb = active ? active[t] : batch;                                                              \
+            const long n = (long)nb * hid;                                                                          \
+            const T *xt = xp + (long)t * batch * hid;                                                               \
+            T *yt = y + (long)t * batch * hid;                                                                      \
+            if (yt != xt) memcpy(yt, xt, sizeof(T) * n);                                                            \
+            rec_mm_##S(&ru, nb, h, hid, ONE, yt, hid);                                                              \
+            hold_rows_##S(nb, batch, hid, h, yt);                                                                   \
+            if (relu) {                                                                                             \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = yt[k] < 0 ? 0 : yt[k];                     \
+            } else {                                                                                                \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = TANH(yt[k]);                               \
+            }                                                                                                       \
+            h = yt;                                                                                                 \
+        }                                                                                                           \
+        rec_close_##S(&ru);                                                                                         \
+    }                                                                                                               \
+                                                                                                                    \
+    /* SimpleRNN backward: y [T,B,H] the forward's outputs, dy [T,B,H] their grads; dh [B,H] in: grad of h_T,     \
+       out: of h0; dz [T,B,H] out: grads of the pre-activations (= of xp); dz may be dy itself. */                  \
+    void xf_rnn_bwd_##S(int steps, int batch, int hid, int relu, const T *w, const T *y, const T *dy, T *dh,        \
+                        T *dz, const int *active) {                                                                 \
+        rec_##S rw = rec_open_##S(batch, hid, hid, w, hid);                                                         \
+        for (int t = steps - 1; t >= 0; t--) {                                                                      \
+            const int nb = active ? active[t] : batch;                                                              \
+            const long n = (long)nb * hid, off = (long)t * batch * hid;                                             \
+            const T *yt = y + off, *dyt = dy + off;                                                                 \
+            T *d = dz + off;                                                                                        \
+            pass_rows_##S(nb, batch, hid, dyt, dh);                                                                 \
+            zero_rows_##S(nb, batch, hid, d);                                                                       \
+            if (relu) {                                                                                             \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = yt[k] > 0 ? dyt[k] + dh[k] : 0;             \
+            } else {                                                                                                \
+                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = (dyt[k] + dh[k]) * (ONE - yt[k] * yt[k]);   \
+            }                                                                                                       \
+            rec_mm_##S(&rw, nb, d, hid, 0, dh, hid);                                                                \
+        }                                                                                                           \
+        rec_close_##S(&rw);                                                                                         \
+    }
+
+DEFINE_RNN(float, f, tanhf, 1.0f)
+DEFINE_RNN(double, d, tanh, 1.0)
