@@ -134,7 +134,7 @@ def test_cpu_trains_the_cells_own_parameters(rng):
 
 
 @pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell"])
-def test_auto_picks_cpu_for_cpu_lstm_gru_stacks(kind, monkeypatch):
+def test_auto_picks_cpu_for_cpu_stacks(kind, monkeypatch):
     rnn = layers.RNN([getattr(layers, kind)(6, backend="torch") for _ in range(2)])
     rnn.build((None, None, FEATURES))
     assert auto_method(rnn) == "cpu" and xf.compile(rnn, "auto").method == "cpu"
@@ -142,9 +142,7 @@ def test_auto_picks_cpu_for_cpu_lstm_gru_stacks(kind, monkeypatch):
     mixed.build((None, None, FEATURES))
     simple = layers.RNN([layers.SimpleRNNCell(6, backend="torch") for _ in range(2)])
     simple.build((None, None, FEATURES))
-    # the kernel computes SimpleRNN layers ("cpu" by name), but auto keeps TorchScript for them
-    # (slower with backward at W2, docs/performance.md)
-    assert auto_method(mixed) == auto_method(simple) == "torchscript"
+    assert auto_method(mixed) == auto_method(simple) == "cpu"  # SimpleRNN layers too (docs/performance.md)
     assert all(isinstance(c, cpu.CpuSimpleRNNLayer) for c in xf.compile(simple, "cpu").loop.cells)
     monkeypatch.setattr(cpu_build, "available", lambda: False)  # no compiler here: auto keeps TorchScript
     assert auto_method(rnn) == "torchscript"
@@ -207,7 +205,7 @@ def test_supports_cell_rule():
         layers.GRUCell(4, backend="torch", reset_after=False, input_size=3)
     )
     simple = layers.SimpleRNNCell(4, backend="torch", activation="relu", input_size=3)
-    assert cpu.supports_cell(simple) and not cpu.auto_picks(simple) and cpu.auto_picks(lstm)
+    assert cpu.supports_cell(simple) and cpu.auto_picks(simple) and cpu.auto_picks(lstm)
     assert isinstance(cpu.layer_for(simple), cpu.CpuSimpleRNNLayer) and cpu.layer_for(simple).relu
 
 
