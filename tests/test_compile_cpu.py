@@ -85,6 +85,18 @@ def assert_outputs(got, want, dtype):
         assert max_err(s.detach(), w.detach()) <= TOL[dtype]
 
 
+def assert_gradients(got, want, dtype):
+    """The loss and every canonical gradient (inputs, each initial state, each weight) within the
+    stated scale-relative tolerance (docs/parity.md: 1e-4 float32, 1e-10 float64)."""
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    assert abs(got.loss - want.loss) <= tol * max(1.0, abs(want.loss))
+    got_all = [got.inputs, *[s for lay in got.states for s in lay], *got.weights]
+    want_all = [want.inputs, *[s for lay in want.states for s in lay], *want.weights]
+    assert len(got_all) == len(want_all) > 3
+    for g, w in zip(got_all, want_all, strict=True):
+        assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
+
+
 @pytest.mark.parametrize(("batch", "units"), SIZES)
 @pytest.mark.parametrize("flags", [(True, False), (False, True)])  # (return_sequences, go_backwards)
 @pytest.mark.parametrize("method", ["cpu", "auto", "torchscript"])
@@ -115,13 +127,7 @@ def test_gradients_match_uncompiled(rng, dtype, config, batch, units, steps, met
     loss_weights = (rng.uniform(-1, 1, (batch, steps, units)), random_cell_states(rng, kind, 2, batch, units, dtype))
     got = training.loss_and_grads("torch", fast, x, states, loss_weights)
     want = training.loss_and_grads("torch", rnn, x, states, loss_weights)
-    tol = 1e-4 if dtype == "float32" else 1e-10  # docs/parity.md: gradients, scale-relative
-    assert abs(got.loss - want.loss) <= tol * max(1.0, abs(want.loss))
-    got_all = [got.inputs, *[s for lay in got.states for s in lay], *got.weights]
-    want_all = [want.inputs, *[s for lay in want.states for s in lay], *want.weights]
-    assert len(got_all) == len(want_all) > 3
-    for g, w in zip(got_all, want_all, strict=True):
-        assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
+    assert_gradients(got, want, dtype)
 
 
 def test_cpu_trains_the_cells_own_parameters(rng):

@@ -16,7 +16,7 @@ import pytest
 import test_compile_cpu as base
 from conftest import TOL
 from helpers import max_err, random_cell_states
-from test_compile_cpu import FEATURES, SIZES, STEPS, assert_outputs, built
+from test_compile_cpu import FEATURES, SIZES, STEPS, assert_gradients, assert_outputs, built
 from test_compile_masks import poisoned
 
 import rnn_xframework as xf
@@ -89,13 +89,7 @@ def test_right_padded_gradients_match(rng, dtype, config, batch, units, case):
     loss_weights = (rng.uniform(-1, 1, (batch, STEPS, units)), random_cell_states(rng, kind, 2, batch, units, dtype))
     got = training.loss_and_grads("torch", fast, x, states, loss_weights, mask=mask)
     want = training.loss_and_grads("torch", rnn, x, states, loss_weights, mask=mask)
-    tol = 1e-4 if dtype == "float32" else 1e-10  # docs/parity.md: gradients, scale-relative
-    assert abs(got.loss - want.loss) <= tol * max(1.0, abs(want.loss))
-    got_all = [got.inputs, *[s for lay in got.states for s in lay], *got.weights]
-    want_all = [want.inputs, *[s for lay in want.states for s in lay], *want.weights]
-    assert len(got_all) == len(want_all) > 3
-    for g, w in zip(got_all, want_all, strict=True):
-        assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
+    assert_gradients(got, want, dtype)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
