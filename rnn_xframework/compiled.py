@@ -65,15 +65,22 @@ _BIDIRECTIONAL_LOCK = threading.Lock()
 def recompile_bidirectional(source: Any, method: str) -> Any:
     """A compiled ``Bidirectional``: its backend's ``Bidirectional`` class (a subclass of it that
     pickles as its recipe) over ``source``'s two RNNs, each compiled with ``method``
-    (:func:`recompile`), merging as ``source`` does. It holds ``method`` and ``source``; pickling
-    it (``copy.deepcopy``, ``torch.save``) stores ``source`` and ``method``, as a compiled RNN does."""
-    base = registry.get(source.backend).bidirectional_class
+    (:func:`recompile`), merging as ``source`` does (both directions in one call of the backend's
+    own where its ``fused_bidirectional`` mixin can, :class:`~rnn_xframework.registry.Backend`). It
+    holds ``method`` and ``source``; pickling it (``copy.deepcopy``, ``torch.save``) stores
+    ``source`` and ``method``, as a compiled RNN does."""
+    backend = registry.get(source.backend)
+    base = backend.bidirectional_class
     with _BIDIRECTIONAL_LOCK:
         cls = _BIDIRECTIONAL.get(base)
         if cls is None:
             doc = f"``xf.compile`` of a ``Bidirectional``: {base.__name__} over two compiled RNNs."
             namespace = {"__reduce__": _reduce_bidirectional, "__doc__": doc, "__module__": base.__module__}
-            cls = _BIDIRECTIONAL[base] = type("CompiledBidirectional", (base,), namespace)
+            bases = (base,)
+            if backend.fused_bidirectional is not None:  # runs both directions in one call where it can
+                module, name = backend.fused_bidirectional.split(":")
+                bases = (getattr(importlib.import_module(module), name), base)
+            cls = _BIDIRECTIONAL[base] = type("CompiledBidirectional", bases, namespace)
     out = cls(*(recompile(layer, method) for layer in source.layers), merge_mode=source.merge_mode)
     # plain attributes: a module or Keras layer would track ``source`` as a second owner of its parameters
     out.__dict__.update(method=method, source=source)

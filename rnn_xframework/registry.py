@@ -98,6 +98,11 @@ class Backend:
     stack_class: ClassVar[type]
     rnn_class: ClassVar[type]
     bidirectional_class: ClassVar[type | None] = None
+    fused_bidirectional: ClassVar[str | None] = None
+    """``"module:Class"`` of a mixin put before ``bidirectional_class`` in the class of a compiled
+    ``Bidirectional`` (:func:`rnn_xframework.compiled.recompile_bidirectional`): its ``run`` may run
+    both directions in one call of the backend's own where a method allows, else defers to the
+    two compiled RNNs (``super().run``)."""
     cell_bases: ClassVar[tuple[type, ...]] = ()
 
     def __init_subclass__(cls, *, name: str, **kwargs: Any) -> None:

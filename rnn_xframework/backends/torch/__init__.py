@@ -91,6 +91,7 @@ class TorchBackend(registry.Backend, name="torch"):
     stack_class = StackedRNNCells
     rnn_class = RNN
     bidirectional_class = Bidirectional
+    fused_bidirectional = "rnn_xframework.backends.torch.compile.cpu_bidirectional:FusedBidirectional"
     compile_methods = {
         "torchscript": "rnn_xframework.backends.torch.compile.torchscript:compile_rnn",
         "cpu": "rnn_xframework.backends.torch.compile.cpu:compile_rnn",

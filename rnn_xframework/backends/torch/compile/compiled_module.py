@@ -116,7 +116,7 @@ class CompiledRNN(compiled.CompiledRNN, nn.Module):
             run = self.train_loop if self.train_loop is not None and torch.is_grad_enabled() else self.loop
             y, states = run(inputs, states)
         if torch.is_grad_enabled():
-            y, states = _defined_gradients(y, states)
+            y, states = defined_gradients(y, states)
         if source.time_major and source.return_sequences:
             y = y.transpose(0, 1)
         return (y, states) if source.return_state else y
@@ -154,7 +154,7 @@ class _DefinedGradients(torch.autograd.Function):
         return grads  # materialize_grads (the default) turned undefined ones into zeros
 
 
-def _defined_gradients(y: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
+def defined_gradients(y: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
     flat = [s for layer in states for s in layer]
     if not (y.requires_grad or any(s.requires_grad for s in flat)):
         return y, states

@@ -56,7 +56,8 @@ class CpuMaskedLoop:
         self.loop = loop
         self.fallback = fallback
         self.zero_output = zero_output
-        self.runs_lengths = not loop.go_backwards and all(getattr(c, "takes_active", False) for c in loop.cells)
+        self.kernel_layers = all(getattr(c, "takes_active", False) for c in loop.cells)  # right_padded runs
+        self.runs_lengths = not loop.go_backwards and self.kernel_layers
 
     def __call__(
         self, x: Tensor, states: list[list[Tensor]], keep: Tensor, xm: list[list[Tensor]], hm: list[list[Tensor]]
@@ -69,18 +70,22 @@ class CpuMaskedLoop:
             return self.fallback(x, states, keep, xm, hm)
         if bool((lengths == x.shape[1]).all()):  # every step real: the unmasked loop (oneDNN's LSTM included)
             return self.loop(x, states)
-        return self._right_padded(x, states, keep, lengths)
+        return self.right_padded(x, states, keep, lengths)
 
-    def _right_padded(
+    def right_padded(
         self, x: Tensor, states: list[list[Tensor]], keep: Tensor, lengths: np.ndarray
     ) -> tuple[Tensor, list[list[Tensor]]]:
+        """A right-padded call (``lengths``: :func:`right_padded_lengths` of ``keep``, not all
+        ``time``) in the C loop, in processing order whatever ``go_backwards`` says (the fused
+        ``Bidirectional`` of :mod:`~rnn_xframework.backends.torch.compile.cpu_bidirectional`
+        hands its backward direction each row reversed within its length)."""
         steps = x.shape[1]
         order = None
         if bool((lengths[:-1] < lengths[1:]).any()):
             sort = np.argsort(-lengths, kind="stable")
             lengths, order = lengths[sort], torch.from_numpy(sort)
-            x, keep = x[order], keep[order]
-            states = [[s[order] for s in layer] for layer in states]
+            x, keep = x.index_select(0, order), keep.index_select(0, order)  # a third of x[order]'s time at W1
+            states = [[s.index_select(0, order) for s in layer] for layer in states]
         active = active_counts(lengths, steps)
         # the C loop never reads a padding step's projection forward; backward, the weights'
         # gradients would multiply it by zeros: padding inputs become zeros where autograd records
@@ -89,13 +94,14 @@ class CpuMaskedLoop:
         for layer, state in zip(self.loop.cells, states, strict=True):
             seq, state = layer(seq, state, active)
             new_states.append(state)
+        y, keep = (seq, keep.unsqueeze(2)) if self.loop.return_sequences else (seq[:, -1], keep[:, -1:])
         if self.zero_output:
-            seq = torch.where(keep.unsqueeze(2), seq, torch.zeros((), dtype=seq.dtype))
+            y = torch.where(keep, y, torch.zeros((), dtype=y.dtype))
         elif lengths[-1] == 0:  # an empty row's held output is its initial state; Keras's is zeros
-            seq = torch.where(torch.from_numpy(lengths > 0).view(-1, 1, 1), seq, torch.zeros((), dtype=seq.dtype))
-        y = seq if self.loop.return_sequences else seq[:, -1]
+            real = torch.from_numpy(lengths > 0).view(-1, *[1] * (y.dim() - 1))
+            y = torch.where(real, y, torch.zeros((), dtype=y.dtype))
         if order is not None:
             inverse = torch.from_numpy(np.argsort(sort, kind="stable"))
-            y = y[inverse]
-            new_states = [[s[inverse] for s in layer] for layer in new_states]
+            y = y.index_select(0, inverse)
+            new_states = [[s.index_select(0, inverse) for s in layer] for layer in new_states]
         return y, new_states
