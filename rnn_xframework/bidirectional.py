@@ -177,8 +177,8 @@ class BidirectionalMixin(_Container):
         """``y`` (a sequence output) reversed along its time axis."""
         ops = self._ops
         if self.time_major:
-            return ops.swap_batch_time(ops.stack(ops.unstack(ops.swap_batch_time(y))[::-1]))
-        return ops.stack(ops.unstack(y)[::-1])
+            return ops.swap_batch_time(ops.reverse_time(ops.swap_batch_time(y)))
+        return ops.reverse_time(y)
 
     def _merge(self, y: Any, y_rev: Any) -> Any:
         mode = self.merge_mode

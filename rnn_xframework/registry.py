@@ -165,6 +165,12 @@ class Backend:
         """Inverse of :meth:`unstack`: list of ``[batch, ...]`` -> ``[batch, time, ...]``."""
         raise NotImplementedError
 
+    def reverse_time(self, x: Any) -> Any:
+        """``[batch, time, ...]`` with its time axis reversed (``Bidirectional``'s backward output back
+        in time order). The default restacks :meth:`unstack`'s steps; a backend with a native
+        reversal overrides it (one op instead of one per step)."""
+        return self.stack(self.unstack(x)[::-1])
+
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         """``a`` where the boolean ``cond`` (broadcast, e.g. ``[batch, 1]``) is true, else ``b``
         (zeros like ``a`` when ``None``): a selection, so NaN or inf in the other branch stays out."""

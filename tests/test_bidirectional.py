@@ -272,3 +272,17 @@ def test_tensorflow_layer_saves_in_keras_files(rng, tmp_path):
     model.save(tmp_path / "bi.keras")
     again = keras.saving.load_model(tmp_path / "bi.keras")
     assert max_err(again(x), model(x)) <= TOL["float32"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "tensorflow"])
+def test_reverse_time_is_the_restacked_reversal(backend, rng):
+    """Every backend's ``reverse_time`` (one native op) equals the default, the steps restacked in
+    reverse (what a backend without its own gets), which equals NumPy's reversal."""
+    require(backend)
+    from rnn_xframework import registry
+
+    ops = registry.get(backend)
+    x = rng.normal(size=(BATCH, STEPS, UNITS))
+    got, default = ops.reverse_time(native(backend, x)), registry.Backend.reverse_time(ops, native(backend, x))
+    np.testing.assert_array_equal(numpy(backend, got), x[:, ::-1])
+    np.testing.assert_array_equal(numpy(backend, default), x[:, ::-1])

@@ -2,7 +2,7 @@
 uncompiled RNN's cells (drawn from the same generators, or set with ``set_dropout_masks``), the
 same outputs, states and gradients, with and without ``mask=``, both orderings: the torch methods
 and TensorFlow's ``"tf.function"`` and ``"xla"`` graphs (the masks enter the graph as inputs: one
-trace per shape); ``triton`` still refuses it, typed."""
+trace per shape); ``triton`` runs it in the scripted masked loop."""
 
 from __future__ import annotations
 
@@ -247,12 +247,19 @@ def test_inductor_dropout_matches_uncompiled():
     assert all(max_err(g, w) <= TOL["float64"] for g, w in zip(grads, grads_want, strict=True))
 
 
-def test_triton_still_refuses_dropout():
+def test_triton_dropout_runs_the_scripted_masked_loop(monkeypatch):
+    """``triton`` trains with dropout through the scripted masked loop (the cells' own masks):
+    the uncompiled RNN's results with the same draws (Triton's interpreter on the CPU)."""
     require("torch")
     pytest.importorskip("triton", reason="xf.compile(rnn, 'triton') needs triton")
     import torch
 
-    rnn = layers.RNN(make_cells("torch", "GRUCell", 1, UNITS, "float32", dropout=0.5))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    rnn = layers.RNN(make_cells("torch", "GRUCell", 1, UNITS, "float64", dropout=0.5, recurrent_dropout=0.3))
     rnn.build((None, None, FEATURES))
-    with pytest.raises(xf.UnsupportedConfigError, match=r"no dropout.*'torchscript' or 'inductor'"):
-        xf.compile(rnn, "triton")(torch.zeros(BATCH, STEPS, FEATURES), training=True)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(BATCH, STEPS, FEATURES)))
+    torch.manual_seed(3)
+    got = xf.compile(rnn, "triton")(x, training=True)
+    torch.manual_seed(3)
+    want = rnn(x, training=True)
+    assert max_err(got.detach(), want.detach()) <= TOL["float64"]

@@ -166,13 +166,18 @@ def test_inductor_masked_matches_uncompiled(rng, kind):
 
 
 def test_methods_without_a_masked_loop_refuse_naming_those_with_one(rng):
-    """``triton`` has no masked kernel: a typed refusal naming the methods that take masks."""
+    """A compiled object made without a masked loop (every built-in torch method has one, so a
+    third-party loop here): a typed refusal naming the methods that take masks."""
     require("torch")
-    pytest.importorskip("triton", reason="xf.compile(rnn, 'triton') needs triton")
+    from rnn_xframework.backends.torch.compile import compiled_module
+
+    def loop(x, states):
+        raise AssertionError("the refusal comes before the loop")
+
     rnn = built("torch", "SimpleRNNCell", "float32", rng)
-    fast = xf.compile(rnn, "triton")  # the mask is refused before any kernel runs (on any device)
+    fast = compiled_module.CompiledRNN(rnn, loop, "a plugin's")
     x = native("torch", rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32"))
-    with pytest.raises(xf.UnsupportedConfigError, match=r"takes no mask.*'torchscript'.*'inductor'"):
+    with pytest.raises(xf.UnsupportedConfigError, match=r"a plugin's loop takes no mask.*'torchscript'.*'triton'"):
         fast(x, mask=GENERAL)
 
 

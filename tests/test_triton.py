@@ -132,15 +132,8 @@ def test_flags_and_reuse(device):
 
 
 def test_refuses_what_it_does_not_cover(device):
-    """Typed errors naming the unsupported thing, before any kernel runs."""
-    rnn = layers.RNN([layers.GRUCell(4, backend="torch", dropout=0.5)])
-    rnn.build((None, None, 3))
-    fast = xf.compile(rnn, "triton")
-    x = torch.zeros(2, 3, 3)
-    with pytest.raises(UnsupportedConfigError, match="dropout"):
-        fast(x, training=True)
-    with pytest.raises(UnsupportedConfigError, match="mask"):
-        fast(x, mask=torch.ones(2, 3, dtype=torch.bool))
+    """Typed errors naming the unsupported thing, before any kernel runs (masks and dropout:
+    ``tests/test_triton_masked.py``)."""
     half = layers.RNN([layers.SimpleRNNCell(4, backend="torch")])
     half.build((None, None, 3))
     with pytest.raises(UnsupportedConfigError, match=r"float16"):

@@ -34,6 +34,17 @@ from rnn_xframework.bench import kernel_resources as kr
 MISSING = kr.toolchain_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"cannot compile for sm_90: {MISSING}")
 CASES = kr.cases()
+GATES = {"SimpleRNN": 1, "SimpleRNN relu": 1, "LSTM": 4, "GRU": 3}
+FALLS_BACK = {
+    c
+    for c in CASES
+    if c.mode == "masked training"
+    and GATES[c.cell] * max(16, 1 << (kr.SIZES[c.size][3] - 1).bit_length()) ** 2 * (2 if c.dtype == "float64" else 1)
+    > 16384
+}
+"""The masked cases whose layers are column-split (recurrent weights over ``MAX_WEIGHT_ELEMENTS``,
+16384, units padded to a power of two, float64 counting twice): their masked calls run the scripted
+masked loop, no kernel. Counted here independently of the library's rule."""
 
 
 @dataclasses.dataclass
@@ -68,6 +79,9 @@ def compiled(config: kr.Config) -> Compiled:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(c).replace(",", "").split()))
 def test_kernels_compile_and_fit_an_h100_block(triton_cache, case):
     configs = kr.all_configs([case])
+    if case.mode == "masked training" and not configs:  # column-split layers run the scripted masked loop
+        assert case in FALLS_BACK, f"{case} launched no kernel"
+        return
     assert configs, f"{case} launched no kernel"
     for config in configs:
         result = compiled(config)

@@ -210,6 +210,9 @@ class NumpyBackend(registry.Backend, name="numpy"):
     def stack(self, xs: list[Any]) -> Any:
         return np.stack(xs, axis=1)
 
+    def reverse_time(self, x: Any) -> Any:
+        return np.ascontiguousarray(x[:, ::-1])
+
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         return np.where(cond, a, np.zeros_like(a) if b is None else b)
 

@@ -4,12 +4,11 @@ without a GPU, and the registers, spills and shared memory they use.
 Triton's interpreter (``TRITON_INTERPRET=1``, ``tests/test_triton.py``) checks the kernels'
 numbers but never runs Triton's compiler: a kernel that fails to compile for a GPU, spills
 registers or asks for more shared memory than a block may have would show up only on a GPU. The
-CPU build of triton compiles for a CUDA target without one (its wheel ships ``ptxas`` and
-``cuobjdump``). This module does that for exactly the launches the library makes:
+CPU build of triton compiles for a CUDA target (``ptxas``), here for the launches the library makes:
 
-* :func:`launches` runs an ``xf.compile(rnn, "triton")`` RNN on ``meta`` tensors (shapes only:
-  no data, no arithmetic) with :mod:`~rnn_xframework.backends.torch.compile.triton`'s launch replaced by a
-  recorder, so each kernel, its constexprs, grid, arguments and compile options
+* :func:`launches` runs an ``xf.compile(rnn, "triton")`` RNN on ``meta`` tensors (no data) with
+  :mod:`~rnn_xframework.backends.torch.compile.triton`'s launch replaced by a recorder, so each
+  kernel, its constexprs, grid, arguments and compile options
   (:func:`~rnn_xframework.backends.torch.compile.triton.launch_options`) are the library's own.
 * :func:`specialize` turns a launch into what Triton's JIT compiles for it, through the JIT's own
   binder (an int argument equal to 1 becomes a constant; 16-divisible ints and 16-byte-aligned
@@ -20,7 +19,6 @@ The GPU machine of issue 9 runs triton 3.6; this compiles with the installed tri
 CI), so it catches compile errors and resource overruns of the kernels as written, not what only
 3.6 does. ``enable_fp_fusion`` is :data:`FP_FUSION`: the library's launches pass none, so they
 get Triton's default, multiply-add contraction (FMA) on (3.6, 3.9; 3.10 announces the opposite).
-
 Nothing here imports torch or triton at import time.
 """
 
@@ -44,8 +42,7 @@ TARGET = ("cuda", 90, 32)
 SHARED_LIMIT = 232_448
 """Bytes of shared memory one block may use on an H100 (issue 9: "has 232,448")."""
 REGISTER_FILE = 65_536
-"""32-bit registers per multiprocessor on an H100: ``registers per thread * threads`` of one block
-must fit, or the launch fails."""
+"""32-bit registers per multiprocessor on an H100: ``registers per thread * threads`` must fit."""
 MAX_REGISTERS = 255
 """Registers per thread ptxas may give a thread on sm_90 (beyond it, it spills)."""
 FP_FUSION = True
@@ -66,16 +63,17 @@ CELLS: dict[str, tuple[str, dict[str, Any]]] = {
     "LSTM": ("LSTMCell", {}),
     "GRU": ("GRUCell", {}),
 }
-"""The cell types with kernels: ``name -> (cell class, arguments)``."""
-DTYPES = ("float32", "float64")
-MODES: dict[str, tuple[int, bool]] = {
-    "inference": (LAYERS, False),
-    "inference, 1 layer": (1, False),
-    "training": (LAYERS, True),
+DTYPES = ("float32", "float64")  # CELLS: the cell types with kernels, ``name -> (cell class, arguments)``
+MODES: dict[str, tuple[int, bool, bool]] = {
+    "inference": (LAYERS, False, False),
+    "inference, 1 layer": (1, False, False),
+    "training": (LAYERS, True, False),
+    "masked training": (LAYERS, True, True),
 }
-"""``name -> (layers, autograd on)``: a two-layer stack's inference (the two-layer kernel where it
-fits, else one forward per layer without ``SAVE``), a single layer's (the per-layer forward
-where the stack would take the two-layer kernel), and training (forward with ``SAVE``, then the backward)."""
+"""``name -> (layers, autograd on, right-padded mask)``: a two-layer stack's inference (the
+two-layer kernel where it fits, else one forward per layer without ``SAVE``), a single layer's
+(the per-layer forward where the stack would take the two-layer kernel), training (forward with
+``SAVE``, then the backward), and training on a right-padded batch (both with ``MASKED``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +90,8 @@ class Case:
 
 
 def cases() -> list[Case]:
-    """Every combination of :data:`SIZES`, :data:`CELLS`, :data:`DTYPES` and :data:`MODES`."""
+    """Every combination of :data:`SIZES`, :data:`CELLS`, :data:`DTYPES` and :data:`MODES`
+    (a masked case whose layers are column-split launches no kernel: :func:`launches`)."""
     return [Case(s, c, d, m) for s in SIZES for c in CELLS for d in DTYPES for m in MODES]
 
 
@@ -120,11 +119,12 @@ class Launch:
 
 @contextmanager
 def _recording(into: list[Launch]) -> Iterator[None]:
-    """Within: every kernel launch of ``triton_host`` is appended to ``into`` instead of run, and
-    its tensor check accepts ``meta`` tensors (the dtype check still applies)."""
+    """Within: every kernel launch of ``triton_host`` is appended to ``into`` instead of run, its
+    tensor check accepts ``meta`` tensors (the dtype check still applies), and a mask is right-padded."""
     import torch
 
     from rnn_xframework.backends.torch.compile import triton as triton_host
+    from rnn_xframework.backends.torch.compile import triton_masked
 
     def pointer(a: Any) -> Any:
         if isinstance(a, torch.Tensor):
@@ -139,7 +139,14 @@ def _recording(into: list[Launch]) -> Iterator[None]:
         if x.dtype not in triton_host.DTYPES:
             triton_host.check_tensor(x)
 
-    with mock.patch.object(triton_host, "_launch", record), mock.patch.object(triton_host, "check_tensor", check):
+    def lengths(keep: Any) -> Any:  # a meta mask has no values: taken as right-padded
+        return torch.empty(keep.shape[0], dtype=torch.int32, device="meta")
+
+    with (
+        mock.patch.object(triton_host, "_launch", record),
+        mock.patch.object(triton_host, "check_tensor", check),
+        mock.patch.object(triton_masked, "right_padded_lengths", lengths),
+    ):
         yield
 
 
@@ -151,7 +158,7 @@ def launches(case: Case) -> list[Launch]:
     from rnn_xframework import layers
 
     batch, steps, features, units = SIZES[case.size]
-    n_layers, grad = MODES[case.mode]
+    n_layers, grad, masked = MODES[case.mode]
     kind, kw = CELLS[case.cell]
     cells = [getattr(layers, kind)(units, backend="torch", dtype=case.dtype, **kw) for _ in range(n_layers)]
     rnn = layers.RNN(cells, return_sequences=True)
@@ -159,10 +166,12 @@ def launches(case: Case) -> list[Launch]:
         rnn.build((None, None, features))
     rnn.to("meta")  # the cells' own record of their device too
     fast = xf.compile(rnn, "triton")
+    if masked and not fast.masked_loop.runs_lengths:
+        return []  # column-split layers: a masked call runs the scripted masked loop, no kernel
     x = torch.empty(batch, steps, features, dtype=getattr(torch, case.dtype), device="meta", requires_grad=grad)
     found: list[Launch] = []
     with _recording(found), torch.set_grad_enabled(grad):
-        y = fast(x)
+        y = fast(x, mask=torch.ones(batch, steps, dtype=torch.bool, device="meta")) if masked else fast(x)
         if grad:
             y.sum().backward()
     return found
@@ -179,8 +188,7 @@ class Config:
     options: tuple[tuple[str, Any], ...]
 
     def constant(self, name: str) -> Any:
-        """The value compiled into the kernel for its parameter ``name`` (a constexpr, or an int
-        argument the JIT made a constant)."""
+        """The value compiled in for parameter ``name`` (a constexpr, or an int the JIT made constant)."""
         index = [n for n, _ in self.signature].index(name)
         return dict(self.constexprs)[(index,)]
 

@@ -245,6 +245,9 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
     def stack(self, xs: list[Any]) -> Any:
         return tf.stack(xs, axis=1)
 
+    def reverse_time(self, x: Any) -> Any:
+        return tf.reverse(x, [1])
+
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         return tf.where(cond, a, tf.zeros_like(a) if b is None else b)
 

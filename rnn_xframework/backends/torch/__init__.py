@@ -102,7 +102,7 @@ class TorchBackend(registry.Backend, name="torch"):
     compiled_class = "rnn_xframework.backends.torch.compile.compiled_module:CompiledRNN"
     slow_to_compile = frozenset({"inductor"})
     cuda_only = frozenset({"triton", "cudagraph"})  # triton also runs on the CPU with TRITON_INTERPRET=1
-    masked_methods = frozenset({"torchscript", "inductor", "cudagraph", "cpu"})
+    masked_methods = frozenset({"torchscript", "inductor", "cudagraph", "cpu", "triton"})
     distributions = ("torch",)
     forward_reference = 2
     gradient_reference = 1
@@ -159,6 +159,9 @@ class TorchBackend(registry.Backend, name="torch"):
 
     def stack(self, xs: list[Any]) -> Any:
         return torch.stack(xs, 1)
+
+    def reverse_time(self, x: Any) -> Any:
+        return x.flip(1)
 
     def where(self, cond: Any, a: Any, b: Any | None) -> Any:
         return torch.where(cond, a, torch.zeros_like(a) if b is None else b)

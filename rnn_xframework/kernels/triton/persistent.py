@@ -87,6 +87,7 @@ def forward_kernel(
     gs,
     h_last,
     c_last,
+    lens,
     T,
     B,
     U,
@@ -95,11 +96,16 @@ def forward_kernel(
     SAVE: tl.constexpr,
     BLOCK_B: tl.constexpr,
     UP: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
     """``xp [T, B, G*U]`` (strides ``s_xt, s_xb``, unit last), ``w = W_hh [G*U, U]``, ``bh = b_hh
     [G*U]`` (GRU), ``h0, c0 [B, U]`` -> ``out [T, B, U]``; with ``SAVE`` also ``cs [T, B, U]``
-    (LSTM) and ``gs [T, B, 4*U]``; ``h_last, c_last [B, U]``. All outputs contiguous."""
+    (LSTM) and ``gs [T, B, 4*U]``; ``h_last, c_last [B, U]``. All outputs contiguous. With
+    ``MASKED``, ``lens [B]`` (int32): row ``b`` is real for ``t < lens[b]`` and holds its state
+    after (a right-padded batch: the state, and the output, of its last real step)."""
     rows, cols, m2, su = _block(B, U, BLOCK_B, UP)
+    if MASKED:
+        n_real = tl.load(lens + rows, mask=rows < B, other=0)[:, None]
     ks = tl.arange(0, UP)
     wmask = (ks[:, None] < U) & (cols[None, :] < U)
     # tile [k, n] = W_hh[n, k]: h @ tile = h W_hh^T
@@ -118,16 +124,20 @@ def forward_kernel(
         if CELL == SIMPLE:
             a = tl.load(x, mask=m2, other=0.0) + tl.dot(h, w0, input_precision="ieee")
             if RELU:
-                h = relu(a)
+                h_new = relu(a)
             else:
-                h = tanh(a)
+                h_new = tanh(a)
         if CELL == LSTM:
             gi = sigmoid(tl.load(x, mask=m2, other=0.0) + tl.dot(h, w0, input_precision="ieee"))
             gf = sigmoid(tl.load(x + U, mask=m2, other=0.0) + tl.dot(h, w1, input_precision="ieee"))
             gg = tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + tl.dot(h, w2, input_precision="ieee"))
             go = sigmoid(tl.load(x + 3 * U, mask=m2, other=0.0) + tl.dot(h, w3, input_precision="ieee"))
-            c = gf * c + gi * gg
-            h = go * tanh(c)
+            c_new = gf * c + gi * gg
+            h_new = go * tanh(c_new)
+            if MASKED:  # a select, not arithmetic: NaN in a padding step's projection reaches nothing
+                c = tl.where(n_real > t, c_new, c)
+            else:
+                c = c_new
             if SAVE:
                 g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
                 store4(gs, g_t, U, gi, gf, gg, go, m2)
@@ -139,10 +149,14 @@ def forward_kernel(
             r = sigmoid(tl.load(x, mask=m2, other=0.0) + hr)
             z = sigmoid(tl.load(x + U, mask=m2, other=0.0) + hz)
             n = tanh(tl.load(x + 2 * U, mask=m2, other=0.0) + r * hn)
-            h = (1.0 - z) * n + z * h
+            h_new = (1.0 - z) * n + z * h
             if SAVE:
                 g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
                 store4(gs, g_t, U, r, z, n, hn, m2)
+        if MASKED:
+            h = tl.where(n_real > t, h_new, h)
+        else:
+            h = h_new
         tl.store(out + o_t, h, mask=m2)
     tl.store(h_last + su, h, mask=m2)
     if CELL == LSTM:
@@ -163,6 +177,7 @@ def backward_kernel(
     dhx,
     dh0,
     dc0,
+    lens,
     T,
     B,
     U,
@@ -171,11 +186,15 @@ def backward_kernel(
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     UP: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
     """Backward through the steps of :func:`forward_kernel`. ``dout [T, B, U]`` (dL/d out), ``gh,
     gc [B, U]`` (dL/d h_last, c_last) -> ``dxp [T, B, G*U]`` (dL/d xp), for GRU ``dhx [T, B, 3*U]``
-    (dL/d (h W_hh^T + b_hh)), and ``dh0, dc0 [B, U]``. All contiguous."""
+    (dL/d (h W_hh^T + b_hh)), and ``dh0, dc0 [B, U]``. All contiguous. With ``MASKED`` (``lens``
+    as the forward's), a held step passes ``dh`` / ``dc`` through and has zero ``dxp`` / ``dhx``."""
     rows, cols, m2, su = _block(B, U, BLOCK_B, UP)
+    if MASKED:
+        n_real = tl.load(lens + rows, mask=rows < B, other=0)[:, None]
     ks = tl.arange(0, UP)
     wmask = (cols[:, None] < U) & (ks[None, :] < U)
     # tile [n, k] = W_hh[n, k]: d @ tile = d W_hh
@@ -189,10 +208,21 @@ def backward_kernel(
         dh += tl.load(dout + o_t, mask=m2, other=0.0)
         d_t = t * B * G * U + rows[:, None] * G * U + cols[None, :]
         first = (su * 0 + t) == 0  # step 0 reads the initial state instead of step t - 1
+        if MASKED:
+            # a held step (t >= lens): zero gradients into its gates, dh and dc carried through. The
+            # carries are blended, not selected (a select of the loop-carried values trips an
+            # assertion in the LLVM of triton 3.9 for sm_90): dh_{t-1} = (d W_hh) + dh * held, exact
+            # because a held row's d is zeros and a real row's held is 0 (its gates are finite:
+            # autograd's masked calls zero the padding's inputs)
+            real = n_real > t
+            held = tl.where(real, 0.0, 1.0)
+            dh_in = tl.where(real, dh, 0.0)
+        else:
+            dh_in = dh
         if CELL == SIMPLE:
-            dz = simple_grad(tl.load(out + o_t, mask=m2, other=0.0), dh, RELU)
+            dz = simple_grad(tl.load(out + o_t, mask=m2, other=0.0), dh_in, RELU)
             tl.store(dxp + d_t, dz, mask=m2)
-            dh = tl.dot(dz, w0, input_precision="ieee")
+            dh_prev = tl.dot(dz, w0, input_precision="ieee")
         if CELL != SIMPLE:
             g_t = t * B * 4 * U + rows[:, None] * 4 * U + cols[None, :]
             ga, gb, gc_, gd = load4(gs, g_t, U, m2)
@@ -202,17 +232,23 @@ def backward_kernel(
                 c0 + su, mask=m2 & first, other=0.0
             )
             tc = tanh(c)
-            dc += dh * gd * (1.0 - tc * tc)
-            dzi = dc * gc_ * ga * (1.0 - ga)
-            dzf = dc * c_prev * gb * (1.0 - gb)
-            dzg = dc * ga * (1.0 - gc_ * gc_)
-            dzo = dh * tc * gd * (1.0 - gd)
-            dc = dc * gb
+            if MASKED:
+                dct = tl.where(real, dc, 0.0) + dh_in * gd * (1.0 - tc * tc)
+            else:
+                dct = dc + dh * gd * (1.0 - tc * tc)
+            dzi = dct * gc_ * ga * (1.0 - ga)
+            dzf = dct * c_prev * gb * (1.0 - gb)
+            dzg = dct * ga * (1.0 - gc_ * gc_)
+            dzo = dh_in * tc * gd * (1.0 - gd)
+            if MASKED:
+                dc = dct * gb + dc * held
+            else:
+                dc = dct * gb
             tl.store(dxp + d_t, dzi, mask=m2)
             tl.store(dxp + d_t + U, dzf, mask=m2)
             tl.store(dxp + d_t + 2 * U, dzg, mask=m2)
             tl.store(dxp + d_t + 3 * U, dzo, mask=m2)
-            dh = (
+            dh_prev = (
                 tl.dot(dzi, w0, input_precision="ieee")
                 + tl.dot(dzf, w1, input_precision="ieee")
                 + tl.dot(dzg, w2, input_precision="ieee")
@@ -222,8 +258,8 @@ def backward_kernel(
             h_prev = tl.load(out + o_t - B * U, mask=m2 & (first == 0), other=0.0) + tl.load(
                 h0 + su, mask=m2 & first, other=0.0
             )
-            dzn = dh * (1.0 - gb) * (1.0 - gc_ * gc_)
-            dzz = dh * (h_prev - gc_) * gb * (1.0 - gb)
+            dzn = dh_in * (1.0 - gb) * (1.0 - gc_ * gc_)
+            dzz = dh_in * (h_prev - gc_) * gb * (1.0 - gb)
             dzr = dzn * gd * ga * (1.0 - ga)
             dhn = dzn * ga
             tl.store(dxp + d_t, dzr, mask=m2)
@@ -232,12 +268,16 @@ def backward_kernel(
             tl.store(dhx + d_t, dzr, mask=m2)
             tl.store(dhx + d_t + U, dzz, mask=m2)
             tl.store(dhx + d_t + 2 * U, dhn, mask=m2)
-            dh = (
-                dh * gb
+            dh_prev = (
+                dh_in * gb
                 + tl.dot(dzr, w0, input_precision="ieee")
                 + tl.dot(dzz, w1, input_precision="ieee")
                 + tl.dot(dhn, w2, input_precision="ieee")
             )
+        if MASKED:
+            dh = dh_prev + dh * held
+        else:
+            dh = dh_prev
     tl.store(dh0 + su, dh, mask=m2)
     if CELL == LSTM:
         tl.store(dc0 + su, dc, mask=m2)

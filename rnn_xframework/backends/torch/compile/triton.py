@@ -2,11 +2,9 @@
 :mod:`~rnn_xframework.kernels.triton.persistent`, forward and backward through time.
 
 Per layer: the input projection ``xp = x W_ih^T + b`` for the whole sequence is one GEMM (torch,
-differentiable, so ``W_ih``'s and the input's gradients are whole-sequence GEMMs from autograd);
-the recurrence is one persistent kernel launch (:class:`LayerFunction`, a
+differentiable); the recurrence is one persistent kernel launch (:class:`LayerFunction`, a
 ``torch.autograd.Function``), whose backward is one more launch followed by ``dW_hh`` and
-``db_hh`` as whole-sequence GEMMs, as :mod:`~rnn_xframework.backends.torch.compile.bptt` does on CPU.
-Layers run one launch each (the kernels do not fuse layers yet).
+``db_hh`` as whole-sequence GEMMs. Masked calls: :mod:`.triton_masked`.
 
 Supported: SimpleRNN (tanh, relu), LSTM and GRU (``reset_after=True``) cells in any mix, float32
 and float64 (exact products, no TF32), any ``units``: a layer whose recurrent weights fit one
@@ -121,15 +119,15 @@ def check_tensor(x: Tensor) -> None:
 
 
 class LayerFunction(torch.autograd.Function):
-    """``apply(xp, h0, c0, w_hh, b_hh, cell, relu, save, split) -> (out, h_last, c_last)``.
+    """``apply(xp, h0, c0, w_hh, b_hh, cell, relu, save, split, lengths) -> (out, h_last, c_last)``.
 
     ``xp [T, B, G*U]`` (time-major view, unit stride last), ``h0, c0 [B, U]`` (``c0`` LSTM only,
     else ``None``), ``w_hh [G*U, U]``, ``b_hh [G*U]`` (GRU only, else ``None``); ``cell`` a
     kernel code (the type's ``triton`` in :data:`~rnn_xframework.backends.torch.kinds.KINDS`).
-    ``out [T, B, U]`` contiguous; ``c_last`` is an
-    empty tensor except for LSTM. ``save``: keep what the backward needs; ``split``: run the
-    column-split step kernels instead of the persistent one.
-    """
+    ``out [T, B, U]`` contiguous; ``c_last`` is an empty tensor except for LSTM. ``save``: keep what
+    the backward needs; ``split``: run the column-split step kernels instead of the persistent one;
+    ``lengths``: ``None``, or ``int32 [B]`` on ``xp``'s device, a right-padded batch (row ``b`` real
+    for ``t < lengths[b]``, its state held after; persistent kernels only)."""
 
     @staticmethod
     def forward(
@@ -143,6 +141,7 @@ class LayerFunction(torch.autograd.Function):
         relu: bool,
         save: bool,
         split: bool,
+        lengths: Tensor | None = None,
     ) -> Any:
         from rnn_xframework.kernels.triton.common import GATES, SAVED
 
@@ -173,12 +172,12 @@ class LayerFunction(torch.autograd.Function):
             grid = (triton_cdiv(batch, BLOCK_B),)
             _launch(
                 "forward", xp, grid, xp, xp.stride(0), xp.stride(1), w, bh, h0, c0, out, cs, gs, h_last,
-                c_last if lstm else h_last, steps, batch, units,
-                CELL=cell, RELU=relu, SAVE=save, BLOCK_B=BLOCK_B, UP=_pow2(units),
+                c_last if lstm else h_last, lengths if lengths is not None else h0, steps, batch, units,
+                CELL=cell, RELU=relu, SAVE=save, BLOCK_B=BLOCK_B, UP=_pow2(units), MASKED=lengths is not None,
             )  # fmt: skip
         if save:
             ctx.cell, ctx.relu, ctx.gates, ctx.split = cell, relu, GATES[cell], split
-            ctx.has_b_hh = b_hh is not None
+            ctx.has_b_hh, ctx.lengths = b_hh is not None, lengths
             ctx.save_for_backward(w, h0, c0, out, cs, gs)
         return out, h_last, c_last
 
@@ -201,8 +200,9 @@ class LayerFunction(torch.autograd.Function):
         else:
             grid = (triton_cdiv(batch, BLOCK_B),)
             _launch(
-                "backward", out, grid, d_out, d_h, d_c, w, out, h0, c0, cs, gs, dxp, dhx, dh0, dc0, steps, batch,
-                units, CELL=ctx.cell, G=g, RELU=ctx.relu, BLOCK_B=BLOCK_B, UP=_pow2(units),
+                "backward", out, grid, d_out, d_h, d_c, w, out, h0, c0, cs, gs, dxp, dhx, dh0, dc0,
+                ctx.lengths if ctx.lengths is not None else h0, steps, batch, units,
+                CELL=ctx.cell, G=g, RELU=ctx.relu, BLOCK_B=BLOCK_B, UP=_pow2(units), MASKED=ctx.lengths is not None,
             )  # fmt: skip
         needs = ctx.needs_input_grad  # xp, h0, c0, w_hh, b_hh, ...
         d_w = None
@@ -211,7 +211,7 @@ class LayerFunction(torch.autograd.Function):
             if steps > 1:
                 d_w.addmm_(dhx[1:].reshape(-1, g * units).t(), out[:-1].reshape(-1, units))
         d_b = dhx.sum((0, 1)) if ctx.has_b_hh and needs[4] else None
-        return dxp, dh0, (dc0 if lstm else None), d_w, d_b, None, None, None, None
+        return dxp, dh0, (dc0 if lstm else None), d_w, d_b, None, None, None, None, None
 
 
 def _split_backward(
@@ -315,15 +315,18 @@ class StackRunner:
         self.plans = [_layer_plan(c) for c in rnn.cells]
         self.two_layer = fits_two_layer(self.plans, list(rnn.cells))
 
-    def __call__(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
+    def __call__(
+        self, x: Tensor, states: list[list[Tensor]], lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[list[Tensor]]]:
+        """``lengths``: :class:`LayerFunction`'s (a right-padded batch; every layer persistent)."""
         rnn = self.rnn
-        check_tensor(x)
+        self.check(x)
         save = torch.is_grad_enabled()
         seq = x.flip(1) if rnn.go_backwards else x
         batch, steps = seq.shape[0], seq.shape[1]
         # the first layer reads the batch-first input; xp is then seen time-major (a view)
         inp = seq.reshape(batch * steps, seq.shape[2])
-        if self.two_layer and not save:
+        if self.two_layer and not save and lengths is None:
             out, ends = self._two_layer(inp, batch, steps, states)
             return (out.transpose(0, 1) if rnn.return_sequences else out[-1]), ends
         time_major = False
@@ -336,13 +339,17 @@ class StackRunner:
             g = c.weight_ih.shape[0]
             xp = xp.view(steps, batch, g) if time_major else xp.view(batch, steps, g).transpose(0, 1)
             out, h_last, c_last = LayerFunction.apply(
-                xp, state[0], state[1] if code == 1 else None, c.weight_hh, b_hh, code, relu, save, split
+                xp, state[0], state[1] if code == 1 else None, c.weight_hh, b_hh, code, relu, save, split, lengths
             )
             ends.append([h_last, c_last] if code == 1 else [h_last])
             inp = out.view(steps * batch, out.shape[2])
             time_major = True
         y = out.transpose(0, 1) if rnn.return_sequences else out[-1]
         return y, ends
+
+    @staticmethod
+    def check(x: Tensor) -> None:  # check_tensor, looked up at each call
+        check_tensor(x)
 
     def _two_layer(
         self, inp: Tensor, batch: int, steps: int, states: list[list[Tensor]]
@@ -377,7 +384,8 @@ class StackRunner:
 
 def compile_rnn(rnn: Any) -> CompiledRNN:
     """A :class:`~rnn_xframework.backends.torch.compile.compiled_module.CompiledRNN` whose loop is
-    :class:`StackRunner` (inference and training alike)."""
+    :class:`StackRunner` (inference and training alike); masked calls and dropout in training:
+    :class:`~rnn_xframework.backends.torch.compile.triton_masked.TritonMaskedLoop`."""
     frameworks.check_torch_order("xf.compile(rnn, 'triton')")
     if not frameworks.triton_installed():
         raise BackendUnavailableError(
@@ -385,4 +393,8 @@ def compile_rnn(rnn: Any) -> CompiledRNN:
             'pip install "rnn_xframework[triton]"'
         )
     check_built(rnn)
-    return CompiledRNN(rnn, StackRunner(rnn), "triton")
+    from rnn_xframework.backends.torch.compile import torchscript, triton_masked
+
+    runner = StackRunner(rnn)
+    masked = triton_masked.TritonMaskedLoop(runner, torchscript.masked(rnn), bool(rnn.zero_output_for_mask))
+    return CompiledRNN(rnn, runner, "triton", masked=masked)
