@@ -18,7 +18,7 @@ import test_compile_cpu as base
 from conftest import TOL
 from helpers import max_err, random_cell_states, random_cell_weights
 from test_compile_cpu import FEATURES, STEPS
-from test_compile_cpu_masked import CASES, lengths_for, mask_of
+from test_compile_cpu_masked import CASES, Spy, lengths_for, mask_of
 from test_compile_masks import poisoned
 
 import rnn_xframework as xf
@@ -152,15 +152,6 @@ def test_nan_in_right_padding_never_leaks(rng, config):
     for g, w in zip(g_bad, g_clean, strict=True):
         assert bool(torch.isfinite(g).all())
         assert max_err(g, w) <= TOL["float64"] * max(1.0, float(w.abs().max()))
-
-
-class Spy:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.fn(*args, **kwargs)
 
 
 @pytest.mark.parametrize("case", ["gaps", "left-padded", "dropout", "torchscript", "hooked"])

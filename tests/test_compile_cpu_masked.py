@@ -123,12 +123,14 @@ def test_nan_in_right_padding_never_leaks(rng, config):
 
 
 class Spy:
+    """Counts the calls of ``fallback`` (any callable) and passes them on."""
+
     def __init__(self, fallback):
         self.fallback, self.calls = fallback, 0
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         self.calls += 1
-        return self.fallback(*args)
+        return self.fallback(*args, **kwargs)
 
 
 @pytest.mark.parametrize("case", ["gaps", "left-padded", "go_backwards", "dropout"])

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_triton  # its importorskips: torch and triton
 from conftest import TOL
 from helpers import KINDS, make_cells, max_err, random_cell_states, random_cell_weights
+from test_compile_cpu_masked import Spy
 from test_compile_masks import poisoned
 
 import rnn_xframework as xf
@@ -27,18 +29,10 @@ pytest.importorskip("triton")
 from rnn_xframework.backends.torch.compile import triton as triton_host  # noqa: E402 - after the skips
 from rnn_xframework.backends.torch.compile import triton_masked  # noqa: E402
 
+device = test_triton.device  # the fixture: CUDA where there is one, else the interpreter on the CPU
+
 STEPS, FEATURES, UNITS = 5, 3, 6
 LENGTHS = {3: np.array([2, 0, STEPS]), 17: np.array([STEPS, 0, 1, 3, 4, 2, 5, 1, 0, 3, 4, 5, 2, 2, 1, 3, 4])}
-
-
-@pytest.fixture
-def device(monkeypatch: pytest.MonkeyPatch) -> str:
-    """``cuda`` where there is one, else the CPU in Triton's interpreter (this test only)."""
-    if torch.cuda.is_available():
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        return "cuda"
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    return "cpu"
 
 
 def mask_of(lengths):
@@ -132,15 +126,6 @@ def test_nan_in_right_padding_never_leaks(device, kind):
     for g, w in zip(got, want, strict=True):
         assert bool(torch.isfinite(g).all())
         assert max_err(g.detach().cpu(), w.detach().cpu()) <= 1e-12
-
-
-class Spy:
-    def __init__(self, fallback):
-        self.fallback, self.calls = fallback, 0
-
-    def __call__(self, *args):
-        self.calls += 1
-        return self.fallback(*args)
 
 
 @pytest.mark.parametrize("case", ["gaps", "left-padded", "go_backwards", "dropout", "wide layer"])

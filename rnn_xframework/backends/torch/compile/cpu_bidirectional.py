@@ -5,10 +5,10 @@ A compiled ``Bidirectional`` is its backend's ``Bidirectional`` over two compile
 mixin of its class. Where both RNNs are ``"cpu"``-compiled (what ``"auto"`` picks on the CPU), a call
 runs their C loops (:class:`~rnn_xframework.backends.torch.compile.cpu.CpuLoop`) directly: each
 RNN's checks once, the backward direction's output flipped back to time order by one ``torch.flip``
-(the generic layer unstacks and restacks every step), merged. At W1 (batch 4, 80 steps, 100
-features, 64 units, two ``Bidirectional`` layers, forward, one process, median of 100) that took
-an LSTM pair from 1.39 to 1.14 ms and a GRU pair from 1.06 to 0.81 ms (``nn.LSTM`` / ``nn.GRU``
-with ``bidirectional=True``: 2.01 / 4.40 ms).
+(the generic layer restacked every step), merged. W1 (batch 4, 80 steps, 100 features, 64 units, two
+``Bidirectional`` layers, forward, the bench): an LSTM pair 1.27 ms, 1.51 ms as two compiled RNNs
+(``nn.LSTM(bidirectional=True)``: 2.09 / 2.01 ms in the same runs); GRU 0.98 ms, 1.31 before
+(``nn.GRU``: 4.42 / 4.97 ms).
 
 Masks: a right-padded mask (``mask[b, t] == (t < length[b])``, a ``PackedSequence``'s) runs both
 directions in the C loop (:meth:`~rnn_xframework.backends.torch.compile.cpu_masked.CpuMaskedLoop.right_padded`),
@@ -24,9 +24,9 @@ Every other call defers to the two compiled RNNs (``super().run``, same results 
 rounding): another method, a mask with gaps or left padding, dropout in training, a layer the C
 loop does not run, a device other than the CPU, an empty batch, hooks on the compiled RNNs.
 
-Running the two directions on two threads was measured and not kept: Python threads around the
-two C loops (which release the GIL) took the W1 LSTM pair from 1.14 to 1.39 ms, the handoffs of
-the GIL between the threads' many short torch calls costing more than the overlap saves.
+Running the two directions on two threads was measured and not kept: in a prototype, Python
+threads around the two C loops (which release the GIL) took the W1 LSTM pair from 1.14 to 1.39 ms,
+the GIL changing hands at every short torch call of the other thread.
 """
 
 from __future__ import annotations
