@@ -57,13 +57,13 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 """``name -> (batch, steps, features, units)``: issue 9's workloads, an odd size, and 128 units
 (the widest SimpleRNN layer one float32 program holds, ``MAX_WEIGHT_ELEMENTS``)."""
-CELLS: dict[str, tuple[str, dict[str, Any]]] = {
+CELLS: dict[str, tuple[str, dict[str, Any]]] = {  # the cell types with kernels: name -> (class, arguments)
     "SimpleRNN": ("SimpleRNNCell", {"activation": "tanh"}),
     "SimpleRNN relu": ("SimpleRNNCell", {"activation": "relu"}),
     "LSTM": ("LSTMCell", {}),
     "GRU": ("GRUCell", {}),
 }
-DTYPES = ("float32", "float64")  # CELLS: the cell types with kernels, ``name -> (cell class, arguments)``
+DTYPES = ("float32", "float64")
 MODES: dict[str, tuple[int, bool, bool]] = {
     "inference": (LAYERS, False, False),
     "inference, 1 layer": (1, False, False),
