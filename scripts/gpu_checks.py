@@ -10,8 +10,8 @@ Steps: (1) the parity matrix on the device at the tutorial's sizes (torch; forwa
 NumPy reference, backward and training against TensorFlow, or torch on the CPU where TensorFlow
 is missing), (2) the shipped golden vectors (recorded with TensorFlow) on the device, (3)
 ``pytest -m cuda`` over tests/ and rnn_xframework/testing, (4) the Triton kernel and CUDA-graph
-tests (tests/test_triton.py, tests/test_cudagraph.py: compiled on CUDA; in Triton's interpreter
-on the CPU dry run), both skipped with a note when pytest is not installed, and with ``--bench``
+tests (tests/test_triton.py, tests/test_triton_masked.py, tests/test_cudagraph.py: compiled on CUDA;
+in Triton's interpreter on the CPU dry run), both skipped with a note when pytest is not installed, and with ``--bench``
 (5) ``rnn-xframework bench --device cuda --grad --cells all`` for cuDNN ``nn.RNN``/``nn.LSTM``/
 ``nn.GRU``, the same graphed, and ``xf.compile``'s ``triton`` and ``cudagraph`` at W1-W3, its
 table and JSON written to ``--json-dir`` or, on CUDA, ``benchmarks/results/``. Works without
@@ -57,8 +57,11 @@ def _show(name: str, report: parity.Report, json_dir: Path | None) -> tuple[str,
     return status, report.verdict()
 
 
-KERNEL_TESTS = ["tests/test_triton.py", "tests/test_cudagraph.py"]
-QUICK_KERNEL_TESTS = "outputs_match and b1t1 or split_kernels_match and float32-LSTM or capture_cache_logic"
+KERNEL_TESTS = ["tests/test_triton.py", "tests/test_triton_masked.py", "tests/test_cudagraph.py"]
+QUICK_KERNEL_TESTS = (
+    "outputs_match and b1t1 or split_kernels_match and float32-LSTM or capture_cache_logic"
+    " or right_padded_gradients_match and LSTM"
+)
 """The dry run's share of the kernel tests (interpreted kernels are slow)."""
 BENCH_METHODS = "torch nn.RNN,torch nn.RNN graphed,xf torch triton,xf torch cudagraph"
 
