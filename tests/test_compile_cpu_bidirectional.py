@@ -18,7 +18,7 @@ import test_compile_cpu as base
 from conftest import TOL
 from helpers import max_err, random_cell_states, random_cell_weights
 from test_compile_cpu import FEATURES, STEPS
-from test_compile_cpu_masked import CASES, Spy, lengths_for, mask_of
+from test_compile_cpu_masked import CASES, Spy, lengths_for, mask_of, same_draws
 from test_compile_masks import poisoned
 
 import rnn_xframework as xf
@@ -171,13 +171,7 @@ def test_other_calls_run_the_two_compiled_rnns(rng, case):
         case, None
     )
     x = torch.from_numpy(rng.normal(size=(BATCH, STEPS, FEATURES)))
-    if case == "dropout":
-        torch.manual_seed(5)
-        got = fast(x, training=True)
-        torch.manual_seed(5)
-        want = bi(x, training=True)
-    else:
-        got, want = fast(x, mask=mask), bi(x, mask=mask)
+    got, want = same_draws(fast, bi, x, mask, case == "dropout")
     assert [s.calls for s in spies] == [1, 1]
     assert hooked == ([1] if case == "hooked" else [])
     assert max_err(got.detach(), want.detach()) <= TOL["float64"]

@@ -122,6 +122,16 @@ def test_nan_in_right_padding_never_leaks(rng, config):
         assert max_err(g, w) <= TOL["float64"] * max(1.0, float(np.max(np.abs(w))))
 
 
+def same_draws(fast, reference, x, mask, dropout):
+    """``(fast(x, mask=mask), reference(x, mask=mask))``, with ``training=True`` and the same
+    generator state for both (the same dropout draws) when ``dropout``."""
+    out = []
+    for model in (fast, reference):
+        torch.manual_seed(5)
+        out.append(model(x, mask=mask, training=True) if dropout else model(x, mask=mask))
+    return out
+
+
 class Spy:
     """Counts the calls of ``fallback`` (any callable) and passes them on."""
 
@@ -145,13 +155,7 @@ def test_other_masked_calls_run_the_scripted_masked_loop(rng, case):
         case, mask_of(lengths)
     )
     x = torch.from_numpy(rng.normal(size=(3, STEPS, FEATURES)))
-    if case == "dropout":
-        torch.manual_seed(5)
-        got = fast(x, mask=mask, training=True)
-        torch.manual_seed(5)
-        want = rnn(x, mask=mask, training=True)
-    else:
-        got, want = fast(x, mask=mask), rnn(x, mask=mask)
+    got, want = same_draws(fast, rnn, x, mask, case == "dropout")
     assert spy.calls == 1
     assert max_err(got.detach(), want.detach()) <= TOL["float64"]
 

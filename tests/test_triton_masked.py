@@ -16,7 +16,7 @@ import pytest
 import test_triton  # its importorskips: torch and triton
 from conftest import TOL
 from helpers import KINDS, make_cells, max_err, random_cell_states, random_cell_weights
-from test_compile_cpu_masked import Spy
+from test_compile_cpu_masked import Spy, same_draws
 from test_compile_masks import poisoned
 
 import rnn_xframework as xf
@@ -144,16 +144,10 @@ def test_other_masked_calls_run_the_scripted_masked_loop(device, case, monkeypat
     spy = fast.masked_loop.fallback = Spy(fast.masked_loop.fallback)
     lengths = LENGTHS[3]
     mask = {"gaps": np.array([[1, 0, 1, 1, 1]] * 3, bool), "left-padded": mask_of(lengths)[:, ::-1]}.get(
-        case, mask_of(lengths)
+        case, None if case == "dropout" else mask_of(lengths)
     )
     x = tensor(np.random.default_rng(6).normal(size=(3, STEPS, FEATURES)), device)
-    if case == "dropout":
-        torch.manual_seed(5)
-        got = fast(x, training=True)
-        torch.manual_seed(5)
-        want = rnn(x, training=True)
-    else:
-        got, want = fast(x, mask=mask), rnn(x, mask=mask)
+    got, want = same_draws(fast, rnn, x, mask, case == "dropout")
     assert spy.calls == 1
     assert max_err(got.detach().cpu(), want.detach().cpu()) <= TOL["float64"]
 
