@@ -248,8 +248,15 @@ def test_rnn_kernel_active_rows(rng, dtype, relu):
     y = torch.full((steps, batch, hid), float("nan"), dtype=tdt)
     u = w.t().contiguous()
     p = torch.Tensor.data_ptr
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y), p(active))
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y), p(active), None)
     assert max_err(y, want.detach()) <= TOL[dtype]
+    order = torch.from_numpy(rng.permutation(batch))  # lengths (hold_past): the rows in any order, NULL active
+    y_rows, lens = torch.full_like(y, float("nan")), torch.tensor(lengths, dtype=torch.int32)[order]
+    xp_rows, h0_rows = xp[:, order].contiguous(), h0[order].contiguous()
+    cpu_build.kernel("rnn_fwd", tdt)(
+        steps, batch, hid, int(relu), p(xp_rows), p(u), p(h0_rows), p(y_rows), None, p(lens)
+    )
+    assert max_err(y_rows, want.detach()[:, order]) <= TOL[dtype]
     dh, dz = dh_in.clone(), torch.full_like(xp, float("nan"))
     cpu_build.kernel("rnn_bwd", tdt)(steps, batch, hid, int(relu), p(w), p(y), p(dy), p(dh), p(dz), p(active))
     assert max_err(dz, dz_want) <= TOL[dtype] * max(1.0, float(dz_want.abs().max()))
@@ -259,10 +266,10 @@ def test_rnn_kernel_active_rows(rng, dtype, relu):
     for t, n in enumerate(ACTIVE):  # a held step: no gradient reaches its projection
         assert torch.all(dz[t, n:] == 0)
     inplace = xp.clone()  # the forward may write over its projection, as the layer does
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(inplace), p(u), p(h0), p(inplace), p(active))
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(inplace), p(u), p(h0), p(inplace), p(active), None)
     assert torch.equal(inplace, y)
     full, every = torch.empty_like(y), torch.full((steps,), batch, dtype=torch.int32)
     y_every = torch.empty_like(y)
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(full), None)
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y_every), p(every))
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(full), None, None)
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y_every), p(every), None)
     assert torch.equal(full, y_every)  # NULL: every row at every step

@@ -61,7 +61,7 @@ def c_loop_only(fast):
 
 @pytest.mark.parametrize(("batch", "units"), SIZES)
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("flags", [(True, False), (False, True)])  # (return_sequences, zero_output_for_mask)
+@pytest.mark.parametrize("flags", [(True, False), (False, True), (True, True), (False, False)])  # (sequences, zero)
 def test_right_padded_runs_the_c_loop(rng, dtype, config, batch, units, case, flags):
     seq, zero = flags
     rnn = built(config, dtype, rng, units, return_sequences=seq, return_state=True, zero_output_for_mask=zero)
@@ -162,7 +162,10 @@ def test_other_masked_calls_run_the_scripted_masked_loop(rng, case):
 
 def test_right_padded_lengths_rule():
     keep = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
-    assert cpu_masked.right_padded_lengths(keep).tolist() == [2, 1, 0, 3]
+    lengths, padded = cpu_masked.read_mask(keep)
+    assert lengths.dtype == np.int32 and lengths.tolist() == [2, 1, 0, 3] and padded == 3
+    assert cpu_masked.read_mask(torch.ones(2, 3, dtype=torch.bool))[1] == 0
+    assert cpu_masked.right_padded_lengths(keep[:, ::2]).tolist() == [1, 1, 0, 2]  # a strided mask
     assert cpu_masked.right_padded_lengths(torch.tensor([[1, 0, 1]], dtype=torch.bool)) is None
     assert cpu_masked.right_padded_lengths(torch.tensor([[0, 1, 1]], dtype=torch.bool)) is None
     active = cpu_masked.active_counts(np.array([3, 2, 2, 0]), 4)
@@ -203,3 +206,57 @@ def test_blas_paths_agree(rng, dtype, config, blas_products, case):
             [got.inputs, *got.weights], [want.inputs, *want.weights], strict=True
         ):  # fmt: skip
             assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
+
+
+@pytest.mark.parametrize(("batch", "grad", "rows"), [(3, False, "lengths"), (3, True, "active"), (12, False, "active")])
+def test_which_rows_a_right_padded_call_runs(rng, batch, grad, rows, monkeypatch):
+    """Up to ``UNSORTED_MAX_BATCH`` rows, a call autograd does not record runs its rows in their own
+    order (``lengths``); a recorded call, or a larger batch, sorts them (``active``)."""
+    rnn = built(("GRUCell", {}), "float64", rng, 6, return_sequences=True, zero_output_for_mask=True)
+    fast = c_loop_only(xf.compile(rnn, "cpu"))
+    seen = []
+    layers = cpu_masked.CpuMaskedLoop._layers
+    monkeypatch.setattr(
+        cpu_masked.CpuMaskedLoop,
+        "_layers",
+        lambda self, *a, **rows: seen.append(sorted(rows)) or layers(self, *a, **rows),
+    )
+    mask = mask_of(lengths_for("unsorted", batch, rng))
+    x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES)))
+    with torch.set_grad_enabled(grad):
+        got = fast(x, mask=mask)
+    assert seen == [[rows]]
+    assert max_err(got.detach(), rnn(x, mask=mask).detach()) <= TOL["float64"]
+
+
+def test_unsorted_rows_have_no_backward(rng):
+    """``lengths`` saves nothing for a backward: a recorded call with it is refused, not run wrong."""
+    rnn = built(("LSTMCell", {}), "float64", rng, 6, return_sequences=True)
+    layer = xf.compile(rnn, "cpu").loop.cells[0]
+    x = torch.from_numpy(rng.normal(size=(3, STEPS, FEATURES)))
+    state = [torch.zeros(3, 6, dtype=torch.float64)] * 2
+    with pytest.raises(RuntimeError, match="no backward"):
+        layer(x, state, lengths=torch.tensor([2, 7, 0], dtype=torch.int32))
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.integers(0, 6), st.integers(1, 9), st.data())
+def test_read_mask_is_the_right_padded_rule(batch, steps, data):
+    """``read_mask`` (one C pass) against the rule written in NumPy, on random masks and on
+    right-padded ones."""
+    if data.draw(st.booleans()):
+        lengths = np.array(data.draw(st.lists(st.integers(0, steps), min_size=batch, max_size=batch)), int)
+        keep = np.arange(steps)[None, :] < lengths[:, None]
+    else:
+        keep = np.array(data.draw(st.lists(st.booleans(), min_size=batch * steps, max_size=batch * steps)), bool)
+        keep = keep.reshape(batch, steps)
+    got, padded = cpu_masked.read_mask(torch.from_numpy(keep))
+    lengths = keep.sum(1)
+    if np.array_equal(keep, np.arange(steps)[None, :] < lengths[:, None]):
+        assert got.tolist() == lengths.tolist() and padded == int((lengths < steps).sum())
+    else:
+        assert got is None and padded == -1

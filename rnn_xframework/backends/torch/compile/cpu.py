@@ -3,7 +3,8 @@
 Each layer projects its whole input sequence in one GEMM (``xp = x W_ih^T + b``, a
 PyTorch op, so autograd reaches ``weight_ih`` and the biases as usual), then runs the
 recurrence in :mod:`~rnn_xframework.backends.torch.compile.cpu_build`'s C loop: forward and
-a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per layer, whose
+a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per layer
+(:mod:`~rnn_xframework.backends.torch.compile.cpu_recurrences`), whose
 gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
 contiguous sequences (no copy between layers). A SimpleRNN layer's recurrence is
 ``h_t = act(xp_t + h_{t-1} W_hh^T)`` (tanh or relu; written over ``xp``), its
@@ -26,169 +27,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from rnn_xframework.backends.torch import kinds
 from rnn_xframework.backends.torch.compile import cpu_build, cpu_masked, script_loops
+from rnn_xframework.backends.torch.compile import cpu_recurrences as rec
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
+from rnn_xframework.backends.torch.compile.cpu_recurrences import Active, Lengths
 from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import UnsupportedConfigError
-
-
-def _p(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-Active = Tensor | None
-"""``None`` (every row real at every step), or ``int32 [T]``: the number of leading rows real at
-each step, non-increasing (a right-padded batch sorted longest first,
-:mod:`~rnn_xframework.backends.torch.compile.cpu_masked`). The other rows take an identity step:
-state held, output the held state (``cpu_cells.c``'s ``hold_rows``)."""
-
-
-def _lstm_forward(
-    xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, save: bool, active: Active = None
-) -> tuple[Tensor, ...]:
-    """``(y, c_T, cs, act, tc)``: with ``save`` every step's cell state, gates and ``tanh(c)`` for
-    the backward; without, the kernel keeps them in one step's scratch."""
-    steps, batch, g = xp.shape
-    hid = g // 4
-    u = w.detach().t().contiguous()
-    y = xp.new_empty(steps, batch, hid)
-    cs, act, tc = (
-        (xp.new_empty(steps, batch, hid), xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
-        if save
-        else (xp.new_empty(2, batch, hid), xp.new_empty(batch, g), xp.new_empty(batch, hid))
-    )
-    cpu_build.kernel("lstm_fwd", xp.dtype)(
-        steps, batch, hid, int(save), _p(xp), _p(u), _p(h0), _p(c0), _p(y), _p(cs), _p(act), _p(tc), _p(active)
-    )
-    return y, cs[steps - 1 if save else (steps - 1) % 2].clone(), cs, act, tc
-
-
-def _gru_forward(
-    xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, save: bool, active: Active = None
-) -> tuple[Tensor, ...]:
-    """``(y, act, hn)``: with ``save`` every step's gates and ``hn`` for the backward."""
-    steps, batch, g = xp.shape
-    hid = g // 3
-    u = w.detach().t().contiguous()
-    y = xp.new_empty(steps, batch, hid)
-    act, hn = (
-        (xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
-        if save
-        else (xp.new_empty(batch, g), xp.new_empty(batch, hid))
-    )
-    scratch = xp.new_empty(batch, g)
-    cpu_build.kernel("gru_fwd", xp.dtype)(
-        steps, batch, hid, int(after), int(save), _p(xp), _p(u), _p(b.detach().contiguous()), _p(h0), _p(y),
-        _p(act), _p(hn), _p(scratch), _p(active),
-    )  # fmt: skip
-    return y, act, hn
-
-
-def _rnn_forward(xp: Tensor, w: Tensor, h0: Tensor, relu: bool, active: Active = None) -> Tensor:
-    """``y [T, B, H]``, the outputs, which are the states (the backward reads them), written over
-    ``xp`` (no second sequence-sized buffer)."""
-    steps, batch, hid = xp.shape
-    u = w.detach().t().contiguous()
-    cpu_build.kernel("rnn_fwd", xp.dtype)(steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(xp), _p(active))
-    return xp
-
-
-def _recording(*tensors: Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-class _LSTMRecurrence(torch.autograd.Function):
-    """``(xp [T, B, 4H], weight_hh [4H, H], h0, c0, active) -> (y [T, B, H], c_T)``."""
-
-    @staticmethod
-    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, active: Active) -> tuple[Tensor, Tensor]:
-        y, c_last, cs, act, tc = _lstm_forward(xp, w, h0, c0, save=True, active=active)
-        ctx.save_for_backward(w.detach().contiguous(), h0, c0, y, cs, act, tc)
-        ctx.active = active
-        return y, c_last
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, gy: Tensor | None, gc: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, None]:
-        w, h0, c0, y, cs, act, tc = ctx.saved_tensors
-        steps, batch, hid = y.shape
-        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
-        dh = torch.zeros_like(h0)
-        dc = torch.zeros_like(c0) if gc is None else gc.clone(memory_format=torch.contiguous_format)
-        dz = act.new_empty(act.shape)
-        cpu_build.kernel("lstm_bwd", y.dtype)(
-            steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz), _p(ctx.active)
-        )
-        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
-        dw = torch.mm(dz.view(steps * batch, 4 * hid).t(), prev)
-        return dz, dw, dh, dc, None
-
-
-class _GRURecurrence(torch.autograd.Function):
-    """``(xp [T, B, 3H], weight_hh [3H, H], bias_hh [3H], h0, reset_after, active) -> y [T, B, H]``."""
-
-    @staticmethod
-    def forward(ctx: Any, xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, active: Active) -> Tensor:
-        y, act, hn = _gru_forward(xp, w, b, h0, after, save=True, active=active)
-        ctx.save_for_backward(w.detach().contiguous(), h0, y, act, hn)
-        ctx.after, ctx.active = after, active
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, None, None]:
-        w, h0, y, act, hn = ctx.saved_tensors
-        steps, batch, hid = y.shape
-        gy = gy.contiguous()
-        dh = torch.zeros_like(h0)
-        dx, dhu = act.new_empty(act.shape), act.new_empty(act.shape)
-        scratch = h0.new_empty(batch, hid)
-        cpu_build.kernel("gru_bwd", y.dtype)(
-            steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
-            _p(dhu), _p(scratch), _p(ctx.active),
-        )  # fmt: skip
-        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
-        flat = dhu.view(steps * batch, 3 * hid)
-        if ctx.after:
-            dw = torch.mm(flat.t(), prev)
-        else:  # the candidate's product reads r * h (saved as hn), the gates' read h
-            dw = torch.cat([torch.mm(flat[:, : 2 * hid].t(), prev), torch.mm(flat[:, 2 * hid :].t(), hn.view(-1, hid))])
-        return dx, dw, flat.sum(0), dh, None, None
-
-
-class _RNNRecurrence(torch.autograd.Function):
-    """``(xp [T, B, H], weight_hh [H, H], h0, relu, active) -> (y [T, B, H], h_T)``. ``y`` is written over
-    ``xp`` (marked dirty: the projection's GEMM saves only its operands, so nothing reads ``xp``
-    later); the final state is an output of its own (a copy), so its gradient arrives as
-    ``[B, H]``, not as a full-size ``y[-1]`` select's backward."""
-
-    @staticmethod
-    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, relu: bool, active: Active) -> tuple[Tensor, Tensor]:
-        y = _rnn_forward(xp, w, h0, relu, active)
-        ctx.mark_dirty(y)
-        ctx.save_for_backward(w.detach().contiguous(), h0, y)
-        ctx.relu, ctx.active = relu, active
-        return y, y[-1].clone()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, gy: Tensor | None, gh: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None, None]:
-        w, h0, y = ctx.saved_tensors
-        steps, batch, hid = y.shape
-        owned = gy is None or not gy.is_contiguous()  # then a new buffer, which dz may overwrite
-        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
-        dh = torch.zeros_like(h0) if gh is None else gh.clone(memory_format=torch.contiguous_format)
-        dz = gy if owned else y.new_empty(y.shape)
-        cpu_build.kernel("rnn_bwd", y.dtype)(
-            steps, batch, hid, int(ctx.relu), _p(w), _p(y), _p(gy), _p(dh), _p(dz), _p(ctx.active)
-        )
-        dw = dz[0].t().mm(h0)  # sum_t dz_t^T h_{t-1}, h_{-1} = h0: two products, no concatenated copy
-        if steps > 1:
-            dw.addmm_(dz[1:].view(-1, hid).t(), y[:-1].view(-1, hid))
-        return dz, dw, dh, None, None
 
 
 def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -238,12 +84,16 @@ class CpuLSTMLayer(nn.Module):
         super().__init__()
         self.cell = cell
 
-    def forward(self, seq: Tensor, state: list[Tensor], active: Active = None) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None
+    ) -> tuple[Tensor, list[Tensor]]:
         """``seq [batch, time, in]`` (any strides), ``state [h, c]`` -> ``(y [batch, time, units], [h, c])``;
-        ``active``: see :data:`Active` (oneDNN takes no lengths: the C loop runs those calls)."""
+        ``active`` / ``lengths``: see :data:`Active` / :data:`Lengths` (oneDNN takes neither: the C loop
+        runs those calls)."""
         c = self.cell
         if (
             active is None
+            and lengths is None
             and seq.dtype == torch.float32
             and seq.shape[0] > ONEDNN_MIN_BATCH
             and torch._C._get_mkldnn_enabled()
@@ -252,10 +102,10 @@ class CpuLSTMLayer(nn.Module):
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
         xp = _time_major_projection(seq, c.weight_ih, bias)
         h0, c0 = state[0].contiguous(), state[1].contiguous()
-        if _recording(xp, c.weight_hh, h0, c0):
-            y, c_last = _LSTMRecurrence.apply(xp, c.weight_hh, h0, c0, active)
+        if rec.recording(lengths, xp, c.weight_hh, h0, c0):
+            y, c_last = rec.LSTMRecurrence.apply(xp, c.weight_hh, h0, c0, active)
         else:
-            y, c_last = _lstm_forward(xp, c.weight_hh, h0, c0, save=False, active=active)[:2]
+            y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, c0, save=False, active=active, lengths=lengths)[:2]
         return y.transpose(0, 1), [y[-1], c_last]
 
 
@@ -270,16 +120,19 @@ class CpuGRULayer(nn.Module):
         self.cell = cell
         self.reset_after = reset_after
 
-    def forward(self, seq: Tensor, state: list[Tensor], active: Active = None) -> tuple[Tensor, list[Tensor]]:
-        """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active``: :data:`Active`."""
+    def forward(
+        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active`` /
+        ``lengths``: :data:`Active` / :data:`Lengths`."""
         c = self.cell
         xp = _time_major_projection(seq, c.weight_ih, c.bias_ih)
         b = c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0])
         h0 = state[0].contiguous()
-        if _recording(xp, c.weight_hh, b, h0):
-            y = _GRURecurrence.apply(xp, c.weight_hh, b, h0, self.reset_after, active)
+        if rec.recording(lengths, xp, c.weight_hh, b, h0):
+            y = rec.GRURecurrence.apply(xp, c.weight_hh, b, h0, self.reset_after, active)
         else:
-            y = _gru_forward(xp, c.weight_hh, b, h0, self.reset_after, save=False, active=active)[0]
+            y = rec.gru_forward(xp, c.weight_hh, b, h0, self.reset_after, False, active, lengths)[0]
         return y.transpose(0, 1), [y[-1]]
 
 
@@ -294,16 +147,19 @@ class CpuSimpleRNNLayer(nn.Module):
         self.cell = cell
         self.relu = relu
 
-    def forward(self, seq: Tensor, state: list[Tensor], active: Active = None) -> tuple[Tensor, list[Tensor]]:
-        """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active``: :data:`Active`."""
+    def forward(
+        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active`` /
+        ``lengths``: :data:`Active` / :data:`Lengths`."""
         c = self.cell
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
         xp = _time_major_projection(seq, c.weight_ih, bias)
         h0 = state[0].contiguous()
-        if _recording(xp, c.weight_hh, h0):
-            y, h_last = _RNNRecurrence.apply(xp, c.weight_hh, h0, self.relu, active)
+        if rec.recording(lengths, xp, c.weight_hh, h0):
+            y, h_last = rec.RNNRecurrence.apply(xp, c.weight_hh, h0, self.relu, active)
             return y.transpose(0, 1), [h_last]
-        y = _rnn_forward(xp, c.weight_hh, h0, self.relu, active)
+        y = rec.rnn_forward(xp, c.weight_hh, h0, self.relu, active, lengths)
         return y.transpose(0, 1), [y[-1]]
 
 

@@ -119,11 +119,11 @@ class FusedBidirectional:
         lengths = keep = None
         if mask is not None:
             keep = masked_loops.as_mask(mask, x)
-            lengths = cpu_masked.right_padded_lengths(keep) if batch > 0 else None
+            lengths, padded = cpu_masked.read_mask(keep) if batch > 0 else (None, -1)
             runs = f.masked_loop.kernel_layers and b.masked_loop.kernel_layers
             if lengths is None or not runs:
                 return super().run(inputs, initial_state, training, mask)  # type: ignore[misc]
-            if bool((lengths == x.shape[1]).all()):
+            if padded == 0:
                 lengths = None  # every step real: the unmasked loops (oneDNN's LSTM included)
         states_f = states_f if states_f is not None else f.source.cell.get_initial_state(batch)
         states_b = states_b if states_b is not None else b.source.cell.get_initial_state(batch)

@@ -8,7 +8,10 @@ MKL in PyTorch's x86 wheels), then the gates in one vectorized pass (glibc's vec
 allocation: that is where PyTorch's own loops spend their time at small sizes. Every function
 takes a last ``active`` argument: ``None`` (NULL), every row at every step, or an int32 ``[T]``
 array, the number of leading rows (sorted by length, longest first) real at step ``t``; only
-those are computed, the others take an identity step (``cpu_cells.c``'s ``hold_rows``).
+those are computed, the others take an identity step (``cpu_cells.c``'s ``hold_rows``). The forward
+functions also take a last ``lengths``: NULL, or int32 ``[B]``, rows in any order, every row
+computed and the rows past their length given their held state back (``hold_past``; calls that
+save nothing for a backward).
 
 Building takes about a second with the system C compiler (``$CC``, else ``cc``) and happens
 once per machine, not per shape or process: the library is cached under
@@ -37,6 +40,7 @@ import torch
 from rnn_xframework.errors import UnsupportedConfigError
 
 SOURCE = Path(__file__).with_name("cpu_cells.c")
+HEADERS = (Path(__file__).with_name("cpu_mm.h"),)  # included by SOURCE: part of the cache key
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 _LOCK = threading.Lock()
 
@@ -62,7 +66,7 @@ def _torch_library() -> ctypes.CDLL:
 
 
 def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
+    source = b"\0".join(path.read_bytes() for path in (SOURCE, *HEADERS))
     key = hashlib.sha256(
         b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), platform.machine().encode()])
         + _cpu_flags().encode()
@@ -88,13 +92,16 @@ def _build(compiler: str) -> Path:
 
 P = ctypes.c_void_p
 N = ctypes.c_int
-SIGNATURES = {  # the last pointer of each: ``active`` (NULL, or int32 [T]: cpu_cells.c's hold_rows)
-    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P, P],
+L = ctypes.c_long
+SIGNATURES = {  # ``active`` (NULL, or int32 [T]: cpu_cells.c's hold_rows), last but one forward, last backward;
+    # last forward: ``lengths`` (NULL, or int32 [B]: hold_past)
+    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P],
     "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P, P],
-    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P, P],
+    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P, P, P],
     "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P, P],
-    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P],
+    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P, P],
     "xf_rnn_bwd": [N, N, N, N, P, P, P, P, P, P],
+    "xf_zero_past": [N, N, N, N, L, L, P, P],  # zero_output_for_mask in place (calls autograd does not record)
 }
 
 
@@ -137,6 +144,7 @@ def _load() -> ctypes.CDLL | str:
         for suffix in ("f", "d"):
             fn = getattr(lib, f"{name}_{suffix}")
             fn.argtypes, fn.restype = args, None
+    lib.xf_right_padded.argtypes, lib.xf_right_padded.restype = [N, N, P, P], N  # (batch, steps, keep, lengths)
     return lib
 
 

@@ -7,7 +7,7 @@
  * its transpose (contiguous); gate blocks in PyTorch's order (LSTM i, f, g, o; GRU r, z, n).
  * Per step: one product by the recurrent kernel (two for GRU reset_after=False) and one
  * elementwise pass. Large products go to the BLAS PyTorch runs on (``sgemm_`` / ``dgemm_``, resolved
- * from libtorch_cpu); a step's small ones to :c:func:`small_f` / ``small_d`` below. */
+ * from libtorch_cpu); a step's small ones to ``cpu_mm.h``'s register-blocked loop. */
 /* glibc declares its vector math (libmvec: expf, tanhf, ... on 4/8/16 lanes, within a few ulp) only
  * under __FAST_MATH__; defined here for math.h alone, so the loops vectorize without -ffast-math's
  * changes to NaN and infinity handling. Elsewhere the loops stay scalar, with the same results. */
@@ -18,135 +18,7 @@
 #else
 #include <math.h>
 #endif
-#include <stdlib.h>
-#include <string.h>
-
-typedef void (*sgemm_t)(const char *, const char *, const int *, const int *, const int *, const float *,
-                        const float *, const int *, const float *, const int *, const float *, float *, const int *);
-typedef void (*dgemm_t)(const char *, const char *, const int *, const int *, const int *, const double *,
-                        const double *, const int *, const double *, const int *, const double *, double *,
-                        const int *);
-static sgemm_t sgemm_p;
-static dgemm_t dgemm_p;
-
-typedef size_t (*pack_size_t)(int, int, int, int);
-typedef void (*spack_t)(int, int, int, int, int, int, float, const float *, int, float *);
-typedef void (*dpack_t)(int, int, int, int, int, int, double, const double *, int, double *);
-typedef void (*scompute_t)(int, int, int, int, int, int, const float *, int, const float *, int, float, float *, int);
-typedef void (*dcompute_t)(int, int, int, int, int, int, const double *, int, const double *, int, double, double *,
-                           int);
-static pack_size_t spack_size_p, dpack_size_p;
-static spack_t spack_p;
-static dpack_t dpack_p;
-static scompute_t scompute_p;
-static dcompute_t dcompute_p;
-
-/* MKL's packed GEMM (cblas_?gemm_pack_get_size, _pack, _compute), or NULLs where the BLAS lacks it. */
-void xf_set_packed(void *ssize, void *spack, void *scompute, void *dsize, void *dpack, void *dcompute) {
-    spack_size_p = (pack_size_t)ssize;
-    spack_p = (spack_t)spack;
-    scompute_p = (scompute_t)scompute;
-    dpack_size_p = (pack_size_t)dsize;
-    dpack_p = (dpack_t)dpack;
-    dcompute_p = (dcompute_t)dcompute;
-}
-
-void xf_set_blas(void *s, void *d) {
-    sgemm_p = (sgemm_t)s;
-    dgemm_p = (dgemm_t)d;
-}
-
-/* Row-major out[rows, n] (leading dim ldo) = beta * out + a[rows, k] (lda) @ m[k, n] (ldm), beta 0 or 1.
- * Up to SMALL_ROWS rows (the batch of one step) a register-blocked loop here: 4 rows by 4 vectors of
- * accumulators, one pass over m; it is about 1.6x faster than MKL's sgemm_ at 4 x 64 x 256 (its
- * call overhead dominates there). More rows go to the BLAS. */
-#define SMALL_ROWS 8
-#define DEFINE_MM(T, S, LANES, GEMM, PACK_SIZE, PACK, COMPUTE)                                                       \
-    typedef T v_##S __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));                                 \
-    /* NB (1-4, a constant at each call: the accumulators stay in registers) rows of the product. */                 \
-    static inline __attribute__((always_inline)) void rows_##S(const int NB, int k, int n, const T *a, int lda,      \
-                                                                const T *m, int ldm, T beta, T *out, int ldo) {      \
-        int j = 0;                                                                                                   \
-        for (; j + 4 * LANES <= n; j += 4 * LANES) {                                                                 \
-            v_##S acc[4][4] = {{{0}}}, mv[4];                                                                        \
-            if (beta != 0)                                                                                           \
-                for (int r = 0; r < NB; r++)                                                                         \
-                    for (int q = 0; q < 4; q++) acc[r][q] = *(const v_##S *)(out + r * ldo + j + LANES * q);         \
-            for (int kk = 0; kk < k; kk++) {                                                                         \
-                for (int q = 0; q < 4; q++) mv[q] = *(const v_##S *)(m + (long)kk * ldm + j + LANES * q);            \
-                for (int r = 0; r < NB; r++) {                                                                       \
-                    T s = a[r * lda + kk];                                                                           \
-                    for (int q = 0; q < 4; q++) acc[r][q] += s * mv[q];                                              \
-                }                                                                                                    \
-            }                                                                                                        \
-            for (int r = 0; r < NB; r++)                                                                             \
-                for (int q = 0; q < 4; q++) *(v_##S *)(out + r * ldo + j + LANES * q) = acc[r][q];                   \
-        }                                                                                                            \
-        for (; j + LANES <= n; j += LANES) {                                                                         \
-            v_##S acc[4] = {{0}}, mv;                                                                                \
-            if (beta != 0)                                                                                           \
-                for (int r = 0; r < NB; r++) acc[r] = *(const v_##S *)(out + r * ldo + j);                           \
-            for (int kk = 0; kk < k; kk++) {                                                                         \
-                mv = *(const v_##S *)(m + (long)kk * ldm + j);                                                       \
-                for (int r = 0; r < NB; r++) acc[r] += a[r * lda + kk] * mv;                                         \
-            }                                                                                                        \
-            for (int r = 0; r < NB; r++) *(v_##S *)(out + r * ldo + j) = acc[r];                                     \
-        }                                                                                                            \
-        for (; j < n; j++)                                                                                           \
-            for (int r = 0; r < NB; r++) {                                                                           \
-                T acc = beta != 0 ? out[r * ldo + j] : 0;                                                            \
-                for (int kk = 0; kk < k; kk++) acc += a[r * lda + kk] * m[(long)kk * ldm + j];                       \
-                out[r * ldo + j] = acc;                                                                              \
-            }                                                                                                        \
-    }                                                                                                                \
-    static void small_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,          \
-                          int ldo) {                                                                                 \
-        int b = 0;                                                                                                   \
-        for (; b + 4 <= rows; b += 4) rows_##S(4, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo);         \
-        switch (rows - b) {                                                                                          \
-        case 3: rows_##S(3, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
-        case 2: rows_##S(2, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
-        case 1: rows_##S(1, k, n, a + b * lda, lda, m, ldm, beta, out + b * ldo, ldo); break;                        \
-        default: break;                                                                                              \
-        }                                                                                                            \
-    }                                                                                                                \
-    static void mm_##S(int rows, int k, int n, const T *a, int lda, const T *m, int ldm, T beta, T *out,             \
-                       int ldo) {                                                                                    \
-        if (rows <= SMALL_ROWS) {                                                                                    \
-            small_##S(rows, k, n, a, lda, m, ldm, beta, out, ldo);                                                   \
-            return;                                                                                                  \
-        }                                                                                                            \
-        const T one = 1;                                                                                             \
-        GEMM("N", "N", &n, &rows, &k, &one, m, &ldm, a, &lda, &beta, out, &ldo);                                     \
-    }                                                                                                                \
-    /* A recurrent matrix m [k, n] (ldm) of one call: packed once for the BLAS (MKL's cblas_?gemm_pack, where        \
-       libtorch_cpu has it) when its products have more rows than SMALL_ROWS; a product with the rows it was         \
-       packed for computes from the packed form, any other row count from m. */                                      \
-    typedef struct {                                                                                                 \
-        const T *m;                                                                                                  \
-        T *packed;                                                                                                   \
-        int rows, k, n, ldm;                                                                                         \
-    } rec_##S;                                                                                                       \
-    static rec_##S rec_open_##S(int rows, int k, int n, const T *m, int ldm) {                                       \
-        rec_##S r = {m, NULL, rows, k, n, ldm};                                                                      \
-        if (rows > SMALL_ROWS && PACK_SIZE && PACK && COMPUTE) {                                                     \
-            r.packed = (T *)malloc(PACK_SIZE(162, rows, n, k)); /* CblasBMatrix */                                   \
-            if (r.packed) PACK(101, 162, 111, rows, n, k, 1, m, ldm, r.packed); /* CblasRowMajor, CblasNoTrans */    \
-        }                                                                                                            \
-        return r;                                                                                                    \
-    }                                                                                                                \
-    static void rec_close_##S(rec_##S *r) { free(r->packed); }                                                       \
-    /* out[rows, n] = beta * out + a[rows, k] @ m */                                                                 \
-    static void rec_mm_##S(const rec_##S *r, int rows, const T *a, int lda, T beta, T *out, int ldo) {               \
-        if (r->packed && rows == r->rows) {                                                                          \
-            COMPUTE(101, 111, 151, rows, r->n, r->k, a, lda, r->packed, r->ldm, beta, out, ldo); /* CblasPacked */   \
-            return;                                                                                                  \
-        }                                                                                                            \
-        mm_##S(rows, r->k, r->n, a, lda, r->m, r->ldm, beta, out, ldo);                                              \
-    }
-
-DEFINE_MM(float, f, 16, sgemm_p, spack_size_p, spack_p, scompute_p)
-DEFINE_MM(double, d, 8, dgemm_p, dpack_size_p, dpack_p, dcompute_p)
+#include "cpu_mm.h"
 
 #define DEFINE_ALL(T, S, EXP, TANH, ONE)                                                                             \
     static inline T sig_##S(T v) { return ONE / (ONE + EXP(-v)); }                                                   \
@@ -163,12 +35,27 @@ DEFINE_MM(double, d, 8, dgemm_p, dpack_size_p, dpack_p, dcompute_p)
     static void pass_rows_##S(int nb, int batch, int hid, const T *dy, T *dh) {                                      \
         for (long k = (long)nb * hid; k < (long)batch * hid; k++) dh[k] += dy[k];                                    \
     }                                                                                                                \
+    /* With ``lengths`` instead (int32 [B], rows in any order; forward without save only): every row is              \
+       computed, then the rows past their length (t >= lengths[b]) take the held state back. */                     \
+    static void hold_past_##S(int t, int batch, int width, const int *lengths, const T *from, T *to) {               \
+        if (lengths)                                                                                                 \
+            for (int b = 0; b < batch; b++)                                                                          \
+                if (t >= lengths[b]) memcpy(to + (long)b * width, from + (long)b * width, sizeof(T) * width);        \
+    }                                                                                                                \
+    /* zero_output_for_mask: y [steps, batch, width] (strides st, sb in elements; rows contiguous) zeroed at         \
+       the steps t >= max(from, cut[b]) of each row b. */                                                            \
+    void xf_zero_past_##S(int from, int steps, int batch, int width, long st, long sb, const int *cut, T *y) {       \
+        for (int b = 0; b < batch; b++)                                                                              \
+            for (int t = cut[b] > from ? cut[b] : from; t < steps; t++)                                              \
+                memset(y + t * st + b * sb, 0, sizeof(T) * width);                                                   \
+    }                                                                                                                \
                                                                                                                      \
     /* LSTM forward: y [T,B,H]; with save (for the backward) cs [T,B,H] cell states, act [T,B,4H] activated          \
        gates, tc [T,B,H] tanh(c); without, scratch: cs [2,B,H] (the last c in cs[(T-1)%2]), act [B,4H], tc [B,H].    \
-       active: NULL (every row real) or [T] (see hold_rows). */                                                      \
+       active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past). */                                 \
     void xf_lstm_fwd_##S(int steps, int batch, int hid, int save, const T *xp, const T *u, const T *h0, const T *c0, \
-                         T *y, T *cs, T *act, T *tc, const int *active) {                                            \
+                         T *y, T *cs, T *act, T *tc, const int *active,                                              \
+                         const int *lengths) {                                                                       \
         const int g = 4 * hid;                                                                                       \
         const T *h = h0, *c = c0;                                                                                    \
         rec_##S ru = rec_open_##S(batch, hid, g, u, g);                                                              \
@@ -195,6 +82,8 @@ DEFINE_MM(double, d, 8, dgemm_p, dpack_size_p, dpack_p, dcompute_p)
                     yt[b * hid + j] = zb[3 * hid + j] * th;                                                          \
                 }                                                                                                    \
             }                                                                                                        \
+            hold_past_##S(t, batch, hid, lengths, h, yt);                                                            \
+            hold_past_##S(t, batch, hid, lengths, c, ct);                                                            \
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
         }                                                                                                            \
@@ -237,9 +126,10 @@ DEFINE_MM(double, d, 8, dgemm_p, dpack_size_p, dpack_p, dcompute_p)
     /* GRU forward. after=1 (reset_after): hu = h @ u + bhh, n = tanh(xn + r * hu_n), saved hn [T,B,H] =             \
        hu_n. after=0: r, z from h @ u_rz + bhh_rz; n = tanh(xn + (r*h) @ u_n + bhh_n), saved hn = r*h.               \
        act [T,B,3H]: r, z, n activated; hu [B,3H] scratch. Without save, act [B,3H] and hn [B,H] are scratch.        \
-       active: NULL or [T] (see hold_rows). */                                                                       \
+       active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past). */                                 \
     void xf_gru_fwd_##S(int steps, int batch, int hid, int after, int save, const T *xp, const T *u, const T *bhh,   \
-                        const T *h0, T *y, T *act, T *hn, T *hu, const int *active) {                                \
+                        const T *h0, T *y, T *act, T *hn, T *hu, const int *active,                                  \
+                        const int *lengths) {                                                                        \
         const int g = 3 * hid;                                                                                       \
         const T *h = h0;                                                                                             \
         rec_##S ru = rec_open_##S(batch, hid, after ? g : 2 * hid, u, g);                                            \
@@ -282,6 +172,7 @@ DEFINE_MM(double, d, 8, dgemm_p, dpack_size_p, dpack_p, dcompute_p)
                     yt[b * hid + j] = z * h[b * hid + j] + (ONE - z) * ab[2 * hid + j];                              \
                 }                                                                                                    \
             }                                                                                                        \
+            hold_past_##S(t, batch, hid, lengths, h, yt);                                                            \
             h = yt;                                                                                                  \
         }                                                                                                            \
         rec_close_##S(&ru);                                                                                          \
@@ -348,12 +239,14 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
  * both biases, ``u [H,H]`` is weight_hh^T, ``w [H,H]`` weight_hh. ``active``: NULL (every row real at every
  * step) or [T], as the LSTM / GRU functions (hold_rows): only the rows below active[t] are computed at step
  * t (the product's row count); the others take an identity step, the state held (forward: y_t's row is
- * h_{t-1}'s) and, backward, dh passing through plus dy, with a zero dz. */
+ * h_{t-1}'s) and, backward, dh passing through plus dy, with a zero dz. ``lengths`` (forward): NULL or [B]
+ * (hold_past). */
 #define DEFINE_RNN(T, S, TANH, ONE)                                                                                  \
     /* SimpleRNN forward: y [T,B,H] (the outputs, which are the states; the backward reads them); y may be xp    \
        itself (written in place). */                                                                               \
     void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,         \
-                        const int *active) {                                                                        \
+                        const int *active,                                                                          \
+                        const int *lengths) {                                                                       \
         const T *h = h0;                                                                                            \
         rec_##S ru = rec_open_##S(batch, hid, hid, u, hid);                                                         \
         for (int t = 0; t < steps; t++) {                                                                           \
@@ -369,6 +262,7 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
             } else {                                                                                                \
                 _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = TANH(yt[k]);                               \
             }                                                                                                       \
+            hold_past_##S(t, batch, hid, lengths, h, yt);                                                           \
             h = yt;                                                                                                 \
         }                                                                                                           \
         rec_close_##S(&ru);                                                                                         \
@@ -398,3 +292,20 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
 
 DEFINE_RNN(float, f, tanhf, 1.0f)
 DEFINE_RNN(double, d, tanh, 1.0)
+
+/* A mask keep [B, T] (bool, contiguous): each row's length (the real steps before the first padding one)
+ * into lengths [B]; returns how many rows are shorter than T, or -1 if a row has a real step after
+ * padding (not right-padded: lengths then undefined). One pass, where NumPy's five took 5-35 us. */
+int xf_right_padded(int batch, int steps, const unsigned char *keep, int *lengths) {
+    int padded = 0;
+    for (int b = 0; b < batch; b++) {
+        const unsigned char *k = keep + (long)b * steps;
+        int n = 0;
+        while (n < steps && k[n]) n++;
+        for (int t = n; t < steps; t++)
+            if (k[t]) return -1;
+        lengths[b] = n;
+        padded += n < steps;
+    }
+    return padded;
+}

@@ -1,0 +1,202 @@
+"""The C loop's recurrences for :mod:`~rnn_xframework.backends.torch.compile.cpu`'s layers: one call of
+``cpu_cells.c`` per layer and sequence (forward without a backward), and one ``torch.autograd.Function``
+per cell type whose backward is the C loop's BPTT (once-differentiable). Buffers are time-major and
+contiguous; ``xp [T, B, G*H]`` is the layer's input projection (``cpu_cells.c`` documents each buffer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnn_xframework.backends.torch.compile import cpu_build
+
+
+def _p(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+Active = Tensor | None
+"""``None`` (every row real at every step), or ``int32 [T]``: the number of leading rows real at
+each step, non-increasing (a right-padded batch sorted longest first,
+:mod:`~rnn_xframework.backends.torch.compile.cpu_masked`). The other rows take an identity step:
+state held, output the held state (``cpu_cells.c``'s ``hold_rows``)."""
+
+Lengths = Tensor | None
+"""``None``, or ``int32 [B]``: each row's length, rows in any order (a right-padded batch, unsorted).
+Every row is computed and the rows past their length take their held state back (``cpu_cells.c``'s
+``hold_past``). Forward only: a call autograd records takes :data:`Active`."""
+
+
+def lstm_forward(
+    xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, save: bool, active: Active = None, lengths: Lengths = None
+) -> tuple[Tensor, ...]:
+    """``(y, c_T, cs, act, tc)``: with ``save`` every step's cell state, gates and ``tanh(c)`` for
+    the backward; without, the kernel keeps them in one step's scratch."""
+    steps, batch, g = xp.shape
+    hid = g // 4
+    u = w.detach().t().contiguous()
+    y = xp.new_empty(steps, batch, hid)
+    cs, act, tc = (
+        (xp.new_empty(steps, batch, hid), xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
+        if save
+        else (xp.new_empty(2, batch, hid), xp.new_empty(batch, g), xp.new_empty(batch, hid))
+    )
+    cpu_build.kernel("lstm_fwd", xp.dtype)(
+        steps, batch, hid, int(save), _p(xp), _p(u), _p(h0), _p(c0), _p(y), _p(cs), _p(act), _p(tc), _p(active),
+        _p(lengths),
+    )  # fmt: skip
+    return y, cs[steps - 1 if save else (steps - 1) % 2].clone(), cs, act, tc
+
+
+def gru_forward(
+    xp: Tensor,
+    w: Tensor,
+    b: Tensor,
+    h0: Tensor,
+    after: bool,
+    save: bool,
+    active: Active = None,
+    lengths: Lengths = None,
+) -> tuple[Tensor, ...]:
+    """``(y, act, hn)``: with ``save`` every step's gates and ``hn`` for the backward."""
+    steps, batch, g = xp.shape
+    hid = g // 3
+    u = w.detach().t().contiguous()
+    y = xp.new_empty(steps, batch, hid)
+    act, hn = (
+        (xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
+        if save
+        else (xp.new_empty(batch, g), xp.new_empty(batch, hid))
+    )
+    scratch = xp.new_empty(batch, g)
+    cpu_build.kernel("gru_fwd", xp.dtype)(
+        steps, batch, hid, int(after), int(save), _p(xp), _p(u), _p(b.detach().contiguous()), _p(h0), _p(y),
+        _p(act), _p(hn), _p(scratch), _p(active), _p(lengths),
+    )  # fmt: skip
+    return y, act, hn
+
+
+def rnn_forward(
+    xp: Tensor, w: Tensor, h0: Tensor, relu: bool, active: Active = None, lengths: Lengths = None
+) -> Tensor:
+    """``y [T, B, H]``, the outputs, which are the states (the backward reads them), written over
+    ``xp`` (no second sequence-sized buffer)."""
+    steps, batch, hid = xp.shape
+    u = w.detach().t().contiguous()
+    cpu_build.kernel("rnn_fwd", xp.dtype)(
+        steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(xp), _p(active), _p(lengths)
+    )
+    return xp
+
+
+def recording(lengths: Lengths, *tensors: Tensor) -> bool:
+    """Whether autograd records this layer's call; a call with ``lengths`` must not be recorded."""
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if recording and lengths is not None:
+        raise RuntimeError('a "cpu" layer call with lengths (unsorted rows) has no backward: pass active instead')
+    return recording
+
+
+class LSTMRecurrence(torch.autograd.Function):
+    """``(xp [T, B, 4H], weight_hh [4H, H], h0, c0, active) -> (y [T, B, H], c_T)``."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, active: Active) -> tuple[Tensor, Tensor]:
+        y, c_last, cs, act, tc = lstm_forward(xp, w, h0, c0, save=True, active=active)
+        ctx.save_for_backward(w.detach().contiguous(), h0, c0, y, cs, act, tc)
+        ctx.active = active
+        return y, c_last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor | None, gc: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, None]:
+        w, h0, c0, y, cs, act, tc = ctx.saved_tensors
+        steps, batch, hid = y.shape
+        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
+        dh = torch.zeros_like(h0)
+        dc = torch.zeros_like(c0) if gc is None else gc.clone(memory_format=torch.contiguous_format)
+        dz = act.new_empty(act.shape)
+        cpu_build.kernel("lstm_bwd", y.dtype)(
+            steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz), _p(ctx.active)
+        )
+        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
+        dw = torch.mm(dz.view(steps * batch, 4 * hid).t(), prev)
+        return dz, dw, dh, dc, None
+
+
+class GRURecurrence(torch.autograd.Function):
+    """``(xp [T, B, 3H], weight_hh [3H, H], bias_hh [3H], h0, reset_after, active) -> y [T, B, H]``."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, active: Active) -> Tensor:
+        y, act, hn = gru_forward(xp, w, b, h0, after, save=True, active=active)
+        ctx.save_for_backward(w.detach().contiguous(), h0, y, act, hn)
+        ctx.after, ctx.active = after, active
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, None, None]:
+        w, h0, y, act, hn = ctx.saved_tensors
+        steps, batch, hid = y.shape
+        gy = gy.contiguous()
+        dh = torch.zeros_like(h0)
+        dx, dhu = act.new_empty(act.shape), act.new_empty(act.shape)
+        scratch = h0.new_empty(batch, hid)
+        cpu_build.kernel("gru_bwd", y.dtype)(
+            steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
+            _p(dhu), _p(scratch), _p(ctx.active),
+        )  # fmt: skip
+        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
+        flat = dhu.view(steps * batch, 3 * hid)
+        if ctx.after:
+            dw = torch.mm(flat.t(), prev)
+        else:  # the candidate's product reads r * h (saved as hn), the gates' read h
+            dw = torch.cat([torch.mm(flat[:, : 2 * hid].t(), prev), torch.mm(flat[:, 2 * hid :].t(), hn.view(-1, hid))])
+        return dx, dw, flat.sum(0), dh, None, None
+
+
+class RNNRecurrence(torch.autograd.Function):
+    """``(xp [T, B, H], weight_hh [H, H], h0, relu, active) -> (y [T, B, H], h_T)``. ``y`` is written over
+    ``xp`` (marked dirty: the projection's GEMM saves only its operands, so nothing reads ``xp``
+    later); the final state is an output of its own (a copy), so its gradient arrives as
+    ``[B, H]``, not as a full-size ``y[-1]`` select's backward."""
+
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, relu: bool, active: Active) -> tuple[Tensor, Tensor]:
+        y = rnn_forward(xp, w, h0, relu, active)
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(w.detach().contiguous(), h0, y)
+        ctx.relu, ctx.active = relu, active
+        return y, y[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor | None, gh: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None, None]:
+        w, h0, y = ctx.saved_tensors
+        steps, batch, hid = y.shape
+        owned = gy is None or not gy.is_contiguous()  # then a new buffer, which dz may overwrite
+        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
+        dh = torch.zeros_like(h0) if gh is None else gh.clone(memory_format=torch.contiguous_format)
+        dz = gy if owned else y.new_empty(y.shape)
+        cpu_build.kernel("rnn_bwd", y.dtype)(
+            steps, batch, hid, int(ctx.relu), _p(w), _p(y), _p(gy), _p(dh), _p(dz), _p(ctx.active)
+        )
+        dw = dz[0].t().mm(h0)  # sum_t dz_t^T h_{t-1}, h_{-1} = h0: two products, no concatenated copy
+        if steps > 1:
+            dw.addmm_(dz[1:].view(-1, hid).t(), y[:-1].view(-1, hid))
+        return dz, dw, dh, None, None
+
+
+def zero_past(y: Tensor, cut: Tensor, start: int = 0) -> Tensor:
+    """``y [batch, time, units]`` (any strides, units contiguous; a tensor autograd does not record)
+    zeroed in place at the steps ``t >= max(start, cut[b])`` of each row ``b`` (``cut``: ``int32 [batch]``):
+    ``zero_output_for_mask`` in one pass, where ``torch.where`` costs about 18 us at W1."""
+    if y.stride(2) != 1 or y.requires_grad:
+        raise ValueError("zero_past: y needs contiguous units and no autograd history")
+    batch, steps, width = y.shape
+    cpu_build.kernel("zero_past", y.dtype)(start, steps, batch, width, y.stride(1), y.stride(0), _p(cut), _p(y))
+    return y
