@@ -168,6 +168,10 @@ def available() -> bool:
         return not isinstance(_load(), str)
 
 
-def kernel(name: str, dtype: torch.dtype) -> ctypes._CFuncPtr:
-    """``xf_<name>_f`` / ``_d`` for a float32 / float64 tensor."""
+@functools.cache
+def kernel(name: str, dtype: torch.dtype | None = None) -> ctypes._CFuncPtr:
+    """``xf_<name>_f`` / ``_d`` for a float32 / float64 tensor, ``xf_<name>`` without a dtype; looked up
+    once (a library that loaded stays loaded; a refusal of :func:`library` is raised, not kept)."""
+    if dtype is None:
+        return getattr(library(), f"xf_{name}")
     return getattr(library(), f"xf_{name}_{'f' if dtype == torch.float32 else 'd'}")

@@ -37,9 +37,9 @@ def read_mask(keep: Tensor) -> tuple[np.ndarray | None, int]:
     its length and padding after it, the lengths (``int32 [batch]``) and how many rows are shorter
     than ``time``; else ``(None, -1)``. One pass in C (``cpu_cells.c``'s ``xf_right_padded``)."""
     k = keep.contiguous()
-    lengths = np.empty(k.shape[0], dtype=np.int32)
-    padded = cpu_build.library().xf_right_padded(k.shape[0], k.shape[1], k.data_ptr(), lengths.ctypes.data)
-    return (lengths, padded) if padded >= 0 else (None, -1)
+    lengths = torch.empty(k.shape[0], dtype=torch.int32)
+    padded = cpu_build.kernel("right_padded")(k.shape[0], k.shape[1], k.data_ptr(), lengths.data_ptr())
+    return (lengths.numpy(), padded) if padded >= 0 else (None, -1)
 
 
 def right_padded_lengths(keep: Tensor) -> np.ndarray | None:
