@@ -130,6 +130,42 @@ def test_gradients_match_uncompiled(rng, dtype, config, batch, units, steps, met
     assert_gradients(got, want, dtype)
 
 
+@pytest.mark.parametrize(("batch", "units"), SIZES)
+def test_threaded_steps_give_the_same_numbers(rng, dtype, config, batch, units):
+    """Every step's elementwise pass on the OpenMP threads (``parallel_min`` 0: at the test sizes
+    they run on one thread) gives the one-thread results bit for bit: forward without and with the
+    saves for the backward, right-padded masks (sorted and in their own order) and every gradient."""
+    lib = cpu_build.library()
+    if not lib.xf_openmp():
+        pytest.skip("the kernel was built without OpenMP (the compiler has no -fopenmp): one thread")
+    kind = config[0]
+    rnn = built(config, dtype, rng, units, return_sequences=True, return_state=True)
+    fast = xf.compile(rnn, "cpu")
+    x, states = torch_inputs(rng, kind, dtype, batch, units)
+    mask = np.arange(STEPS)[None, :] < rng.integers(0, STEPS + 1, batch)[:, None]
+    loss_weights = (rng.uniform(-1, 1, (batch, STEPS, units)), random_cell_states(rng, kind, 2, batch, units, dtype))
+    np_states = [[s.numpy() for s in layer] for layer in states]
+
+    def run():
+        with torch.no_grad():
+            out = [fast(x, states), fast(x, states, mask=mask)]
+        out += [fast(x, states)]
+        grads = [
+            training.loss_and_grads("torch", fast, x.numpy(), np_states, loss_weights, mask=m) for m in (None, mask)
+        ]
+        flat = [t.detach().numpy() for y, st in out for t in [y, *(s for layer in st for s in layer)]]
+        return flat + [a for g in grads for a in [g.inputs, *(s for lay in g.states for s in lay), *g.weights]]
+
+    one_thread = run()
+    lib.xf_set_parallel_min(0)
+    try:
+        threaded = run()
+    finally:
+        lib.xf_set_parallel_min(cpu_build.PARALLEL_MIN)
+    assert len(threaded) == len(one_thread)
+    assert all(np.array_equal(a, b) for a, b in zip(threaded, one_thread, strict=True))
+
+
 def test_cpu_trains_the_cells_own_parameters(rng):
     rnn = built(CONFIGS["GRU reset_before"][:2], "float32", rng, 6, return_sequences=True)
     fast = xf.compile(rnn, "cpu")

@@ -20,6 +20,22 @@
 #endif
 #include "cpu_mm.h"
 
+/* A step's elementwise pass, row by row, on the OpenMP threads PyTorch's BLAS runs on (built with
+ * -fopenmp, this library uses the libgomp libtorch_cpu loaded: one thread pool), where the pass has
+ * at least parallel_min elements (enough to pay for the fork: cpu_build.PARALLEL_MIN); built without
+ * OpenMP, a plain loop. Rows are independent: the same results either way.
+ * Uses the names nb (rows) and g (gate columns) of the functions below. */
+static long parallel_min = 0x7fffffffffffffffL; /* one thread until cpu_build sets its PARALLEL_MIN */
+void xf_set_parallel_min(long n) { parallel_min = n; }
+int xf_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+#define PARALLEL_ROWS _Pragma("omp parallel for if ((long)nb * g >= parallel_min) schedule(static)")
+
 #define DEFINE_ALL(T, S, EXP, TANH, ONE)                                                                             \
     static inline T sig_##S(T v) { return ONE / (ONE + EXP(-v)); }                                                   \
                                                                                                                      \
@@ -54,26 +70,26 @@
        gates, tc [T,B,H] tanh(c); without, scratch: cs [2,B,H] (the last c in cs[(T-1)%2]), act [B,4H], tc [B,H].    \
        active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past). */                                 \
     void xf_lstm_fwd_##S(int steps, int batch, int hid, int save, const T *xp, const T *u, const T *h0, const T *c0, \
-                         T *y, T *cs, T *act, T *tc, const int *active,                                              \
-                         const int *lengths) {                                                                       \
+                         T *y, T *cs, T *act, T *tc, const int *active, const int *lengths) {                        \
         const int g = 4 * hid;                                                                                       \
         const T *h = h0, *c = c0;                                                                                    \
         rec_##S ru = rec_open_##S(batch, hid, g, u, g);                                                              \
         for (int t = 0; t < steps; t++) {                                                                            \
             const int nb = active ? active[t] : batch;                                                               \
+            const T *xt = xp + (long)t * batch * g;                                                                  \
             T *z = save ? act + (long)t * batch * g : act;                                                           \
-            memcpy(z, xp + (long)t * batch * g, sizeof(T) * nb * g);                                                 \
-            rec_mm_##S(&ru, nb, h, hid, ONE, z, g);                                                                  \
+            rec_mm_##S(&ru, nb, h, hid, 0, z, g);                                                                    \
             T *yt = y + (long)t * batch * hid, *ct = cs + (long)(save ? t : t & 1) * batch * hid;                    \
             T *tt = save ? tc + (long)t * batch * hid : tc;                                                          \
             hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
             hold_rows_##S(nb, batch, hid, c, ct);                                                                    \
+            PARALLEL_ROWS                                                                                            \
             for (int b = 0; b < nb; b++) {                                                                           \
                 T *zb = z + b * g;                                                                                   \
-                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) zb[j] = sig_##S(zb[j]);                        \
-                _Pragma("omp simd") for (int j = 2 * hid; j < 3 * hid; j++) zb[j] = TANH(zb[j]);                     \
-                _Pragma("omp simd") for (int j = 3 * hid; j < g; j++) zb[j] = sig_##S(zb[j]);                        \
-                const T *cb = c + b * hid;                                                                           \
+                const T *xb = xt + b * g, *cb = c + b * hid;                                                         \
+                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) zb[j] = sig_##S(xb[j] + zb[j]);                \
+                _Pragma("omp simd") for (int j = 2 * hid; j < 3 * hid; j++) zb[j] = TANH(xb[j] + zb[j]);             \
+                _Pragma("omp simd") for (int j = 3 * hid; j < g; j++) zb[j] = sig_##S(xb[j] + zb[j]);                \
                 _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                  \
                     T cn = zb[hid + j] * cb[j] + zb[j] * zb[2 * hid + j];                                            \
                     ct[b * hid + j] = cn;                                                                            \
@@ -103,6 +119,7 @@
             const int nb = active ? active[t] : batch;                                                               \
             pass_rows_##S(nb, batch, hid, dyt, dh);                                                                  \
             zero_rows_##S(nb, batch, g, d);                                                                          \
+            PARALLEL_ROWS                                                                                            \
             for (int b = 0; b < nb; b++) {                                                                           \
                 const T *ab = a + b * g;                                                                             \
                 T *db = d + b * g;                                                                                   \
@@ -128,8 +145,7 @@
        act [T,B,3H]: r, z, n activated; hu [B,3H] scratch. Without save, act [B,3H] and hn [B,H] are scratch.        \
        active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past). */                                 \
     void xf_gru_fwd_##S(int steps, int batch, int hid, int after, int save, const T *xp, const T *u, const T *bhh,   \
-                        const T *h0, T *y, T *act, T *hn, T *hu, const int *active,                                  \
-                        const int *lengths) {                                                                        \
+                        const T *h0, T *y, T *act, T *hn, T *hu, const int *active, const int *lengths) {            \
         const int g = 3 * hid;                                                                                       \
         const T *h = h0;                                                                                             \
         rec_##S ru = rec_open_##S(batch, hid, after ? g : 2 * hid, u, g);                                            \
@@ -141,35 +157,35 @@
             const int nb = active ? active[t] : batch;                                                               \
             hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
             if (save) zero_rows_##S(nb, batch, hid, hnt); /* read by the weight gradient (times zeros) */            \
-            for (int b = 0; b < nb; b++) memcpy(hu + b * g, bhh, sizeof(T) * g);                                     \
-            rec_mm_##S(&ru, nb, h, hid, ONE, hu, g);                                                                 \
+            rec_mm_##S(&ru, nb, h, hid, 0, hu, g);                                                                   \
+            PARALLEL_ROWS                                                                                            \
             for (int b = 0; b < nb; b++) {                                                                           \
-                const T *xb = x + b * g, *hb = hu + b * g;                                                           \
-                T *ab = a + b * g;                                                                                   \
-                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) ab[j] = sig_##S(xb[j] + hb[j]);                \
+                const T *xb = x + b * g, *hb = hu + b * g, *hp = h + b * hid;                                        \
+                T *ab = a + b * g, *nt = hnt + b * hid, *yb = yt + b * hid;                                          \
+                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) ab[j] = sig_##S(xb[j] + (hb[j] + bhh[j]));     \
                 if (after) {                                                                                         \
                     _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
-                        hnt[b * hid + j] = hb[2 * hid + j];                                                          \
-                        ab[2 * hid + j] = TANH(xb[2 * hid + j] + ab[j] * hb[2 * hid + j]);                           \
+                        T hv = hb[2 * hid + j] + bhh[2 * hid + j], z = ab[hid + j];                                  \
+                        T n = TANH(xb[2 * hid + j] + ab[j] * hv);                                                    \
+                        nt[j] = hv;                                                                                  \
+                        ab[2 * hid + j] = n;                                                                         \
+                        yb[j] = z * hp[j] + (ONE - z) * n;                                                           \
                     }                                                                                                \
                 } else {                                                                                             \
-                    _Pragma("omp simd") for (int j = 0; j < hid; j++) hnt[b * hid + j] = ab[j] * h[b * hid + j];     \
+                    _Pragma("omp simd") for (int j = 0; j < hid; j++) nt[j] = ab[j] * hp[j];                         \
                 }                                                                                                    \
             }                                                                                                        \
             if (!after) {                                                                                            \
-                rec_mm_##S(&rn, nb, hnt, hid, ONE, hu + 2 * hid, g);                                                 \
+                rec_mm_##S(&rn, nb, hnt, hid, 0, hu + 2 * hid, g);                                                   \
+                PARALLEL_ROWS                                                                                        \
                 for (int b = 0; b < nb; b++) {                                                                       \
-                    const T *xb = x + b * g, *hb = hu + b * g;                                                       \
-                    T *ab = a + b * g;                                                                               \
-                    _Pragma("omp simd") for (int j = 0; j < hid; j++) ab[2 * hid + j] =                              \
-                        TANH(xb[2 * hid + j] + hb[2 * hid + j]);                                                     \
-                }                                                                                                    \
-            }                                                                                                        \
-            for (int b = 0; b < nb; b++) {                                                                           \
-                const T *ab = a + b * g;                                                                             \
-                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                  \
-                    T z = ab[hid + j];                                                                               \
-                    yt[b * hid + j] = z * h[b * hid + j] + (ONE - z) * ab[2 * hid + j];                              \
+                    const T *xb = x + b * g, *hb = hu + b * g, *hp = h + b * hid;                                    \
+                    T *ab = a + b * g, *yb = yt + b * hid;                                                           \
+                    _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                              \
+                        T z = ab[hid + j], n = TANH(xb[2 * hid + j] + (hb[2 * hid + j] + bhh[2 * hid + j]));         \
+                        ab[2 * hid + j] = n;                                                                         \
+                        yb[j] = z * hp[j] + (ONE - z) * n;                                                           \
+                    }                                                                                                \
                 }                                                                                                    \
             }                                                                                                        \
             hold_past_##S(t, batch, hid, lengths, h, yt);                                                            \
@@ -194,6 +210,7 @@
             pass_rows_##S(nb, batch, hid, dyt, dh);                                                                  \
             zero_rows_##S(nb, batch, g, dxt);                                                                        \
             zero_rows_##S(nb, batch, g, dht);                                                                        \
+            PARALLEL_ROWS                                                                                            \
             for (int b = 0; b < nb; b++) {                                                                           \
                 const T *ab = a + b * g;                                                                             \
                 T *xb = dxt + b * g, *hb = dht + b * g;                                                              \
@@ -215,6 +232,7 @@
             }                                                                                                        \
             if (!after) {                                                                                            \
                 rec_mm_##S(&rn, nb, dht + 2 * hid, g, 0, drh, hid);                                                  \
+                PARALLEL_ROWS                                                                                        \
                 for (int b = 0; b < nb; b++) {                                                                       \
                     const T *ab = a + b * g;                                                                         \
                     T *xb = dxt + b * g, *hb = dht + b * g;                                                          \
