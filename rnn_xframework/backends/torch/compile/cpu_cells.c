@@ -262,23 +262,26 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
 #define DEFINE_RNN(T, S, TANH, ONE)                                                                                  \
     /* SimpleRNN forward: y [T,B,H] (the outputs, which are the states; the backward reads them); y may be xp    \
        itself (written in place). */                                                                               \
-    void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,         \
-                        const int *active,                                                                          \
-                        const int *lengths) {                                                                       \
+    void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,        \
+                        const int *active, const int *lengths) {                                                    \
+        const int g = hid; /* one gate (PARALLEL_ROWS) */                                                           \
         const T *h = h0;                                                                                            \
         rec_##S ru = rec_open_##S(batch, hid, hid, u, hid);                                                         \
         for (int t = 0; t < steps; t++) {                                                                           \
             const int nb = active ? active[t] : batch;                                                              \
-            const long n = (long)nb * hid;                                                                          \
             const T *xt = xp + (long)t * batch * hid;                                                               \
             T *yt = y + (long)t * batch * hid;                                                                      \
-            if (yt != xt) memcpy(yt, xt, sizeof(T) * n);                                                            \
+            if (yt != xt) memcpy(yt, xt, sizeof(T) * nb * hid);                                                     \
             rec_mm_##S(&ru, nb, h, hid, ONE, yt, hid);                                                              \
             hold_rows_##S(nb, batch, hid, h, yt);                                                                   \
-            if (relu) {                                                                                             \
-                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = yt[k] < 0 ? 0 : yt[k];                     \
-            } else {                                                                                                \
-                _Pragma("omp simd") for (long k = 0; k < n; k++) yt[k] = TANH(yt[k]);                               \
+            PARALLEL_ROWS                                                                                           \
+            for (int b = 0; b < nb; b++) {                                                                          \
+                T *r = yt + (long)b * g;                                                                            \
+                if (relu) {                                                                                         \
+                    _Pragma("omp simd") for (int j = 0; j < g; j++) r[j] = r[j] < 0 ? 0 : r[j];                     \
+                } else {                                                                                            \
+                    _Pragma("omp simd") for (int j = 0; j < g; j++) r[j] = TANH(r[j]);                              \
+                }                                                                                                   \
             }                                                                                                       \
             hold_past_##S(t, batch, hid, lengths, h, yt);                                                           \
             h = yt;                                                                                                 \
@@ -290,18 +293,25 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
        out: of h0; dz [T,B,H] out: grads of the pre-activations (= of xp); dz may be dy itself. */                  \
     void xf_rnn_bwd_##S(int steps, int batch, int hid, int relu, const T *w, const T *y, const T *dy, T *dh,        \
                         T *dz, const int *active) {                                                                 \
+        const int g = hid;                                                                                          \
         rec_##S rw = rec_open_##S(batch, hid, hid, w, hid);                                                         \
         for (int t = steps - 1; t >= 0; t--) {                                                                      \
             const int nb = active ? active[t] : batch;                                                              \
-            const long n = (long)nb * hid, off = (long)t * batch * hid;                                             \
+            const long off = (long)t * batch * hid;                                                                 \
             const T *yt = y + off, *dyt = dy + off;                                                                 \
             T *d = dz + off;                                                                                        \
             pass_rows_##S(nb, batch, hid, dyt, dh);                                                                 \
             zero_rows_##S(nb, batch, hid, d);                                                                       \
-            if (relu) {                                                                                             \
-                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = yt[k] > 0 ? dyt[k] + dh[k] : 0;             \
-            } else {                                                                                                \
-                _Pragma("omp simd") for (long k = 0; k < n; k++) d[k] = (dyt[k] + dh[k]) * (ONE - yt[k] * yt[k]);   \
+            PARALLEL_ROWS                                                                                           \
+            for (int b = 0; b < nb; b++) {                                                                          \
+                const long o = (long)b * g;                                                                         \
+                if (relu) {                                                                                         \
+                    _Pragma("omp simd") for (int j = 0; j < g; j++) d[o + j] =                                      \
+                        yt[o + j] > 0 ? dyt[o + j] + dh[o + j] : 0;                                                 \
+                } else {                                                                                            \
+                    _Pragma("omp simd") for (int j = 0; j < g; j++) d[o + j] =                                      \
+                        (dyt[o + j] + dh[o + j]) * (ONE - yt[o + j] * yt[o + j]);                                   \
+                }                                                                                                   \
             }                                                                                                       \
             rec_mm_##S(&rw, nb, d, hid, 0, dh, hid);                                                                \
         }                                                                                                           \
