@@ -166,6 +166,28 @@ def test_threaded_steps_give_the_same_numbers(rng, dtype, config, batch, units):
     assert all(np.array_equal(a, b) for a, b in zip(threaded, one_thread, strict=True))
 
 
+@pytest.mark.parametrize(
+    ("batch", "grad", "trainable", "runs"),
+    [(12, False, True, "oneDNN"), (12, True, False, "oneDNN"), (12, True, True, "C loop"), (3, False, True, "C loop")],
+)
+def test_which_float32_lstm_runs(rng, batch, grad, trainable, runs, monkeypatch):
+    """oneDNN's primitive for a float32 LSTM above ``ONEDNN_MIN_BATCH`` that autograd does not record
+    (no autograd, or nothing that requires a gradient); the C loop for a recorded call (its BPTT) and
+    for small batches. Same numbers either way."""
+    rnn = built(("LSTMCell", {}), "float32", rng, 6, return_sequences=True)
+    for p in rnn.parameters():
+        p.requires_grad_(trainable)
+    fast = xf.compile(rnn, "cpu")
+    calls = []
+    onednn = cpu._onednn_lstm
+    monkeypatch.setattr(cpu, "_onednn_lstm", lambda *a: calls.append(1) or onednn(*a))
+    x, _ = torch_inputs(rng, "LSTMCell", "float32", batch, 6)
+    with torch.set_grad_enabled(grad):
+        got = fast(x)
+    assert len(calls) == (2 if runs == "oneDNN" else 0)  # two layers
+    assert max_err(got.detach(), rnn(x).detach()) <= TOL["float32"]
+
+
 def test_cpu_trains_the_cells_own_parameters(rng):
     rnn = built(CONFIGS["GRU reset_before"][:2], "float32", rng, 6, return_sequences=True)
     fast = xf.compile(rnn, "cpu")

@@ -52,16 +52,17 @@ def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> 
 ONEDNN_MIN_BATCH = 8
 """A float32 LSTM layer with a batch above this runs oneDNN's LSTM primitive
 (``aten::mkldnn_rnn_layer``: what ``nn.LSTM`` runs on the CPU, minus its per-call checks; bit for bit
-``nn.LSTM``'s results, and PyTorch's own backward), else the C loop. 8 is the C kernel's own product's
-limit (``SMALL_ROWS`` in ``cpu_cells.c``): up to it the C loop's register-blocked product wins (W1,
-batch 4: 0.14 ms a layer against oneDNN's 0.4-0.5, forward); above it the product is the BLAS's, and
-oneDNN's wins (W2, two layers, one thread, CPU time: 87 ms against the C loop's 98). Measured in one
-process, interleaved (docs/performance.md)."""
+``nn.LSTM``'s results) where autograd does not record the call, else the C loop. 8 is the C kernel's own
+product's limit (``SMALL_ROWS`` in ``cpu_mm.h``): up to it the C loop's register-blocked product wins
+(W1, batch 4: 0.14 ms a layer against oneDNN's 0.4-0.5, forward); above it the product is the BLAS's,
+and oneDNN's forward wins (two layers, 2 threads: W2 51.1 ms against the C loop's 54.8, W3 800 against
+910), while the C loop's forward and BPTT beat oneDNN's forward and PyTorch's backward (W2 198 ms
+against 215, W3 2825 against 2889). Measured in one process, interleaved (docs/performance.md)."""
 
 
 def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """One LSTM layer through ``aten::mkldnn_rnn_layer`` (time-major, PyTorch's gate order; its
-    autograd formula is PyTorch's own). Same results as ``nn.LSTM`` on the CPU, bit for bit."""
+    """One LSTM layer through ``aten::mkldnn_rnn_layer`` (time-major, PyTorch's gate order), a call
+    autograd does not record. Same results as ``nn.LSTM`` on the CPU, bit for bit."""
     tm = seq.transpose(0, 1).contiguous()
     hid = c.weight_hh.shape[1]
     zeros = c.weight_hh.new_zeros(4 * hid)
@@ -69,8 +70,7 @@ def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor
     out = torch.ops.aten.mkldnn_rnn_layer(
         tm, c.weight_ih.contiguous(), c.weight_hh.contiguous(), c.bias_ih if has_bias else zeros,
         c.bias_hh if has_bias else zeros,
-        state[0].contiguous(), state[1].contiguous(), False, [], 2, hid, 1, has_bias, False, False,
-        torch.is_grad_enabled(),
+        state[0].contiguous(), state[1].contiguous(), False, [], 2, hid, 1, has_bias, False, False, False,
     )  # fmt: skip
     return out[0].transpose(0, 1), [out[1], out[2]]
 
@@ -97,6 +97,7 @@ class CpuLSTMLayer(nn.Module):
             and seq.dtype == torch.float32
             and seq.shape[0] > ONEDNN_MIN_BATCH
             and torch._C._get_mkldnn_enabled()
+            and not rec.recording(None, seq, *state, *c.parameters())
         ):
             return _onednn_lstm(c, seq, state)
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
