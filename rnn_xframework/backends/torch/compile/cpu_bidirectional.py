@@ -12,7 +12,8 @@ RNN's checks once, the backward direction's output flipped back to time order by
 
 Masks: a right-padded mask (``mask[b, t] == (t < length[b])``, a ``PackedSequence``'s) runs both
 directions in the C loop (:meth:`~rnn_xframework.backends.torch.compile.cpu_masked.CpuMaskedLoop.right_padded`),
-the batch sorted longest first once for both, the backward direction over each row reversed
+the batch sorted longest first once for both (a batch the C loop runs in its own order -- at most 8
+rows, autograd off -- is not sorted), the backward direction over each row reversed
 within its length (PyTorch's packed bidirectional order; TensorFlow's ``reverse_sequence``), which
 is right-padded again: Keras's ``go_backwards`` over a right-padded row holds its initial state
 through the padding and then runs the real steps last to first, which is what this computes. Its
@@ -60,13 +61,14 @@ def _take_steps(seq: Tensor, rows: np.ndarray) -> Tensor:
 def _right_padded_pair(
     f: Any, b: Any, x: Tensor, states: tuple[Any, Any], keep: Tensor, lengths: np.ndarray, sequences: bool
 ) -> tuple[Tensor, Tensor, Any, Any, Tensor | None]:
-    """Both directions of a right-padded call in the C loop, the batch sorted once for both:
-    ``(y, y_rev, states_f, states_b, inverse)``, the outputs in the sorted order (``inverse``
-    restores the caller's; ``None``: it was sorted) and in time order, the states in the caller's."""
+    """Both directions of a right-padded call in the C loop, the batch sorted once for both (where
+    :func:`~rnn_xframework.backends.torch.compile.cpu_masked.sorts_rows`): ``(y, y_rev, states_f,
+    states_b, inverse)``, the outputs in the sorted order (``inverse`` restores the caller's; ``None``:
+    it was sorted, or stays unsorted) and in time order, the states in the caller's."""
     states_f, states_b = states
     steps = x.shape[1]
     order = inverse = None
-    if bool((lengths[:-1] < lengths[1:]).any()):
+    if cpu_masked.sorts_rows(x.shape[0]) and bool((lengths[:-1] < lengths[1:]).any()):
         sort = np.argsort(-lengths, kind="stable")
         lengths, order = lengths[sort], torch.from_numpy(sort)
         inverse = torch.from_numpy(np.argsort(sort, kind="stable"))
@@ -77,7 +79,7 @@ def _right_padded_pair(
     first = np.arange(len(lengths))[:, None] * steps
     source = first if order is None else order.numpy()[:, None] * steps
     x_f = x if order is None else x.index_select(0, order)
-    y, states_f = f.masked_loop.right_padded(x_f, states_f, keep, lengths)  # sorted: no permutation inside
+    y, states_f = f.masked_loop.right_padded(x_f, states_f, keep, lengths)  # no permutation inside
     y_rev, states_b = b.masked_loop.right_padded(_take_steps(x, source + within), states_b, keep, lengths)
     if sequences:
         y_rev = _take_steps(y_rev, first + within)

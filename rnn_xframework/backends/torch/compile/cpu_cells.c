@@ -221,12 +221,10 @@ int xf_openmp(void) {
                     T dan = dhv * (ONE - z) * (ONE - n * n);                                                         \
                     xb[hid + j] = hb[hid + j] = dhv * (hp[k] - n) * z * (ONE - z);                                   \
                     xb[2 * hid + j] = dan;                                                                           \
-                    if (after) {                                                                                     \
-                        hb[2 * hid + j] = dan * r;                                                                   \
-                        xb[j] = hb[j] = dan * hnt[k] * r * (ONE - r);                                                \
-                    } else {                                                                                         \
-                        hb[2 * hid + j] = dan;                                                                       \
-                    }                                                                                                \
+                    /* no store under a condition (reset_after=False overwrites xb[j], hb[j] below): inside the      \
+                       OpenMP region one compiled as a read and a masked write, each fresh row faulted twice */      \
+                    hb[2 * hid + j] = after ? dan * r : dan;                                                         \
+                    xb[j] = hb[j] = dan * hnt[k] * r * (ONE - r);                                                    \
                     dh[k] = dhv * z;                                                                                 \
                 }                                                                                                    \
             }                                                                                                        \

@@ -5,8 +5,10 @@ what a ``PackedSequence`` expresses, and what Keras's ``Embedding(mask_zero=True
 right-padded tokens) runs in the C loop of :mod:`~rnn_xframework.backends.torch.compile.cpu` with
 the batch sorted longest first: at step ``t`` only the rows still real are computed (the
 recurrent product shrinks as rows end, as in PyTorch's packed LSTM), and the others take an
-identity step (``cpu_cells.c``'s ``hold_rows``: the state held, no arithmetic). A mask that is
-all real runs the unmasked loop (oneDNN's LSTM included). The mask is read on the host, in NumPy.
+identity step (``cpu_cells.c``'s ``hold_rows``: the state held, no arithmetic). A call of at most
+:data:`UNSORTED_MAX_BATCH` rows that autograd does not record keeps its rows' order instead: every
+row computed, an ended row given its held state back (``hold_past``). A mask that is all real runs
+the unmasked loop (oneDNN's LSTM included). The mask is read on the host, in one C pass (:func:`read_mask`).
 
 Keras's semantics hold, as in the scripted masked loop
 (:mod:`~rnn_xframework.backends.torch.compile.masked_loops`): the final states are those of each
@@ -92,7 +94,7 @@ class CpuMaskedLoop:
         steps = x.shape[1]
         recording = torch.is_grad_enabled()
         order = None
-        if not recording and x.shape[0] <= UNSORTED_MAX_BATCH:  # the rows in their own order
+        if not sorts_rows(x.shape[0]):  # the rows in their own order
             seq, new_states = self._layers(x, states, lengths=_int32(lengths))
         else:
             if bool((lengths[:-1] < lengths[1:]).any()):
@@ -133,6 +135,11 @@ class CpuMaskedLoop:
             seq, state = layer(seq, state, **rows)
             new_states.append(state)
         return seq, new_states
+
+
+def sorts_rows(batch: int) -> bool:
+    """Whether a right-padded call of ``batch`` rows runs them sorted longest first (:data:`UNSORTED_MAX_BATCH`)."""
+    return batch > UNSORTED_MAX_BATCH or torch.is_grad_enabled()
 
 
 def _int32(a: np.ndarray) -> Tensor:
