@@ -44,8 +44,10 @@ HEADERS = (Path(__file__).with_name("cpu_mm.h"),)  # included by SOURCE: part of
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-shared", "-fPIC")
 OPENMP = ("-fopenmp", "-fopenmp-simd")
 """Tried in order: ``-fopenmp`` (the elementwise passes of large steps on the OpenMP threads of the
-libgomp that libtorch_cpu loaded: one runtime, one thread pool), then, for a compiler without
-OpenMP, ``-fopenmp-simd`` (the same vectorized loops, one thread)."""
+``libgomp.so.1`` that libtorch_cpu loaded -- PyTorch's Linux wheels ship GNU OpenMP, and the loader
+reuses a library already loaded under that name: one runtime, one thread pool with MKL's products),
+then, for a compiler without OpenMP (Apple's clang), ``-fopenmp-simd`` (the same vectorized loops,
+one thread). A PyTorch on Intel's OpenMP would get a second runtime here (correct, more threads)."""
 _LOCK = threading.Lock()
 
 

@@ -1,7 +1,8 @@
 """The C loop's recurrences for :mod:`~rnn_xframework.backends.torch.compile.cpu`'s layers: one call of
 ``cpu_cells.c`` per layer and sequence (forward without a backward), and one ``torch.autograd.Function``
-per cell type whose backward is the C loop's BPTT (once-differentiable). Buffers are time-major and
-contiguous; ``xp [T, B, G*H]`` is the layer's input projection (``cpu_cells.c`` documents each buffer)."""
+per cell type whose backward is the C loop's BPTT (once-differentiable); :func:`zero_past` for the masked
+calls' outputs. Buffers are time-major and contiguous; ``xp [T, B, G*H]`` is the layer's input
+projection (``cpu_cells.c`` documents each buffer)."""
 
 from __future__ import annotations
 
