@@ -48,15 +48,20 @@ def mask_of(lengths: np.ndarray) -> np.ndarray:
     return np.arange(STEPS)[None, :] < lengths[:, None]
 
 
-def _no_fallback(*args):
-    raise AssertionError("the scripted masked loop ran: the C loop should have run this right-padded call")
+def fallback_fails(fast, loop_type, path):
+    """``fast`` (its masked loop a ``loop_type``) with its fallback, the scripted masked loop,
+    replaced by a failure naming ``path``, the one that should have run."""
+    assert isinstance(fast.masked_loop, loop_type)
+
+    def fails(*args):
+        raise AssertionError(f"the scripted masked loop ran: {path} should have run this right-padded call")
+
+    fast.masked_loop.fallback = fails
+    return fast
 
 
 def c_loop_only(fast):
-    """``fast`` with its fallback replaced by a failure."""
-    assert isinstance(fast.masked_loop, cpu_masked.CpuMaskedLoop)
-    fast.masked_loop.fallback = _no_fallback
-    return fast
+    return fallback_fails(fast, cpu_masked.CpuMaskedLoop, "the C loop")
 
 
 @pytest.mark.parametrize(("batch", "units"), SIZES)
@@ -165,9 +170,9 @@ def test_right_padded_lengths_rule():
     lengths, padded = cpu_masked.read_mask(keep)
     assert lengths.dtype == np.int32 and lengths.tolist() == [2, 1, 0, 3] and padded == 3
     assert cpu_masked.read_mask(torch.ones(2, 3, dtype=torch.bool))[1] == 0
-    assert cpu_masked.right_padded_lengths(keep[:, ::2]).tolist() == [1, 1, 0, 2]  # a strided mask
-    assert cpu_masked.right_padded_lengths(torch.tensor([[1, 0, 1]], dtype=torch.bool)) is None
-    assert cpu_masked.right_padded_lengths(torch.tensor([[0, 1, 1]], dtype=torch.bool)) is None
+    assert cpu_masked.read_mask(keep[:, ::2])[0].tolist() == [1, 1, 0, 2]  # a strided mask
+    assert cpu_masked.read_mask(torch.tensor([[1, 0, 1]], dtype=torch.bool)) == (None, -1)
+    assert cpu_masked.read_mask(torch.tensor([[0, 1, 1]], dtype=torch.bool)) == (None, -1)
     active = cpu_masked.active_counts(np.array([3, 2, 2, 0]), 4)
     assert active.dtype == torch.int32 and active.tolist() == [3, 3, 1, 0]
 

@@ -16,7 +16,7 @@ import pytest
 import test_triton  # its importorskips: torch and triton
 from conftest import TOL
 from helpers import KINDS, make_cells, max_err, random_cell_states, random_cell_weights
-from test_compile_cpu_masked import Spy, same_draws
+from test_compile_cpu_masked import Spy, fallback_fails, same_draws
 from test_compile_masks import poisoned
 
 import rnn_xframework as xf
@@ -47,14 +47,8 @@ def built(kind, dtype, seed=0, **kw):
     return rnn
 
 
-def _scripted(*args):
-    raise AssertionError("the scripted masked loop ran: the kernels should have run this right-padded call")
-
-
 def kernels_only(fast):
-    assert isinstance(fast.masked_loop, triton_masked.TritonMaskedLoop)
-    fast.masked_loop.fallback = _scripted
-    return fast
+    return fallback_fails(fast, triton_masked.TritonMaskedLoop, "the kernels")
 
 
 def tensor(a, device, grad=False):

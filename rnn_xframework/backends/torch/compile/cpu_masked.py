@@ -44,11 +44,6 @@ def read_mask(keep: Tensor) -> tuple[np.ndarray | None, int]:
     return (lengths.numpy(), padded) if padded >= 0 else (None, -1)
 
 
-def right_padded_lengths(keep: Tensor) -> np.ndarray | None:
-    """The lengths (``int32 [batch]``) of ``keep`` if it is right-padded, else ``None`` (:func:`read_mask`)."""
-    return read_mask(keep)[0]
-
-
 def active_counts(lengths: np.ndarray, steps: int) -> Tensor:
     """``int32 [steps]``: how many rows of a batch sorted longest first (``lengths``) are real at each step."""
     counts = (lengths[None, :] > np.arange(steps)[:, None]).sum(1).astype(np.int32)
@@ -87,7 +82,7 @@ class CpuMaskedLoop:
     def right_padded(
         self, x: Tensor, states: list[list[Tensor]], keep: Tensor, lengths: np.ndarray
     ) -> tuple[Tensor, list[list[Tensor]]]:
-        """A right-padded call (``lengths``: :func:`right_padded_lengths` of ``keep``, not all
+        """A right-padded call (``lengths``: :func:`read_mask` of ``keep``, not all
         ``time``) in the C loop, in processing order whatever ``go_backwards`` says (the fused
         ``Bidirectional`` of :mod:`~rnn_xframework.backends.torch.compile.cpu_bidirectional`
         hands its backward direction each row reversed within its length)."""

@@ -31,8 +31,8 @@ from torch import Tensor
 def right_padded_lengths(keep: Tensor) -> Tensor | None:
     """``int32 [batch]`` lengths of ``keep [batch, time]`` (bool, any device) if every row is real
     up to its length and padding after it, else ``None``: the rule of
-    :func:`~rnn_xframework.backends.torch.compile.cpu_masked.right_padded_lengths`, on the mask's own
-    device (that one reads a CPU mask in NumPy, a few microseconds, for the C loop's host-side sort)."""
+    :func:`~rnn_xframework.backends.torch.compile.cpu_masked.read_mask`, on the mask's own device
+    (that one reads a CPU mask in one C pass, for the C loop's host-side sort)."""
     lengths = keep.sum(1, dtype=torch.int32)
     steps = torch.arange(keep.shape[1], device=keep.device)
     return lengths if bool(torch.equal(keep, steps[None, :] < lengths[:, None])) else None
