@@ -55,14 +55,15 @@ def kernel_builds() -> None:
     cpu_build.library()
 
 
-def built(config, dtype, rng, units, **kw):
+def built(config, dtype, rng, units, depth=2, **kw):
     kind, cell_kw = config
     require("torch")
-    cells = [getattr(layers, kind)(units, backend="torch", dtype=dtype, **cell_kw) for _ in range(2)]
+    cells = [getattr(layers, kind)(units, backend="torch", dtype=dtype, **cell_kw) for _ in range(depth)]
     rnn = layers.RNN(cells, **kw)
     rnn.build((None, None, FEATURES))
     after = cell_kw.get("reset_after", True)
-    weights = random_cell_weights(rng, kind, [FEATURES, units], units, dtype, reset_after=after)
+    dims = [FEATURES] + [units] * (depth - 1)
+    weights = random_cell_weights(rng, kind, dims, units, dtype, reset_after=after)
     if not cell_kw.get("use_bias", True):
         weights = [w for i, w in enumerate(weights) if i % 3 != 2]
     rnn.set_weights(weights)
@@ -306,13 +307,13 @@ def test_rnn_kernel_active_rows(rng, dtype, relu):
     y = torch.full((steps, batch, hid), float("nan"), dtype=tdt)
     u = w.t().contiguous()
     p = torch.Tensor.data_ptr
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y), p(active), None)
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y), p(active), None, 0)
     assert max_err(y, want.detach()) <= TOL[dtype]
     order = torch.from_numpy(rng.permutation(batch))  # lengths (hold_past): the rows in any order, NULL active
     y_rows, lens = torch.full_like(y, float("nan")), torch.tensor(lengths, dtype=torch.int32)[order]
     xp_rows, h0_rows = xp[:, order].contiguous(), h0[order].contiguous()
     cpu_build.kernel("rnn_fwd", tdt)(
-        steps, batch, hid, int(relu), p(xp_rows), p(u), p(h0_rows), p(y_rows), None, p(lens)
+        steps, batch, hid, int(relu), p(xp_rows), p(u), p(h0_rows), p(y_rows), None, p(lens), 0
     )
     assert max_err(y_rows, want.detach()[:, order]) <= TOL[dtype]
     dh, dz = dh_in.clone(), torch.full_like(xp, float("nan"))
@@ -324,10 +325,25 @@ def test_rnn_kernel_active_rows(rng, dtype, relu):
     for t, n in enumerate(ACTIVE):  # a held step: no gradient reaches its projection
         assert torch.all(dz[t, n:] == 0)
     inplace = xp.clone()  # the forward may write over its projection, as the layer does
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(inplace), p(u), p(h0), p(inplace), p(active), None)
+    cpu_build.kernel("rnn_fwd", tdt)(
+        steps, batch, hid, int(relu), p(inplace), p(u), p(h0), p(inplace), p(active), None, 0
+    )
     assert torch.equal(inplace, y)
     full, every = torch.empty_like(y), torch.full((steps,), batch, dtype=torch.int32)
     y_every = torch.empty_like(y)
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(full), None, None)
-    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y_every), p(every), None)
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(full), None, None, 0)
+    cpu_build.kernel("rnn_fwd", tdt)(steps, batch, hid, int(relu), p(xp), p(u), p(h0), p(y_every), p(every), None, 0)
     assert torch.equal(full, y_every)  # NULL: every row at every step
+    real = torch.arange(batch)[None, :] < active[:, None]  # packed (row0): only the real rows, step after step
+    xp_packed = xp[real].contiguous()
+    y_half, y_packed = torch.full_like(y, float("nan")), torch.full_like(xp_packed, float("nan"))
+    for flag, out in [(1, y_half), (3, y_packed)]:  # xp packed; xp and y packed
+        cpu_build.kernel("rnn_fwd", tdt)(
+            steps, batch, hid, int(relu), p(xp_packed), p(u), p(h0), p(out), p(active), None, flag
+        )
+    assert torch.equal(y_half, y)
+    assert torch.equal(y_packed, y[real])
+    cpu_build.kernel("rnn_fwd", tdt)(
+        steps, batch, hid, int(relu), p(xp_packed), p(u), p(h0), p(xp_packed), p(active), None, 3
+    )
+    assert torch.equal(xp_packed, y[real])  # in place, as the layer runs it

@@ -80,6 +80,25 @@ def test_right_padded_runs_the_c_loop(rng, dtype, config, batch, units, case, fl
         assert_outputs(fast(x, states, mask=torch.from_numpy(mask)), want, dtype)  # a torch mask, scratch states
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("case", ["unsorted", "sorted", "none real"])
+@pytest.mark.parametrize("sequences", [True, False])
+def test_packed_layers_at_any_depth(rng, dtype, config, depth, case, sequences):
+    """Batch 12 without autograd (``_packed_layers``): one layer (the gather of ``x`` projected, the
+    output written ``[T, B, H]``) or three (a middle layer packed in and out); the outputs and every
+    layer's final states against the uncompiled masked RNN."""
+    kind = config[0]
+    rnn = built(config, dtype, rng, 6, depth=depth, return_sequences=sequences, return_state=True)
+    fast = c_loop_only(xf.compile(rnn, "cpu"))
+    mask = mask_of(lengths_for(case, 12, rng))
+    x = torch.from_numpy(rng.normal(size=(12, STEPS, FEATURES)).astype(dtype))
+    states = [[torch.from_numpy(s) for s in lay] for lay in random_cell_states(rng, kind, depth, 12, 6, dtype)]
+    with torch.no_grad():
+        assert_outputs(fast(x, states, mask=mask), rnn(x, states, mask=mask), dtype)
+        x_strided = torch.from_numpy(rng.normal(size=(STEPS, 12, FEATURES)).astype(dtype)).transpose(0, 1)
+        assert_outputs(fast(x_strided, states, mask=mask), rnn(x_strided, states, mask=mask), dtype)
+
+
 @pytest.mark.parametrize(("batch", "units"), SIZES)
 @pytest.mark.parametrize("case", CASES)
 def test_right_padded_gradients_match(rng, dtype, config, batch, units, case):
@@ -213,18 +232,22 @@ def test_blas_paths_agree(rng, dtype, config, blas_products, case):
             assert max_err(g, w) <= tol * max(1.0, float(np.max(np.abs(w))))
 
 
-@pytest.mark.parametrize(("batch", "grad", "rows"), [(3, False, "lengths"), (3, True, "active"), (12, False, "active")])
+@pytest.mark.parametrize(("batch", "grad", "rows"), [(3, False, "lengths"), (3, True, "active"), (12, False, "packed")])
 def test_which_rows_a_right_padded_call_runs(rng, batch, grad, rows, monkeypatch):
     """Up to ``UNSORTED_MAX_BATCH`` rows, a call autograd does not record runs its rows in their own
-    order (``lengths``); a recorded call, or a larger batch, sorts them (``active``)."""
+    order (``lengths``); a recorded call sorts them (``active``); a larger batch autograd does not
+    record sorts them and packs the real steps (``packed``)."""
     rnn = built(("GRUCell", {}), "float64", rng, 6, return_sequences=True, zero_output_for_mask=True)
     fast = c_loop_only(xf.compile(rnn, "cpu"))
     seen = []
-    layers = cpu_masked.CpuMaskedLoop._layers
+    layers, packed = cpu_masked.CpuMaskedLoop._layers, cpu_masked.CpuMaskedLoop._packed_layers
     monkeypatch.setattr(
         cpu_masked.CpuMaskedLoop,
         "_layers",
         lambda self, *a, **rows: seen.append(sorted(rows)) or layers(self, *a, **rows),
+    )
+    monkeypatch.setattr(
+        cpu_masked.CpuMaskedLoop, "_packed_layers", lambda self, *a: seen.append(["packed"]) or packed(self, *a)
     )
     mask = mask_of(lengths_for("unsorted", batch, rng))
     x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES)))

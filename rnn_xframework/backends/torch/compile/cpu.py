@@ -32,7 +32,7 @@ from rnn_xframework.backends.torch import kinds
 from rnn_xframework.backends.torch.compile import cpu_build, cpu_masked, script_loops
 from rnn_xframework.backends.torch.compile import cpu_recurrences as rec
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
-from rnn_xframework.backends.torch.compile.cpu_recurrences import Active, Lengths
+from rnn_xframework.backends.torch.compile.cpu_recurrences import Active, Lengths, Packed
 from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import UnsupportedConfigError
 
@@ -47,6 +47,12 @@ def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> 
     flat = tm.reshape(steps * batch, tm.shape[2])
     out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
     return torch.ops.aten._unsafe_view(out, (steps, batch, weight.shape[0]))
+
+
+def _packed_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``seq [N, in]`` (packed: :class:`~rnn_xframework.backends.torch.compile.cpu_recurrences.Packed`)
+    projected: ``[N, G*units]``, one GEMM over the real rows only."""
+    return torch.mm(seq, weight.t()) if bias is None else torch.addmm(bias, seq, weight.t())
 
 
 ONEDNN_MIN_BATCH = 8
@@ -109,6 +115,18 @@ class CpuLSTMLayer(nn.Module):
             y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, c0, save=False, active=active, lengths=lengths)[:2]
         return y.transpose(0, 1), [y[-1], c_last]
 
+    def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
+        """``seq [N, in]`` packed (:class:`Packed`), ``state [h, c]`` (rows sorted longest first) ->
+        ``(y, [h, c])``: ``y [N, units]`` packed where ``rows.out``, else ``[batch, time, units]``. A call
+        autograd does not record."""
+        c = self.cell
+        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        xp = _packed_projection(seq, c.weight_ih, bias)
+        h0 = state[0].contiguous()
+        y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, state[1].contiguous(), save=False, packed=rows)[:2]
+        seq, h = rows.layer_out(y, h0)
+        return seq, [h, c_last]
+
 
 class CpuGRULayer(nn.Module):
     """A GRU layer (PyTorch's gate order ``r, z, n`` and parameters) over the native recurrence;
@@ -136,6 +154,16 @@ class CpuGRULayer(nn.Module):
             y = rec.gru_forward(xp, c.weight_hh, b, h0, self.reset_after, False, active, lengths)[0]
         return y.transpose(0, 1), [y[-1]]
 
+    def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
+        """As :meth:`CpuLSTMLayer.packed`, ``state [h]``."""
+        c = self.cell
+        xp = _packed_projection(seq, c.weight_ih, c.bias_ih)
+        b = c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0])
+        h0 = state[0].contiguous()
+        y = rec.gru_forward(xp, c.weight_hh, b, h0, self.reset_after, False, packed=rows)[0]
+        seq, h = rows.layer_out(y, h0)
+        return seq, [h]
+
 
 class CpuSimpleRNNLayer(nn.Module):
     """A SimpleRNN layer (``nn.RNNCell``'s parameters, tanh or relu) over the native recurrence:
@@ -162,6 +190,15 @@ class CpuSimpleRNNLayer(nn.Module):
             return y.transpose(0, 1), [h_last]
         y = rec.rnn_forward(xp, c.weight_hh, h0, self.relu, active, lengths)
         return y.transpose(0, 1), [y[-1]]
+
+    def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
+        """As :meth:`CpuLSTMLayer.packed`, ``state [h]``."""
+        c = self.cell
+        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        h0 = state[0].contiguous()
+        y = rec.rnn_forward(_packed_projection(seq, c.weight_ih, bias), c.weight_hh, h0, self.relu, packed=rows)
+        seq, h = rows.layer_out(y, h0)
+        return seq, [h]
 
 
 def supports_cell(cell: Any) -> bool:

@@ -102,13 +102,13 @@ def _build(compiler: str) -> Path:
 P = ctypes.c_void_p
 N = ctypes.c_int
 L = ctypes.c_long
-SIGNATURES = {  # ``active`` (NULL, or int32 [T]: cpu_cells.c's hold_rows), last but one forward, last backward;
-    # last forward: ``lengths`` (NULL, or int32 [B]: hold_past)
-    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P],
+SIGNATURES = {  # backward, last: ``active`` (NULL, or int32 [T]: cpu_cells.c's hold_rows); forward, last: ``active``,
+    # ``lengths`` (NULL, or int32 [B]: hold_past), ``packed`` (row0)
+    "xf_lstm_fwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P, N],
     "xf_lstm_bwd": [N, N, N, P, P, P, P, P, P, P, P, P, P],
-    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P, P, P],
+    "xf_gru_fwd": [N, N, N, N, N, P, P, P, P, P, P, P, P, P, P, N],
     "xf_gru_bwd": [N, N, N, N, P, P, P, P, P, P, P, P, P, P, P],
-    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P, P],
+    "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P, P, N],
     "xf_rnn_bwd": [N, N, N, N, P, P, P, P, P, P],
     "xf_zero_past": [N, N, N, N, L, L, P, P],  # zero_output_for_mask in place (calls autograd does not record)
 }

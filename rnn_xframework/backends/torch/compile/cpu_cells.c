@@ -36,6 +36,14 @@ int xf_openmp(void) {
 }
 #define PARALLEL_ROWS _Pragma("omp parallel for if ((long)nb * g >= parallel_min) schedule(static)")
 
+/* The first row of step t in a forward buffer. With ``packed`` (and ``active``): bit 1, xp holds only the
+ * real rows, step after step (xp [N, G*H], N = sum(active): step t's rows from off = sum(active[:t]) on,
+ * PackedSequence's layout); bit 2, y too (y [N, H]; the held rows are not written: the next layer's input,
+ * packed). Without, [T, B, ...]: t * B. */
+static inline long row0(int packed, int bit, long off, int t, int batch) {
+    return (packed & bit) ? off : (long)t * batch;
+}
+
 #define DEFINE_ALL(T, S, EXP, TANH, ONE)                                                                             \
     static inline T sig_##S(T v) { return ONE / (ONE + EXP(-v)); }                                                   \
                                                                                                                      \
@@ -68,20 +76,21 @@ int xf_openmp(void) {
                                                                                                                      \
     /* LSTM forward: y [T,B,H]; with save (for the backward) cs [T,B,H] cell states, act [T,B,4H] activated          \
        gates, tc [T,B,H] tanh(c); without, scratch: cs [2,B,H] (the last c in cs[(T-1)%2]), act [B,4H], tc [B,H].    \
-       active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past). */                                 \
+       active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past); packed (see row0). */              \
     void xf_lstm_fwd_##S(int steps, int batch, int hid, int save, const T *xp, const T *u, const T *h0, const T *c0, \
-                         T *y, T *cs, T *act, T *tc, const int *active, const int *lengths) {                        \
+                         T *y, T *cs, T *act, T *tc, const int *active, const int *lengths, int packed) {            \
         const int g = 4 * hid;                                                                                       \
         const T *h = h0, *c = c0;                                                                                    \
+        long off = 0; /* packed rows before step t */                                                                \
         rec_##S ru = rec_open_##S(batch, hid, g, u, g);                                                              \
         for (int t = 0; t < steps; t++) {                                                                            \
             const int nb = active ? active[t] : batch;                                                               \
-            const T *xt = xp + (long)t * batch * g;                                                                  \
+            const T *xt = xp + row0(packed, 1, off, t, batch) * g;                                                   \
             T *z = save ? act + (long)t * batch * g : act;                                                           \
             rec_mm_##S(&ru, nb, h, hid, 0, z, g);                                                                    \
-            T *yt = y + (long)t * batch * hid, *ct = cs + (long)(save ? t : t & 1) * batch * hid;                    \
+            T *yt = y + row0(packed, 2, off, t, batch) * hid, *ct = cs + (long)(save ? t : t & 1) * batch * hid;     \
             T *tt = save ? tc + (long)t * batch * hid : tc;                                                          \
-            hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
+            if (!(packed & 2)) hold_rows_##S(nb, batch, hid, h, yt);                                                 \
             hold_rows_##S(nb, batch, hid, c, ct);                                                                    \
             PARALLEL_ROWS                                                                                            \
             for (int b = 0; b < nb; b++) {                                                                           \
@@ -102,6 +111,7 @@ int xf_openmp(void) {
             hold_past_##S(t, batch, hid, lengths, c, ct);                                                            \
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
+            off += nb;                                                                                               \
         }                                                                                                            \
         rec_close_##S(&ru);                                                                                          \
     }                                                                                                                \
@@ -143,19 +153,20 @@ int xf_openmp(void) {
     /* GRU forward. after=1 (reset_after): hu = h @ u + bhh, n = tanh(xn + r * hu_n), saved hn [T,B,H] =             \
        hu_n. after=0: r, z from h @ u_rz + bhh_rz; n = tanh(xn + (r*h) @ u_n + bhh_n), saved hn = r*h.               \
        act [T,B,3H]: r, z, n activated; hu [B,3H] scratch. Without save, act [B,3H] and hn [B,H] are scratch.        \
-       active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past). */                                 \
+       active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past); packed (see row0). */              \
     void xf_gru_fwd_##S(int steps, int batch, int hid, int after, int save, const T *xp, const T *u, const T *bhh,   \
-                        const T *h0, T *y, T *act, T *hn, T *hu, const int *active, const int *lengths) {            \
+                        const T *h0, T *y, T *act, T *hn, T *hu, const int *active, const int *lengths, int packed) {\
         const int g = 3 * hid;                                                                                       \
         const T *h = h0;                                                                                             \
+        long off = 0;                                                                                                \
         rec_##S ru = rec_open_##S(batch, hid, after ? g : 2 * hid, u, g);                                            \
         rec_##S rn = rec_open_##S(after ? 0 : batch, hid, hid, u + 2 * hid, g); /* reset_after=False's candidate */  \
         for (int t = 0; t < steps; t++) {                                                                            \
-            const T *x = xp + (long)t * batch * g;                                                                   \
-            T *a = save ? act + (long)t * batch * g : act, *hnt = save ? hn + (long)t * batch * hid : hn;            \
-            T *yt = y + (long)t * batch * hid;                                                                       \
             const int nb = active ? active[t] : batch;                                                               \
-            hold_rows_##S(nb, batch, hid, h, yt);                                                                    \
+            const T *x = xp + row0(packed, 1, off, t, batch) * g;                                                    \
+            T *a = save ? act + (long)t * batch * g : act, *hnt = save ? hn + (long)t * batch * hid : hn;            \
+            T *yt = y + row0(packed, 2, off, t, batch) * hid;                                                        \
+            if (!(packed & 2)) hold_rows_##S(nb, batch, hid, h, yt);                                                 \
             if (save) zero_rows_##S(nb, batch, hid, hnt); /* read by the weight gradient (times zeros) */            \
             rec_mm_##S(&ru, nb, h, hid, 0, hu, g);                                                                   \
             PARALLEL_ROWS                                                                                            \
@@ -190,6 +201,7 @@ int xf_openmp(void) {
             }                                                                                                        \
             hold_past_##S(t, batch, hid, lengths, h, yt);                                                            \
             h = yt;                                                                                                  \
+            off += nb;                                                                                               \
         }                                                                                                            \
         rec_close_##S(&ru);                                                                                          \
         rec_close_##S(&rn);                                                                                          \
@@ -259,19 +271,20 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
  * (hold_past). */
 #define DEFINE_RNN(T, S, TANH, ONE)                                                                                  \
     /* SimpleRNN forward: y [T,B,H] (the outputs, which are the states; the backward reads them); y may be xp    \
-       itself (written in place). */                                                                               \
+       itself (written in place, packed alike or not). packed: see row0. */                                        \
     void xf_rnn_fwd_##S(int steps, int batch, int hid, int relu, const T *xp, const T *u, const T *h0, T *y,        \
-                        const int *active, const int *lengths) {                                                    \
+                        const int *active, const int *lengths, int packed) {                                        \
         const int g = hid; /* one gate (PARALLEL_ROWS) */                                                           \
         const T *h = h0;                                                                                            \
+        long off = 0;                                                                                               \
         rec_##S ru = rec_open_##S(batch, hid, hid, u, hid);                                                         \
         for (int t = 0; t < steps; t++) {                                                                           \
             const int nb = active ? active[t] : batch;                                                              \
-            const T *xt = xp + (long)t * batch * hid;                                                               \
-            T *yt = y + (long)t * batch * hid;                                                                      \
+            const T *xt = xp + row0(packed, 1, off, t, batch) * hid;                                                \
+            T *yt = y + row0(packed, 2, off, t, batch) * hid;                                                       \
             if (yt != xt) memcpy(yt, xt, sizeof(T) * nb * hid);                                                     \
             rec_mm_##S(&ru, nb, h, hid, ONE, yt, hid);                                                              \
-            hold_rows_##S(nb, batch, hid, h, yt);                                                                   \
+            if (!(packed & 2)) hold_rows_##S(nb, batch, hid, h, yt);                                                \
             PARALLEL_ROWS                                                                                           \
             for (int b = 0; b < nb; b++) {                                                                          \
                 T *r = yt + (long)b * g;                                                                            \
@@ -283,6 +296,7 @@ DEFINE_ALL(double, d, exp, tanh, 1.0)
             }                                                                                                       \
             hold_past_##S(t, batch, hid, lengths, h, yt);                                                           \
             h = yt;                                                                                                 \
+            off += nb;                                                                                              \
         }                                                                                                           \
         rec_close_##S(&ru);                                                                                         \
     }                                                                                                               \

@@ -5,7 +5,9 @@ what a ``PackedSequence`` expresses, and what Keras's ``Embedding(mask_zero=True
 right-padded tokens) runs in the C loop of :mod:`~rnn_xframework.backends.torch.compile.cpu` with
 the batch sorted longest first: at step ``t`` only the rows still real are computed (the
 recurrent product shrinks as rows end, as in PyTorch's packed LSTM), and the others take an
-identity step (``cpu_cells.c``'s ``hold_rows``: the state held, no arithmetic). A call of at most
+identity step (``cpu_cells.c``'s ``hold_rows``: the state held, no arithmetic). Where autograd does
+not record, the real steps are also packed (``PackedSequence``'s layout, :meth:`CpuMaskedLoop._packed_layers`):
+each layer's projection covers only them, not the padding. A call of at most
 :data:`UNSORTED_MAX_BATCH` rows that autograd does not record keeps its rows' order instead: every
 row computed, an ended row given its held state back (``hold_past``). A mask that is all real runs
 the unmasked loop (oneDNN's LSTM included). The mask is read on the host, in one C pass (:func:`read_mask`).
@@ -92,17 +94,20 @@ class CpuMaskedLoop:
         if not sorts_rows(x.shape[0]):  # the rows in their own order
             seq, new_states = self._layers(x, states, lengths=_int32(lengths))
         else:
+            sort = np.arange(len(lengths))
             if bool((lengths[:-1] < lengths[1:]).any()):
                 sort = np.argsort(-lengths, kind="stable")
                 order = torch.from_numpy(sort)
-                x = x.index_select(0, order)  # a third of x[order]'s time at W1
                 states = [[s.index_select(0, order) for s in layer] for layer in states]
+            active = active_counts(lengths[sort], steps)
             if recording:  # the C loop never reads a padding step's projection forward; backward, the
                 # weights' gradients would multiply it by zeros: padding inputs become zeros
-                held = keep if order is None else keep.index_select(0, order)
-                x = torch.where(held.unsqueeze(2), x, torch.zeros((), dtype=x.dtype))
-            active = active_counts(lengths if order is None else lengths[sort], steps)
-            seq, new_states = self._layers(x, states, active=active)
+                if order is not None:
+                    x, keep = x.index_select(0, order), keep.index_select(0, order)  # a third of x[order]'s time
+                x = torch.where(keep.unsqueeze(2), x, torch.zeros((), dtype=x.dtype))
+                seq, new_states = self._layers(x, states, active=active)
+            else:
+                seq, new_states = self._packed_layers(x, states, sort, lengths[sort], active)
         y = seq if self.loop.return_sequences else seq[:, -1]
         if order is not None:
             inverse = torch.from_numpy(np.argsort(sort, kind="stable"))
@@ -126,6 +131,30 @@ class CpuMaskedLoop:
             return rec.zero_past(y, _int32(cut)), new_states
         y = y.clone() if order is None else y  # seq[:, -1] is the last layer's h
         return rec.zero_past(y.unsqueeze(1), _int32(np.where(cut < steps, 0, 1))).squeeze(1), new_states
+
+    def _packed_layers(
+        self, x: Tensor, states: list[list[Tensor]], sort: np.ndarray, lengths: np.ndarray, active: Tensor
+    ) -> tuple[Tensor, list[list[Tensor]]]:
+        """The layers on the real steps only, packed (:class:`~rnn_xframework.backends.torch.compile.
+        cpu_recurrences.Packed`: ``PackedSequence``'s layout): one gather takes the real rows of ``x``
+        (``[batch, time, in]``, rows in their own order) in the sorted order (``sort``; ``lengths``
+        and ``active`` sorted) and time-major, every layer projects only those rows, the layers
+        below the last hand each other packed outputs; the last writes ``[T, B, H]``, its ended
+        rows held. Forward only (a call autograd does not record)."""
+        batch, steps = x.shape[0], x.shape[1]
+        counts = active.numpy()
+        real = np.arange(batch)[None, :] < counts[:, None]  # [T, B], time-major
+        gather = torch.from_numpy((sort[None, :] * steps + np.arange(steps)[:, None])[real])
+        starts = np.cumsum(counts) - counts
+        real_rows = int((lengths > 0).sum())
+        ends = torch.from_numpy(starts[lengths[:real_rows] - 1] + np.arange(real_rows))
+        seq = x.reshape(batch * steps, x.shape[2]).index_select(0, gather)
+        new_states = []
+        for i, (layer, state) in enumerate(zip(self.loop.cells, states, strict=True)):
+            rows = rec.Packed(steps, batch, active, i < len(states) - 1, ends)
+            seq, state = layer.packed(seq, state, rows)
+            new_states.append(state)
+        return seq, new_states
 
     def _layers(self, seq: Tensor, states: list[list[Tensor]], **rows: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
         new_states = []

@@ -6,7 +6,7 @@ projection (``cpu_cells.c`` documents each buffer)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,15 +31,53 @@ Every row is computed and the rows past their length take their held state back 
 ``hold_past``). Forward only: a call autograd records takes :data:`Active`."""
 
 
+class Packed(NamedTuple):
+    """A right-padded batch sorted longest first whose buffers hold only its real rows, step after step
+    (``PackedSequence``'s layout: ``[N, width]``, ``N = active.sum()``, step ``t``'s ``active[t]`` rows from
+    ``active[:t].sum()`` on). The layer's projection ``xp`` is packed; ``y`` too where ``out`` (the next
+    layer's input: the rows held past their length are not written), else ``[T, B, H]`` with them held.
+    Forward only (a call autograd does not record; ``cpu_cells.c``'s ``row0``)."""
+
+    steps: int
+    batch: int
+    active: Tensor
+    out: bool
+    ends: Tensor
+    """``int64 [k]``: the packed row of each non-empty row's last real step (the rows from ``k`` on are empty)."""
+
+    def flag(self) -> int:
+        """``cpu_cells.c``'s ``packed``: bit 1, ``xp`` packed; bit 2, ``y`` too."""
+        return 3 if self.out else 1
+
+    def y(self, like: Tensor, hid: int) -> Tensor:
+        return like.new_empty(like.shape[0], hid) if self.out else like.new_empty(self.steps, self.batch, hid)
+
+    def layer_out(self, y: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """``(seq, h)`` of a layer's ``y``: the next layer's input (packed, or ``[T, B, H]`` seen
+        batch-first) and each row's state after its last real step (``h0``'s for an empty row)."""
+        if not self.out:
+            return y.transpose(0, 1), y[-1]
+        return y, torch.cat([y.index_select(0, self.ends), h0[self.ends.shape[0] :]])
+
+
 def lstm_forward(
-    xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, save: bool, active: Active = None, lengths: Lengths = None
+    xp: Tensor,
+    w: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    save: bool,
+    active: Active = None,
+    lengths: Lengths = None,
+    packed: Packed | None = None,
 ) -> tuple[Tensor, ...]:
     """``(y, c_T, cs, act, tc)``: with ``save`` every step's cell state, gates and ``tanh(c)`` for
-    the backward; without, the kernel keeps them in one step's scratch."""
-    steps, batch, g = xp.shape
+    the backward; without, the kernel keeps them in one step's scratch. ``packed``: :class:`Packed`
+    (``xp [N, 4H]``; its ``active``, not ``active=``; without ``save``)."""
+    steps, batch, g = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
+    active = packed.active if packed else active
     hid = g // 4
     u = w.detach().t().contiguous()
-    y = xp.new_empty(steps, batch, hid)
+    y = packed.y(xp, hid) if packed else xp.new_empty(steps, batch, hid)
     cs, act, tc = (
         (xp.new_empty(steps, batch, hid), xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
         if save
@@ -47,7 +85,7 @@ def lstm_forward(
     )
     cpu_build.kernel("lstm_fwd", xp.dtype)(
         steps, batch, hid, int(save), _p(xp), _p(u), _p(h0), _p(c0), _p(y), _p(cs), _p(act), _p(tc), _p(active),
-        _p(lengths),
+        _p(lengths), packed.flag() if packed else 0,
     )  # fmt: skip
     return y, cs[steps - 1 if save else (steps - 1) % 2].clone(), cs, act, tc
 
@@ -61,12 +99,15 @@ def gru_forward(
     save: bool,
     active: Active = None,
     lengths: Lengths = None,
+    packed: Packed | None = None,
 ) -> tuple[Tensor, ...]:
-    """``(y, act, hn)``: with ``save`` every step's gates and ``hn`` for the backward."""
-    steps, batch, g = xp.shape
+    """``(y, act, hn)``: with ``save`` every step's gates and ``hn`` for the backward; ``packed`` as
+    :func:`lstm_forward`'s."""
+    steps, batch, g = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
+    active = packed.active if packed else active
     hid = g // 3
     u = w.detach().t().contiguous()
-    y = xp.new_empty(steps, batch, hid)
+    y = packed.y(xp, hid) if packed else xp.new_empty(steps, batch, hid)
     act, hn = (
         (xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
         if save
@@ -75,22 +116,32 @@ def gru_forward(
     scratch = xp.new_empty(batch, g)
     cpu_build.kernel("gru_fwd", xp.dtype)(
         steps, batch, hid, int(after), int(save), _p(xp), _p(u), _p(b.detach().contiguous()), _p(h0), _p(y),
-        _p(act), _p(hn), _p(scratch), _p(active), _p(lengths),
+        _p(act), _p(hn), _p(scratch), _p(active), _p(lengths), packed.flag() if packed else 0,
     )  # fmt: skip
     return y, act, hn
 
 
 def rnn_forward(
-    xp: Tensor, w: Tensor, h0: Tensor, relu: bool, active: Active = None, lengths: Lengths = None
+    xp: Tensor,
+    w: Tensor,
+    h0: Tensor,
+    relu: bool,
+    active: Active = None,
+    lengths: Lengths = None,
+    packed: Packed | None = None,
 ) -> Tensor:
     """``y [T, B, H]``, the outputs, which are the states (the backward reads them), written over
-    ``xp`` (no second sequence-sized buffer)."""
-    steps, batch, hid = xp.shape
+    ``xp`` (no second sequence-sized buffer); ``packed`` as :func:`lstm_forward`'s (``y`` over ``xp``
+    where both are packed)."""
+    steps, batch, hid = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
+    active = packed.active if packed else active
+    y = xp if packed is None or packed.out else packed.y(xp, hid)
     u = w.detach().t().contiguous()
     cpu_build.kernel("rnn_fwd", xp.dtype)(
-        steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(xp), _p(active), _p(lengths)
-    )
-    return xp
+        steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(y), _p(active), _p(lengths),
+        packed.flag() if packed else 0,
+    )  # fmt: skip
+    return y
 
 
 def recording(lengths: Lengths, *tensors: Tensor) -> bool:
