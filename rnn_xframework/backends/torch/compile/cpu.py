@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from rnn_xframework.backends.torch import kinds
-from rnn_xframework.backends.torch.compile import cpu_build, cpu_masked, script_loops
+from rnn_xframework.backends.torch.compile import cpu_build, cpu_masked, cpu_scratch, script_loops
 from rnn_xframework.backends.torch.compile import cpu_recurrences as rec
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN
 from rnn_xframework.backends.torch.compile.cpu_recurrences import Active, Lengths, Packed
@@ -37,22 +37,45 @@ from rnn_xframework.compiled import check_built
 from rnn_xframework.errors import UnsupportedConfigError
 
 
-def _time_major_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _time_major_projection(
+    seq: Tensor, weight: Tensor, bias: Tensor | None, recording: bool = True, slot: str | None = None
+) -> Tensor:
     """``seq`` (batch-first, any strides; a time-major contiguous sequence seen batch-first costs
     no copy) projected time-major: ``[time, batch, G*units]`` contiguous, one GEMM; a tensor of its
     own to autograd (``_unsafe_view``, as ``torch.matmul`` returns), which an in-place Function may
-    overwrite without the copies autograd makes for a view's base."""
+    overwrite without the copies autograd makes for a view's base. A call autograd does not
+    record (``recording`` false) makes its time-major copy in a
+    :mod:`~rnn_xframework.backends.torch.compile.cpu_scratch` buffer, and its projection too where
+    ``slot`` names one (a projection dead when the layer returns)."""
     tm = seq.transpose(0, 1)
     steps, batch = tm.shape[0], tm.shape[1]
-    flat = tm.reshape(steps * batch, tm.shape[2])
-    out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
-    return torch.ops.aten._unsafe_view(out, (steps, batch, weight.shape[0]))
+    if recording:
+        flat = tm.reshape(steps * batch, tm.shape[2])
+        out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
+        return torch.ops.aten._unsafe_view(out, (steps, batch, weight.shape[0]))
+    if not tm.is_contiguous():
+        tm = cpu_scratch.buffer("time-major", tuple(tm.shape), tm).copy_(tm)
+    xp = _packed_projection(tm.view(steps * batch, tm.shape[2]), weight, bias, slot)
+    return xp.view(steps, batch, weight.shape[0])
 
 
-def _packed_projection(seq: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``seq [N, in]`` (packed: :class:`~rnn_xframework.backends.torch.compile.cpu_recurrences.Packed`)
-    projected: ``[N, G*units]``, one GEMM over the real rows only."""
-    return torch.mm(seq, weight.t()) if bias is None else torch.addmm(bias, seq, weight.t())
+def _packed_projection(seq: Tensor, weight: Tensor, bias: Tensor | None, slot: str | None) -> Tensor:
+    """``seq [N, in]`` (e.g. packed: :class:`~rnn_xframework.backends.torch.compile.cpu_recurrences.Packed`)
+    projected: ``[N, G*units]``, one GEMM, into the scratch buffer ``slot`` (``None``: a fresh tensor); a
+    call autograd does not record (:mod:`~rnn_xframework.backends.torch.compile.cpu_scratch`)."""
+    out = rec.empty(seq, (seq.shape[0], weight.shape[0]), slot)
+    return torch.mm(seq, weight.t(), out=out) if bias is None else torch.addmm(bias, seq, weight.t(), out=out)
+
+
+Mid = str | None
+"""A layer call's ``mid``: ``None``, or the :mod:`~rnn_xframework.backends.torch.compile.cpu_scratch` slot
+that a call autograd does not record writes ``y`` into, where the caller only reads it as the next
+layer's input (:class:`CpuLoop`'s layers below the last); the final ``h`` is then a copy."""
+
+
+def _last(y: Tensor, mid: Mid) -> Tensor:
+    """The final ``h`` of a time-major ``y``: its last step, copied where ``y`` is a scratch buffer."""
+    return y[-1] if mid is None else y[-1].clone()
 
 
 ONEDNN_MIN_BATCH = 8
@@ -69,7 +92,8 @@ against 215, W3 2825 against 2889). Measured in one process, interleaved (docs/p
 def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
     """One LSTM layer through ``aten::mkldnn_rnn_layer`` (time-major, PyTorch's gate order), a call
     autograd does not record. Same results as ``nn.LSTM`` on the CPU, bit for bit."""
-    tm = seq.transpose(0, 1).contiguous()
+    tm = seq.transpose(0, 1)
+    tm = tm if tm.is_contiguous() else cpu_scratch.buffer("time-major", tuple(tm.shape), tm).copy_(tm)
     hid = c.weight_hh.shape[1]
     zeros = c.weight_hh.new_zeros(4 * hid)
     has_bias = c.bias_ih is not None
@@ -91,29 +115,30 @@ class CpuLSTMLayer(nn.Module):
         self.cell = cell
 
     def forward(
-        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None
+        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None, mid: Mid = None
     ) -> tuple[Tensor, list[Tensor]]:
         """``seq [batch, time, in]`` (any strides), ``state [h, c]`` -> ``(y [batch, time, units], [h, c])``;
         ``active`` / ``lengths``: see :data:`Active` / :data:`Lengths` (oneDNN takes neither: the C loop
-        runs those calls)."""
+        runs those calls); ``mid``: :data:`Mid`."""
         c = self.cell
+        recording = rec.recording(lengths, seq, *state, *c.parameters())
         if (
             active is None
             and lengths is None
             and seq.dtype == torch.float32
             and seq.shape[0] > ONEDNN_MIN_BATCH
             and torch._C._get_mkldnn_enabled()
-            and not rec.recording(None, seq, *state, *c.parameters())
+            and not recording
         ):
             return _onednn_lstm(c, seq, state)
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
-        xp = _time_major_projection(seq, c.weight_ih, bias)
+        xp = _time_major_projection(seq, c.weight_ih, bias, recording, "xp")
         h0, c0 = state[0].contiguous(), state[1].contiguous()
-        if rec.recording(lengths, xp, c.weight_hh, h0, c0):
+        if recording:
             y, c_last = rec.LSTMRecurrence.apply(xp, c.weight_hh, h0, c0, active)
-        else:
-            y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, c0, save=False, active=active, lengths=lengths)[:2]
-        return y.transpose(0, 1), [y[-1], c_last]
+            return y.transpose(0, 1), [y[-1], c_last]
+        y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, c0, False, active, lengths, out=mid)[:2]
+        return y.transpose(0, 1), [_last(y, mid), c_last]
 
     def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
         """``seq [N, in]`` packed (:class:`Packed`), ``state [h, c]`` (rows sorted longest first) ->
@@ -121,7 +146,7 @@ class CpuLSTMLayer(nn.Module):
         autograd does not record."""
         c = self.cell
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
-        xp = _packed_projection(seq, c.weight_ih, bias)
+        xp = _packed_projection(seq, c.weight_ih, bias, "xp")
         h0 = state[0].contiguous()
         y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, state[1].contiguous(), save=False, packed=rows)[:2]
         seq, h = rows.layer_out(y, h0)
@@ -140,24 +165,25 @@ class CpuGRULayer(nn.Module):
         self.reset_after = reset_after
 
     def forward(
-        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None
+        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None, mid: Mid = None
     ) -> tuple[Tensor, list[Tensor]]:
         """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active`` /
-        ``lengths``: :data:`Active` / :data:`Lengths`."""
+        ``lengths``: :data:`Active` / :data:`Lengths`; ``mid``: :data:`Mid`."""
         c = self.cell
-        xp = _time_major_projection(seq, c.weight_ih, c.bias_ih)
+        recording = rec.recording(lengths, seq, *state, *c.parameters())
+        xp = _time_major_projection(seq, c.weight_ih, c.bias_ih, recording, "xp")
         b = c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0])
         h0 = state[0].contiguous()
-        if rec.recording(lengths, xp, c.weight_hh, b, h0):
+        if recording:
             y = rec.GRURecurrence.apply(xp, c.weight_hh, b, h0, self.reset_after, active)
-        else:
-            y = rec.gru_forward(xp, c.weight_hh, b, h0, self.reset_after, False, active, lengths)[0]
-        return y.transpose(0, 1), [y[-1]]
+            return y.transpose(0, 1), [y[-1]]
+        y = rec.gru_forward(xp, c.weight_hh, b, h0, self.reset_after, False, active, lengths, out=mid)[0]
+        return y.transpose(0, 1), [_last(y, mid)]
 
     def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
         """As :meth:`CpuLSTMLayer.packed`, ``state [h]``."""
         c = self.cell
-        xp = _packed_projection(seq, c.weight_ih, c.bias_ih)
+        xp = _packed_projection(seq, c.weight_ih, c.bias_ih, "xp")
         b = c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0])
         h0 = state[0].contiguous()
         y = rec.gru_forward(xp, c.weight_hh, b, h0, self.reset_after, False, packed=rows)[0]
@@ -177,26 +203,29 @@ class CpuSimpleRNNLayer(nn.Module):
         self.relu = relu
 
     def forward(
-        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None
+        self, seq: Tensor, state: list[Tensor], active: Active = None, lengths: Lengths = None, mid: Mid = None
     ) -> tuple[Tensor, list[Tensor]]:
         """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active`` /
-        ``lengths``: :data:`Active` / :data:`Lengths`."""
+        ``lengths``: :data:`Active` / :data:`Lengths`; ``mid``: :data:`Mid` (``y`` is written over the
+        projection: the projection goes there)."""
         c = self.cell
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
-        xp = _time_major_projection(seq, c.weight_ih, bias)
+        recording = rec.recording(lengths, seq, *state, *c.parameters())
+        xp = _time_major_projection(seq, c.weight_ih, bias, recording, mid)
         h0 = state[0].contiguous()
-        if rec.recording(lengths, xp, c.weight_hh, h0):
+        if recording:
             y, h_last = rec.RNNRecurrence.apply(xp, c.weight_hh, h0, self.relu, active)
             return y.transpose(0, 1), [h_last]
         y = rec.rnn_forward(xp, c.weight_hh, h0, self.relu, active, lengths)
-        return y.transpose(0, 1), [y[-1]]
+        return y.transpose(0, 1), [_last(y, mid)]
 
     def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
         """As :meth:`CpuLSTMLayer.packed`, ``state [h]``."""
         c = self.cell
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
         h0 = state[0].contiguous()
-        y = rec.rnn_forward(_packed_projection(seq, c.weight_ih, bias), c.weight_hh, h0, self.relu, packed=rows)
+        xp = _packed_projection(seq, c.weight_ih, bias, rows.slot if rows.out else "xp")  # packed y over xp
+        y = rec.rnn_forward(xp, c.weight_hh, h0, self.relu, packed=rows)
         seq, h = rows.layer_out(y, h0)
         return seq, [h]
 
@@ -251,10 +280,13 @@ class CpuLoop(nn.Module):
 
     def forward(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         seq = x.flip(1) if self.go_backwards else x
-        layers = self.cells if x.shape[0] > 0 and x.shape[1] > 0 and x.device.type == "cpu" else self.plain
+        kernel = x.shape[0] > 0 and x.shape[1] > 0 and x.device.type == "cpu"
         new_states = []
-        for layer, state in zip(layers, states, strict=True):
-            seq, state = layer(seq, state)
+        for i, (layer, state) in enumerate(zip(self.cells if kernel else self.plain, states, strict=True)):
+            if kernel and i < len(states) - 1 and getattr(layer, "takes_active", False):  # y: the next layer's input
+                seq, state = layer(seq, state, mid=f"out{i % 2}")
+            else:
+                seq, state = layer(seq, state)
             new_states.append(state)
         y = seq if self.return_sequences else seq[:, -1]
         return y, new_states

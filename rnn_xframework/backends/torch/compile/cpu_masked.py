@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework.backends.torch.compile import cpu_build
+from rnn_xframework.backends.torch.compile import cpu_build, cpu_scratch
 from rnn_xframework.backends.torch.compile import cpu_recurrences as rec
 
 
@@ -107,7 +107,7 @@ class CpuMaskedLoop:
                 x = torch.where(keep.unsqueeze(2), x, torch.zeros((), dtype=x.dtype))
                 seq, new_states = self._layers(x, states, active=active)
             else:
-                seq, new_states = self._packed_layers(x, states, sort, lengths[sort], active)
+                seq, new_states = self._packed_layers(x, states, sort, lengths[sort], active, order is not None)
         y = seq if self.loop.return_sequences else seq[:, -1]
         if order is not None:
             inverse = torch.from_numpy(np.argsort(sort, kind="stable"))
@@ -133,14 +133,22 @@ class CpuMaskedLoop:
         return rec.zero_past(y.unsqueeze(1), _int32(np.where(cut < steps, 0, 1))).squeeze(1), new_states
 
     def _packed_layers(
-        self, x: Tensor, states: list[list[Tensor]], sort: np.ndarray, lengths: np.ndarray, active: Tensor
+        self,
+        x: Tensor,
+        states: list[list[Tensor]],
+        sort: np.ndarray,
+        lengths: np.ndarray,
+        active: Tensor,
+        copied: bool,
     ) -> tuple[Tensor, list[list[Tensor]]]:
         """The layers on the real steps only, packed (:class:`~rnn_xframework.backends.torch.compile.
         cpu_recurrences.Packed`: ``PackedSequence``'s layout): one gather takes the real rows of ``x``
         (``[batch, time, in]``, rows in their own order) in the sorted order (``sort``; ``lengths``
         and ``active`` sorted) and time-major, every layer projects only those rows, the layers
         below the last hand each other packed outputs; the last writes ``[T, B, H]``, its ended
-        rows held. Forward only (a call autograd does not record)."""
+        rows held (into a scratch buffer where ``copied``: the caller returns copies, unsorted).
+        Forward only (a call autograd does not record); the buffers live only in this call
+        (:mod:`~rnn_xframework.backends.torch.compile.cpu_scratch`)."""
         batch, steps = x.shape[0], x.shape[1]
         counts = active.numpy()
         real = np.arange(batch)[None, :] < counts[:, None]  # [T, B], time-major
@@ -148,10 +156,12 @@ class CpuMaskedLoop:
         starts = np.cumsum(counts) - counts
         real_rows = int((lengths > 0).sum())
         ends = torch.from_numpy(starts[lengths[:real_rows] - 1] + np.arange(real_rows))
-        seq = x.reshape(batch * steps, x.shape[2]).index_select(0, gather)
+        flat = x.reshape(batch * steps, x.shape[2])
+        seq = torch.index_select(flat, 0, gather, out=cpu_scratch.buffer("gathered", (len(gather), x.shape[2]), x))
         new_states = []
         for i, (layer, state) in enumerate(zip(self.loop.cells, states, strict=True)):
-            rows = rec.Packed(steps, batch, active, i < len(states) - 1, ends)
+            mid = i < len(states) - 1  # the last layer's y: a scratch buffer where it is copied (unsorted)
+            rows = rec.Packed(steps, batch, active, mid, ends, f"packed{i % 2}" if mid else "y" if copied else None)
             seq, state = layer.packed(seq, state, rows)
             new_states.append(state)
         return seq, new_states

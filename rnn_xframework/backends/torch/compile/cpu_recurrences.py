@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnn_xframework.backends.torch.compile import cpu_build
+from rnn_xframework.backends.torch.compile import cpu_build, cpu_scratch
 
 
 def _p(t: Tensor | None) -> int | None:
@@ -44,13 +44,16 @@ class Packed(NamedTuple):
     out: bool
     ends: Tensor
     """``int64 [k]``: the packed row of each non-empty row's last real step (the rows from ``k`` on are empty)."""
+    slot: str | None
+    """The :mod:`~rnn_xframework.backends.torch.compile.cpu_scratch` slot of ``y`` (``None``: a fresh tensor),
+    where the caller copies what it returns from ``y`` (a packed output is the next layer's input)."""
 
     def flag(self) -> int:
         """``cpu_cells.c``'s ``packed``: bit 1, ``xp`` packed; bit 2, ``y`` too."""
         return 3 if self.out else 1
 
     def y(self, like: Tensor, hid: int) -> Tensor:
-        return like.new_empty(like.shape[0], hid) if self.out else like.new_empty(self.steps, self.batch, hid)
+        return empty(like, (like.shape[0], hid) if self.out else (self.steps, self.batch, hid), self.slot)
 
     def layer_out(self, y: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
         """``(seq, h)`` of a layer's ``y``: the next layer's input (packed, or ``[T, B, H]`` seen
@@ -58,6 +61,11 @@ class Packed(NamedTuple):
         if not self.out:
             return y.transpose(0, 1), y[-1]
         return y, torch.cat([y.index_select(0, self.ends), h0[self.ends.shape[0] :]])
+
+
+def empty(like: Tensor, shape: tuple[int, ...], slot: str | None) -> Tensor:
+    """``like.new_empty(shape)``, or the :mod:`~rnn_xframework.backends.torch.compile.cpu_scratch` buffer ``slot``."""
+    return like.new_empty(shape) if slot is None else cpu_scratch.buffer(slot, shape, like)
 
 
 def lstm_forward(
@@ -69,15 +77,17 @@ def lstm_forward(
     active: Active = None,
     lengths: Lengths = None,
     packed: Packed | None = None,
+    out: str | None = None,
 ) -> tuple[Tensor, ...]:
     """``(y, c_T, cs, act, tc)``: with ``save`` every step's cell state, gates and ``tanh(c)`` for
     the backward; without, the kernel keeps them in one step's scratch. ``packed``: :class:`Packed`
-    (``xp [N, 4H]``; its ``active``, not ``active=``; without ``save``)."""
+    (``xp [N, 4H]``; its ``active``, not ``active=``; without ``save``). ``out``: ``y``'s scratch slot
+    (:func:`empty`), without ``packed``."""
     steps, batch, g = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
     active = packed.active if packed else active
     hid = g // 4
     u = w.detach().t().contiguous()
-    y = packed.y(xp, hid) if packed else xp.new_empty(steps, batch, hid)
+    y = packed.y(xp, hid) if packed else empty(xp, (steps, batch, hid), out)
     cs, act, tc = (
         (xp.new_empty(steps, batch, hid), xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
         if save
@@ -100,14 +110,15 @@ def gru_forward(
     active: Active = None,
     lengths: Lengths = None,
     packed: Packed | None = None,
+    out: str | None = None,
 ) -> tuple[Tensor, ...]:
-    """``(y, act, hn)``: with ``save`` every step's gates and ``hn`` for the backward; ``packed`` as
-    :func:`lstm_forward`'s."""
+    """``(y, act, hn)``: with ``save`` every step's gates and ``hn`` for the backward; ``packed``,
+    ``out`` as :func:`lstm_forward`'s."""
     steps, batch, g = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
     active = packed.active if packed else active
     hid = g // 3
     u = w.detach().t().contiguous()
-    y = packed.y(xp, hid) if packed else xp.new_empty(steps, batch, hid)
+    y = packed.y(xp, hid) if packed else empty(xp, (steps, batch, hid), out)
     act, hn = (
         (xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
         if save
