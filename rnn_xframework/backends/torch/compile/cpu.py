@@ -121,7 +121,8 @@ class CpuLSTMLayer(nn.Module):
         ``active`` / ``lengths``: see :data:`Active` / :data:`Lengths` (oneDNN takes neither: the C loop
         runs those calls); ``mid``: :data:`Mid`."""
         c = self.cell
-        recording = rec.recording(lengths, seq, *state, *c.parameters())
+        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        recording = rec.recording(lengths, seq, *state, c.weight_ih, c.weight_hh, bias)
         if (
             active is None
             and lengths is None
@@ -131,7 +132,6 @@ class CpuLSTMLayer(nn.Module):
             and not recording
         ):
             return _onednn_lstm(c, seq, state)
-        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
         xp = _time_major_projection(seq, c.weight_ih, bias, recording, "xp")
         h0, c0 = state[0].contiguous(), state[1].contiguous()
         if recording:
@@ -170,9 +170,9 @@ class CpuGRULayer(nn.Module):
         """``seq [batch, time, in]``, ``state [h]`` -> ``(y [batch, time, units], [h])``; ``active`` /
         ``lengths``: :data:`Active` / :data:`Lengths`; ``mid``: :data:`Mid`."""
         c = self.cell
-        recording = rec.recording(lengths, seq, *state, *c.parameters())
-        xp = _time_major_projection(seq, c.weight_ih, c.bias_ih, recording, "xp")
         b = c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0])
+        recording = rec.recording(lengths, seq, *state, c.weight_ih, c.weight_hh, c.bias_ih, b)
+        xp = _time_major_projection(seq, c.weight_ih, c.bias_ih, recording, "xp")
         h0 = state[0].contiguous()
         if recording:
             y = rec.GRURecurrence.apply(xp, c.weight_hh, b, h0, self.reset_after, active)
@@ -210,7 +210,7 @@ class CpuSimpleRNNLayer(nn.Module):
         projection: the projection goes there)."""
         c = self.cell
         bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
-        recording = rec.recording(lengths, seq, *state, *c.parameters())
+        recording = rec.recording(lengths, seq, *state, c.weight_ih, c.weight_hh, bias)
         xp = _time_major_projection(seq, c.weight_ih, bias, recording, mid)
         h0 = state[0].contiguous()
         if recording:

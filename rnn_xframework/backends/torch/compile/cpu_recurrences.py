@@ -155,9 +155,10 @@ def rnn_forward(
     return y
 
 
-def recording(lengths: Lengths, *tensors: Tensor) -> bool:
-    """Whether autograd records this layer's call; a call with ``lengths`` must not be recorded."""
-    recording = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+def recording(lengths: Lengths, *tensors: Tensor | None) -> bool:
+    """Whether autograd records this layer's call (its inputs, states and parameters: ``tensors``, ``None``
+    for an absent bias); a call with ``lengths`` must not be recorded."""
+    recording = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if recording and lengths is not None:
         raise RuntimeError('a "cpu" layer call with lengths (unsorted rows) has no backward: pass active instead')
     return recording
@@ -185,9 +186,7 @@ class LSTMRecurrence(torch.autograd.Function):
         cpu_build.kernel("lstm_bwd", y.dtype)(
             steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz), _p(ctx.active)
         )
-        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
-        dw = torch.mm(dz.view(steps * batch, 4 * hid).t(), prev)
-        return dz, dw, dh, dc, None
+        return dz, _by_previous_state(dz, h0, y), dh, dc, None
 
 
 class GRURecurrence(torch.autograd.Function):
@@ -213,12 +212,13 @@ class GRURecurrence(torch.autograd.Function):
             steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
             _p(dhu), _p(scratch), _p(ctx.active),
         )  # fmt: skip
-        prev = torch.cat([h0.unsqueeze(0), y[:-1]]).view(steps * batch, hid)
         flat = dhu.view(steps * batch, 3 * hid)
         if ctx.after:
-            dw = torch.mm(flat.t(), prev)
+            dw = _by_previous_state(dhu, h0, y)
         else:  # the candidate's product reads r * h (saved as hn), the gates' read h
-            dw = torch.cat([torch.mm(flat[:, : 2 * hid].t(), prev), torch.mm(flat[:, 2 * hid :].t(), hn.view(-1, hid))])
+            dw = torch.cat(
+                [_by_previous_state(dhu[:, :, : 2 * hid], h0, y), flat[:, 2 * hid :].t().mm(hn.view(-1, hid))]
+            )
         return dx, dw, flat.sum(0), dh, None, None
 
 
@@ -248,10 +248,18 @@ class RNNRecurrence(torch.autograd.Function):
         cpu_build.kernel("rnn_bwd", y.dtype)(
             steps, batch, hid, int(ctx.relu), _p(w), _p(y), _p(gy), _p(dh), _p(dz), _p(ctx.active)
         )
-        dw = dz[0].t().mm(h0)  # sum_t dz_t^T h_{t-1}, h_{-1} = h0: two products, no concatenated copy
-        if steps > 1:
-            dw.addmm_(dz[1:].view(-1, hid).t(), y[:-1].view(-1, hid))
-        return dz, dw, dh, None, None
+        return dz, _by_previous_state(dz, h0, y), dh, None, None
+
+
+def _by_previous_state(dz: Tensor, h0: Tensor, y: Tensor) -> Tensor:
+    """``sum_t dz_t^T h_{t-1}`` (``h_{-1} = h0``; ``dz [T, B, G]``, any strides with contiguous rows of
+    its own, ``y [T, B, H]``): a recurrent kernel's gradient in two products, without the
+    ``[h0, y[:-1]]`` sequence-sized copy."""
+    steps, batch = y.shape[0], y.shape[1]
+    dw = dz[0].t().mm(h0)
+    if steps > 1:
+        dw.addmm_(dz[1:].reshape((steps - 1) * batch, dz.shape[2]).t(), y[:-1].reshape(-1, y.shape[2]))
+    return dw
 
 
 def zero_past(y: Tensor, cut: Tensor, start: int = 0) -> Tensor:
