@@ -189,6 +189,27 @@ def test_which_float32_lstm_runs(rng, batch, grad, trainable, runs, monkeypatch)
     assert max_err(got.detach(), rnn(x).detach()) <= TOL["float32"]
 
 
+def test_gradients_of_only_what_requires_them(rng, config):
+    """The projection's gradients come from the recurrence's own backward (``_projection_grads``): only
+    those autograd asks for. Layer 0's input kernel frozen, layer 1's biases frozen, the input without
+    a gradient, the initial states with: the same gradients as autograd through the uncompiled RNN."""
+    rnn = built(config, "float64", rng, 6, return_sequences=True)
+    fast = xf.compile(rnn, "cpu")
+    first, second = (cell.cell for cell in rnn.cells)
+    first.weight_ih.requires_grad_(False)
+    for b in (second.bias_ih, second.bias_hh):
+        if b is not None:
+            b.requires_grad_(False)
+    x, states = torch_inputs(rng, config[0], "float64", 12, 6)
+    states = [[s.requires_grad_() for s in lay] for lay in states]
+    wanted = [p for p in rnn.parameters() if p.requires_grad] + [s for lay in states for s in lay]
+    weights = torch.from_numpy(rng.uniform(-1, 1, (12, STEPS, 6)))
+    got = torch.autograd.grad((fast(x, states) * weights).sum(), wanted)
+    want = torch.autograd.grad((rnn(x, states) * weights).sum(), wanted)
+    for g, w in zip(got, want, strict=True):
+        assert max_err(g, w) <= 1e-10 * max(1.0, float(w.abs().max()))
+
+
 def test_cpu_trains_the_cells_own_parameters(rng):
     rnn = built(CONFIGS["GRU reset_before"][:2], "float32", rng, 6, return_sequences=True)
     fast = xf.compile(rnn, "cpu")

@@ -59,6 +59,13 @@ def _time_major_projection(
     return xp.view(steps, batch, weight.shape[0])
 
 
+def _time_major_rows(seq: Tensor) -> Tensor:
+    """``seq [batch, time, in]`` (any strides) as time-major rows ``[time * batch, in]``: a view of a
+    time-major contiguous sequence seen batch-first, else a copy (autograd records either)."""
+    tm = seq.transpose(0, 1)
+    return tm.reshape(tm.shape[0] * tm.shape[1], tm.shape[2])
+
+
 def _packed_projection(seq: Tensor, weight: Tensor, bias: Tensor | None, slot: str | None) -> Tensor:
     """``seq [N, in]`` (e.g. packed: :class:`~rnn_xframework.backends.torch.compile.cpu_recurrences.Packed`)
     projected: ``[N, G*units]``, one GEMM, into the scratch buffer ``slot`` (``None``: a fresh tensor); a
@@ -132,11 +139,11 @@ class CpuLSTMLayer(nn.Module):
             and not recording
         ):
             return _onednn_lstm(c, seq, state)
-        xp = _time_major_projection(seq, c.weight_ih, bias, recording, "xp")
         h0, c0 = state[0].contiguous(), state[1].contiguous()
         if recording:
-            y, c_last = rec.LSTMRecurrence.apply(xp, c.weight_hh, h0, c0, active)
+            y, c_last = rec.LSTMRecurrence.apply(_time_major_rows(seq), c.weight_ih, bias, c.weight_hh, h0, c0, active)
             return y.transpose(0, 1), [y[-1], c_last]
+        xp = _time_major_projection(seq, c.weight_ih, bias, False, "xp")
         y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, c0, False, active, lengths, out=mid)[:2]
         return y.transpose(0, 1), [_last(y, mid), c_last]
 
@@ -172,11 +179,12 @@ class CpuGRULayer(nn.Module):
         c = self.cell
         b = c.bias_hh if c.bias_hh is not None else c.weight_hh.new_zeros(c.weight_hh.shape[0])
         recording = rec.recording(lengths, seq, *state, c.weight_ih, c.weight_hh, c.bias_ih, b)
-        xp = _time_major_projection(seq, c.weight_ih, c.bias_ih, recording, "xp")
         h0 = state[0].contiguous()
         if recording:
-            y = rec.GRURecurrence.apply(xp, c.weight_hh, b, h0, self.reset_after, active)
+            x = _time_major_rows(seq)
+            y = rec.GRURecurrence.apply(x, c.weight_ih, c.bias_ih, c.weight_hh, b, h0, self.reset_after, active)
             return y.transpose(0, 1), [y[-1]]
+        xp = _time_major_projection(seq, c.weight_ih, c.bias_ih, False, "xp")
         y = rec.gru_forward(xp, c.weight_hh, b, h0, self.reset_after, False, active, lengths, out=mid)[0]
         return y.transpose(0, 1), [_last(y, mid)]
 

@@ -164,49 +164,94 @@ def recording(lengths: Lengths, *tensors: Tensor | None) -> bool:
     return recording
 
 
+def _project(x: Tensor, w_ih: Tensor, bias: Tensor | None, batch: int) -> Tensor:
+    """``xp [T, B, G] = x W_ih^T + bias`` (``x [T*B, in]``, time-major rows) into the scratch ``xp``: a
+    Function's forward (autograd off), whose recurrence reads it and saves none of it."""
+    out = empty(x, (x.shape[0], w_ih.shape[0]), "xp")
+    xp = torch.mm(x, w_ih.t(), out=out) if bias is None else torch.addmm(bias, x, w_ih.t(), out=out)
+    return xp.view(x.shape[0] // batch, batch, w_ih.shape[0])
+
+
+def _projection_grads(ctx: Any, dxp: Tensor, x: Tensor, w_ih: Tensor, bias: bool) -> tuple[Tensor | None, ...]:
+    """The gradients of :func:`_project`'s ``(x, w_ih, bias)`` from ``dxp`` (the Function's inputs 0-2),
+    the ones autograd needs."""
+    flat = dxp.view(-1, dxp.shape[-1])
+    need = ctx.needs_input_grad
+    return (
+        flat.mm(w_ih) if need[0] else None,
+        flat.t().mm(x) if need[1] else None,
+        flat.sum(0) if bias and need[2] else None,
+    )
+
+
 class LSTMRecurrence(torch.autograd.Function):
-    """``(xp [T, B, 4H], weight_hh [4H, H], h0, c0, active) -> (y [T, B, H], c_T)``."""
+    """``(x [T*B, in] time-major rows, weight_ih, bias [4H] | None, weight_hh [4H, H], h0, c0, active) ->
+    (y [T, B, H], c_T)``: the projection (:func:`_project`) and the recurrence in one Function, so the
+    projection and its gradient are scratch buffers (:mod:`~rnn_xframework.backends.torch.compile.cpu_scratch`)
+    that never leave the Function; the backward computes the projection's gradients itself."""
 
     @staticmethod
-    def forward(ctx: Any, xp: Tensor, w: Tensor, h0: Tensor, c0: Tensor, active: Active) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        w_ih: Tensor,
+        bias: Tensor | None,
+        w: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        active: Active,
+    ) -> tuple[Tensor, Tensor]:
+        xp = _project(x, w_ih, bias, h0.shape[0])
         y, c_last, cs, act, tc = lstm_forward(xp, w, h0, c0, save=True, active=active)
-        ctx.save_for_backward(w.detach().contiguous(), h0, c0, y, cs, act, tc)
-        ctx.active = active
+        ctx.save_for_backward(x, w_ih, w.detach().contiguous(), h0, c0, y, cs, act, tc)
+        ctx.active, ctx.bias = active, bias is not None
         return y, c_last
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, gy: Tensor | None, gc: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, None]:
-        w, h0, c0, y, cs, act, tc = ctx.saved_tensors
+    def backward(ctx: Any, gy: Tensor | None, gc: Tensor | None) -> tuple[Tensor | None, ...]:
+        x, w_ih, w, h0, c0, y, cs, act, tc = ctx.saved_tensors
         steps, batch, hid = y.shape
         gy = torch.zeros_like(y) if gy is None else gy.contiguous()
         dh = torch.zeros_like(h0)
         dc = torch.zeros_like(c0) if gc is None else gc.clone(memory_format=torch.contiguous_format)
-        dz = act.new_empty(act.shape)
+        dz = empty(act, tuple(act.shape), "dxp")  # every row written (held rows: zeros)
         cpu_build.kernel("lstm_bwd", y.dtype)(
             steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz), _p(ctx.active)
         )
-        return dz, _by_previous_state(dz, h0, y), dh, dc, None
+        return *_projection_grads(ctx, dz, x, w_ih, ctx.bias), _by_previous_state(dz, h0, y), dh, dc, None
 
 
 class GRURecurrence(torch.autograd.Function):
-    """``(xp [T, B, 3H], weight_hh [3H, H], bias_hh [3H], h0, reset_after, active) -> y [T, B, H]``."""
+    """``(x [T*B, in] time-major rows, weight_ih, bias_ih [3H] | None, weight_hh [3H, H], bias_hh [3H], h0,
+    reset_after, active) -> y [T, B, H]``; the projection inside, as :class:`LSTMRecurrence`'s."""
 
     @staticmethod
-    def forward(ctx: Any, xp: Tensor, w: Tensor, b: Tensor, h0: Tensor, after: bool, active: Active) -> Tensor:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        w_ih: Tensor,
+        b_ih: Tensor | None,
+        w: Tensor,
+        b: Tensor,
+        h0: Tensor,
+        after: bool,
+        active: Active,
+    ) -> Tensor:
+        xp = _project(x, w_ih, b_ih, h0.shape[0])
         y, act, hn = gru_forward(xp, w, b, h0, after, save=True, active=active)
-        ctx.save_for_backward(w.detach().contiguous(), h0, y, act, hn)
-        ctx.after, ctx.active = after, active
+        ctx.save_for_backward(x, w_ih, w.detach().contiguous(), h0, y, act, hn)
+        ctx.after, ctx.active, ctx.bias = after, active, b_ih is not None
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, None, None]:
-        w, h0, y, act, hn = ctx.saved_tensors
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+        x, w_ih, w, h0, y, act, hn = ctx.saved_tensors
         steps, batch, hid = y.shape
         gy = gy.contiguous()
         dh = torch.zeros_like(h0)
-        dx, dhu = act.new_empty(act.shape), act.new_empty(act.shape)
+        dx, dhu = empty(act, tuple(act.shape), "dxp"), empty(act, tuple(act.shape), "dhu")  # every row written
         scratch = h0.new_empty(batch, hid)
         cpu_build.kernel("gru_bwd", y.dtype)(
             steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
@@ -219,7 +264,7 @@ class GRURecurrence(torch.autograd.Function):
             dw = torch.cat(
                 [_by_previous_state(dhu[:, :, : 2 * hid], h0, y), flat[:, 2 * hid :].t().mm(hn.view(-1, hid))]
             )
-        return dx, dw, flat.sum(0), dh, None, None
+        return *_projection_grads(ctx, dx, x, w_ih, ctx.bias), dw, flat.sum(0), dh, None, None
 
 
 class RNNRecurrence(torch.autograd.Function):
@@ -244,7 +289,7 @@ class RNNRecurrence(torch.autograd.Function):
         owned = gy is None or not gy.is_contiguous()  # then a new buffer, which dz may overwrite
         gy = torch.zeros_like(y) if gy is None else gy.contiguous()
         dh = torch.zeros_like(h0) if gh is None else gh.clone(memory_format=torch.contiguous_format)
-        dz = gy if owned else y.new_empty(y.shape)
+        dz = gy if owned else y.new_empty(y.shape)  # returned (the gradient of xp): a tensor of its own
         cpu_build.kernel("rnn_bwd", y.dtype)(
             steps, batch, hid, int(ctx.relu), _p(w), _p(y), _p(gy), _p(dh), _p(dz), _p(ctx.active)
         )
