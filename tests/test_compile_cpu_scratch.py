@@ -7,6 +7,7 @@ only large calls (W2, W3) take otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -65,7 +66,33 @@ def test_results_never_share_a_scratch_buffer(rng, dtype, config, depth, masked,
     assert cpu_scratch.held_bytes() > 0  # the buffers were taken (oneDNN's LSTM: the time-major input copy)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_inference_mode_then_other_modes(rng, masked):
+    """Buffers first taken under ``torch.inference_mode()`` serve later calls without it (an inference
+    tensor refuses writes outside inference mode), and the other way round; autograd calls too."""
+    rnn = built(("LSTMCell", {}), "float64", rng, 6, depth=3, return_sequences=True)
+    fast = xf.compile(rnn, "cpu")
+    x = torch.from_numpy(rng.normal(size=(12, STEPS, FEATURES)))
+    mask = mask_of(lengths_for("unsorted", 12, rng)) if masked else None
+    want = rnn(x, mask=mask).detach()
+    for mode in (torch.inference_mode, torch.no_grad, torch.enable_grad, torch.inference_mode, torch.no_grad):
+        with mode():
+            got = fast(x, mask=mask)
+        assert np.max(np.abs(got.detach().numpy() - want.numpy())) <= 1e-12
+    cpu_scratch.release()
+    with torch.no_grad():
+        fast(x, mask=mask)
+    with torch.inference_mode():
+        got = fast(x, mask=mask)
+    assert np.max(np.abs(got.numpy() - want.numpy())) <= 1e-12
+
+
 def test_buffers_are_per_slot_and_thread():
+    with cpu_scratch.session():
+        _per_slot_and_thread()
+
+
+def _per_slot_and_thread():
     like = torch.zeros(1)
     a = cpu_scratch.buffer("a", (4, 5), like)
     assert a.shape == (4, 5) and a.is_contiguous()
@@ -78,7 +105,8 @@ def test_buffers_are_per_slot_and_thread():
     seen = {}
 
     def other():
-        seen["ptr"] = cpu_scratch.buffer("a", (40, 5), like).data_ptr()
+        with cpu_scratch.session():
+            seen["ptr"] = cpu_scratch.buffer("a", (40, 5), like).data_ptr()
         seen["held"] = cpu_scratch.held_bytes()
 
     thread = threading.Thread(target=other)
@@ -90,11 +118,48 @@ def test_buffers_are_per_slot_and_thread():
     assert cpu_scratch.held_bytes() == 0
 
 
-def test_small_buffers_are_fresh(monkeypatch):
-    monkeypatch.setattr(cpu_scratch, "MIN_ELEMENTS", 100)
+def test_small_buffers_and_buffers_outside_one_session_are_fresh(monkeypatch):
     like = torch.zeros(1)
-    assert cpu_scratch.buffer("a", (9, 11), like).data_ptr() != cpu_scratch.buffer("a", (9, 11), like).data_ptr()
+    for depth in (0, 2):  # outside a session; nested in another
+        with contextlib.ExitStack() as stack:
+            for _ in range(depth):
+                stack.enter_context(cpu_scratch.session())
+            assert (
+                cpu_scratch.buffer("a", (9, 11), like).data_ptr() != cpu_scratch.buffer("a", (9, 11), like).data_ptr()
+            )
+    monkeypatch.setattr(cpu_scratch, "MIN_ELEMENTS", 100)
+    with cpu_scratch.session():
+        assert cpu_scratch.buffer("a", (9, 11), like).data_ptr() != cpu_scratch.buffer("a", (9, 11), like).data_ptr()
     assert cpu_scratch.held_bytes() == 0
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_call_from_inside_a_call(rng, masked):
+    """A forward hook on the first layer that calls the same compiled stack with other inputs (a
+    session inside the outer call's): the inner call gets fresh buffers, the outer call's layer outputs
+    waiting in the scratch buffers are untouched, both results right."""
+    rnn = built(("GRUCell", {}), "float64", rng, 6, depth=3, return_sequences=True)
+    fast = xf.compile(rnn, "cpu")
+    x, other = (torch.from_numpy(rng.normal(size=(12, STEPS, FEATURES))) for _ in range(2))
+    mask = mask_of(lengths_for("unsorted", 12, rng)) if masked else None
+    inner, calls = [], []
+    layer = fast.loop.cells[0]
+
+    def call_again(*_):
+        if not calls:  # once: the inner call runs this layer too
+            calls.append(1)
+            inner.append(fast(other, mask=mask))
+
+    hook = layer.register_forward_hook(call_again)
+    if masked:  # the masked call runs the layers' packed() directly: the hook goes on that
+        packed = layer.packed
+        layer.packed = lambda *a: (packed(*a), call_again())[0]
+    with torch.no_grad():
+        got = fast(x, mask=mask)
+    hook.remove()
+    assert len(inner) == 1
+    assert np.max(np.abs(got.numpy() - rnn(x, mask=mask).detach().numpy())) <= 1e-12
+    assert np.max(np.abs(inner[0].numpy() - rnn(other, mask=mask).detach().numpy())) <= 1e-12
 
 
 def test_concurrent_calls_on_two_threads(rng):

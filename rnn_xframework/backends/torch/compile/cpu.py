@@ -290,12 +290,13 @@ class CpuLoop(nn.Module):
         seq = x.flip(1) if self.go_backwards else x
         kernel = x.shape[0] > 0 and x.shape[1] > 0 and x.device.type == "cpu"
         new_states = []
-        for i, (layer, state) in enumerate(zip(self.cells if kernel else self.plain, states, strict=True)):
-            if kernel and i < len(states) - 1 and getattr(layer, "takes_active", False):  # y: the next layer's input
-                seq, state = layer(seq, state, mid=f"out{i % 2}")
-            else:
-                seq, state = layer(seq, state)
-            new_states.append(state)
+        with cpu_scratch.session():
+            for i, (layer, state) in enumerate(zip(self.cells if kernel else self.plain, states, strict=True)):
+                if kernel and i < len(states) - 1 and getattr(layer, "takes_active", False):  # y: next layer's input
+                    seq, state = layer(seq, state, mid=f"out{i % 2}")
+                else:
+                    seq, state = layer(seq, state)
+                new_states.append(state)
         y = seq if self.return_sequences else seq[:, -1]
         return y, new_states
 

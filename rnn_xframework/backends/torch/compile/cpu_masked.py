@@ -88,6 +88,12 @@ class CpuMaskedLoop:
         ``time``) in the C loop, in processing order whatever ``go_backwards`` says (the fused
         ``Bidirectional`` of :mod:`~rnn_xframework.backends.torch.compile.cpu_bidirectional`
         hands its backward direction each row reversed within its length)."""
+        with cpu_scratch.session():
+            return self._right_padded(x, states, keep, lengths)
+
+    def _right_padded(
+        self, x: Tensor, states: list[list[Tensor]], keep: Tensor, lengths: np.ndarray
+    ) -> tuple[Tensor, list[list[Tensor]]]:
         steps = x.shape[1]
         recording = torch.is_grad_enabled()
         order = None

@@ -215,11 +215,13 @@ class LSTMRecurrence(torch.autograd.Function):
         gy = torch.zeros_like(y) if gy is None else gy.contiguous()
         dh = torch.zeros_like(h0)
         dc = torch.zeros_like(c0) if gc is None else gc.clone(memory_format=torch.contiguous_format)
-        dz = empty(act, tuple(act.shape), "dxp")  # every row written (held rows: zeros)
-        cpu_build.kernel("lstm_bwd", y.dtype)(
-            steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz), _p(ctx.active)
-        )
-        return *_projection_grads(ctx, dz, x, w_ih, ctx.bias), _by_previous_state(dz, h0, y), dh, dc, None
+        with cpu_scratch.session():
+            dz = empty(act, tuple(act.shape), "dxp")  # every row written (held rows: zeros)
+            cpu_build.kernel("lstm_bwd", y.dtype)(
+                steps, batch, hid, _p(w), _p(c0), _p(cs), _p(act), _p(tc), _p(gy), _p(dh), _p(dc), _p(dz),
+                _p(ctx.active),
+            )  # fmt: skip
+            return *_projection_grads(ctx, dz, x, w_ih, ctx.bias), _by_previous_state(dz, h0, y), dh, dc, None
 
 
 class GRURecurrence(torch.autograd.Function):
@@ -251,20 +253,21 @@ class GRURecurrence(torch.autograd.Function):
         steps, batch, hid = y.shape
         gy = gy.contiguous()
         dh = torch.zeros_like(h0)
-        dx, dhu = empty(act, tuple(act.shape), "dxp"), empty(act, tuple(act.shape), "dhu")  # every row written
-        scratch = h0.new_empty(batch, hid)
-        cpu_build.kernel("gru_bwd", y.dtype)(
-            steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
-            _p(dhu), _p(scratch), _p(ctx.active),
-        )  # fmt: skip
-        flat = dhu.view(steps * batch, 3 * hid)
-        if ctx.after:
-            dw = _by_previous_state(dhu, h0, y)
-        else:  # the candidate's product reads r * h (saved as hn), the gates' read h
-            dw = torch.cat(
-                [_by_previous_state(dhu[:, :, : 2 * hid], h0, y), flat[:, 2 * hid :].t().mm(hn.view(-1, hid))]
-            )
-        return *_projection_grads(ctx, dx, x, w_ih, ctx.bias), dw, flat.sum(0), dh, None, None
+        with cpu_scratch.session():
+            dx, dhu = empty(act, tuple(act.shape), "dxp"), empty(act, tuple(act.shape), "dhu")  # every row written
+            scratch = h0.new_empty(batch, hid)
+            cpu_build.kernel("gru_bwd", y.dtype)(
+                steps, batch, hid, int(ctx.after), _p(w), _p(h0), _p(y), _p(act), _p(hn), _p(gy), _p(dh), _p(dx),
+                _p(dhu), _p(scratch), _p(ctx.active),
+            )  # fmt: skip
+            flat = dhu.view(steps * batch, 3 * hid)
+            if ctx.after:
+                dw = _by_previous_state(dhu, h0, y)
+            else:  # the candidate's product reads r * h (saved as hn), the gates' read h
+                dw = torch.cat(
+                    [_by_previous_state(dhu[:, :, : 2 * hid], h0, y), flat[:, 2 * hid :].t().mm(hn.view(-1, hid))]
+                )
+            return *_projection_grads(ctx, dx, x, w_ih, ctx.bias), dw, flat.sum(0), dh, None, None
 
 
 class RNNRecurrence(torch.autograd.Function):
