@@ -91,9 +91,10 @@ ONEDNN_MIN_BATCH = 8
 ``nn.LSTM``'s results) where autograd does not record the call, else the C loop. 8 is the C kernel's own
 product's limit (``SMALL_ROWS`` in ``cpu_mm.h``): up to it the C loop's register-blocked product wins
 (W1, batch 4: 0.14 ms a layer against oneDNN's 0.4-0.5, forward); above it the product is the BLAS's,
-and oneDNN's forward wins (two layers, 2 threads: W2 51.1 ms against the C loop's 54.8, W3 800 against
-910), while the C loop's forward and BPTT beat oneDNN's forward and PyTorch's backward (W2 198 ms
-against 215, W3 2825 against 2889). Measured in one process, interleaved (docs/performance.md)."""
+and oneDNN's forward wins or ties (two layers, 2 threads: W2 47.2 ms against the C loop's 50.4, W3 706
+against 708 with the scratch buffers), while the C loop's forward and BPTT beat oneDNN's forward and
+PyTorch's backward (W2 198 ms against 215, W3 2825 against 2889). Measured in one process, interleaved
+(docs/performance.md)."""
 
 
 def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
