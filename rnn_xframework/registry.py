@@ -197,6 +197,12 @@ class Backend:
         """
         yield []
 
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """A scope in which calls record nothing for a backward (torch: ``torch.no_grad()``; nothing to
+        do here): the parity's ``masked:wide`` rows run in it, as inference does."""
+        yield
+
 
 def canonical_name(name: str) -> str:
     """Resolve aliases (``"tf"`` -> ``"tensorflow"``); raise :class:`UnknownBackendError`."""

@@ -23,7 +23,8 @@ def small_run(**kw):
     return parity.run(parity.Config(sizes=SMALL, **kw))
 
 
-MASKED = ("masked", "masked:grad")  # the call with mask=: outputs and states, gradients
+MASKED = ("masked", "masked:wide", "masked:grad")  # the call with mask=: outputs and states (and on a wide
+# shuffled batch without autograd), gradients
 
 
 def by_check(report, backend):
@@ -43,7 +44,7 @@ def test_every_check_passes_on_torch_and_tensorflow():
     assert torch_checks == {c: {PASS} for c in ("forward", "backward", "train:sgd", "train:adam", *MASKED)}
     numpy_checks = by_check(report, "numpy")
     skips = {c: {SKIP} for c in ("backward", "train:sgd", "train:adam", "masked:grad")}
-    assert numpy_checks == {"forward": {PASS}, "masked": {PASS}, **skips}
+    assert numpy_checks == {"forward": {PASS}, "masked": {PASS}, "masked:wide": {PASS}, **skips}
     notes = {}
     for r in report.results:
         if r.backend == "torch" and r.check.startswith("train"):

@@ -64,7 +64,7 @@ def test_passing_run_exits_0_and_writes_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rnn_xframework parity (batch 2, 4 steps, 3 features, 5 units, 2 layers)" in out
     data = json.loads(path.read_text())
-    checks = ("forward", "backward", "train:sgd", "train:adam", "masked", "masked:grad")
+    checks = ("forward", "backward", "train:sgd", "train:adam", "masked", "masked:wide", "masked:grad")
     rows = [line for line in out.splitlines() if line.split(" ", 1)[0] in checks]
     assert data["passed"] and len(data["results"]) == len(rows) > 0
 

@@ -8,7 +8,10 @@
   canonical weights are compared with the reference backend's, and parameters a backend keeps
   frozen (torch's ``bias_hh``) must not move.
 * ``masked``: the call with ``mask=`` (the problem's right-padded lengths, Keras's semantics):
-  outputs and final states against the NumPy reference's masked call (rows ``masked``), and the
+  outputs and final states against the NumPy reference's masked call (rows ``masked``), the same
+  call on a batch of :data:`WIDE` copies of the problem's rows in a fixed shuffled order, in the
+  backend's inference scope (rows ``masked:wide``: above 8 rows, without autograd, where ``"cpu"``
+  sorts the batch and packs its real steps), and the
   gradients of the same loss against the gradient reference's (rows ``masked:grad``).
 
 References always run ``order="timestep"`` on the CPU in the row's dtype; a reference is not
@@ -21,7 +24,7 @@ import contextlib
 import importlib.metadata
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -174,6 +177,25 @@ def forward_arrays(
     return [ops.to_numpy(y), *(ops.to_numpy(s) for layer in final for s in layer)]
 
 
+WIDE = 4
+"""``masked:wide`` runs the masked call on ``WIDE`` copies of each row (the tutorial's batch 4 -> 16)."""
+
+
+def widened(problem: Problem) -> tuple[Problem, np.ndarray]:
+    """The problem with its batch repeated :data:`WIDE` times and shuffled (a fixed permutation), and the
+    permutation ``rows`` (``wide[i] == problem[rows[i]]``): each row's results are its own, so the
+    reference's are ``expected[rows]``."""
+    batch = problem.x.shape[0]
+    rows = np.random.default_rng(0).permutation(np.repeat(np.arange(batch), WIDE))
+    wide = replace(
+        problem,
+        x=problem.x[rows],
+        states=[[s[rows] for s in layer] for layer in problem.states],
+        mask=None if problem.mask is None else problem.mask[rows],
+    )
+    return wide, rows
+
+
 def forward_names(problem: Problem) -> list[str]:
     return ["outputs", *(f"states[{i}][{j}]" for i, layer in enumerate(problem.states) for j in range(len(layer)))]
 
@@ -252,7 +274,7 @@ def _first(role: str, kind: str) -> str | None:
 def new_result(check: str, kind: str, backend: str, ordering: str, device: str, dtype: str, reference: str) -> Result:
     """An unjudged row with the stated tolerance of its check, dtype and device."""
     tol = TOLERANCES[(dtype, device)]
-    if check in ("forward", "masked"):
+    if check in ("forward", "masked", "masked:wide"):
         return Result(check, kind, backend, ordering, device, dtype, reference, metric="abs", tolerance=tol.forward)
     bound = tol.gradient if check in ("backward", "masked:grad") else tol.training
     return Result(check, kind, backend, ordering, device, dtype, reference, metric="rel", tolerance=bound)
@@ -304,6 +326,11 @@ def _run_problem(p: Plan, problem: Problem, report: Report) -> None:
             got = forward_arrays(model, problem, name, device, problem.mask)
             r = new_result("masked", kind, name, ordering, device, dtype, fwd_ref)
             report.results.append(judge(r, got, expected_masked, forward_names(problem)))
+            wide, rows = widened(problem)
+            with registry.get(name).inference():
+                got = forward_arrays(model, wide, name, device, wide.mask)
+            r = new_result("masked:wide", kind, name, ordering, device, dtype, fwd_ref)
+            report.results.append(judge(r, got, [a[rows] for a in expected_masked], forward_names(problem)))
         if grad_ref is None or (is_ref and name == grad_ref):
             continue
         dev = None if device == "cpu" else device

@@ -176,6 +176,12 @@ class TorchBackend(registry.Backend, name="torch"):
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
     @contextmanager
+    def inference(self) -> Iterator[None]:
+        """``torch.no_grad()``: the calls autograd does not record (where ``"cpu"`` packs a masked batch)."""
+        with torch.no_grad():
+            yield
+
+    @contextmanager
     def strict_numerics(self) -> Iterator[list[str]]:
         """TF32 off for CUDA matmuls and cuDNN (true float32), restored on exit."""
         flags = [
