@@ -124,12 +124,12 @@ def test_small_buffers_and_buffers_outside_one_session_are_fresh(monkeypatch):
         with contextlib.ExitStack() as stack:
             for _ in range(depth):
                 stack.enter_context(cpu_scratch.session())
-            assert (
-                cpu_scratch.buffer("a", (9, 11), like).data_ptr() != cpu_scratch.buffer("a", (9, 11), like).data_ptr()
-            )
+            first, second = cpu_scratch.buffer("a", (9, 11), like), cpu_scratch.buffer("a", (9, 11), like)
+            assert first.data_ptr() != second.data_ptr()  # both alive: a freed one's address is not reused
     monkeypatch.setattr(cpu_scratch, "MIN_ELEMENTS", 100)
     with cpu_scratch.session():
-        assert cpu_scratch.buffer("a", (9, 11), like).data_ptr() != cpu_scratch.buffer("a", (9, 11), like).data_ptr()
+        first, second = cpu_scratch.buffer("a", (9, 11), like), cpu_scratch.buffer("a", (9, 11), like)
+        assert first.data_ptr() != second.data_ptr()
     assert cpu_scratch.held_bytes() == 0
 
 

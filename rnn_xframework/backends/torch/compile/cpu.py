@@ -47,15 +47,12 @@ def _time_major_projection(
     record (``recording`` false) makes its time-major copy in a
     :mod:`~rnn_xframework.backends.torch.compile.cpu_scratch` buffer, and its projection too where
     ``slot`` names one (a projection dead when the layer returns)."""
-    tm = seq.transpose(0, 1)
-    steps, batch = tm.shape[0], tm.shape[1]
+    steps, batch = seq.shape[1], seq.shape[0]
     if recording:
-        flat = tm.reshape(steps * batch, tm.shape[2])
+        flat = _time_major_rows(seq)
         out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
         return torch.ops.aten._unsafe_view(out, (steps, batch, weight.shape[0]))
-    if not tm.is_contiguous():
-        tm = cpu_scratch.buffer("time-major", tuple(tm.shape), tm).copy_(tm)
-    xp = _packed_projection(tm.view(steps * batch, tm.shape[2]), weight, bias, slot)
+    xp = _packed_projection(_time_major_scratch(seq).view(steps * batch, seq.shape[2]), weight, bias, slot)
     return xp.view(steps, batch, weight.shape[0])
 
 
@@ -64,6 +61,13 @@ def _time_major_rows(seq: Tensor) -> Tensor:
     time-major contiguous sequence seen batch-first, else a copy (autograd records either)."""
     tm = seq.transpose(0, 1)
     return tm.reshape(tm.shape[0] * tm.shape[1], tm.shape[2])
+
+
+def _time_major_scratch(seq: Tensor) -> Tensor:
+    """``seq [batch, time, in]`` as a time-major contiguous ``[time, batch, in]``: a view where it is one,
+    else a copy into the scratch buffer ``time-major`` (a call autograd does not record)."""
+    tm = seq.transpose(0, 1)
+    return tm if tm.is_contiguous() else cpu_scratch.buffer("time-major", tuple(tm.shape), tm).copy_(tm)
 
 
 def _packed_projection(seq: Tensor, weight: Tensor, bias: Tensor | None, slot: str | None) -> Tensor:
@@ -100,8 +104,7 @@ PyTorch's backward (W2 198 ms against 215, W3 2825 against 2889). Measured in on
 def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
     """One LSTM layer through ``aten::mkldnn_rnn_layer`` (time-major, PyTorch's gate order), a call
     autograd does not record. Same results as ``nn.LSTM`` on the CPU, bit for bit."""
-    tm = seq.transpose(0, 1)
-    tm = tm if tm.is_contiguous() else cpu_scratch.buffer("time-major", tuple(tm.shape), tm).copy_(tm)
+    tm = _time_major_scratch(seq)
     hid = c.weight_hh.shape[1]
     zeros = c.weight_hh.new_zeros(4 * hid)
     has_bias = c.bias_ih is not None
