@@ -151,6 +151,31 @@ class CpuLSTMLayer(nn.Module):
         y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, c0, False, active, lengths, out=mid)[:2]
         return y.transpose(0, 1), [_last(y, mid), c_last]
 
+    def pipelines(self, upper: nn.Module, seq: Tensor, state: list[Tensor], upper_state: list[Tensor]) -> bool:
+        """Whether :meth:`pipelined` runs this layer and ``upper`` (the next LSTM layer) for this call: float32
+        or float64, a batch of at most :data:`~rnn_xframework.backends.torch.compile.cpu_recurrences.PIPELINE_MAX_BATCH`
+        rows, torch on two threads or more, and a call autograd does not record."""
+        if not isinstance(upper, CpuLSTMLayer) or seq.shape[0] > rec.PIPELINE_MAX_BATCH or torch.get_num_threads() < 2:
+            return False
+        if seq.dtype not in (torch.float32, torch.float64):
+            return False
+        c, u = self.cell, upper.cell
+        tensors = (seq, *state, *upper_state, c.weight_ih, c.weight_hh, u.weight_ih, u.weight_hh)
+        biases = tuple(b for b in (c.bias_ih, c.bias_hh, u.bias_ih, u.bias_hh) if b is not None)
+        return not rec.recording(None, *tensors, *biases)
+
+    def pipelined(
+        self, upper: CpuLSTMLayer, seq: Tensor, state: list[Tensor], upper_state: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """This layer and ``upper`` in one call, pipelined (where :meth:`pipelines`):
+        ``seq [batch, time, in]`` -> ``(y [batch, time, upper units], [h, c], upper's [h, c])``."""
+        c, u = self.cell, upper.cell
+        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        up_bias = None if u.bias_ih is None else u.bias_ih + u.bias_hh
+        xp = _time_major_projection(seq, c.weight_ih, bias, False, "xp")
+        y, low, high, _ = rec.lstm_pair_forward(xp, c.weight_hh, u.weight_ih, up_bias, u.weight_hh, state, upper_state)
+        return y.transpose(0, 1), low, high
+
     def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
         """``seq [N, in]`` packed (:class:`Packed`), ``state [h, c]`` (rows sorted longest first) ->
         ``(y, [h, c])``: ``y [N, units]`` packed where ``rows.out``, else ``[batch, time, units]``. A call
@@ -293,14 +318,28 @@ class CpuLoop(nn.Module):
     def forward(self, x: Tensor, states: list[list[Tensor]]) -> tuple[Tensor, list[list[Tensor]]]:
         seq = x.flip(1) if self.go_backwards else x
         kernel = x.shape[0] > 0 and x.shape[1] > 0 and x.device.type == "cpu"
-        new_states = []
+        new_states: list[list[Tensor]] = []
+        layers = self.cells if kernel else self.plain
         with cpu_scratch.session():
-            for i, (layer, state) in enumerate(zip(self.cells if kernel else self.plain, states, strict=True)):
+            i = 0
+            while i < len(layers):
+                layer, state = layers[i], states[i]
+                upper = layers[i + 1] if kernel and i + 1 < len(layers) else None
+                if (
+                    upper is not None
+                    and isinstance(layer, CpuLSTMLayer)
+                    and layer.pipelines(upper, seq, state, states[i + 1])
+                ):
+                    seq, state, upper_state = layer.pipelined(upper, seq, state, states[i + 1])
+                    new_states += [state, upper_state]
+                    i += 2
+                    continue
                 if kernel and i < len(states) - 1 and getattr(layer, "takes_active", False):  # y: next layer's input
                     seq, state = layer(seq, state, mid=f"out{i % 2}")
                 else:
                     seq, state = layer(seq, state)
                 new_states.append(state)
+                i += 1
         y = seq if self.return_sequences else seq[:, -1]
         return y, new_states
 

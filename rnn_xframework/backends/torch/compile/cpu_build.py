@@ -112,6 +112,7 @@ SIGNATURES = {  # backward, last: ``active`` (NULL, or int32 [T]: cpu_cells.c's 
     "xf_rnn_bwd": [N, N, N, N, P, P, P, P, P, P],
     "xf_zero_past": [N, N, N, N, L, L, P, P],  # zero_output_for_mask in place (calls autograd does not record)
 }
+PIPELINED = {"xf_lstm2_fwd": [N, N, N, N, N, *[P] * 14]}  # two layers at once; returns the threads that ran (int)
 
 
 PARALLEL_MIN = 16384
@@ -159,6 +160,10 @@ def _load() -> ctypes.CDLL | str:
         for suffix in ("f", "d"):
             fn = getattr(lib, f"{name}_{suffix}")
             fn.argtypes, fn.restype = args, None
+    for name, args in PIPELINED.items():
+        for suffix in ("f", "d"):
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes, fn.restype = args, N
     lib.xf_right_padded.argtypes, lib.xf_right_padded.restype = [N, N, P, P], N  # (batch, steps, keep, lengths)
     lib.xf_set_parallel_min.argtypes, lib.xf_set_parallel_min.restype = [L], None
     lib.xf_openmp.argtypes, lib.xf_openmp.restype = [], N  # 1: built with OpenMP

@@ -19,6 +19,10 @@
 #include <math.h>
 #endif
 #include "cpu_mm.h"
+#include <sched.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* A step's elementwise pass, row by row, on the OpenMP threads PyTorch's BLAS runs on (built with
  * -fopenmp, this library uses the libgomp libtorch_cpu loaded: one thread pool), where the pass has
@@ -42,6 +46,48 @@ int xf_openmp(void) {
  * packed). Without, [T, B, ...]: t * B. */
 static inline long row0(int packed, int bit, long off, int t, int batch) {
     return (packed & bit) ? off : (long)t * batch;
+}
+
+/* Two layers of one call pipelined on two threads (xf_lstm2_fwd): the upper layer's thread waits, step by
+ * step, for the lower layer's output of that step (published with a release store of the steps done). It
+ * spins, yielding the core now and then, so a machine with other work keeps going. */
+static inline void wait_steps(const int *done, int t) {
+    for (int spins = 0; __atomic_load_n(done, __ATOMIC_ACQUIRE) <= t; spins++) {
+        if (spins >= 4096) {
+            sched_yield();
+            spins = 0;
+        } else {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+}
+/* Runs lower(arg) and upper(arg) at once on two OpenMP threads where threads >= 2 and the runtime gives a team
+ * of two, else one after the other; returns the number of threads that ran them. */
+static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg, int threads) {
+    int ran = 1;
+#ifdef _OPENMP
+    if (threads >= 2) {
+#pragma omp parallel num_threads(2)
+        {
+            const int team = omp_get_num_threads();
+            if (omp_get_thread_num() == 0) {
+                ran = team;
+                lower(arg);
+                if (team < 2) upper(arg);
+            } else {
+                upper(arg);
+            }
+        }
+        return ran;
+    }
+#else
+    (void)threads;
+#endif
+    lower(arg);
+    upper(arg);
+    return ran;
 }
 
 #define DEFINE_ALL(T, S, EXP, TANH, ONE)                                                                             \
@@ -74,6 +120,23 @@ static inline long row0(int packed, int bit, long off, int t, int batch) {
                 memset(y + t * st + b * sb, 0, sizeof(T) * width);                                                   \
     }                                                                                                                \
                                                                                                                      \
+    /* One row of an LSTM step: zb [4H] holds the recurrent product, xb [4H] the input projection; zb becomes    \
+       the activated gates (i, f, g, o), and the new cell state, tanh of it and the output go to cn, th, yb. */        \
+    static inline __attribute__((always_inline)) void lstm_row_##S(int hid, const T *xb, T *zb, const T *cb, T *cn,  \
+                                                                   T *th, T *yb) {                                   \
+        const int g = 4 * hid;                                                                                       \
+        _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) zb[j] = sig_##S(xb[j] + zb[j]);                        \
+        _Pragma("omp simd") for (int j = 2 * hid; j < 3 * hid; j++) zb[j] = TANH(xb[j] + zb[j]);                     \
+        _Pragma("omp simd") for (int j = 3 * hid; j < g; j++) zb[j] = sig_##S(xb[j] + zb[j]);                        \
+        _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                          \
+            T c_new = zb[hid + j] * cb[j] + zb[j] * zb[2 * hid + j];                                                 \
+            cn[j] = c_new;                                                                                           \
+            T t_new = TANH(c_new);                                                                                   \
+            th[j] = t_new;                                                                                           \
+            yb[j] = zb[3 * hid + j] * t_new;                                                                         \
+        }                                                                                                            \
+    }                                                                                                                \
+                                                                                                                     \
     /* LSTM forward: y [T,B,H]; with save (for the backward) cs [T,B,H] cell states, act [T,B,4H] activated          \
        gates, tc [T,B,H] tanh(c); without, scratch: cs [2,B,H] (the last c in cs[(T-1)%2]), act [B,4H], tc [B,H].    \
        active: NULL or [T] (see hold_rows); lengths: NULL or [B] (see hold_past); packed (see row0). */              \
@@ -94,18 +157,7 @@ static inline long row0(int packed, int bit, long off, int t, int batch) {
             hold_rows_##S(nb, batch, hid, c, ct);                                                                    \
             PARALLEL_ROWS                                                                                            \
             for (int b = 0; b < nb; b++) {                                                                           \
-                T *zb = z + b * g;                                                                                   \
-                const T *xb = xt + b * g, *cb = c + b * hid;                                                         \
-                _Pragma("omp simd") for (int j = 0; j < 2 * hid; j++) zb[j] = sig_##S(xb[j] + zb[j]);                \
-                _Pragma("omp simd") for (int j = 2 * hid; j < 3 * hid; j++) zb[j] = TANH(xb[j] + zb[j]);             \
-                _Pragma("omp simd") for (int j = 3 * hid; j < g; j++) zb[j] = sig_##S(xb[j] + zb[j]);                \
-                _Pragma("omp simd") for (int j = 0; j < hid; j++) {                                                  \
-                    T cn = zb[hid + j] * cb[j] + zb[j] * zb[2 * hid + j];                                            \
-                    ct[b * hid + j] = cn;                                                                            \
-                    T th = TANH(cn);                                                                                 \
-                    tt[b * hid + j] = th;                                                                            \
-                    yt[b * hid + j] = zb[3 * hid + j] * th;                                                          \
-                }                                                                                                    \
+                lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);     \
             }                                                                                                        \
             hold_past_##S(t, batch, hid, lengths, h, yt);                                                            \
             hold_past_##S(t, batch, hid, lengths, c, ct);                                                            \
@@ -114,6 +166,66 @@ static inline long row0(int packed, int bit, long off, int t, int batch) {
             off += nb;                                                                                               \
         }                                                                                                            \
         rec_close_##S(&ru);                                                                                          \
+    }                                                                                                                \
+                                                                                                                     \
+    /* Two LSTM layers, forward without save, every row real, batch <= SMALL_ROWS (W1's shapes: there one          \
+       layer's step is a few microseconds and its projection call as long), pipelined (run_pipelined): the          \
+       lower layer runs xp1 [T,B,4H1] into y1 [T,B,H1]; the upper one computes its step t's input projection     \
+       y1_t @ v2 + b2 (v2 = weight_ih^T [H1, 4H2], b2 [4H2] both biases or NULL) as soon as y1_t is done, then  \
+       its step, into y2 [T,B,H2]. cs1 [2,B,H1] / cs2 [2,B,H2]: the cell states (the last in cs[(T-1)%2]); work:  \
+       B*(4H1 + H1 + 8H2 + H2) elements of scratch. Returns the number of threads that ran. */                   \
+    typedef struct {                                                                                                 \
+        int steps, batch, h1, h2;                                                                                    \
+        const T *xp1, *u1, *v2, *b2, *u2, *h01, *c01, *h02, *c02;                                                    \
+        T *y1, *y2, *cs1, *cs2, *work;                                                                               \
+        int done __attribute__((aligned(64))); /* steps of y1 done: on a cache line of its own */                    \
+        char pad[60];                                                                                                \
+    } lstm2_##S;                                                                                                     \
+    static void lstm2_lower_##S(void *arg) {                                                                         \
+        lstm2_##S *p = (lstm2_##S *)arg;                                                                             \
+        const int hid = p->h1, g = 4 * hid, batch = p->batch;                                                        \
+        T *z = p->work, *tt = z + batch * g;                                                                         \
+        const T *h = p->h01, *c = p->c01;                                                                            \
+        rec_##S ru = rec_open_##S(batch, hid, g, p->u1, g);                                                          \
+        for (int t = 0; t < p->steps; t++) {                                                                         \
+            rec_mm_##S(&ru, batch, h, hid, 0, z, g);                                                                 \
+            T *yt = p->y1 + (long)t * batch * hid, *ct = p->cs1 + (long)(t & 1) * batch * hid;                       \
+            const T *xt = p->xp1 + (long)t * batch * g;                                                              \
+            for (int b = 0; b < batch; b++)                                                                          \
+                lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);     \
+            h = yt;                                                                                                  \
+            c = ct;                                                                                                  \
+            __atomic_store_n(&p->done, t + 1, __ATOMIC_RELEASE);                                                     \
+        }                                                                                                            \
+        rec_close_##S(&ru);                                                                                          \
+    }                                                                                                                \
+    static void lstm2_upper_##S(void *arg) {                                                                         \
+        lstm2_##S *p = (lstm2_##S *)arg;                                                                             \
+        const int hid = p->h2, g = 4 * hid, batch = p->batch, below = p->h1;                                         \
+        T *z = p->work + batch * (4 * below + below), *xt = z + batch * g, *tt = xt + batch * g;                     \
+        const T *h = p->h02, *c = p->c02;                                                                            \
+        rec_##S ru = rec_open_##S(batch, hid, g, p->u2, g), rv = rec_open_##S(batch, below, g, p->v2, g);            \
+        for (int t = 0; t < p->steps; t++) {                                                                         \
+            for (int b = 0; b < batch; b++)                                                                          \
+                if (p->b2) memcpy(xt + b * g, p->b2, sizeof(T) * g);                                                 \
+                else memset(xt + b * g, 0, sizeof(T) * g);                                                           \
+            wait_steps(&p->done, t);                                                                                 \
+            rec_mm_##S(&rv, batch, p->y1 + (long)t * batch * below, below, 1, xt, g);                                \
+            rec_mm_##S(&ru, batch, h, hid, 0, z, g);                                                                 \
+            T *yt = p->y2 + (long)t * batch * hid, *ct = p->cs2 + (long)(t & 1) * batch * hid;                       \
+            for (int b = 0; b < batch; b++)                                                                          \
+                lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);     \
+            h = yt;                                                                                                  \
+            c = ct;                                                                                                  \
+        }                                                                                                            \
+        rec_close_##S(&ru);                                                                                          \
+        rec_close_##S(&rv);                                                                                          \
+    }                                                                                                                \
+    int xf_lstm2_fwd_##S(int steps, int batch, int h1, int h2, int threads, const T *xp1, const T *u1, const T *v2,  \
+                         const T *b2, const T *u2, const T *h01, const T *c01, const T *h02, const T *c02, T *y1,    \
+                         T *y2, T *cs1, T *cs2, T *work) {                                                           \
+        lstm2_##S p = {steps, batch, h1, h2, xp1, u1, v2, b2, u2, h01, c01, h02, c02, y1, y2, cs1, cs2, work, 0, {0}}; \
+        return run_pipelined(lstm2_lower_##S, lstm2_upper_##S, &p, threads);                                         \
     }                                                                                                                \
                                                                                                                      \
     /* LSTM backward: dy [T,B,H] grads of y, dh/dc [B,H] in: grads of the final states, out: of h0, c0;              \

@@ -68,6 +68,46 @@ def empty(like: Tensor, shape: tuple[int, ...], slot: str | None) -> Tensor:
     return like.new_empty(shape) if slot is None else cpu_scratch.buffer(slot, shape, like)
 
 
+PIPELINE_MAX_BATCH = 8
+"""The largest batch :func:`lstm_pair_forward` takes: ``cpu_mm.h``'s ``SMALL_ROWS`` (a step's product is the C
+loop's own register-blocked one up to it, a BLAS call above)."""
+
+
+def lstm_pair_forward(
+    xp: Tensor,
+    w: Tensor,
+    w_ih: Tensor,
+    bias: Tensor | None,
+    w_up: Tensor,
+    state: list[Tensor],
+    up: list[Tensor],
+    threads: int | None = None,
+) -> tuple[Tensor, list[Tensor], list[Tensor], int]:
+    """Two LSTM layers in one call of the C loop, pipelined on two threads (``cpu_cells.c``'s
+    ``xf_lstm2_fwd``; one after the other where torch runs one thread): ``xp [T, B, 4H1]`` the lower
+    layer's projection, ``w [4H1, H1]`` its ``weight_hh``; the upper layer's ``w_ih [4H2, H1]``, ``bias
+    [4H2]`` (both of its biases, or ``None``) and ``w_up [4H2, H2]``; ``state`` / ``up`` each layer's
+    ``[h0, c0]``; ``threads``: at most this many (default ``torch.get_num_threads()``). Returns ``(y [T, B,
+    H2], [h, c] lower, [h, c] upper, the threads that ran)``; a call autograd does not record, ``B <=``
+    :data:`PIPELINE_MAX_BATCH`, every row real (no mask). Both ways give the same numbers, bit for bit."""
+    steps, batch, g1 = xp.shape
+    h1, h2 = g1 // 4, w_up.shape[1]
+    y1 = empty(xp, (steps, batch, h1), "out0")
+    y = xp.new_empty(steps, batch, h2)
+    cs1, cs2 = xp.new_empty(2, batch, h1), xp.new_empty(2, batch, h2)
+    work = xp.new_empty(batch * (5 * h1 + 9 * h2))
+    u1, v2, u2 = (m.detach().t().contiguous() for m in (w, w_ih, w_up))
+    h01, c01, h02, c02 = (s.contiguous() for s in (*state, *up))
+    b2 = None if bias is None else bias.detach().contiguous()
+    threads = torch.get_num_threads() if threads is None else threads
+    ran = cpu_build.kernel("lstm2_fwd", xp.dtype)(
+        steps, batch, h1, h2, threads, _p(xp), _p(u1), _p(v2), _p(b2), _p(u2),
+        _p(h01), _p(c01), _p(h02), _p(c02), _p(y1), _p(y), _p(cs1), _p(cs2), _p(work),
+    )  # fmt: skip
+    last = (steps - 1) % 2
+    return y, [y1[-1].clone(), cs1[last].clone()], [y[-1], cs2[last].clone()], ran
+
+
 def lstm_forward(
     xp: Tensor,
     w: Tensor,

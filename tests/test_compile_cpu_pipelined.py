@@ -1,0 +1,182 @@
+"""Two LSTM layers of a ``"cpu"``-compiled stack in one pipelined C call (``cpu_cells.c``'s
+``xf_lstm2_fwd``, :meth:`~rnn_xframework.backends.torch.compile.cpu.CpuLSTMLayer.pipelined`): calls
+autograd does not record, batches up to ``PIPELINE_MAX_BATCH`` rows, torch on two threads or more.
+Against the uncompiled RNN at the stated tolerances, with a count of the pipelined calls that ran; and
+where it must not run.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import TOL, require
+from helpers import max_err, random_cell_states, random_cell_weights
+
+import rnn_xframework as xf
+from rnn_xframework import layers
+
+torch = pytest.importorskip("torch")
+from rnn_xframework.backends.torch.compile import cpu, cpu_build  # noqa: E402
+from rnn_xframework.backends.torch.compile import cpu_recurrences as rec  # noqa: E402
+
+FEATURES, STEPS = 5, 7
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """torch on two threads (the pipelined call's condition), whatever this machine's default."""
+    cpu_build.library()  # the kernel builds here (CI has a C compiler): a failure is a failure
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def pairs(monkeypatch):
+    """The pipelined calls made: one entry (the threads that ran) per pair of layers."""
+    ran: list[int] = []
+    real = rec.lstm_pair_forward
+
+    def counted(*args, **kw):
+        out = real(*args, **kw)
+        ran.append(out[3])
+        return out
+
+    monkeypatch.setattr(rec, "lstm_pair_forward", counted)
+    return ran
+
+
+def stack(rng, dtype, kinds, units, bias=True, **kw):
+    require("torch")
+    cells = [
+        getattr(layers, k)(u, backend="torch", dtype=dtype, use_bias=bias) for k, u in zip(kinds, units, strict=True)
+    ]
+    rnn = layers.RNN(cells, return_state=True, **kw)
+    rnn.build((None, None, FEATURES))
+    dims = [FEATURES, *units[:-1]]
+    weights = []
+    for kind, d, u in zip(kinds, dims, units, strict=True):
+        w = random_cell_weights(rng, kind, [d], u, dtype)
+        weights += w if bias else w[:2]
+    rnn.set_weights(weights)
+    return rnn
+
+
+def states_for(rng, kinds, units, batch, dtype):
+    out = []
+    for kind, u in zip(kinds, units, strict=True):
+        out += [[torch.from_numpy(s) for s in layer] for layer in random_cell_states(rng, kind, 1, batch, u, dtype)]
+    return out
+
+
+def assert_same(got, want, dtype):
+    (y, states), (y_want, states_want) = got, want
+    assert max_err(y, y_want) <= TOL[dtype]
+    for a, b in zip((s for lay in states for s in lay), (s for lay in states_want for s in lay), strict=True):
+        assert max_err(a, b) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("units", [(20, 6), (6, 20, 9), (20, 6, 20, 6)], ids=["2 layers", "3 layers", "4 layers"])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("sequences", [True, False])
+@pytest.mark.parametrize("given", [True, False], ids=["initial states", "zero states"])
+def test_pipelined_pairs_match_the_uncompiled_rnn(rng, dtype, pairs, units, batch, bias, sequences, given):
+    """Every pair of LSTM layers from the bottom runs pipelined on two threads (a third layer alone);
+    outputs and every final state as the uncompiled RNN's."""
+    kinds = ["LSTMCell"] * len(units)
+    rnn = stack(rng, dtype, kinds, list(units), bias, return_sequences=sequences)
+    fast = xf.compile(rnn, "cpu")
+    x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES)).astype(dtype))
+    states = states_for(rng, kinds, units, batch, dtype) if given else None
+    with torch.no_grad():
+        got, want = fast(x, states), rnn(x, states)
+    assert_same(got, want, dtype)
+    assert pairs == [2] * (len(units) // 2)
+
+
+def test_one_thread_and_two_give_the_same_bits(rng, dtype):
+    """The kernel's serial form (one thread) and its pipelined form compute the same numbers, bit for bit."""
+    h1, h2, batch = 20, 6, 3
+    t = lambda *shape: torch.from_numpy(rng.normal(size=shape).astype(dtype))  # noqa: E731
+    args = (t(STEPS, batch, 4 * h1), t(4 * h1, h1), t(4 * h2, h1), t(4 * h2), t(4 * h2, h2))
+    state, up = [t(batch, h1), t(batch, h1)], [t(batch, h2), t(batch, h2)]
+    one = rec.lstm_pair_forward(*args, state, up, threads=1)
+    two = rec.lstm_pair_forward(*args, state, up, threads=2)
+    assert (one[3], two[3]) == (1, 2)
+    flat = lambda r: [r[0], *r[1], *r[2]]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(flat(one), flat(two), strict=True))
+    # and both as the two layers one after the other (the upper projection summed in another order)
+    y1, c1 = rec.lstm_forward(args[0], args[1], *state, False)[:2]
+    xp2 = torch.addmm(args[3], y1.reshape(-1, h1), args[2].t()).view(STEPS, batch, 4 * h2)
+    y2, c2 = rec.lstm_forward(xp2, args[4], *up, False)[:2]
+    for a, b in zip(flat(two), [y2, y1[-1], c1, y2[-1], c2], strict=True):
+        assert max_err(a, b) <= TOL[dtype]
+
+
+def test_nan_in_the_input_reaches_the_outputs_as_in_the_uncompiled_rnn(rng, dtype, pairs):
+    """A NaN in one row's input reaches that row only (rows are independent), as uncompiled."""
+    rnn = stack(rng, dtype, ["LSTMCell"] * 2, [20, 6], return_sequences=True)
+    x = torch.from_numpy(rng.normal(size=(3, STEPS, FEATURES)).astype(dtype))
+    x[1, 2, 0] = float("nan")
+    with torch.no_grad():
+        y = xf.compile(rnn, "cpu")(x)[0]
+        want = rnn(x)[0]
+    assert pairs == [2]
+    assert torch.equal(torch.isnan(y), torch.isnan(want)) and not torch.isnan(y[[0, 2]]).any()
+    assert max_err(y[[0, 2]], want[[0, 2]]) <= TOL[dtype]
+
+
+@pytest.mark.parametrize(
+    "case", ["recorded", "batch 9", "one thread", "float32 oneDNN batch", "GRU above", "GRU below"]
+)
+def test_not_pipelined_where_it_must_not(rng, pairs, case):
+    """Calls autograd records, batches above PIPELINE_MAX_BATCH, torch on one thread, and pairs that are
+    not two LSTM layers run layer by layer, with the same results."""
+    dtype = "float32" if case == "float32 oneDNN batch" else "float64"
+    kinds = {"GRU above": ["LSTMCell", "GRUCell"], "GRU below": ["GRUCell", "LSTMCell", "LSTMCell"]}.get(
+        case, ["LSTMCell", "LSTMCell"]
+    )
+    units = [20, 6, 9][: len(kinds)]
+    rnn = stack(rng, dtype, kinds, units, return_sequences=True)
+    batch = {"batch 9": rec.PIPELINE_MAX_BATCH + 1, "float32 oneDNN batch": cpu.ONEDNN_MIN_BATCH + 1}.get(case, 3)
+    if case == "one thread":
+        torch.set_num_threads(1)
+    x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES)).astype(dtype))
+    x.requires_grad_(case == "recorded")
+    fast = xf.compile(rnn, "cpu")
+    with torch.no_grad() if case != "recorded" else torch.enable_grad():
+        got, want = fast(x), rnn(x)
+    detached = lambda r: (r[0].detach(), [[s.detach() for s in lay] for lay in r[1]])  # noqa: E731
+    assert_same(detached(got), detached(want), dtype)
+    assert pairs == ([2] if case == "GRU below" else [])
+    if case == "recorded":
+        (g,) = torch.autograd.grad(got[0].sum(), x)
+        (g_want,) = torch.autograd.grad(want[0].sum(), x)
+        assert max_err(g, g_want) <= TOL[dtype]
+
+
+def test_two_threads_calling_at_once(rng, pairs):
+    """Two Python threads call one compiled stack at once (each call its own OpenMP team)."""
+    rnn = stack(rng, "float32", ["LSTMCell"] * 2, [20, 6], return_sequences=True)
+    fast = xf.compile(rnn, "cpu")
+    xs = [torch.from_numpy(rng.normal(size=(4, STEPS, FEATURES)).astype("float32")) for _ in range(2)]
+    with torch.no_grad():
+        want = [rnn(x)[0] for x in xs]
+    errors: list[float] = []
+
+    def work(i):
+        with torch.no_grad():
+            for _ in range(20):
+                errors.append(max_err(fast(xs[i])[0], want[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(errors) == 40 and max(errors) <= TOL["float32"] and len(pairs) == 40
+    assert np.all(np.asarray(pairs) >= 1)
