@@ -101,11 +101,12 @@ def test_packed_layers_at_any_depth(rng, dtype, config, depth, case, sequences):
 
 @pytest.mark.parametrize(("batch", "units"), SIZES)
 @pytest.mark.parametrize("case", CASES)
-def test_right_padded_gradients_match(rng, dtype, config, batch, units, case):
+@pytest.mark.parametrize("zero", [False, True], ids=["held outputs", "zero outputs"])
+def test_right_padded_gradients_match(rng, dtype, config, batch, units, case, zero):
     """The canonical gradients of the parity loss (inputs, every initial state, every weight);
     float32 within the stated scale-relative 1e-4."""
     kind = config[0]
-    rnn = built(config, dtype, rng, units, return_sequences=True, return_state=True)
+    rnn = built(config, dtype, rng, units, return_sequences=True, return_state=True, zero_output_for_mask=zero)
     fast = c_loop_only(xf.compile(rnn, "cpu"))
     mask = mask_of(lengths_for(case, batch, rng))
     x = rng.normal(size=(batch, STEPS, FEATURES)).astype(dtype)
@@ -114,6 +115,27 @@ def test_right_padded_gradients_match(rng, dtype, config, batch, units, case):
     got = training.loss_and_grads("torch", fast, x, states, loss_weights, mask=mask)
     want = training.loss_and_grads("torch", rnn, x, states, loss_weights, mask=mask)
     assert_gradients(got, want, dtype)
+
+
+@pytest.mark.parametrize("layout", ["batch-first", "time-major seen batch-first", "strided"])
+@pytest.mark.parametrize("permuted", [False, True])
+def test_rows_zeroed_and_its_backward(rng, layout, permuted):
+    """``RowsZeroed`` (a recorded masked call's sort of the input rows with their padding zeroed, and the
+    output's way back): the values against indexing and ``torch.where``, the backward by ``gradcheck``."""
+    batch, steps, n = 5, 4, 3
+    base = torch.from_numpy(rng.normal(size=(steps, batch, 2 * n) if layout != "batch-first" else (batch, steps, n)))
+    seq = {"batch-first": base, "time-major seen batch-first": base[..., :n].contiguous().transpose(0, 1)}.get(
+        layout, base.transpose(0, 1)[..., ::2]
+    )
+    seq = seq.detach().requires_grad_(True)
+    index = rng.permutation(batch) if permuted else None
+    cut = np.array([0, 4, 2, 1, 3])
+    out = cpu_masked.RowsZeroed.apply(seq, index, cut)
+    keep = torch.from_numpy(np.arange(steps)[None, :] < cut[:, None]).unsqueeze(2)
+    rows = seq if index is None else seq[torch.from_numpy(index)]
+    assert torch.equal(out, torch.where(keep, rows, torch.zeros(())))
+    assert out.transpose(0, 1).is_contiguous()  # time-major: what the layers read without a copy
+    assert torch.autograd.gradcheck(lambda s: cpu_masked.RowsZeroed.apply(s, index, cut), (seq,))
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from rnn_xframework.backends.torch.compile import cpu_build, cpu_scratch
 from rnn_xframework.backends.torch.compile import cpu_recurrences as rec
@@ -108,24 +109,27 @@ class CpuMaskedLoop:
             active = active_counts(lengths[sort], steps)
             if recording:  # the C loop never reads a padding step's projection forward; backward, the
                 # weights' gradients would multiply it by zeros: padding inputs become zeros
-                if order is not None:
-                    x, keep = x.index_select(0, order), keep.index_select(0, order)  # a third of x[order]'s time
-                x = torch.where(keep.unsqueeze(2), x, torch.zeros((), dtype=x.dtype))
+                x = RowsZeroed.apply(x, None if order is None else sort, lengths[sort])
                 seq, new_states = self._layers(x, states, active=active)
             else:
                 seq, new_states = self._packed_layers(x, states, sort, lengths[sort], active, order is not None)
-        y = seq if self.loop.return_sequences else seq[:, -1]
-        if order is not None:
-            inverse = torch.from_numpy(np.argsort(sort, kind="stable"))
-            y = y.index_select(0, inverse)
-            new_states = [[s.index_select(0, inverse) for s in layer] for layer in new_states]
         # zeros from step cut[b] on: every padding step with zero_output_for_mask, else an empty row's
         # (its held output is its initial state; Keras's is zeros)
+        cut = None
         if self.zero_output:
             cut = lengths
         elif lengths.min() == 0:
             cut = np.where(lengths == 0, 0, steps)
-        else:
+        inverse = None if order is None else np.argsort(sort, kind="stable")
+        if inverse is not None:
+            new_states = [[s.index_select(0, torch.from_numpy(inverse)) for s in layer] for layer in new_states]
+        if recording and self.loop.return_sequences and (cut is not None or inverse is not None):
+            # the caller's row order and the zeros in one copy (and one in the backward)
+            return RowsZeroed.apply(seq, inverse, np.full(len(lengths), steps) if cut is None else cut), new_states
+        y = seq if self.loop.return_sequences else seq[:, -1]
+        if inverse is not None:
+            y = y.index_select(0, torch.from_numpy(inverse))
+        if cut is None:
             return y, new_states
         if recording:
             real = torch.from_numpy(np.arange(steps)[None, :] < cut[:, None])
@@ -178,6 +182,39 @@ class CpuMaskedLoop:
             seq, state = layer(seq, state, **rows)
             new_states.append(state)
         return seq, new_states
+
+
+def _rows(seq: Tensor, index: np.ndarray | None) -> Tensor:
+    """``seq [batch, time, n]`` (batch-first or a time-major contiguous tensor seen batch-first; other
+    strides copied first) with row ``b`` taken from row ``index[b]`` (``None``: its own), as a new time-major
+    contiguous ``[time, batch, n]``: one ``index_select`` of whole rows."""
+    batch, steps, n = seq.shape
+    rows = np.arange(batch) if index is None else index
+    if not seq.is_contiguous() and seq.transpose(0, 1).is_contiguous():
+        flat, at = seq.transpose(0, 1).reshape(steps * batch, n), np.arange(steps)[:, None] * batch + rows[None, :]
+    else:
+        flat, at = seq.reshape(batch * steps, n), rows[None, :] * steps + np.arange(steps)[:, None]
+    return flat.index_select(0, torch.from_numpy(at.reshape(-1))).view(steps, batch, n)
+
+
+class RowsZeroed(torch.autograd.Function):
+    """``out[b, t] = seq[index[b], t]`` for ``t < cut[b]``, else zeros: ``seq [batch, time, n]`` (any strides),
+    ``index`` a permutation of the rows (``None``: none), ``cut`` ``[batch]`` in ``out``'s order. ``out`` is a
+    time-major contiguous tensor seen batch-first (what the ``"cpu"`` layers read without a copy and return).
+    The backward is the same map back (``index``'s inverse, the gradient at the zeroed steps zero). One copy
+    each way, where an ``index_select`` and a ``torch.where`` cost two (and two in the backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, seq: Tensor, index: np.ndarray | None, cut: np.ndarray) -> Tensor:
+        inverse = None if index is None else np.argsort(index, kind="stable")
+        ctx.inverse, ctx.cut = inverse, cut if index is None else cut[inverse]
+        out = _rows(seq, index).transpose(0, 1)
+        return rec.zero_past(out, _int32(cut))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return rec.zero_past(_rows(grad, ctx.inverse).transpose(0, 1), _int32(ctx.cut)), None, None
 
 
 def sorts_rows(batch: int) -> bool:
