@@ -8,7 +8,8 @@ a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per la
 gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
 contiguous sequences (no copy between layers). A SimpleRNN layer's recurrence is
 ``h_t = act(xp_t + h_{t-1} W_hh^T)`` (tanh or relu; written over ``xp``), its
-backward ``dz_t = (dy_t + dh) act'``, ``dh = dz_t W_hh``. Cell types without a ``cpu`` recurrence
+backward ``dz_t = (dy_t + dh) act'``, ``dh = dz_t W_hh``. Two LSTM layers in a row of a call autograd does
+not record, up to 8 rows, run in one call pipelined on two threads (:meth:`CpuLSTMLayer.pipelined`). Cell types without a ``cpu`` recurrence
 in :data:`~rnn_xframework.backends.torch.kinds.KINDS` run their
 :mod:`~rnn_xframework.backends.torch.compile.script_loops` layer.
 
