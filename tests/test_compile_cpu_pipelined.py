@@ -180,3 +180,70 @@ def test_two_threads_calling_at_once(rng, pairs):
         th.join()
     assert len(errors) == 40 and max(errors) <= TOL["float32"] and len(pairs) == 40
     assert np.all(np.asarray(pairs) >= 1)
+
+
+@pytest.fixture
+def both(monkeypatch):
+    """The two-direction calls made (``lstm_forward_both``): one entry (the threads that ran) per call."""
+    ran: list[int] = []
+    real = rec.lstm_forward_both
+
+    def counted(*args, **kw):
+        out = real(*args, **kw)
+        ran.append(out[2])
+        return out
+
+    monkeypatch.setattr(rec, "lstm_forward_both", counted)
+    return ran
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", None])
+@pytest.mark.parametrize("sequences", [True, False])
+@pytest.mark.parametrize("given", [True, False], ids=["initial states", "zero states"])
+def test_bidirectional_directions_side_by_side(rng, dtype, both, batch, merge_mode, sequences, given):
+    """A ``"cpu"``-compiled ``Bidirectional`` of one LSTM layer each way runs both directions in one C call on
+    two threads; outputs and states as the uncompiled ``Bidirectional``'s."""
+    forward = stack(rng, dtype, ["LSTMCell"], [20], return_sequences=sequences)
+    bi = layers.Bidirectional(forward, merge_mode=merge_mode)
+    bi.build((None, None, FEATURES))
+    bi.set_weights([rng.normal(scale=0.5, size=np.shape(w)) for w in bi.get_weights()])
+    fast = xf.compile(bi, "cpu")
+    x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES)).astype(dtype))
+    states = states_for(rng, ["LSTMCell"] * 2, [20, 20], batch, dtype) if given else None
+    with torch.no_grad():
+        got, want = fast(x, states), bi(x, states)
+    (y, s), (y_want, s_want) = got, want
+    ys, ys_want = (y, y_want) if merge_mode is None else ([y], [y_want])
+    assert all(max_err(a, b) <= TOL[dtype] for a, b in zip(ys, ys_want, strict=True))
+    flat = lambda st: [t for lay in st for t in lay]  # noqa: E731
+    assert all(max_err(a, b) <= TOL[dtype] for a, b in zip(flat(s), flat(s_want), strict=True))
+    assert both == [2]
+
+
+def test_both_directions_one_thread_and_two_give_the_same_bits(rng, dtype):
+    t = lambda *shape: torch.from_numpy(rng.normal(size=shape).astype(dtype))  # noqa: E731
+    a = (t(STEPS, 3, 80), t(80, 20), t(3, 20), t(3, 20))
+    b = (t(STEPS, 3, 24), t(24, 6), t(3, 6), t(3, 6))
+    one, two = rec.lstm_forward_both(a, b, threads=1), rec.lstm_forward_both(a, b, threads=2)
+    assert (one[2], two[2]) == (1, 2)
+    for got, want in ((two[0], rec.lstm_forward(*a, False)[:2]), (two[1], rec.lstm_forward(*b, False)[:2])):
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))  # as two separate calls, bit for bit
+    assert all(torch.equal(g, w) for g, w in zip([*one[0], *one[1]], [*two[0], *two[1]], strict=True))
+
+
+@pytest.mark.parametrize("case", ["recorded", "GRU", "two layers each way", "batch 9"])
+def test_bidirectional_side_by_side_only_where_it_may(rng, both, case):
+    """Recorded calls, other cell types, deeper RNNs and larger batches run the directions one after the other."""
+    kind = "GRUCell" if case == "GRU" else "LSTMCell"
+    depth = 2 if case == "two layers each way" else 1
+    forward = stack(rng, "float64", [kind] * depth, [20] * depth, return_sequences=True)
+    bi = layers.Bidirectional(forward)
+    bi.build((None, None, FEATURES))
+    fast = xf.compile(bi, "cpu")
+    batch = rec.PIPELINE_MAX_BATCH + 1 if case == "batch 9" else 3
+    x = torch.from_numpy(rng.normal(size=(batch, STEPS, FEATURES))).requires_grad_(case == "recorded")
+    with torch.no_grad() if case != "recorded" else torch.enable_grad():
+        got, want = fast(x)[0], bi(x)[0]
+    assert max_err(got.detach(), want.detach()) <= TOL["float64"]
+    assert both == []

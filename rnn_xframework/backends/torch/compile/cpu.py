@@ -8,10 +8,13 @@ a hand-written backward (BPTT) wrapped in one ``torch.autograd.Function`` per la
 gradients reach the cells' own ``weight_hh`` / ``bias_hh``. Layers hand each other time-major
 contiguous sequences (no copy between layers). A SimpleRNN layer's recurrence is
 ``h_t = act(xp_t + h_{t-1} W_hh^T)`` (tanh or relu; written over ``xp``), its
-backward ``dz_t = (dy_t + dh) act'``, ``dh = dz_t W_hh``. Two LSTM layers in a row of a call autograd does
-not record, up to 8 rows, run in one call pipelined on two threads (:meth:`CpuLSTMLayer.pipelined`). Cell types without a ``cpu`` recurrence
+backward ``dz_t = (dy_t + dh) act'``, ``dh = dz_t W_hh``. Cell types without a ``cpu`` recurrence
 in :data:`~rnn_xframework.backends.torch.kinds.KINDS` run their
 :mod:`~rnn_xframework.backends.torch.compile.script_loops` layer.
+
+Two LSTM layers of a call autograd does not record, up to 8 rows, run in one C call on two threads: two
+layers in a row pipelined (:meth:`CpuLSTMLayer.pipelined`), a ``Bidirectional``'s two directions side by
+side (:meth:`CpuLoop.run_both`).
 
 Exact for what it accepts: ``nn.RNN``'s tanh and relu, PyTorch's LSTM and GRU gates (sigmoid,
 tanh), both GRU forms (``reset_after=True``, PyTorch's, and ``reset_after=False``, which
@@ -152,29 +155,35 @@ class CpuLSTMLayer(nn.Module):
         y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, c0, False, active, lengths, out=mid)[:2]
         return y.transpose(0, 1), [_last(y, mid), c_last]
 
-    def pipelines(self, upper: nn.Module, seq: Tensor, state: list[Tensor], upper_state: list[Tensor]) -> bool:
-        """Whether :meth:`pipelined` runs this layer and ``upper`` (the next LSTM layer) for this call: float32
+    def pairs_with(self, other: nn.Module, seq: Tensor, state: list[Tensor], other_state: list[Tensor]) -> bool:
+        """Whether this layer and ``other``, another LSTM layer, run in one C call on two threads for this call
+        (:meth:`pipelined`, ``other`` the layer above; :meth:`CpuLoop.run_both`, ``other`` independent): float32
         or float64, a batch of at most :data:`~rnn_xframework.backends.torch.compile.cpu_recurrences.PIPELINE_MAX_BATCH`
         rows, torch on two threads or more, and a call autograd does not record."""
-        if not isinstance(upper, CpuLSTMLayer) or seq.shape[0] > rec.PIPELINE_MAX_BATCH or torch.get_num_threads() < 2:
+        if not isinstance(other, CpuLSTMLayer) or seq.shape[0] > rec.PIPELINE_MAX_BATCH or torch.get_num_threads() < 2:
             return False
         if seq.dtype not in (torch.float32, torch.float64):
             return False
-        c, u = self.cell, upper.cell
-        tensors = (seq, *state, *upper_state, c.weight_ih, c.weight_hh, u.weight_ih, u.weight_hh)
+        c, u = self.cell, other.cell
+        tensors = (seq, *state, *other_state, c.weight_ih, c.weight_hh, u.weight_ih, u.weight_hh)
         biases = tuple(b for b in (c.bias_ih, c.bias_hh, u.bias_ih, u.bias_hh) if b is not None)
         return not rec.recording(None, *tensors, *biases)
+
+    def bias(self) -> Tensor | None:
+        """Both biases summed (the projection's), or ``None`` without bias."""
+        c = self.cell
+        return None if c.bias_ih is None else c.bias_ih + c.bias_hh
 
     def pipelined(
         self, upper: CpuLSTMLayer, seq: Tensor, state: list[Tensor], upper_state: list[Tensor]
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """This layer and ``upper`` in one call, pipelined (where :meth:`pipelines`):
+        """This layer and ``upper`` in one call, pipelined (where :meth:`pairs_with`):
         ``seq [batch, time, in]`` -> ``(y [batch, time, upper units], [h, c], upper's [h, c])``."""
         c, u = self.cell, upper.cell
-        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
-        up_bias = None if u.bias_ih is None else u.bias_ih + u.bias_hh
-        xp = _time_major_projection(seq, c.weight_ih, bias, False, "xp")
-        y, low, high, _ = rec.lstm_pair_forward(xp, c.weight_hh, u.weight_ih, up_bias, u.weight_hh, state, upper_state)
+        xp = _time_major_projection(seq, c.weight_ih, self.bias(), False, "xp")
+        y, low, high, _ = rec.lstm_pair_forward(
+            xp, c.weight_hh, u.weight_ih, upper.bias(), u.weight_hh, state, upper_state
+        )
         return y.transpose(0, 1), low, high
 
     def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:
@@ -329,7 +338,7 @@ class CpuLoop(nn.Module):
                 if (
                     upper is not None
                     and isinstance(layer, CpuLSTMLayer)
-                    and layer.pipelines(upper, seq, state, states[i + 1])
+                    and layer.pairs_with(upper, seq, state, states[i + 1])
                 ):
                     seq, state, upper_state = layer.pipelined(upper, seq, state, states[i + 1])
                     new_states += [state, upper_state]
@@ -343,6 +352,30 @@ class CpuLoop(nn.Module):
                 i += 1
         y = seq if self.return_sequences else seq[:, -1]
         return y, new_states
+
+    def run_both(
+        self, other: CpuLoop, x: Tensor, states: list[list[Tensor]], other_states: list[list[Tensor]]
+    ) -> tuple[tuple[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]:
+        """``(self(x, states), other(x, other_states))``: a ``Bidirectional``'s two directions. Where each loop
+        is one LSTM layer and :meth:`CpuLSTMLayer.pairs_with` holds, both recurrences run in one C call on two
+        threads (``cpu_cells.c``'s ``xf_lstm_fwd_both``); else one loop after the other."""
+        a, b = self.cells, other.cells
+        if not (len(a) == len(b) == 1 and isinstance(a[0], CpuLSTMLayer) and x.device.type == "cpu"):
+            return self(x, states), other(x, other_states)
+        if not (x.shape[0] > 0 and x.shape[1] > 0 and a[0].pairs_with(b[0], x, states[0], other_states[0])):
+            return self(x, states), other(x, other_states)
+        out = []
+        with cpu_scratch.session():
+            parts = []
+            for loop, layer, slot, state in ((self, a[0], "xp", states[0]), (other, b[0], "xp-other", other_states[0])):
+                seq = x.flip(1) if loop.go_backwards else x
+                xp = _time_major_projection(seq, layer.cell.weight_ih, layer.bias(), False, slot)
+                parts.append((xp, layer.cell.weight_hh, *state))
+            ran_a, ran_b, _ = rec.lstm_forward_both(parts[0], parts[1])
+        for loop, (y, c_last) in ((self, ran_a), (other, ran_b)):
+            seq = y.transpose(0, 1)
+            out.append((seq if loop.return_sequences else seq[:, -1], [[y[-1], c_last]]))
+        return out[0], out[1]
 
 
 def compile_rnn(rnn: Any) -> CompiledRNN:

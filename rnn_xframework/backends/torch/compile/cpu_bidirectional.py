@@ -131,8 +131,8 @@ class FusedBidirectional:
         states_b = states_b if states_b is not None else b.source.cell.get_initial_state(batch)
         inverse = None
         if lengths is None:
-            y, states_f = f.loop(x, states_f)
-            y_rev, states_b = b.loop(x, states_b)  # processing order: last step first
+            # processing order for the backward direction: last step first
+            (y, states_f), (y_rev, states_b) = f.loop.run_both(b.loop, x, states_f, states_b)
             if self.return_sequences:
                 y_rev = y_rev.flip(1)
         else:

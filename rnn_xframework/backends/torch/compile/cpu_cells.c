@@ -228,6 +228,29 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
         return run_pipelined(lstm2_lower_##S, lstm2_upper_##S, &p, threads);                                         \
     }                                                                                                                \
                                                                                                                      \
+    /* Two independent LSTM layers (a Bidirectional's directions) at once, each xf_lstm_fwd with its own          \
+       arguments (a: the first's, b: the second's, in xf_lstm_fwd's order; forward without save, rows in their     \
+       own order), on two threads (run_pipelined: nothing to wait for). Returns the number of threads that ran. */ \
+    typedef struct {                                                                                                 \
+        int steps, batch, hid;                                                                                       \
+        const T *xp, *u, *h0, *c0;                                                                                   \
+        T *y, *cs, *act, *tc;                                                                                        \
+    } lstm1_##S;                                                                                                     \
+    static void lstm1_run_##S(void *arg) {                                                                           \
+        const lstm1_##S *p = (const lstm1_##S *)arg;                                                                 \
+        xf_lstm_fwd_##S(p->steps, p->batch, p->hid, 0, p->xp, p->u, p->h0, p->c0, p->y, p->cs, p->act, p->tc, NULL,  \
+                        NULL, 0);                                                                                    \
+    }                                                                                                                \
+    static void lstm1_pair_a_##S(void *arg) { lstm1_run_##S((lstm1_##S *)arg); }                                     \
+    static void lstm1_pair_b_##S(void *arg) { lstm1_run_##S((lstm1_##S *)arg + 1); }                                 \
+    int xf_lstm_fwd_both_##S(int threads, int steps, int batch, int hid_a, int hid_b, const T *xp_a, const T *u_a,   \
+                             const T *h0_a, const T *c0_a, T *y_a, T *cs_a, T *act_a, T *tc_a, const T *xp_b,       \
+                             const T *u_b, const T *h0_b, const T *c0_b, T *y_b, T *cs_b, T *act_b, T *tc_b) {      \
+        lstm1_##S p[2] = {{steps, batch, hid_a, xp_a, u_a, h0_a, c0_a, y_a, cs_a, act_a, tc_a},                      \
+                          {steps, batch, hid_b, xp_b, u_b, h0_b, c0_b, y_b, cs_b, act_b, tc_b}};                     \
+        return run_pipelined(lstm1_pair_a_##S, lstm1_pair_b_##S, p, threads);                                        \
+    }                                                                                                                \
+                                                                                                                     \
     /* LSTM backward: dy [T,B,H] grads of y, dh/dc [B,H] in: grads of the final states, out: of h0, c0;              \
        dz [T,B,4H] out: grads of the pre-activations (= of xp). w [4H,H]. */                                         \
     void xf_lstm_bwd_##S(int steps, int batch, int hid, const T *w, const T *c0, const T *cs, const T *act,          \

@@ -108,6 +108,31 @@ def lstm_pair_forward(
     return y, [y1[-1].clone(), cs1[last].clone()], [y[-1], cs2[last].clone()], ran
 
 
+def lstm_forward_both(
+    a: tuple[Tensor, Tensor, Tensor, Tensor], b: tuple[Tensor, Tensor, Tensor, Tensor], threads: int | None = None
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], int]:
+    """Two independent LSTM layers at once (``cpu_cells.c``'s ``xf_lstm_fwd_both``: a ``Bidirectional``'s
+    directions), each ``(xp [T, B, 4H], w [4H, H], h0, c0)`` as :func:`lstm_forward` takes them, on two
+    threads (one after the other where ``threads``, default ``torch.get_num_threads()``, is 1). Returns
+    ``((y, c_T) of a, (y, c_T) of b, the threads that ran)``; a call autograd does not record, every row real,
+    ``B <=`` :data:`PIPELINE_MAX_BATCH`. The same numbers as two :func:`lstm_forward` calls, bit for bit."""
+    steps, batch = a[0].shape[:2]
+    bufs = []
+    for xp, w, h0, c0 in (a, b):
+        hid = w.shape[1]
+        u = w.detach().t().contiguous()
+        y, cs = xp.new_empty(steps, batch, hid), xp.new_empty(2, batch, hid)
+        act, tc = xp.new_empty(batch, 4 * hid), xp.new_empty(batch, hid)
+        bufs.append((hid, xp, u, h0.contiguous(), c0.contiguous(), y, cs, act, tc))
+    threads = torch.get_num_threads() if threads is None else threads
+    ran = cpu_build.kernel("lstm_fwd_both", a[0].dtype)(
+        threads, steps, batch, bufs[0][0], bufs[1][0], *(_p(t) for t in bufs[0][1:]), *(_p(t) for t in bufs[1][1:])
+    )
+    last = (steps - 1) % 2
+    (ya, csa), (yb, csb) = ((buf[5], buf[6]) for buf in bufs)
+    return (ya, csa[last].clone()), (yb, csb[last].clone()), ran
+
+
 def lstm_forward(
     xp: Tensor,
     w: Tensor,
