@@ -135,8 +135,7 @@ class CpuLSTMLayer(nn.Module):
         """``seq [batch, time, in]`` (any strides), ``state [h, c]`` -> ``(y [batch, time, units], [h, c])``;
         ``active`` / ``lengths``: see :data:`Active` / :data:`Lengths` (oneDNN takes neither: the C loop
         runs those calls); ``mid``: :data:`Mid`."""
-        c = self.cell
-        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
+        c, bias = self.cell, self.bias()
         recording = rec.recording(lengths, seq, *state, c.weight_ih, c.weight_hh, bias)
         if (
             active is None
@@ -191,8 +190,7 @@ class CpuLSTMLayer(nn.Module):
         ``(y, [h, c])``: ``y [N, units]`` packed where ``rows.out``, else ``[batch, time, units]``. A call
         autograd does not record."""
         c = self.cell
-        bias = None if c.bias_ih is None else c.bias_ih + c.bias_hh
-        xp = _packed_projection(seq, c.weight_ih, bias, "xp")
+        xp = _packed_projection(seq, c.weight_ih, self.bias(), "xp")
         h0 = state[0].contiguous()
         y, c_last = rec.lstm_forward(xp, c.weight_hh, h0, state[1].contiguous(), save=False, packed=rows)[:2]
         seq, h = rows.layer_out(y, h0)
