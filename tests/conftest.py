@@ -230,6 +230,7 @@ SLOW_TESTS = frozenset(
         "tests/test_torch_port.py::test_time_major_on_every_backend_and_compiled",
         "tests/test_torch_script.py::test_a_user_model_holding_the_rnn_scripts",
         "tests/test_torch_script.py::test_compile_from_8_threads_in_a_fresh_process",
+        "tests/test_torch_script.py::test_jit_save_of_a_scripted_bidirectional_runs_without_the_library",
         "tests/test_torch_script.py::test_jit_save_of_a_scripted_user_model_runs_without_the_library",
         "tests/test_torch_script.py::test_jit_save_of_the_compiled_rnn_runs_without_the_library",
         "tests/test_transfer.py::test_transfer_between_backends_gives_same_outputs",

@@ -87,15 +87,20 @@ LOAD = textwrap.dedent(
     sys.modules["rnn_xframework"] = None  # importing it now raises: the library is not installed
     import torch
     m = torch.jit.load(sys.argv[1])
-    x, want = torch.load(sys.argv[2])
-    y = m(x)
-    print(float((y - want).abs().max()))
+    err = 0.0
+    for x, mask, want in torch.load(sys.argv[2]):  # (input, mask or None, expected output) per call
+        y = m(x) if mask is None else m(x, mask=mask)
+        err = max(err, float((y - want).abs().max()))
+    print(err)
     """
 )
 
 
-def run_without_library(tmp_path, saved, x, want):
-    torch.save((x, want), tmp_path / "io.pt")
+def run_without_library(tmp_path, saved, x, want, mask=None, masked_want=None):
+    """The largest error of the saved module's outputs, loaded where the library cannot be
+    imported: on ``x``, and with ``mask`` where given."""
+    calls = [(x, None, want)] + ([] if mask is None else [(x, mask, masked_want)])
+    torch.save(calls, tmp_path / "io.pt")
     (tmp_path / "load.py").write_text(LOAD)
     # -I: isolated mode, so neither the working directory nor PYTHONPATH puts the package on the path
     out = subprocess.run(
@@ -109,8 +114,12 @@ def run_without_library(tmp_path, saved, x, want):
     return float(out.stdout.strip().splitlines()[-1])
 
 
+MASK = torch.tensor([[True, True, False, True, True], [True, True, True, False, False]])  # a gap, right padding
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_jit_save_of_the_compiled_rnn_runs_without_the_library(kind, tmp_path):
+    """With and without a mask (the saved scripted RNN holds the masked loop too)."""
     rnn = layers.RNN(
         [getattr(layers, kind)(6, backend="torch", input_size=3), getattr(layers, kind)(6, backend="torch")],
         return_sequences=True,
@@ -118,10 +127,20 @@ def test_jit_save_of_the_compiled_rnn_runs_without_the_library(kind, tmp_path):
     fast = xf.compile(rnn, "torchscript")
     x = torch.randn(2, 5, 3)
     with torch.no_grad():
-        want = rnn(x)
+        want, masked = rnn(x), rnn(x, mask=MASK)
     path = tmp_path / "rnn.pt"
     torch.jit.save(fast, str(path))
-    assert run_without_library(tmp_path, path, x, want) <= TOL["float32"]
+    assert run_without_library(tmp_path, path, x, want, MASK, masked) <= TOL["float32"]
+
+
+def test_jit_save_of_a_scripted_bidirectional_runs_without_the_library(tmp_path):
+    bi = layers.Bidirectional(layers.LSTM(4, return_sequences=True, backend="torch"), input_size=3)
+    x = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        want, masked = bi(x), bi(x, mask=MASK.to(torch.int64))  # nonzero = a real step
+    path = tmp_path / "bi.pt"
+    torch.jit.save(script(bi), str(path))
+    assert run_without_library(tmp_path, path, x, want, MASK.to(torch.int64), masked) <= TOL["float32"]
 
 
 def test_jit_save_of_a_scripted_user_model_runs_without_the_library(tmp_path):

@@ -9,9 +9,12 @@ compiled loops (:mod:`~rnn_xframework.backends.torch.compile.script_loops`), the
 (:mod:`rnn_xframework.models`).
 
 - ``SimpleRNNCell``: ``nn.RNNCell`` / ``nn.RNN``, ATen ``rnn_tanh_cell`` / ``rnn_relu_cell``,
-  scripted ``SimpleRNNLayer`` (masked: ``MaskedSimpleRNN``), Triton code 0, C recurrence ``"rnn"``;
-- ``LSTMCell``: ``nn.LSTMCell`` / ``nn.LSTM``, ATen ``lstm_cell``, ``LSTMLayer`` (``MaskedLSTM``), code 1, ``"lstm"``;
-- ``GRUCell``: ``nn.GRUCell`` / ``nn.GRU``, ATen ``gru_cell``, ``GRULayer`` (``MaskedGRU``), code 2, ``"gru"``.
+  scripted ``SimpleRNNLayer`` (masked: ``MaskedSimpleRNN``; both, for ``torch.jit.script``:
+  ``ScriptedSimpleRNNLayer``), Triton code 0, C recurrence ``"rnn"``;
+- ``LSTMCell``: ``nn.LSTMCell`` / ``nn.LSTM``, ATen ``lstm_cell``, ``LSTMLayer`` (``MaskedLSTM``,
+  ``ScriptedLSTMLayer``), code 1, ``"lstm"``;
+- ``GRUCell``: ``nn.GRUCell`` / ``nn.GRU``, ATen ``gru_cell``, ``GRULayer`` (``MaskedGRU``,
+  ``ScriptedGRULayer``), code 2, ``"gru"``.
 
 A registered type with no row (the tests' ``MGUCell``) runs the spec's step everywhere on torch:
 eager (:class:`~rnn_xframework.backends.torch.params.SpecParameters`) and compiled
@@ -71,6 +74,8 @@ class TorchKind:
         cpu: the recurrence of ``xf.compile(rnn, "cpu")``'s C kernel computing the type
             (``"rnn"``, ``"lstm"``, ``"gru"``; :mod:`~rnn_xframework.backends.torch.compile.cpu`), or ``None``.
         masked: the scripted masked layer (``mask=``, dropout in training), as :attr:`layer`.
+        scripted: the layer of a ``torch.jit.script``-ed RNN, as :attr:`layer`: :attr:`layer`'s
+            class and :attr:`masked`'s in one (:mod:`~rnn_xframework.backends.torch.compile.script_masked`).
     """
 
     cell: type[nn.Module]
@@ -82,13 +87,14 @@ class TorchKind:
     nonlinearity: bool = False
     cpu: str | None = None
     masked: str = ""
+    scripted: str = ""
 
     def kwargs(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The constructor arguments of :attr:`cell` / :attr:`module` beyond sizes and bias."""
         return {"nonlinearity": config["activation"]} if self.nonlinearity else {}
 
     def layer_class(self, which: str = "layer") -> type[nn.Module]:
-        """The class :attr:`layer` (or :attr:`masked`, ``which="masked"``) names."""
+        """The class :attr:`layer` (or :attr:`masked` / :attr:`scripted`, ``which="masked"`` / ``"scripted"``) names."""
         module, name = getattr(self, which).split(":")
         return getattr(importlib.import_module(f"rnn_xframework.backends.torch.compile.{module}"), name)
 
@@ -105,6 +111,7 @@ KINDS: dict[str, TorchKind] = {
         True,
         cpu="rnn",
         masked="masked_loops:MaskedSimpleRNN",
+        scripted="script_masked:ScriptedSimpleRNNLayer",
     ),
     "LSTMCell": TorchKind(
         nn.LSTMCell,
@@ -115,9 +122,18 @@ KINDS: dict[str, TorchKind] = {
         1,
         cpu="lstm",
         masked="masked_loops:MaskedLSTM",
+        scripted="script_masked:ScriptedLSTMLayer",
     ),
     "GRUCell": TorchKind(
-        nn.GRUCell, nn.GRU, GATED, gru_step, "script_loops:GRULayer", 2, cpu="gru", masked="masked_loops:MaskedGRU"
+        nn.GRUCell,
+        nn.GRU,
+        GATED,
+        gru_step,
+        "script_loops:GRULayer",
+        2,
+        cpu="gru",
+        masked="masked_loops:MaskedGRU",
+        scripted="script_masked:ScriptedGRULayer",
     ),
 }
 """PyTorch's classes, kernels and our compiled layers, by the spec's name."""

@@ -20,6 +20,12 @@ multiplies NaN by the zero gradient of the discarded step). Every kept step comp
 what the cell computes, with the bias sums grouped differently: results agree with the
 uncompiled masked RNN within float rounding, in both orderings (a lower layer's output at a
 masked step feeds only steps whose results the layer above discards).
+
+A masked layer's loop is its method ``masked(seq, state, keep, zero_output, lo, hi, xm, hm)``,
+not ``forward``, and :class:`MaskedLoop`'s is its method ``masked`` too: so the layers and the
+loop of a ``torch.jit.script``-ed RNN
+(:mod:`~rnn_xframework.backends.torch.compile.script_masked`) inherit them next to the fast
+loop's ``forward``, over the same cells.
 """
 
 from __future__ import annotations
@@ -113,7 +119,7 @@ class MaskedSimpleRNN(nn.Module):
         """The layer around a built library cell (sharing its ``nn.RNNCell``)."""
         return cls(cell.cell, cell.cell.nonlinearity == "relu")
 
-    def forward(
+    def masked(
         self,
         seq: Tensor,
         state: list[Tensor],
@@ -161,7 +167,7 @@ class MaskedLSTM(nn.Module):
     def of(cls, cell: Any) -> MaskedLSTM:
         return cls(cell.cell, gate_positions(cell))
 
-    def forward(
+    def masked(
         self,
         seq: Tensor,
         state: list[Tensor],
@@ -220,7 +226,7 @@ class MaskedGRU(nn.Module):
     def of(cls, cell: Any) -> MaskedGRU:
         return cls(cell.cell, gate_positions(cell), bool(cell.config.get("reset_after", True)))
 
-    def forward(
+    def masked(
         self,
         seq: Tensor,
         state: list[Tensor],
@@ -285,7 +291,8 @@ class MaskedLoop(nn.Module):
     """``(x [batch, time, in], states [[...] per layer], mask [batch, time] bool, xm, hm) -> (y, states)``,
     layer by layer; ``y`` and ``go_backwards`` as :class:`~rnn_xframework.backends.torch.compile.script_loops.FastLoop`
     (the mask is reversed with the sequence). ``xm[l]`` / ``hm[l]``: layer ``l``'s dropout masks
-    in training (:func:`dropout_masks`; empty lists without dropout)."""
+    in training (:func:`dropout_masks`; empty lists without dropout). ``forward`` runs :meth:`masked`,
+    which calls each layer's ``masked``."""
 
     __constants__ = ["return_sequences", "go_backwards", "zero_output", "trim"]
 
@@ -300,12 +307,12 @@ class MaskedLoop(nn.Module):
         self.trim = trim
 
     def forward(
-        self,
-        x: Tensor,
-        states: list[list[Tensor]],
-        mask: Tensor,
-        xm: list[list[Tensor]],
-        hm: list[list[Tensor]],
+        self, x: Tensor, states: list[list[Tensor]], mask: Tensor, xm: list[list[Tensor]], hm: list[list[Tensor]]
+    ) -> tuple[Tensor, list[list[Tensor]]]:
+        return self.masked(x, states, mask, xm, hm)
+
+    def masked(
+        self, x: Tensor, states: list[list[Tensor]], mask: Tensor, xm: list[list[Tensor]], hm: list[list[Tensor]]
     ) -> tuple[Tensor, list[list[Tensor]]]:
         mask = mask.flip(1) if self.go_backwards else mask
         keep = mask.unsqueeze(2)
@@ -317,7 +324,7 @@ class MaskedLoop(nn.Module):
         new_states: list[list[Tensor]] = []
         i = 0
         for layer in self.cells:
-            seq, state = layer(seq, states[i], keep, self.zero_output, lo, hi, xm[i], hm[i])
+            seq, state = layer.masked(seq, states[i], keep, self.zero_output, lo, hi, xm[i], hm[i])
             new_states.append(state)
             i += 1
         y = seq if self.return_sequences else seq[:, -1]

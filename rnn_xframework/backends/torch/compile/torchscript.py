@@ -10,9 +10,11 @@ scripted here (:func:`bptt_kernels`).
 
 :class:`ScriptedRNN` is what ``torch.jit.script`` compiles in place of a library ``RNN`` (through
 ``RNN.__prepare_scriptable__``, PyTorch's hook for modules that script as another module): the
-same call ``rnn(x, initial_state=None)``, outputs, parameters and ``state_dict`` keys, written in
-TorchScript only, so a saved scripted model (``torch.jit.save``) loads and runs with
-``torch.jit.load`` where this library is not installed.
+same call ``rnn(x, initial_state=None, training=None, mask=None)``, outputs, parameters and
+``state_dict`` keys, written in TorchScript only, so a saved scripted model (``torch.jit.save``)
+loads and runs with ``torch.jit.load`` where this library is not installed. Its loop and layers
+(:mod:`~rnn_xframework.backends.torch.compile.script_masked`) hold both the fast loop and the
+masked loop over the RNN's cells: a call with ``mask=`` runs the masked one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnn_xframework.backends.torch.compile import bptt, masked_loops, script_loops
+from rnn_xframework.backends.torch.compile import bptt, masked_loops, script_loops, script_masked
 from rnn_xframework.backends.torch.compile.compiled_module import CompiledRNN, OnFirstCall
 from rnn_xframework.errors import UnsupportedConfigError
 
@@ -84,13 +86,16 @@ DELEGATED = frozenset(
 class _Scripted(nn.Module):
     """What the two :class:`ScriptedRNN` forms share: the fast loop over the RNN's own native
     cells under the RNN's attribute names (``cell.cells.{i}.cell.weight_ih``, ...), zero initial
-    states, the ``time_major`` layout, and the uncompiled call's refusals."""
+    states, the ``time_major`` layout, and the uncompiled call's refusals. A call with ``mask=``
+    runs the masked loop of :mod:`~rnn_xframework.backends.torch.compile.masked_loops` over the
+    same layers (:mod:`~rnn_xframework.backends.torch.compile.script_masked`: each holds both
+    forms); a call without one runs the fast loop, as before masks were taken."""
 
-    __constants__ = ["time_major", "has_dropout"]
+    __constants__ = ["time_major", "has_dropout", "takes_mask"]
 
     def __init__(self, rnn: Any) -> None:
         super().__init__()
-        self.cell = script_loops.fast_loop(rnn, inplace=True)
+        self.cell, self.takes_mask = script_masked.scripted_loop(rnn)
         self.time_major = bool(rnn.time_major)
         self.has_dropout = any(c.dropout > 0 or c.recurrent_dropout > 0 for c in rnn.cells)
         self.units = [c.units for c in rnn.cells]  # never empty: TorchScript infers list[int]
@@ -108,8 +113,6 @@ class _Scripted(nn.Module):
     def _run(
         self, inputs: Tensor, initial_state: OptStates, training: bool | None, mask: Tensor | None
     ) -> tuple[Tensor, States]:
-        if mask is not None:
-            raise RuntimeError("the scripted RNN takes no mask; call the uncompiled RNN")
         train = self.training  # training=None follows module.train() / .eval(), as in eager mode
         if training is not None:
             train = training
@@ -122,15 +125,33 @@ class _Scripted(nn.Module):
                 states.append([x.new_zeros(x.shape[0], self.units[i]) for _ in range(self.n_states[i])])
         else:
             states = initial_state
-        y, final = self.cell(x, states)
+        if mask is None:
+            y, final = self.cell(x, states)
+        elif self.takes_mask:  # a constant: the masked branch is compiled only where the loop has it
+            no_dropout: States = [[] for _ in self.units]
+            y, final = self.cell.masked(x, states, self._keep(mask, x), no_dropout, no_dropout)
+        else:
+            raise RuntimeError(
+                "the scripted RNN takes no mask: a cell type of its stack has no masked loop; call the uncompiled RNN"
+            )
         if self.time_major and y.dim() == 3:
             y = y.transpose(0, 1)
         return y, final
 
+    def _keep(self, mask: Tensor, x: Tensor) -> Tensor:
+        """``mask`` (``[batch, time]`` of batch-first ``x``; bool, or any dtype: nonzero = a real
+        step) as a bool tensor on ``x``'s device, outside autograd."""
+        if mask.dim() != 2 or mask.shape[0] != x.shape[0] or mask.shape[1] != x.shape[1]:
+            raise RuntimeError(
+                f"RNN mask: expected shape [{x.shape[0]}, {x.shape[1]}] (batch, time), got {list(mask.shape)}"
+            )
+        m = mask.detach().to(x.device)
+        return m if m.dtype == torch.bool else m != 0
+
 
 # Two classes: TorchScript fixes what ``forward`` returns per class.
 class ScriptedRNN(_Scripted):
-    """A library ``RNN`` (``return_state=False``) in TorchScript: ``y = rnn(x, initial_state=None)``."""
+    """A library ``RNN`` (``return_state=False``) in TorchScript: ``y = rnn(x, initial_state=None, mask=None)``."""
 
     def forward(
         self, inputs: Tensor, initial_state: OptStates = None, training: bool | None = None, mask: Tensor | None = None
