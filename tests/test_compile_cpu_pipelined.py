@@ -247,3 +247,24 @@ def test_bidirectional_side_by_side_only_where_it_may(rng, both, case):
         got, want = fast(x)[0], bi(x)[0]
     assert max_err(got.detach(), want.detach()) <= TOL["float64"]
     assert both == []
+
+
+@pytest.mark.parametrize("units", [(20, 6), (6, 20, 9)], ids=["2 layers", "3 layers"])
+@pytest.mark.parametrize("zero", [False, True], ids=["held outputs", "zero outputs"])
+@pytest.mark.parametrize("sequences", [True, False])
+def test_right_padded_masks_pipelined_too(rng, dtype, pairs, units, zero, sequences):
+    """A right-padded masked call of up to 8 rows without autograd (rows in their own order, each ended row
+    holding its state) runs its LSTM pairs pipelined too; outputs and states as the uncompiled masked RNN's,
+    NaN in the padding reaching nothing."""
+    kinds = ["LSTMCell"] * len(units)
+    rnn = stack(rng, dtype, kinds, list(units), return_sequences=sequences, zero_output_for_mask=zero)
+    lengths = np.array([STEPS, 0, 3, 1, STEPS - 1])
+    mask = np.arange(STEPS)[None, :] < lengths[:, None]
+    x = rng.normal(size=(5, STEPS, FEATURES)).astype(dtype)
+    poisoned = np.where(mask[:, :, None], x, np.nan).astype(dtype)
+    states = states_for(rng, kinds, units, 5, dtype)
+    with torch.no_grad():
+        got = xf.compile(rnn, "cpu")(torch.from_numpy(poisoned), states, mask=mask)
+        want = rnn(torch.from_numpy(x), states, mask=mask)
+    assert pairs == [2]
+    assert_same(got, want, dtype)

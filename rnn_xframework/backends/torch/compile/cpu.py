@@ -174,14 +174,20 @@ class CpuLSTMLayer(nn.Module):
         return None if c.bias_ih is None else c.bias_ih + c.bias_hh
 
     def pipelined(
-        self, upper: CpuLSTMLayer, seq: Tensor, state: list[Tensor], upper_state: list[Tensor]
+        self,
+        upper: CpuLSTMLayer,
+        seq: Tensor,
+        state: list[Tensor],
+        upper_state: list[Tensor],
+        lengths: Lengths = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """This layer and ``upper`` in one call, pipelined (where :meth:`pairs_with`):
-        ``seq [batch, time, in]`` -> ``(y [batch, time, upper units], [h, c], upper's [h, c])``."""
+        ``seq [batch, time, in]`` -> ``(y [batch, time, upper units], [h, c], upper's [h, c])``;
+        ``lengths``: :data:`Lengths` (a right-padded masked call's rows in their own order)."""
         c, u = self.cell, upper.cell
         xp = _time_major_projection(seq, c.weight_ih, self.bias(), False, "xp")
         y, low, high, _ = rec.lstm_pair_forward(
-            xp, c.weight_hh, u.weight_ih, upper.bias(), u.weight_hh, state, upper_state
+            xp, c.weight_hh, u.weight_ih, upper.bias(), u.weight_hh, state, upper_state, lengths=lengths
         )
         return y.transpose(0, 1), low, high
 

@@ -113,7 +113,7 @@ SIGNATURES = {  # backward, last: ``active`` (NULL, or int32 [T]: cpu_cells.c's 
     "xf_zero_past": [N, N, N, N, L, L, P, P],  # zero_output_for_mask in place (calls autograd does not record)
 }
 PIPELINED = {  # two layers at once; each returns the threads that ran (int)
-    "xf_lstm2_fwd": [N, N, N, N, N, *[P] * 14],  # a stack's two layers, pipelined
+    "xf_lstm2_fwd": [N, N, N, N, N, *[P] * 15],  # a stack's two layers, pipelined; last: lengths
     "xf_lstm_fwd_both": [N, N, N, N, N, *[P] * 16],  # two independent layers (a Bidirectional's directions)
 }
 

@@ -173,11 +173,13 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
        lower layer runs xp1 [T,B,4H1] into y1 [T,B,H1]; the upper one computes its step t's input projection     \
        y1_t @ v2 + b2 (v2 = weight_ih^T [H1, 4H2], b2 [4H2] both biases or NULL) as soon as y1_t is done, then  \
        its step, into y2 [T,B,H2]. cs1 [2,B,H1] / cs2 [2,B,H2]: the cell states (the last in cs[(T-1)%2]); work:  \
-       B*(4H1 + H1 + 8H2 + H2) elements of scratch. Returns the number of threads that ran. */                   \
+       B*(4H1 + H1 + 8H2 + H2) elements of scratch; lengths: NULL or int32 [B] (hold_past, both layers).           \
+       Returns the number of threads that ran. */                                                                    \
     typedef struct {                                                                                                 \
         int steps, batch, h1, h2;                                                                                    \
         const T *xp1, *u1, *v2, *b2, *u2, *h01, *c01, *h02, *c02;                                                    \
         T *y1, *y2, *cs1, *cs2, *work;                                                                               \
+        const int *lengths;                                                                                          \
         int done __attribute__((aligned(64))); /* steps of y1 done: on a cache line of its own */                    \
         char pad[60];                                                                                                \
     } lstm2_##S;                                                                                                     \
@@ -193,6 +195,8 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
             const T *xt = p->xp1 + (long)t * batch * g;                                                              \
             for (int b = 0; b < batch; b++)                                                                          \
                 lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);     \
+            hold_past_##S(t, batch, hid, p->lengths, h, yt);                                                         \
+            hold_past_##S(t, batch, hid, p->lengths, c, ct);                                                         \
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
             __atomic_store_n(&p->done, t + 1, __ATOMIC_RELEASE);                                                     \
@@ -215,6 +219,8 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
             T *yt = p->y2 + (long)t * batch * hid, *ct = p->cs2 + (long)(t & 1) * batch * hid;                       \
             for (int b = 0; b < batch; b++)                                                                          \
                 lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);     \
+            hold_past_##S(t, batch, hid, p->lengths, h, yt);                                                         \
+            hold_past_##S(t, batch, hid, p->lengths, c, ct);                                                         \
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
         }                                                                                                            \
@@ -223,8 +229,9 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
     }                                                                                                                \
     int xf_lstm2_fwd_##S(int steps, int batch, int h1, int h2, int threads, const T *xp1, const T *u1, const T *v2,  \
                          const T *b2, const T *u2, const T *h01, const T *c01, const T *h02, const T *c02, T *y1,    \
-                         T *y2, T *cs1, T *cs2, T *work) {                                                           \
-        lstm2_##S p = {steps, batch, h1, h2, xp1, u1, v2, b2, u2, h01, c01, h02, c02, y1, y2, cs1, cs2, work, 0, {0}}; \
+                         T *y2, T *cs1, T *cs2, T *work, const int *lengths) {                                       \
+        lstm2_##S p = {steps,  batch, h1,  h2,  xp1, u1,  v2,   b2,      u2, h01,                                    \
+                       c01,    h02,   c02, y1,  y2,  cs1, cs2,  work,    lengths, 0, {0}};                           \
         return run_pipelined(lstm2_lower_##S, lstm2_upper_##S, &p, threads);                                         \
     }                                                                                                                \
                                                                                                                      \

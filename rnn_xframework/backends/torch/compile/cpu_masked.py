@@ -177,10 +177,28 @@ class CpuMaskedLoop:
         return seq, new_states
 
     def _layers(self, seq: Tensor, states: list[list[Tensor]], **rows: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
-        new_states = []
-        for layer, state in zip(self.loop.cells, states, strict=True):
+        """The layers in turn with ``rows`` (``active=`` or ``lengths=``); with ``lengths``, two LSTM layers in
+        a row run pipelined where they may
+        (:meth:`~rnn_xframework.backends.torch.compile.cpu.CpuLSTMLayer.pairs_with`)."""
+        new_states: list[list[Tensor]] = []
+        layers, i = self.loop.cells, 0
+        while i < len(layers):
+            layer, state = layers[i], states[i]
+            upper = layers[i + 1] if i + 1 < len(layers) else None
+            pairs = getattr(layer, "pairs_with", None)
+            if (
+                "lengths" in rows
+                and upper is not None
+                and pairs is not None
+                and pairs(upper, seq, state, states[i + 1])
+            ):
+                seq, state, upper_state = layer.pipelined(upper, seq, state, states[i + 1], lengths=rows["lengths"])
+                new_states += [state, upper_state]
+                i += 2
+                continue
             seq, state = layer(seq, state, **rows)
             new_states.append(state)
+            i += 1
         return seq, new_states
 
 

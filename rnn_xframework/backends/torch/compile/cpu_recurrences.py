@@ -82,6 +82,7 @@ def lstm_pair_forward(
     state: list[Tensor],
     up: list[Tensor],
     threads: int | None = None,
+    lengths: Lengths = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor], int]:
     """Two LSTM layers in one call of the C loop, pipelined on two threads (``cpu_cells.c``'s
     ``xf_lstm2_fwd``; one after the other where torch runs one thread): ``xp [T, B, 4H1]`` the lower
@@ -89,7 +90,8 @@ def lstm_pair_forward(
     [4H2]`` (both of its biases, or ``None``) and ``w_up [4H2, H2]``; ``state`` / ``up`` each layer's
     ``[h0, c0]``; ``threads``: at most this many (default ``torch.get_num_threads()``). Returns ``(y [T, B,
     H2], [h, c] lower, [h, c] upper, the threads that ran)``; a call autograd does not record, ``B <=``
-    :data:`PIPELINE_MAX_BATCH`, every row real (no mask). Both ways give the same numbers, bit for bit."""
+    :data:`PIPELINE_MAX_BATCH`; ``lengths``: :data:`Lengths` (rows past their length hold their state, in
+    both layers), else every row real. Both ways give the same numbers, bit for bit."""
     steps, batch, g1 = xp.shape
     h1, h2 = g1 // 4, w_up.shape[1]
     y1 = empty(xp, (steps, batch, h1), "out0")
@@ -102,7 +104,7 @@ def lstm_pair_forward(
     threads = torch.get_num_threads() if threads is None else threads
     ran = cpu_build.kernel("lstm2_fwd", xp.dtype)(
         steps, batch, h1, h2, threads, _p(xp), _p(u1), _p(v2), _p(b2), _p(u2),
-        _p(h01), _p(c01), _p(h02), _p(c02), _p(y1), _p(y), _p(cs1), _p(cs2), _p(work),
+        _p(h01), _p(c01), _p(h02), _p(c02), _p(y1), _p(y), _p(cs1), _p(cs2), _p(work), _p(lengths),
     )  # fmt: skip
     last = (steps - 1) % 2
     return y, [y1[-1].clone(), cs1[last].clone()], [y[-1], cs2[last].clone()], ran
