@@ -183,6 +183,15 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
         int done __attribute__((aligned(64))); /* steps of y1 done: on a cache line of its own */                    \
         char pad[60];                                                                                                \
     } lstm2_##S;                                                                                                     \
+    /* One step's gates of a pipelined layer, every row (lstm_row), then the rows past their length held. */        \
+    static inline void lstm2_step_##S(int t, int batch, int hid, const T *xt, T *z, const T *h, const T *c, T *ct,   \
+                                      T *tt, T *yt, const int *lengths) {                                            \
+        const int g = 4 * hid;                                                                                       \
+        for (int b = 0; b < batch; b++)                                                                              \
+            lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);         \
+        hold_past_##S(t, batch, hid, lengths, h, yt);                                                                \
+        hold_past_##S(t, batch, hid, lengths, c, ct);                                                                \
+    }                                                                                                                \
     static void lstm2_lower_##S(void *arg) {                                                                         \
         lstm2_##S *p = (lstm2_##S *)arg;                                                                             \
         const int hid = p->h1, g = 4 * hid, batch = p->batch;                                                        \
@@ -193,10 +202,7 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
             rec_mm_##S(&ru, batch, h, hid, 0, z, g);                                                                 \
             T *yt = p->y1 + (long)t * batch * hid, *ct = p->cs1 + (long)(t & 1) * batch * hid;                       \
             const T *xt = p->xp1 + (long)t * batch * g;                                                              \
-            for (int b = 0; b < batch; b++)                                                                          \
-                lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);     \
-            hold_past_##S(t, batch, hid, p->lengths, h, yt);                                                         \
-            hold_past_##S(t, batch, hid, p->lengths, c, ct);                                                         \
+            lstm2_step_##S(t, batch, hid, xt, z, h, c, ct, tt, yt, p->lengths);                                      \
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
             __atomic_store_n(&p->done, t + 1, __ATOMIC_RELEASE);                                                     \
@@ -217,10 +223,7 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
             rec_mm_##S(&rv, batch, p->y1 + (long)t * batch * below, below, 1, xt, g);                                \
             rec_mm_##S(&ru, batch, h, hid, 0, z, g);                                                                 \
             T *yt = p->y2 + (long)t * batch * hid, *ct = p->cs2 + (long)(t & 1) * batch * hid;                       \
-            for (int b = 0; b < batch; b++)                                                                          \
-                lstm_row_##S(hid, xt + b * g, z + b * g, c + b * hid, ct + b * hid, tt + b * hid, yt + b * hid);     \
-            hold_past_##S(t, batch, hid, p->lengths, h, yt);                                                         \
-            hold_past_##S(t, batch, hid, p->lengths, c, ct);                                                         \
+            lstm2_step_##S(t, batch, hid, xt, z, h, c, ct, tt, yt, p->lengths);                                      \
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
         }                                                                                                            \
