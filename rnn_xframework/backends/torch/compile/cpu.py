@@ -94,15 +94,11 @@ def _last(y: Tensor, mid: Mid) -> Tensor:
 
 
 ONEDNN_MIN_BATCH = 8
-"""A float32 LSTM layer with a batch above this runs oneDNN's LSTM primitive
-(``aten::mkldnn_rnn_layer``: what ``nn.LSTM`` runs on the CPU, minus its per-call checks; bit for bit
-``nn.LSTM``'s results) where autograd does not record the call, else the C loop. 8 is the C kernel's own
-product's limit (``SMALL_ROWS`` in ``cpu_mm.h``): up to it the C loop's register-blocked product wins
-(W1, batch 4: 0.14 ms a layer against oneDNN's 0.4-0.5, forward); above it the product is the BLAS's,
-and oneDNN's forward wins or ties (two layers, 2 threads: W2 47.2 ms against the C loop's 50.4, W3 706
-against 708 with the scratch buffers), while the C loop's forward and BPTT beat oneDNN's forward and
-PyTorch's backward (W2 198 ms against 215, W3 2825 against 2889). Measured in one process, interleaved
-(docs/performance.md)."""
+"""A float32 LSTM layer with a batch above this runs oneDNN's LSTM primitive (``aten::mkldnn_rnn_layer``,
+``nn.LSTM``'s own, bit for bit) where autograd does not record the call, else the C loop. 8 is ``cpu_mm.h``'s
+``SMALL_ROWS``: up to it the C loop's own product wins (W1: 0.14 ms a layer against 0.4-0.5); above it oneDNN's
+forward wins or ties (W2 47.2 against 50.4 ms, W3 706 against 708), while the C loop's forward and BPTT beat
+oneDNN's forward and PyTorch's backward (W2 198 against 215 ms). In one process, interleaved (docs/performance.md)."""
 
 
 def _onednn_lstm(c: nn.Module, seq: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -360,9 +356,8 @@ class CpuLoop(nn.Module):
     def run_both(
         self, other: CpuLoop, x: Tensor, states: list[list[Tensor]], other_states: list[list[Tensor]]
     ) -> tuple[tuple[Tensor, list[list[Tensor]]], tuple[Tensor, list[list[Tensor]]]]:
-        """``(self(x, states), other(x, other_states))``: a ``Bidirectional``'s two directions. Where each loop
-        is one LSTM layer and :meth:`CpuLSTMLayer.pairs_with` holds, both recurrences run in one C call on two
-        threads (``cpu_cells.c``'s ``xf_lstm_fwd_both``); else one loop after the other."""
+        """``(self(x, states), other(x, other_states))``, a ``Bidirectional``'s directions: one C call on two threads
+        (``xf_lstm_fwd_both``) where each is one LSTM layer and :meth:`CpuLSTMLayer.pairs_with`, else in turn."""
         a, b = self.cells, other.cells
         if not (len(a) == len(b) == 1 and isinstance(a[0], CpuLSTMLayer) and x.device.type == "cpu"):
             return self(x, states), other(x, other_states)
