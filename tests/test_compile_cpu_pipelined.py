@@ -34,19 +34,24 @@ def two_threads():
     torch.set_num_threads(before)
 
 
+def counted(monkeypatch, name):
+    """``rec.<name>`` wrapped: the list it returns gets one entry per call, the threads that ran (its last output)."""
+    ran: list[int] = []
+    real = getattr(rec, name)
+
+    def wrapper(*args, **kw):
+        out = real(*args, **kw)
+        ran.append(out[-1])
+        return out
+
+    monkeypatch.setattr(rec, name, wrapper)
+    return ran
+
+
 @pytest.fixture
 def pairs(monkeypatch):
     """The pipelined calls made: one entry (the threads that ran) per pair of layers."""
-    ran: list[int] = []
-    real = rec.lstm_pair_forward
-
-    def counted(*args, **kw):
-        out = real(*args, **kw)
-        ran.append(out[3])
-        return out
-
-    monkeypatch.setattr(rec, "lstm_pair_forward", counted)
-    return ran
+    return counted(monkeypatch, "lstm_pair_forward")
 
 
 def stack(rng, dtype, kinds, units, bias=True, **kw):
@@ -185,16 +190,7 @@ def test_two_threads_calling_at_once(rng, pairs):
 @pytest.fixture
 def both(monkeypatch):
     """The two-direction calls made (``lstm_forward_both``): one entry (the threads that ran) per call."""
-    ran: list[int] = []
-    real = rec.lstm_forward_both
-
-    def counted(*args, **kw):
-        out = real(*args, **kw)
-        ran.append(out[2])
-        return out
-
-    monkeypatch.setattr(rec, "lstm_forward_both", counted)
-    return ran
+    return counted(monkeypatch, "lstm_forward_both")
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
