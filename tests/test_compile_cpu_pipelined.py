@@ -18,7 +18,7 @@ import rnn_xframework as xf
 from rnn_xframework import layers
 
 torch = pytest.importorskip("torch")
-from rnn_xframework.backends.torch.compile import cpu, cpu_build  # noqa: E402
+from rnn_xframework.backends.torch.compile import cpu, cpu_build, cpu_scratch  # noqa: E402
 from rnn_xframework.backends.torch.compile import cpu_recurrences as rec  # noqa: E402
 
 FEATURES, STEPS = 5, 7
@@ -107,19 +107,47 @@ def test_one_thread_and_two_give_the_same_bits(rng, dtype):
     """The kernel's serial form (one thread) and its pipelined form compute the same numbers, bit for bit."""
     h1, h2, batch = 20, 6, 3
     t = lambda *shape: torch.from_numpy(rng.normal(size=shape).astype(dtype))  # noqa: E731
-    args = (t(STEPS, batch, 4 * h1), t(4 * h1, h1), t(4 * h2, h1), t(4 * h2), t(4 * h2, h2))
+    x = t(STEPS, batch, FEATURES)
+    args = (x, t(4 * h1, FEATURES), t(4 * h1), t(4 * h1, h1), t(4 * h2, h1), t(4 * h2), t(4 * h2, h2))
     state, up = [t(batch, h1), t(batch, h1)], [t(batch, h2), t(batch, h2)]
     one = rec.lstm_pair_forward(*args, state, up, threads=1)
     two = rec.lstm_pair_forward(*args, state, up, threads=2)
     assert (one[3], two[3]) == (1, 2)
     flat = lambda r: [r[0], *r[1], *r[2]]  # noqa: E731
     assert all(torch.equal(a, b) for a, b in zip(flat(one), flat(two), strict=True))
-    # and both as the two layers one after the other (the upper projection summed in another order)
-    y1, c1 = rec.lstm_forward(args[0], args[1], *state, False)[:2]
-    xp2 = torch.addmm(args[3], y1.reshape(-1, h1), args[2].t()).view(STEPS, batch, 4 * h2)
-    y2, c2 = rec.lstm_forward(xp2, args[4], *up, False)[:2]
+    # and both as the two layers one after the other (the projections summed in another order)
+    xp1 = torch.addmm(args[2], x.reshape(-1, FEATURES), args[1].t()).view(STEPS, batch, 4 * h1)
+    y1, c1 = rec.lstm_forward(xp1, args[3], *state, False)[:2]
+    xp2 = torch.addmm(args[5], y1.reshape(-1, h1), args[4].t()).view(STEPS, batch, 4 * h2)
+    y2, c2 = rec.lstm_forward(xp2, args[6], *up, False)[:2]
     for a, b in zip(flat(two), [y2, y1[-1], c1, y2[-1], c2], strict=True):
         assert max_err(a, b) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "SimpleRNNCell"])
+@pytest.mark.parametrize("change", ["in place", "data", "load_state_dict"])
+def test_changed_weights_show_in_the_next_call(rng, change, kind):
+    """The C loop keeps its transposed weights between calls (``cpu_scratch.transposed``),
+    rebuilt where the weights' bytes changed: an in-place update, a write through ``.data`` (which autograd's
+    version counter does not see) and ``load_state_dict`` each show in the next call as in the uncompiled RNN."""
+    rnn = stack(rng, "float32", [kind] * 2, [20, 6])
+    fast = xf.compile(rnn, "cpu")
+    x = torch.from_numpy(rng.normal(size=(3, STEPS, FEATURES)).astype("float32"))
+    with torch.no_grad():
+        first = fast(x)[0]
+        assert max_err(first, rnn(x)[0]) <= TOL["float32"]
+        for cell in rnn.cells:
+            if change == "in place":
+                cell.cell.weight_hh.mul_(0.5)
+                cell.cell.weight_ih.add_(0.1)
+            elif change == "data":
+                cell.cell.weight_hh.data[0, 0] += 1.0
+                cell.cell.weight_ih.data[-1, -1] -= 1.0
+        if change == "load_state_dict":
+            state = {k: v * 0.7 for k, v in rnn.state_dict().items()}
+            rnn.load_state_dict(state)
+        got, want = fast(x)[0], rnn(x)[0]
+    assert max_err(got, want) <= TOL["float32"] and max_err(got, first) > 1e-3
 
 
 def test_nan_in_the_input_reaches_the_outputs_as_in_the_uncompiled_rnn(rng, dtype, pairs):
@@ -264,3 +292,22 @@ def test_right_padded_masks_pipelined_too(rng, dtype, pairs, units, zero, sequen
         want = rnn(torch.from_numpy(x), states, mask=mask)
     assert pairs == [2]
     assert_same(got, want, dtype)
+
+
+def test_transposed_is_exact_and_follows_every_write(rng, dtype):
+    """``cpu_scratch.transposed(w)`` is ``w.t()`` bit for bit: fresh, kept, after a write through ``.data``, for another
+    tensor of the same shape, past the cache's size (entries dropped and made again), and for a matrix too
+    large to keep."""
+    w = torch.from_numpy(rng.normal(size=(12, 5)).astype(dtype)).requires_grad_()
+    assert torch.equal(cpu_scratch.transposed(w), w.detach().t())
+    assert torch.equal(cpu_scratch.transposed(w), w.detach().t())  # kept
+    w.data[3, 4] = 7.0
+    assert torch.equal(cpu_scratch.transposed(w), w.detach().t())
+    others = [
+        torch.from_numpy(rng.normal(size=(12, 5)).astype(dtype)) for _ in range(cpu_scratch.TRANSPOSED_PER_THREAD + 2)
+    ]
+    for o in others:
+        assert torch.equal(cpu_scratch.transposed(o), o.t())
+    assert torch.equal(cpu_scratch.transposed(w), w.detach().t())
+    big = torch.from_numpy(rng.normal(size=(cpu_scratch.TRANSPOSED_MAX // 4 + 1, 4)).astype(dtype))
+    assert torch.equal(cpu_scratch.transposed(big), big.t())

@@ -13,8 +13,10 @@ in :data:`~rnn_xframework.backends.torch.kinds.KINDS` run their
 :mod:`~rnn_xframework.backends.torch.compile.script_loops` layer.
 
 Two LSTM layers of a call autograd does not record, up to 8 rows, run in one C call on two threads: two
-layers in a row pipelined (:meth:`CpuLSTMLayer.pipelined`), a ``Bidirectional``'s two directions side by
-side (:meth:`CpuLoop.run_both`).
+layers in a row pipelined (:meth:`CpuLSTMLayer.pipelined`; each layer projects its input step by step
+there, on its own thread, instead of one GEMM), a ``Bidirectional``'s two directions side by side
+(:meth:`CpuLoop.run_both`). Weights up to W1's size reach the C loop transposed from a per-thread cache
+(:func:`~rnn_xframework.backends.torch.compile.cpu_scratch.transposed`), checked against their bytes.
 
 Exact for what it accepts: ``nn.RNN``'s tanh and relu, PyTorch's LSTM and GRU gates (sigmoid,
 tanh), both GRU forms (``reset_after=True``, PyTorch's, and ``reset_after=False``, which
@@ -170,21 +172,16 @@ class CpuLSTMLayer(nn.Module):
         return None if c.bias_ih is None else c.bias_ih + c.bias_hh
 
     def pipelined(
-        self,
-        upper: CpuLSTMLayer,
-        seq: Tensor,
-        state: list[Tensor],
-        upper_state: list[Tensor],
-        lengths: Lengths = None,
+        self, upper: CpuLSTMLayer, seq: Tensor, state: list[Tensor], upper_state: list[Tensor], lengths: Lengths = None
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """This layer and ``upper`` in one call, pipelined (where :meth:`pairs_with`):
         ``seq [batch, time, in]`` -> ``(y [batch, time, upper units], [h, c], upper's [h, c])``;
         ``lengths``: :data:`Lengths` (a right-padded masked call's rows in their own order)."""
         c, u = self.cell, upper.cell
-        xp = _time_major_projection(seq, c.weight_ih, self.bias(), False, "xp")
         y, low, high, _ = rec.lstm_pair_forward(
-            xp, c.weight_hh, u.weight_ih, upper.bias(), u.weight_hh, state, upper_state, lengths=lengths
-        )
+            _time_major_scratch(seq), c.weight_ih, self.bias(), c.weight_hh, u.weight_ih, upper.bias(), u.weight_hh,
+            state, upper_state, lengths=lengths,
+        )  # fmt: skip
         return y.transpose(0, 1), low, high
 
     def packed(self, seq: Tensor, state: list[Tensor], rows: Packed) -> tuple[Tensor, list[Tensor]]:

@@ -168,16 +168,26 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
         rec_close_##S(&ru);                                                                                          \
     }                                                                                                                \
                                                                                                                      \
+    /* xt [B, g] = bias (or 0) + x [B, k] @ v [k, g]: a step's input projection (v = W_ih^T). */                    \
+    static inline void project_step_##S(const rec_##S *rv, int batch, int g, const T *bias, const T *x, int k,       \
+                                        T *xt) {                                                                     \
+        for (int b = 0; b < batch; b++)                                                                              \
+            if (bias) memcpy(xt + b * g, bias, sizeof(T) * g);                                                       \
+            else memset(xt + b * g, 0, sizeof(T) * g);                                                               \
+        rec_mm_##S(rv, batch, x, k, 1, xt, g);                                                                       \
+    }                                                                                                                \
+                                                                                                                     \
     /* Two LSTM layers, forward without save, every row real, batch <= SMALL_ROWS (W1's shapes: there one          \
-       layer's step is a few microseconds and its projection call as long), pipelined (run_pipelined): the          \
-       lower layer runs xp1 [T,B,4H1] into y1 [T,B,H1]; the upper one computes its step t's input projection     \
-       y1_t @ v2 + b2 (v2 = weight_ih^T [H1, 4H2], b2 [4H2] both biases or NULL) as soon as y1_t is done, then  \
-       its step, into y2 [T,B,H2]. cs1 [2,B,H1] / cs2 [2,B,H2]: the cell states (the last in cs[(T-1)%2]); work:  \
-       B*(4H1 + H1 + 8H2 + H2) elements of scratch; lengths: NULL or int32 [B] (hold_past, both layers).           \
-       Returns the number of threads that ran. */                                                                    \
+       layer's step is a few microseconds and a torch call as long), pipelined (run_pipelined): the lower layer   \
+       projects its step t, x_t @ W_ih1^T + b1 (x [T,B,F] time-major, wih1 [4H1,F], b1 [4H1] both biases or      \
+       NULL), and runs it into y1 [T,B,H1]; the upper one projects y1_t (wih2 [4H2,H1], b2) as soon as y1_t is   \
+       done, then runs its step into y2 [T,B,H2]. The matrices come transposed: v1 [F,4H1], v2 [H1,4H2] the      \
+       weight_ih^T, u1 [H1,4H1], u2 [H2,4H2] the weight_hh^T. cs1 [2,B,H1] / cs2 [2,B,H2]: the cell states (the    \
+       last in cs[(T-1)%2]); work: B*(9H1 + 9H2) elements of scratch; lengths: NULL or int32 [B] (hold_past, both \
+       layers). Returns the number of threads that ran. */                                                          \
     typedef struct {                                                                                                 \
-        int steps, batch, h1, h2;                                                                                    \
-        const T *xp1, *u1, *v2, *b2, *u2, *h01, *c01, *h02, *c02;                                                    \
+        int steps, batch, f, h1, h2;                                                                                 \
+        const T *x, *v1, *b1, *u1, *v2, *b2, *u2, *h01, *c01, *h02, *c02;                                            \
         T *y1, *y2, *cs1, *cs2, *work;                                                                               \
         const int *lengths;                                                                                          \
         int done __attribute__((aligned(64))); /* steps of y1 done: on a cache line of its own */                    \
@@ -194,33 +204,31 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
     }                                                                                                                \
     static void lstm2_lower_##S(void *arg) {                                                                         \
         lstm2_##S *p = (lstm2_##S *)arg;                                                                             \
-        const int hid = p->h1, g = 4 * hid, batch = p->batch;                                                        \
-        T *z = p->work, *tt = z + batch * g;                                                                         \
+        const int hid = p->h1, g = 4 * hid, batch = p->batch, f = p->f;                                              \
+        T *z = p->work, *xt = z + batch * g, *tt = xt + batch * g;                                                   \
         const T *h = p->h01, *c = p->c01;                                                                            \
-        rec_##S ru = rec_open_##S(batch, hid, g, p->u1, g);                                                          \
+        rec_##S ru = rec_open_##S(batch, hid, g, p->u1, g), rv = rec_open_##S(batch, f, g, p->v1, g);                \
         for (int t = 0; t < p->steps; t++) {                                                                         \
+            project_step_##S(&rv, batch, g, p->b1, p->x + (long)t * batch * f, f, xt);                               \
             rec_mm_##S(&ru, batch, h, hid, 0, z, g);                                                                 \
             T *yt = p->y1 + (long)t * batch * hid, *ct = p->cs1 + (long)(t & 1) * batch * hid;                       \
-            const T *xt = p->xp1 + (long)t * batch * g;                                                              \
             lstm2_step_##S(t, batch, hid, xt, z, h, c, ct, tt, yt, p->lengths);                                      \
             h = yt;                                                                                                  \
             c = ct;                                                                                                  \
             __atomic_store_n(&p->done, t + 1, __ATOMIC_RELEASE);                                                     \
         }                                                                                                            \
         rec_close_##S(&ru);                                                                                          \
+        rec_close_##S(&rv);                                                                                          \
     }                                                                                                                \
     static void lstm2_upper_##S(void *arg) {                                                                         \
         lstm2_##S *p = (lstm2_##S *)arg;                                                                             \
         const int hid = p->h2, g = 4 * hid, batch = p->batch, below = p->h1;                                         \
-        T *z = p->work + batch * (4 * below + below), *xt = z + batch * g, *tt = xt + batch * g;                     \
+        T *z = p->work + 9L * batch * below, *xt = z + batch * g, *tt = xt + batch * g;                              \
         const T *h = p->h02, *c = p->c02;                                                                            \
         rec_##S ru = rec_open_##S(batch, hid, g, p->u2, g), rv = rec_open_##S(batch, below, g, p->v2, g);            \
         for (int t = 0; t < p->steps; t++) {                                                                         \
-            for (int b = 0; b < batch; b++)                                                                          \
-                if (p->b2) memcpy(xt + b * g, p->b2, sizeof(T) * g);                                                 \
-                else memset(xt + b * g, 0, sizeof(T) * g);                                                           \
             wait_steps(&p->done, t);                                                                                 \
-            rec_mm_##S(&rv, batch, p->y1 + (long)t * batch * below, below, 1, xt, g);                                \
+            project_step_##S(&rv, batch, g, p->b2, p->y1 + (long)t * batch * below, below, xt);                      \
             rec_mm_##S(&ru, batch, h, hid, 0, z, g);                                                                 \
             T *yt = p->y2 + (long)t * batch * hid, *ct = p->cs2 + (long)(t & 1) * batch * hid;                       \
             lstm2_step_##S(t, batch, hid, xt, z, h, c, ct, tt, yt, p->lengths);                                      \
@@ -230,11 +238,12 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
         rec_close_##S(&ru);                                                                                          \
         rec_close_##S(&rv);                                                                                          \
     }                                                                                                                \
-    int xf_lstm2_fwd_##S(int steps, int batch, int h1, int h2, int threads, const T *xp1, const T *u1, const T *v2,  \
-                         const T *b2, const T *u2, const T *h01, const T *c01, const T *h02, const T *c02, T *y1,    \
-                         T *y2, T *cs1, T *cs2, T *work, const int *lengths) {                                       \
-        lstm2_##S p = {steps,  batch, h1,  h2,  xp1, u1,  v2,   b2,      u2, h01,                                    \
-                       c01,    h02,   c02, y1,  y2,  cs1, cs2,  work,    lengths, 0, {0}};                           \
+    int xf_lstm2_fwd_##S(int steps, int batch, int f, int h1, int h2, int threads, const T *x, const T *v1,          \
+                         const T *b1, const T *u1, const T *v2, const T *b2, const T *u2, const T *h01,              \
+                         const T *c01, const T *h02, const T *c02, T *y1, T *y2, T *cs1, T *cs2, T *work,            \
+                         const int *lengths) {                                                                       \
+        lstm2_##S p = {steps, batch, f,   h1,  h2,  x,   v1,   b1,   u1,      v2, b2, u2, h01,                       \
+                       c01,   h02,   c02, y1,  y2,  cs1, cs2,  work, lengths, 0,  {0}};                              \
         return run_pipelined(lstm2_lower_##S, lstm2_upper_##S, &p, threads);                                         \
     }                                                                                                                \
                                                                                                                      \
@@ -494,3 +503,20 @@ int xf_right_padded(int batch, int steps, const unsigned char *keep, int *length
     }
     return padded;
 }
+
+/* m^T for m [rows, cols] (contiguous) into cache [2 * rows * cols] = (a copy of m, m^T), kept between calls:
+ * rebuilt only where m's bytes differ from the copy (compared in full, so the result is exact whatever wrote
+ * m; a cache of zeros is a valid pair). cpu_recurrences.transposed keeps one cache per matrix and thread. */
+#define DEFINE_TRANSPOSED(T, S)                                                                                     \
+    void xf_transposed_##S(int rows, int cols, const T *m, T *cache) {                                              \
+        const long n = (long)rows * cols;                                                                           \
+        T *copy = cache, *mt = cache + n;                                                                           \
+        if (memcmp(copy, m, sizeof(T) * n) == 0) return;                                                            \
+        for (int r0 = 0; r0 < rows; r0 += 16)                                                                       \
+            for (int c0 = 0; c0 < cols; c0 += 16)                                                                   \
+                for (int c = c0; c < c0 + 16 && c < cols; c++)                                                      \
+                    for (int r = r0; r < r0 + 16 && r < rows; r++) mt[(long)c * rows + r] = m[(long)r * cols + c];  \
+        memcpy(copy, m, sizeof(T) * n);                                                                             \
+    }
+DEFINE_TRANSPOSED(float, f)
+DEFINE_TRANSPOSED(double, d)

@@ -74,10 +74,12 @@ loop's own register-blocked one up to it, a BLAS call above)."""
 
 
 def lstm_pair_forward(
-    xp: Tensor,
-    w: Tensor,
+    x: Tensor,
     w_ih: Tensor,
     bias: Tensor | None,
+    w: Tensor,
+    w_ih_up: Tensor,
+    bias_up: Tensor | None,
     w_up: Tensor,
     state: list[Tensor],
     up: list[Tensor],
@@ -85,26 +87,27 @@ def lstm_pair_forward(
     lengths: Lengths = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor], int]:
     """Two LSTM layers in one call of the C loop, pipelined on two threads (``cpu_cells.c``'s
-    ``xf_lstm2_fwd``; one after the other where torch runs one thread): ``xp [T, B, 4H1]`` the lower
-    layer's projection, ``w [4H1, H1]`` its ``weight_hh``; the upper layer's ``w_ih [4H2, H1]``, ``bias
-    [4H2]`` (both of its biases, or ``None``) and ``w_up [4H2, H2]``; ``state`` / ``up`` each layer's
-    ``[h0, c0]``; ``threads``: at most this many (default ``torch.get_num_threads()``). Returns ``(y [T, B,
-    H2], [h, c] lower, [h, c] upper, the threads that ran)``; a call autograd does not record, ``B <=``
+    ``xf_lstm2_fwd``; one after the other where torch runs one thread), each projecting its own input step
+    by step: ``x [T, B, F]`` time-major, the lower layer's ``w_ih [4H1, F]``, ``bias [4H1]`` (both of its
+    biases, or ``None``) and ``w [4H1, H1]`` (``weight_hh``); the upper layer's ``w_ih_up [4H2, H1]``,
+    ``bias_up`` and ``w_up [4H2, H2]``; ``state`` / ``up`` each layer's ``[h0, c0]``; ``threads``: at most
+    this many (default ``torch.get_num_threads()``). Returns ``(y [T, B, H2], [h, c] lower,
+    [h, c] upper, the threads that ran)``; a call autograd does not record, ``B <=``
     :data:`PIPELINE_MAX_BATCH`; ``lengths``: :data:`Lengths` (rows past their length hold their state, in
     both layers), else every row real. Both ways give the same numbers, bit for bit."""
-    steps, batch, g1 = xp.shape
-    h1, h2 = g1 // 4, w_up.shape[1]
-    y1 = empty(xp, (steps, batch, h1), "out0")
-    y = xp.new_empty(steps, batch, h2)
-    cs1, cs2 = xp.new_empty(2, batch, h1), xp.new_empty(2, batch, h2)
-    work = xp.new_empty(batch * (5 * h1 + 9 * h2))
-    u1, v2, u2 = (m.detach().t().contiguous() for m in (w, w_ih, w_up))
+    steps, batch, features = x.shape
+    h1, h2 = w.shape[1], w_up.shape[1]
+    y1 = empty(x, (steps, batch, h1), "out0")
+    y = x.new_empty(steps, batch, h2)
+    cs1, cs2 = x.new_empty(2, batch, h1), x.new_empty(2, batch, h2)
+    work = x.new_empty(batch * 9 * (h1 + h2))
+    mats = [cpu_scratch.transposed(m) for m in (w_ih, w, w_ih_up, w_up)]
+    b1, b2 = (None if b is None else b.detach().contiguous() for b in (bias, bias_up))
     h01, c01, h02, c02 = (s.contiguous() for s in (*state, *up))
-    b2 = None if bias is None else bias.detach().contiguous()
     threads = torch.get_num_threads() if threads is None else threads
-    ran = cpu_build.kernel("lstm2_fwd", xp.dtype)(
-        steps, batch, h1, h2, threads, _p(xp), _p(u1), _p(v2), _p(b2), _p(u2),
-        _p(h01), _p(c01), _p(h02), _p(c02), _p(y1), _p(y), _p(cs1), _p(cs2), _p(work), _p(lengths),
+    ran = cpu_build.kernel("lstm2_fwd", x.dtype)(
+        steps, batch, features, h1, h2, threads, _p(x), _p(mats[0]), _p(b1), _p(mats[1]), _p(mats[2]), _p(b2),
+        _p(mats[3]), _p(h01), _p(c01), _p(h02), _p(c02), _p(y1), _p(y), _p(cs1), _p(cs2), _p(work), _p(lengths),
     )  # fmt: skip
     last = (steps - 1) % 2
     return y, [y1[-1].clone(), cs1[last].clone()], [y[-1], cs2[last].clone()], ran
@@ -122,7 +125,7 @@ def lstm_forward_both(
     bufs = []
     for xp, w, h0, c0 in (a, b):
         hid = w.shape[1]
-        u = w.detach().t().contiguous()
+        u = cpu_scratch.transposed(w)
         y, cs = xp.new_empty(steps, batch, hid), xp.new_empty(2, batch, hid)
         act, tc = xp.new_empty(batch, 4 * hid), xp.new_empty(batch, hid)
         bufs.append((hid, xp, u, h0.contiguous(), c0.contiguous(), y, cs, act, tc))
@@ -153,7 +156,7 @@ def lstm_forward(
     steps, batch, g = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
     active = packed.active if packed else active
     hid = g // 4
-    u = w.detach().t().contiguous()
+    u = cpu_scratch.transposed(w)
     y = packed.y(xp, hid) if packed else empty(xp, (steps, batch, hid), out)
     cs, act, tc = (
         (xp.new_empty(steps, batch, hid), xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
@@ -184,7 +187,7 @@ def gru_forward(
     steps, batch, g = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
     active = packed.active if packed else active
     hid = g // 3
-    u = w.detach().t().contiguous()
+    u = cpu_scratch.transposed(w)
     y = packed.y(xp, hid) if packed else empty(xp, (steps, batch, hid), out)
     act, hn = (
         (xp.new_empty(steps, batch, g), xp.new_empty(steps, batch, hid))
@@ -214,7 +217,7 @@ def rnn_forward(
     steps, batch, hid = (packed.steps, packed.batch, xp.shape[1]) if packed else xp.shape
     active = packed.active if packed else active
     y = xp if packed is None or packed.out else packed.y(xp, hid)
-    u = w.detach().t().contiguous()
+    u = cpu_scratch.transposed(w)
     cpu_build.kernel("rnn_fwd", xp.dtype)(
         steps, batch, hid, int(relu), _p(xp), _p(u), _p(h0), _p(y), _p(active), _p(lengths),
         packed.flag() if packed else 0,
