@@ -191,7 +191,7 @@ SLOW_TESTS = frozenset(
         "tests/test_custom_backend.py::test_the_shipped_parity_tests_take_a_registered_backend",
         "tests/test_errors.py::test_keras_on_another_backend_is_refused",
         "tests/test_fast_paths.py::test_torchscript_rule_picks_the_wavefront_for_small_stacks",
-        "tests/test_fast_paths.py::test_xla_gated_cells_have_no_inference_shortcut",
+        "tests/test_fast_paths.py::test_xla_gated_inference_matches_the_tape_path",
         "tests/test_fast_paths.py::test_xla_inference_cache_follows_weights_shapes_and_scopes",
         "tests/test_fast_paths.py::test_xla_inference_matches_uncompiled",
         "tests/test_fast_paths.py::test_xla_under_a_tape_takes_the_differentiable_path",

@@ -136,12 +136,18 @@ class Graphs:
         weights: list[Weights],
         mask: Any = None,
         drops: list[Dropped] | None = None,
+        inference: bool = False,
     ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
         """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell; with
         ``mask [batch, time]`` (bool), Keras's masked loop: the padding's inputs are zeros before
         any arithmetic (so NaN there reaches neither outputs nor gradients), then each step holds
         the states and output where the mask is false (graph_loops.hold_step). ``drops``: each
-        cell's dropout masks in a training call (graph_loops.Dropped), else ``None``."""
+        cell's dropout masks in a training call (graph_loops.Dropped), else ``None``.
+
+        ``inference``: the XLA loop without a gradient (the call's inference shortcut): layer by
+        layer, each step's input projected as it is read, the two products of a cell whose spec
+        sums them in one (graph_loops.layer_major ``per_step``). Measured at W1 (docs/performance.md):
+        faster than the precomputed projection and than the timestep-major loop for LSTM and GRU."""
         s = self.structure
         keep = None
         if mask is not None:
@@ -151,11 +157,14 @@ class Graphs:
             x = tf.reverse(x, [1])
         seq = tf.transpose(x, [1, 0, 2])
         layers = list(zip(self.cells, weights, strict=True))
-        small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.cells) <= s.timestep_major_max
-        run = timestep_major if (small or not s.jit_compile) and len(layers) > 1 else layer_major
-        # unrolled up to UNROLL_MAX_STEPS (fastest); longer: one while loop, a graph that does not grow with T
-        unroll = not s.jit_compile and x.shape[1] <= UNROLL_MAX_STEPS
-        seq, new_states = run(layers, seq, states, unroll, keep, s.zero_output_for_mask, drops)
+        if inference:
+            seq, new_states = layer_major(layers, seq, states, False, keep, s.zero_output_for_mask, per_step=True)
+        else:
+            small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.cells) <= s.timestep_major_max
+            run = timestep_major if (small or not s.jit_compile) and len(layers) > 1 else layer_major
+            # unrolled up to UNROLL_MAX_STEPS (fastest); longer: one while loop, a graph that does not grow with T
+            unroll = not s.jit_compile and x.shape[1] <= UNROLL_MAX_STEPS
+            seq, new_states = run(layers, seq, states, unroll, keep, s.zero_output_for_mask, drops)
         y = tf.transpose(seq, [1, 0, 2]) if s.return_sequences else seq[-1]
         return y, new_states
 
