@@ -156,6 +156,7 @@ SLOW_FILES = frozenset(
         "rnn_xframework/testing/test_parity.py",  # the whole parity matrix and golden files, per backend
         "tests/test_bidirectional.py",
         "tests/test_compile_bidirectional.py",  # both RNNs compiled per case, TF's XLA among them
+        "tests/test_tf_bidirectional_fused.py",  # an XLA compile (forward, backward, inference) per case
         "tests/test_compile_dropout.py",
         "tests/test_compile_masks.py",  # every method x cell type x ordering x dtype x mask form
         "tests/test_compile_methods.py",

@@ -1,5 +1,6 @@
 """A loop compiled by XLA and differentiable from outside it: :class:`XlaGradient`, behind the
-``"xla"`` graphs of a stack (:mod:`~rnn_xframework.backends.tensorflow.compile.graphs`).
+``"xla"`` graphs of a stack (:mod:`~rnn_xframework.backends.tensorflow.compile.graphs`) and of a
+fused ``Bidirectional`` (:mod:`~rnn_xframework.backends.tensorflow.compile.graph_bidirectional`).
 
 TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the compiled
 function ("TensorList crossing the XLA/TF boundary"), so the gradient is a ``tf.custom_gradient``
