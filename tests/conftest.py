@@ -156,6 +156,7 @@ SLOW_FILES = frozenset(
         "rnn_xframework/testing/test_parity.py",  # the whole parity matrix and golden files, per backend
         "tests/test_bidirectional.py",
         "tests/test_compile_bidirectional.py",  # both RNNs compiled per case, TF's XLA among them
+        "tests/test_tf_bidirectional_fused.py",  # an XLA compile (forward, backward, inference) per case
         "tests/test_compile_dropout.py",
         "tests/test_compile_masks.py",  # every method x cell type x ordering x dtype x mask form
         "tests/test_compile_methods.py",
@@ -191,7 +192,7 @@ SLOW_TESTS = frozenset(
         "tests/test_custom_backend.py::test_the_shipped_parity_tests_take_a_registered_backend",
         "tests/test_errors.py::test_keras_on_another_backend_is_refused",
         "tests/test_fast_paths.py::test_torchscript_rule_picks_the_wavefront_for_small_stacks",
-        "tests/test_fast_paths.py::test_xla_gated_cells_have_no_inference_shortcut",
+        "tests/test_fast_paths.py::test_xla_gated_inference_matches_the_tape_path",
         "tests/test_fast_paths.py::test_xla_inference_cache_follows_weights_shapes_and_scopes",
         "tests/test_fast_paths.py::test_xla_inference_matches_uncompiled",
         "tests/test_fast_paths.py::test_xla_under_a_tape_takes_the_differentiable_path",

@@ -5,8 +5,10 @@ torch.compile.script_loops.wavefront` and
 :func:`~rnn_xframework.backends.torch.compile.script_loops.time_major` (chunked), each
 forced on in turn, over layer counts, unequal units, mixed activations, no bias, chunk
 boundaries and the call flags. TensorFlow (``"xla"``, no tape recording):
-:func:`~rnn_xframework.backends.tensorflow.compile.graph_loops.one_product_layer_major` (one
-product per step), and that a recording tape takes the differentiable path instead.
+the inference loop (:func:`~rnn_xframework.backends.tensorflow.compile.graph_loops.layer_major`
+``per_step``: one product per step for SimpleRNN and LSTM layers, per-step projections for GRU), for
+every form of stack, masked or not, and that a recording tape takes the differentiable path instead
+(same numbers); the cell specs that declare ``sums_recurrent`` do sum it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL, require
-from helpers import max_err, native, numpy
+from helpers import KINDS, max_err, native, numpy
 
 import rnn_xframework as xf
 from rnn_xframework import layers
@@ -285,12 +287,102 @@ def test_xla_under_a_tape_takes_the_differentiable_path(rng):
     assert inference_traces(fast) == [1]
 
 
-def test_xla_gated_cells_have_no_inference_shortcut(rng):
+GATED = [  # (kind, cell options): every option the graphs run for LSTM and GRU
+    ("LSTMCell", {}),
+    ("LSTMCell", {"activation": "relu", "recurrent_activation": "hard_sigmoid", "use_bias": False}),
+    ("GRUCell", {}),
+    ("GRUCell", {"reset_after": False}),
+    ("GRUCell", {"activation": "softsign", "use_bias": False}),
+]
+
+
+@pytest.fixture(params=GATED, ids=lambda g: f"{g[0]}{g[1] or ''}")
+def gated(request):
+    return request.param
+
+
+@pytest.fixture
+def inference_calls(monkeypatch):
+    """A list that grows by one at every call that takes the XLA inference shortcut."""
     require("tensorflow")
-    rnn = layers.RNN([layers.LSTMCell(4, backend="tensorflow")])
+    from rnn_xframework.backends.tensorflow.compile import function
+
+    calls = []
+    original = function.CompiledRNN._inference
+
+    def counted(self, *args):
+        calls.append(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(function.CompiledRNN, "_inference", counted)
+    return calls
+
+
+def flat_states(out):
+    """``(y, [[h, c], [h, c]])`` -> ``[y, h, c, h, c]``."""
+    y, states = out
+    return [y, *(s for layer in states for s in layer)]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
+@pytest.mark.parametrize("flags", FLAGS)
+def test_xla_gated_inference_matches_the_tape_path(rng, dtype, gated, flags, masked, inference_calls):
+    """LSTM and GRU stacks (every form) take the shortcut when no tape records, masked or not, with
+    and without initial states, and give the differentiable path's and the uncompiled RNN's numbers."""
+    import tensorflow as tf
+
+    kind, options = gated
+    seq, state, back = flags
+    cells = [getattr(layers, kind)(u, backend="tensorflow", dtype=dtype, **options) for u in (4, 3)]
+    rnn = layers.RNN(cells, return_sequences=seq, return_state=state, go_backwards=back)
     rnn.build((None, None, FEATURES))
+    rnn.set_weights([rng.uniform(-0.7, 0.7, w.shape).astype(dtype) for w in rnn.get_weights()])
     fast = xf.compile(rnn, "xla")
-    assert not fast._inference_shortcut
-    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
-    assert max_err(fast(x).numpy(), rnn(x).numpy()) <= TOL["float32"]
-    assert inference_traces(fast) == []  # still no shortcut after a call
+    assert fast._inference_shortcut
+    x = tf.constant(rng.normal(size=(BATCH, STEPS, FEATURES)).astype(dtype))
+    states = [
+        [tf.constant(rng.uniform(-1, 1, (BATCH, u)).astype(dtype)) for _ in cell.state_sizes]
+        for cell, u in zip(cells, (4, 3), strict=True)
+    ]
+    mask = np.array([[1, 1, 0, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0], [0] * STEPS], bool) if masked else None
+    for kw in ({}, {"initial_state": states}):
+        with tf.GradientTape():
+            taped = fast(x, mask=mask, **kw)
+        assert inference_calls == []  # a recording tape: the differentiable path
+        got = fast(x, mask=mask, **kw)
+        assert len(inference_calls) == 1
+        inference_calls.clear()
+        want = rnn(x, mask=mask, **kw)
+        for g in (got, taped):
+            outs, outs_want = (flat_states(g), flat_states(want)) if state else ([g], [want])
+            assert len(outs) == len(outs_want) == (1 + 2 * len(cells[0].state_sizes) if state else 1)
+            for o, w in zip(outs, outs_want, strict=True):
+                assert tuple(o.shape) == tuple(w.shape) and max_err(o.numpy(), w.numpy()) <= TOL[dtype]
+    assert inference_traces(fast) == [1, 1]  # one per signature, traced once each
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_spec_that_sums_its_recurrent_product_does(rng, kind):
+    """``CellSpec.sums_recurrent`` (what lets the XLA inference loop use one product per step) is
+    a fact of the spec's step: given the input projection plus the recurrent product and a
+    ``recurrent`` that adds nothing, it computes the same as given them apart. GRU says no, and
+    there the two differ."""
+    from rnn_xframework import cells
+    from rnn_xframework.backends.numpy import STEP_OPS
+
+    spec = cells.get(kind)
+    layout = spec.layout({"reset_after": True, "units": 4})
+    weights = [rng.uniform(-1, 1, shape) for _, shape in layout.shapes(3, 4, use_bias=True)]
+    b_in, b_rec = layout.bias_parts(weights[2])
+    w = cells.StepWeights(weights[0], weights[1], None, b_rec)
+    config = {**spec.defaults(), "units": 4}
+    xp = rng.normal(size=(2, 3)) @ weights[0] + b_in
+    states = [rng.uniform(-1, 1, (2, 4)) for _ in spec.states]
+    apart = spec.step(STEP_OPS, config, xp, cells.recurrent_product(w, 4, spec.n_gates), states)
+    summed_in = xp + cells.recurrent_product(w, 4, spec.n_gates)(states[0], 0, spec.n_gates)
+    nothing = lambda h, start, stop: np.zeros((h.shape[0], 4 * (stop - start)))  # noqa: E731
+    summed = spec.step(STEP_OPS, config, summed_in, nothing, states)
+    pairs = zip([apart[0], *apart[1]], [summed[0], *summed[1]], strict=True)
+    same = all(np.allclose(a, b, rtol=0, atol=1e-12) for a, b in pairs)
+    assert spec.sums_recurrent == (kind != "GRUCell")
+    assert same == spec.sums_recurrent

@@ -86,6 +86,7 @@ SPEC = register(
         options={"unit_forget_bias": True},
         bias_init=bias_init,
         keras_class="LSTMCell",
+        sums_recurrent=True,
         doc=DOC,
     )
 )

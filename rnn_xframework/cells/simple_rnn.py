@@ -59,5 +59,6 @@ SPEC = register(
         layouts=(Layout("SimpleRNNCell"),),
         keras_class="SimpleRNNCell",
         doc=DOC,
+        sums_recurrent=True,
     )
 )

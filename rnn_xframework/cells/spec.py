@@ -66,6 +66,10 @@ class CellSpec:
         bias_init: Keras's initial bias, ``(config, zeros) -> bias`` (default: zeros).
         keras_class: the ``keras.layers`` class that computes the same cell, if any.
         doc: the user-facing docstring (formula, Args, Shape, Example).
+        sums_recurrent: whether ``step`` adds ``recurrent(states[0], 0, G)`` to the whole input
+            projection and calls ``recurrent`` nowhere else (SimpleRNN, LSTM; not GRU). A compiled
+            loop may then compute both products as one, ``[x, h] @ [kernel; recurrent_kernel]``
+            plus both biases, and give ``step`` that sum with a ``recurrent`` that adds nothing.
     """
 
     name: str
@@ -79,6 +83,7 @@ class CellSpec:
     bias_init: Callable[[Mapping[str, Any], np.ndarray], np.ndarray] | None = None
     keras_class: str | None = None
     doc: str = ""
+    sums_recurrent: bool = False
 
     @property
     def n_gates(self) -> int:

@@ -184,6 +184,7 @@ class TensorFlowBackend(registry.Backend, name="tensorflow"):
     rnn_class = RNN
     bidirectional_class = Bidirectional
     compiled_class = "rnn_xframework.backends.tensorflow.compile.function:CompiledRNN"
+    fused_bidirectional = "rnn_xframework.backends.tensorflow.compile.graph_bidirectional:FusedBidirectional"
     compile_methods = {
         "tf.function": "rnn_xframework.backends.tensorflow.compile.function:compile_function",
         "xla": "rnn_xframework.backends.tensorflow.compile.function:compile_xla",

@@ -5,8 +5,10 @@ The only module that calls ``tf.function`` for ``xf.compile``. Each layer projec
 input sequence in one product, ``xp = x[time*batch, in] @ kernel + bias``, then the traced loop
 (unrolled over the static number of steps) runs only the recurrent product per step and the
 cell's gates with the cell's own activations. ``"xla"`` adds ``jit_compile=True``; an XLA
-call of a SimpleRNN stack that no ``tf.GradientTape`` records runs :func:`one_product_layer_major`
-instead (one product per step, no gradient wrapper), through a cached concrete function.
+call that no ``tf.GradientTape`` records (any cell type, masked or not; not a training call with
+dropout) runs the loop's inference form instead, through a cached concrete function: no gradient
+wrapper, layer by layer, each step's input projected as it is read (a SimpleRNN or LSTM layer's
+two products summed in one: :func:`~rnn_xframework.backends.tensorflow.compile.graph_loops.summed_step`).
 
 A training call (``training=True``) of a stack with ``dropout`` / ``recurrent_dropout`` draws each
 cell's masks as the uncompiled RNN does (:func:`dropout_masks`: the cells' own generators, or the
@@ -46,11 +48,7 @@ from rnn_xframework.backends.tensorflow.compile.cache import (
     per_shape,
     shape_key,
 )
-from rnn_xframework.backends.tensorflow.compile.graph_loops import (
-    Dropped,
-    one_product_layer_major,
-    weights_of,
-)
+from rnn_xframework.backends.tensorflow.compile.graph_loops import Dropped, weights_of
 from rnn_xframework.backends.tensorflow.compile.graphs import graphs_for
 from rnn_xframework.errors import UnsupportedConfigError
 
@@ -71,10 +69,10 @@ class CompiledRNN(compiled.CompiledRNN):
         self._init_compiled(rnn, "xla" if jit_compile else "tf.function")
         self.jit_compile = jit_compile
         self._graphs = graphs_for(rnn, jit_compile)
-        shortcut = jit_compile and all(c.cell_kind == "SimpleRNNCell" for c in rnn.cells)
-        # Plain functions, not bound methods, and no ``None`` argument: each of those costs
-        # tf.function about 0.07 ms per call, 15% of W1 (measured).
-        self._inference_shortcut = shortcut
+        # XLA calls no tape records (every cell type, masked or not) run _run_inference. Plain
+        # functions, not bound methods, and no ``None`` argument: each of those costs tf.function
+        # about 0.07 ms per call, 15% of W1 (measured).
+        self._inference_shortcut = jit_compile
         # key -> (tf.function, its concrete function for eager calls or None): one per shape
         self._inference_cache = LRU(self._graphs.cache.size)
 
@@ -142,18 +140,34 @@ class CompiledRNN(compiled.CompiledRNN):
     def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
         return self._graphs._initial(x, states)
 
-    def _run_inference(self, x: tf.Tensor, states: Any) -> Any:
-        """XLA without a gradient (no tape records): :func:`one_product_layer_major` on the variables.
+    def traced_loop(
+        self, x: tf.Tensor, states: Any, flat_weights: Any = None, keep: Any = None, inference: bool = False
+    ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
+        """This RNN's graph loop, for a function being traced (this object's own, or a fused
+        ``Bidirectional``'s): ``x [batch, time, in]`` (batch-first), ``states`` (``None``: zeros)
+        -> ``(y, states)``, ``y`` ``[batch, time, units]`` or ``[batch, units]``.
+
+        ``flat_weights``: tensors listed as :meth:`_flat_weights` lists them, or ``None`` to read
+        the variables themselves; ``keep [batch, time]`` (bool): Keras's masked loop;
+        ``inference``: the loop's XLA inference form (``Graphs._loop``)."""
+        graphs = self._graphs
+        if flat_weights is None:
+            weights = [weights_of(c) for c in self.source.cells]
+        else:
+            weights = graphs._pack_weights(flat_weights)
+        return graphs._loop(x, graphs._initial(x, states), weights, keep, inference=inference)
+
+    def _run_inference(self, x: tf.Tensor, states: Any, keep: Any = None) -> Any:
+        """XLA without a gradient (no tape records): :meth:`traced_loop`'s inference form on the
+        variables (projections per step, a SimpleRNN or LSTM layer's two products in one); ``keep
+        [batch, time]`` (bool): Keras's masked loop.
 
         Returns ``(y, states)`` with ``return_state``, else ``y`` alone (each output of an XLA
         function costs time at W1's sizes)."""
-        seq = tf.reverse(x, [1]) if self.source.go_backwards else x
-        layers = [(c, weights_of(c)) for c in self.source.cells]
-        seq, new_states = one_product_layer_major(layers, tf.transpose(seq, [1, 0, 2]), self._initial(x, states))
-        y = tf.transpose(seq, [1, 0, 2]) if self.source.return_sequences else seq[-1]
+        y, new_states = self.traced_loop(x, states, keep=keep, inference=True)
         return (y, new_states) if self.source.return_state else y
 
-    def _inference(self, x: tf.Tensor, states: Any) -> Any:
+    def _inference(self, x: tf.Tensor, states: Any, keep: Any = None) -> Any:
         """Call the inference function; in eager mode through its concrete function for this
         signature, traced once and kept: ``tf.function``'s own per-call lookup (canonicalizing
         the arguments, the cache key) costs ~0.1 ms, 20% of W1 (measured). The key holds what
@@ -161,14 +175,19 @@ class CompiledRNN(compiled.CompiledRNN):
         Concrete functions read the variables at each call, so ``set_weights`` and optimizer
         steps show."""
         args = (x,) if states is None else (x, states)
-        eager = _eager_key(args)
-        key = eager if eager is not None else ("graph", shape_key(x, states))
+        args += () if keep is None else (keep,)
+        eager = eager_key(args)
+        masked = None if keep is None else shape_key(keep, None)
+        key = (masked, *(eager if eager is not None else ("graph", shape_key(x, states))))
 
         def make() -> tuple[Any, Any]:
-            if states is None:
-                fn = per_shape(lambda x: self._run_inference(x, None), jit_compile=True)
-            else:
-                fn = per_shape(lambda x, s: self._run_inference(x, s), jit_compile=True)
+            def run(x: tf.Tensor, *given: Any) -> Any:  # the states and mask that were given: no None argument
+                rest = list(given)
+                return self._run_inference(
+                    x, rest.pop(0) if states is not None else None, rest.pop(0) if keep is not None else None
+                )
+
+            fn = per_shape(run, jit_compile=True)
             return fn, (fn.get_concrete_function(*args) if eager is not None else None)
 
         fn, concrete = self._inference_cache.get(key, make)
@@ -176,11 +195,11 @@ class CompiledRNN(compiled.CompiledRNN):
 
     def __call__(self, inputs: Any, initial_state: Any = None, training: bool | None = None, mask: Any = None) -> Any:
         source = self.source
-        inputs = _native(inputs)
+        inputs = native(inputs)
         self._ready(inputs)
         if isinstance(initial_state, (list, tuple)):  # NumPy states, as Keras layers accept them
             initial_state = [
-                [_native(s) for s in x] if isinstance(x, (list, tuple)) else _native(x) for x in initial_state
+                [native(s) for s in x] if isinstance(x, (list, tuple)) else native(x) for x in initial_state
             ]
         states = self.check_call(inputs, initial_state, training, mask)
         if source.time_major:  # the graphs run batch-first
@@ -190,19 +209,18 @@ class CompiledRNN(compiled.CompiledRNN):
         device = source.cell.cells[0].device
         dropping = bool(training) and compiled.has_dropout(source)
         with tf.device(device) if device is not None else contextlib.nullcontext():
-            if mask is not None or dropping:
-                extra: list[Any] = []
-                if mask is not None:
-                    extra.append(
-                        tf.cast(mask, tf.bool) if isinstance(mask, tf.Tensor) else tf.constant(np.asarray(mask) != 0)
-                    )
-                if dropping:
-                    extra.append(dropout_masks(source, inputs))
-                fn = self._graphs.function(inputs, states, masked=mask is not None, dropped=dropping)
+            keep = None if mask is None else as_keep(mask)
+            if dropping:
+                extra: list[Any] = [] if keep is None else [keep]
+                extra.append(dropout_masks(source, inputs))
+                fn = self._graphs.function(inputs, states, masked=keep is not None, dropped=True)
                 y, new_states = fn(inputs, states, self._flat_weights(), *extra)
-            elif self._inference_shortcut and not _recording():
-                result = self._inference(inputs, states)
+            elif self._inference_shortcut and not recording():
+                result = self._inference(inputs, states, keep)
                 y, new_states = (result, None) if not source.return_state else result
+            elif keep is not None:
+                fn = self._graphs.function(inputs, states, masked=True)
+                y, new_states = fn(inputs, states, self._flat_weights(), keep)
             else:
                 y, new_states = self._graphs.function(inputs, states)(inputs, states, self._flat_weights())
         if source.time_major and source.return_sequences:
@@ -236,7 +254,13 @@ def dropout_masks(rnn: Any, x: tf.Tensor) -> list[Dropped]:
     return drops
 
 
-def _recording() -> bool:
+def as_keep(mask: Any) -> tf.Tensor:
+    """A call's ``mask [batch, time]`` (a tensor or array; nonzero = real step) as the graphs
+    read it: a bool tensor."""
+    return tf.cast(mask, tf.bool) if isinstance(mask, tf.Tensor) else tf.constant(np.asarray(mask) != 0)
+
+
+def recording() -> bool:
     """Whether a ``tf.GradientTape`` may record this call (then the differentiable path runs).
 
     TensorFlow has no public query; its own ``record.could_possibly_record`` (tf 2.12 and
@@ -245,7 +269,7 @@ def _recording() -> bool:
     return _could_possibly_record is None or bool(_could_possibly_record())
 
 
-def _eager_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+def eager_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """A cache key for an eager call with these arguments, or ``None`` (graph mode, an argument
     that is not a tensor, or a TensorFlow without the private context module)."""
     if _tf_context is None or not tf.executing_eagerly():
@@ -253,11 +277,11 @@ def _eager_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     flat = tf.nest.flatten(args)
     if not all(isinstance(t, tf.Tensor) for t in flat):
         return None
-    # the structure is fixed by the call's checks (one state per SimpleRNN layer): shapes suffice
+    # the structure is fixed by the call's checks (each layer's states): shapes suffice
     return (_tf_context.context().device_name, *((tuple(t.shape), t.dtype) for t in flat))
 
 
-def _native(x: Any) -> Any:
+def native(x: Any) -> Any:
     return tf.convert_to_tensor(x) if isinstance(x, np.ndarray) else x
 
 

@@ -1,6 +1,7 @@
 """The TensorFlow graph loops behind ``xf.compile(rnn, "tf.function" | "xla")``, written for
 tracing: each layer's input projected in one product, then only the recurrent product and the
-cell's spec step per time step (:func:`cell_step`), unrolled or in a ``tf.while_loop``. In a
+cell's spec step per time step (:func:`cell_step`), unrolled or in a ``tf.while_loop``; XLA's
+inference loop projects each step as it reads it instead (:func:`layer_major` ``per_step``). In a
 training call with dropout each cell's masks (:class:`Dropped`) enter as tensors: the inputs are
 multiplied before the projection and the state before the recurrent product, as Keras's cells do.
 :mod:`~rnn_xframework.backends.tensorflow.compile.function` builds the graphs and the compiled object on them."""
@@ -176,6 +177,31 @@ def steps_of(xp: tf.Tensor, unroll: bool) -> Any:
     return tf.unstack(xp, num=xp.shape[0]) if unroll else _Steps(xp)
 
 
+def summed_step(cell: Any, w: Weights, xs: Any) -> Step:
+    """The step of a cell whose spec sums its recurrent product with the input projection
+    (:attr:`rnn_xframework.cells.CellSpec.sums_recurrent`) on ``xs[t]`` ``[batch, in]``: one
+    product, ``[x_t, h] @ [kernel; recurrent_kernel]`` plus both biases, then the spec's step with
+    that sum and a ``recurrent`` that adds nothing. Results agree with :func:`cell_step` within
+    float rounding."""
+    spec, config = cells.spec_of(cell), cell.portable_config()
+    kernel = tf.concat([w.kernel, w.recurrent_kernel], 0)
+    bias = None
+    if w.bias is not None:
+        b_in, b_rec = layouts.get(cell.layout_name).bias_parts(w.bias)
+        bias = b_in if b_rec is None else b_in + b_rec
+
+    def step(t: Any, state: list[Any]) -> tuple[tf.Tensor, list[Any]]:
+        z = tf.matmul(tf.concat([xs[t], state[0]], 1), kernel)
+        return spec.step(STEP_OPS, config, z if bias is None else z + bias, _nothing, state)
+
+    return step
+
+
+def _nothing(h: Any, start: int, stop: int) -> float:
+    """The recurrent product of :func:`summed_step`'s step: already in the input projection."""
+    return 0.0
+
+
 def layer_major(
     layers: Layers,
     seq: tf.Tensor,
@@ -184,16 +210,26 @@ def layer_major(
     keep: Any = None,
     zero_output: bool = False,
     drops: Sequence[Dropped] | None = None,
+    per_step: bool = False,
 ) -> tuple[tf.Tensor, list[Any]]:
     """Each layer over the whole ``seq [time, batch, in]``, its input projected in one product
-    (with ``keep``, masked: :func:`hold_step`; with ``drops``, one :class:`Dropped` per layer)."""
+    (with ``keep``, masked: :func:`hold_step`; with ``drops``, one :class:`Dropped` per layer).
+
+    ``per_step`` (the XLA inference loop; no dropout): nothing precomputed, each step's input
+    projected as it is read, in :func:`summed_step`'s one product where the cell's spec allows.
+    XLA's CPU products are slow on a whole-sequence projection and fast on small per-step ones
+    (docs/performance.md)."""
     steps = seq.shape[0]
     new_states = []
     for (cell, w), state, d in zip(layers, states, drops or [NO_DROPOUT] * len(layers), strict=True):
-        xp = steps_of(project(cell, w, seq, d.inputs), unroll)
+        if per_step and cells.spec_of(cell).sums_recurrent:
+            step = summed_step(cell, w, steps_of(seq, unroll))
+        else:
+            xs = steps_of(seq if per_step else project(cell, w, seq, d.inputs), unroll)
 
-        def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xp: Any = xp, hm: Any = d.recurrent) -> Any:
-            return cell_step(cell, w, xp[t], s, hm)
+            def step(t: Any, s: list[Any], cell: Any = cell, w: Weights = w, xs: Any = xs, d: Dropped = d) -> Any:
+                xp = project(cell, w, xs[t], d.inputs) if per_step else xs[t]
+                return cell_step(cell, w, xp, s, d.recurrent)
 
         seq, state = run_masked(steps, step, state, unroll, keep, zero_output, cell.units)
         new_states.append(state)
@@ -229,31 +265,3 @@ def timestep_major(
         return out, new_states
 
     return run_masked(seq.shape[0], step, states, unroll, keep, zero_output, layers[-1][0].units)
-
-
-def one_product_layer_major(layers: Layers, seq: tf.Tensor, states: list[Any]) -> tuple[tf.Tensor, list[Any]]:
-    """SimpleRNN layers for XLA inference: one product per step, ``[x_t, h] @ [kernel; recurrent_kernel]``.
-
-    Nothing is precomputed: XLA's CPU matrix products are slow on a whole-sequence projection
-    and fast on these small per-step ones (measured: W1 about 0.9x Keras's own XLA stack, where
-    the precomputed projection is 1.3x). Each step computes the cell's two products summed in
-    one GEMM: results agree with the cell within float rounding.
-    """
-    steps = seq.shape[0]
-    new_states = []
-    for (cell, w), state in zip(layers, states, strict=True):
-        kernel = tf.concat([w.kernel, w.recurrent_kernel], 0)
-        xs = steps_of(seq, unroll=False)
-        outs = tf.TensorArray(seq.dtype, size=steps, element_shape=state[0].shape)
-
-        def body(t: Any, h: Any, outs: Any, cell: Any = cell, w: Weights = w, xs: Any = xs, k: Any = kernel) -> Any:
-            z = tf.matmul(tf.concat([xs[t], h], 1), k)
-            h = cell.activation(z if w.bias is None else z + w.bias)
-            return t + 1, h, outs.write(t, h)
-
-        _, h, outs = tf.while_loop(
-            lambda t, *_: t < steps, body, (tf.constant(0), state[0], outs), maximum_iterations=steps
-        )
-        seq = outs.stack()
-        new_states.append([h])
-    return seq, new_states

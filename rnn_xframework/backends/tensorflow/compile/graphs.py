@@ -16,14 +16,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from rnn_xframework.backends.tensorflow.compile import cache
-from rnn_xframework.backends.tensorflow.compile.cache import (
-    CACHE_SIZE,
-    LRU,
-    GradientNames,
-    per_shape,
-    shape_key,
-)
+from rnn_xframework.backends.tensorflow.compile.cache import CACHE_SIZE, LRU, per_shape, shape_key
 from rnn_xframework.backends.tensorflow.compile.graph_loops import (
     Dropped,
     Weights,
@@ -31,6 +24,7 @@ from rnn_xframework.backends.tensorflow.compile.graph_loops import (
     timestep_major,
     weights_of,
 )
+from rnn_xframework.backends.tensorflow.compile.xla_gradient import XlaGradient
 
 TIMESTEP_MAJOR_MAX = 4096
 """``batch * units`` up to which :func:`timestep_major` is used (measured: W1 (4 x 64) runs
@@ -114,23 +108,26 @@ class Graphs:
                 return self._loop(x, self._initial(x, states), self._pack_weights(weights), *loop_args(extra))
 
             return per_shape(run_plain, jit_compile=False)
-        forward = per_shape(self._loop, jit_compile=True)
-        backward = per_shape(self._loop_gradients, jit_compile=True)
-        if not cache.CAN_RELEASE_GRADIENTS:  # eager: a traced custom gradient would pin evicted shapes
-            return lambda x, states, weights, *extra: self._run_xla(
-                x, states, weights, forward, backward, *loop_args(extra)
-            )
-        # One graph per call, as for "tf.function". The custom gradient traced into it registers
-        # its gradient function in TensorFlow's process-wide registry; ``names`` takes it back
-        # when this shape's function is evicted and collected (else it keeps the graphs alive).
-        names = GradientNames()
+        n_states = sum(len(c.state_sizes) for c in self.cells)
+        structure = [list(c.state_sizes) for c in self.cells]
+
+        def flat_loop(sources: list[tf.Tensor], *extra: Any) -> list[tf.Tensor]:
+            """:meth:`_loop` on ``[x, *flat states, *flat weights]`` -> ``[y, *flat states]``."""
+            states = tf.nest.pack_sequence_as(structure, sources[1 : 1 + n_states])
+            y, new = self._loop(sources[0], states, self._pack_weights(sources[1 + n_states :]), *extra)
+            return [y, *tf.nest.flatten(new)]
+
+        xla = XlaGradient(flat_loop)
 
         def run(x: tf.Tensor, states: Any, weights: list[Any], *extra: Any) -> tuple[tf.Tensor, list[Any]]:
-            y, new = self._run_xla(x, states, weights, forward, backward, *loop_args(extra))
-            names.add(y)
-            return y, new
+            initial = self._initial(x, states)
+            # the mask and dropout masks go to both XLA functions (no gradient); none: no argument
+            constants = loop_args(extra) if extra else ()
+            sources = [x, *tf.nest.flatten(initial), *(tf.convert_to_tensor(w) for w in weights)]
+            y, *flat_new = xla(sources, *constants)
+            return y, tf.nest.pack_sequence_as(initial, flat_new)
 
-        return names.release_with(per_shape(run, jit_compile=False))
+        return xla.traced(run)
 
     def _loop(
         self,
@@ -139,12 +136,18 @@ class Graphs:
         weights: list[Weights],
         mask: Any = None,
         drops: list[Dropped] | None = None,
+        inference: bool = False,
     ) -> tuple[tf.Tensor, list[list[tf.Tensor]]]:
         """``x [batch, time, in]`` -> ``(y, states)`` with these weights, one per cell; with
         ``mask [batch, time]`` (bool), Keras's masked loop: the padding's inputs are zeros before
         any arithmetic (so NaN there reaches neither outputs nor gradients), then each step holds
         the states and output where the mask is false (graph_loops.hold_step). ``drops``: each
-        cell's dropout masks in a training call (graph_loops.Dropped), else ``None``."""
+        cell's dropout masks in a training call (graph_loops.Dropped), else ``None``.
+
+        ``inference``: the XLA loop without a gradient (the call's inference shortcut): layer by
+        layer, each step's input projected as it is read, the two products of a cell whose spec
+        sums them in one (graph_loops.layer_major ``per_step``). Measured at W1 (docs/performance.md):
+        faster than the precomputed projection and than the timestep-major loop for LSTM and GRU."""
         s = self.structure
         keep = None
         if mask is not None:
@@ -154,11 +157,14 @@ class Graphs:
             x = tf.reverse(x, [1])
         seq = tf.transpose(x, [1, 0, 2])
         layers = list(zip(self.cells, weights, strict=True))
-        small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.cells) <= s.timestep_major_max
-        run = timestep_major if (small or not s.jit_compile) and len(layers) > 1 else layer_major
-        # unrolled up to UNROLL_MAX_STEPS (fastest); longer: one while loop, a graph that does not grow with T
-        unroll = not s.jit_compile and x.shape[1] <= UNROLL_MAX_STEPS
-        seq, new_states = run(layers, seq, states, unroll, keep, s.zero_output_for_mask, drops)
+        if inference:
+            seq, new_states = layer_major(layers, seq, states, False, keep, s.zero_output_for_mask, per_step=True)
+        else:
+            small = x.shape[0] is not None and x.shape[0] * max(c.units for c in self.cells) <= s.timestep_major_max
+            run = timestep_major if (small or not s.jit_compile) and len(layers) > 1 else layer_major
+            # unrolled up to UNROLL_MAX_STEPS (fastest); longer: one while loop, a graph that does not grow with T
+            unroll = not s.jit_compile and x.shape[1] <= UNROLL_MAX_STEPS
+            seq, new_states = run(layers, seq, states, unroll, keep, s.zero_output_for_mask, drops)
         y = tf.transpose(seq, [1, 0, 2]) if s.return_sequences else seq[-1]
         return y, new_states
 
@@ -166,27 +172,6 @@ class Graphs:
         """``[kernel, recurrent_kernel, (bias), ...]`` -> one :class:`Weights` per cell."""
         values = iter(flat)
         return [Weights(*(None if v is None else next(values) for v in weights_of(c))) for c in self.cells]
-
-    def _loop_gradients(
-        self,
-        x: tf.Tensor,
-        flat: list[tf.Tensor],
-        weights: list[tf.Tensor],
-        upstream: list[Any],
-        mask: Any = None,
-        drops: list[Dropped] | None = None,
-    ) -> Any:
-        """Forward and backward of :meth:`_loop` in one XLA function: gradients of
-        ``sum(y * dy) + sum(s * ds)`` (``upstream = [dy, *ds]``) w.r.t. ``x``, the flat states
-        and the flat weights (the masks are constants of the call)."""
-        structure = [list(c.state_sizes) for c in self.cells]
-        sources = [x, *flat, *weights]
-        with tf.GradientTape() as tape:
-            tape.watch(sources)
-            packed = tf.nest.pack_sequence_as(structure, flat)
-            y, new = self._loop(x, packed, self._pack_weights(weights), mask, drops)
-        grads = tape.gradient([y, *tf.nest.flatten(new)], sources, output_gradients=upstream)
-        return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources, strict=True)]
 
     def _initial(self, x: tf.Tensor, states: Any) -> list[list[tf.Tensor]]:
         """``states``, or zeros ``[batch, units]`` for each state of each cell when ``None``."""
@@ -198,47 +183,6 @@ class Graphs:
     def _run(self, x: tf.Tensor, states: Any, flat_weights: list[Any]) -> tuple[tf.Tensor, list[Any]]:
         """The plain ``tf.function`` graph."""
         return self._loop(x, self._initial(x, states), self._pack_weights(flat_weights))
-
-    def _run_xla(
-        self,
-        x: tf.Tensor,
-        states: Any,
-        flat_weights: list[Any],
-        forward: Any,
-        backward: Any,
-        mask: Any = None,
-        drops: list[Dropped] | None = None,
-    ) -> tuple[tf.Tensor, list[Any]]:
-        """The XLA while loop ``forward``, its gradient a second XLA function ``backward`` (the
-        forward recomputed).
-
-        TensorFlow cannot differentiate an XLA-compiled ``tf.while_loop`` from outside the
-        compiled function ("TensorList crossing the XLA/TF boundary"), so the gradient is a
-        ``tf.custom_gradient`` that runs forward and backward in one XLA function, as Keras's
-        XLA training step does. The weights enter as tensors read from the variables, so
-        gradients reach the variables through those reads. A ``mask`` and dropout masks ``drops``
-        go to both (no gradient).
-        """
-        extra = () if mask is None and drops is None else (mask, drops)
-        structure = self._initial(x, states)
-        flat_states = tf.nest.flatten(structure)
-        n_states = len(flat_states)
-
-        @tf.custom_gradient
-        def run(x: tf.Tensor, *inputs: tf.Tensor) -> Any:
-            frozen = [tf.stop_gradient(t) for t in (x, *inputs)]  # the forward records nothing
-            states = tf.nest.pack_sequence_as(structure, frozen[1 : 1 + n_states])
-            y, new = forward(frozen[0], states, self._pack_weights(frozen[1 + n_states :]), *extra)
-            outputs = [y, *tf.nest.flatten(new)]
-
-            def grad(*upstream: Any) -> list[tf.Tensor]:
-                upstream_ = [tf.zeros_like(o) if d is None else d for d, o in zip(upstream, outputs, strict=True)]
-                return backward(x, list(inputs[:n_states]), list(inputs[n_states:]), upstream_, *extra)
-
-            return tuple(outputs), grad
-
-        y, *flat_new = run(x, *flat_states, *(tf.convert_to_tensor(w) for w in flat_weights))
-        return y, tf.nest.pack_sequence_as(structure, flat_new)
 
 
 _GRAPHS: weakref.WeakValueDictionary[Structure, Graphs] = weakref.WeakValueDictionary()
