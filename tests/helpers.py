@@ -53,6 +53,23 @@ def max_err(a: Any, b: Any) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+def flat(out: Any) -> list[Any]:
+    """A call's outputs (nested lists of tensors: outputs, states) as one flat list."""
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in flat(o)]
+    return [out]
+
+
+def assert_all_close(got: Any, want: Any, tol: float) -> None:
+    """Every tensor of ``got`` and ``want`` (:func:`flat`), in order: same shapes, within ``tol``; torch
+    tensors that require grad compared detached."""
+    got, want = flat(got), flat(want)
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want, strict=True):
+        assert tuple(g.shape) == tuple(w.shape)
+        assert max_err(*(t.detach() if hasattr(t, "detach") else t for t in (g, w))) <= tol
+
+
 KINDS = ["SimpleRNNCell", "LSTMCell", "GRUCell"]  # the built-in cell types (tests/test_custom_cell.py adds one)
 GATES = {kind: cells.get(kind).n_gates for kind in KINDS}
 N_STATES = {kind: cells.get(kind).n_states for kind in KINDS}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import test_compile_cpu as base
 from conftest import TOL
-from helpers import max_err, random_cell_states, random_cell_weights
+from helpers import assert_all_close, flat, max_err, random_cell_states, random_cell_weights
 from test_compile_cpu import FEATURES, STEPS
 from test_compile_cpu_masked import CASES, Spy, lengths_for, mask_of, same_draws
 from test_compile_masks import poisoned
@@ -63,18 +63,8 @@ def fused_only(fast):
     return fast
 
 
-def flat(out):
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in flat(o)]
-    return [out]
-
-
 def assert_close(got, want, dtype):
-    got, want = flat(got), flat(want)
-    assert len(got) == len(want) > 0
-    for g, w in zip(got, want, strict=True):
-        assert tuple(g.shape) == tuple(w.shape)
-        assert max_err(g.detach(), w.detach()) <= TOL[dtype]
+    assert_all_close(got, want, TOL[dtype])
 
 
 def random_states(config, rng, batch, dtype):

@@ -14,7 +14,7 @@ import weakref
 import numpy as np
 import pytest
 from conftest import TOL
-from helpers import max_err, random_cell_states, random_cell_weights
+from helpers import assert_all_close, flat, max_err, random_cell_states, random_cell_weights
 
 import rnn_xframework as xf
 from rnn_xframework import layers
@@ -87,18 +87,8 @@ def random_states(config, rng, dtype, n_layers=2):
     return [[tf.constant(s) for s in layer] for layer in states]
 
 
-def flat(out):
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in flat(o)]
-    return [out]
-
-
 def assert_close(got, want, dtype):
-    got, want = flat(got), flat(want)
-    assert len(got) == len(want) > 0
-    for g, w in zip(got, want, strict=True):
-        assert tuple(g.shape) == tuple(w.shape)
-        assert max_err(g.numpy(), w.numpy()) <= TOL[dtype]
+    assert_all_close(got, want, TOL[dtype])
 
 
 def assert_grads_close(got, want, dtype):
