@@ -111,7 +111,7 @@ SIGNATURES = {  # backward, last: ``active`` (NULL, or int32 [T]: cpu_cells.c's 
     "xf_rnn_fwd": [N, N, N, N, P, P, P, P, P, P, N],
     "xf_rnn_bwd": [N, N, N, N, P, P, P, P, P, P],
     "xf_zero_past": [N, N, N, N, L, L, P, P],  # zero_output_for_mask in place (calls autograd does not record)
-    "xf_transposed": [N, N, P, P],  # (rows, cols, m, cache): cpu_recurrences.transposed
+    "xf_transposed": [N, N, P, P],  # (rows, cols, m, cache): cpu_scratch.transposed
 }
 PIPELINED = {  # two layers at once; each returns the threads that ran (int)
     "xf_lstm2_fwd": [N, N, N, N, N, N, *[P] * 17],  # a stack's two layers, pipelined; last: lengths

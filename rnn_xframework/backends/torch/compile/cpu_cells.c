@@ -179,10 +179,10 @@ static int run_pipelined(void (*lower)(void *), void (*upper)(void *), void *arg
                                                                                                                      \
     /* Two LSTM layers, forward without save, every row real, batch <= SMALL_ROWS (W1's shapes: there one          \
        layer's step is a few microseconds and a torch call as long), pipelined (run_pipelined): the lower layer   \
-       projects its step t, x_t @ W_ih1^T + b1 (x [T,B,F] time-major, wih1 [4H1,F], b1 [4H1] both biases or      \
-       NULL), and runs it into y1 [T,B,H1]; the upper one projects y1_t (wih2 [4H2,H1], b2) as soon as y1_t is   \
-       done, then runs its step into y2 [T,B,H2]. The matrices come transposed: v1 [F,4H1], v2 [H1,4H2] the      \
-       weight_ih^T, u1 [H1,4H1], u2 [H2,4H2] the weight_hh^T. cs1 [2,B,H1] / cs2 [2,B,H2]: the cell states (the    \
+       projects its step t, x_t @ v1 + b1 (x [T,B,F] time-major, b1 [4H1] both biases or NULL), and runs it into \
+       y1 [T,B,H1]; the upper one projects y1_t (y1_t @ v2 + b2) as soon as y1_t is done, then runs its step     \
+       into y2 [T,B,H2]. The matrices come transposed: v1 [F,4H1], v2 [H1,4H2] the weight_ih^T, u1 [H1,4H1],     \
+       u2 [H2,4H2] the weight_hh^T. cs1 [2,B,H1] / cs2 [2,B,H2]: the cell states (the                            \
        last in cs[(T-1)%2]); work: B*(9H1 + 9H2) elements of scratch; lengths: NULL or int32 [B] (hold_past, both \
        layers). Returns the number of threads that ran. */                                                          \
     typedef struct {                                                                                                 \
@@ -506,7 +506,7 @@ int xf_right_padded(int batch, int steps, const unsigned char *keep, int *length
 
 /* m^T for m [rows, cols] (contiguous) into cache [2 * rows * cols] = (a copy of m, m^T), kept between calls:
  * rebuilt only where m's bytes differ from the copy (compared in full, so the result is exact whatever wrote
- * m; a cache of zeros is a valid pair). cpu_recurrences.transposed keeps one cache per matrix and thread. */
+ * m; a cache of zeros is a valid pair). cpu_scratch.transposed keeps one cache per matrix and thread. */
 #define DEFINE_TRANSPOSED(T, S)                                                                                     \
     void xf_transposed_##S(int rows, int cols, const T *m, T *cache) {                                              \
         const long n = (long)rows * cols;                                                                           \

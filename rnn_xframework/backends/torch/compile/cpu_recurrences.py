@@ -95,6 +95,7 @@ def lstm_pair_forward(
     [h, c] upper, the threads that ran)``; a call autograd does not record, ``B <=``
     :data:`PIPELINE_MAX_BATCH`; ``lengths``: :data:`Lengths` (rows past their length hold their state, in
     both layers), else every row real. Both ways give the same numbers, bit for bit."""
+    x = x.contiguous()
     steps, batch, features = x.shape
     h1, h2 = w.shape[1], w_up.shape[1]
     y1 = empty(x, (steps, batch, h1), "out0")
